@@ -1,0 +1,95 @@
+/*
+ * config/config.h: the daemon's configuration, loaded once at start-up from JSON.
+ *
+ * cfg_load() parses the file (cJSON), expands `${NAME}` from the environment in
+ * every string, applies defaults and validates; the result is immutable and read
+ * by every room. Every problem is reported as one line that names the key, e.g.
+ * `webhooks[0].max_batch_events: must be between 1 and 10000 (got 0)`.
+ * This room includes none of the others.
+ */
+#ifndef SHARDHOOK_CONFIG_CONFIG_H
+#define SHARDHOOK_CONFIG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cfg_compress { CFG_COMPRESS_AUTO = 0, CFG_COMPRESS_ZSTD, CFG_COMPRESS_ZLIB, CFG_COMPRESS_NONE };
+
+enum cfg_shards_mode {
+    CFG_SHARDS_AUTO = 0, /* "auto": Discord's recommended count, every shard */
+    CFG_SHARDS_TOTAL,    /* {"total":N}: shards 0..N-1 */
+    CFG_SHARDS_RANGE,    /* {"total":N,"first":a,"last":b} */
+    CFG_SHARDS_IDS,      /* {"total":N,"ids":[...]} */
+};
+
+struct cfg_header {
+    char *name;
+    char *value;
+};
+
+struct cfg_webhook {
+    char *url;
+    char **events; /* exact names, "PREFIX*", or "*" */
+    size_t n_events;
+    char **secrets; /* "whsec_<base64>" strings, newest first; n_secrets 0 only if unsigned */
+    size_t n_secrets;
+    int unsigned_ok; /* 1 when the config said "secret": null */
+    int max_batch_events;
+    size_t max_batch_bytes;
+    int max_batch_delay_ms;
+    int max_in_flight;
+    int timeout_ms;
+    struct cfg_header *headers;
+    size_t n_headers;
+};
+
+struct cfg_config {
+    char *token; /* bot token, without the "Bot " prefix */
+    char *api_base;
+    uint64_t intents;
+    enum cfg_compress compress;
+    struct {
+        enum cfg_shards_mode mode;
+        int total; /* 0 with CFG_SHARDS_AUTO */
+        int first, last;
+        int *ids; /* CFG_SHARDS_IDS only */
+        size_t n_ids;
+    } shards;
+    int identify_concurrency; /* 0 = "auto" */
+    int large_threshold;      /* 50..250 */
+    int guild_create_timeout_ms;
+    char *presence_json;      /* the presence object re-serialised compactly, or NULL */
+    struct cfg_webhook *webhooks;
+    size_t n_webhooks;
+    char **disable_events; /* event names dropped before routing */
+    size_t n_disable_events;
+    char *http_listen;     /* "host:port"; default "127.0.0.1:7878" */
+    char *http_token;      /* NULL when unset */
+    char *state_dir;       /* default "./state" */
+    char *log_level;       /* debug|info|warn|error; default info */
+    int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
+    int shutdown_timeout_ms;       /* default 10000 */
+    int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
+    int reconnect_max_ms;          /* backoff cap; default 60000 */
+    size_t max_payload_bytes;      /* cap on one inflated gateway payload; default 64 MiB */
+    int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
+};
+
+/*
+ * Load and validate path into *out. On failure returns SH_ECONFIG, writes one line
+ * (no trailing newline) naming the key and the problem into err, and leaves *out
+ * zeroed. Never prints secrets into err.
+ */
+int cfg_load(const char *path, struct cfg_config *out, char *err, size_t errlen);
+/* Same, from a string in memory (tests, fuzzing); where names the source in messages. */
+int cfg_load_string(const char *json, size_t len, struct cfg_config *out, char *err, size_t errlen);
+void cfg_free(struct cfg_config *cfg);
+
+/* Intent name ("GUILD_MESSAGES") to its bit number, -1 if unknown. */
+int cfg_intent_bit(const char *name);
+/* Name of an intent bit, or NULL. */
+const char *cfg_intent_name(int bit);
+/* 1 when bit is privileged (GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT). */
+int cfg_intent_privileged(int bit);
+
+#endif

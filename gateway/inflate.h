@@ -1,0 +1,42 @@
+/*
+ * gateway/inflate.h: transport decompression for one gateway connection.
+ *
+ * zlib-stream: one inflate context (zlib wrapper) for the whole connection.
+ * Binary messages are appended until the input ends with 00 00 FF FF; then the
+ * accumulated input is inflated and exactly one payload is complete.
+ * zstd-stream: one decompression context for the whole connection; every message
+ * is one whole payload (the server flushes but never ends the frame).
+ * none: messages pass through unchanged.
+ *
+ * The output buffer is owned by the context and reused; a payload larger than
+ * max_out is SH_ETOOBIG; corrupt input is SH_ECORRUPT. After either error the
+ * stream is unusable: the caller drops the connection and calls gw_inflate_reset
+ * before the next one.
+ */
+#ifndef SHARDHOOK_GW_INFLATE_H
+#define SHARDHOOK_GW_INFLATE_H
+
+#include <stddef.h>
+
+enum gw_compress { GW_COMPRESS_NONE = 0, GW_COMPRESS_ZLIB, GW_COMPRESS_ZSTD };
+
+struct gw_inflate; /* opaque */
+
+/* max_out: cap on one decompressed payload. max_in: cap on pending compressed input. */
+int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct gw_inflate **out);
+void gw_inflate_free(struct gw_inflate *z);
+/* Forget the stream (new connection); keeps the allocations. */
+int gw_inflate_reset(struct gw_inflate *z);
+
+/*
+ * Feed one complete WebSocket message. When a payload is complete, *out/*out_len
+ * point to it (valid until the next call) and *done is 1; otherwise *done is 0
+ * (zlib: more messages needed). Returns 0, SH_ETOOBIG or SH_ECORRUPT.
+ */
+int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
+                    size_t *out_len, int *done);
+
+/* Query-string value for a kind: "zlib-stream", "zstd-stream" or NULL for none. */
+const char *gw_inflate_query_name(enum gw_compress kind);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * lib/log.h: one-line logfmt logging to stderr.
+ *
+ * Lines look like `ts=2026-11-23T13:45:00.123Z level=info msg="shard ready" shard=3`.
+ * Callers pass the fields after `level=` as a printf format; the macros skip the
+ * formatting entirely below the configured level. Registered secrets (bot token,
+ * webhook secrets, API token) are replaced by `[redacted]` in every line, as a
+ * last line of defence: callers still must not pass them.
+ */
+#ifndef SHARDHOOK_LIB_LOG_H
+#define SHARDHOOK_LIB_LOG_H
+
+enum sh_log_level { SH_LOG_DEBUG = 0, SH_LOG_INFO, SH_LOG_WARN, SH_LOG_ERROR, SH_LOG_OFF };
+
+extern int sh_log_level;
+
+void sh_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse "debug|info|warn|error|off"; returns -1 when unknown. */
+int sh_log_level_parse(const char *name);
+/* Remember a secret to scrub from every later line (copied; strings under 4 bytes ignored). */
+void sh_log_add_secret(const char *secret);
+void sh_log_clear_secrets(void);
+
+#define SH_LOG_AT_(lvl, ...)                  \
+    do {                                      \
+        if ((lvl) >= sh_log_level)            \
+            sh_log_write((lvl), __VA_ARGS__); \
+    } while (0)
+#define log_debug(...) SH_LOG_AT_(SH_LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) SH_LOG_AT_(SH_LOG_INFO, __VA_ARGS__)
+#define log_warn(...) SH_LOG_AT_(SH_LOG_WARN, __VA_ARGS__)
+#define log_error(...) SH_LOG_AT_(SH_LOG_ERROR, __VA_ARGS__)
+
+/* A state that cannot happen: report file and line, then abort (haproxy's BUG_ON). */
+#define SH_BUG_ON(cond)                                                                     \
+    do {                                                                                    \
+        if (cond) {                                                                         \
+            sh_log_write(SH_LOG_ERROR, "msg=\"bug\" cond=\"%s\" at=%s:%d", #cond, __FILE__, \
+                         __LINE__);                                                         \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+#endif

@@ -1,0 +1,199 @@
+/*
+ * bridge/main.c: shardhook's entry point. Parses the command line, loads the
+ * config, wires the gateway (its own thread) to the delivery thread, turns
+ * SIGTERM/SIGINT into a graceful stop, and picks the exit code:
+ *   0 after a stop, 1 when the gateway cannot run (one line says what to fix),
+ *   78 for an invalid config (EX_CONFIG), 64 for a bad command line (EX_USAGE).
+ * Signal handlers only set a flag; this thread polls it.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bridge/deliver.h"
+#include "config/config.h"
+#include "gateway/gateway.h"
+#include "lib/errors.h"
+#include "lib/log.h"
+
+#define SHARDHOOK_VERSION "0.1.0"
+#define EX_USAGE 64
+#define EX_CONFIG 78
+
+static volatile sig_atomic_t got_signal;
+static volatile int stop_flag; /* read by discovery retries */
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+    stop_flag = 1;
+}
+
+struct gw_thread {
+    struct gw_gateway *gw;
+    int rc;
+    atomic_int done;
+};
+
+static void *gateway_main(void *arg)
+{
+    struct gw_thread *t = arg;
+    t->rc = gw_gateway_run(t->gw);
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardhook -c FILE        run with the config in FILE\n"
+            "       shardhook --check -c FILE   validate FILE and exit (0 valid, 78 invalid)\n"
+            "       shardhook --version | --help\n"
+            "\n"
+            "Holds a Discord bot's Gateway shards and delivers dispatch events to webhooks.\n"
+            "SIGTERM/SIGINT stop gracefully: sockets close with 4000 so sessions stay resumable.\n");
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR && !got_signal)
+        ;
+}
+
+static void register_secrets(const struct cfg_config *cfg)
+{
+    sh_log_add_secret(cfg->token);
+    sh_log_add_secret(cfg->http_token);
+    for (size_t i = 0; i < cfg->n_webhooks; i++)
+        for (size_t j = 0; j < cfg->webhooks[i].n_secrets; j++)
+            sh_log_add_secret(cfg->webhooks[i].secrets[j]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (++i == argc) {
+                usage(stderr);
+                return EX_USAGE;
+            }
+            path = argv[i];
+        } else if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("shardhook %s\n", SHARDHOOK_VERSION);
+            return 0;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "shardhook: unknown argument \"%s\"\n", argv[i]);
+            usage(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return EX_USAGE;
+    }
+
+    struct cfg_config cfg;
+    char err[1024];
+    if (cfg_load(path, &cfg, err, sizeof(err))) {
+        fprintf(stderr, "shardhook: %s: %s\n", path, err);
+        return EX_CONFIG;
+    }
+    register_secrets(&cfg);
+    if (check) {
+        printf("shardhook: %s: ok\n", path);
+        cfg_free(&cfg);
+        return 0;
+    }
+    int lvl = sh_log_level_parse(cfg.log_level ? cfg.log_level : "info");
+    sh_log_level = lvl < 0 ? SH_LOG_INFO : lvl;
+    for (size_t i = 0; i < cfg.n_webhooks; i++)
+        if (cfg.webhooks[i].unsigned_ok)
+            log_warn("msg=\"webhook requests are unsigned (secret: null); receivers cannot "
+                     "verify them\" webhook=%zu",
+                     i);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    log_info("msg=\"starting\" version=%s config=\"%s\" webhooks=%zu", SHARDHOOK_VERSION, path,
+             cfg.n_webhooks);
+
+    int exit_code = 0;
+    struct br_delivery *delivery = NULL;
+    struct gw_gateway *gw = NULL;
+    int rc = br_delivery_new(&cfg, &delivery);
+    if (!rc)
+        rc = br_delivery_start(delivery);
+    if (rc) {
+        fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
+        exit_code = 1;
+        goto out;
+    }
+    struct gw_sink sink = br_delivery_sink(delivery);
+    rc = gw_gateway_new(&cfg, &sink, &stop_flag, &gw, err, sizeof(err));
+    if (rc) {
+        if (rc == SH_ECLOSED) {
+            log_info("msg=\"stopped before the gateway was reached\"");
+        } else {
+            log_error("msg=\"gateway unavailable\" error=\"%s\"", err);
+            fprintf(stderr, "shardhook: %s\n", err);
+            exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
+        }
+        goto out;
+    }
+
+    struct gw_thread gt = {.gw = gw};
+    pthread_t th;
+    if (pthread_create(&th, NULL, gateway_main, &gt)) {
+        fprintf(stderr, "shardhook: cannot start the gateway thread\n");
+        exit_code = 1;
+        goto out;
+    }
+    while (!got_signal && !atomic_load(&gt.done))
+        sleep_ms(50);
+    if (got_signal) {
+        log_info("msg=\"stopping\" signal=%d", (int)got_signal);
+        gw_gateway_stop(gw);
+    }
+    pthread_join(th, NULL);
+    if (gt.rc) {
+        const char *why = gw_gateway_fatal(gw);
+        log_error("msg=\"no shard can run\" error=\"%s\"", why ? why : sh_strerror(gt.rc));
+        fprintf(stderr, "shardhook: %s\n", why ? why : sh_strerror(gt.rc));
+        exit_code = 1;
+    }
+
+out:
+    if (delivery) {
+        uint64_t left = br_delivery_stop(delivery, cfg.shutdown_timeout_ms);
+        if (left)
+            log_error("msg=\"events not delivered at exit\" events=%llu",
+                      (unsigned long long)left);
+    }
+    gw_gateway_free(gw);
+    br_delivery_free(delivery);
+    log_info("msg=\"stopped\" exit_code=%d", exit_code);
+    cfg_free(&cfg);
+    sh_log_clear_secrets();
+    curl_global_cleanup();
+    return exit_code;
+}

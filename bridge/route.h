@@ -1,0 +1,16 @@
+/*
+ * bridge/route.h: which webhooks an event goes to.
+ *
+ * A webhook's `events` patterns are exact names, a `PREFIX*` prefix, or `*`.
+ */
+#ifndef SHARDHOOK_BR_ROUTE_H
+#define SHARDHOOK_BR_ROUTE_H
+
+#include <stddef.h>
+
+/* 1 when the event name t (t_len bytes, not NUL-terminated) matches pattern. */
+int br_route_match(const char *pattern, const char *t, size_t t_len);
+/* 1 when any of n patterns matches. */
+int br_route_match_any(char *const *patterns, size_t n, const char *t, size_t t_len);
+
+#endif

@@ -1,0 +1,849 @@
+/*
+ * gateway/shard.c: one shard's life on the gateway thread: connect, HELLO,
+ * heartbeats and zombie detection, IDENTIFY through the bucket or RESUME on
+ * resume_gateway_url, READY and guild loading, dispatch hand-off, close codes and
+ * reconnects with capped full-jitter backoff.
+ *
+ * Everything here runs on the gateway thread inside libwebsockets callbacks and
+ * scheduled callbacks (lws_sul). It must not block and must not touch other rooms.
+ */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/envelope.h"
+#include "gateway/shard.h"
+#include "lib/clock.h"
+#include "lib/errors.h"
+#include "lib/log.h"
+#include "lib/rand.h"
+
+#define HELLO_TIMEOUT_MS 20000 /* a socket that never says HELLO is broken */
+#define CLOSE_GRACE_MS 2000    /* a close frame that cannot be written in time: drop */
+
+const char *gw_status_name(enum gw_status st)
+{
+    switch (st) {
+#define GW_STATUS_NAME_(n, s) \
+    case GW_##n:              \
+        return s;
+        GW_STATUS_MAP(GW_STATUS_NAME_)
+#undef GW_STATUS_NAME_
+    }
+    return "unknown";
+}
+
+static void set_status(struct gw_shard *s, enum gw_status st)
+{
+    if (s->status == st)
+        return;
+    log_info("msg=\"shard status\" shard=%d from=%s to=%s", s->id, gw_status_name(s->status),
+             gw_status_name(st));
+    s->status = st;
+}
+
+static void schedule(struct gw_shard *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t ms)
+{
+    lws_sul_schedule(s->gw->ctx, 0, sul, cb, (lws_usec_t)ms * LWS_US_PER_MS);
+}
+
+static void cancel_timers(struct gw_shard *s)
+{
+    lws_sul_cancel(&s->sul_heartbeat);
+    lws_sul_cancel(&s->sul_connect);
+    lws_sul_cancel(&s->sul_identify);
+    lws_sul_cancel(&s->sul_guilds);
+    lws_sul_cancel(&s->sul_write);
+    lws_sul_cancel(&s->sul_kill);
+}
+
+static void drop_session(struct gw_shard *s)
+{
+    s->session_id[0] = '\0';
+    s->resume_url[0] = '\0';
+    s->seq = 0;
+    s->has_seq = 0;
+    s->resume_attempts = 0;
+    SH_FREE(s->pending_guilds);
+    s->n_pending = 0;
+}
+
+int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
+{
+    memset(s, 0, sizeof(*s));
+    s->gw = gw;
+    s->id = id;
+    s->status = GW_QUEUED;
+    s->latency_ms = -1;
+    s->next_delay_ms = -1;
+    sh_buf_init(&s->frame, gw->cfg->max_payload_bytes);
+    gw_sendq_init(&s->sendq);
+    return gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
+                          &s->z);
+}
+
+void gw_shard_destroy(struct gw_shard *s)
+{
+    gw_inflate_free(s->z);
+    s->z = NULL;
+    sh_buf_free(&s->frame);
+    gw_sendq_reset(&s->sendq);
+    SH_FREE(s->pending_guilds);
+}
+
+/* ---- URLs ------------------------------------------------------------------------------ */
+
+struct ws_url {
+    int tls;
+    char host[256];
+    int port;
+    char path[512]; /* without query, starts with '/' */
+};
+
+/* Parse ws://host[:port][/path] or wss://...; IPv6 hosts in brackets. */
+static int parse_ws_url(const char *url, struct ws_url *u)
+{
+    memset(u, 0, sizeof(*u));
+    const char *p;
+    if (!strncmp(url, "wss://", 6)) {
+        u->tls = 1;
+        p = url + 6;
+    } else if (!strncmp(url, "ws://", 5)) {
+        p = url + 5;
+    } else {
+        return SH_EINVAL;
+    }
+    u->port = u->tls ? 443 : 80;
+    const char *host_end;
+    const char *h = p;
+    if (*p == '[') {
+        host_end = strchr(p, ']');
+        if (!host_end)
+            return SH_EINVAL;
+        h = p + 1;
+        p = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/?");
+        p = host_end;
+    }
+    size_t hl = (size_t)(host_end - h);
+    if (hl == 0 || hl >= sizeof(u->host))
+        return SH_EINVAL;
+    memcpy(u->host, h, hl);
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535)
+            return SH_EINVAL;
+        u->port = (int)port;
+        p = end;
+    }
+    size_t pl = strcspn(p, "?#");
+    if (pl == 0) {
+        strcpy(u->path, "/");
+    } else {
+        if (*p != '/' || pl >= sizeof(u->path))
+            return SH_EINVAL;
+        memcpy(u->path, p, pl);
+    }
+    return SH_OK;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static void want_write(struct gw_shard *s)
+{
+    if (s->wsi && s->established)
+        lws_callback_on_writable(s->wsi);
+}
+
+static void write_timer_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_write);
+    want_write(s);
+}
+
+/* Queue a payload built by this shard (IDENTIFY/RESUME go first). */
+static int send_payload(struct gw_shard *s, const char *p, size_t len, int front)
+{
+    int rc = front ? gw_sendq_push_front(&s->sendq, p, len) : gw_sendq_push(&s->sendq, p, len);
+    if (rc) {
+        log_error("msg=\"payload not sent\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
+                  sh_strerror(rc));
+        return rc;
+    }
+    want_write(s);
+    return SH_OK;
+}
+
+/* Close this connection ourselves with code, then reconnect (resume or identify). */
+static void close_self(struct gw_shard *s, int code, int resume, int64_t delay_ms)
+{
+    if (!s->wsi || s->close_code)
+        return;
+    s->close_code = code;
+    s->self_close = 1;
+    s->reconnect_resume = resume;
+    s->next_delay_ms = delay_ms;
+    lws_sul_cancel(&s->sul_heartbeat);
+    lws_sul_cancel(&s->sul_identify);
+    if (s->established)
+        lws_callback_on_writable(s->wsi);
+    else
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+static void kill_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_kill);
+    if (s->wsi) {
+        log_warn("msg=\"close did not complete, dropping the socket\" shard=%d", s->id);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+}
+
+static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_ms)
+{
+    close_self(s, code, resume, delay_ms);
+    if (s->wsi)
+        schedule(s, &s->sul_kill, kill_cb, CLOSE_GRACE_MS);
+}
+
+static int write_text(struct gw_shard *s, const char *p, size_t len)
+{
+    unsigned char *buf = s->gw->txbuf;
+    if (len > GW_SEND_MAX_PAYLOAD)
+        return SH_ETOOBIG;
+    memcpy(buf + LWS_PRE, p, len);
+    int n = lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+    if (n < (int)len)
+        return SH_ENET;
+    gw_sendq_record(&s->sendq, sh_now_ms());
+    return SH_OK;
+}
+
+/* One write per writeable callback, heartbeats first, inside the send window. */
+static int on_writeable(struct gw_shard *s)
+{
+    if (s->close_code) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)"shardhook", 9);
+        return -1;
+    }
+    uint64_t now = sh_now_ms(), wait = 0;
+    if (s->heartbeat_due) {
+        if (!gw_sendq_allowed(&s->sendq, now, 1, &wait)) {
+            schedule(s, &s->sul_write, write_timer_cb, wait);
+            return 0;
+        }
+        char hb[64];
+        int n = s->has_seq ? snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":%" PRIu64 "}", s->seq)
+                           : snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":null}");
+        if (write_text(s, hb, (size_t)n))
+            return -1;
+        s->heartbeat_due = 0;
+        s->ack_pending = 1;
+        s->hb_sent_ms = now;
+        log_debug("msg=\"heartbeat\" shard=%d seq=%" PRIu64, s->id, s->seq);
+    } else {
+        size_t len;
+        const char *p = gw_sendq_peek(&s->sendq, &len);
+        if (!p)
+            return 0;
+        if (!gw_sendq_allowed(&s->sendq, now, 0, &wait)) {
+            schedule(s, &s->sul_write, write_timer_cb, wait);
+            return 0;
+        }
+        if (write_text(s, p, len))
+            return -1;
+        gw_sendq_pop(&s->sendq);
+    }
+    if (s->heartbeat_due || gw_sendq_pending(&s->sendq))
+        lws_callback_on_writable(s->wsi);
+    return 0;
+}
+
+/* ---- identify and resume --------------------------------------------------------------- */
+
+static int json_escape(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        char tmp[8];
+        const char *rep = NULL;
+        size_t rl = 1;
+        if (*p == '"' || *p == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)*p;
+            rep = tmp;
+            rl = 2;
+        } else if (*p < 0x20) {
+            rl = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", *p);
+            rep = tmp;
+        }
+        if (o + rl >= cap)
+            return SH_ETOOBIG;
+        if (rep)
+            memcpy(out + o, rep, rl);
+        else
+            out[o] = (char)*p;
+        o += rl;
+    }
+    out[o] = '\0';
+    return SH_OK;
+}
+
+int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
+                            size_t *len)
+{
+    const struct cfg_config *cfg = gw->cfg;
+    char tok[1024];
+    if (json_escape(tok, sizeof(tok), cfg->token))
+        return SH_ETOOBIG;
+    int n = snprintf(out, cap,
+                     "{\"op\":2,\"d\":{\"token\":\"%s\",\"intents\":%" PRIu64
+                     ",\"properties\":{\"os\":\"linux\",\"browser\":\"shardhook\","
+                     "\"device\":\"shardhook\"},\"shard\":[%d,%d],\"large_threshold\":%d,"
+                     "\"compress\":false%s%s}}",
+                     tok, cfg->intents, shard_id, gw->total, cfg->large_threshold,
+                     cfg->presence_json ? ",\"presence\":" : "",
+                     cfg->presence_json ? cfg->presence_json : "");
+    if (n < 0 || (size_t)n >= cap)
+        return SH_ETOOBIG;
+    *len = (size_t)n;
+    return SH_OK;
+}
+
+static void send_identify(struct gw_shard *s)
+{
+    char buf[GW_SEND_MAX_PAYLOAD + 1];
+    size_t len;
+    if (gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
+        log_error("msg=\"IDENTIFY over 4096 bytes, shorten presence\" shard=%d", s->id);
+        return;
+    }
+    if (send_payload(s, buf, len, 1))
+        return;
+    uint64_t now = sh_now_ms();
+    gw_gateway_identify_sent(s->gw, s->id, now);
+    s->identifies++;
+    log_info("msg=\"identify\" shard=%d total=%d", s->id, s->gw->total);
+}
+
+static void identify_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_identify);
+    if (!s->wsi || s->status != GW_IDENTIFYING)
+        return;
+    uint64_t wait = gw_gateway_identify_wait(s->gw, s->id, sh_now_ms());
+    if (wait) {
+        schedule(s, &s->sul_identify, identify_cb, wait);
+        return;
+    }
+    send_identify(s);
+}
+
+static void send_resume(struct gw_shard *s)
+{
+    char tok[1024], sid[256], buf[GW_SEND_MAX_PAYLOAD + 1];
+    if (json_escape(tok, sizeof(tok), s->gw->cfg->token) ||
+        json_escape(sid, sizeof(sid), s->session_id))
+        return;
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"op\":6,\"d\":{\"token\":\"%s\",\"session_id\":\"%s\",\"seq\":%" PRIu64
+                     "}}",
+                     tok, sid, s->seq);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return;
+    if (send_payload(s, buf, (size_t)n, 1))
+        return;
+    s->resumes++;
+    s->resume_attempts++;
+    log_info("msg=\"resume\" shard=%d seq=%" PRIu64 " attempt=%d", s->id, s->seq,
+             s->resume_attempts);
+}
+
+/* ---- heartbeats ------------------------------------------------------------------------ */
+
+static void heartbeat_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_heartbeat);
+    if (!s->wsi)
+        return;
+    if (!s->saw_hello) {
+        log_warn("msg=\"no HELLO, reconnecting\" shard=%d", s->id);
+        close_with(s, 4000, 1, -1);
+        return;
+    }
+    if (s->ack_pending) {
+        log_warn("msg=\"no heartbeat ACK since the last beat: zombie connection, resuming\" "
+                 "shard=%d",
+                 s->id);
+        close_with(s, 4000, 1, 0);
+        return;
+    }
+    s->heartbeat_due = 1;
+    want_write(s);
+    schedule(s, &s->sul_heartbeat, heartbeat_cb, s->hb_interval_ms);
+}
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+static void connect_now(struct gw_shard *s);
+
+static void connect_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_connect);
+    connect_now(s);
+}
+
+static void on_connection_lost(struct gw_shard *s, const char *why);
+
+static void connect_now(struct gw_shard *s)
+{
+    struct gw_gateway *gw = s->gw;
+    if (gw->stopping || s->status == GW_FAILED)
+        return;
+    int resume = s->reconnect_resume && s->session_id[0];
+    const char *base = resume && s->resume_url[0] ? s->resume_url : gw->bot.url;
+    struct ws_url u;
+    if (parse_ws_url(base, &u) && (base = gw->bot.url, parse_ws_url(base, &u))) {
+        log_error("msg=\"gateway URL not understood\" shard=%d url=\"%s\"", s->id, base);
+        s->conn_gen++;
+        on_connection_lost(s, "bad url");
+        return;
+    }
+    char path[700];
+    size_t pl = strlen(u.path);
+    while (pl > 0 && u.path[pl - 1] == '/')
+        u.path[--pl] = '\0';
+    const char *cname = gw_inflate_query_name(gw->compress);
+    snprintf(path, sizeof(path), "%s/?v=10&encoding=json%s%s", u.path, cname ? "&compress=" : "",
+             cname ? cname : "");
+
+    s->conn_gen++;
+    s->established = 0;
+    s->close_code = 0;
+    s->self_close = 0;
+    s->peer_close_code = 0;
+    s->saw_hello = 0;
+    s->ack_pending = 0;
+    s->heartbeat_due = 0;
+    s->in_message = 0;
+    sh_buf_reset(&s->frame);
+    gw_sendq_reset(&s->sendq);
+    if (gw_inflate_reset(s->z)) {
+        on_connection_lost(s, "inflate reset failed");
+        return;
+    }
+    set_status(s, GW_CONNECTING);
+    log_info("msg=\"connecting\" shard=%d host=%s port=%d path=\"%s\" resume=%d", s->id, u.host,
+             u.port, path, resume);
+
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof(ci));
+    ci.context = gw->ctx;
+    ci.address = u.host;
+    ci.port = u.port;
+    ci.path = path;
+    ci.host = u.host;
+    ci.origin = u.host;
+    ci.ssl_connection = u.tls ? LCCSCF_USE_SSL : 0;
+    ci.local_protocol_name = "shardhook-gateway";
+    ci.pwsi = &s->wsi;
+    ci.opaque_user_data = s;
+    unsigned gen = s->conn_gen;
+    struct lws *w = lws_client_connect_via_info(&ci);
+    if (!w && s->lost_gen != gen) {
+        s->wsi = NULL;
+        on_connection_lost(s, "connect failed");
+    }
+}
+
+static int is_fatal(int code) { return code == 4004 || (code >= 4010 && code <= 4014); }
+
+static void on_connection_lost(struct gw_shard *s, const char *why)
+{
+    struct gw_gateway *gw = s->gw;
+    if (s->lost_gen == s->conn_gen)
+        return;
+    s->lost_gen = s->conn_gen;
+    s->wsi = NULL;
+    s->established = 0;
+    cancel_timers(s);
+    gw_sendq_reset(&s->sendq);
+    int code = s->peer_close_code;
+    if (gw->stopping) {
+        set_status(s, GW_DISCONNECTED);
+        return;
+    }
+    if (code && !s->self_close && is_fatal(code)) {
+        set_status(s, GW_FAILED);
+        gw_gateway_shard_failed(gw, s, code, why);
+        return;
+    }
+    int resume;
+    if (s->self_close)
+        resume = s->reconnect_resume;
+    else if (code == 4003 || code == 4007 || code == 4009)
+        resume = 0;
+    else
+        resume = 1;
+    if (resume && !s->session_id[0])
+        resume = 0;
+    if (resume && s->resume_attempts >= gw->cfg->max_resume_attempts) {
+        log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d",
+                 s->id, s->resume_attempts);
+        resume = 0;
+    }
+    if (!resume)
+        drop_session(s);
+    s->reconnect_resume = resume;
+
+    uint64_t delay;
+    if (s->next_delay_ms >= 0)
+        delay = (uint64_t)s->next_delay_ms;
+    else
+        delay = sh_backoff_ms(s->reconnect_attempt++, (uint64_t)gw->cfg->reconnect_base_ms,
+                              (uint64_t)gw->cfg->reconnect_max_ms);
+    s->next_delay_ms = -1;
+    log_info("msg=\"disconnected\" shard=%d reason=\"%s\" close_code=%d self=%d "
+             "next=%s delay_ms=%" PRIu64,
+             s->id, why, code, s->self_close, resume ? "resume" : "identify", delay);
+    set_status(s, GW_DISCONNECTED);
+    uint64_t now = sh_now_ms();
+    if (!resume) {
+        uint64_t slot = gw_gateway_identify_slot(gw, s->id, now + delay);
+        delay = slot - now;
+        set_status(s, GW_QUEUED);
+    }
+    schedule(s, &s->sul_connect, connect_cb, delay);
+}
+
+void gw_shard_start(struct gw_shard *s)
+{
+    uint64_t now = sh_now_ms();
+    if (s->session_id[0]) {
+        s->reconnect_resume = 1;
+        connect_now(s);
+        return;
+    }
+    s->reconnect_resume = 0;
+    uint64_t slot = gw_gateway_identify_slot(s->gw, s->id, now);
+    set_status(s, GW_QUEUED);
+    if (slot <= now)
+        connect_now(s);
+    else
+        schedule(s, &s->sul_connect, connect_cb, slot - now);
+}
+
+void gw_shard_shutdown(struct gw_shard *s)
+{
+    lws_sul_cancel(&s->sul_heartbeat);
+    lws_sul_cancel(&s->sul_connect);
+    lws_sul_cancel(&s->sul_identify);
+    lws_sul_cancel(&s->sul_guilds);
+    lws_sul_cancel(&s->sul_write);
+    if (s->wsi) {
+        /* keep the session: a 4000 close leaves it resumable */
+        close_with(s, 4000, 1, -1);
+    } else if (s->status != GW_FAILED) {
+        set_status(s, GW_DISCONNECTED);
+    }
+}
+
+/* ---- payloads -------------------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t snowflake(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return strtoull(v->valuestring, NULL, 10);
+    return 0;
+}
+
+static void guilds_timeout_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_guilds);
+    if (s->status != GW_LOADING)
+        return;
+    log_warn("msg=\"guilds still unavailable after guild_create_timeout_ms, shard ready\" "
+             "shard=%d missing=%zu",
+             s->id, s->n_pending);
+    SH_FREE(s->pending_guilds);
+    s->n_pending = 0;
+    set_status(s, GW_READY);
+}
+
+static void loading_progress(struct gw_shard *s)
+{
+    if (s->status != GW_LOADING)
+        return;
+    if (!s->n_pending) {
+        lws_sul_cancel(&s->sul_guilds);
+        set_status(s, GW_READY);
+    } else {
+        schedule(s, &s->sul_guilds, guilds_timeout_cb,
+                 (uint64_t)s->gw->cfg->guild_create_timeout_ms);
+    }
+}
+
+static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
+{
+    cJSON *root = cJSON_ParseWithLength(d, d_len);
+    cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "session_id");
+    cJSON *rurl = cJSON_GetObjectItemCaseSensitive(root, "resume_gateway_url");
+    cJSON *guilds = cJSON_GetObjectItemCaseSensitive(root, "guilds");
+    if (!cJSON_IsString(sid) || strlen(sid->valuestring) >= sizeof(s->session_id)) {
+        log_warn("msg=\"READY without a usable session_id\" shard=%d", s->id);
+        cJSON_Delete(root);
+        return;
+    }
+    snprintf(s->session_id, sizeof(s->session_id), "%s", sid->valuestring);
+    if (cJSON_IsString(rurl) && strlen(rurl->valuestring) < sizeof(s->resume_url))
+        snprintf(s->resume_url, sizeof(s->resume_url), "%s", rurl->valuestring);
+    else
+        s->resume_url[0] = '\0';
+    SH_FREE(s->pending_guilds);
+    s->n_pending = 0;
+    int n = cJSON_GetArraySize(guilds);
+    s->guilds = n;
+    if (n > 0) {
+        s->pending_guilds = calloc((size_t)n, sizeof(uint64_t));
+        const cJSON *g;
+        cJSON_ArrayForEach(g, guilds)
+        {
+            uint64_t id = snowflake(cJSON_GetObjectItemCaseSensitive(g, "id"));
+            if (id && s->pending_guilds &&
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "unavailable")))
+                s->pending_guilds[s->n_pending++] = id;
+        }
+        if (s->pending_guilds)
+            qsort(s->pending_guilds, s->n_pending, sizeof(uint64_t), cmp_u64);
+    }
+    cJSON_Delete(root);
+    s->resume_attempts = 0;
+    s->reconnect_attempt = 0;
+    log_info("msg=\"ready\" shard=%d guilds=%d unavailable=%zu", s->id, s->guilds, s->n_pending);
+    set_status(s, GW_LOADING);
+    loading_progress(s);
+}
+
+static void on_guild(struct gw_shard *s, int create, const char *d, size_t d_len)
+{
+    cJSON *root = cJSON_ParseWithLength(d, d_len);
+    uint64_t id = snowflake(cJSON_GetObjectItemCaseSensitive(root, "id"));
+    int unavailable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "unavailable"));
+    cJSON_Delete(root);
+    if (!id)
+        return;
+    uint64_t *hit = s->n_pending ? bsearch(&id, s->pending_guilds, s->n_pending,
+                                           sizeof(uint64_t), cmp_u64)
+                                 : NULL;
+    if (create) {
+        if (hit) {
+            size_t i = (size_t)(hit - s->pending_guilds);
+            memmove(hit, hit + 1, (s->n_pending - i - 1) * sizeof(uint64_t));
+            s->n_pending--;
+            loading_progress(s);
+        } else if (!unavailable) {
+            s->guilds++; /* joined, or back from an outage we did not count out */
+        }
+    } else if (!unavailable && !hit && s->guilds > 0) {
+        s->guilds--; /* left or removed; an unavailable guild still counts */
+    }
+}
+
+static void on_hello(struct gw_shard *s, const char *d, size_t d_len)
+{
+    cJSON *root = cJSON_ParseWithLength(d, d_len);
+    cJSON *iv = cJSON_GetObjectItemCaseSensitive(root, "heartbeat_interval");
+    double interval = cJSON_IsNumber(iv) ? iv->valuedouble : 0;
+    cJSON_Delete(root);
+    if (interval < 1 || interval > 3600000) {
+        log_warn("msg=\"HELLO without a usable heartbeat_interval\" shard=%d", s->id);
+        close_with(s, 4000, 1, -1);
+        return;
+    }
+    s->saw_hello = 1;
+    s->hb_interval_ms = (uint64_t)interval;
+    uint64_t first = (uint64_t)(interval * sh_rand_unit());
+    schedule(s, &s->sul_heartbeat, heartbeat_cb, first);
+    log_debug("msg=\"hello\" shard=%d heartbeat_interval_ms=%" PRIu64 " first_beat_ms=%" PRIu64,
+              s->id, s->hb_interval_ms, first);
+    if (s->reconnect_resume && s->session_id[0]) {
+        set_status(s, GW_RESUMING);
+        send_resume(s);
+    } else {
+        set_status(s, GW_IDENTIFYING);
+        uint64_t wait = gw_gateway_identify_wait(s->gw, s->id, sh_now_ms());
+        if (wait)
+            schedule(s, &s->sul_identify, identify_cb, wait);
+        else
+            send_identify(s);
+    }
+}
+
+#define T_IS(env, lit) ((env)->t_len == sizeof(lit) - 1 && !memcmp((env)->t, lit, sizeof(lit) - 1))
+
+static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint64_t now)
+{
+    s->last_event_at_ms = sh_wall_ms();
+    if (!env->t || !env->d)
+        return;
+    if (T_IS(env, "READY")) {
+        on_ready(s, env->d, env->d_len);
+    } else if (T_IS(env, "RESUMED")) {
+        s->resume_attempts = 0;
+        s->reconnect_attempt = 0;
+        log_info("msg=\"resumed\" shard=%d seq=%" PRIu64, s->id, s->seq);
+        set_status(s, s->n_pending ? GW_LOADING : GW_READY);
+        loading_progress(s);
+    } else if (T_IS(env, "GUILD_CREATE")) {
+        on_guild(s, 1, env->d, env->d_len);
+    } else if (T_IS(env, "GUILD_DELETE")) {
+        on_guild(s, 0, env->d, env->d_len);
+    }
+    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
+                    env->d_len, now);
+}
+
+static void on_payload(struct gw_shard *s, const char *p, size_t n)
+{
+    struct gw_envelope env;
+    if (gw_envelope_scan(p, n, &env)) {
+        log_warn("msg=\"malformed gateway payload skipped\" shard=%d bytes=%zu", s->id, n);
+        return;
+    }
+    uint64_t now = sh_now_ms();
+    if (env.has_s) {
+        s->seq = env.s;
+        s->has_seq = 1;
+    }
+    switch (env.op) {
+    case 0:
+        on_dispatch(s, &env, now);
+        break;
+    case 1:
+        log_debug("msg=\"heartbeat requested by the server\" shard=%d", s->id);
+        s->heartbeat_due = 1;
+        want_write(s);
+        break;
+    case 7:
+        log_info("msg=\"reconnect requested (op 7)\" shard=%d", s->id);
+        close_with(s, 4000, 1, 0);
+        break;
+    case 9: {
+        int resumable = env.d && env.d_len == 4 && !memcmp(env.d, "true", 4);
+        /* Discord asks for a pause of 1 to 5 s; scaled with reconnect_base_ms (1 s default) */
+        int64_t base = s->gw->cfg->reconnect_base_ms;
+        int64_t delay = base + (int64_t)(sh_rand_unit() * (double)(4 * base));
+        log_info("msg=\"invalid session (op 9)\" shard=%d resumable=%d delay_ms=%" PRId64, s->id,
+                 resumable, delay);
+        if (!resumable)
+            drop_session(s);
+        close_with(s, 4000, resumable, delay);
+        break;
+    }
+    case 10:
+        on_hello(s, env.d, env.d ? env.d_len : 0);
+        break;
+    case 11:
+        s->ack_pending = 0;
+        s->latency_ms = (int)(now - s->hb_sent_ms);
+        break;
+    default:
+        log_debug("msg=\"unknown op ignored\" shard=%d op=%d", s->id, env.op);
+    }
+}
+
+static void on_message(struct gw_shard *s)
+{
+    const char *p;
+    size_t n;
+    int done;
+    int rc = gw_inflate_feed(s->z, s->frame.data, s->frame.len, &p, &n, &done);
+    sh_buf_reset(&s->frame);
+    if (rc) {
+        log_warn("msg=\"gateway stream unreadable, reconnecting\" shard=%d error=\"%s\"", s->id,
+                 sh_strerror(rc));
+        close_with(s, 4000, 1, -1);
+        return;
+    }
+    if (done)
+        on_payload(s, p, n);
+}
+
+/* ---- libwebsockets callback ------------------------------------------------------------ */
+
+int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    (void)user;
+    struct gw_shard *s = lws_get_opaque_user_data(wsi);
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (!s)
+            return -1;
+        s->established = 1;
+        set_status(s, GW_HANDSHAKING);
+        schedule(s, &s->sul_heartbeat, heartbeat_cb, HELLO_TIMEOUT_MS);
+        if (s->close_code || s->gw->stopping)
+            lws_callback_on_writable(wsi);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (!s || s->close_code)
+            break;
+        if (!s->in_message) {
+            s->in_message = 1;
+            s->frame_binary = lws_frame_is_binary(wsi);
+            sh_buf_reset(&s->frame);
+        }
+        if (sh_buf_append(&s->frame, in, len)) {
+            log_warn("msg=\"gateway message over max_payload_bytes, reconnecting\" shard=%d",
+                     s->id);
+            s->in_message = 0;
+            sh_buf_reset(&s->frame);
+            close_with(s, 4000, 1, -1);
+            break;
+        }
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            s->in_message = 0;
+            on_message(s);
+        }
+        break;
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (!s)
+            return -1;
+        return on_writeable(s);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (s && len >= 2) {
+            const unsigned char *b = in;
+            s->peer_close_code = (b[0] << 8) | b[1];
+            log_info("msg=\"server closed the connection\" shard=%d close_code=%d", s->id,
+                     s->peer_close_code);
+        }
+        break;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (s) {
+            char why[160];
+            snprintf(why, sizeof(why), "connection error: %.120s", in ? (const char *)in : "?");
+            on_connection_lost(s, why);
+        }
+        break;
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (s)
+            on_connection_lost(s, s->self_close ? "closed by shardhook" : "connection closed");
+        break;
+    default:
+        break;
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/*
+ * gateway/sink.h: how events leave the gateway room.
+ *
+ * The gateway encodes each dispatch once, in the webhook envelope of DESIGN.md
+ * (`{"shard":[id,total],"op":0,"t":"...","s":N,"d":<d as received>}`), appends it
+ * to a chunk, and hands the whole chunk to the sink once per service pass: one
+ * hand-off per pass, not per event. The sink takes ownership of the chunk and may
+ * keep it on another thread; it frees it with gw_chunk_free(). The gateway knows
+ * nothing of what the sink does (routing, batching, delivery live in bridge/).
+ */
+#ifndef SHARDHOOK_GW_SINK_H
+#define SHARDHOOK_GW_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+struct gw_event {
+    uint32_t off, len;     /* the encoded event, in chunk->data */
+    uint32_t t_off;        /* the event name (no quotes), in chunk->data */
+    uint16_t t_len;
+    uint16_t shard;
+    uint64_t s;
+    uint64_t recv_ms;      /* monotonic ms when the payload was complete */
+};
+
+struct gw_chunk {
+    struct gw_chunk *next; /* free for the sink's own queue */
+    struct sh_buf data;
+    struct gw_event *ev;
+    size_t n, cap;
+};
+
+struct gw_sink {
+    /* Called on the gateway thread; takes ownership of chunk (never NULL, n >= 1). */
+    void (*push)(void *ud, struct gw_chunk *chunk);
+    void *ud;
+};
+
+/* A new empty chunk whose data may grow to max_bytes. NULL when out of memory. */
+struct gw_chunk *gw_chunk_new(size_t max_bytes);
+void gw_chunk_free(struct gw_chunk *c);
+
+/*
+ * Append one dispatch. t/t_len is the event name, d/d_len the raw JSON of d.
+ * Fails with SH_ETOOBIG or SH_ENOMEM, leaving the chunk as it was.
+ */
+int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
+                    uint64_t s, const char *d, size_t d_len, uint64_t recv_ms);
+
+#endif

@@ -1,0 +1,59 @@
+/* tests/unit/test_route.c: webhook event patterns (exact, PREFIX*, *) and the event chunk. */
+#include <string.h>
+
+#include "bridge/route.h"
+#include "gateway/sink.h"
+#include "lib/errors.h"
+#include "tests/unit/test.h"
+
+#define M(p, t) br_route_match(p, t, strlen(t))
+
+TEST(patterns)
+{
+    ASSERT(M("*", "MESSAGE_CREATE"));
+    ASSERT(M("MESSAGE_CREATE", "MESSAGE_CREATE"));
+    ASSERT(!M("MESSAGE_CREATE", "MESSAGE_CREATED"));
+    ASSERT(!M("MESSAGE_CREATE", "MESSAGE_CREAT"));
+    ASSERT(M("GUILD_*", "GUILD_CREATE"));
+    ASSERT(M("GUILD_*", "GUILD_"));
+    ASSERT(!M("GUILD_*", "GUILD"));
+    ASSERT(!M("GUILD_*", "MESSAGE_CREATE"));
+    char *list[] = {"READY", "MESSAGE_*"};
+    ASSERT(br_route_match_any(list, 2, "MESSAGE_DELETE", 14));
+    ASSERT(!br_route_match_any(list, 2, "TYPING_START", 12));
+    ASSERT(!br_route_match_any(list, 0, "READY", 5));
+}
+
+TEST(chunk_encodes_the_envelope_with_d_verbatim)
+{
+    struct gw_chunk *c = gw_chunk_new(1 << 20);
+    const char d[] = "{\"content\":\"h\\u00e9 \\\"x\\\"\", \"n\" : 1}";
+    ASSERT_EQ(gw_chunk_append(c, 3, 16, "MESSAGE_CREATE", 14, 42, d, sizeof(d) - 1, 7), 0);
+    ASSERT_EQ(c->n, 1);
+    const struct gw_event *e = &c->ev[0];
+    ASSERT_SPAN_EQ(c->data.data + e->off, e->len,
+                   "{\"shard\":[3,16],\"op\":0,\"t\":\"MESSAGE_CREATE\",\"s\":42,\"d\":{\"content\":"
+                   "\"h\\u00e9 \\\"x\\\"\", \"n\" : 1}}");
+    ASSERT_SPAN_EQ(c->data.data + e->t_off, e->t_len, "MESSAGE_CREATE");
+    ASSERT_EQ(e->shard, 3);
+    ASSERT_EQ(e->s, 42);
+    gw_chunk_free(c);
+}
+
+TEST(chunk_cap_leaves_it_unchanged)
+{
+    struct gw_chunk *c = gw_chunk_new(100);
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "A", 1, 1, "{}", 2, 0), 0);
+    size_t len = c->data.len;
+    char big[200];
+    memset(big, ' ', sizeof(big));
+    big[0] = '{';
+    big[199] = '}';
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "B", 1, 2, big, sizeof(big), 0), SH_ETOOBIG);
+    ASSERT_EQ(c->n, 1);
+    ASSERT_EQ(c->data.len, len);
+    gw_chunk_free(c);
+}
+
+TEST_MAIN(RUN(patterns); RUN(chunk_encodes_the_envelope_with_d_verbatim);
+          RUN(chunk_cap_leaves_it_unchanged))

@@ -1,0 +1,103 @@
+/*
+ * tests/unit/test_sendq.c: the per-connection send window keeps under Discord's
+ * 120 payloads per 60 s with room for heartbeats, and refuses oversize payloads.
+ */
+#include <string.h>
+
+#include "gateway/sendq.h"
+#include "lib/errors.h"
+#include "tests/unit/test.h"
+
+TEST(oversize_is_refused_before_the_socket)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    static char big[GW_SEND_MAX_PAYLOAD + 1];
+    memset(big, 'x', sizeof(big));
+    ASSERT_EQ(gw_sendq_push(&q, big, sizeof(big)), SH_ETOOBIG);
+    ASSERT_EQ(gw_sendq_pending(&q), 0);
+    ASSERT_EQ(gw_sendq_push(&q, big, GW_SEND_MAX_PAYLOAD), 0);
+    ASSERT_EQ(gw_sendq_pending(&q), 1);
+    gw_sendq_reset(&q);
+}
+
+TEST(order_and_front)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    ASSERT_EQ(gw_sendq_push(&q, "a", 1), 0);
+    ASSERT_EQ(gw_sendq_push(&q, "b", 1), 0);
+    ASSERT_EQ(gw_sendq_push_front(&q, "id", 2), 0);
+    size_t len;
+    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "id");
+    gw_sendq_pop(&q);
+    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "a");
+    gw_sendq_pop(&q);
+    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "b");
+    gw_sendq_pop(&q);
+    ASSERT(gw_sendq_peek(&q, &len) == NULL);
+}
+
+TEST(queue_is_bounded)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    for (int i = 0; i < GW_SENDQ_MAX; i++)
+        ASSERT_EQ(gw_sendq_push(&q, "p", 1), 0);
+    ASSERT_EQ(gw_sendq_push(&q, "p", 1), SH_EAGAIN);
+    gw_sendq_reset(&q);
+    ASSERT_EQ(gw_sendq_pending(&q), 0);
+}
+
+TEST(window_keeps_room_for_heartbeats)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    uint64_t t = 1000000, wait = 0;
+    int sent = 0;
+    while (gw_sendq_allowed(&q, t, 0, &wait)) {
+        gw_sendq_record(&q, t + (uint64_t)sent);
+        sent++;
+    }
+    ASSERT_EQ(sent, GW_SEND_LIMIT - GW_SEND_HEARTBEAT_RESERVE);
+    /* the first send leaves the window 60 s after it was made */
+    ASSERT_EQ(wait, GW_SEND_WINDOW_MS);
+    int beats = 0;
+    while (gw_sendq_allowed(&q, t + 200, 1, &wait)) {
+        gw_sendq_record(&q, t + 200);
+        beats++;
+    }
+    ASSERT_EQ(beats, GW_SEND_HEARTBEAT_RESERVE);
+    ASSERT_EQ(gw_sendq_used(&q, t + 200), GW_SEND_LIMIT);
+    /* after the window slides, room again */
+    ASSERT(gw_sendq_allowed(&q, t + GW_SEND_WINDOW_MS + 200, 0, &wait));
+    ASSERT_EQ(gw_sendq_used(&q, t + GW_SEND_WINDOW_MS + 200), 0);
+}
+
+TEST(never_more_than_limit_in_any_window)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    uint64_t t = 5000, wait;
+    uint64_t times[2000];
+    int n = 0;
+    /* a sender that tries every 100 ms for 5 minutes, heartbeat every 40 s */
+    for (uint64_t now = t; now < t + 300000 && n < 2000; now += 100) {
+        int hb = (now - t) % 40000 == 0;
+        if (gw_sendq_allowed(&q, now, hb, &wait)) {
+            gw_sendq_record(&q, now);
+            times[n++] = now;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int in_window = 0;
+        for (int j = i; j < n && times[j] < times[i] + GW_SEND_WINDOW_MS; j++)
+            in_window++;
+        ASSERT(in_window <= GW_SEND_LIMIT);
+    }
+    ASSERT(n > 500); /* and it does send at the allowed pace */
+}
+
+TEST_MAIN(RUN(oversize_is_refused_before_the_socket); RUN(order_and_front);
+          RUN(queue_is_bounded); RUN(window_keeps_room_for_heartbeats);
+          RUN(never_more_than_limit_in_any_window))

@@ -1,0 +1,135 @@
+"""Python side of the fake Discord's control API (build/fake-discord, sources tests/fake/).
+
+Standard library only (urllib). Every call is JSON in and out on 127.0.0.1:
+
+    f = Fake(port)
+    f.dispatch(0, "MESSAGE_CREATE", {"content": "hi"})   # -> {"s": [7]}
+    f.burst(1000, shard=0)                                # -> {"first_s": 8, "last_s": 1007}
+    f.op(0, 7)                                            # server asks for a reconnect
+    f.close(0, 4000); f.close(0, drop=True)
+    f.ack(0, True)                                        # withhold heartbeat ACKs
+    f.rest_fail(2, 429, retry_after=1.5)
+    f.received(op=2)                                      # IDENTIFY payloads the fake got
+
+A call the fake answers with a non-2xx status raises FakeError (status, body); request() gives
+the raw (status, body) instead.
+"""
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+MULTIPLIER = float(os.environ.get("SH_TEST_TIMEOUT_MULTIPLIER") or 1)
+
+
+class FakeError(Exception):
+    def __init__(self, status, body, path):
+        super().__init__("fake-discord %s answered %d: %s" % (path, status, body))
+        self.status = status
+        self.body = body
+
+
+class Fake:
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.port = int(port)
+        self.base = "http://%s:%d" % (host, self.port)
+        self.timeout = timeout * MULTIPLIER
+
+    # -- transport -------------------------------------------------------------------------------
+    def request(self, method, path, body=None, headers=None):
+        """(status, parsed JSON or text) for one call."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers=dict(headers or {}))
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+    def _call(self, method, path, body=None):
+        status, data = self.request(method, path, body)
+        if not 200 <= status < 300:
+            raise FakeError(status, data, path)
+        return data
+
+    def _post(self, path, **fields):
+        return self._call("POST", path, {k: v for k, v in fields.items() if v is not None})
+
+    # -- control API -----------------------------------------------------------------------------
+    def dispatch(self, shard, t, d=None):
+        """One event to shard's current session (shard None: every session) -> {"s": [...]}."""
+        body = {"t": t, "d": {} if d is None else d}
+        if shard is not None:
+            body["shard"] = shard
+        return self._call("POST", "/_fake/dispatch", body)
+
+    def burst(self, count, shard=None, t=None):
+        """count events (d carries "n": 1..count) -> {"first_s","last_s"}, or with shard None
+        {"shards": [{"shard","first_s","last_s"}, ...]}."""
+        return self._post("/_fake/burst", count=count, shard=shard, t=t)
+
+    def op(self, shard, op, d=None, conn=None):
+        """Send {"op": op, "d": d} on the shard's live connection (or connection id conn)."""
+        body = {"op": op, "d": d}
+        if shard is not None:
+            body["shard"] = shard
+        if conn is not None:
+            body["conn"] = conn
+        return self._call("POST", "/_fake/op", body)
+
+    def close(self, shard, code=None, drop=False, conn=None):
+        """Close the shard's live connection with code (default 4000), or drop it (no close frame)."""
+        return self._post("/_fake/close", shard=shard, code=code, drop=True if drop else None,
+                          conn=conn)
+
+    def ack(self, shard, withhold, conn=None):
+        """Withhold (True) or send (False) heartbeat ACKs; shard None: every shard."""
+        return self._post("/_fake/ack", shard=shard, withhold=bool(withhold), conn=conn)
+
+    def rest_fail(self, count, status, retry_after=None):
+        """The next count calls of /gateway/bot answer status (429: with Retry-After)."""
+        return self._post("/_fake/rest-fail", count=count, status=status, retry_after=retry_after)
+
+    def log(self):
+        return self._call("GET", "/_fake/log")
+
+    def reset_log(self):
+        return self._call("POST", "/_fake/reset-log", {})
+
+    # -- helpers over the log --------------------------------------------------------------------
+    def received(self, op=None, conn=None):
+        """Received entries {"conn","t_ms","op","payload"}, optionally only one op / connection."""
+        return [e for e in self.log()["received"]
+                if (op is None or e["op"] == op) and (conn is None or e["conn"] == conn)]
+
+    def connections(self):
+        return self.log()["connections"]
+
+    def sessions(self):
+        return self.log()["sessions"]
+
+    def violations(self):
+        return self.log()["violations"]
+
+    def rest(self):
+        return self.log()["rest"]
+
+    def wait(self, pred, timeout=5.0, interval=0.02, what="condition"):
+        """Call pred(fake) until it returns something truthy; return it. AssertionError on timeout
+        (scaled by SH_TEST_TIMEOUT_MULTIPLIER)."""
+        deadline = time.monotonic() + timeout * MULTIPLIER
+        while True:
+            value = pred(self)
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError("fake-discord: timed out waiting for %s" % what)
+            time.sleep(interval)

@@ -1,0 +1,385 @@
+"""Self-tests of the fake Discord (build/fake-discord): REST bootstrap, the Gateway handshake,
+sessions and RESUME, transport compression, the rules it enforces and its control API.
+Every test starts its own fake on a free port and stops it at the end."""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from fake import FakeError  # noqa: E402
+from wsclient import WSClient, WSClosed, _ZstdStream  # noqa: E402
+
+TOKEN = "test-token"
+
+
+def start(**options):
+    return harness.FakeDiscord(**options)
+
+
+def connect(fake, path="/", compress=None, timeout=5.0):
+    q = "v=10&encoding=json" + ("&compress=" + compress if compress else "")
+    return WSClient("ws://127.0.0.1:%d%s?%s" % (fake.port, path, q), timeout=harness.scale(timeout))
+
+
+def identify(ws, shard=0, total=1, token=TOKEN, intents=513):
+    ws.send_json({"op": 2, "d": {"token": token, "intents": intents, "shard": [shard, total],
+                                 "properties": {"os": "linux", "browser": "t", "device": "t"}}})
+
+
+def expect_close(ws, code, timeout=5.0):
+    try:
+        while True:
+            ws.recv_json(harness.scale(timeout))
+    except WSClosed as e:
+        assert e.code == code, "closed with %s, expected %s" % (e.code, code)
+
+
+def ready_session(fake, shard=0, total=1, compress=None, path="/", unavailable=0):
+    """Connect, identify and read READY plus the GUILD_CREATEs; return (ws, ready, creates)."""
+    ws = connect(fake, path, compress)
+    assert ws.recv_json()["op"] == 10
+    identify(ws, shard, total)
+    ready = ws.recv_json()
+    assert ready["t"] == "READY", ready
+    guilds = len(ready["d"]["guilds"]) - unavailable
+    creates = [ws.recv_json() for _ in range(guilds)]
+    return ws, ready, creates
+
+
+def test_rest_gateway_bot():
+    with start(shards=3, max_concurrency=2, session_total=50, session_remaining=40) as fake:
+        code, _, body = harness.http_request(fake.api_base + "/gateway/bot")
+        assert code == 401 and body == {"message": "401: Unauthorized", "code": 0}
+        auth = {"Authorization": "Bot " + TOKEN}
+        code, _, body = harness.http_request(fake.api_base + "/gateway/bot", headers=auth)
+        assert code == 200
+        assert body["url"] == "ws://127.0.0.1:%d" % fake.port and body["shards"] == 3
+        limit = body["session_start_limit"]
+        assert (limit["total"], limit["remaining"], limit["max_concurrency"]) == (50, 40, 2)
+        assert 0 < limit["reset_after"] <= 14400000
+        code, _, body = harness.http_request(fake.api_base + "/gateway")
+        assert code == 200 and body == {"url": "ws://127.0.0.1:%d" % fake.port}
+        fake.rest_fail(2, 429, retry_after=1.5)
+        for _ in range(2):
+            code, hdrs, body = harness.http_request(fake.api_base + "/gateway/bot", headers=auth)
+            assert code == 429 and body["retry_after"] == 1.5 and hdrs["retry-after"] == "2"
+        code, _, _ = harness.http_request(fake.api_base + "/gateway/bot", headers=auth)
+        assert code == 200
+        fake.rest_fail(1, 502)
+        assert harness.http_request(fake.api_base + "/gateway/bot", headers=auth)[0] == 502
+        statuses = [r["status"] for r in fake.rest() if r["path"] == "/api/v10/gateway/bot"]
+        assert statuses == [401, 200, 429, 429, 200, 502]
+        code, _, body = harness.http_request(fake.url + "/nope")
+        assert code == 404 and body["message"] == "404: Not Found"
+        # The gateway path without an Upgrade is plain HTTP, not a gateway connection.
+        assert harness.http_request(fake.url + "/?v=10&encoding=json")[0] == 400
+        assert fake.connections() == []
+
+
+def test_hello_and_heartbeat_ack():
+    with start(heartbeat_ms=1234) as fake:
+        ws = connect(fake)
+        hello = ws.recv_json()
+        assert hello["op"] == 10 and hello["d"]["heartbeat_interval"] == 1234
+        assert hello["s"] is None and hello["t"] is None
+        ws.send_json({"op": 1, "d": None})
+        assert ws.recv_json()["op"] == 11
+        fake.ack(None, True)
+        ws.send_json({"op": 1, "d": None})
+        try:
+            ws.recv_json(0.3)
+            assert False, "an ACK arrived while withheld"
+        except TimeoutError:
+            pass
+        fake.ack(None, False)
+        ws.send_json({"op": 1, "d": 5})
+        assert ws.recv_json()["op"] == 11
+        beats = fake.received(op=1)
+        assert [b["payload"]["d"] for b in beats] == [None, None, 5]
+        conns = fake.connections()
+        assert len(conns) == 1 and conns[0]["path"] == "/"
+        assert conns[0]["query"] == "v=10&encoding=json" and conns[0]["closed_ms"] is None
+        ws.close(4000)
+        fake.wait(lambda f: f.connections()[0]["closed_ms"] is not None, what="close recorded")
+        c = fake.connections()[0]
+        assert c["close_code"] == 4000 and c["closed_by"] == "client"
+
+
+def test_identify_ready_guild_create():
+    with start(shards=4, guilds=3, unavailable_forever=1, identify_interval_ms=0) as fake:
+        ws, ready, creates = ready_session(fake, shard=2, total=4, unavailable=1)
+        d = ready["d"]
+        assert ready["s"] == 1 and ready["op"] == 0
+        assert d["v"] == 10 and d["user"]["bot"] is True and d["shard"] == [2, 4]
+        assert len(d["session_id"]) == 32 and int(d["session_id"], 16) >= 0
+        assert d["resume_gateway_url"] == "ws://127.0.0.1:%d/resume" % fake.port
+        assert len(d["guilds"]) == 3 and all(g["unavailable"] for g in d["guilds"])
+        for g in d["guilds"]:
+            assert (int(g["id"]) >> 22) % 4 == 2
+        assert len(creates) == 2  # the last guild never loads
+        assert [c["t"] for c in creates] == ["GUILD_CREATE"] * 2
+        assert [c["s"] for c in creates] == [2, 3]
+        assert [c["d"]["id"] for c in creates] == [g["id"] for g in d["guilds"][:2]]
+        assert all(len(c["d"]["channels"]) >= 2 and "name" in c["d"] for c in creates)
+        # Nothing else arrives: the third guild stays unavailable.
+        try:
+            extra = ws.recv_json(0.3)
+            assert False, "unexpected payload %r" % extra
+        except TimeoutError:
+            pass
+        ident = fake.received(op=2)
+        assert len(ident) == 1 and ident[0]["payload"]["d"]["shard"] == [2, 4]
+        assert fake.connections()[0]["shard"] == 2
+        sessions = fake.sessions()
+        assert len(sessions) == 1 and sessions[0]["session_id"] == d["session_id"]
+        assert sessions[0]["seq"] == 3
+        code, _, body = harness.http_request(fake.api_base + "/gateway/bot",
+                                             headers={"Authorization": "Bot " + TOKEN})
+        assert body["session_start_limit"]["remaining"] == 999
+        ws.close(4000)
+
+
+def test_dispatch_and_burst_in_order():
+    with start() as fake:
+        ws, ready, creates = ready_session(fake)
+        last = creates[-1]["s"]
+        r = fake.dispatch(0, "MESSAGE_CREATE", {"content": "hello", "x": [1, 2]})
+        assert r == {"s": [last + 1]}
+        ev = ws.recv_json()
+        assert ev["t"] == "MESSAGE_CREATE" and ev["s"] == last + 1
+        assert ev["d"] == {"content": "hello", "x": [1, 2]}
+        r = fake.burst(300, shard=0)
+        assert (r["first_s"], r["last_s"]) == (last + 2, last + 301)
+        got = [ws.recv_json() for _ in range(300)]
+        assert [e["s"] for e in got] == list(range(last + 2, last + 302))
+        assert [e["d"]["n"] for e in got] == list(range(1, 301))
+        assert all(e["t"] == "MESSAGE_CREATE" and e["d"]["guild_id"] for e in got)
+        r = fake.burst(2, t="TYPING_START")
+        assert r["shards"] == [{"shard": 0, "first_s": last + 302, "last_s": last + 303}]
+        assert [ws.recv_json()["t"] for _ in range(2)] == ["TYPING_START"] * 2
+        ws.close(4000)
+
+
+def test_resume_replays_missed_events():
+    with start() as fake:
+        ws, ready, creates = ready_session(fake)
+        sid = ready["d"]["session_id"]
+        seen = creates[-1]["s"]
+        fake.dispatch(0, "MESSAGE_CREATE", {"k": "live"})
+        assert ws.recv_json()["s"] == seen + 1
+        ws.close(4000)  # resumable: not 1000/1001
+        fake.wait(lambda f: all(c["closed_ms"] is not None for c in f.connections()),
+                  what="first connection closed")
+        missed = [fake.dispatch(0, "MESSAGE_CREATE", {"k": i})["s"][0] for i in range(3)]
+        assert missed == [seen + 2, seen + 3, seen + 4]
+        ws2 = connect(fake, path="/resume")
+        assert ws2.recv_json()["op"] == 10
+        ws2.send_json({"op": 6, "d": {"token": TOKEN, "session_id": sid, "seq": seen + 1}})
+        got = [ws2.recv_json() for _ in range(4)]
+        assert [e["s"] for e in got] == missed + [seen + 5]
+        assert [e["d"].get("k") for e in got[:3]] == [0, 1, 2]
+        assert got[3]["t"] == "RESUMED"
+        fake.dispatch(0, "MESSAGE_CREATE", {"k": "after"})
+        assert ws2.recv_json()["s"] == seen + 6
+        conns = fake.connections()
+        assert conns[1]["path"] == "/resume" and conns[1]["shard"] == 0
+        # A stale or unknown session is refused with op 9 d=false.
+        ws3 = connect(fake, path="/resume")
+        ws3.recv_json()
+        ws3.send_json({"op": 6, "d": {"token": TOKEN, "session_id": "nope", "seq": 1}})
+        assert ws3.recv_json() == {"t": None, "s": None, "op": 9, "d": False}
+        ws4 = connect(fake, path="/resume")
+        ws4.recv_json()
+        ws4.send_json({"op": 6, "d": {"token": TOKEN, "session_id": sid, "seq": seen + 99}})
+        assert ws4.recv_json()["op"] == 9
+        for w in (ws2, ws3, ws4):
+            w.close(4000)
+
+
+def test_client_close_1000_ends_session():
+    with start() as fake:
+        ws, ready, creates = ready_session(fake)
+        ws.close(1000)
+        fake.wait(lambda f: f.connections()[0]["closed_ms"] is not None, what="close")
+        ws2 = connect(fake, path="/resume")
+        ws2.recv_json()
+        ws2.send_json({"op": 6, "d": {"token": TOKEN, "session_id": ready["d"]["session_id"],
+                                      "seq": creates[-1]["s"]}})
+        assert ws2.recv_json()["op"] == 9
+        ws2.close(4000)
+
+
+def test_zlib_stream():
+    with start(zlib_split=3) as fake:
+        ws = connect(fake, compress="zlib-stream")
+        assert ws.recv_json()["op"] == 10
+        assert ws.messages == 3  # HELLO came in three websocket messages
+        identify(ws)
+        ready = ws.recv_json()
+        assert ready["t"] == "READY" and ready["s"] == 1
+        fake.burst(200, shard=0)
+        got = [ws.recv_json() for _ in range(2 + 200)]
+        assert [e["s"] for e in got] == list(range(2, 204))
+        assert fake.connections()[0]["query"] == "v=10&encoding=json&compress=zlib-stream"
+        ws.close(4000)
+
+
+def test_zstd_stream():
+    if not _ZstdStream.available():
+        return  # no libzstd to decode with; the C side is still exercised by zlib/plain tests
+    with start() as fake:
+        ws = connect(fake, compress="zstd-stream")
+        assert ws.recv_json()["op"] == 10 and ws.messages == 1
+        identify(ws)
+        assert ws.recv_json()["t"] == "READY"
+        fake.burst(100, shard=0)
+        got = [ws.recv_json() for _ in range(2 + 100)]
+        assert [e["s"] for e in got] == list(range(2, 104))
+        assert ws.messages == 1 + 1 + 102
+        ws.close(4000)
+
+
+def test_payload_over_4096_closes_4002():
+    with start() as fake:
+        ws = connect(fake)
+        ws.recv_json()
+        ws.send_json({"op": 1, "d": "x" * 4100})
+        expect_close(ws, 4002)
+        c = fake.wait(lambda f: [c for c in f.connections() if c["closed_ms"] is not None],
+                      what="close recorded")[0]
+        assert c["close_code"] == 4002 and c["closed_by"] == "server"
+        ws = connect(fake)
+        ws.recv_json()
+        ws.send_text("not json")
+        expect_close(ws, 4002)
+
+
+def test_bad_token_closes_4004():
+    with start() as fake:
+        ws = connect(fake)
+        ws.recv_json()
+        identify(ws, token="wrong")
+        expect_close(ws, 4004)
+
+
+def test_identify_rules():
+    with start(shards=2, identify_interval_ms=0) as fake:
+        cases = [
+            (lambda ws: identify(ws, 0, 3), 4010),
+            (lambda ws: identify(ws, 2, 2), 4010),
+            (lambda ws: ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 1}}), 4010),
+            (lambda ws: identify(ws, 0, 2, intents=1 << 30), 4013),
+            (lambda ws: identify(ws, 0, 2, intents="1"), 4013),
+            (lambda ws: ws.send_json({"op": 3, "d": {}}), 4003),
+            (lambda ws: ws.send_json({"op": 99, "d": None}), 4003),
+            (lambda ws: ws.send_json([1, 2]), 4002),
+        ]
+        for send, code in cases:
+            ws = connect(fake)
+            ws.recv_json()
+            send(ws)
+            expect_close(ws, code)
+        ws, _, _ = ready_session(fake, 0, 2)
+        ws.send_json({"op": 3, "d": {"since": None, "activities": [], "status": "online",
+                                     "afk": False}})
+        ws.send_json({"op": 99, "d": None})
+        expect_close(ws, 4001)
+        ws, _, _ = ready_session(fake, 1, 2)
+        identify(ws, 1, 2)
+        expect_close(ws, 4005)
+        assert [e["op"] for e in fake.received(op=3)] == [3, 3]
+
+
+def test_identify_bucket_and_budget():
+    with start(shards=2, max_concurrency=1, identify_interval_ms=5000,
+               session_remaining=2) as fake:
+        ws0, _, _ = ready_session(fake, 0, 2)
+        ws1 = connect(fake)
+        ws1.recv_json()
+        identify(ws1, 1, 2)
+        assert ws1.recv_json() == {"t": None, "s": None, "op": 9, "d": False}
+        v = fake.violations()
+        assert len(v) == 1 and v[0]["what"] == "identify bucket" and v[0]["shard"] == 1
+    with start(shards=2, max_concurrency=2, identify_interval_ms=5000,
+               session_remaining=1) as fake:
+        ws0, _, _ = ready_session(fake, 0, 2)
+        ws1 = connect(fake)
+        ws1.recv_json()
+        identify(ws1, 1, 2)  # another bucket, but the budget is spent
+        assert ws1.recv_json()["op"] == 9
+        assert [x["what"] for x in fake.violations()] == ["session budget"]
+
+
+def test_send_limit_closes_4008():
+    with start(send_limit=5, send_window_ms=60000) as fake:
+        ws = connect(fake)
+        ws.recv_json()
+        for _ in range(5):
+            ws.send_json({"op": 1, "d": None})
+            assert ws.recv_json()["op"] == 11
+        ws.send_json({"op": 1, "d": None})
+        expect_close(ws, 4008)
+
+
+def test_control_op_close_drop():
+    with start(identify_interval_ms=0) as fake:
+        ws, _, _ = ready_session(fake)
+        fake.op(0, 7)
+        assert ws.recv_json() == {"t": None, "s": None, "op": 7, "d": None}
+        fake.op(0, 9, True)
+        assert ws.recv_json()["d"] is True
+        fake.op(0, 1)
+        assert ws.recv_json()["op"] == 1
+        fake.close(0, 4900)
+        expect_close(ws, 4900)
+        fake.wait(lambda f: f.connections()[0]["closed_ms"] is not None, what="close")
+        try:
+            fake.op(0, 7)
+            assert False, "op on a closed shard should fail"
+        except FakeError as e:
+            assert e.status == 409
+        ws2, _, _ = ready_session(fake)
+        fake.close(0, drop=True)
+        expect_close(ws2, None)
+        c = fake.wait(lambda f: f.connections()[1]["closed_ms"] is not None and f.connections(),
+                      what="drop")[1]
+        assert c["closed_by"] == "drop" and c["close_code"] is None
+        fake.reset_log()
+        log = fake.log()
+        assert log["connections"] == [] and log["received"] == [] and log["rest"] == []
+
+
+def test_trickle():
+    with start(trickle_ms=20) as fake:
+        ws, _, creates = ready_session(fake)
+        got = [ws.recv_json() for _ in range(8)]
+        assert [e["s"] for e in got] == list(range(creates[-1]["s"] + 1, creates[-1]["s"] + 9))
+        assert len({e["t"] for e in got}) >= 3
+        ws.close(4000)
+
+
+if __name__ == "__main__":
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
+    only = sys.argv[1:]
+    passed = failed = 0
+    for name, fn in tests:
+        if only and name not in only:
+            continue
+        harness.begin_test(harness.test_dir() if False else __import__("tempfile").mkdtemp())
+        t = time.monotonic()
+        try:
+            fn()
+            passed += 1
+            print("ok   %s (%.2fs)" % (name, time.monotonic() - t))
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            import traceback
+            traceback.print_exc()
+            print("FAIL %s: %s" % (name, e))
+        finally:
+            harness.end_test()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)

@@ -138,6 +138,7 @@ int main(int argc, char **argv)
              cfg.n_webhooks);
 
     int exit_code = 0;
+    char final_line[1024] = ""; /* what to fix, printed last so it is the line users see */
     struct br_delivery *delivery = NULL;
     struct gw_gateway *gw = NULL;
     int rc = br_delivery_new(&cfg, &delivery);
@@ -155,7 +156,7 @@ int main(int argc, char **argv)
             log_info("msg=\"stopped before the gateway was reached\"");
         } else {
             log_error("msg=\"gateway unavailable\" error=\"%s\"", err);
-            fprintf(stderr, "shardhook: %s\n", err);
+            snprintf(final_line, sizeof(final_line), "%s", err);
             exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
         }
         goto out;
@@ -178,7 +179,7 @@ int main(int argc, char **argv)
     if (gt.rc) {
         const char *why = gw_gateway_fatal(gw);
         log_error("msg=\"no shard can run\" error=\"%s\"", why ? why : sh_strerror(gt.rc));
-        fprintf(stderr, "shardhook: %s\n", why ? why : sh_strerror(gt.rc));
+        snprintf(final_line, sizeof(final_line), "%s", why ? why : sh_strerror(gt.rc));
         exit_code = 1;
     }
 
@@ -193,6 +194,8 @@ out:
     br_delivery_free(delivery);
     log_info("msg=\"stopped\" exit_code=%d", exit_code);
     cfg_free(&cfg);
+    if (final_line[0])
+        fprintf(stderr, "shardhook: %s\n", final_line);
     sh_log_clear_secrets();
     curl_global_cleanup();
     return exit_code;

@@ -495,6 +495,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len)
 {
     struct pss *pss = user;
+    if (!pss)
+        return 0; /* context- and vhost-level callbacks: nothing of ours to do */
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
         http_free(pss);
@@ -527,6 +529,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_writeable(wsi, pss->h);
     case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         http_free(pss);
         return 0;
     default:

@@ -257,6 +257,25 @@ def test_payload_over_4096_closes_4002():
         expect_close(ws, 4002)
 
 
+def test_fragmented_and_boundary_payloads():
+    with start() as fake:
+        ws = connect(fake)
+        ws.recv_json()
+        text = json.dumps({"op": 2, "d": {"token": TOKEN, "intents": 1, "shard": [0, 1]}})
+        third = len(text) // 3
+        ws.send_frame(1, text[:third], fin=False)
+        ws.send_frame(0, text[third:2 * third], fin=False)
+        ws.send_frame(0, text[2 * third:], fin=True)
+        assert ws.recv_json()["t"] == "READY"
+        beat = json.dumps({"op": 1, "d": None, "pad": ""})
+        beat = beat[:-2] + "x" * (4096 - len(beat)) + '"}'
+        assert len(beat) == 4096
+        ws.send_text(beat)  # exactly at the limit: accepted
+        while ws.recv_json()["op"] != 11:
+            pass
+        ws.close(4000)
+
+
 def test_bad_token_closes_4004():
     with start() as fake:
         ws = connect(fake)
@@ -362,24 +381,27 @@ def test_trickle():
 
 
 if __name__ == "__main__":
+    import tempfile
+    import traceback
     tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
     only = sys.argv[1:]
     passed = failed = 0
     for name, fn in tests:
         if only and name not in only:
             continue
-        harness.begin_test(harness.test_dir() if False else __import__("tempfile").mkdtemp())
+        harness.begin_test(tempfile.mkdtemp(prefix="fake-discord-test-"))
         t = time.monotonic()
         try:
             fn()
+            problems = harness.end_test()
+            if problems:
+                raise AssertionError("\n".join(problems))
             passed += 1
             print("ok   %s (%.2fs)" % (name, time.monotonic() - t))
         except Exception as e:  # noqa: BLE001
+            harness.end_test()
             failed += 1
-            import traceback
             traceback.print_exc()
             print("FAIL %s: %s" % (name, e))
-        finally:
-            harness.end_test()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)

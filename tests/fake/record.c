@@ -209,11 +209,18 @@ static int rest_json(struct sh_buf *out)
     return rc ? rc : sh_buf_append_str(out, "]");
 }
 
+/* Sessions oldest first (the list itself is newest first). */
 static int sessions_json(struct sh_buf *out)
 {
     int rc = sh_buf_append_str(out, ",\"sessions\":[");
-    int first = 1;
-    for (struct fk_session *s = fk.sessions; !rc && s; s = s->next) {
+    int first = 1, n = 0;
+    struct fk_session **all = malloc(((size_t)fk.n_sessions + 1) * sizeof(*all));
+    if (!all)
+        return SH_ENOMEM;
+    for (struct fk_session *s = fk.sessions; s && n < fk.n_sessions; s = s->next)
+        all[n++] = s;
+    while (!rc && n > 0) {
+        const struct fk_session *s = all[--n];
         rc = sh_buf_printf(out,
                            "%s{\"session_id\":\"%s\",\"shard\":%d,\"seq\":%" PRIu64
                            ",\"live\":%s,\"ended\":%s,\"current\":%s}",
@@ -222,6 +229,7 @@ static int sessions_json(struct sh_buf *out)
                            fk.shards[s->shard].cur == s ? "true" : "false");
         first = 0;
     }
+    free(all);
     return rc ? rc : sh_buf_append_str(out, "]");
 }
 

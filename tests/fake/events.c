@@ -69,8 +69,9 @@ int fk_ev_guild_create(char *buf, size_t cap, int shard, int total, int index)
         buf, cap,
         "{\"id\":\"%" PRIu64 "\",\"name\":\"Fake Guild %d-%d\",\"icon\":null,"
         "\"owner_id\":\"1000000000000000042\",\"member_count\":%d,\"large\":false,"
-        "\"unavailable\":false,\"joined_at\":\"" TS "\",\"features\":[],\"roles\":[{\"id\":\"%"
-        PRIu64 "\",\"name\":\"@everyone\",\"permissions\":\"1071698660929\",\"position\":0,"
+        "\"unavailable\":false,\"joined_at\":\"" TS
+        "\",\"features\":[],\"roles\":[{\"id\":\"%" PRIu64
+        "\",\"name\":\"@everyone\",\"permissions\":\"1071698660929\",\"position\":0,"
         "\"color\":0}],\"emojis\":[],\"stickers\":[],\"members\":[],\"presences\":[],"
         "\"voice_states\":[],\"threads\":[],\"stage_instances\":[],"
         "\"guild_scheduled_events\":[],\"soundboard_sounds\":[],\"channels\":["
@@ -128,12 +129,12 @@ int fk_ev_trickle(char *buf, size_t cap, int shard, int total, uint64_t k, const
         return fit(n, cap);
     case 2:
         *t = "MESSAGE_REACTION_ADD";
-        n = snprintf(buf, cap,
-                     "{\"user_id\":\"10000000000000%05u\",\"type\":0,\"message_id\":\"%" PRIu64
-                     "\",\"emoji\":{\"name\":\"\\ud83d\\udc4d\",\"id\":null},\"channel_id\":\"%"
-                     PRIu64 "\",\"burst\":false,\"guild_id\":\"%" PRIu64 "\"}",
-                     user, ((SNOW_T0 + (uint64_t)86400000) << 22) | (k & 0x3fffff), channel_id(gid, 0),
-                     gid);
+        n = snprintf(
+            buf, cap,
+            "{\"user_id\":\"10000000000000%05u\",\"type\":0,\"message_id\":\"%" PRIu64
+            "\",\"emoji\":{\"name\":\"\\ud83d\\udc4d\",\"id\":null},\"channel_id\":\"%" PRIu64
+            "\",\"burst\":false,\"guild_id\":\"%" PRIu64 "\"}",
+            user, ((SNOW_T0 + (uint64_t)86400000) << 22) | (k & 0x3fffff), channel_id(gid, 0), gid);
         return fit(n, cap);
     default:
         *t = "PRESENCE_UPDATE";
@@ -141,8 +142,7 @@ int fk_ev_trickle(char *buf, size_t cap, int shard, int total, uint64_t k, const
                      "{\"user\":{\"id\":\"10000000000000%05u\"},\"status\":\"%s\","
                      "\"guild_id\":\"%" PRIu64 "\",\"client_status\":{\"desktop\":\"%s\"},"
                      "\"activities\":[]}",
-                     user, (k / 4) % 2 ? "idle" : "online", gid,
-                     (k / 4) % 2 ? "idle" : "online");
+                     user, (k / 4) % 2 ? "idle" : "online", gid, (k / 4) % 2 ? "idle" : "online");
         return fit(n, cap);
     }
 }

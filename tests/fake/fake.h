@@ -21,17 +21,17 @@
 
 #include "lib/buf.h"
 
-#define FK_MAX_PAYLOAD 4096                 /* a client payload (Discord's limit) */
+#define FK_MAX_PAYLOAD 4096                    /* a client payload (Discord's limit) */
 #define FK_MAX_QUEUE_BYTES ((size_t)512 << 20) /* one connection's unsent backlog */
-#define FK_MAX_BODY ((size_t)1 << 20)       /* control request body */
-#define FK_MAX_LOG_JSON ((size_t)512 << 20) /* GET /_fake/log answer */
-#define FK_MAX_RECEIVED 500000              /* received entries kept in the log */
-#define FK_MAX_RECORDS 200000               /* connection, rest and violation entries */
-#define FK_MAX_SESSIONS 4096                /* sessions kept for RESUME */
-#define FK_MAX_BURST 2000000                /* events in one burst call */
-#define FK_MAX_EVENT 65536                  /* one event built by the fake */
+#define FK_MAX_BODY ((size_t)1 << 20)          /* control request body */
+#define FK_MAX_LOG_JSON ((size_t)512 << 20)    /* GET /_fake/log answer */
+#define FK_MAX_RECEIVED 500000                 /* received entries kept in the log */
+#define FK_MAX_RECORDS 200000                  /* connection, rest and violation entries */
+#define FK_MAX_SESSIONS 4096                   /* sessions kept for RESUME */
+#define FK_MAX_BURST 2000000                   /* events in one burst call */
+#define FK_MAX_EVENT 65536                     /* one event built by the fake */
 #define FK_MAX_SHARDS 65536
-#define FK_NONE_INT (-2147483647 - 1)       /* "null" for int fields in the log */
+#define FK_NONE_INT (-2147483647 - 1) /* "null" for int fields in the log */
 
 struct fk_opts {
     int port;
@@ -77,10 +77,10 @@ struct fk_conn_rec {
     uint64_t id;
     char *path;
     char *query;
-    int shard;       /* -1: not known yet */
+    int shard; /* -1: not known yet */
     double opened_ms;
-    double closed_ms; /* < 0: open */
-    int close_code;   /* FK_NONE_INT: none */
+    double closed_ms;      /* < 0: open */
+    int close_code;        /* FK_NONE_INT: none */
     const char *closed_by; /* NULL, "client", "server", "drop" */
 };
 
@@ -117,7 +117,7 @@ struct fk_session {
     int shard;
     int total;
     uint64_t seq;
-    int ended; /* the client closed with 1000/1001 */
+    int ended;            /* the client closed with 1000/1001 */
     struct fk_msg **hist; /* ring of plain-JSON events, s = seq - h_len + 1 .. seq */
     size_t h_head, h_len, h_cap;
     struct fk_conn *conn; /* live connection receiving its events, or NULL */

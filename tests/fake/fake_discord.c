@@ -289,14 +289,13 @@ static int ctl_burst(struct lws *wsi, struct http_req *h, const cJSON *body)
         }
         if (shard >= 0)
             rc = rc ? rc
-                    : sh_buf_printf(&out, "{\"first_s\":%" PRIu64 ",\"last_s\":%" PRIu64 "}",
-                                    first, last);
+                    : sh_buf_printf(&out, "{\"first_s\":%" PRIu64 ",\"last_s\":%" PRIu64 "}", first,
+                                    last);
         else
             rc = rc ? rc
-                    : sh_buf_printf(&out,
-                                    "%s{\"shard\":%ld,\"first_s\":%" PRIu64
-                                    ",\"last_s\":%" PRIu64 "}",
-                                    n ? "," : "", i, first, last);
+                    : sh_buf_printf(
+                          &out, "%s{\"shard\":%ld,\"first_s\":%" PRIu64 ",\"last_s\":%" PRIu64 "}",
+                          n ? "," : "", i, first, last);
         n++;
     }
     if (shard >= 0 && n == 0) {
@@ -348,7 +347,8 @@ static int ctl_close(struct lws *wsi, struct http_req *h, const cJSON *body)
     struct fk_conn *c = body_conn(body, shard);
     if (!c)
         return respondf(wsi, h, 409, "{\"message\":\"no live connection\",\"code\":0}");
-    fk_conn_request_close(c, (int)code, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "drop")));
+    fk_conn_request_close(c, (int)code,
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "drop")));
     return respondf(wsi, h, 200, "{\"conn\":%" PRIu64 "}", c->rec->id);
 }
 
@@ -408,8 +408,12 @@ static const struct route {
     const char *path;
     int (*fn)(struct lws *wsi, struct http_req *h, const cJSON *body);
 } post_routes[] = {
-    {"/_fake/dispatch", ctl_dispatch}, {"/_fake/burst", ctl_burst}, {"/_fake/op", ctl_op},
-    {"/_fake/close", ctl_close},       {"/_fake/ack", ctl_ack},     {"/_fake/rest-fail", ctl_rest_fail},
+    {"/_fake/dispatch", ctl_dispatch},
+    {"/_fake/burst", ctl_burst},
+    {"/_fake/op", ctl_op},
+    {"/_fake/close", ctl_close},
+    {"/_fake/ack", ctl_ack},
+    {"/_fake/rest-fail", ctl_rest_fail},
 };
 
 static int is_gateway_path(const char *p)
@@ -440,8 +444,9 @@ static int http_handle(struct lws *wsi, struct http_req *h)
         return respondf(wsi, h, 200, "{\"ok\":true}");
     }
     if (is_gateway_path(h->path))
-        return respondf(wsi, h, 400, "{\"message\":\"a websocket upgrade is expected here\","
-                                     "\"code\":0}");
+        return respondf(wsi, h, 400,
+                        "{\"message\":\"a websocket upgrade is expected here\","
+                        "\"code\":0}");
     for (size_t i = 0; h->post && i < sizeof(post_routes) / sizeof(post_routes[0]); i++) {
         if (strcmp(h->path, post_routes[i].path))
             continue;
@@ -587,25 +592,45 @@ static int parse_long(const char *name, const char *s, long lo, long hi, long *o
 static int parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"port", 1, 0, 'p'},           {"host", 1, 0, 'H'},
-        {"token", 1, 0, 't'},          {"shards", 1, 0, 's'},
-        {"max-concurrency", 1, 0, 'c'}, {"session-total", 1, 0, 'T'},
-        {"session-remaining", 1, 0, 'R'}, {"reset-after-ms", 1, 0, 'r'},
-        {"heartbeat-ms", 1, 0, 'b'},   {"identify-interval-ms", 1, 0, 'i'},
-        {"guilds", 1, 0, 'g'},         {"unavailable-forever", 1, 0, 'u'},
-        {"trickle-ms", 1, 0, 'k'},     {"zlib-split", 1, 0, 'z'},
-        {"send-limit", 1, 0, 'l'},     {"send-window-ms", 1, 0, 'w'},
-        {"history", 1, 0, 'y'},        {"help", 0, 0, 'h'},
+        {"port", 1, 0, 'p'},
+        {"host", 1, 0, 'H'},
+        {"token", 1, 0, 't'},
+        {"shards", 1, 0, 's'},
+        {"max-concurrency", 1, 0, 'c'},
+        {"session-total", 1, 0, 'T'},
+        {"session-remaining", 1, 0, 'R'},
+        {"reset-after-ms", 1, 0, 'r'},
+        {"heartbeat-ms", 1, 0, 'b'},
+        {"identify-interval-ms", 1, 0, 'i'},
+        {"guilds", 1, 0, 'g'},
+        {"unavailable-forever", 1, 0, 'u'},
+        {"trickle-ms", 1, 0, 'k'},
+        {"zlib-split", 1, 0, 'z'},
+        {"send-limit", 1, 0, 'l'},
+        {"send-window-ms", 1, 0, 'w'},
+        {"history", 1, 0, 'y'},
+        {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
     struct fk_opts *o = &fk.o;
     long v, remaining = -1;
-    *o = (struct fk_opts){.port = -1, .host = "127.0.0.1", .token = "test-token", .shards = 1,
-                          .max_concurrency = 1, .session_total = 1000, .session_remaining = 1000,
-                          .reset_after_ms = 14400000, .heartbeat_ms = 41250,
-                          .identify_interval_ms = 5000, .guilds = 2, .unavailable_forever = 0,
-                          .trickle_ms = 0, .zlib_split = 2, .send_limit = 120,
-                          .send_window_ms = 60000, .history = 100000};
+    *o = (struct fk_opts){.port = -1,
+                          .host = "127.0.0.1",
+                          .token = "test-token",
+                          .shards = 1,
+                          .max_concurrency = 1,
+                          .session_total = 1000,
+                          .session_remaining = 1000,
+                          .reset_after_ms = 14400000,
+                          .heartbeat_ms = 41250,
+                          .identify_interval_ms = 5000,
+                          .guilds = 2,
+                          .unavailable_forever = 0,
+                          .trickle_ms = 0,
+                          .zlib_split = 2,
+                          .send_limit = 120,
+                          .send_window_ms = 60000,
+                          .history = 100000};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *name = "";
@@ -614,25 +639,69 @@ static int parse_args(int argc, char **argv)
                 name = p->name;
         int rc = 0;
         switch (ch) {
-        case 'p': rc = parse_long(name, optarg, 0, 65535, &v); o->port = (int)v; break;
-        case 'H': o->host = optarg; break;
-        case 't': o->token = optarg; break;
-        case 's': rc = parse_long(name, optarg, 1, FK_MAX_SHARDS, &v); o->shards = (int)v; break;
-        case 'c': rc = parse_long(name, optarg, 1, 16384, &v); o->max_concurrency = (int)v; break;
-        case 'T': rc = parse_long(name, optarg, 0, 1L << 40, &o->session_total); break;
-        case 'R': rc = parse_long(name, optarg, 0, 1L << 40, &remaining); break;
-        case 'r': rc = parse_long(name, optarg, 0, 1L << 40, &o->reset_after_ms); break;
-        case 'b': rc = parse_long(name, optarg, 1, 1L << 31, &o->heartbeat_ms); break;
-        case 'i': rc = parse_long(name, optarg, 0, 1L << 31, &o->identify_interval_ms); break;
-        case 'g': rc = parse_long(name, optarg, 0, 2500, &v); o->guilds = (int)v; break;
-        case 'u': rc = parse_long(name, optarg, 0, 2500, &v); o->unavailable_forever = (int)v; break;
-        case 'k': rc = parse_long(name, optarg, 0, 1L << 31, &o->trickle_ms); break;
-        case 'z': rc = parse_long(name, optarg, 1, 64, &v); o->zlib_split = (int)v; break;
-        case 'l': rc = parse_long(name, optarg, 1, 1L << 40, &o->send_limit); break;
-        case 'w': rc = parse_long(name, optarg, 1, 1L << 40, &o->send_window_ms); break;
-        case 'y': rc = parse_long(name, optarg, 0, 100000000, &o->history); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case 'p':
+            rc = parse_long(name, optarg, 0, 65535, &v);
+            o->port = (int)v;
+            break;
+        case 'H':
+            o->host = optarg;
+            break;
+        case 't':
+            o->token = optarg;
+            break;
+        case 's':
+            rc = parse_long(name, optarg, 1, FK_MAX_SHARDS, &v);
+            o->shards = (int)v;
+            break;
+        case 'c':
+            rc = parse_long(name, optarg, 1, 16384, &v);
+            o->max_concurrency = (int)v;
+            break;
+        case 'T':
+            rc = parse_long(name, optarg, 0, 1L << 40, &o->session_total);
+            break;
+        case 'R':
+            rc = parse_long(name, optarg, 0, 1L << 40, &remaining);
+            break;
+        case 'r':
+            rc = parse_long(name, optarg, 0, 1L << 40, &o->reset_after_ms);
+            break;
+        case 'b':
+            rc = parse_long(name, optarg, 1, 1L << 31, &o->heartbeat_ms);
+            break;
+        case 'i':
+            rc = parse_long(name, optarg, 0, 1L << 31, &o->identify_interval_ms);
+            break;
+        case 'g':
+            rc = parse_long(name, optarg, 0, 2500, &v);
+            o->guilds = (int)v;
+            break;
+        case 'u':
+            rc = parse_long(name, optarg, 0, 2500, &v);
+            o->unavailable_forever = (int)v;
+            break;
+        case 'k':
+            rc = parse_long(name, optarg, 0, 1L << 31, &o->trickle_ms);
+            break;
+        case 'z':
+            rc = parse_long(name, optarg, 1, 64, &v);
+            o->zlib_split = (int)v;
+            break;
+        case 'l':
+            rc = parse_long(name, optarg, 1, 1L << 40, &o->send_limit);
+            break;
+        case 'w':
+            rc = parse_long(name, optarg, 1, 1L << 40, &o->send_window_ms);
+            break;
+        case 'y':
+            rc = parse_long(name, optarg, 0, 100000000, &o->history);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
         if (rc)
             return -1;

@@ -170,8 +170,8 @@ static int send_msg(struct fk_conn *c, struct fk_msg *plain)
     else if ((rc = q_push(c, fk_msg_ref(plain))))
         fk_msg_unref(plain);
     if (rc) {
-        fprintf(stderr, "fake-discord: conn=%" PRIu64 " send failed (%s), dropping\n",
-                c->rec->id, sh_strerror(rc));
+        fprintf(stderr, "fake-discord: conn=%" PRIu64 " send failed (%s), dropping\n", c->rec->id,
+                sh_strerror(rc));
         fk_conn_request_close(c, 0, 1);
         return rc;
     }
@@ -305,7 +305,8 @@ uint64_t fk_emit(struct fk_session *s, const char *t, const char *d, size_t dlen
 {
     char head[160];
     uint64_t seq = s->seq + 1;
-    int hn = snprintf(head, sizeof(head), "{\"t\":\"%s\",\"s\":%" PRIu64 ",\"op\":0,\"d\":", t, seq);
+    int hn =
+        snprintf(head, sizeof(head), "{\"t\":\"%s\",\"s\":%" PRIu64 ",\"op\":0,\"d\":", t, seq);
     if (hn < 0 || (size_t)hn >= sizeof(head))
         return 0;
     struct fk_msg *m = fk_msg_new((size_t)hn + dlen + 1, 0);
@@ -413,8 +414,7 @@ struct fk_conn *fk_conn_open(struct lws *wsi)
     if (fk.conns)
         fk.conns->prev = c;
     fk.conns = c;
-    fprintf(stderr, "fake-discord: conn=%" PRIu64 " open path=%s query=%s\n", r->id, path,
-            query);
+    fprintf(stderr, "fake-discord: conn=%" PRIu64 " open path=%s query=%s\n", r->id, path, query);
     char hello[160];
     snprintf(hello, sizeof(hello),
              "{\"t\":null,\"s\":null,\"op\":10,\"d\":{\"heartbeat_interval\":%ld,"
@@ -497,8 +497,9 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
         return close_with(c, 4004, "authentication failed");
     const cJSON *shard = cJSON_GetObjectItemCaseSensitive(d, "shard");
     if (!cJSON_IsArray(shard) || cJSON_GetArraySize(shard) != 2 ||
-        json_int(cJSON_GetArrayItem(shard, 0), &id) || json_int(cJSON_GetArrayItem(shard, 1), &total) ||
-        id < 0 || total < 1 || id >= total || total != fk.o.shards)
+        json_int(cJSON_GetArrayItem(shard, 0), &id) ||
+        json_int(cJSON_GetArrayItem(shard, 1), &total) || id < 0 || total < 1 || id >= total ||
+        total != fk.o.shards)
         return close_with(c, 4010, "invalid shard");
     set_shard(c, (int)id);
     if (json_int(cJSON_GetObjectItemCaseSensitive(d, "intents"), &intents) || intents < 0 ||
@@ -578,7 +579,8 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
             replayed++;
         }
     }
-    fprintf(stderr, "fake-discord: conn=%" PRIu64 " resume shard=%d session=%s from=%ld replayed=%zu\n",
+    fprintf(stderr,
+            "fake-discord: conn=%" PRIu64 " resume shard=%d session=%s from=%ld replayed=%zu\n",
             c->rec->id, s->shard, s->id, seq, replayed);
     static const char resumed[] = "{\"_trace\":[\"fake-discord\"]}";
     fk_emit(s, "RESUMED", resumed, sizeof(resumed) - 1);

@@ -86,7 +86,8 @@ class Fake:
         return self._call("POST", "/_fake/op", body)
 
     def close(self, shard, code=None, drop=False, conn=None):
-        """Close the shard's live connection with code (default 4000), or drop it (no close frame)."""
+        """Close the shard's live connection with code (default 4000), or drop it
+        (no close frame)."""
         return self._post("/_fake/close", shard=shard, code=code, drop=True if drop else None,
                           conn=conn)
 

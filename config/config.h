@@ -4,8 +4,9 @@
  * cfg_load() parses the file (cJSON), expands `${NAME}` from the environment in
  * every string, applies defaults and validates; the result is immutable and read
  * by every room. Every problem is reported as one line that names the key, e.g.
- * `webhooks[0].max_batch_events: must be between 1 and 10000 (got 0)`.
- * This room includes none of the others.
+ * `webhooks[0].max_batch_events: must be an integer from 1 to 10000 (got 0)`.
+ * docs/configuration.md describes every key; config/listen.h parses the
+ * `http.listen` form for whoever binds it. This room includes none of the others.
  */
 #ifndef SHARDHOOK_CONFIG_CONFIG_H
 #define SHARDHOOK_CONFIG_CONFIG_H
@@ -46,13 +47,13 @@ struct cfg_webhook {
 struct cfg_config {
     char *token; /* bot token, without the "Bot " prefix */
     char *api_base;
-    uint64_t intents;
+    uint64_t intents;         /* bit mask; default GUILDS only */
     enum cfg_compress compress;
     struct {
         enum cfg_shards_mode mode;
         int total; /* 0 with CFG_SHARDS_AUTO */
-        int first, last;
-        int *ids; /* CFG_SHARDS_IDS only */
+        int first, last; /* RANGE as given; TOTAL: 0 and total-1; otherwise 0 */
+        int *ids; /* CFG_SHARDS_IDS only: unique, sorted ascending, each < total */
         size_t n_ids;
     } shards;
     int identify_concurrency; /* 0 = "auto" */
@@ -75,15 +76,34 @@ struct cfg_config {
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
 };
 
+/* A config file larger than this is refused. */
+#define CFG_MAX_FILE_BYTES (1024 * 1024)
+
 /*
- * Load and validate path into *out. On failure returns SH_ECONFIG, writes one line
- * (no trailing newline) naming the key and the problem into err, and leaves *out
- * zeroed. Never prints secrets into err.
+ * Load and validate path into *out. On failure returns SH_ECONFIG (SH_ENOMEM when
+ * memory ran out), writes one line (no trailing newline) naming the key and the
+ * problem into err, and leaves *out zeroed. Never prints secrets into err.
  */
 int cfg_load(const char *path, struct cfg_config *out, char *err, size_t errlen);
-/* Same, from a string in memory (tests, fuzzing); where names the source in messages. */
+/* Same, from a string in memory (tests, fuzzing); messages name the source "config". */
 int cfg_load_string(const char *json, size_t len, struct cfg_config *out, char *err, size_t errlen);
+/* Free everything cfg holds and zero it; safe on a zeroed or already freed struct. */
 void cfg_free(struct cfg_config *cfg);
+
+/*
+ * One documented key, straight from the directive table that loading uses, so that
+ * docs/configuration.md can be checked against it.
+ */
+struct cfg_doc {
+    char key[80];         /* "webhooks[].max_in_flight" */
+    char type[96];        /* "integer 1..64" */
+    const char *def;      /* default as JSON text, NULL when the key has none */
+    const char *def_note; /* the default in words when it is not JSON ("`$DISCORD_TOKEN`") */
+    int required;         /* 1 when the key must be given */
+    const char *doc;      /* one line */
+};
+/* Fill *out with the i-th key, in table order. Returns 0, or SH_ENOTFOUND past the end. */
+int cfg_doc_entry(size_t i, struct cfg_doc *out);
 
 /* Intent name ("GUILD_MESSAGES") to its bit number, -1 if unknown. */
 int cfg_intent_bit(const char *name);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gateway/gateway.h"
 #include "gateway/shard.h"
@@ -20,6 +21,10 @@
 
 #define STOP_DEADLINE_MS 3000 /* close handshakes that take longer are cut */
 #define CHUNK_SLACK 4096      /* room for the envelope around the largest payload */
+#define TICK_MS 250           /* snapshot publish period */
+#define PROGRESS_EVERY_MS 5000
+
+enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO };
 
 static int protocol_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
@@ -115,10 +120,15 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
         return SH_ENOMEM;
     gw->cfg = cfg;
     gw->sink = *sink;
+    pthread_mutex_init(&gw->cmd_lock, NULL);
+    pthread_mutex_init(&gw->snap_lock, NULL);
+    gw->started_wall_ms = sh_wall_ms();
     gw->compress = pick_compress(cfg->compress);
     int rc = gw_rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
     if (rc)
         goto fail;
+    gw->discovered_wall_ms = sh_wall_ms();
+    gw->budget_reset_ms = sh_now_ms() + gw->bot.reset_after_ms;
     gw->total = cfg->shards.mode == CFG_SHARDS_AUTO ? gw->bot.shards : cfg->shards.total;
     gw->max_concurrency =
         cfg->identify_concurrency > 0 ? cfg->identify_concurrency : gw->bot.max_concurrency;
@@ -141,9 +151,10 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
     if (rc)
         goto fail;
     gw->shards = calloc((size_t)gw->n_shards, sizeof(*gw->shards));
+    gw->snap_shards = calloc((size_t)gw->n_shards, sizeof(*gw->snap_shards));
     gw->buckets = calloc((size_t)gw->max_concurrency, sizeof(*gw->buckets));
     gw->txbuf = malloc(LWS_PRE + GW_SEND_MAX_PAYLOAD);
-    if (!gw->shards || !gw->buckets || !gw->txbuf) {
+    if (!gw->shards || !gw->snap_shards || !gw->buckets || !gw->txbuf) {
         free(ids);
         rc = SH_ENOMEM;
         goto fail;
@@ -217,10 +228,383 @@ void gw_gateway_identify_sent(struct gw_gateway *gw, int shard_id, uint64_t now_
         b->next_slot_ms = now_ms + gw->identify_interval_ms;
     if (gw->session_remaining > 0)
         gw->session_remaining--;
-    int total = gw->bot.session_total;
-    if (total > 0 && gw->session_remaining * 10 < total)
-        log_warn("msg=\"daily identify budget running low\" remaining=%d total=%d",
-                 gw->session_remaining, total);
+    int total = gw->bot.session_total, to_start = 0;
+    for (int i = 0; i < gw->n_shards; i++) {
+        const struct gw_shard *s = &gw->shards[i];
+        to_start += s->id != shard_id && !s->session_id[0] && s->status != GW_FAILED &&
+                    (s->status == GW_QUEUED || s->status == GW_CONNECTING);
+    }
+    if ((total > 0 && gw->session_remaining * 10 < total) || gw->session_remaining < to_start)
+        log_warn("msg=\"daily identify budget running low\" remaining=%d total=%d "
+                 "shards_still_to_identify=%d",
+                 gw->session_remaining, total, to_start);
+}
+
+/* ---- the daily identify budget ----------------------------------------------------------- */
+
+struct refresh_job {
+    struct gw_gateway *gw;
+};
+
+static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const void *data,
+                    size_t len);
+
+/* A short-lived thread: /gateway/bot must not block the gateway loop. */
+static void *refresh_main(void *arg)
+{
+    struct gw_gateway *gw = arg;
+    struct gw_bot_info info;
+    char err[512];
+    int stop = 0;
+    int rc = gw_rest_gateway_bot(gw->cfg->api_base, gw->cfg->token, 4, &stop, &info, err,
+                                 sizeof(err));
+    if (rc) {
+        log_warn("msg=\"identify budget refresh failed\" error=\"%s\"", err);
+        memset(&info, 0, sizeof(info));
+        info.session_remaining = -1;
+    }
+    post_cmd(gw, GW_CMD_BOT_INFO, -1, rc, &info, sizeof(info));
+    return NULL;
+}
+
+static void budget_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_gateway *gw = lws_container_of(sul, struct gw_gateway, sul_budget);
+    if (gw->budget_refreshing || gw->stopping)
+        return;
+    pthread_t th;
+    gw->budget_refreshing = 1;
+    if (pthread_create(&th, NULL, refresh_main, gw)) {
+        gw->budget_refreshing = 0;
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, 5000 * LWS_US_PER_MS);
+        return;
+    }
+    pthread_detach(th);
+}
+
+int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s)
+{
+    if (gw->session_remaining > 0 && !gw->budget_refreshing)
+        return 0;
+    if (!s->budget_hold) {
+        s->budget_hold = 1;
+        s->identify_at_ms = 0;
+        s->status = GW_QUEUED;
+        gw->snap_dirty = 1;
+    }
+    if (!lws_dll2_is_detached(&gw->sul_budget.list))
+        return 1;
+    uint64_t now = sh_now_ms();
+    uint64_t wait = gw->budget_reset_ms > now ? gw->budget_reset_ms - now : 0;
+    if (wait < 1000)
+        wait = 1000;
+    char when[32];
+    time_t at = (time_t)((sh_wall_ms() + wait) / 1000);
+    struct tm tm;
+    gmtime_r(&at, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    log_error("msg=\"daily identify budget spent: shards wait instead of burning the token\" "
+              "identifying_resumes_at=%s wait_s=%llu",
+              when, (unsigned long long)(wait / 1000));
+    lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, (lws_usec_t)wait * LWS_US_PER_MS);
+    return 1;
+}
+
+static void budget_refreshed(struct gw_gateway *gw, int rc, const struct gw_bot_info *info)
+{
+    gw->budget_refreshing = 0;
+    uint64_t now = sh_now_ms();
+    if (rc || info->session_remaining < 0) {
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, 30000 * LWS_US_PER_MS);
+        return;
+    }
+    gw->bot.session_total = info->session_total;
+    gw->bot.session_remaining = info->session_remaining;
+    gw->bot.reset_after_ms = info->reset_after_ms;
+    gw->session_remaining = info->session_remaining;
+    gw->budget_reset_ms = now + info->reset_after_ms;
+    gw->discovered_wall_ms = sh_wall_ms();
+    gw->snap_dirty = 1;
+    log_info("msg=\"identify budget refreshed\" remaining=%d total=%d", info->session_remaining,
+             info->session_total);
+    if (gw->session_remaining <= 0) {
+        uint64_t wait = info->reset_after_ms > 1000 ? info->reset_after_ms : 1000;
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, (lws_usec_t)wait * LWS_US_PER_MS);
+        return;
+    }
+    for (int i = 0; i < gw->n_shards; i++) {
+        struct gw_shard *s = &gw->shards[i];
+        if (s->budget_hold) {
+            s->budget_hold = 0;
+            gw_shard_start(s);
+        }
+    }
+}
+
+/* ---- facts, seeds, observer ------------------------------------------------------------ */
+
+static int cmp_shard_id(const void *key, const void *elem)
+{
+    int id = *(const int *)key, other = ((const struct gw_shard *)elem)->id;
+    return id < other ? -1 : id > other;
+}
+
+static struct gw_shard *find_shard(const struct gw_gateway *gw, int id)
+{
+    return bsearch(&id, gw->shards, (size_t)gw->n_shards, sizeof(*gw->shards), cmp_shard_id);
+}
+
+int gw_gateway_total(const struct gw_gateway *gw) { return gw->total; }
+
+int gw_gateway_runs(const struct gw_gateway *gw, int shard_id)
+{
+    return find_shard(gw, shard_id) != NULL;
+}
+
+int gw_gateway_shard_for_guild(const struct gw_gateway *gw, uint64_t guild_id)
+{
+    return (int)((guild_id >> 22) % (uint64_t)gw->total);
+}
+
+int gw_gateway_seed(struct gw_gateway *gw, int shard_id, const char *session_id,
+                    const char *resume_url, uint64_t seq)
+{
+    struct gw_shard *s = find_shard(gw, shard_id);
+    if (!s)
+        return SH_ENOTFOUND;
+    if (!session_id || !*session_id || strlen(session_id) >= sizeof(s->session_id) ||
+        (resume_url && strlen(resume_url) >= sizeof(s->resume_url)))
+        return SH_EINVAL;
+    snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
+    snprintf(s->resume_url, sizeof(s->resume_url), "%s", resume_url ? resume_url : "");
+    s->seq = seq;
+    s->has_seq = 1;
+    return SH_OK;
+}
+
+void gw_gateway_set_observer(struct gw_gateway *gw, const struct gw_observer *obs)
+{
+    gw->observer = *obs;
+}
+
+/* ---- commands from other threads ------------------------------------------------------ */
+
+static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const void *data,
+                    size_t len)
+{
+    struct gw_cmd *c = malloc(sizeof(*c) + len + 1);
+    if (!c)
+        return SH_ENOMEM;
+    c->next = NULL;
+    c->kind = kind;
+    c->shard = shard;
+    c->arg = arg;
+    c->len = len;
+    if (len)
+        memcpy(c->data, data, len);
+    c->data[len] = '\0';
+    pthread_mutex_lock(&gw->cmd_lock);
+    if (gw->cmd_tail)
+        gw->cmd_tail->next = c;
+    else
+        gw->cmd_head = c;
+    gw->cmd_tail = c;
+    pthread_mutex_unlock(&gw->cmd_lock);
+    if (gw->ctx)
+        lws_cancel_service(gw->ctx);
+    return SH_OK;
+}
+
+int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, size_t len)
+{
+    struct gw_shard *s = find_shard(gw, shard_id);
+    if (!s)
+        return SH_ENOTFOUND;
+    if (len > GW_SEND_MAX_PAYLOAD)
+        return SH_ETOOBIG;
+    if (atomic_load(&gw->stop_requested))
+        return SH_ECLOSED;
+    if (atomic_fetch_add(&s->queued_sends, 1) >= GW_SENDQ_MAX) {
+        atomic_fetch_sub(&s->queued_sends, 1);
+        return SH_EAGAIN;
+    }
+    int rc = post_cmd(gw, GW_CMD_SEND, shard_id, 0, payload, len);
+    if (rc)
+        atomic_fetch_sub(&s->queued_sends, 1);
+    return rc;
+}
+
+int gw_gateway_reconnect(struct gw_gateway *gw, int shard_id, int resume)
+{
+    if (!find_shard(gw, shard_id))
+        return SH_ENOTFOUND;
+    if (atomic_load(&gw->stop_requested))
+        return SH_ECLOSED;
+    return post_cmd(gw, GW_CMD_RECONNECT, shard_id, resume, NULL, 0);
+}
+
+void gw_gateway_pause_reading(struct gw_gateway *gw, int paused)
+{
+    atomic_store(&gw->pause_requested, paused ? 1 : 0);
+    if (gw->ctx)
+        lws_cancel_service(gw->ctx);
+}
+
+static void apply_pause(struct gw_gateway *gw)
+{
+    int want = atomic_load(&gw->pause_requested);
+    if (want == gw->paused)
+        return;
+    gw->paused = want;
+    log_info("msg=\"%s reading the gateway\"", want ? "pausing" : "resuming");
+    for (int i = 0; i < gw->n_shards; i++)
+        if (gw->shards[i].wsi && gw->shards[i].established)
+            lws_rx_flow_control(gw->shards[i].wsi, !want);
+}
+
+static void run_commands(struct gw_gateway *gw)
+{
+    pthread_mutex_lock(&gw->cmd_lock);
+    struct gw_cmd *c = gw->cmd_head;
+    gw->cmd_head = gw->cmd_tail = NULL;
+    pthread_mutex_unlock(&gw->cmd_lock);
+    while (c) {
+        struct gw_cmd *next = c->next;
+        struct gw_shard *s = c->shard >= 0 ? find_shard(gw, c->shard) : NULL;
+        switch (c->kind) {
+        case GW_CMD_SEND:
+            if (s && s->status != GW_FAILED && !gw->stopping) {
+                gw_shard_queue_user(s, c->data, c->len);
+            } else if (s) {
+                atomic_fetch_sub(&s->queued_sends, 1);
+                log_warn("msg=\"payload dropped: shard not running\" shard=%d", s->id);
+            }
+            break;
+        case GW_CMD_RECONNECT:
+            if (s)
+                gw_shard_reconnect(s, c->arg);
+            break;
+        case GW_CMD_BOT_INFO:
+            budget_refreshed(gw, c->arg, (const struct gw_bot_info *)(const void *)c->data);
+            break;
+        }
+        free(c);
+        c = next;
+    }
+}
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+static void publish(struct gw_gateway *gw)
+{
+    uint64_t now = sh_now_ms();
+    struct gw_overview ov;
+    memset(&ov, 0, sizeof(ov));
+    snprintf(ov.url, sizeof(ov.url), "%s", gw->bot.url);
+    ov.total = gw->total;
+    ov.n_shards = gw->n_shards;
+    ov.recommended_shards = gw->bot.shards;
+    ov.max_concurrency = gw->max_concurrency;
+    ov.next_identify_in_ms = -1;
+    ov.eta_ms = 0;
+    uint64_t last_slot = 0;
+    int held = 0;
+    for (int i = 0; i < gw->n_shards; i++) {
+        const struct gw_shard *s = &gw->shards[i];
+        ov.ready += s->status == GW_READY;
+        ov.loading += s->status == GW_LOADING;
+        ov.queued += s->status == GW_QUEUED;
+        ov.failed += s->status == GW_FAILED;
+        held += s->budget_hold;
+        if (s->status == GW_QUEUED && s->identify_at_ms) {
+            int64_t in = s->identify_at_ms > now ? (int64_t)(s->identify_at_ms - now) : 0;
+            if (ov.next_identify_in_ms < 0 || in < ov.next_identify_in_ms)
+                ov.next_identify_in_ms = in;
+            if (s->identify_at_ms > last_slot)
+                last_slot = s->identify_at_ms;
+        }
+    }
+    if (held)
+        ov.eta_ms = -1;
+    else if (last_slot > now)
+        ov.eta_ms = (int64_t)(last_slot - now);
+    ov.session_total = gw->bot.session_total;
+    ov.session_remaining = gw->session_remaining;
+    ov.session_reset_at_ms = gw->budget_reset_ms > now
+                                 ? sh_wall_ms() + (gw->budget_reset_ms - now)
+                                 : 0;
+    ov.started_at_ms = gw->started_wall_ms;
+    ov.published_at_ms = sh_wall_ms();
+    pthread_mutex_lock(&gw->snap_lock);
+    gw->snap_ov = ov;
+    for (int i = 0; i < gw->n_shards; i++)
+        gw_shard_fill_info(&gw->shards[i], &gw->snap_shards[i]);
+    pthread_mutex_unlock(&gw->snap_lock);
+    gw->snap_dirty = 0;
+}
+
+int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov,
+                        struct gw_shard_info *shards, int cap)
+{
+    pthread_mutex_lock(&gw->snap_lock);
+    if (ov)
+        *ov = gw->snap_ov;
+    int n = gw->n_shards < cap ? gw->n_shards : cap;
+    if (n > 0)
+        memcpy(shards, gw->snap_shards, (size_t)n * sizeof(*shards));
+    pthread_mutex_unlock(&gw->snap_lock);
+    return gw->n_shards;
+}
+
+int gw_gateway_shard_info(struct gw_gateway *gw, int shard_id, struct gw_shard_info *out)
+{
+    struct gw_shard *s = find_shard(gw, shard_id);
+    if (!s)
+        return SH_ENOTFOUND;
+    pthread_mutex_lock(&gw->snap_lock);
+    *out = gw->snap_shards[s - gw->shards];
+    pthread_mutex_unlock(&gw->snap_lock);
+    return SH_OK;
+}
+
+static void fmt_duration(char *out, size_t cap, int64_t ms)
+{
+    if (ms < 0)
+        snprintf(out, cap, "unknown");
+    else if (ms < 60000)
+        snprintf(out, cap, "%.1fs", (double)ms / 1000.0);
+    else if (ms < 3600000)
+        snprintf(out, cap, "%dm%02ds", (int)(ms / 60000), (int)(ms / 1000 % 60));
+    else
+        snprintf(out, cap, "%dh%02dm", (int)(ms / 3600000), (int)(ms / 60000 % 60));
+}
+
+/* Every TICK_MS: publish the snapshot; every PROGRESS_EVERY_MS until all are ready: a summary. */
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_gateway *gw = lws_container_of(sul, struct gw_gateway, sul_tick);
+    publish(gw);
+    uint64_t now = sh_now_ms();
+    const struct gw_overview *ov = &gw->snap_ov; /* written by this thread only */
+    if (ov->ready == gw->n_shards) {
+        if (!gw->all_ready_logged) {
+            gw->all_ready_logged = 1;
+            log_info("msg=\"all shards ready\" shards=%d elapsed_ms=%llu", gw->n_shards,
+                     (unsigned long long)(sh_wall_ms() - gw->started_wall_ms));
+        }
+    } else if (now - gw->last_progress_ms >= PROGRESS_EVERY_MS && !gw->stopping) {
+        gw->last_progress_ms = now;
+        gw->all_ready_logged = 0;
+        char next[24], eta[24];
+        fmt_duration(next, sizeof(next), ov->next_identify_in_ms);
+        fmt_duration(eta, sizeof(eta), ov->eta_ms);
+        log_info("msg=\"progress\" ready=%d/%d loading=%d queued=%d failed=%d "
+                 "next_identify_in=%s eta=%s sessions_remaining=%d",
+                 ov->ready, gw->n_shards, ov->loading, ov->queued, ov->failed,
+                 ov->next_identify_in_ms < 0 ? "none" : next, eta, ov->session_remaining);
+    }
+    if (!gw->done)
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
 }
 
 static int live_sockets(const struct gw_gateway *gw)
@@ -327,14 +711,21 @@ void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, s
 
 int gw_gateway_run(struct gw_gateway *gw)
 {
+    gw->last_progress_ms = sh_now_ms();
     for (int i = 0; i < gw->n_shards; i++)
         gw_shard_start(&gw->shards[i]);
+    publish(gw);
+    lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
     int rc = 0;
     while (!gw->done) {
-        if (gw->stop_requested && !gw->stopping)
+        if (atomic_load(&gw->stop_requested) && !gw->stopping)
             begin_stop(gw);
+        run_commands(gw);
+        apply_pause(gw);
         int n = lws_service(gw->ctx, 0);
         flush_pending(gw);
+        if (gw->snap_dirty)
+            publish(gw);
         if (n < 0) {
             log_error("msg=\"websocket service failed\"");
             rc = SH_ENET;
@@ -344,14 +735,16 @@ int gw_gateway_run(struct gw_gateway *gw)
             gw->done = 1;
     }
     flush_pending(gw);
+    publish(gw);
     lws_sul_cancel(&gw->sul_stop_deadline);
+    lws_sul_cancel(&gw->sul_tick);
+    lws_sul_cancel(&gw->sul_budget);
     return rc ? rc : gw->fatal_rc;
 }
 
 void gw_gateway_stop(struct gw_gateway *gw)
 {
-    gw->stop_requested = 1;
-    atomic_thread_fence(memory_order_seq_cst);
+    atomic_store(&gw->stop_requested, 1);
     if (gw->ctx)
         lws_cancel_service(gw->ctx);
 }
@@ -370,8 +763,15 @@ void gw_gateway_free(struct gw_gateway *gw)
     for (int i = 0; gw->shards && i < gw->n_shards; i++)
         gw_shard_destroy(&gw->shards[i]);
     free(gw->shards);
+    free(gw->snap_shards);
     free(gw->buckets);
     free(gw->txbuf);
     gw_chunk_free(gw->pending);
+    for (struct gw_cmd *c = gw->cmd_head, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    pthread_mutex_destroy(&gw->cmd_lock);
+    pthread_mutex_destroy(&gw->snap_lock);
     free(gw);
 }

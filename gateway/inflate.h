@@ -29,7 +29,7 @@ void gw_inflate_free(struct gw_inflate *z);
 int gw_inflate_reset(struct gw_inflate *z);
 
 /*
- * Feed one complete WebSocket message. When a payload is complete, *out/*out_len
+ * Feed one complete WebSocket message. When a payload is complete, *out and *out_len
  * point to it (valid until the next call) and *done is 1; otherwise *done is 0
  * (zlib: more messages needed). Returns 0, SH_ETOOBIG or SH_ECORRUPT.
  */

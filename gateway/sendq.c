@@ -18,11 +18,16 @@ void gw_sendq_clear(struct gw_sendq *q)
         gw_sendq_pop(q);
 }
 
+void gw_sendq_new_window(struct gw_sendq *q)
+{
+    q->sent_head = 0;
+    q->sent_count = 0;
+}
+
 void gw_sendq_reset(struct gw_sendq *q)
 {
     gw_sendq_clear(q);
-    q->sent_head = 0;
-    q->sent_count = 0;
+    gw_sendq_new_window(q);
 }
 
 static void expire(struct gw_sendq *q, uint64_t now_ms)

@@ -32,8 +32,10 @@ struct gw_sendq {
 };
 
 void gw_sendq_init(struct gw_sendq *q);
-/* Drop queued payloads and forget the window (a new connection). */
+/* Drop queued payloads and forget the window. */
 void gw_sendq_reset(struct gw_sendq *q);
+/* Forget the window only (a new connection); queued payloads stay. */
+void gw_sendq_new_window(struct gw_sendq *q);
 /* Drop queued payloads but keep the window accounting. */
 void gw_sendq_clear(struct gw_sendq *q);
 

@@ -42,6 +42,7 @@ static void set_status(struct gw_shard *s, enum gw_status st)
     log_info("msg=\"shard status\" shard=%d from=%s to=%s", s->id, gw_status_name(s->status),
              gw_status_name(st));
     s->status = st;
+    s->gw->snap_dirty = 1;
 }
 
 static void schedule(struct gw_shard *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t ms)
@@ -90,6 +91,7 @@ void gw_shard_destroy(struct gw_shard *s)
     s->z = NULL;
     sh_buf_free(&s->frame);
     gw_sendq_reset(&s->sendq);
+    SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
 }
 
@@ -165,19 +167,6 @@ static void write_timer_cb(lws_sorted_usec_list_t *sul)
     want_write(s);
 }
 
-/* Queue a payload built by this shard (IDENTIFY/RESUME go first). */
-static int send_payload(struct gw_shard *s, const char *p, size_t len, int front)
-{
-    int rc = front ? gw_sendq_push_front(&s->sendq, p, len) : gw_sendq_push(&s->sendq, p, len);
-    if (rc) {
-        log_error("msg=\"payload not sent\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
-                  sh_strerror(rc));
-        return rc;
-    }
-    want_write(s);
-    return SH_OK;
-}
-
 /* Close this connection ourselves with code, then reconnect (resume or identify). */
 static void close_self(struct gw_shard *s, int code, int resume, int64_t delay_ms)
 {
@@ -224,7 +213,15 @@ static int write_text(struct gw_shard *s, const char *p, size_t len)
     return SH_OK;
 }
 
-/* One write per writeable callback, heartbeats first, inside the send window. */
+static int session_up(const struct gw_shard *s)
+{
+    return s->status == GW_LOADING || s->status == GW_READY;
+}
+
+/*
+ * One write per writeable callback, inside the send window: the IDENTIFY or RESUME first,
+ * then a due heartbeat, then user payloads once the session is up.
+ */
 static int on_writeable(struct gw_shard *s)
 {
     if (s->close_code) {
@@ -233,7 +230,16 @@ static int on_writeable(struct gw_shard *s)
         return -1;
     }
     uint64_t now = sh_now_ms(), wait = 0;
-    if (s->heartbeat_due) {
+    if (s->handshake) {
+        if (!gw_sendq_allowed(&s->sendq, now, 0, &wait)) {
+            schedule(s, &s->sul_write, write_timer_cb, wait);
+            return 0;
+        }
+        if (write_text(s, s->handshake, s->handshake_len))
+            return -1;
+        SH_FREE(s->handshake);
+        s->handshake_len = 0;
+    } else if (s->heartbeat_due) {
         if (!gw_sendq_allowed(&s->sendq, now, 1, &wait)) {
             schedule(s, &s->sul_write, write_timer_cb, wait);
             return 0;
@@ -247,7 +253,7 @@ static int on_writeable(struct gw_shard *s)
         s->ack_pending = 1;
         s->hb_sent_ms = now;
         log_debug("msg=\"heartbeat\" shard=%d seq=%" PRIu64, s->id, s->seq);
-    } else {
+    } else if (session_up(s)) {
         size_t len;
         const char *p = gw_sendq_peek(&s->sendq, &len);
         if (!p)
@@ -259,10 +265,43 @@ static int on_writeable(struct gw_shard *s)
         if (write_text(s, p, len))
             return -1;
         gw_sendq_pop(&s->sendq);
+        atomic_fetch_sub(&s->queued_sends, 1);
+        s->gw->snap_dirty = 1;
     }
-    if (s->heartbeat_due || gw_sendq_pending(&s->sendq))
+    if (s->handshake || s->heartbeat_due || (session_up(s) && gw_sendq_pending(&s->sendq)))
         lws_callback_on_writable(s->wsi);
     return 0;
+}
+
+void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
+{
+    int rc = gw_sendq_push(&s->sendq, p, len);
+    if (rc) { /* callers counted the payload in queued_sends, bounded by GW_SENDQ_MAX */
+        atomic_fetch_sub(&s->queued_sends, 1);
+        log_error("msg=\"payload not queued\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
+                  sh_strerror(rc));
+        return;
+    }
+    s->gw->snap_dirty = 1;
+    if (session_up(s))
+        want_write(s);
+}
+
+/* Set the IDENTIFY or RESUME to go out before anything else on this connection. */
+static int set_handshake(struct gw_shard *s, const char *p, size_t len)
+{
+    if (len > GW_SEND_MAX_PAYLOAD)
+        return SH_ETOOBIG;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return SH_ENOMEM;
+    memcpy(copy, p, len);
+    copy[len] = '\0';
+    free(s->handshake);
+    s->handshake = copy;
+    s->handshake_len = len;
+    want_write(s);
+    return SH_OK;
 }
 
 /* ---- identify and resume --------------------------------------------------------------- */
@@ -324,7 +363,7 @@ static void send_identify(struct gw_shard *s)
         log_error("msg=\"IDENTIFY over 4096 bytes, shorten presence\" shard=%d", s->id);
         return;
     }
-    if (send_payload(s, buf, len, 1))
+    if (set_handshake(s, buf, len))
         return;
     uint64_t now = sh_now_ms();
     gw_gateway_identify_sent(s->gw, s->id, now);
@@ -357,7 +396,7 @@ static void send_resume(struct gw_shard *s)
                      tok, sid, s->seq);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return;
-    if (send_payload(s, buf, (size_t)n, 1))
+    if (set_handshake(s, buf, (size_t)n))
         return;
     s->resumes++;
     s->resume_attempts++;
@@ -377,7 +416,9 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul)
         close_with(s, 4000, 1, -1);
         return;
     }
-    if (s->ack_pending) {
+    if (s->ack_pending && s->gw->paused) {
+        s->ack_pending = 0; /* not reading: the ACK may be waiting unread in the socket */
+    } else if (s->ack_pending) {
         log_warn("msg=\"no heartbeat ACK since the last beat: zombie connection, resuming\" "
                  "shard=%d",
                  s->id);
@@ -407,6 +448,9 @@ static void connect_now(struct gw_shard *s)
     if (gw->stopping || s->status == GW_FAILED)
         return;
     int resume = s->reconnect_resume && s->session_id[0];
+    if (!resume && gw_gateway_budget_hold(gw, s))
+        return;
+    s->identify_at_ms = 0;
     const char *base = resume && s->resume_url[0] ? s->resume_url : gw->bot.url;
     struct ws_url u;
     if (parse_ws_url(base, &u) && (base = gw->bot.url, parse_ws_url(base, &u))) {
@@ -433,7 +477,8 @@ static void connect_now(struct gw_shard *s)
     s->heartbeat_due = 0;
     s->in_message = 0;
     sh_buf_reset(&s->frame);
-    gw_sendq_reset(&s->sendq);
+    gw_sendq_new_window(&s->sendq);
+    SH_FREE(s->handshake);
     if (gw_inflate_reset(s->z)) {
         on_connection_lost(s, "inflate reset failed");
         return;
@@ -473,13 +518,20 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     s->wsi = NULL;
     s->established = 0;
     cancel_timers(s);
-    gw_sendq_reset(&s->sendq);
+    SH_FREE(s->handshake);
+    s->handshake_len = 0;
     int code = s->peer_close_code;
     if (gw->stopping) {
         set_status(s, GW_DISCONNECTED);
         return;
     }
     if (code && !s->self_close && is_fatal(code)) {
+        unsigned dropped = gw_sendq_pending(&s->sendq);
+        gw_sendq_clear(&s->sendq);
+        atomic_fetch_sub(&s->queued_sends, (int)dropped);
+        if (dropped)
+            log_warn("msg=\"queued payloads dropped with the failed shard\" shard=%d count=%u",
+                     s->id, dropped);
         set_status(s, GW_FAILED);
         gw_gateway_shard_failed(gw, s, code, why);
         return;
@@ -517,6 +569,7 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     if (!resume) {
         uint64_t slot = gw_gateway_identify_slot(gw, s->id, now + delay);
         delay = slot - now;
+        s->identify_at_ms = slot;
         set_status(s, GW_QUEUED);
     }
     schedule(s, &s->sul_connect, connect_cb, delay);
@@ -532,11 +585,52 @@ void gw_shard_start(struct gw_shard *s)
     }
     s->reconnect_resume = 0;
     uint64_t slot = gw_gateway_identify_slot(s->gw, s->id, now);
+    s->identify_at_ms = slot;
     set_status(s, GW_QUEUED);
     if (slot <= now)
         connect_now(s);
     else
         schedule(s, &s->sul_connect, connect_cb, slot - now);
+}
+
+void gw_shard_reconnect(struct gw_shard *s, int resume)
+{
+    if (s->status == GW_FAILED || s->gw->stopping)
+        return;
+    log_info("msg=\"reconnect requested\" shard=%d resume=%d", s->id, resume);
+    if (!resume)
+        drop_session(s);
+    if (s->wsi) {
+        close_with(s, 4000, resume, 0);
+        return;
+    }
+    /* not connected: connect now instead of waiting for a planned reconnect */
+    lws_sul_cancel(&s->sul_connect);
+    s->reconnect_resume = resume && s->session_id[0];
+    if (s->reconnect_resume) {
+        connect_now(s);
+    } else {
+        uint64_t now = sh_now_ms(), slot = gw_gateway_identify_slot(s->gw, s->id, now);
+        s->identify_at_ms = slot;
+        set_status(s, GW_QUEUED);
+        schedule(s, &s->sul_connect, connect_cb, slot - now);
+    }
+}
+
+void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
+{
+    out->id = s->id;
+    out->status = gw_status_name(s->status);
+    out->latency_ms = s->latency_ms;
+    snprintf(out->session_id, sizeof(out->session_id), "%s", s->session_id);
+    out->seq = s->seq;
+    out->guilds = s->guilds;
+    out->guilds_pending = (int)s->n_pending;
+    out->identifies = s->identifies;
+    out->resumes = s->resumes;
+    out->last_event_at_ms = s->last_event_at_ms;
+    out->events = s->events;
+    out->queued_sends = atomic_load(&s->queued_sends);
 }
 
 void gw_shard_shutdown(struct gw_shard *s)
@@ -634,6 +728,7 @@ static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
     log_info("msg=\"ready\" shard=%d guilds=%d unavailable=%zu", s->id, s->guilds, s->n_pending);
     set_status(s, GW_LOADING);
     loading_progress(s);
+    want_write(s); /* payloads queued before the session was up */
 }
 
 static void on_guild(struct gw_shard *s, int create, const char *d, size_t d_len)
@@ -696,8 +791,13 @@ static void on_hello(struct gw_shard *s, const char *d, size_t d_len)
 static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint64_t now)
 {
     s->last_event_at_ms = sh_wall_ms();
+    s->events++;
     if (!env->t || !env->d)
         return;
+    const struct gw_observer *obs = &s->gw->observer;
+    if (obs->on_dispatch)
+        obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
+                         env->d_len);
     if (T_IS(env, "READY")) {
         on_ready(s, env->d, env->d_len);
     } else if (T_IS(env, "RESUMED")) {
@@ -706,6 +806,7 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         log_info("msg=\"resumed\" shard=%d seq=%" PRIu64, s->id, s->seq);
         set_status(s, s->n_pending ? GW_LOADING : GW_READY);
         loading_progress(s);
+        want_write(s); /* payloads queued while away */
     } else if (T_IS(env, "GUILD_CREATE")) {
         on_guild(s, 1, env->d, env->d_len);
     } else if (T_IS(env, "GUILD_DELETE")) {
@@ -793,6 +894,8 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (!s)
             return -1;
         s->established = 1;
+        if (s->gw->paused)
+            lws_rx_flow_control(wsi, 0);
         set_status(s, GW_HANDSHAKING);
         schedule(s, &s->sul_heartbeat, heartbeat_cb, HELLO_TIMEOUT_MS);
         if (s->close_code || s->gw->stopping)

@@ -15,6 +15,7 @@
 #define SHARDHOOK_GW_SHARD_H
 
 #include <libwebsockets.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -88,8 +89,16 @@ struct gw_shard {
     /* counters */
     unsigned identifies, resumes;
     uint64_t last_event_at_ms; /* wall clock */
+    uint64_t events;
 
+    /* sending: IDENTIFY/RESUME in their own slot, then heartbeats, then user payloads
+       (held until the session is up, kept across reconnects) */
+    char *handshake;
+    size_t handshake_len;
     struct gw_sendq sendq;
+    atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
+    uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
+    int budget_hold;          /* waiting for the daily identify budget to refill */
 
     lws_sorted_usec_list_t sul_heartbeat;
     lws_sorted_usec_list_t sul_connect;  /* delayed (re)connect */
@@ -102,6 +111,15 @@ struct gw_shard {
 struct gw_bucket {
     uint64_t next_slot_ms;     /* the earliest time the next queued identify may be planned */
     uint64_t last_identify_ms; /* when this bucket last sent IDENTIFY (0: never) */
+};
+
+struct gw_cmd {
+    struct gw_cmd *next;
+    int kind;                  /* GW_CMD_* in gateway.c */
+    int shard;
+    int arg;
+    size_t len;
+    char data[];
 };
 
 struct gw_gateway {
@@ -122,6 +140,23 @@ struct gw_gateway {
     atomic_int stop_requested; /* set by other threads */
     int stopping;
     int done;
+    struct gw_observer observer;
+    pthread_mutex_t cmd_lock;  /* guards cmd_head/cmd_tail: other threads push, the loop takes */
+    struct gw_cmd *cmd_head, *cmd_tail;
+    atomic_int pause_requested;
+    int paused;                /* applied to the sockets by the loop */
+    pthread_mutex_t snap_lock; /* guards the snapshot below */
+    struct gw_overview snap_ov;
+    struct gw_shard_info *snap_shards;
+    int snap_dirty;            /* something changed since the last publish */
+    uint64_t started_wall_ms;
+    uint64_t discovered_wall_ms;
+    uint64_t budget_reset_ms;  /* monotonic: when the identify budget refills */
+    uint64_t last_progress_ms;
+    int all_ready_logged;
+    int budget_refreshing;     /* a /gateway/bot refresh thread is running */
+    lws_sorted_usec_list_t sul_tick;   /* publish + progress, every 250 ms */
+    lws_sorted_usec_list_t sul_budget; /* the identify budget refills */
     int fatal_rc;
     char fatal[512];
     lws_sorted_usec_list_t sul_stop_deadline;
@@ -152,5 +187,16 @@ void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code
 /* Append one dispatch to the current pass's chunk. */
 void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len,
                      uint64_t seq, const char *d, size_t d_len, uint64_t now_ms);
+/*
+ * Before an IDENTIFY connection: 1 when the daily budget is spent and the gateway holds the
+ * shard until it refills (it restarts the shard then), 0 to go ahead.
+ */
+int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s);
+/* shard.c: a user payload is accepted into the shard's queue (gateway thread). */
+void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len);
+/* shard.c: reconnect on request; resume=0 drops the session first. */
+void gw_shard_reconnect(struct gw_shard *s, int resume);
+/* shard.c: the shard's snapshot (gateway thread). */
+void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out);
 
 #endif

@@ -17,7 +17,8 @@ def resumes(fake):
 
 
 def start(tmp, fake_opts=None, **cfg):
-    fake = FakeDiscord(tmp, **(fake_opts or {}))
+    # the fake enforces the same identify window shardhook is configured with (200 ms)
+    fake = FakeDiscord(tmp, **dict({"identify_interval_ms": 200}, **(fake_opts or {})))
     rx = Receiver()
     sh = Shardhook(base_config(fake, rx, tmp, **cfg), tmp)
     return fake, rx, sh
@@ -174,6 +175,7 @@ def test_invalid_session_false_identifies_anew(tmp):
     sessions = {s["session_id"] for s in fake.sessions()}
     assert old in sessions and len(sessions) == 2
     # the new session's events flow
+    assert not fake.violations(), fake.violations()
     new = [s for s in fake.sessions() if s["session_id"] != old][0]
     fake.dispatch(0, "MESSAGE_CREATE", {"content": "after"})
     wait_for(lambda: any(e["d"].get("content") == "after" for e in rx.events()), 5,
@@ -190,6 +192,8 @@ def test_close_4007_identifies_anew(tmp):
     second = identifies(fake)[1]
     conn = [c for c in fake.connections() if c["id"] == second["conn"]][0]
     assert conn["path"] == "/"  # a new session starts on the main gateway URL
+    wait_ready(fake, 2)
+    assert len(identifies(fake)) == 2 and not fake.violations(), fake.violations()
 
 
 def test_close_4004_exits_with_a_clear_message(tmp):

@@ -210,34 +210,62 @@ uint64_t gw_gateway_identify_slot(struct gw_gateway *gw, int shard_id, uint64_t 
     return slot;
 }
 
+/* Margin on top of the identify window: clocks and queues on both ends are not exact. */
+static uint64_t identify_margin(const struct gw_gateway *gw)
+{
+    uint64_t m = gw->identify_interval_ms / 50;
+    return m < 10 ? 10 : m;
+}
+
 uint64_t gw_gateway_identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
 {
     struct gw_bucket *b = &gw->buckets[shard_id % gw->max_concurrency];
     if (!b->last_identify_ms)
         return 0;
-    /* one millisecond of margin: the window is "at least interval apart" */
-    uint64_t due = b->last_identify_ms + gw->identify_interval_ms + 1;
+    uint64_t due = b->last_identify_ms + gw->identify_interval_ms + identify_margin(gw);
     return due > now_ms ? due - now_ms : 0;
 }
 
-void gw_gateway_identify_sent(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
+void gw_gateway_identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
 {
     struct gw_bucket *b = &gw->buckets[shard_id % gw->max_concurrency];
     b->last_identify_ms = now_ms;
     if (b->next_slot_ms < now_ms + gw->identify_interval_ms)
         b->next_slot_ms = now_ms + gw->identify_interval_ms;
-    if (gw->session_remaining > 0)
-        gw->session_remaining--;
-    int total = gw->bot.session_total, to_start = 0;
+}
+
+/* Shards that still need an IDENTIFY and hold no budget token. */
+static int still_to_identify(const struct gw_gateway *gw)
+{
+    int n = 0;
     for (int i = 0; i < gw->n_shards; i++) {
         const struct gw_shard *s = &gw->shards[i];
-        to_start += s->id != shard_id && !s->session_id[0] && s->status != GW_FAILED &&
-                    (s->status == GW_QUEUED || s->status == GW_CONNECTING);
+        n += !s->session_id[0] && !s->budget_token && s->status != GW_FAILED &&
+             s->status != GW_LOADING && s->status != GW_READY;
     }
+    return n;
+}
+
+void gw_gateway_identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms)
+{
+    gw_gateway_identify_stamp(gw, s->id, now_ms);
+    if (s->budget_token)
+        s->budget_token = 0; /* reserved when the connection was planned */
+    else if (gw->session_remaining > 0)
+        gw->session_remaining--;
+    int total = gw->bot.session_total, to_start = still_to_identify(gw);
     if ((total > 0 && gw->session_remaining * 10 < total) || gw->session_remaining < to_start)
         log_warn("msg=\"daily identify budget running low\" remaining=%d total=%d "
                  "shards_still_to_identify=%d",
                  gw->session_remaining, total, to_start);
+}
+
+void gw_gateway_budget_return(struct gw_gateway *gw, struct gw_shard *s)
+{
+    if (!s->budget_token)
+        return;
+    s->budget_token = 0;
+    gw->session_remaining++;
 }
 
 /* ---- the daily identify budget ----------------------------------------------------------- */
@@ -284,8 +312,14 @@ static void budget_cb(lws_sorted_usec_list_t *sul)
 
 int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s)
 {
-    if (gw->session_remaining > 0 && !gw->budget_refreshing)
+    if (s->budget_token)
         return 0;
+    if (gw->session_remaining > 0 && !gw->budget_refreshing) {
+        gw->session_remaining--; /* reserved: shards connecting together cannot overspend */
+        s->budget_token = 1;
+        s->budget_hold = 0;
+        return 0;
+    }
     if (!s->budget_hold) {
         s->budget_hold = 1;
         s->identify_at_ms = 0;
@@ -711,7 +745,7 @@ void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, s
 
 int gw_gateway_run(struct gw_gateway *gw)
 {
-    gw->last_progress_ms = sh_now_ms();
+    gw->last_progress_ms = 0; /* the first tick logs a summary */
     for (int i = 0; i < gw->n_shards; i++)
         gw_shard_start(&gw->shards[i]);
     publish(gw);

@@ -237,6 +237,12 @@ static int on_writeable(struct gw_shard *s)
         }
         if (write_text(s, s->handshake, s->handshake_len))
             return -1;
+        if (s->handshake_identify) {
+            gw_gateway_identify_sent(s->gw, s, now);
+            s->identifies++;
+            log_info("msg=\"identify\" shard=%d total=%d", s->id, s->gw->total);
+        }
+        s->handshake_identify = 0;
         SH_FREE(s->handshake);
         s->handshake_len = 0;
     } else if (s->heartbeat_due) {
@@ -365,10 +371,8 @@ static void send_identify(struct gw_shard *s)
     }
     if (set_handshake(s, buf, len))
         return;
-    uint64_t now = sh_now_ms();
-    gw_gateway_identify_sent(s->gw, s->id, now);
-    s->identifies++;
-    log_info("msg=\"identify\" shard=%d total=%d", s->id, s->gw->total);
+    s->handshake_identify = 1;
+    gw_gateway_identify_stamp(s->gw, s->id, sh_now_ms()); /* reserve the bucket now */
 }
 
 static void identify_cb(lws_sorted_usec_list_t *sul)
@@ -479,6 +483,7 @@ static void connect_now(struct gw_shard *s)
     sh_buf_reset(&s->frame);
     gw_sendq_new_window(&s->sendq);
     SH_FREE(s->handshake);
+    s->handshake_identify = 0;
     if (gw_inflate_reset(s->z)) {
         on_connection_lost(s, "inflate reset failed");
         return;
@@ -520,6 +525,8 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     cancel_timers(s);
     SH_FREE(s->handshake);
     s->handshake_len = 0;
+    s->handshake_identify = 0;
+    gw_gateway_budget_return(gw, s);
     int code = s->peer_close_code;
     if (gw->stopping) {
         set_status(s, GW_DISCONNECTED);

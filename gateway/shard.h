@@ -95,6 +95,8 @@ struct gw_shard {
        (held until the session is up, kept across reconnects) */
     char *handshake;
     size_t handshake_len;
+    int handshake_identify;   /* the handshake slot holds an IDENTIFY */
+    int budget_token;         /* one identify of the daily budget is reserved for this shard */
     struct gw_sendq sendq;
     atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
     uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
@@ -180,7 +182,12 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 uint64_t gw_gateway_identify_slot(struct gw_gateway *gw, int shard_id, uint64_t not_before_ms);
 /* When the shard's bucket next allows an IDENTIFY (0 = now). */
 uint64_t gw_gateway_identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
-void gw_gateway_identify_sent(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
+/* An IDENTIFY was queued (reserve the bucket) or written (stamp it): both set the bucket time. */
+void gw_gateway_identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
+/* An IDENTIFY reached the socket: spend the shard's budget token. */
+void gw_gateway_identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms);
+/* The shard's connection ended before its IDENTIFY was written: give the token back. */
+void gw_gateway_budget_return(struct gw_gateway *gw, struct gw_shard *s);
 /* Called when a shard failed fatally; ends the run when none can run. */
 void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code,
                              const char *why);

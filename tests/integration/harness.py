@@ -104,7 +104,7 @@ def end_test():
     if sanitized():
         for p in ctx.procs:
             for run_log in p.logs:
-                found = scan_sanitizer(_read(run_log))
+                found = scan_sanitizer(read_log(run_log))
                 if found:
                     problems.append("%s: sanitizer report in %s:\n%s" % (p.name, run_log, found))
     return problems
@@ -119,7 +119,8 @@ def scan_sanitizer(text, context_lines=30):
     return ""
 
 
-def _read(path):
+def read_log(path):
+    """A log file as text (invalid UTF-8 replaced); "" when it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -286,7 +287,7 @@ class Process:
         return self.proc.poll() if self.proc else None
 
     def log_text(self):
-        return _read(self.log_path) if self.log_path else ""
+        return read_log(self.log_path) if self.log_path else ""
 
     def log_offset(self):
         """Where the log ends now: pass as since= to wait_log to look only at what follows."""

@@ -206,7 +206,7 @@ def _details(tmp, text):
         if log in seen or not log.exists() or log.stat().st_size == 0:
             continue
         seen.add(log)
-        lines = harness._read(log).splitlines()
+        lines = harness.read_log(log).splitlines()
         parts.append("--- %s (%s) ---" % (log.name, "last %d of %d lines" % (LOG_TAIL, len(lines))
                                          if len(lines) > LOG_TAIL else "%d lines" % len(lines)))
         parts.append("\n".join(lines[-LOG_TAIL:]))
@@ -252,7 +252,7 @@ def run_test(test_id, fn, opts):
         os.close(r)
     if timed_out:
         _abort(pid, tmp, dump_stacks=True)
-        stacks = harness._read(tmp / "timeout-traceback.txt").strip()
+        stacks = harness.read_log(tmp / "timeout-traceback.txt").strip()
         ok, text = False, "test timed out after %.1fs; its processes were killed.\nstacks at the timeout:\n%s" % (
             limit, stacks or "(none recorded)")
     else:

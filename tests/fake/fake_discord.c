@@ -745,6 +745,9 @@ int main(int argc, char **argv)
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    /* lws binds the IPv6 wildcard unless told otherwise: keep an IPv4 host to that address */
+    if (!strchr(fk.o.host, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     info.port = fk.o.port;
     info.iface = fk.o.host;
     info.protocols = protocols;

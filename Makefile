@@ -31,8 +31,10 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FAKE_SRC := $(wildcard tests/fake/*.c)
 FAKE_OBJ := $(FAKE_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin
+.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin
 all: $(BUILD)/shardhook
 
 $(BUILD)/obj/%.o: %.c
@@ -52,6 +54,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libshardhook.a
 
 $(BUILD)/fake-discord: $(FAKE_OBJ) $(BUILD)/libshardhook.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# each bench/NAME.c is one program, build/bench/NAME, linked with the core library
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libshardhook.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+bench-bin: $(BENCH_BIN) $(BUILD)/fake-discord $(BUILD)/shardhook
 
 fake: $(BUILD)/fake-discord
 tests-bin: $(UNIT_BIN) $(BUILD)/fake-discord $(BUILD)/shardhook

@@ -325,7 +325,7 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
 {
     struct gw_envelope e = {.op = -1};
     unsigned seen = 0;
-    if (!env || (!buf && len))
+    if (!env || !buf)
         return SH_EPARSE;
     const char *end = buf + len;
     const char *p = skip_ws(buf, end);
@@ -343,7 +343,8 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
             p = skip_string(k, end, &escaped);
             if (!p)
                 return SH_EPARSE;
-            int key = escaped ? KEY_OTHER : key_of(k, (size_t)(p - 1 - k));
+            /* raw bytes: a key spelled with escapes holds a '\\' and matches nothing */
+            int key = key_of(k, (size_t)(p - 1 - k));
             if (seen & (unsigned)key)
                 return SH_EPARSE; /* duplicate envelope key */
             seen |= (unsigned)key;

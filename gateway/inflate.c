@@ -181,7 +181,6 @@ static int inflate_all(struct gw_inflate *z, const unsigned char *in, size_t len
             if (len != 0 && z->zs.avail_out != 0)
                 return SH_ECORRUPT;
             break;
-        case Z_STREAM_END: break;
         case Z_MEM_ERROR:
             return SH_ENOMEM;
         default:

@@ -4,8 +4,9 @@
  * The hot path needs only `op`, `t`, `s` and where `d` lies in the buffer. The
  * scanner walks the top-level object once, skipping nested values by bracket and
  * string state (escapes included), accepts the keys in any order, and rejects
- * anything that is not one well-formed JSON object (trailing garbage included).
- * It never allocates and never copies `d`.
+ * anything that is not one well-formed JSON object (trailing garbage included;
+ * nested values are checked against the JSON grammar, at most 10,000 levels deep).
+ * It never allocates, never copies `d`, and writes *env only on success.
  */
 #ifndef SHARDHOOK_GW_ENVELOPE_H
 #define SHARDHOOK_GW_ENVELOPE_H

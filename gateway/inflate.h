@@ -9,9 +9,11 @@
  * none: messages pass through unchanged.
  *
  * The output buffer is owned by the context and reused; a payload larger than
- * max_out is SH_ETOOBIG; corrupt input is SH_ECORRUPT. After either error the
- * stream is unusable: the caller drops the connection and calls gw_inflate_reset
- * before the next one.
+ * max_out is SH_ETOOBIG; corrupt input is SH_ECORRUPT. After either error (or
+ * SH_ENOMEM) the stream is unusable and every later feed returns the same code:
+ * the caller drops the connection and calls gw_inflate_reset before the next one.
+ * Idle cost: nothing is allocated before the first payload, and buffers grown for
+ * one big payload are released by the next call or by gw_inflate_reset.
  */
 #ifndef SHARDHOOK_GW_INFLATE_H
 #define SHARDHOOK_GW_INFLATE_H
@@ -22,16 +24,21 @@ enum gw_compress { GW_COMPRESS_NONE = 0, GW_COMPRESS_ZLIB, GW_COMPRESS_ZSTD };
 
 struct gw_inflate; /* opaque */
 
-/* max_out: cap on one decompressed payload. max_in: cap on pending compressed input. */
+/*
+ * max_out: cap on one decompressed payload (> 0). max_in: cap on the compressed input
+ * of one zlib payload, whether it came in one message or several (> 0 for zlib,
+ * unused otherwise). Returns 0, SH_EINVAL or SH_ENOMEM.
+ */
 int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct gw_inflate **out);
 void gw_inflate_free(struct gw_inflate *z);
-/* Forget the stream (new connection); keeps the allocations. */
+/* Forget the stream (new connection); keeps the contexts and small buffers. */
 int gw_inflate_reset(struct gw_inflate *z);
 
 /*
  * Feed one complete WebSocket message. When a payload is complete, *out and *out_len
  * point to it (valid until the next call) and *done is 1; otherwise *done is 0
- * (zlib: more messages needed). Returns 0, SH_ETOOBIG or SH_ECORRUPT.
+ * (zlib: more messages needed). For none, *out is msg itself. Returns 0,
+ * SH_ETOOBIG, SH_ECORRUPT, SH_ENOMEM, or SH_EINVAL for NULL arguments.
  */
 int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
                     size_t *out_len, int *done);

@@ -141,6 +141,7 @@ struct fk_state {
     long remaining;
     double reset_at_ms;
     int withhold_all;
+    int resume_fail_count;        /* the next N valid RESUMEs are closed with 4000 */
     int rest_fail_count;
     int rest_fail_status;
     double rest_fail_retry_after; /* < 0: none */
@@ -161,6 +162,8 @@ void fk_conn_peer_close(struct fk_conn *c, const unsigned char *in, size_t len);
 void fk_conn_closed(struct fk_conn *c);
 /* Queue a raw gateway payload (plain JSON) on a connection, compressing as it asked. */
 int fk_conn_send(struct fk_conn *c, const char *json, size_t len);
+/* One websocket message of exactly these bytes, bypassing compression (corrupt streams). */
+int fk_conn_send_raw(struct fk_conn *c, const void *data, size_t len, int binary);
 void fk_conn_request_close(struct fk_conn *c, int code, int drop);
 /* Emit one dispatch to a session (stored, and sent when live); returns its s or 0 on failure. */
 uint64_t fk_emit(struct fk_session *s, const char *t, const char *d, size_t dlen);

@@ -337,6 +337,43 @@ static int ctl_op(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respondf(wsi, h, 200, "{\"conn\":%" PRIu64 "}", c->rec->id);
 }
 
+/*
+ * {"shard":0,"text":"..."}: send text as one payload through the connection's compression
+ * (a well-compressed but malformed payload); {"shard":0,"garbage":"..."}: send those bytes as
+ * one binary message with no compression at all (a corrupt stream for zlib or zstd).
+ */
+static int ctl_raw(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long shard = body_shard(body);
+    if (shard == -2)
+        return bad_request(wsi, h, "shard: not a shard of this fake");
+    struct fk_conn *c = body_conn(body, shard);
+    if (!c)
+        return respondf(wsi, h, 409, "{\"message\":\"no live connection\",\"code\":0}");
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(body, "text");
+    const cJSON *garbage = cJSON_GetObjectItemCaseSensitive(body, "garbage");
+    int rc;
+    if (cJSON_IsString(text))
+        rc = fk_conn_send(c, text->valuestring, strlen(text->valuestring));
+    else if (cJSON_IsString(garbage))
+        rc = fk_conn_send_raw(c, garbage->valuestring, strlen(garbage->valuestring), 1);
+    else
+        return bad_request(wsi, h, "text or garbage: a string is required");
+    if (rc)
+        return respondf(wsi, h, 500, "{\"message\":\"%s\",\"code\":0}", sh_strerror(rc));
+    return respondf(wsi, h, 200, "{\"conn\":%" PRIu64 "}", c->rec->id);
+}
+
+/* {"count":N}: the next N RESUMEs of a valid session are closed with 4000 instead of resumed. */
+static int ctl_resume_fail(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long count;
+    if (get_int(body, "count", &count, -1, 0, 1000000) || count < 0)
+        return bad_request(wsi, h, "count: an integer is required");
+    fk.resume_fail_count = (int)count;
+    return respondf(wsi, h, 200, "{\"count\":%ld}", count);
+}
+
 static int ctl_close(struct lws *wsi, struct http_req *h, const cJSON *body)
 {
     long shard = body_shard(body), code;
@@ -411,6 +448,8 @@ static const struct route {
     {"/_fake/dispatch", ctl_dispatch},
     {"/_fake/burst", ctl_burst},
     {"/_fake/op", ctl_op},
+    {"/_fake/raw", ctl_raw},
+    {"/_fake/resume-fail", ctl_resume_fail},
     {"/_fake/close", ctl_close},
     {"/_fake/ack", ctl_ack},
     {"/_fake/rest-fail", ctl_rest_fail},

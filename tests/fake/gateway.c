@@ -190,6 +190,16 @@ int fk_conn_send(struct fk_conn *c, const char *json, size_t len)
     return rc;
 }
 
+int fk_conn_send_raw(struct fk_conn *c, const void *data, size_t len, int binary)
+{
+    if (c->close_code || c->drop)
+        return 0;
+    int rc = push_bytes(c, data, len, binary);
+    if (!rc)
+        lws_callback_on_writable(c->wsi);
+    return rc;
+}
+
 static void send_str(struct fk_conn *c, const char *json)
 {
     fk_conn_send(c, json, strlen(json));
@@ -569,6 +579,10 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
     if (why) {
         fprintf(stderr, "fake-discord: conn=%" PRIu64 " resume rejected: %s\n", c->rec->id, why);
         return invalid_session(c);
+    }
+    if (fk.resume_fail_count > 0) { /* scripted: the session stays valid, this attempt fails */
+        fk.resume_fail_count--;
+        return close_with(c, 4000, "scripted resume failure");
     }
     attach(c, s);
     uint64_t first = s->seq - s->h_len + 1;

@@ -85,6 +85,15 @@ class Fake:
             body["conn"] = conn
         return self._call("POST", "/_fake/op", body)
 
+    def raw(self, shard, text=None, garbage=None, conn=None):
+        """Send text as one payload through the connection's compression (malformed JSON, say),
+        or garbage as one binary message bypassing compression (a corrupt stream)."""
+        return self._post("/_fake/raw", shard=shard, text=text, garbage=garbage, conn=conn)
+
+    def resume_fail(self, count):
+        """The next count RESUMEs of a valid session are closed with 4000 instead of resumed."""
+        return self._post("/_fake/resume-fail", count=count)
+
     def close(self, shard, code=None, drop=False, conn=None):
         """Close the shard's live connection with code (default 4000), or drop it
         (no close frame)."""

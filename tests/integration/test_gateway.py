@@ -277,3 +277,57 @@ def test_oversize_identify_is_refused_at_start(tmp):
     assert code == 78, code  # caught when the config loads (and by --check), naming the key
     assert "presence: too large" in sh.log_text()
     assert not identifies(fake) and not fake.connections()
+
+
+def test_malformed_payloads_are_logged_and_skipped(tmp):
+    fake, rx, sh = start(tmp, compress="zlib")
+    wait_ready(fake)
+    bad = ["not json at all", '{"op":0,"t":"MESSAGE_CREATE"', "[1,2,3]",
+           '{"op":0,"t":"MESSAGE_CREATE","s":"seven","d":{}}', '{"op":0,"t":"X","d":{}} trailing']
+    for text in bad:
+        fake.raw(0, text=text)
+    fake.burst(3, shard=0)
+    wait_for(lambda: len([e for e in rx.events() if e["t"] == "MESSAGE_CREATE"]) == 3, 5,
+             what="the 3 good events after the bad ones")
+    assert sh.log_text().count("malformed gateway payload skipped") == len(bad)
+    assert len(fake.connections()) == 1  # skipped, not a reason to reconnect
+    assert sh.alive()
+    assert not [e for e in rx.events() if e["t"] == "X"]
+
+
+def corrupt_stream(tmp, compress):
+    fake, rx, sh = start(tmp, compress=compress)
+    wait_ready(fake)
+    session = fake.sessions()[0]
+    fake.burst(2, shard=0)
+    rx.wait_events(3, timeout=5)
+    fake.raw(0, garbage="this is not a %s stream" % compress)
+    fake.burst(2, shard=0)  # zlib: the garbage poisons the next message's inflate
+    check_resumed(fake, rx, sh, session, 3)
+    first = fake.connections()[0]
+    assert first["closed_by"] == "client" and first["close_code"] == 4000, first
+    assert "gateway stream unreadable" in sh.log_text()
+    # what Discord sent after the last good payload is replayed on the new connection
+    wait_for(lambda: len([e for e in rx.events() if e["t"] == "MESSAGE_CREATE"]) == 4, 5,
+             what="4 messages")
+    assert [e["d"]["n"] for e in rx.events() if e["t"] == "MESSAGE_CREATE"] == [1, 2, 1, 2]
+
+
+def test_corrupt_zlib_stream_reconnects_and_resumes(tmp):
+    corrupt_stream(tmp, "zlib")
+
+
+def test_corrupt_zstd_stream_reconnects_and_resumes(tmp):
+    corrupt_stream(tmp, "zstd")
+
+
+def test_resume_gives_up_after_max_resume_attempts(tmp):
+    fake, rx, sh = start(tmp, max_resume_attempts=2)
+    wait_ready(fake)
+    fake.resume_fail(10)
+    fake.close(0, 4000)
+    fake.wait(lambda f: len(identifies(f)) == 2, 10, what="a new IDENTIFY")
+    assert len(resumes(fake)) == 2, resumes(fake)  # two attempts, then a new session
+    sh.wait_log(r"resume keeps failing, starting a new session", 1)
+    wait_ready(fake, 2)
+    assert not fake.violations()

@@ -19,6 +19,7 @@
 #include "bridge/deliver.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
+#include "http/server.h"
 #include "lib/errors.h"
 #include "lib/log.h"
 
@@ -141,6 +142,7 @@ int main(int argc, char **argv)
     char final_line[1024] = ""; /* what to fix, printed last so it is the line users see */
     struct br_delivery *delivery = NULL;
     struct gw_gateway *gw = NULL;
+    struct http_server *api = NULL;
     int rc = br_delivery_new(&cfg, &delivery);
     if (!rc)
         rc = br_delivery_start(delivery);
@@ -162,6 +164,17 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    /* the control API serves as soon as the gateway exists; its observer must be set first */
+    rc = http_server_new(&cfg, gw, &api, err, sizeof(err));
+    if (rc) {
+        log_error("msg=\"control API unavailable\" error=\"%s\"", err);
+        snprintf(final_line, sizeof(final_line), "%s", err);
+        exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
+        goto out;
+    }
+    struct gw_observer obs = http_server_observer(api);
+    gw_gateway_set_observer(gw, &obs);
+
     struct gw_thread gt = {.gw = gw};
     pthread_t th;
     if (pthread_create(&th, NULL, gateway_main, &gt)) {
@@ -175,6 +188,7 @@ int main(int argc, char **argv)
         log_info("msg=\"stopping\" signal=%d", (int)got_signal);
         gw_gateway_stop(gw);
     }
+    http_server_stop(api); /* answers what still waits for Discord, then stops serving */
     pthread_join(th, NULL);
     if (gt.rc) {
         const char *why = gw_gateway_fatal(gw);
@@ -190,6 +204,7 @@ out:
             log_error("msg=\"events not delivered at exit\" events=%llu",
                       (unsigned long long)left);
     }
+    http_server_free(api); /* after the gateway thread: it calls the observer until it ends */
     gw_gateway_free(gw);
     br_delivery_free(delivery);
     log_info("msg=\"stopped\" exit_code=%d", exit_code);

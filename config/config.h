@@ -69,6 +69,7 @@ struct cfg_config {
     char *state_dir;       /* default "./state" */
     char *log_level;       /* debug|info|warn|error; default info */
     int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
+    int http_request_timeout_ms; /* default wait for gateway replies to control requests */
     int shutdown_timeout_ms;       /* default 10000 */
     int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
     int reconnect_max_ms;          /* backoff cap; default 60000 */
@@ -78,6 +79,7 @@ struct cfg_config {
 
 /* A config file larger than this is refused. */
 #define CFG_MAX_FILE_BYTES (1024 * 1024)
+    int testing_member_window_ms; /* "testing.member_window_ms": default 30000; tests only */
 
 /*
  * Load and validate path into *out. On failure returns SH_ECONFIG (SH_ENOMEM when

@@ -399,6 +399,20 @@ int sh_metrics_on_collect(void (*fn)(void *ud), void *ud)
     return rc;
 }
 
+void sh_metrics_off_collect(void (*fn)(void *ud), void *ud)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < n_collectors; i++) {
+        if (collectors[i].fn == fn && collectors[i].ud == ud) {
+            memmove(&collectors[i], &collectors[i + 1],
+                    (size_t)(n_collectors - i - 1) * sizeof(collectors[0]));
+            n_collectors--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 /* ---- rendering --------------------------------------------------------------------------- */
 
 /* The shortest of %.15g..%.17g that reads back as v. */

@@ -42,7 +42,7 @@
 
 #define SH_METRIC_MAX_FAMILIES 256
 #define SH_METRIC_MAX_LABELS 4
-#define SH_METRIC_MAX_SERIES 1024
+#define SH_METRIC_MAX_SERIES 4096
 #define SH_METRIC_MAX_BUCKETS 24
 #define SH_METRIC_MAX_VALUE 128 /* bytes of one label value */
 #define SH_METRIC_MAX_COLLECTORS 16
@@ -82,6 +82,8 @@ double sh_metric_value(struct sh_metric *m, ...);
 
 /* Call fn(ud) at the start of every render; SH_ETOOBIG past SH_METRIC_MAX_COLLECTORS. */
 int sh_metrics_on_collect(void (*fn)(void *ud), void *ud);
+/* Forget a collector registered with the same fn and ud (before ud is freed). */
+void sh_metrics_off_collect(void (*fn)(void *ud), void *ud);
 
 /*
  * Append the text exposition of every metric (families in registration order, series in

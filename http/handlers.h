@@ -1,0 +1,46 @@
+/*
+ * http/handlers.h: the control API's endpoints. Each handler validates its input, builds the
+ * exact gateway payload, and either answers at once or (members, channel info, soundboard)
+ * suspends the request and hands it to the pending table. Handlers never block on Discord
+ * and never put a secret (bot token, API token, webhook secrets) into an answer.
+ */
+#ifndef SHARDHOOK_HTTP_HANDLERS_H
+#define SHARDHOOK_HTTP_HANDLERS_H
+
+#include <stddef.h>
+
+#include "config/config.h"
+#include "http/pending.h"
+#include "http/reply.h"
+#include "http/route.h"
+#include "http/server.h"
+
+#define HTTP_MAX_TIMEOUT_MS 120000 /* the most a request may ask to wait for Discord */
+
+struct http_ctx {
+    const struct cfg_config *cfg;
+    const struct http_gateway_ops *ops;
+    void *gw;
+    struct http_pending *pending;
+    int request_timeout_ms; /* default wait for gateway replies */
+};
+
+/* The connection a handler may suspend; server.c fills it. */
+struct http_call {
+    void *token;                   /* the MHD connection */
+    void (*suspend)(void *token);  /* called right before a waiter is created */
+    void (*resume)(void *token);   /* called when suspending turned out unnecessary */
+    struct http_waiter *waiter;    /* set when the answer will come from the pending table */
+    int suspended;                 /* set by the handler when it suspended the connection */
+};
+
+/*
+ * Answer route (already matched and authorised) with its path parameter and body (len 0:
+ * none). Returns 0 when *r holds the answer, 1 when the request was suspended: its answer
+ * comes from call->waiter after the wake-up, or (call->waiter NULL) is already in *r and the
+ * connection was resumed.
+ */
+int http_handle(struct http_ctx *ctx, struct http_call *call, enum http_route route,
+                const char *param, const char *body, size_t len, struct http_reply *r);
+
+#endif

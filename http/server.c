@@ -1,0 +1,466 @@
+/*
+ * http/server.c: the libmicrohttpd daemon behind http/server.h: binding, per-request state,
+ * body collection with a hard cap (413), bearer authentication (constant time, 401 with
+ * WWW-Authenticate), 404/405, suspend/resume for waiting requests, and turning a struct
+ * http_reply into an MHD response. Endpoint logic lives in handlers.c; waiting in pending.c.
+ *
+ * Threads: MHD's internal thread pool calls on_request/on_completed; the pending worker and
+ * the gateway thread only ever call wake() (MHD_resume_connection, which is thread-safe).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "config/listen.h"
+#include "http/handlers.h"
+#include "http/pending.h"
+#include "http/reply.h"
+#include "http/route.h"
+#include "http/server.h"
+#include "http/stats.h"
+#include "lib/clock.h"
+#include "lib/errors.h"
+#include "lib/log.h"
+
+#define POOL_THREADS 4
+#define CONNECTION_LIMIT 1024
+#define IDLE_TIMEOUT_S 30        /* an idle or slow connection is closed after this */
+#define STOP_DRAIN_MS 2000       /* how long stop waits for resumed requests to be answered */
+#define MAX_PATH 256
+
+struct http_server {
+    struct http_ctx ctx;
+    struct MHD_Daemon *daemon;
+    struct http_pending *pending;
+    int port;
+    int has_token;
+    unsigned char token_hash[SHA256_DIGEST_LENGTH]; /* of "Bearer <token>" */
+    atomic_int suspended; /* connections suspended and not yet answered */
+    atomic_int stopping;
+};
+
+struct request {
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    enum http_method method;
+    struct http_match match;
+    struct sh_buf body;
+    int too_big;
+    int early;       /* answered before the body was read (404/405/401/413) */
+    int suspended;   /* waiting for a wake-up */
+    int answered;
+    struct http_waiter *waiter;
+    struct http_reply reply;
+    uint64_t started_ms;
+};
+
+/* ---- gateway ops --------------------------------------------------------------------------- */
+
+static int op_send(void *gw, int shard, const char *p, size_t n)
+{
+    return gw_gateway_send(gw, shard, p, n);
+}
+static int op_reconnect(void *gw, int shard, int resume)
+{
+    return gw_gateway_reconnect(gw, shard, resume);
+}
+static int op_snapshot(void *gw, struct gw_overview *ov, struct gw_shard_info *s, int cap)
+{
+    return gw_gateway_snapshot(gw, ov, s, cap);
+}
+static int op_shard_info(void *gw, int shard, struct gw_shard_info *out)
+{
+    return gw_gateway_shard_info(gw, shard, out);
+}
+static int op_total(void *gw) { return gw_gateway_total(gw); }
+static int op_runs(void *gw, int shard) { return gw_gateway_runs(gw, shard); }
+
+const struct http_gateway_ops http_gateway_default_ops = {
+    .send = op_send,
+    .reconnect = op_reconnect,
+    .snapshot = op_snapshot,
+    .shard_info = op_shard_info,
+    .total = op_total,
+    .runs = op_runs,
+};
+
+/* ---- responses ----------------------------------------------------------------------------- */
+
+static void log_answer(int status, const struct request *rq)
+{
+    unsigned long long ms = (unsigned long long)(sh_now_ms() - rq->started_ms);
+    if (status >= 500)
+        log_warn("msg=\"control request failed\" route=\"%s\" status=%d ms=%llu",
+                 http_route_name(rq->match.route), status, ms);
+    else
+        log_debug("msg=\"control request\" route=\"%s\" status=%d ms=%llu",
+                  http_route_name(rq->match.route), status, ms);
+}
+
+static enum MHD_Result queue_reply(struct request *rq)
+{
+    struct http_reply *r = &rq->reply;
+    if (!r->status)
+        http_reply_error(r, 500, "internal", "no answer was produced");
+    struct MHD_Response *resp;
+    if (r->static_body)
+        resp = MHD_create_response_from_buffer(r->static_len, (void *)r->static_body,
+                                               MHD_RESPMEM_PERSISTENT);
+    else
+        resp = MHD_create_response_from_buffer(r->body.len, r->body.data ? r->body.data : (void *)"",
+                                               MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (r->retry_after[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, r->retry_after);
+    if (r->allow[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->www_authenticate)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"shardhook\"");
+    enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    rq->answered = 1;
+    http_stats_request(rq->match.route, r->status,
+                       (double)(sh_now_ms() - rq->started_ms) / 1000.0);
+    log_answer(r->status, rq);
+    return ret;
+}
+
+/* ---- authentication ------------------------------------------------------------------------ */
+
+/*
+ * Compare "Authorization" with "Bearer <token>" in constant time: both sides are hashed
+ * (SHA-256) first, so neither the token's length nor its content leaks through timing.
+ */
+static int authorised(const struct http_server *srv, struct MHD_Connection *c)
+{
+    if (!srv->has_token)
+        return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    unsigned char got[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)(h ? h : ""), h ? strlen(h) : 0, got);
+    return CRYPTO_memcmp(got, srv->token_hash, sizeof(got)) == 0 && h;
+}
+
+/* ---- suspend / resume ---------------------------------------------------------------------- */
+
+static void do_suspend(void *token)
+{
+    struct request *rq = token;
+    rq->suspended = 1;
+    atomic_fetch_add(&rq->srv->suspended, 1);
+    MHD_suspend_connection(rq->conn);
+}
+
+static void do_resume(void *token)
+{
+    struct request *rq = token;
+    MHD_resume_connection(rq->conn);
+}
+
+/* ---- the access handler -------------------------------------------------------------------- */
+
+/* The first call for a request: route, authenticate, check the announced length. */
+static int early_answer(struct http_server *srv, struct request *rq, const char *url)
+{
+    struct http_reply *r = &rq->reply;
+    if (rq->method == HTTP_OTHER) {
+        http_route_match(HTTP_GET, url, &rq->match);
+        if (rq->match.status == 404)
+            return http_reply_error(r, 404, "not_found", "no route %.100s", url), 1;
+        http_route_match(HTTP_POST, url, &rq->match);
+        const char *allow = rq->match.status == 0 ? "POST" : "GET, HEAD";
+        rq->match.route = HTTP_ROUTE_NONE;
+        snprintf(r->allow, sizeof(r->allow), "%s", allow);
+        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", allow);
+        return 1;
+    }
+    if (rq->match.status == 404) {
+        http_reply_error(r, 404, "not_found", "no route %.100s", url);
+        return 1;
+    }
+    if (rq->match.status == 405) {
+        snprintf(r->allow, sizeof(r->allow), "%s", rq->match.allow);
+        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", rq->match.allow);
+        return 1;
+    }
+    if (rq->match.auth && !authorised(srv, rq->conn)) {
+        r->www_authenticate = 1;
+        http_reply_error(r, 401, "unauthorized",
+                         "this route needs the header \"Authorization: Bearer <http.token>\"");
+        return 1;
+    }
+    const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY) {
+        http_reply_error(r, 413, "body_too_large", "request bodies are capped at %zu bytes",
+                         (size_t)HTTP_MAX_BODY);
+        return 1;
+    }
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct http_server *srv = cls;
+    struct request *rq = *con_cls;
+    (void)version;
+    if (!rq) {
+        rq = calloc(1, sizeof(*rq));
+        if (!rq)
+            return MHD_NO;
+        rq->srv = srv;
+        rq->conn = conn;
+        rq->started_ms = sh_now_ms();
+        rq->method = http_method_parse(method);
+        sh_buf_init(&rq->body, HTTP_MAX_BODY);
+        http_reply_init(&rq->reply);
+        if (strlen(url) >= MAX_PATH)
+            rq->match.status = 404;
+        else
+            http_route_match(rq->method, url, &rq->match);
+        *con_cls = rq;
+        rq->early = early_answer(srv, rq, url);
+        if (rq->early)
+            return queue_reply(rq); /* any body is discarded; MHD closes if it must */
+        return MHD_YES;
+    }
+    if (rq->answered || rq->early) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rq->suspended) {
+        /* resumed: the waiter (if any) finished, or suspending turned out unnecessary */
+        rq->suspended = 0;
+        atomic_fetch_sub(&srv->suspended, 1);
+        if (rq->waiter) {
+            http_waiter_reply(rq->waiter, &rq->reply);
+            http_waiter_free(rq->waiter);
+            rq->waiter = NULL;
+        }
+        return queue_reply(rq);
+    }
+    if (*upload_data_size) {
+        if (!rq->too_big && sh_buf_append(&rq->body, upload_data, *upload_data_size))
+            rq->too_big = 1;
+        *upload_data_size = 0;
+        if (rq->too_big) {
+            http_reply_error(&rq->reply, 413, "body_too_large",
+                             "request bodies are capped at %zu bytes", (size_t)HTTP_MAX_BODY);
+            return queue_reply(rq);
+        }
+        return MHD_YES;
+    }
+    if (atomic_load(&srv->stopping)) {
+        http_reply_error(&rq->reply, 503, "shutting_down", "shardhook is stopping");
+        return queue_reply(rq);
+    }
+    struct http_call call = {.token = rq, .suspend = do_suspend, .resume = do_resume};
+    int suspended = http_handle(&srv->ctx, &call, rq->match.route, rq->match.param,
+                                rq->body.data ? rq->body.data : "", rq->body.len, &rq->reply);
+    if (suspended) {
+        rq->waiter = call.waiter;
+        return MHD_YES;
+    }
+    return queue_reply(rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct request *rq = *con_cls;
+    if (!rq)
+        return;
+    /* a waiter still here was never answered (its wake-up never came): free it with us */
+    http_waiter_free(rq->waiter);
+    sh_buf_free(&rq->body);
+    http_reply_free(&rq->reply);
+    free(rq);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    for (char *p = line; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    log_warn("msg=\"control server\" detail=\"%s\"", line);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static int bind_addr(const struct cfg_listen *l, struct sockaddr_storage *ss, unsigned *flags,
+                     char *err, size_t errlen)
+{
+    memset(ss, 0, sizeof(*ss));
+    int v6 = l->family == AF_INET6;
+    const char *host = l->family == AF_UNSPEC ? "127.0.0.1" : l->host; /* "localhost" */
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)l->port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+            goto bad;
+        *flags |= MHD_USE_IPv6;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)l->port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+            goto bad;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "http.listen: cannot use address \"%s\"", l->host);
+    return SH_ECONFIG;
+}
+
+int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_ops *ops, void *gw,
+                        struct http_server **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cfg_listen l;
+    char why[256];
+    const char *listen = cfg->http_listen ? cfg->http_listen : "127.0.0.1:7878";
+    if (cfg_listen_parse(listen, &l, why, sizeof(why))) {
+        snprintf(err, errlen, "http.listen: %s", why);
+        return SH_ECONFIG;
+    }
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    int rc = bind_addr(&l, &ss, &flags, err, errlen);
+    if (rc)
+        return rc;
+
+    struct http_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return SH_ENOMEM;
+    }
+    atomic_init(&srv->suspended, 0);
+    atomic_init(&srv->stopping, 0);
+    if (cfg->http_token && cfg->http_token[0]) {
+        char *bearer = NULL;
+        if (asprintf(&bearer, "Bearer %s", cfg->http_token) < 0) {
+            free(srv);
+            snprintf(err, errlen, "out of memory");
+            return SH_ENOMEM;
+        }
+        SHA256((const unsigned char *)bearer, strlen(bearer), srv->token_hash);
+        OPENSSL_cleanse(bearer, strlen(bearer));
+        free(bearer);
+        srv->has_token = 1;
+    }
+    struct http_pending_cfg pc = {
+        .send = ops->send,
+        .gw = gw,
+        .wake = do_resume,
+        .member_window_ms = cfg->testing_member_window_ms > 0 ? cfg->testing_member_window_ms
+                                                              : 30000,
+    };
+    rc = http_pending_new(&pc, &srv->pending);
+    if (rc) {
+        free(srv);
+        snprintf(err, errlen, "cannot start the control API worker: %s", sh_strerror(rc));
+        return rc;
+    }
+    srv->ctx.cfg = cfg;
+    srv->ctx.ops = ops;
+    srv->ctx.gw = gw;
+    srv->ctx.pending = srv->pending;
+    srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms
+                                                                   : 10000;
+    http_stats_attach(&srv->ctx);
+
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);
+        http_stats_detach(&srv->ctx);
+        http_pending_free(srv->pending);
+        free(srv);
+        return SH_EIO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : l.port;
+    log_info("msg=\"control API listening\" listen=%s%s%s:%d auth=%s", l.family == AF_INET6 ? "[" : "",
+             l.family == AF_UNSPEC ? "127.0.0.1" : l.host, l.family == AF_INET6 ? "]" : "",
+             srv->port, srv->has_token ? "bearer" : "none");
+    *out = srv;
+    return 0;
+}
+
+int http_server_new(const struct cfg_config *cfg, struct gw_gateway *gw, struct http_server **out,
+                    char *err, size_t errlen)
+{
+    return http_server_new_ops(cfg, &http_gateway_default_ops, gw, out, err, errlen);
+}
+
+int http_server_port(const struct http_server *srv) { return srv->port; }
+
+struct gw_observer http_server_observer(struct http_server *srv)
+{
+    struct gw_observer o = {.on_dispatch = http_pending_observe, .ud = srv->pending};
+    return o;
+}
+
+void http_server_stop(struct http_server *srv)
+{
+    if (!srv || atomic_exchange(&srv->stopping, 1))
+        return;
+    /* answer what waits (503) and let MHD's threads send those answers before closing */
+    http_pending_shutdown(srv->pending);
+    uint64_t until = sh_now_ms() + STOP_DRAIN_MS;
+    while (atomic_load(&srv->suspended) > 0 && sh_now_ms() < until) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&srv->suspended) > 0)
+        log_warn("msg=\"control API stopped with requests still suspended\" count=%d",
+                 atomic_load(&srv->suspended));
+    MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+    http_stats_detach(&srv->ctx);
+    log_info("msg=\"control API stopped\"");
+}
+
+void http_server_free(struct http_server *srv)
+{
+    if (!srv)
+        return;
+    http_server_stop(srv);
+    http_pending_free(srv->pending);
+    free(srv);
+}

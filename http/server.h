@@ -1,0 +1,66 @@
+/*
+ * http/server.h: the control API server (libmicrohttpd) on `http.listen`.
+ *
+ * Answers every route of DESIGN.md "Control API" on libmicrohttpd's threads. It reaches the
+ * gateway only through the calls in struct http_gateway_ops (by default the gateway's
+ * command queue and status snapshots) and never blocks a thread waiting on Discord: requests
+ * that wait for gateway replies (members, channel info, soundboard sounds) are suspended and
+ * resumed by the pending table (http/pending.h) when the reply or the timeout comes.
+ *
+ * Lifecycle, from bridge/main.c:
+ *     http_server_new(cfg, gw, &srv, err, sizeof(err));   binds the socket, serves at once
+ *     struct gw_observer obs = http_server_observer(srv);
+ *     gw_gateway_set_observer(gw, &obs);                  before gw_gateway_run
+ *     ...
+ *     http_server_stop(srv);     answers what is suspended (503), stops serving
+ *     (join the gateway thread)
+ *     http_server_free(srv);     after the gateway thread stopped calling the observer
+ */
+#ifndef SHARDHOOK_HTTP_SERVER_H
+#define SHARDHOOK_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "gateway/gateway.h"
+
+#define HTTP_MAX_BODY ((size_t)64 << 10) /* a control request body; larger gets 413 */
+
+/* What the server needs from the gateway; tests substitute their own. All thread-safe. */
+struct http_gateway_ops {
+    int (*send)(void *gw, int shard_id, const char *payload, size_t len);
+    int (*reconnect)(void *gw, int shard_id, int resume);
+    int (*snapshot)(void *gw, struct gw_overview *ov, struct gw_shard_info *shards, int cap);
+    int (*shard_info)(void *gw, int shard_id, struct gw_shard_info *out);
+    int (*total)(void *gw);
+    int (*runs)(void *gw, int shard_id);
+};
+
+/* The ops that call gateway/gateway.h. */
+extern const struct http_gateway_ops http_gateway_default_ops;
+
+struct http_server;
+
+/*
+ * Bind cfg->http_listen and start serving. On failure returns a negative code and writes
+ * one line into err (the address and why), leaving *out NULL.
+ */
+int http_server_new(const struct cfg_config *cfg, struct gw_gateway *gw, struct http_server **out,
+                    char *err, size_t errlen);
+/* Same with other gateway ops (tests); gw is passed to them as is. */
+int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_ops *ops, void *gw,
+                        struct http_server **out, char *err, size_t errlen);
+
+/* The port actually bound (useful with port 0). */
+int http_server_port(const struct http_server *srv);
+
+/* The observer to register with gw_gateway_set_observer (collects replies to waiting requests). */
+struct gw_observer http_server_observer(struct http_server *srv);
+
+/* Answer every suspended request with 503 and stop serving. Idempotent; NULL is ignored. */
+void http_server_stop(struct http_server *srv);
+/* Stop (if needed) and free; the observer must no longer be called. NULL is ignored. */
+void http_server_free(struct http_server *srv);
+
+#endif

@@ -253,6 +253,17 @@ static int feed_zstd(struct gw_inflate *z, const void *msg, size_t len, size_t *
             return SH_EINVAL;
         }
     }
+    if (len == 0) {
+        /*
+         * An empty message is an empty payload. It must not reach the decoder: zstd fails
+         * a stream after 16 calls in a row that make no progress.
+         */
+        if (z->out_cap == 0 && grow_out(z) != SH_OK)
+            return SH_ENOMEM;
+        *out_len = 0;
+        *done = 1;
+        return SH_OK;
+    }
     ZSTD_inBuffer in = {msg, len, 0};
     size_t produced = 0;
     int stalls = 0;
@@ -304,7 +315,7 @@ int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const cha
             rc = SH_ETOOBIG;
             break;
         }
-        *out = len ? msg : "";
+        *out = msg ? msg : ""; /* never NULL when done */
         *out_len = len;
         *done = 1;
         return SH_OK;

@@ -20,6 +20,8 @@ struct bytes {
 
 static void bytes_put(struct bytes *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return;
     if (b->len + n > b->cap) {
         b->cap = (b->len + n) * 2 + 64;
         b->p = realloc(b->p, b->cap);
@@ -639,6 +641,33 @@ TEST(zstd_mutated_streams_never_crash)
     free(pl2);
 }
 
+TEST(zstd_empty_messages_do_not_stall_the_stream)
+{
+    struct gw_inflate *z;
+    struct zsc c;
+    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 16, 0, &z), 0);
+    zsc_init(&c);
+    const char *out = NULL;
+    size_t out_len = 7;
+    int done = 0;
+    for (int round = 0; round < 3; round++) {
+        /* zstd refuses a 17th call in a row without progress; empty messages must not count */
+        for (int i = 0; i < 40; i++) {
+            ASSERT_EQ(gw_inflate_feed(z, "", 0, &out, &out_len, &done), 0);
+            ASSERT_EQ(done, 1);
+            ASSERT_EQ(out_len, 0);
+            ASSERT(out != NULL);
+        }
+        struct bytes m = {0};
+        zsc_payload(&c, "{\"op\":11}", 9, &m);
+        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_SPAN_EQ(out, out_len, "{\"op\":11}");
+        free(m.p);
+    }
+    zsc_end(&c);
+    gw_inflate_free(z);
+}
+
 /* A frame with no content size, window 2^wlog, and one raw block "x" that does not end it. */
 static void handmade_frame(unsigned wlog, unsigned char f[10])
 {
@@ -737,6 +766,7 @@ TEST_MAIN(RUN(zlib_several_payloads_in_a_row); RUN(zlib_payload_split_across_mes
           RUN(zlib_pending_input_cap); RUN(zlib_reset_then_new_stream);
           RUN(zlib_large_payloads_then_small); RUN(zstd_several_payloads_in_a_row);
           RUN(zstd_output_larger_than_internal_buffers); RUN(zstd_corrupt_and_output_cap);
-          RUN(zstd_mutated_streams_never_crash); RUN(zstd_window_is_bounded);
+          RUN(zstd_mutated_streams_never_crash); RUN(zstd_empty_messages_do_not_stall_the_stream);
+          RUN(zstd_window_is_bounded);
           RUN(zstd_reset_then_new_stream); RUN(none_passes_through);
           RUN(bad_arguments_and_names);)

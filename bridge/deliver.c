@@ -1,60 +1,330 @@
 /*
- * bridge/deliver.c: the delivery thread of bridge/deliver.h (libcurl easy, one
- * handle per webhook so connections are reused). Owns the chunk queue between
- * the gateway thread and itself; nothing else touches it.
+ * bridge/deliver.c: the delivery thread of bridge/deliver.h. Owns the chunk queue from the
+ * gateway (the only state shared with another thread, under `lock`), the libcurl multi handle,
+ * every webhook's open batches, queue, spool and per-shard acknowledgement state, the
+ * checkpoint files and the delivery metrics. It never touches gateway state: flow control
+ * goes through the callback main() wires to gw_gateway_pause_reading().
+ *
+ * Acknowledgement bookkeeping, per webhook W and shard X (of the current session of X):
+ *   pending    batches of W holding events of X, not yet acknowledged or dead-lettered
+ *   last_acked highest s of X in W's acknowledged batches
+ *   floor      from the checkpoint: replayed events up to it are not sent to W again
+ * W has acknowledged X up to `pending ? last_acked : max(seen, floor)` (an event W does not
+ * route counts as acknowledged by it); a shard's checkpoint `seq` is the least of those.
+ * Batches of a shard's earlier session (before a new READY) are still delivered, but no
+ * longer count for its checkpoints.
  */
 #include <curl/curl.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <openssl/sha.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "bridge/batch.h"
+#include "bridge/checkpoint.h"
+#include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/retry.h"
 #include "bridge/route.h"
 #include "bridge/sign.h"
-#include "lib/buf.h"
+#include "bridge/spool.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
 #include "lib/log.h"
-#include "lib/rand.h"
+#include "lib/metrics.h"
 
-#define RETRY_BASE_MS 250
-#define RETRY_MAX_MS 30000
+#define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
+#define CKPT_LAZY_MS 200    /* checkpoints that only follow unrouted events wait this long */
+#define CKPT_FSYNC_MS 1000  /* checkpoint files are fsync'ed at most this often while running */
+#define GAUGE_MS 250        /* queue and spool gauges are refreshed this often */
+#define POLL_MAX_MS 1000
+#define CONNECT_TIMEOUT_MS 10000
+#define SPOOL_SEGMENT_MIN ((size_t)64 << 10)
+#define SPOOL_SEGMENT_MAX ((size_t)16 << 20)
+#define HEADER_LINE_MAX 8448 /* a header name and an 8192-byte value */
+#define SIG_MAX 1024         /* 16 keys x "v1,<44 base64>" */
+
+enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT };
+
+struct req {
+    struct req *next; /* free list */
+    CURL *easy;
+    struct curl_slist *headers;
+    struct hook *h;
+    struct br_batch *b;
+    char resp[BR_DEAD_RESPONSE_MAX];
+    size_t resp_len;
+    int resp_truncated;
+    int64_t retry_after_ms;
+    char err[CURL_ERROR_SIZE];
+};
+
+struct wsh { /* one webhook x one shard run here */
+    uint32_t pending;
+    uint64_t last_acked;
+    uint64_t floor;
+};
+
+struct shard {
+    int id;
+    uint32_t gen;     /* bumped by each READY */
+    int have_session; /* READY seen, or a checkpoint loaded */
+    int from_checkpoint;
+    char session_id[128];
+    char resume_url[512];
+    uint64_t seen;    /* highest s routed in the current session */
+    uint64_t ckpt_seq; /* seq of the checkpoint loaded at start */
+    int dirty;        /* its checkpoint may have changed */
+    int dirty_ack;    /* ... because of an acknowledgement: write before the next request */
+    uint64_t written_seq, written_sum;
+    uint32_t written_gen;
+    int written;
+};
+
+struct hook_metrics {
+    struct sh_metric_series *req_ok, *req_retry_status, *req_network, *req_timeout, *req_dead;
+    struct sh_metric_series *retries, *dead, *events, *batches_acked;
+    struct sh_metric_series *batch_events, *batch_bytes, *lag, *req_seconds;
+    struct sh_metric_series *queue_bytes, *queue_batches, *spool_bytes, *spool_batches;
+    struct sh_metric_series *dups;
+};
+
+struct hook {
+    size_t idx;
+    const struct cfg_webhook *cfg;
+    char label[24];
+    char key[BR_CKPT_KEY_MAX];
+    int n_lanes;
+    struct br_batch **open;         /* per lane, NULL when none is open */
+    struct br_batch *head, *tail;   /* closed batches in memory, oldest first */
+    size_t n_mem;
+    uint64_t mem_bytes;
+    struct br_batch *over_head, *over_tail; /* after the spool when it cannot take them */
+    size_t n_over;
+    struct br_spool *spool;
+    int spool_error_logged;
+    int in_flight;
+    uint32_t *mark, epoch;          /* per local shard (+1 for unknown shards) */
+    struct wsh *ws;                 /* per local shard */
+    uint64_t next_seq;
+    struct hook_metrics m;
+};
 
 struct br_delivery {
     const struct cfg_config *cfg;
     pthread_t thread;
-    int started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct gw_chunk *head, *tail;
+    int started, stopped;
+    pthread_mutex_t lock; /* guards the fields up to `multi` */
+    struct gw_chunk *qhead, *qtail;
+    size_t inq_bytes;
     int stopping;
     uint64_t deadline_ms;
-    CURL **easy;
-    struct sh_buf body;
+    CURLM *multi;
+    /* delivery thread only, from here on */
+    struct hook *hooks;
+    size_t n_hooks;
+    int total;
+    struct shard *shards;
+    int n_local;
+    int32_t *local_of; /* shard id -> index in shards, -1 when not run here */
+    int prepared;
+    char dir_ckpt[PATH_MAX - 64], dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
+    struct req *free_reqs;
+    void (*flow)(void *ud, int paused);
+    void *flow_ud;
+    int paused;
+    uint64_t last_ckpt_ms, last_fsync_ms, last_gauge_ms;
+    int acked_in_pass;
     uint64_t undelivered;
+    struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+        return SH_ETOOBIG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) && errno != EEXIST)
+            return SH_EIO;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) && errno != EEXIST)
+        return SH_EIO;
+    return SH_OK;
+}
+
+static int is_name(const char *t, size_t len, const char *name)
+{
+    return len == strlen(name) && !memcmp(t, name, len);
+}
+
+static uint64_t queued_events(const struct br_batch *b)
+{
+    uint64_t n = 0;
+    for (; b; b = b->next)
+        n += b->n_events;
+    return n;
+}
+
+static void list_append(struct br_batch **head, struct br_batch **tail, struct br_batch *b)
+{
+    b->next = NULL;
+    b->prev = *tail;
+    if (*tail)
+        (*tail)->next = b;
+    else
+        *head = b;
+    *tail = b;
+}
+
+static void list_remove(struct br_batch **head, struct br_batch **tail, struct br_batch *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    else
+        *tail = b->prev;
+    b->prev = b->next = NULL;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+static const double batch_event_bounds[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000};
+static const double batch_byte_bounds[] = {1024,    4096,    16384,    65536,   262144,
+                                           1048576, 4194304, 16777216, 67108864};
+
+static void register_metrics(struct br_delivery *d)
+{
+    struct sh_metric *req = sh_metric_counter(
+        "shardhook_webhook_requests_total",
+        "Webhook requests by webhook and result (ok, retry_status, network_error, timeout, "
+        "dead_status)",
+        "webhook,result");
+    struct sh_metric *retries = sh_metric_counter(
+        "shardhook_webhook_retries_total", "Failed webhook attempts that will be retried",
+        "webhook");
+    struct sh_metric *dead = sh_metric_counter(
+        "shardhook_webhook_dead_letters_total",
+        "Batches moved to state_dir/dead-letter after a status that is not retried", "webhook");
+    struct sh_metric *events = sh_metric_counter(
+        "shardhook_webhook_events_delivered_total", "Events acknowledged by webhooks", "webhook");
+    struct sh_metric *batches = sh_metric_counter("shardhook_webhook_batches_acked_total",
+                                                  "Batches acknowledged by webhooks", "webhook");
+    struct sh_metric *bev = sh_metric_histogram("shardhook_webhook_batch_events",
+                                                "Events per batch sent", "webhook",
+                                                batch_event_bounds, 12);
+    struct sh_metric *bby = sh_metric_histogram("shardhook_webhook_batch_bytes",
+                                                "Body bytes per batch sent", "webhook",
+                                                batch_byte_bounds, 9);
+    struct sh_metric *lag = sh_metric_histogram(
+        "shardhook_webhook_lag_seconds",
+        "From the gateway receiving a batch's oldest event to the webhook acknowledging it",
+        "webhook", SH_METRIC_BUCKETS_SECONDS);
+    struct sh_metric *rs = sh_metric_histogram("shardhook_webhook_request_seconds",
+                                               "Duration of one webhook attempt", "webhook",
+                                               SH_METRIC_BUCKETS_SECONDS);
+    struct sh_metric *qb = sh_metric_gauge("shardhook_webhook_queue_bytes",
+                                           "Bytes of closed batches waiting in memory", "webhook");
+    struct sh_metric *qn = sh_metric_gauge("shardhook_webhook_queue_batches",
+                                           "Closed batches waiting in memory", "webhook");
+    struct sh_metric *sb = sh_metric_gauge("shardhook_webhook_spool_bytes",
+                                           "Bytes of batches waiting in the disk spool", "webhook");
+    struct sh_metric *sn = sh_metric_gauge("shardhook_webhook_spool_batches",
+                                           "Batches waiting in the disk spool", "webhook");
+    struct sh_metric *dups = sh_metric_counter(
+        "shardhook_webhook_replayed_skipped_total",
+        "Replayed events not sent again because the webhook had acknowledged them", "webhook");
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        const char *w = h->label;
+        h->m.req_ok = sh_metric_series(req, w, "ok");
+        h->m.req_retry_status = sh_metric_series(req, w, "retry_status");
+        h->m.req_network = sh_metric_series(req, w, "network_error");
+        h->m.req_timeout = sh_metric_series(req, w, "timeout");
+        h->m.req_dead = sh_metric_series(req, w, "dead_status");
+        h->m.retries = sh_metric_series(retries, w);
+        h->m.dead = sh_metric_series(dead, w);
+        h->m.events = sh_metric_series(events, w);
+        h->m.batches_acked = sh_metric_series(batches, w);
+        h->m.batch_events = sh_metric_series(bev, w);
+        h->m.batch_bytes = sh_metric_series(bby, w);
+        h->m.lag = sh_metric_series(lag, w);
+        h->m.req_seconds = sh_metric_series(rs, w);
+        h->m.queue_bytes = sh_metric_series(qb, w);
+        h->m.queue_batches = sh_metric_series(qn, w);
+        h->m.spool_bytes = sh_metric_series(sb, w);
+        h->m.spool_batches = sh_metric_series(sn, w);
+        h->m.dups = sh_metric_series(dups, w);
+    }
+    d->m_paused = sh_metric_series(
+        sh_metric_gauge("shardhook_delivery_paused",
+                        "1 while delivery asks the gateway to stop reading (flow control)", ""));
+    d->m_ckpt_writes = sh_metric_series(
+        sh_metric_counter("shardhook_checkpoint_writes_total", "Checkpoint files written", ""));
+    d->m_ckpt_errors = sh_metric_series(sh_metric_counter(
+        "shardhook_checkpoint_errors_total", "Checkpoint files that could not be written", ""));
+    d->m_inq = sh_metric_series(sh_metric_gauge(
+        "shardhook_delivery_inbound_bytes", "Event chunks from the gateway not yet routed", ""));
+}
+
+/* ---- the sink: the gateway thread -------------------------------------------------------- */
 
 static void push(void *ud, struct gw_chunk *c)
 {
     struct br_delivery *d = ud;
     c->next = NULL;
     pthread_mutex_lock(&d->lock);
-    if (d->tail)
-        d->tail->next = c;
+    if (d->qtail)
+        d->qtail->next = c;
     else
-        d->head = c;
-    d->tail = c;
-    pthread_cond_signal(&d->cond);
+        d->qhead = c;
+    d->qtail = c;
+    d->inq_bytes += c->data.len;
     pthread_mutex_unlock(&d->lock);
+    curl_multi_wakeup(d->multi);
 }
 
 struct gw_sink br_delivery_sink(struct br_delivery *d)
 {
     struct gw_sink s = {push, d};
     return s;
+}
+
+/* ---- set-up ------------------------------------------------------------------------------- */
+
+/* "w" + 16 hex digits of SHA-256(url), and "-N" for the N-th webhook with the same URL. */
+static void hook_key(const struct cfg_config *cfg, size_t i, char *out, size_t cap)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    const char *url = cfg->webhooks[i].url;
+    SHA256((const unsigned char *)url, strlen(url), md);
+    int same = 0;
+    for (size_t j = 0; j < i; j++)
+        same += !strcmp(cfg->webhooks[j].url, url);
+    int n = snprintf(out, cap, "w");
+    for (int k = 0; k < 8 && n > 0 && (size_t)n < cap; k++)
+        n += snprintf(out + n, cap - (size_t)n, "%02x", md[k]);
+    if (same && n > 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, "-%d", same + 1);
 }
 
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
@@ -64,177 +334,884 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         return SH_ENOMEM;
     d->cfg = cfg;
     pthread_mutex_init(&d->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    d->easy = calloc(cfg->n_webhooks ? cfg->n_webhooks : 1, sizeof(CURL *));
-    sh_buf_init(&d->body, cfg->max_payload_bytes + 64);
-    if (!d->easy) {
+    d->n_hooks = cfg->n_webhooks;
+    d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
+    d->multi = curl_multi_init();
+    if (!d->hooks || !d->multi) {
         br_delivery_free(d);
         return SH_ENOMEM;
     }
-    for (size_t i = 0; i < cfg->n_webhooks; i++)
-        if (!(d->easy[i] = curl_easy_init())) {
+    const char *sd = cfg->state_dir ? cfg->state_dir : "./state";
+    if (snprintf(d->dir_ckpt, sizeof(d->dir_ckpt), "%s/checkpoints", sd) >=
+            (int)sizeof(d->dir_ckpt) ||
+        snprintf(d->dir_spool, sizeof(d->dir_spool), "%s/spool", sd) >=
+            (int)sizeof(d->dir_spool) ||
+        snprintf(d->dir_dead, sizeof(d->dir_dead), "%s/dead-letter", sd) >=
+            (int)sizeof(d->dir_dead)) {
+        log_error("msg=\"state_dir path too long\" state_dir=\"%s\"", sd);
+        br_delivery_free(d);
+        return SH_ETOOBIG;
+    }
+    const char *dirs[] = {d->dir_ckpt, d->dir_spool, d->dir_dead};
+    for (size_t i = 0; i < 3; i++)
+        if (mkdir_p(dirs[i])) {
+            log_error("msg=\"cannot create a state folder\" dir=\"%s\" error=\"%s\"", dirs[i],
+                      strerror(errno));
             br_delivery_free(d);
-            return SH_ENOMEM;
+            return SH_EIO;
         }
+    size_t conns = 0;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        h->idx = i;
+        h->cfg = &cfg->webhooks[i];
+        snprintf(h->label, sizeof(h->label), "%zu", i);
+        hook_key(cfg, i, h->key, sizeof(h->key));
+        conns += (size_t)h->cfg->max_in_flight;
+    }
+    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
+    register_metrics(d);
     *out = d;
     return SH_OK;
 }
 
-/* Sleep up to ms, waking early when a stop's deadline passes. Returns 1 to give up. */
-static int backoff_wait(struct br_delivery *d, uint64_t ms)
+void br_delivery_set_flow(struct br_delivery *d, void (*fn)(void *ud, int paused), void *ud)
 {
-    pthread_mutex_lock(&d->lock);
-    uint64_t until = sh_now_ms() + ms;
-    int give_up = 0;
-    for (;;) {
-        uint64_t now = sh_now_ms();
-        if (d->stopping && now >= d->deadline_ms) {
-            give_up = 1;
-            break;
-        }
-        uint64_t wake = until;
-        if (d->stopping && d->deadline_ms < wake)
-            wake = d->deadline_ms;
-        if (now >= wake)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (wake - now) * 1000000ull;
-        ts.tv_sec += (time_t)(ns / 1000000000ull);
-        ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
-    }
-    pthread_mutex_unlock(&d->lock);
-    return give_up;
+    d->flow = fn;
+    d->flow_ud = ud;
 }
 
-static size_t discard(char *p, size_t size, size_t n, void *ud)
+/* Spool segments left by an earlier run: kept aside for the operator, never replayed. */
+static void set_aside_stale_spool(struct br_delivery *d, struct hook *h, const char *dir)
 {
-    (void)p;
-    (void)ud;
-    return size * n;
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+        return;
+    struct br_spool *sp;
+    if (br_spool_open(dir, 1, SPOOL_SEGMENT_MAX, UINT32_MAX, &sp))
+        return;
+    struct br_spool_stats ss;
+    br_spool_stats(sp, &ss);
+    br_spool_close(sp);
+    if (!ss.segments)
+        return;
+    char stale[PATH_MAX];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+    snprintf(stale, sizeof(stale), "%s/stale-%s-%s", d->dir_spool, stamp, h->key);
+    if (rename(dir, stale)) {
+        log_error("msg=\"cannot set an earlier run's spool aside\" webhook=%zu dir=\"%s\" "
+                  "error=\"%s\"",
+                  h->idx, dir, strerror(errno));
+        return;
+    }
+    log_warn("msg=\"an earlier run left batches in the spool; they are kept aside, not sent: "
+             "the RESUME from the checkpoint replays what was not acknowledged\" webhook=%zu "
+             "batches=%" PRIu64 " events=%" PRIu64 " moved_to=\"%s\"",
+             h->idx, ss.batches, ss.events, stale);
 }
 
-/* POST the body once. Returns the HTTP status, or 0 for a connection error/timeout. */
-static long post_once(struct br_delivery *d, size_t wi, const char *msg_id, long *retry_after_s)
+static size_t spool_segment_bytes(const struct cfg_config *cfg)
 {
-    const struct cfg_webhook *w = &d->cfg->webhooks[wi];
-    CURL *c = d->easy[wi];
-    char line[1200];
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    h = curl_slist_append(h, "User-Agent: shardhook/0.1");
-    snprintf(line, sizeof(line), "webhook-id: %s", msg_id);
-    h = curl_slist_append(h, line);
-    int64_t ts = (int64_t)(sh_wall_ms() / 1000);
-    snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, ts);
-    h = curl_slist_append(h, line);
-    if (w->n_secrets) {
-        char sig[1024];
-        if (br_sign(w->secrets, w->n_secrets, msg_id, ts, d->body.data, d->body.len, sig,
-                    sizeof(sig)) == SH_OK) {
-            snprintf(line, sizeof(line), "webhook-signature: %s", sig);
-            h = curl_slist_append(h, line);
-        }
+    size_t s = cfg->spool_max_bytes / 16;
+    return s < SPOOL_SEGMENT_MIN ? SPOOL_SEGMENT_MIN : s > SPOOL_SEGMENT_MAX ? SPOOL_SEGMENT_MAX : s;
+}
+
+static void load_checkpoint(struct br_delivery *d, struct shard *s)
+{
+    struct br_checkpoint *cp = calloc(1, sizeof(*cp));
+    if (!cp)
+        return;
+    int rc = br_checkpoint_read(d->dir_ckpt, s->id, cp);
+    if (rc == SH_ENOTFOUND) {
+        free(cp);
+        return;
     }
-    for (size_t i = 0; i < w->n_headers; i++) {
-        snprintf(line, sizeof(line), "%s: %s", w->headers[i].name, w->headers[i].value);
-        h = curl_slist_append(h, line);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, w->url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, d->body.data);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->body.len);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    CURLcode cc = curl_easy_perform(c);
-    long status = 0;
-    *retry_after_s = -1;
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        curl_off_t ra = -1;
-        if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-            *retry_after_s = (long)ra;
+    if (rc) {
+        log_warn("msg=\"unreadable checkpoint ignored; the shard identifies\" shard=%d "
+                 "dir=\"%s\" error=\"%s\"",
+                 s->id, d->dir_ckpt, sh_strerror(rc));
+    } else if (cp->total != d->total || cp->shard != s->id) {
+        log_warn("msg=\"checkpoint for another shard count ignored; the shard identifies\" "
+                 "shard=%d checkpoint_shard_count=%d shard_count=%d",
+                 s->id, cp->total, d->total);
     } else {
-        log_warn("msg=\"webhook attempt failed\" webhook=%zu error=\"%s\"", wi,
-                 curl_easy_strerror(cc));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(h);
-    return status;
-}
-
-/* Deliver the built body until acknowledged or given up. Returns 1 when delivered. */
-static int deliver_body(struct br_delivery *d, size_t wi, size_t n_events)
-{
-    char msg_id[64];
-    br_new_msg_id(msg_id, sizeof(msg_id));
-    for (unsigned attempt = 0;; attempt++) {
-        long ra = -1;
-        long status = post_once(d, wi, msg_id, &ra);
-        if (status >= 200 && status < 300) {
-            log_debug("msg=\"batch delivered\" webhook=%zu events=%zu bytes=%zu status=%ld "
-                      "attempts=%u",
-                      wi, n_events, d->body.len, status, attempt + 1);
-            return 1;
+        s->have_session = s->from_checkpoint = 1;
+        snprintf(s->session_id, sizeof(s->session_id), "%s", cp->session_id);
+        snprintf(s->resume_url, sizeof(s->resume_url), "%s", cp->resume_url);
+        s->seen = s->ckpt_seq = cp->seq;
+        int li = (int)(s - d->shards);
+        for (size_t i = 0; i < d->n_hooks; i++) {
+            const struct br_ckpt_hook *e = br_checkpoint_hook(cp, d->hooks[i].key);
+            uint64_t floor = e && e->acked > cp->seq ? e->acked : cp->seq;
+            d->hooks[i].ws[li].floor = floor;
+            d->hooks[i].ws[li].last_acked = floor;
         }
-        uint64_t wait = sh_backoff_ms(attempt, RETRY_BASE_MS, RETRY_MAX_MS);
-        if (ra >= 0 && (uint64_t)ra * 1000 > wait)
-            wait = (uint64_t)ra * 1000;
-        if (status)
-            log_warn("msg=\"webhook answered, retrying\" webhook=%zu status=%ld wait_ms=%" PRIu64,
-                     wi, status, wait);
-        if (backoff_wait(d, wait))
-            return 0;
+        s->written = 1;
+        s->written_seq = cp->seq;
+        log_info("msg=\"checkpoint loaded\" shard=%d seq=%" PRIu64, s->id, cp->seq);
+    }
+    free(cp);
+}
+
+int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, int n)
+{
+    if (d->prepared || total < 1 || n < 0 || n > total)
+        return SH_EINVAL;
+    d->total = total;
+    d->n_local = n;
+    d->shards = calloc(n ? (size_t)n : 1, sizeof(*d->shards));
+    d->local_of = malloc((size_t)total * sizeof(*d->local_of));
+    if (!d->shards || !d->local_of)
+        return SH_ENOMEM;
+    for (int i = 0; i < total; i++)
+        d->local_of[i] = -1;
+    for (int i = 0; i < n; i++) {
+        if (shard_ids[i] < 0 || shard_ids[i] >= total || d->local_of[shard_ids[i]] >= 0)
+            return SH_EINVAL;
+        d->shards[i].id = shard_ids[i];
+        d->local_of[shard_ids[i]] = i;
+    }
+    size_t seg = spool_segment_bytes(d->cfg);
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        int lanes = h->cfg->max_in_flight < n ? h->cfg->max_in_flight : n;
+        h->n_lanes = lanes < 1 ? 1 : lanes;
+        h->open = calloc((size_t)h->n_lanes, sizeof(*h->open));
+        h->mark = calloc((size_t)n + 1, sizeof(*h->mark));
+        h->ws = calloc(n ? (size_t)n : 1, sizeof(*h->ws));
+        if (!h->open || !h->mark || !h->ws)
+            return SH_ENOMEM;
+        if (d->cfg->spool_max_bytes) {
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof(dir), "%s/%s", d->dir_spool, h->key);
+            set_aside_stale_spool(d, h, dir);
+            size_t max_body = h->cfg->max_batch_bytes > d->cfg->max_payload_bytes + 4096
+                                  ? h->cfg->max_batch_bytes
+                                  : d->cfg->max_payload_bytes + 4096;
+            int rc = br_spool_open(dir, 0, seg, max_body, &h->spool);
+            if (rc) {
+                log_error("msg=\"cannot open the spool\" webhook=%zu dir=\"%s\" error=\"%s\"", i,
+                          dir, sh_strerror(rc));
+                return rc;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        load_checkpoint(d, &d->shards[i]);
+    d->prepared = 1;
+    return SH_OK;
+}
+
+int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *session_id,
+                            size_t sid_cap, char *resume_url, size_t url_cap, uint64_t *seq)
+{
+    if (!d->prepared || shard_id < 0 || shard_id >= d->total || d->local_of[shard_id] < 0)
+        return SH_ENOTFOUND;
+    const struct shard *s = &d->shards[d->local_of[shard_id]];
+    if (!s->from_checkpoint)
+        return SH_ENOTFOUND;
+    snprintf(session_id, sid_cap, "%s", s->session_id);
+    snprintf(resume_url, url_cap, "%s", s->resume_url);
+    *seq = s->ckpt_seq;
+    return SH_OK;
+}
+
+/* ---- queues: memory, spool, overflow ----------------------------------------------------- */
+
+static int spool_has(const struct hook *h)
+{
+    if (!h->spool)
+        return 0;
+    struct br_spool_stats st;
+    br_spool_stats(h->spool, &st);
+    return st.batches > 0;
+}
+
+/* Move overflow batches into the spool while it takes them (keeps their order). */
+static void flush_overflow(struct hook *h)
+{
+    while (h->over_head && h->spool) {
+        struct br_batch *b = h->over_head;
+        if (br_spool_append(h->spool, b))
+            return;
+        list_remove(&h->over_head, &h->over_tail, b);
+        h->n_over--;
+        h->mem_bytes -= b->body.len;
+        br_batch_free(b);
+        h->spool_error_logged = 0;
     }
 }
 
-static void deliver_chunk(struct br_delivery *d, struct gw_chunk *c)
+/* A closed batch joins the webhook's order: memory while there is room, else the spool. */
+static void enqueue(struct br_delivery *d, struct hook *h, struct br_batch *b)
 {
+    b->state = B_QUEUED;
+    flush_overflow(h);
+    if (h->over_head) {
+        list_append(&h->over_head, &h->over_tail, b);
+        h->n_over++;
+        h->mem_bytes += b->body.len;
+        return;
+    }
+    int spill = h->spool && (spool_has(h) || (h->head && h->mem_bytes + b->body.len >
+                                                             h->cfg->max_memory_bytes));
+    if (spill) {
+        int rc = br_spool_append(h->spool, b);
+        if (!rc) {
+            br_batch_free(b);
+            h->spool_error_logged = 0;
+            return;
+        }
+        if (!h->spool_error_logged)
+            log_error("msg=\"cannot spool a batch; keeping it in memory and pausing the "
+                      "gateway until the spool takes it\" webhook=%zu error=\"%s\"",
+                      h->idx, sh_strerror(rc));
+        h->spool_error_logged = 1;
+        if (spool_has(h)) {
+            list_append(&h->over_head, &h->over_tail, b);
+            h->n_over++;
+            h->mem_bytes += b->body.len;
+            return;
+        }
+    }
+    (void)d;
+    list_append(&h->head, &h->tail, b);
+    h->n_mem++;
+    h->mem_bytes += b->body.len;
+}
+
+/* Bring spooled batches back into memory, oldest first, while the memory limit allows. */
+static void refill(struct hook *h)
+{
+    flush_overflow(h);
+    while (h->spool) {
+        size_t rec;
+        int rc = br_spool_peek(h->spool, &rec);
+        if (rc == SH_ENOTFOUND)
+            break;
+        if (!rc && h->head && h->mem_bytes + rec > h->cfg->max_memory_bytes)
+            return;
+        struct br_batch *b = NULL;
+        uint64_t skipped = 0;
+        rc = br_spool_pop(h->spool, &b, &skipped);
+        if (rc == SH_ECORRUPT)
+            continue; /* logged with the batches lost; go on with the next segment */
+        if (rc) {
+            log_error("msg=\"cannot read the spool\" webhook=%zu error=\"%s\"", h->idx,
+                      sh_strerror(rc));
+            return;
+        }
+        b->state = B_QUEUED;
+        list_append(&h->head, &h->tail, b);
+        h->n_mem++;
+        h->mem_bytes += b->body.len;
+    }
+    /* the spool is empty: overflow batches come next */
+    while (h->over_head) {
+        struct br_batch *b = h->over_head;
+        list_remove(&h->over_head, &h->over_tail, b);
+        h->n_over--;
+        list_append(&h->head, &h->tail, b);
+        h->n_mem++;
+    }
+}
+
+static void close_lane(struct br_delivery *d, struct hook *h, int lane)
+{
+    struct br_batch *b = h->open[lane];
+    if (!b)
+        return;
+    h->open[lane] = NULL;
+    br_batch_close(b);
+    b->seq = h->next_seq++;
+    enqueue(d, h, b);
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+/* READY: a new session for the shard; its events start a new generation. */
+static void on_ready(struct br_delivery *d, struct shard *s, const char *ev, size_t len)
+{
+    cJSON *root = cJSON_ParseWithLength(ev, len);
+    const cJSON *dd = cJSON_GetObjectItemCaseSensitive(root, "d");
+    const cJSON *sid = cJSON_GetObjectItemCaseSensitive(dd, "session_id");
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(dd, "resume_gateway_url");
+    int li = (int)(s - d->shards);
+    s->gen++;
+    s->seen = 0;
+    s->from_checkpoint = 0;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        d->hooks[i].ws[li] = (struct wsh){0, 0, 0};
+    if (cJSON_IsString(sid) && *sid->valuestring &&
+        strlen(sid->valuestring) < sizeof(s->session_id)) {
+        snprintf(s->session_id, sizeof(s->session_id), "%s", sid->valuestring);
+        snprintf(s->resume_url, sizeof(s->resume_url), "%s",
+                 cJSON_IsString(url) && strlen(url->valuestring) < sizeof(s->resume_url)
+                     ? url->valuestring
+                     : "");
+        s->have_session = 1;
+    } else {
+        s->have_session = 0;
+        log_warn("msg=\"READY without a usable session_id; no checkpoint for this session\" "
+                 "shard=%d",
+                 s->id);
+    }
+    s->dirty = 1;
+    cJSON_Delete(root);
+}
+
+static void route_event(struct br_delivery *d, const struct gw_chunk *c, const struct gw_event *e,
+                        uint64_t now)
+{
+    const char *ev = c->data.data + e->off;
+    const char *t = c->data.data + e->t_off;
+    int li = e->shard < d->total ? d->local_of[e->shard] : -1;
+    if (li < 0) {
+        log_error("msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64, e->shard,
+                  e->s);
+        d->undelivered++;
+        return;
+    }
+    struct shard *s = &d->shards[li];
+    if (is_name(t, e->t_len, "READY"))
+        on_ready(d, s, ev, e->len);
+    if (e->s > s->seen)
+        s->seen = e->s;
+    s->dirty = 1;
     const struct cfg_config *cfg = d->cfg;
-    for (size_t wi = 0; wi < cfg->n_webhooks; wi++) {
-        const struct cfg_webhook *w = &cfg->webhooks[wi];
-        size_t n = 0;
-        sh_buf_reset(&d->body);
-        for (size_t i = 0; i <= c->n; i++) {
-            const struct gw_event *e = i < c->n ? &c->ev[i] : NULL;
-            if (e && (!br_route_match_any(w->events, w->n_events, c->data.data + e->t_off,
-                                          e->t_len) ||
-                      br_route_match_any(cfg->disable_events, cfg->n_disable_events,
-                                         c->data.data + e->t_off, e->t_len)))
-                continue;
-            int full = n && (!e || (int)n >= w->max_batch_events ||
-                             d->body.len + e->len + 3 > w->max_batch_bytes);
-            if (full) {
-                sh_buf_append(&d->body, "]}", 2);
-                if (!deliver_body(d, wi, n)) {
-                    d->undelivered += n;
-                    log_error("msg=\"batch not delivered before the stop deadline\" webhook=%zu "
-                              "events=%zu",
-                              wi, n);
-                }
-                sh_buf_reset(&d->body);
-                n = 0;
-            }
-            if (!e)
-                break;
-            int rc = sh_buf_append(&d->body, n ? "," : "{\"events\":[", n ? 1 : 11);
-            if (!rc)
-                rc = sh_buf_append(&d->body, c->data.data + e->off, e->len);
+    if (br_route_match_any(cfg->disable_events, cfg->n_disable_events, t, e->t_len))
+        return;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        const struct cfg_webhook *w = h->cfg;
+        if (!br_route_match_any(w->events, w->n_events, t, e->t_len))
+            continue;
+        struct wsh *ws = &h->ws[li];
+        if (e->s <= ws->floor) {
+            sh_series_add(h->m.dups, 1);
+            continue;
+        }
+        int lane = li % h->n_lanes;
+        struct br_batch *b = h->open[lane];
+        if (b && !br_batch_fits(b, e->len)) {
+            close_lane(d, h, lane);
+            b = NULL;
+        }
+        if (!b) {
+            size_t cap = w->max_batch_bytes;
+            if (BR_BATCH_BODY_FOR(e->len) > cap) /* a single larger event travels alone */
+                cap = BR_BATCH_BODY_FOR(e->len);
+            int rc = br_batch_new(cap, &b);
             if (rc) {
-                log_error("msg=\"event too large for a webhook body\" webhook=%zu bytes=%u",
-                          wi, e->len);
+                log_error("msg=\"cannot open a batch; event not delivered\" webhook=%zu "
+                          "shard=%u s=%" PRIu64 " error=\"%s\"",
+                          i, e->shard, e->s, sh_strerror(rc));
                 d->undelivered++;
                 continue;
             }
-            n++;
+            h->open[lane] = b;
+        }
+        int fresh = 0;
+        int rc = br_batch_add(b, ev, e->len, (uint32_t)e->shard, s->gen, e->s,
+                              e->recv_ms ? e->recv_ms : now, &fresh);
+        if (rc) {
+            log_error("msg=\"cannot add an event to a batch; event not delivered\" webhook=%zu "
+                      "shard=%u s=%" PRIu64 " bytes=%u error=\"%s\"",
+                      i, e->shard, e->s, e->len, sh_strerror(rc));
+            d->undelivered++;
+            continue;
+        }
+        if (fresh)
+            ws->pending++;
+        if ((int)b->n_events >= w->max_batch_events)
+            close_lane(d, h, lane);
+    }
+}
+
+/* Close open batches whose delay passed (all of them when flushing); returns the next due time. */
+static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
+{
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        for (int l = 0; l < h->n_lanes; l++) {
+            struct br_batch *b = h->open[l];
+            if (!b)
+                continue;
+            uint64_t due = b->first_ms + (uint64_t)h->cfg->max_batch_delay_ms;
+            if (flush || due <= now)
+                close_lane(d, h, l);
+            else if (due < next)
+                next = due;
         }
     }
+    return next;
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct req *r = ud;
+    size_t len = size * n, room = sizeof(r->resp) - r->resp_len;
+    size_t take = len < room ? len : room;
+    memcpy(r->resp + r->resp_len, p, take);
+    r->resp_len += take;
+    if (take < len)
+        r->resp_truncated = 1;
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct req *r = ud;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof(name) - 1 && len < 256 && !strncasecmp(p, name, sizeof(name) - 1)) {
+        char v[256];
+        memcpy(v, p + sizeof(name) - 1, len - (sizeof(name) - 1));
+        v[len - (sizeof(name) - 1)] = '\0';
+        uint64_t ms;
+        if (!br_retry_after_parse(v, sh_wall_ms(), &ms))
+            r->retry_after_ms = (int64_t)ms;
+    }
+    return len;
+}
+
+static struct req *req_get(struct br_delivery *d)
+{
+    struct req *r = d->free_reqs;
+    if (r) {
+        d->free_reqs = r->next;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return NULL;
+        r->easy = curl_easy_init();
+        if (!r->easy) {
+            free(r);
+            return NULL;
+        }
+    }
+    r->next = NULL;
+    r->resp_len = 0;
+    r->resp_truncated = 0;
+    r->retry_after_ms = -1;
+    r->err[0] = '\0';
+    return r;
+}
+
+static void req_put(struct br_delivery *d, struct req *r)
+{
+    curl_slist_free_all(r->headers);
+    r->headers = NULL;
+    r->b = NULL;
+    r->h = NULL;
+    r->next = d->free_reqs;
+    d->free_reqs = r;
+}
+
+static struct curl_slist *add_header(struct curl_slist *list, int *ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static struct curl_slist *add_header(struct curl_slist *list, int *ok, const char *fmt, ...)
+{
+    char line[HEADER_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        *ok = 0;
+        return list;
+    }
+    struct curl_slist *l = curl_slist_append(list, line);
+    if (!l) {
+        *ok = 0;
+        return list;
+    }
+    return l;
+}
+
+/* Start one attempt of b. Returns 0, or a negative code (b stays queued). */
+static int start_request(struct br_delivery *d, struct hook *h, struct br_batch *b, uint64_t now)
+{
+    const struct cfg_webhook *w = h->cfg;
+    struct req *r = req_get(d);
+    if (!r)
+        return SH_ENOMEM;
+    int64_t ts = (int64_t)(sh_wall_ms() / 1000);
+    int ok = 1;
+    struct curl_slist *hl = NULL;
+    hl = add_header(hl, &ok, "Content-Type: application/json");
+    hl = add_header(hl, &ok, "User-Agent: shardhook/0.1");
+    hl = add_header(hl, &ok, "Expect:");
+    hl = add_header(hl, &ok, "webhook-id: %s", b->msg_id);
+    hl = add_header(hl, &ok, "webhook-timestamp: %" PRId64, ts);
+    if (w->n_secrets) {
+        char sig[SIG_MAX];
+        int rc = br_sign(w->secrets, w->n_secrets, b->msg_id, ts, b->body.data, b->body.len,
+                         sig, sizeof(sig));
+        if (rc) {
+            log_error("msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", h->idx,
+                      sh_strerror(rc));
+            ok = 0;
+        } else {
+            hl = add_header(hl, &ok, "webhook-signature: %s", sig);
+        }
+    }
+    for (size_t i = 0; i < w->n_headers; i++)
+        hl = add_header(hl, &ok, "%s: %s", w->headers[i].name, w->headers[i].value);
+    r->headers = hl;
+    if (!ok) {
+        req_put(d, r);
+        return SH_ENOMEM;
+    }
+    CURL *c = r->easy;
+    curl_easy_setopt(c, CURLOPT_URL, w->url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->body.data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)(w->timeout_ms < CONNECT_TIMEOUT_MS ? w->timeout_ms
+                                                               : CONNECT_TIMEOUT_MS));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    r->h = h;
+    r->b = b;
+    CURLMcode mc = curl_multi_add_handle(d->multi, c);
+    if (mc != CURLM_OK) {
+        log_error("msg=\"cannot start a webhook request\" webhook=%zu error=\"%s\"", h->idx,
+                  curl_multi_strerror(mc));
+        req_put(d, r);
+        return SH_ENOMEM;
+    }
+    b->state = B_INFLIGHT;
+    b->req = r;
+    b->started_ms = now;
+    h->in_flight++;
+    if (!b->attempts) {
+        sh_series_observe(h->m.batch_events, (double)b->n_events);
+        sh_series_observe(h->m.batch_bytes, (double)b->body.len);
+    }
+    return SH_OK;
+}
+
+/* An acknowledged or dead-lettered batch leaves the webhook's order. */
+static void resolve(struct br_delivery *d, struct hook *h, struct br_batch *b)
+{
+    for (uint32_t i = 0; i < b->n_shards; i++) {
+        const struct br_batch_shard *e = &b->shards[i];
+        int li = e->shard < (uint32_t)d->total ? d->local_of[e->shard] : -1;
+        if (li < 0 || e->gen != d->shards[li].gen)
+            continue;
+        struct wsh *ws = &h->ws[li];
+        if (ws->pending)
+            ws->pending--;
+        if (e->max_s > ws->last_acked)
+            ws->last_acked = e->max_s;
+        d->shards[li].dirty = d->shards[li].dirty_ack = 1;
+    }
+    list_remove(&h->head, &h->tail, b);
+    h->n_mem--;
+    h->mem_bytes -= b->body.len;
+    d->acked_in_pass = 1;
+    br_batch_free(b);
+}
+
+static void dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b, struct req *r,
+                        long status)
+{
+    struct br_dead_letter dl = {
+        .webhook = h->idx,
+        .webhook_key = h->key,
+        .msg_id = b->msg_id,
+        .status = status,
+        .attempts = b->attempts,
+        .events = b->n_events,
+        .response = r->resp,
+        .response_len = r->resp_len,
+        .response_truncated = r->resp_truncated,
+        .body = b->body.data,
+        .body_len = b->body.len,
+    };
+    char path[PATH_MAX];
+    int rc = br_deadletter_write(d->dir_dead, &dl, path, sizeof(path));
+    sh_series_add(h->m.dead, 1);
+    if (rc) {
+        log_error("msg=\"webhook refused a batch and the dead letter could not be written; "
+                  "events lost\" webhook=%zu status=%ld webhook_id=%s events=%u error=\"%s\"",
+                  h->idx, status, b->msg_id, b->n_events, sh_strerror(rc));
+        d->undelivered += b->n_events;
+    } else {
+        log_error("msg=\"webhook refused a batch; dead-lettered\" webhook=%zu status=%ld "
+                  "webhook_id=%s events=%u file=\"%s\"",
+                  h->idx, status, b->msg_id, b->n_events, path);
+    }
+}
+
+static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, uint64_t now)
+{
+    struct req *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    curl_multi_remove_handle(d->multi, easy);
+    if (!r || !r->b)
+        return;
+    struct hook *h = r->h;
+    struct br_batch *b = r->b;
+    long status = 0;
+    if (result == CURLE_OK)
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    h->in_flight--;
+    b->req = NULL;
+    b->attempts++;
+    sh_series_observe(h->m.req_seconds, (double)(now - b->started_ms) / 1000.0);
+    enum br_outcome o = br_classify(status);
+    if (o == BR_ACK) {
+        sh_series_add(h->m.req_ok, 1);
+        sh_series_add(h->m.events, b->n_events);
+        sh_series_add(h->m.batches_acked, 1);
+        if (b->first_ms && now >= b->first_ms)
+            sh_series_observe(h->m.lag, (double)(now - b->first_ms) / 1000.0);
+        log_debug("msg=\"batch delivered\" webhook=%zu webhook_id=%s events=%u bytes=%zu "
+                  "status=%ld attempts=%u",
+                  h->idx, b->msg_id, b->n_events, b->body.len, status, b->attempts);
+        resolve(d, h, b);
+    } else if (o == BR_RETRY) {
+        uint64_t ra = r->retry_after_ms >= 0 ? (uint64_t)r->retry_after_ms : 0;
+        uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
+        if (cap < base)
+            cap = base;
+        uint64_t wait = br_retry_delay_ms(b->attempts - 1, base, cap,
+                                          status && r->retry_after_ms >= 0 ? (int64_t)ra : -1);
+        b->state = B_WAIT;
+        b->next_try_ms = now + wait;
+        sh_series_add(h->m.retries, 1);
+        if (status) {
+            sh_series_add(h->m.req_retry_status, 1);
+            log_warn("msg=\"webhook answered; retrying\" webhook=%zu webhook_id=%s status=%ld "
+                     "attempts=%u wait_ms=%" PRIu64 "%s",
+                     h->idx, b->msg_id, status, b->attempts, wait,
+                     r->retry_after_ms >= 0 ? " retry_after=1" : "");
+        } else {
+            sh_series_add(result == CURLE_OPERATION_TIMEDOUT ? h->m.req_timeout
+                                                             : h->m.req_network,
+                          1);
+            log_warn("msg=\"webhook attempt failed; retrying\" webhook=%zu webhook_id=%s "
+                     "error=\"%s\" attempts=%u wait_ms=%" PRIu64,
+                     h->idx, b->msg_id, r->err[0] ? r->err : curl_easy_strerror(result),
+                     b->attempts, wait);
+        }
+    } else {
+        sh_series_add(h->m.req_dead, 1);
+        dead_letter(d, h, b, r, status);
+        resolve(d, h, b);
+    }
+    req_put(d, r);
+}
+
+/* Start every batch that may go now; returns the earliest retry time still ahead. */
+static uint64_t schedule(struct br_delivery *d, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        if (!h->head || h->in_flight >= h->cfg->max_in_flight)
+            continue;
+        if (++h->epoch == 0) { /* wrapped: clear the marks once */
+            memset(h->mark, 0, ((size_t)d->n_local + 1) * sizeof(*h->mark));
+            h->epoch = 1;
+        }
+        int blocked_count = 0;
+        for (struct br_batch *b = h->head, *nx; b; b = nx) {
+            nx = b->next;
+            int blocked = 0;
+            for (uint32_t k = 0; k < b->n_shards && !blocked; k++) {
+                uint32_t sh = b->shards[k].shard;
+                int li = sh < (uint32_t)d->total ? d->local_of[sh] : -1;
+                blocked = h->mark[li < 0 ? d->n_local : li] == h->epoch;
+            }
+            if (!blocked) {
+                if (b->state == B_QUEUED || (b->state == B_WAIT && b->next_try_ms <= now)) {
+                    if (start_request(d, h, b, now))
+                        return now + 100; /* out of memory or handles: try again soon */
+                } else if (b->state == B_WAIT && b->next_try_ms < next) {
+                    next = b->next_try_ms;
+                }
+            }
+            for (uint32_t k = 0; k < b->n_shards; k++) {
+                uint32_t sh = b->shards[k].shard;
+                int li = sh < (uint32_t)d->total ? d->local_of[sh] : -1;
+                uint32_t *m = &h->mark[li < 0 ? d->n_local : li];
+                if (*m != h->epoch) {
+                    *m = h->epoch;
+                    blocked_count++;
+                }
+            }
+            if (h->in_flight >= h->cfg->max_in_flight || blocked_count >= d->n_local)
+                break; /* no later batch can start in this pass */
+        }
+    }
+    return next;
+}
+
+/* ---- checkpoints -------------------------------------------------------------------------- */
+
+static int write_checkpoint(struct br_delivery *d, struct shard *s, int sync, int force)
+{
+    if (!s->have_session)
+        return SH_OK;
+    struct br_checkpoint *cp = calloc(1, sizeof(*cp));
+    if (!cp)
+        return SH_ENOMEM;
+    int li = (int)(s - d->shards);
+    cp->shard = s->id;
+    cp->total = d->total;
+    snprintf(cp->session_id, sizeof(cp->session_id), "%s", s->session_id);
+    snprintf(cp->resume_url, sizeof(cp->resume_url), "%s", s->resume_url);
+    uint64_t seq = s->seen, sum = 0;
+    for (size_t i = 0; i < d->n_hooks && i < BR_CKPT_MAX_HOOKS; i++) {
+        const struct wsh *ws = &d->hooks[i].ws[li];
+        uint64_t a = ws->pending ? ws->last_acked : (s->seen > ws->floor ? s->seen : ws->floor);
+        if (i == 0 || a < seq)
+            seq = a;
+        snprintf(cp->hooks[i].key, sizeof(cp->hooks[i].key), "%s", d->hooks[i].key);
+        cp->hooks[i].acked = a;
+        cp->n_hooks++;
+        sum = sum * 1000003u + a;
+    }
+    cp->seq = seq;
+    int rc = SH_OK;
+    if (seq && (force || !s->written || s->written_seq != seq || s->written_sum != sum ||
+                s->written_gen != s->gen)) {
+        rc = br_checkpoint_write(d->dir_ckpt, cp, sync);
+        if (rc) {
+            sh_series_add(d->m_ckpt_errors, 1);
+            log_error("msg=\"cannot write a checkpoint\" shard=%d dir=\"%s\" error=\"%s\"", s->id,
+                      d->dir_ckpt, sh_strerror(rc));
+        } else {
+            sh_series_add(d->m_ckpt_writes, 1);
+            s->written = 1;
+            s->written_seq = seq;
+            s->written_sum = sum;
+            s->written_gen = s->gen;
+        }
+    }
+    free(cp);
+    return rc;
+}
+
+static void write_checkpoints(struct br_delivery *d, uint64_t now, int final)
+{
+    int sync = final || now - d->last_fsync_ms >= CKPT_FSYNC_MS;
+    int wrote = 0;
+    for (int i = 0; i < d->n_local; i++) {
+        struct shard *s = &d->shards[i];
+        if (!final && !s->dirty)
+            continue;
+        if (!write_checkpoint(d, s, sync, final))
+            s->dirty = s->dirty_ack = 0;
+        wrote = 1;
+    }
+    d->last_ckpt_ms = now;
+    if (sync && wrote)
+        d->last_fsync_ms = now;
+}
+
+/* ---- flow control and gauges -------------------------------------------------------------- */
+
+static void update_flow(struct br_delivery *d, size_t inq)
+{
+    uint64_t spooled = 0;
+    int over = 0;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        if (h->spool) {
+            struct br_spool_stats st;
+            br_spool_stats(h->spool, &st);
+            spooled += st.bytes;
+        }
+        if (h->over_head || h->spool_error_logged ||
+            (!h->spool && h->mem_bytes > h->cfg->max_memory_bytes))
+            over = 1; /* memory past its limit: the spool cannot take more, or there is none */
+    }
+    uint64_t max = d->cfg->spool_max_bytes;
+    int want;
+    if (d->paused) /* hysteresis: read again once the spool is below 7/8 of its limit */
+        want = over || inq > INQ_PAUSE_BYTES / 2 || (max && spooled >= max - max / 8);
+    else
+        want = over || inq > INQ_PAUSE_BYTES || (max && spooled >= max);
+    if (want == d->paused)
+        return;
+    d->paused = want;
+    sh_series_set(d->m_paused, want);
+    log_info("msg=\"%s\" spool_bytes=%" PRIu64 " spool_max_bytes=%" PRIu64 " inbound_bytes=%zu",
+             want ? "delivery is behind; asking the gateway to stop reading"
+                  : "delivery caught up; the gateway reads again",
+             spooled, max, inq);
+    if (d->flow)
+        d->flow(d->flow_ud, want);
+}
+
+static void update_gauges(struct br_delivery *d, size_t inq)
+{
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        sh_series_set(h->m.queue_bytes, (double)h->mem_bytes);
+        sh_series_set(h->m.queue_batches, (double)(h->n_mem + h->n_over));
+        struct br_spool_stats st = {0};
+        if (h->spool)
+            br_spool_stats(h->spool, &st);
+        sh_series_set(h->m.spool_bytes, (double)st.bytes);
+        sh_series_set(h->m.spool_batches, (double)st.batches);
+    }
+    sh_series_set(d->m_inq, (double)inq);
+}
+
+/* ---- the thread --------------------------------------------------------------------------- */
+
+static int idle(const struct br_delivery *d)
+{
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        const struct hook *h = &d->hooks[i];
+        if (h->head || h->over_head || spool_has(h))
+            return 0;
+        for (int l = 0; l < h->n_lanes; l++)
+            if (h->open[l])
+                return 0;
+    }
+    return 1;
+}
+
+static uint64_t left_events(const struct br_delivery *d)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        const struct hook *h = &d->hooks[i];
+        n += queued_events(h->head) + queued_events(h->over_head);
+        for (int l = 0; l < h->n_lanes; l++)
+            if (h->open[l])
+                n += h->open[l]->n_events;
+        if (h->spool) {
+            struct br_spool_stats st;
+            br_spool_stats(h->spool, &st);
+            n += st.events;
+        }
+    }
+    return n;
 }
 
 static void *run(void *arg)
@@ -242,49 +1219,135 @@ static void *run(void *arg)
     struct br_delivery *d = arg;
     for (;;) {
         pthread_mutex_lock(&d->lock);
-        while (!d->head && !d->stopping)
-            pthread_cond_wait(&d->cond, &d->lock);
-        struct gw_chunk *c = d->head;
-        if (c) {
-            d->head = c->next;
-            if (!d->head)
-                d->tail = NULL;
-        }
+        struct gw_chunk *chunks = d->qhead;
+        d->qhead = d->qtail = NULL;
+        size_t inq = d->inq_bytes;
+        d->inq_bytes = 0;
+        int stopping = d->stopping;
+        uint64_t deadline = d->deadline_ms;
         pthread_mutex_unlock(&d->lock);
-        if (!c)
-            break;
-        deliver_chunk(d, c);
-        gw_chunk_free(c);
+
+        uint64_t now = sh_now_ms();
+        for (struct gw_chunk *c = chunks, *nx; c; c = nx) {
+            nx = c->next;
+            for (size_t i = 0; i < c->n; i++)
+                route_event(d, c, &c->ev[i], now);
+            gw_chunk_free(c);
+        }
+        uint64_t wake = close_due(d, now, stopping);
+
+        int running = 0;
+        curl_multi_perform(d->multi, &running);
+        CURLMsg *msg;
+        int left;
+        now = sh_now_ms();
+        d->acked_in_pass = 0;
+        while ((msg = curl_multi_info_read(d->multi, &left)))
+            if (msg->msg == CURLMSG_DONE)
+                finish_request(d, msg->easy_handle, msg->data.result, now);
+        for (size_t i = 0; i < d->n_hooks; i++)
+            refill(&d->hooks[i]);
+
+        /* acknowledgements reach the checkpoint before the next request of the same shards */
+        if (d->acked_in_pass || now - d->last_ckpt_ms >= CKPT_LAZY_MS)
+            write_checkpoints(d, now, 0);
+        uint64_t retry_at = schedule(d, now);
+        if (retry_at < wake)
+            wake = retry_at;
+        update_flow(d, inq);
+        if (now - d->last_gauge_ms >= GAUGE_MS) {
+            update_gauges(d, inq);
+            d->last_gauge_ms = now;
+        }
+
+        if (stopping && ((idle(d) && !running) || now >= deadline)) {
+            pthread_mutex_lock(&d->lock);
+            int more = d->qhead != NULL; /* a last chunk pushed while this pass ran */
+            pthread_mutex_unlock(&d->lock);
+            if (!more || now >= deadline)
+                break;
+        }
+        long timeout = POLL_MAX_MS;
+        if (wake != UINT64_MAX)
+            timeout = wake <= now ? 0 : (long)(wake - now < POLL_MAX_MS ? wake - now : POLL_MAX_MS);
+        if (stopping && deadline > now && (long)(deadline - now) < timeout)
+            timeout = (long)(deadline - now);
+        curl_multi_poll(d->multi, NULL, 0, (int)timeout, NULL);
     }
     return NULL;
 }
 
 int br_delivery_start(struct br_delivery *d)
 {
+    if (d->started)
+        return SH_EINVAL;
+    if (!d->prepared) {
+        int zero = 0;
+        int rc = br_delivery_prepare(d, 1, &zero, 0);
+        if (rc)
+            return rc;
+    }
     if (pthread_create(&d->thread, NULL, run, d))
         return SH_ENOMEM;
     d->started = 1;
     return SH_OK;
 }
 
+/* After the thread ended: abort what is in flight and count what is left. */
+static void wind_down(struct br_delivery *d)
+{
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        for (struct br_batch *b = h->head; b; b = b->next) {
+            if (b->state != B_INFLIGHT || !b->req)
+                continue;
+            struct req *r = b->req;
+            curl_multi_remove_handle(d->multi, r->easy);
+            h->in_flight--;
+            b->req = NULL;
+            b->state = B_QUEUED;
+            req_put(d, r);
+        }
+    }
+    for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) { /* arrived after the last pass */
+        nx = c->next;
+        d->undelivered += c->n;
+        gw_chunk_free(c);
+    }
+    d->qhead = d->qtail = NULL;
+    d->undelivered += left_events(d);
+}
+
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms)
 {
+    if (d->stopped)
+        return d->undelivered;
     pthread_mutex_lock(&d->lock);
     d->stopping = 1;
-    d->deadline_ms = sh_now_ms() + (uint64_t)timeout_ms;
-    pthread_cond_broadcast(&d->cond);
+    d->deadline_ms = sh_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_unlock(&d->lock);
+    curl_multi_wakeup(d->multi);
     if (d->started) {
         pthread_join(d->thread, NULL);
         d->started = 0;
     }
-    for (struct gw_chunk *c = d->head, *next; c; c = next) { /* left when the thread gave up */
-        next = c->next;
-        d->undelivered += c->n;
-        gw_chunk_free(c);
-    }
-    d->head = d->tail = NULL;
+    d->stopped = 1;
+    wind_down(d);
+    if (d->prepared)
+        write_checkpoints(d, sh_now_ms(), 1);
+    if (d->undelivered)
+        log_warn("msg=\"events not delivered before the stop deadline; the next start resumes "
+                 "from the checkpoint and Discord replays them\" events=%" PRIu64,
+                 d->undelivered);
     return d->undelivered;
+}
+
+static void free_list(struct br_batch *b)
+{
+    for (struct br_batch *nx; b; b = nx) {
+        nx = b->next;
+        br_batch_free(b);
+    }
 }
 
 void br_delivery_free(struct br_delivery *d)
@@ -293,12 +1356,37 @@ void br_delivery_free(struct br_delivery *d)
         return;
     if (d->started)
         br_delivery_stop(d, 0);
-    for (size_t i = 0; d->easy && i < d->cfg->n_webhooks; i++)
-        if (d->easy[i])
-            curl_easy_cleanup(d->easy[i]);
-    free(d->easy);
-    sh_buf_free(&d->body);
-    pthread_cond_destroy(&d->cond);
+    for (size_t i = 0; d->hooks && i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        for (struct br_batch *b = h->head; b; b = b->next)
+            if (b->req) {
+                struct req *r = b->req;
+                curl_multi_remove_handle(d->multi, r->easy);
+                req_put(d, r);
+            }
+        free_list(h->head);
+        free_list(h->over_head);
+        for (int l = 0; h->open && l < h->n_lanes; l++)
+            br_batch_free(h->open[l]);
+        free(h->open);
+        free(h->mark);
+        free(h->ws);
+        br_spool_close(h->spool);
+    }
+    for (struct req *r = d->free_reqs, *nx; r; r = nx) {
+        nx = r->next;
+        curl_easy_cleanup(r->easy);
+        free(r);
+    }
+    for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) {
+        nx = c->next;
+        gw_chunk_free(c);
+    }
+    if (d->multi)
+        curl_multi_cleanup(d->multi);
+    free(d->hooks);
+    free(d->shards);
+    free(d->local_of);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }

@@ -1,12 +1,27 @@
 /*
- * bridge/deliver.h: the delivery thread: takes event chunks from the gateway sink
- * and POSTs them to every webhook whose `events` patterns match.
+ * bridge/deliver.h: the delivery thread: everything that happens to an event after the gateway.
  *
- * This is the seam where batching across chunks, retries with dead-lettering,
- * the disk spool, flow control and checkpoints plug in. Today each chunk becomes
- * at most a few batches per webhook (split at max_batch_events/max_batch_bytes),
- * signed with Standard Webhooks headers, posted in order, and retried with
- * capped full-jitter backoff until acknowledged (2xx) or the stop deadline.
+ * The gateway hands chunks of encoded events to the sink below (one hand-off per service
+ * pass). The delivery thread routes each event (disable_events, then every webhook whose
+ * `events` patterns match), appends it to an open batch of that webhook, and POSTs closed
+ * batches with libcurl multi, signed with Standard Webhooks headers. Per webhook:
+ *
+ * - Lanes: a webhook has min(max_in_flight, shards run here) open batches; shard i goes to
+ *   lane i % lanes, so concurrent requests never share a shard. A batch closes at
+ *   max_batch_events, max_batch_bytes or max_batch_delay_ms after its first event.
+ * - Order: closed batches queue in order; a batch starts only when no earlier unacknowledged
+ *   batch of the webhook holds one of its shards, so each shard's events arrive in `s` order.
+ * - Retries: connection errors, timeouts, 408, 429 and 5xx are retried with full-jitter
+ *   backoff (retry_base_ms, retry_max_ms) or after Retry-After; other statuses dead-letter the
+ *   batch into state_dir/dead-letter/ and delivery carries on.
+ * - Memory: closed batches past max_memory_bytes spill to state_dir/spool/<key>/ and come back
+ *   in order; past spool_max_bytes (all webhooks) the gateway is asked to stop reading.
+ * - Checkpoints: per shard, state_dir/checkpoints/shard-<id>.json holds the session and the
+ *   highest s every webhook acknowledged; the next start RESUMEs from it, and replayed events
+ *   a webhook already acknowledged are not sent to it again.
+ *
+ * docs/delivery.md describes the behaviour for users. Everything here runs on the delivery
+ * thread except the functions marked otherwise.
  */
 #ifndef SHARDHOOK_BR_DELIVER_H
 #define SHARDHOOK_BR_DELIVER_H
@@ -18,15 +33,42 @@
 
 struct br_delivery;
 
+/* Check and create state_dir and its folders. Fails with SH_EIO (naming the folder in the log). */
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out);
-/* The sink to hand to the gateway; pushes are thread-safe. */
+
+/* The sink to hand to the gateway; its push is thread-safe and never blocks for long. */
 struct gw_sink br_delivery_sink(struct br_delivery *d);
-int br_delivery_start(struct br_delivery *d);
+
 /*
- * Deliver what is queued for at most timeout_ms more, then end the thread.
- * Returns the number of events left undelivered (0 when all were acknowledged).
+ * Before start: the bot's shard count and the shards this process runs. Loads their
+ * checkpoints (a checkpoint written for another shard count is ignored with a warning) and
+ * sets the spool up. Fails with SH_ENOMEM/SH_EIO/SH_EINVAL.
+ */
+int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, int n);
+
+/*
+ * After prepare: the session shard_id should RESUME (from its checkpoint). Returns 0 and fills
+ * the buffers, or SH_ENOTFOUND when the shard has to identify.
+ */
+int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *session_id,
+                            size_t sid_cap, char *resume_url, size_t url_cap, uint64_t *seq);
+
+/*
+ * Flow control: fn(ud, 1) asks the gateway to stop reading (the spool is full, or batches
+ * pile up), fn(ud, 0) to read again. Called on the delivery thread, only on changes.
+ */
+void br_delivery_set_flow(struct br_delivery *d, void (*fn)(void *ud, int paused), void *ud);
+
+int br_delivery_start(struct br_delivery *d);
+
+/*
+ * Any thread, once: close open batches, deliver what is queued for at most timeout_ms more,
+ * write checkpoints (fsync'ed) and end the thread. Returns the number of events left
+ * undelivered (0 when every one was acknowledged or dead-lettered). Without a start, only
+ * reports what is queued.
  */
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms);
+
 void br_delivery_free(struct br_delivery *d);
 
 #endif

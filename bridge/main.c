@@ -68,6 +68,40 @@ static void sleep_ms(long ms)
         ;
 }
 
+static void pause_reading(void *ud, int paused)
+{
+    gw_gateway_pause_reading(ud, paused);
+}
+
+/* Load checkpoints for the shards run here, seed those that can RESUME, start delivery. */
+static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw)
+{
+    int total = gw_gateway_total(gw), n = 0;
+    int *ids = malloc((size_t)total * sizeof(*ids));
+    if (!ids)
+        return SH_ENOMEM;
+    for (int i = 0; i < total; i++)
+        if (gw_gateway_runs(gw, i))
+            ids[n++] = i;
+    int rc = br_delivery_prepare(delivery, total, ids, n);
+    for (int i = 0; !rc && i < n; i++) {
+        char sid[128], url[512];
+        uint64_t seq;
+        if (br_delivery_resume_info(delivery, ids[i], sid, sizeof(sid), url, sizeof(url), &seq))
+            continue;
+        int src = gw_gateway_seed(gw, ids[i], sid, url, seq);
+        if (src)
+            log_warn("msg=\"checkpoint not usable; the shard identifies\" shard=%d error=\"%s\"",
+                     ids[i], sh_strerror(src));
+        else
+            log_info("msg=\"resuming from checkpoint\" shard=%d seq=%llu", ids[i],
+                     (unsigned long long)seq);
+    }
+    free(ids);
+    br_delivery_set_flow(delivery, pause_reading, gw);
+    return rc ? rc : br_delivery_start(delivery);
+}
+
 static void register_secrets(const struct cfg_config *cfg)
 {
     sh_log_add_secret(cfg->token);
@@ -144,8 +178,6 @@ int main(int argc, char **argv)
     struct gw_gateway *gw = NULL;
     struct http_server *api = NULL;
     int rc = br_delivery_new(&cfg, &delivery);
-    if (!rc)
-        rc = br_delivery_start(delivery);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         exit_code = 1;
@@ -161,6 +193,13 @@ int main(int argc, char **argv)
             snprintf(final_line, sizeof(final_line), "%s", err);
             exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
         }
+        goto out;
+    }
+    /* checkpoints: shards that have one RESUME; then delivery starts before any event flows */
+    rc = start_delivery(delivery, gw);
+    if (rc) {
+        fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
+        exit_code = 1;
         goto out;
     }
 

@@ -40,6 +40,9 @@ struct cfg_webhook {
     int max_batch_delay_ms;
     int max_in_flight;
     int timeout_ms;
+    size_t max_memory_bytes; /* closed batches kept in memory; past it they spill to the spool */
+    int retry_base_ms;       /* first retry backoff ceiling */
+    int retry_max_ms;        /* retry backoff cap */
     struct cfg_header *headers;
     size_t n_headers;
 };
@@ -74,6 +77,7 @@ struct cfg_config {
     int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
     int reconnect_max_ms;          /* backoff cap; default 60000 */
     size_t max_payload_bytes;      /* cap on one inflated gateway payload; default 64 MiB */
+    size_t spool_max_bytes;        /* disk spool of every webhook together; 0: no spool */
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
 };
 

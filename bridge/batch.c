@@ -1,0 +1,209 @@
+/* bridge/batch.c: building, closing and (de)serialising the webhook batches of bridge/batch.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/batch.h"
+#include "bridge/sign.h"
+#include "lib/errors.h"
+
+int br_batch_new(size_t cap, struct br_batch **out)
+{
+    if (cap < BR_BATCH_HEAD_LEN + BR_BATCH_TAIL_LEN)
+        return SH_EINVAL;
+    struct br_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return SH_ENOMEM;
+    sh_buf_init(&b->body, cap);
+    int rc = br_new_msg_id(b->msg_id, sizeof(b->msg_id));
+    if (!rc)
+        rc = sh_buf_append(&b->body, BR_BATCH_HEAD, BR_BATCH_HEAD_LEN);
+    if (rc) {
+        br_batch_free(b);
+        return rc == SH_EINVAL ? SH_EIO : rc;
+    }
+    *out = b;
+    return SH_OK;
+}
+
+void br_batch_free(struct br_batch *b)
+{
+    if (!b)
+        return;
+    sh_buf_free(&b->body);
+    free(b->shards);
+    free(b);
+}
+
+int br_batch_fits(const struct br_batch *b, size_t len)
+{
+    size_t need = len + (b->n_events ? 1 : 0) + BR_BATCH_TAIL_LEN;
+    return !b->closed && need >= len && b->body.len <= b->body.max &&
+           need <= b->body.max - b->body.len;
+}
+
+static struct br_batch_shard *entry_for(struct br_batch *b, uint32_t shard, uint32_t gen,
+                                        int *created)
+{
+    /* entries are few (one lane's shards); the last one is the likeliest */
+    for (uint32_t i = b->n_shards; i-- > 0;)
+        if (b->shards[i].shard == shard && b->shards[i].gen == gen)
+            return &b->shards[i];
+    if (b->n_shards == b->cap_shards) {
+        if (b->cap_shards >= BR_BATCH_MAX_SHARDS)
+            return NULL;
+        uint32_t ncap = b->cap_shards ? b->cap_shards * 2 : 2;
+        struct br_batch_shard *p = realloc(b->shards, ncap * sizeof(*p));
+        if (!p)
+            return NULL;
+        b->shards = p;
+        b->cap_shards = ncap;
+    }
+    *created = 1;
+    return &b->shards[b->n_shards]; /* counted by the caller once the append succeeded */
+}
+
+int br_batch_add(struct br_batch *b, const char *ev, size_t len, uint32_t shard, uint32_t gen,
+                 uint64_t s, uint64_t recv_ms, int *new_entry)
+{
+    if (b->closed)
+        return SH_EINVAL;
+    if (!br_batch_fits(b, len))
+        return SH_ETOOBIG;
+    int created = 0;
+    struct br_batch_shard *e = entry_for(b, shard, gen, &created);
+    if (!e)
+        return SH_ENOMEM;
+    size_t old = b->body.len;
+    int rc = b->n_events ? sh_buf_append(&b->body, ",", 1) : SH_OK;
+    if (!rc)
+        rc = sh_buf_append(&b->body, ev, len);
+    if (rc) {
+        b->body.len = old;
+        return rc;
+    }
+    if (created) {
+        *e = (struct br_batch_shard){shard, gen, s, s};
+        b->n_shards++;
+    } else {
+        if (s < e->min_s)
+            e->min_s = s;
+        if (s > e->max_s)
+            e->max_s = s;
+    }
+    if (!b->n_events || recv_ms < b->first_ms)
+        b->first_ms = recv_ms;
+    b->n_events++;
+    if (new_entry)
+        *new_entry = created;
+    return SH_OK;
+}
+
+void br_batch_close(struct br_batch *b)
+{
+    if (b->closed)
+        return;
+    /* br_batch_add kept room for these two bytes under the cap */
+    int rc = sh_buf_append(&b->body, "]}", 2);
+    (void)rc;
+    b->closed = 1;
+}
+
+/* ---- spool metadata: little-endian fixed-width fields ---- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+#define META_FIXED (1 + 4 + 4 + 8)
+#define META_ENTRY (4 + 4 + 8 + 8)
+
+int br_batch_encode_meta(const struct br_batch *b, struct sh_buf *out)
+{
+    size_t idl = strlen(b->msg_id);
+    size_t need = META_FIXED + idl + (size_t)b->n_shards * META_ENTRY;
+    int rc = sh_buf_reserve(out, need);
+    if (rc)
+        return rc;
+    unsigned char *p = (unsigned char *)out->data + out->len;
+    *p++ = (unsigned char)idl;
+    memcpy(p, b->msg_id, idl);
+    p += idl;
+    put32(p, b->n_events);
+    put32(p + 4, b->n_shards);
+    put64(p + 8, b->first_ms);
+    p += 16;
+    for (uint32_t i = 0; i < b->n_shards; i++, p += META_ENTRY) {
+        put32(p, b->shards[i].shard);
+        put32(p + 4, b->shards[i].gen);
+        put64(p + 8, b->shards[i].min_s);
+        put64(p + 16, b->shards[i].max_s);
+    }
+    out->len += need;
+    out->data[out->len] = '\0';
+    return SH_OK;
+}
+
+int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t body_len,
+                    struct br_batch **out)
+{
+    const unsigned char *p = (const unsigned char *)meta;
+    if (meta_len < META_FIXED)
+        return SH_ECORRUPT;
+    size_t idl = p[0];
+    if (!idl || idl >= BR_MSG_ID_MAX || meta_len < META_FIXED + idl)
+        return SH_ECORRUPT;
+    uint32_t n_events = get32(p + 1 + idl), n_shards = get32(p + 5 + idl);
+    if (n_shards > BR_BATCH_MAX_SHARDS ||
+        meta_len != META_FIXED + idl + (size_t)n_shards * META_ENTRY || !n_events ||
+        body_len < BR_BATCH_HEAD_LEN + BR_BATCH_TAIL_LEN ||
+        memcmp(body, BR_BATCH_HEAD, BR_BATCH_HEAD_LEN) || memcmp(body + body_len - 2, "]}", 2))
+        return SH_ECORRUPT;
+    struct br_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return SH_ENOMEM;
+    memcpy(b->msg_id, p + 1, idl);
+    b->msg_id[idl] = '\0';
+    sh_buf_init(&b->body, body_len);
+    b->shards = n_shards ? malloc(n_shards * sizeof(*b->shards)) : NULL;
+    if ((n_shards && !b->shards) || sh_buf_append(&b->body, body, body_len)) {
+        br_batch_free(b);
+        return SH_ENOMEM;
+    }
+    const unsigned char *e = p + META_FIXED + idl;
+    for (uint32_t i = 0; i < n_shards; i++, e += META_ENTRY) {
+        b->shards[i].shard = get32(e);
+        b->shards[i].gen = get32(e + 4);
+        b->shards[i].min_s = get64(e + 8);
+        b->shards[i].max_s = get64(e + 16);
+    }
+    b->n_shards = b->cap_shards = n_shards;
+    b->n_events = n_events;
+    b->first_ms = get64(p + 9 + idl);
+    b->closed = 1;
+    *out = b;
+    return SH_OK;
+}

@@ -88,4 +88,7 @@ valgrind: $(UNIT_BIN)
 clean:
 	rm -rf build
 
+# keep objects that pattern chains would otherwise delete as intermediates
+.SECONDARY:
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

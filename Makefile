@@ -5,6 +5,7 @@
 #   make test            install what is missing, then run every test (unit + integration)
 #   make SANITIZE=address,undefined test   the same under sanitizers (objects in build/sanitize)
 #   make valgrind        unit tests under valgrind
+#   make fuzz            libFuzzer on the envelope scanner and inflate (clang; FUZZ_SECONDS=60)
 #   WERROR=1             turn warnings into errors (CI)
 
 PKGS := libwebsockets libcurl libmicrohttpd openssl zlib libzstd libcjson
@@ -34,7 +35,7 @@ FAKE_OBJ := $(FAKE_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin
+.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin fuzz
 all: $(BUILD)/shardhook
 
 $(BUILD)/obj/%.o: %.c
@@ -84,6 +85,21 @@ integration: tests-bin
 
 valgrind: $(UNIT_BIN)
 	@BUILD=$(BUILD) VALGRIND=1 scripts/run-tests unit
+
+# libFuzzer harnesses for the gateway parsers (needs clang); FUZZ_SECONDS per harness
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build/fuzz/fuzz_envelope: tests/fuzz/fuzz_envelope.c gateway/envelope.c lib/errors.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) $^ -o $@
+build/fuzz/fuzz_inflate: tests/fuzz/fuzz_inflate.c gateway/inflate.c lib/buf.c lib/errors.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) $^ -lz -lzstd -o $@
+fuzz: build/fuzz/fuzz_envelope build/fuzz/fuzz_inflate
+	@mkdir -p build/fuzz/env build/fuzz/inf
+	build/fuzz/fuzz_envelope -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz/env tests/fuzz/corpus_envelope
+	build/fuzz/fuzz_inflate -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/inf tests/fuzz/corpus_inflate
 
 clean:
 	rm -rf build

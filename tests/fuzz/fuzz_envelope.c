@@ -12,10 +12,10 @@
 #include "gateway/envelope.h"
 #include "lib/errors.h"
 
-#define CHECK(c)          \
-    do {                  \
-        if (!(c))         \
-            abort();      \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -24,8 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char mark[] = "untouched";
     const char *buf = (const char *)data;
-    struct gw_envelope env = {.op = -7, .t = mark, .t_len = 3, .has_s = 5, .s = 9, .d = mark,
-                              .d_len = 4};
+    struct gw_envelope env = {
+        .op = -7, .t = mark, .t_len = 3, .has_s = 5, .s = 9, .d = mark, .d_len = 4};
     int rc = gw_envelope_scan(buf, size, &env);
     if (rc) {
         CHECK(rc == SH_EPARSE);

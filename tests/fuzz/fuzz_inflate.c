@@ -20,10 +20,10 @@
 #include "gateway/inflate.h"
 #include "lib/errors.h"
 
-#define CHECK(c)          \
-    do {                  \
-        if (!(c))         \
-            abort();      \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 enum { MAX_OUT = 1 << 20, MAX_IN = 1 << 16 };
@@ -126,10 +126,14 @@ static void round_trip(int zstd, const uint8_t *p, size_t n)
     CHECK(gw_inflate_new(zstd ? GW_COMPRESS_ZSTD : GW_COMPRESS_ZLIB, MAX_OUT, MAX_IN, &z) == 0);
     z_stream zs;
     memset(&zs, 0, sizeof(zs));
-    ZSTD_CCtx *cc = NULL;
-    if (zstd)
-        CHECK((cc = ZSTD_createCCtx()) != NULL);
-    else
+    static ZSTD_CCtx *cc; /* one encoder for the whole run: creating one costs megabytes */
+    if (zstd) {
+        if (!cc)
+            CHECK((cc = ZSTD_createCCtx()) != NULL);
+        CHECK(!ZSTD_isError(ZSTD_CCtx_reset(cc, ZSTD_reset_session_only)));
+        /* small windows (1-128 KiB) keep the decoder's allocation, and each run, cheap */
+        ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, 10 + (int)(n % 8));
+    } else
         CHECK(deflateInit(&zs, (int)(n % 10)) == Z_OK);
     const uint8_t *text = p;
     size_t at = 0;
@@ -174,9 +178,7 @@ static void round_trip(int zstd, const uint8_t *p, size_t n)
         CHECK(completions == 1);
         free(c.p);
     }
-    if (zstd)
-        ZSTD_freeCCtx(cc);
-    else
+    if (!zstd)
         deflateEnd(&zs);
     gw_inflate_free(z);
 }

@@ -95,13 +95,19 @@ static const char *skip_string(const char *p, const char *end, int *escaped)
             return NULL;
         *escaped = 1;
         switch (p[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             p += 2;
             break;
         case 'u':
-            if (end - p < 6 || !hex_digit[(unsigned char)p[2]] ||
-                !hex_digit[(unsigned char)p[3]] || !hex_digit[(unsigned char)p[4]] ||
-                !hex_digit[(unsigned char)p[5]])
+            if (end - p < 6 || !hex_digit[(unsigned char)p[2]] || !hex_digit[(unsigned char)p[3]] ||
+                !hex_digit[(unsigned char)p[4]] || !hex_digit[(unsigned char)p[5]])
                 return NULL;
             p += 6;
             break;

@@ -126,9 +126,7 @@ static int grow_out(struct gw_inflate *z)
 {
     if (z->out_cap >= z->out_limit)
         return SH_ETOOBIG;
-    size_t ncap = !z->out_cap                ? OUT_INITIAL
-                  : z->out_cap > SIZE_MAX / 2 ? SIZE_MAX
-                                              : z->out_cap * 2;
+    size_t ncap = !z->out_cap ? OUT_INITIAL : z->out_cap > SIZE_MAX / 2 ? SIZE_MAX : z->out_cap * 2;
     if (ncap > z->out_limit)
         ncap = z->out_limit;
     char *p = realloc(z->out, ncap);
@@ -141,8 +139,8 @@ static int grow_out(struct gw_inflate *z)
 
 static int ends_with_suffix(const void *p, size_t len)
 {
-    return len >= sizeof(zlib_suffix) &&
-           memcmp((const char *)p + len - sizeof(zlib_suffix), zlib_suffix, sizeof(zlib_suffix)) == 0;
+    return len >= sizeof(zlib_suffix) && memcmp((const char *)p + len - sizeof(zlib_suffix),
+                                                zlib_suffix, sizeof(zlib_suffix)) == 0;
 }
 
 /*

@@ -28,8 +28,13 @@
 #include "lib/errors.h"
 
 enum {
-    OUT_INITIAL = 16 * 1024,   /* most payloads (ACKs, messages) fit without growing */
-    SHRINK_ABOVE = 256 * 1024, /* release a bigger output or pending buffer between payloads */
+    OUT_INITIAL = 16 * 1024, /* most payloads (ACKs, messages) fit without growing */
+    /*
+     * Release a bigger output or pending buffer between payloads: at most this much stays with
+     * an idle shard (64 MiB over 1,000 shards), while the buffer freed goes back to a heap that
+     * the one gateway thread reuses for the next big payload of any shard.
+     */
+    SHRINK_ABOVE = 64 * 1024,
     /*
      * zstd window cap: the decoder allocates the window the frame header asks for, so this
      * bounds per-shard memory. 27 (128 MiB) is zstd's own default limit; a server asking for

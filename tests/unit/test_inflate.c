@@ -3,6 +3,7 @@
  * builds them: one deflate context with Z_SYNC_FLUSH per payload, one zstd context with
  * ZSTD_e_flush per payload, both for the whole connection.
  */
+#include <malloc.h>
 #include <stdint.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -726,6 +727,85 @@ TEST(zstd_reset_then_new_stream)
     gw_inflate_free(z);
 }
 
+/* ---- idle footprint ---- */
+
+/* Bytes in use on the heap, or 0 where mallinfo2 does not see the real allocator. */
+static size_t heap_in_use(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+    return 0; /* ASan replaces malloc; mallinfo2 would report glibc's idle arena */
+#else
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/*
+ * After a payload of several MB, the next small payload releases the big buffers: what the
+ * context holds drops back near its idle size (the zlib window, zstd's window for its frame).
+ */
+static void check_shrinks(enum gw_compress kind)
+{
+    struct gw_inflate *z;
+    struct zc c;
+    struct zsc sc;
+    ASSERT_EQ(gw_inflate_new(kind, 8 << 20, 8 << 20, &z), 0);
+    if (kind == GW_COMPRESS_ZLIB)
+        zc_init(&c);
+    else
+        zsc_init(&sc);
+    size_t sizes[] = {100, 3 << 20, 100};
+    struct bytes m[3] = {{0}};
+    char *pl[3];
+    for (int i = 0; i < 3; i++) {
+        pl[i] = make_payload(sizes[i], (unsigned)i);
+        if (kind == GW_COMPRESS_ZLIB)
+            zc_payload(&c, pl[i], sizes[i], &m[i]);
+        else
+            zsc_payload(&sc, pl[i], sizes[i], &m[i]);
+    }
+    const char *out;
+    size_t out_len;
+    int done;
+    size_t used[3];
+    for (int i = 0; i < 3; i++) {
+        /* the zlib payloads come split, so the pending input grows too */
+        size_t half = kind == GW_COMPRESS_ZLIB ? m[i].len / 2 : 0;
+        if (half) {
+            ASSERT_EQ(gw_inflate_feed(z, m[i].p, half, &out, &out_len, &done), 0);
+            ASSERT_EQ(done, 0);
+        }
+        ASSERT_EQ(gw_inflate_feed(z, m[i].p + half, m[i].len - half, &out, &out_len, &done), 0);
+        ASSERT_EQ(done, 1);
+        ASSERT_EQ(out_len, sizes[i]);
+        ASSERT(memcmp(out, pl[i], sizes[i]) == 0);
+        used[i] = heap_in_use();
+    }
+    if (used[0] && used[1] && used[2]) {
+        ASSERT(used[1] > used[0] + (3u << 20));  /* the big payload is held while it is valid */
+        ASSERT(used[2] < used[0] + (64u << 10)); /* and released by the next call */
+    }
+    for (int i = 0; i < 3; i++) {
+        free(m[i].p);
+        free(pl[i]);
+    }
+    if (kind == GW_COMPRESS_ZLIB)
+        zc_end(&c);
+    else
+        zsc_end(&sc);
+    gw_inflate_free(z);
+}
+
+TEST(zlib_big_buffers_are_released)
+{
+    check_shrinks(GW_COMPRESS_ZLIB);
+}
+
+TEST(zstd_big_buffers_are_released)
+{
+    check_shrinks(GW_COMPRESS_ZSTD);
+}
+
 /* ---- none, arguments, names ---- */
 
 TEST(none_passes_through)
@@ -767,4 +847,6 @@ TEST_MAIN(RUN(zlib_several_payloads_in_a_row); RUN(zlib_payload_split_across_mes
           RUN(zstd_several_payloads_in_a_row); RUN(zstd_output_larger_than_internal_buffers);
           RUN(zstd_corrupt_and_output_cap); RUN(zstd_mutated_streams_never_crash);
           RUN(zstd_empty_messages_do_not_stall_the_stream); RUN(zstd_window_is_bounded);
-          RUN(zstd_reset_then_new_stream); RUN(none_passes_through); RUN(bad_arguments_and_names);)
+          RUN(zstd_reset_then_new_stream); RUN(zlib_big_buffers_are_released);
+          RUN(zstd_big_buffers_are_released); RUN(none_passes_through);
+          RUN(bad_arguments_and_names);)

@@ -1335,6 +1335,14 @@ static const struct directive http_dirs[] = {
      .type = "string or null",
      .doc = "bearer token for `/v1/*` and `/metrics`; required when listen is not loopback",
      .missing = "must not be empty (leave it out, or null, to turn authentication off)"},
+    {.name = "request_timeout_ms",
+     .set = set_int,
+     .off = C_OFF(http_request_timeout_ms),
+     .min = 1,
+     .max = 120000,
+     .def = "10000",
+     .doc = "how long members, channel-info and soundboard requests wait for Discord's reply; "
+            "a body's `timeout_ms` overrides it"},
 };
 static const struct section http_section = {http_dirs, COUNT(http_dirs), check_http};
 
@@ -1346,6 +1354,14 @@ static const struct directive testing_dirs[] = {
      .max = 5000,
      .def = "5000",
      .doc = "test-only: shortens Discord's 5 s identify window; for fake gateways only"},
+    {.name = "member_window_ms",
+     .set = set_int,
+     .off = C_OFF(testing_member_window_ms),
+     .min = 100,
+     .max = 30000,
+     .def = "30000",
+     .doc = "test-only: shortens Discord's 30 s window between all-members requests for one "
+            "guild; for fake gateways only"},
 };
 static const struct section testing_section = {testing_dirs, COUNT(testing_dirs), NULL};
 
@@ -1356,14 +1372,6 @@ static const struct directive top_dirs[] = {
      .flags = D_SECRET | D_STRIP_BOT,
      .type = "string",
      .def_note = "`$DISCORD_TOKEN`",
-    {.name = "request_timeout_ms",
-     .set = set_int,
-     .off = C_OFF(http_request_timeout_ms),
-     .min = 1,
-     .max = 120000,
-     .def = "10000",
-     .doc = "how long members, channel-info and soundboard requests wait for Discord's reply; "
-            "a body's `timeout_ms` overrides it"},
      .doc = "bot token (a leading `Bot ` is dropped); an empty value is an error",
      .missing = "missing (set \"token\" or DISCORD_TOKEN)"},
     {.name = "api_base",
@@ -1375,14 +1383,6 @@ static const struct directive top_dirs[] = {
      .doc = "Discord REST base; a trailing slash is dropped"},
     {.name = "intents",
      .set = set_intents,
-    {.name = "member_window_ms",
-     .set = set_int,
-     .off = C_OFF(testing_member_window_ms),
-     .min = 100,
-     .max = 30000,
-     .def = "30000",
-     .doc = "test-only: shortens Discord's 30 s window between all-members requests for one "
-            "guild; for fake gateways only"},
      .off = C_OFF(intents),
      .def = "[\"GUILDS\"]",
      .type = "list of names or integer",

@@ -69,21 +69,21 @@ struct cfg_config {
     size_t n_disable_events;
     char *http_listen;     /* "host:port"; default "127.0.0.1:7878" */
     char *http_token;      /* NULL when unset */
+    int http_request_timeout_ms; /* default wait for gateway replies to control requests */
     char *state_dir;       /* default "./state" */
     char *log_level;       /* debug|info|warn|error; default info */
     int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
-    int http_request_timeout_ms; /* default wait for gateway replies to control requests */
     int shutdown_timeout_ms;       /* default 10000 */
     int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
     int reconnect_max_ms;          /* backoff cap; default 60000 */
     size_t max_payload_bytes;      /* cap on one inflated gateway payload; default 64 MiB */
     size_t spool_max_bytes;        /* disk spool of every webhook together; 0: no spool */
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
+    int testing_member_window_ms; /* "testing.member_window_ms": default 30000; tests only */
 };
 
 /* A config file larger than this is refused. */
 #define CFG_MAX_FILE_BYTES (1024 * 1024)
-    int testing_member_window_ms; /* "testing.member_window_ms": default 30000; tests only */
 
 /*
  * Load and validate path into *out. On failure returns SH_ECONFIG (SH_ENOMEM when

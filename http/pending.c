@@ -257,6 +257,7 @@ static int insert(struct http_pending *p, struct http_waiter *w)
     p->waiters = w;
     atomic_fetch_add(&p->n_waiters, 1);
     sh_metric_set(p->m_suspended, atomic_load(&p->n_waiters));
+    pthread_cond_signal(&p->cond); /* the worker recomputes its next deadline */
     return 0;
 }
 
@@ -351,9 +352,13 @@ int http_pending_members(struct http_pending *p, const struct http_members_req *
                    "30 s window",
                    &dl);
         } else if (s->at && now < s->at + window) {
-            /* repeat inside the window: wait client-side (suspended) until it passes */
+            /*
+             * Repeat inside the window: wait client-side (suspended) until it has passed, plus a
+             * margin (1 s for Discord's 30 s) so that latency on the way cannot make it early.
+             */
+            uint64_t margin = window / 20 + 100 < 1000 ? window / 20 + 100 : 1000;
             w->state = W_SCHEDULED;
-            w->send_at = s->at + window;
+            w->send_at = s->at + window + margin;
             w->deadline = w->send_at + (uint64_t)w->timeout_ms;
             s->at = w->send_at;
             log_info("msg=\"all-members request waits for the guild's window\" guild=%" PRIu64

@@ -6,6 +6,7 @@
  *   fake_discord.c  main, options, the lws context, REST and the control API
  *   gateway.c       gateway connections and sessions: compression, client payloads, dispatch
  *   events.c        realistic event bodies built with snprintf (no JSON trees on the hot path)
+ *   replies.c       answers to ops 4, 8, 31 and 43, and the scripts that shape them
  *   record.c        the log served by GET /_fake/log
  */
 #ifndef SHARDHOOK_FAKE_H
@@ -51,6 +52,7 @@ struct fk_opts {
     long send_limit;
     long send_window_ms;
     long history;
+    long members_window_ms; /* one all-members request per guild per this (Discord: 30 s) */
 };
 
 /* One websocket message, shared by reference between a session's history and send queues. */
@@ -180,6 +182,15 @@ int fk_ev_guild_create(char *buf, size_t cap, int shard, int total, int index);
 int fk_ev_message(char *buf, size_t cap, int shard, int total, uint64_t n, uint64_t salt);
 /* A realistic event of a type chosen by k; *t receives its name. */
 int fk_ev_trickle(char *buf, size_t cap, int shard, int total, uint64_t k, const char **t);
+
+/* replies.c: answers to ops 4, 8, 31, 43 (each returns 0) and the scripts tests set */
+int fk_on_voice_state(struct fk_conn *c, const cJSON *d);
+int fk_on_request_members(struct fk_conn *c, const cJSON *d);
+int fk_on_soundboard(struct fk_conn *c, const cJSON *d);
+int fk_on_channel_info(struct fk_conn *c, const cJSON *d);
+/* POST /_fake/members and /_fake/quiet: 0 with the new state as JSON in out, -1 with why. */
+int fk_ctl_members(const cJSON *body, char *out, size_t cap);
+int fk_ctl_quiet(const cJSON *body, char *out, size_t cap);
 
 /* record.c */
 /* The log takes ownership of r; fails (SH_ETOOBIG) when full, leaving r to the caller. */

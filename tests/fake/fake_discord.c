@@ -429,6 +429,22 @@ static int ctl_rest_fail(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respondf(wsi, h, 200, "{\"count\":%ld,\"status\":%ld}", count, status);
 }
 
+static int ctl_members(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    char out[512];
+    if (fk_ctl_members(body, out, sizeof(out)))
+        return bad_request(wsi, h, out);
+    return respondf(wsi, h, 200, "%s", out);
+}
+
+static int ctl_quiet(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    char out[256];
+    if (fk_ctl_quiet(body, out, sizeof(out)))
+        return bad_request(wsi, h, out);
+    return respondf(wsi, h, 200, "%s", out);
+}
+
 static int ctl_log(struct lws *wsi, struct http_req *h)
 {
     struct sh_buf out;
@@ -453,6 +469,8 @@ static const struct route {
     {"/_fake/close", ctl_close},
     {"/_fake/ack", ctl_ack},
     {"/_fake/rest-fail", ctl_rest_fail},
+    {"/_fake/members", ctl_members},
+    {"/_fake/quiet", ctl_quiet},
 };
 
 static int is_gateway_path(const char *p)
@@ -611,7 +629,7 @@ static void usage(FILE *f)
           "  [--max-concurrency N] [--session-total N] [--session-remaining N]\n"
           "  [--reset-after-ms N] [--heartbeat-ms N] [--identify-interval-ms N] [--guilds N]\n"
           "  [--unavailable-forever N] [--trickle-ms N] [--zlib-split N] [--send-limit N]\n"
-          "  [--send-window-ms N] [--history N]\n",
+          "  [--send-window-ms N] [--history N] [--members-window-ms N]\n",
           f);
 }
 
@@ -648,6 +666,7 @@ static int parse_args(int argc, char **argv)
         {"send-limit", 1, 0, 'l'},
         {"send-window-ms", 1, 0, 'w'},
         {"history", 1, 0, 'y'},
+        {"members-window-ms", 1, 0, 'm'},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -669,7 +688,8 @@ static int parse_args(int argc, char **argv)
                           .zlib_split = 2,
                           .send_limit = 120,
                           .send_window_ms = 60000,
-                          .history = 100000};
+                          .history = 100000,
+                          .members_window_ms = 30000};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *name = "";
@@ -734,6 +754,9 @@ static int parse_args(int argc, char **argv)
             break;
         case 'y':
             rc = parse_long(name, optarg, 0, 100000000, &o->history);
+            break;
+        case 'm':
+            rc = parse_long(name, optarg, 0, 3600000, &o->members_window_ms);
             break;
         case 'h':
             usage(stdout);

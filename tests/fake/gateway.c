@@ -603,15 +603,21 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
 
 /*
  * Client ops. needs_auth: only after IDENTIFY/RESUME. A NULL handler records the payload
- * (the log already has it) and answers nothing yet.
+ * (the log already has it) and answers nothing; ops 4, 8, 31 and 43 are answered in replies.c.
  */
 static const struct op_rule {
     int op;
     int needs_auth;
     int (*fn)(struct fk_conn *c, const cJSON *d);
 } op_rules[] = {
-    {1, 0, on_heartbeat}, {2, 0, on_identify}, {6, 0, on_resume}, {3, 1, NULL},
-    {4, 1, NULL},         {8, 1, NULL},        {31, 1, NULL},     {43, 1, NULL},
+    {1, 0, on_heartbeat},
+    {2, 0, on_identify},
+    {6, 0, on_resume},
+    {3, 1, NULL},
+    {4, 1, fk_on_voice_state},
+    {8, 1, fk_on_request_members},
+    {31, 1, fk_on_soundboard},
+    {43, 1, fk_on_channel_info},
 };
 
 static int only_space(const char *p, const char *end)

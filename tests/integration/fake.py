@@ -10,6 +10,8 @@ Standard library only (urllib). Every call is JSON in and out on 127.0.0.1:
     f.ack(0, True)                                        # withhold heartbeat ACKs
     f.rest_fail(2, 429, retry_after=1.5)
     f.received(op=2)                                      # IDENTIFY payloads the fake got
+    f.members(chunks=3, rate_limited=1)                   # script op 8's answers
+    f.quiet(ops=[43])                                     # leave op 43 unanswered
 
 A call the fake answers with a non-2xx status raises FakeError (status, body); request() gives
 the raw (status, body) instead.
@@ -107,6 +109,31 @@ class Fake:
     def rest_fail(self, count, status, retry_after=None):
         """The next count calls of /gateway/bot answer status (429: with Retry-After)."""
         return self._post("/_fake/rest-fail", count=count, status=status, retry_after=retry_after)
+
+    def members(self, chunks=None, count=None, rate_limited=None, retry_after=None,
+                send_chunks=None, silent=None, not_found=None, reset=None):
+        """Script the answers to op 8 (REQUEST_GUILD_MEMBERS). Every field is kept until changed:
+        chunks: GUILD_MEMBERS_CHUNKs per answer (default 1); count: members of a guild in an
+        all-members answer (default 5; a query answers min(limit, count) named QUERY-member-N);
+        rate_limited: the next N requests get RATE_LIMITED {opcode 8, retry_after, meta {guild_id,
+        nonce}} instead; retry_after: its seconds (default 0.2); send_chunks: only the first N
+        chunks go out (-1: all); silent: no answer at all; not_found: user ids reported missing;
+        reset=True: back to the defaults and forget the per-guild all-members windows.
+        Independently of the script, a second all-members request (query "", limit 0) for a guild
+        within --members-window-ms (30 s) gets RATE_LIMITED and logs a "member request window"
+        violation. -> the script now, plus "requests": op 8 payloads seen."""
+        return self._post("/_fake/members", chunks=chunks, count=count, rate_limited=rate_limited,
+                          retry_after=retry_after, send_chunks=send_chunks, silent=silent,
+                          not_found=not_found, reset=reset)
+
+    def quiet(self, ops=None, guild_ids=None):
+        """Leave requests unanswered (they are still recorded): ops lists opcodes (4, 8, 31, 43)
+        never answered; guild_ids lists guilds whose replies are skipped (a soundboard request
+        for several guilds then answers only the others). Each list replaces the previous one;
+        pass [] to clear it. Answers to ops 4/31/43: VOICE_STATE_UPDATE (+ VOICE_SERVER_UPDATE
+        when joining a channel), one SOUNDBOARD_SOUNDS per guild (two sounds each), and
+        CHANNEL_INFO with the guild's voice channel and the requested fields."""
+        return self._post("/_fake/quiet", ops=ops, guild_ids=guild_ids)
 
     def log(self):
         return self._call("GET", "/_fake/log")

@@ -725,8 +725,12 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
             d->undelivered++;
             continue;
         }
-        if (fresh)
+        if (fresh) {
+            /* W's first unacknowledged batch of X: everything of X before it is settled */
+            if (!ws->pending && e->s - 1 > ws->last_acked)
+                ws->last_acked = e->s - 1;
             ws->pending++;
+        }
         if ((int)b->n_events >= w->max_batch_events)
             close_lane(d, h, lane);
     }

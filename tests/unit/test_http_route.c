@@ -1,0 +1,111 @@
+/* tests/unit/test_http_route.c: the control API's route table and path parameters (http/route.c). */
+#include <stdint.h>
+
+#include "http/route.h"
+#include "test.h"
+
+TEST(every_route_matches)
+{
+    static const struct {
+        enum http_method m;
+        const char *path;
+        enum http_route want;
+        const char *param;
+        int auth;
+    } cases[] = {
+        {HTTP_GET, "/", HTTP_ROUTE_STATUS_PAGE, "", 0},
+        {HTTP_HEAD, "/", HTTP_ROUTE_STATUS_PAGE, "", 0},
+        {HTTP_GET, "/healthz", HTTP_ROUTE_HEALTHZ, "", 0},
+        {HTTP_GET, "/readyz", HTTP_ROUTE_READYZ, "", 0},
+        {HTTP_GET, "/metrics", HTTP_ROUTE_METRICS, "", 1},
+        {HTTP_GET, "/v1/gateway", HTTP_ROUTE_GATEWAY, "", 1},
+        {HTTP_GET, "/v1/shards", HTTP_ROUTE_SHARDS, "", 1},
+        {HTTP_GET, "/v1/shards/12", HTTP_ROUTE_SHARD, "12", 1},
+        {HTTP_POST, "/v1/shards/3/reconnect", HTTP_ROUTE_RECONNECT, "3", 1},
+        {HTTP_POST, "/v1/shards/3/send", HTTP_ROUTE_SEND, "3", 1},
+        {HTTP_POST, "/v1/presence", HTTP_ROUTE_PRESENCE, "", 1},
+        {HTTP_POST, "/v1/guilds/81384788765712384/members", HTTP_ROUTE_MEMBERS,
+         "81384788765712384", 1},
+        {HTTP_POST, "/v1/guilds/5/channel-info", HTTP_ROUTE_CHANNEL_INFO, "5", 1},
+        {HTTP_POST, "/v1/guilds/5/voice-state", HTTP_ROUTE_VOICE_STATE, "5", 1},
+        {HTTP_POST, "/v1/soundboard-sounds", HTTP_ROUTE_SOUNDBOARD, "", 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_match m;
+        http_route_match(cases[i].m, cases[i].path, &m);
+        ASSERT_EQ(m.status, 0);
+        ASSERT_EQ(m.route, cases[i].want);
+        ASSERT_STR_EQ(m.param, cases[i].param);
+        ASSERT_EQ(m.auth, cases[i].auth);
+    }
+}
+
+TEST(unknown_paths_are_404_and_wrong_methods_405)
+{
+    struct http_match m;
+    const char *missing[] = {"/v1", "/v1/", "/v1/shards/", "/v1/shards//send", "/v1/shards/1/x",
+                             "/v1/guilds/1", "/healthz/", "", "/v1/shards/1/send/more",
+                             "/v1/shards/123456789012345678901234567890123/send"};
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+        http_route_match(HTTP_GET, missing[i], &m);
+        ASSERT_EQ(m.status, 404);
+        ASSERT_EQ(m.route, HTTP_ROUTE_NONE);
+    }
+    http_route_match(HTTP_POST, "/v1/shards", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "GET, HEAD");
+    http_route_match(HTTP_GET, "/v1/presence", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "POST");
+    ASSERT_EQ(m.auth, 1);
+    http_route_match(HTTP_GET, "/v1/shards/2/reconnect", &m);
+    ASSERT_EQ(m.status, 405);
+    http_route_match(HTTP_GET, NULL, &m);
+    ASSERT_EQ(m.status, 404);
+}
+
+TEST(methods_parse)
+{
+    ASSERT_EQ(http_method_parse("GET"), HTTP_GET);
+    ASSERT_EQ(http_method_parse("HEAD"), HTTP_HEAD);
+    ASSERT_EQ(http_method_parse("POST"), HTTP_POST);
+    ASSERT_EQ(http_method_parse("get"), HTTP_OTHER);
+    ASSERT_EQ(http_method_parse("DELETE"), HTTP_OTHER);
+    ASSERT_EQ(http_method_parse(NULL), HTTP_OTHER);
+}
+
+TEST(route_names_are_stable_labels)
+{
+    ASSERT_STR_EQ(http_route_name(HTTP_ROUTE_SHARD), "/v1/shards/{id}");
+    ASSERT_STR_EQ(http_route_name(HTTP_ROUTE_MEMBERS), "/v1/guilds/{guild_id}/members");
+    ASSERT_STR_EQ(http_route_name(HTTP_ROUTE_NONE), "unmatched");
+}
+
+TEST(shard_ids)
+{
+    int id = -1;
+    ASSERT_EQ(http_parse_shard_id("0", &id), 0);
+    ASSERT_EQ(id, 0);
+    ASSERT_EQ(http_parse_shard_id("65535", &id), 0);
+    ASSERT_EQ(id, 65535);
+    const char *bad[] = {"", "-1", "65536", "01", "1a", " 1", "+1", "999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ASSERT(http_parse_shard_id(bad[i], &id) < 0);
+}
+
+TEST(snowflakes)
+{
+    uint64_t v = 0;
+    ASSERT_EQ(http_parse_snowflake("81384788765712384", &v), 0);
+    ASSERT(v == 81384788765712384ULL);
+    ASSERT_EQ(http_parse_snowflake("18446744073709551615", &v), 0);
+    ASSERT(v == UINT64_MAX);
+    const char *bad[] = {"", "0", "012", "18446744073709551616", "99999999999999999999",
+                         "123456789012345678901", "12a", "-5", "1.0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ASSERT(http_parse_snowflake(bad[i], &v) < 0);
+}
+
+TEST_MAIN(RUN(every_route_matches); RUN(unknown_paths_are_404_and_wrong_methods_405);
+          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids);
+          RUN(snowflakes);)

@@ -85,7 +85,8 @@ static int push_seg(struct br_spool *sp, struct seg s, int front)
         sp->cap_segs = ncap;
     }
     if (front) {
-        memmove(sp->segs + 1, sp->segs, sp->n_segs * sizeof(*sp->segs));
+        if (sp->n_segs)
+            memmove(sp->segs + 1, sp->segs, sp->n_segs * sizeof(*sp->segs));
         sp->segs[0] = s;
     } else {
         sp->segs[sp->n_segs] = s;
@@ -230,7 +231,8 @@ static int adopt(struct br_spool *sp, int keep)
     closedir(dp);
     if (rc)
         return rc;
-    qsort(sp->segs, sp->n_segs, sizeof(*sp->segs), cmp_seg);
+    if (sp->n_segs)
+        qsort(sp->segs, sp->n_segs, sizeof(*sp->segs), cmp_seg);
     for (size_t i = 0; i < sp->n_segs && !rc; i++)
         rc = scan_segment(sp, &sp->segs[i]);
     return rc;
@@ -388,7 +390,8 @@ static void drop_head(struct br_spool *sp)
     if (unlink(path) && errno != ENOENT)
         log_warn("msg=\"cannot delete a drained spool segment\" file=\"%s\" error=\"%s\"", path,
                  strerror(errno));
-    memmove(sp->segs, sp->segs + 1, (sp->n_segs - 1) * sizeof(*sp->segs));
+    if (sp->n_segs > 1)
+        memmove(sp->segs, sp->segs + 1, (sp->n_segs - 1) * sizeof(*sp->segs));
     sp->n_segs--;
     sp->roff = 0;
 }

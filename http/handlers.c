@@ -47,8 +47,8 @@ static int unknown_fields(const cJSON *obj, const char *const *allowed, struct h
                 break;
             off += (size_t)n;
         }
-        http_reply_error(r, 400, "unknown_field", "unknown field \"%.64s\" (known: %s)",
-                         it->string, allowed[0] ? list : "none");
+        http_reply_error(r, 400, "unknown_field", "unknown field \"%.64s\" (known: %s)", it->string,
+                         allowed[0] ? list : "none");
         return 1;
     }
     return 0;
@@ -97,8 +97,7 @@ static int parse_body(const char *body, size_t len, cJSON **out, struct http_rep
     if (!j) {
         const char *at = cJSON_GetErrorPtr();
         long off = at && at >= body && at <= body + len ? (long)(at - body) : -1;
-        http_reply_error(r, 400, "invalid_json", "the body is not valid JSON (near byte %ld)",
-                         off);
+        http_reply_error(r, 400, "invalid_json", "the body is not valid JSON (near byte %ld)", off);
         return 1;
     }
     for (; end && end < body + len; end++) {
@@ -150,8 +149,8 @@ static void explain(struct http_ctx *ctx, int rc, int shard, struct gw_failure *
         break;
     case SH_EAGAIN: {
         struct gw_shard_info si;
-        int up = !ctx->ops->shard_info(ctx->gw, shard, &si) && si.status &&
-                 !strcmp(si.status, "ready");
+        int up =
+            !ctx->ops->shard_info(ctx->gw, shard, &si) && si.status && !strcmp(si.status, "ready");
         if (up) {
             f->status = 429, f->code = "send_queue_full", f->retry_after = 1;
             snprintf(f->msg, sizeof(f->msg),
@@ -503,7 +502,8 @@ static int post_send(struct http_ctx *ctx, const char *param, const cJSON *body,
     if (get_int(opj, 0, 255, &op))
         return bad_field(r, "op", "an integer opcode from 0 to 255");
     if (!d)
-        return http_reply_error(r, 400, "missing_field", "d: required (null when the op has no data)");
+        return http_reply_error(r, 400, "missing_field",
+                                "d: required (null when the op has no data)");
     if (op == 2 || op == 6)
         return http_reply_error(r, 400, "forbidden_op",
                                 "op %ld (%s) is sent by shardhook itself and cannot be sent raw",
@@ -777,8 +777,8 @@ static int start_waiting(struct http_call *call, int rc_of_start, struct http_re
 static int post_members(struct http_ctx *ctx, struct http_call *call, const char *param,
                         const cJSON *body, struct http_reply *r)
 {
-    static const char *const allowed[] = {"query", "limit", "user_ids", "presences",
-                                          "timeout_ms", NULL};
+    static const char *const allowed[] = {"query",     "limit",      "user_ids",
+                                          "presences", "timeout_ms", NULL};
     uint64_t gid;
     int shard, timeout_ms;
     if (route_guild(ctx, param, &gid, &shard, r) || unknown_fields(body, allowed, r) ||
@@ -892,7 +892,8 @@ static int post_soundboard(struct http_ctx *ctx, struct http_call *call, const c
     static const char *const allowed[] = {"guild_ids", "timeout_ms", NULL};
     int timeout_ms;
     if (!body)
-        return http_reply_error(r, 400, "missing_body", "a body {\"guild_ids\": [...]} is required");
+        return http_reply_error(r, 400, "missing_body",
+                                "a body {\"guild_ids\": [...]} is required");
     if (unknown_fields(body, allowed, r) || get_timeout(ctx, body, &timeout_ms, r))
         return 0;
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(body, "guild_ids");

@@ -27,11 +27,11 @@ struct http_ctx {
 
 /* The connection a handler may suspend; server.c fills it. */
 struct http_call {
-    void *token;                   /* the MHD connection */
-    void (*suspend)(void *token);  /* called right before a waiter is created */
-    void (*resume)(void *token);   /* called when suspending turned out unnecessary */
-    struct http_waiter *waiter;    /* set when the answer will come from the pending table */
-    int suspended;                 /* set by the handler when it suspended the connection */
+    void *token;                  /* the MHD connection */
+    void (*suspend)(void *token); /* called right before a waiter is created */
+    void (*resume)(void *token);  /* called when suspending turned out unnecessary */
+    struct http_waiter *waiter;   /* set when the answer will come from the pending table */
+    int suspended;                /* set by the handler when it suspended the connection */
 };
 
 /*

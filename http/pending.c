@@ -25,9 +25,9 @@
 #include "lib/metrics.h"
 #include "lib/rand.h"
 
-#define MAX_CHUNKS 100000     /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
-#define MAX_SLOTS 4096        /* guilds remembered for the all-members window */
-#define MAX_PAYLOAD 4096      /* Discord's cap on one gateway payload */
+#define MAX_CHUNKS 100000 /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
+#define MAX_SLOTS 4096    /* guilds remembered for the all-members window */
+#define MAX_PAYLOAD 4096  /* Discord's cap on one gateway payload */
 
 enum wkind { W_MEMBERS = 0, W_CHANNEL_INFO, W_SOUNDBOARD };
 enum wstate { W_SCHEDULED = 0, W_SENT, W_DONE };
@@ -229,8 +229,7 @@ static struct slot *find_slot(struct http_pending *p, uint64_t guild_id, uint64_
     return free_slot; /* NULL: 4096 guilds inside their window at once */
 }
 
-static int make_waiter(enum wkind kind, void *token, int timeout_ms,
-                       struct http_waiter **out)
+static int make_waiter(enum wkind kind, void *token, int timeout_ms, struct http_waiter **out)
 {
     struct http_waiter *w = calloc(1, sizeof(*w));
     if (!w)
@@ -312,8 +311,7 @@ int http_pending_members(struct http_pending *p, const struct http_members_req *
     pthread_mutex_lock(&p->lock);
     uint64_t n = ++p->nonce_counter;
     pthread_mutex_unlock(&p->lock);
-    snprintf(w->nonce, sizeof(w->nonce), "shm%" PRIx64 "-%08" PRIx32, n,
-             (uint32_t)sh_rand_u64());
+    snprintf(w->nonce, sizeof(w->nonce), "shm%" PRIx64 "-%08" PRIx32, n, (uint32_t)sh_rand_u64());
     int len = rc ? -1
                  : snprintf(w->payload, sizeof(w->payload),
                             "{\"op\":8,\"d\":{\"guild_id\":\"%" PRIu64 "\",%s,\"presences\":%s,"
@@ -756,8 +754,8 @@ static void timeout_msg(struct http_waiter *w, char *msg, size_t cap)
         snprintf(msg, cap, "no CHANNEL_INFO arrived within %d ms", w->timeout_ms);
         break;
     case W_SOUNDBOARD:
-        snprintf(msg, cap, "got SOUNDBOARD_SOUNDS for %d of %d guilds within %d ms",
-                 w->n_answered, w->n_guilds, w->timeout_ms);
+        snprintf(msg, cap, "got SOUNDBOARD_SOUNDS for %d of %d guilds within %d ms", w->n_answered,
+                 w->n_guilds, w->timeout_ms);
         break;
     }
 }
@@ -846,9 +844,9 @@ int http_pending_new(const struct http_pending_cfg *cfg, struct http_pending **o
                                       "Control requests that waited for gateway replies, by "
                                       "kind and outcome",
                                       "kind,outcome");
-    p->m_replies = sh_metric_counter("shardhook_api_gateway_replies_total",
-                                     "Gateway replies matched to waiting control requests",
-                                     "event");
+    p->m_replies =
+        sh_metric_counter("shardhook_api_gateway_replies_total",
+                          "Gateway replies matched to waiting control requests", "event");
     p->m_suspended = sh_metric_gauge("shardhook_api_suspended_requests",
                                      "Control requests suspended while waiting for Discord", NULL);
     sh_metric_set(p->m_suspended, 0);

@@ -23,7 +23,7 @@
 #define HTTP_MAX_SOUNDBOARD_GUILDS 100 /* guild_ids in one soundboard request */
 #define HTTP_MAX_RATE_LIMIT_RETRIES 3  /* RATE_LIMITED replies retried before 429 */
 #define HTTP_MAX_RETRY_AFTER_MS 60000  /* a longer retry_after is not waited for: 429 at once */
-#define HTTP_MAX_REPLY_BYTES ((size_t)32 << 20) /* reply payloads merged into one answer */
+#define HTTP_MAX_REPLY_BYTES ((size_t)32 << 20)  /* reply payloads merged into one answer */
 #define HTTP_MAX_INBOX_BYTES ((size_t)128 << 20) /* replies copied but not yet processed */
 
 struct http_pending;
@@ -41,10 +41,10 @@ struct http_pending_cfg {
 struct http_members_req {
     uint64_t guild_id;
     int shard;
-    const char *query;   /* NULL when user_ids are given */
+    const char *query; /* NULL when user_ids are given */
     int limit;
     const uint64_t *user_ids;
-    int n_user_ids;      /* 1..100 when query is NULL */
+    int n_user_ids; /* 1..100 when query is NULL */
     int presences;
     int timeout_ms;
 };

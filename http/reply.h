@@ -16,14 +16,14 @@
 #define HTTP_MAX_ANSWER ((size_t)64 << 20) /* one answer body: merged member lists are big */
 
 struct http_reply {
-    int status;                /* 0 until set */
-    struct sh_buf body;        /* capped at HTTP_MAX_ANSWER */
-    const char *static_body;   /* instead of body: constant text, not copied (status page) */
+    int status;              /* 0 until set */
+    struct sh_buf body;      /* capped at HTTP_MAX_ANSWER */
+    const char *static_body; /* instead of body: constant text, not copied (status page) */
     size_t static_len;
-    const char *content_type;  /* default "application/json" */
-    char retry_after[16];      /* Retry-After seconds, "" for none */
-    char allow[32];            /* Allow header with 405 */
-    int www_authenticate;      /* 1: add WWW-Authenticate: Bearer with 401 */
+    const char *content_type; /* default "application/json" */
+    char retry_after[16];     /* Retry-After seconds, "" for none */
+    char allow[32];           /* Allow header with 405 */
+    int www_authenticate;     /* 1: add WWW-Authenticate: Bearer with 401 */
 };
 
 void http_reply_init(struct http_reply *r);

@@ -11,20 +11,20 @@
 
 enum http_route {
     HTTP_ROUTE_NONE = 0,
-    HTTP_ROUTE_STATUS_PAGE, /* GET / */
-    HTTP_ROUTE_HEALTHZ,     /* GET /healthz */
-    HTTP_ROUTE_READYZ,      /* GET /readyz */
-    HTTP_ROUTE_METRICS,     /* GET /metrics */
-    HTTP_ROUTE_GATEWAY,     /* GET /v1/gateway */
-    HTTP_ROUTE_SHARDS,      /* GET /v1/shards */
-    HTTP_ROUTE_SHARD,       /* GET /v1/shards/{id} */
-    HTTP_ROUTE_RECONNECT,   /* POST /v1/shards/{id}/reconnect */
-    HTTP_ROUTE_SEND,        /* POST /v1/shards/{id}/send */
-    HTTP_ROUTE_PRESENCE,    /* POST /v1/presence */
-    HTTP_ROUTE_MEMBERS,     /* POST /v1/guilds/{guild_id}/members */
+    HTTP_ROUTE_STATUS_PAGE,  /* GET / */
+    HTTP_ROUTE_HEALTHZ,      /* GET /healthz */
+    HTTP_ROUTE_READYZ,       /* GET /readyz */
+    HTTP_ROUTE_METRICS,      /* GET /metrics */
+    HTTP_ROUTE_GATEWAY,      /* GET /v1/gateway */
+    HTTP_ROUTE_SHARDS,       /* GET /v1/shards */
+    HTTP_ROUTE_SHARD,        /* GET /v1/shards/{id} */
+    HTTP_ROUTE_RECONNECT,    /* POST /v1/shards/{id}/reconnect */
+    HTTP_ROUTE_SEND,         /* POST /v1/shards/{id}/send */
+    HTTP_ROUTE_PRESENCE,     /* POST /v1/presence */
+    HTTP_ROUTE_MEMBERS,      /* POST /v1/guilds/{guild_id}/members */
     HTTP_ROUTE_CHANNEL_INFO, /* POST /v1/guilds/{guild_id}/channel-info */
-    HTTP_ROUTE_VOICE_STATE, /* POST /v1/guilds/{guild_id}/voice-state */
-    HTTP_ROUTE_SOUNDBOARD,  /* POST /v1/soundboard-sounds */
+    HTTP_ROUTE_VOICE_STATE,  /* POST /v1/guilds/{guild_id}/voice-state */
+    HTTP_ROUTE_SOUNDBOARD,   /* POST /v1/soundboard-sounds */
     HTTP_ROUTE_COUNT_
 };
 
@@ -37,7 +37,7 @@ struct http_match {
     int status;            /* 0 matched, 404 no such path, 405 path known but not this method */
     char allow[32];        /* with 405: the Allow header value */
     char param[HTTP_PARAM_MAX]; /* the {id} segment, "" when the route has none */
-    int auth;              /* 1 when the route needs the bearer token (if one is set) */
+    int auth;                   /* 1 when the route needs the bearer token (if one is set) */
 };
 
 enum http_method http_method_parse(const char *method);

@@ -35,8 +35,8 @@
 
 #define POOL_THREADS 4
 #define CONNECTION_LIMIT 1024
-#define IDLE_TIMEOUT_S 30        /* an idle or slow connection is closed after this */
-#define STOP_DRAIN_MS 2000       /* how long stop waits for resumed requests to be answered */
+#define IDLE_TIMEOUT_S 30  /* an idle or slow connection is closed after this */
+#define STOP_DRAIN_MS 2000 /* how long stop waits for resumed requests to be answered */
 #define MAX_PATH 256
 
 struct http_server {
@@ -46,7 +46,7 @@ struct http_server {
     int port;
     int has_token;
     unsigned char token_hash[SHA256_DIGEST_LENGTH]; /* of "Bearer <token>" */
-    atomic_int suspended; /* connections suspended and not yet answered */
+    atomic_int suspended;                           /* connections suspended and not yet answered */
     atomic_int stopping;
 };
 
@@ -57,8 +57,8 @@ struct request {
     struct http_match match;
     struct sh_buf body;
     int too_big;
-    int early;       /* answered before the body was read (404/405/401/413) */
-    int suspended;   /* waiting for a wake-up */
+    int early;     /* answered before the body was read (404/405/401/413) */
+    int suspended; /* waiting for a wake-up */
     int answered;
     struct http_waiter *waiter;
     struct http_reply reply;
@@ -83,8 +83,14 @@ static int op_shard_info(void *gw, int shard, struct gw_shard_info *out)
 {
     return gw_gateway_shard_info(gw, shard, out);
 }
-static int op_total(void *gw) { return gw_gateway_total(gw); }
-static int op_runs(void *gw, int shard) { return gw_gateway_runs(gw, shard); }
+static int op_total(void *gw)
+{
+    return gw_gateway_total(gw);
+}
+static int op_runs(void *gw, int shard)
+{
+    return gw_gateway_runs(gw, shard);
+}
 
 const struct http_gateway_ops http_gateway_default_ops = {
     .send = op_send,
@@ -118,8 +124,8 @@ static enum MHD_Result queue_reply(struct request *rq)
         resp = MHD_create_response_from_buffer(r->static_len, (void *)r->static_body,
                                                MHD_RESPMEM_PERSISTENT);
     else
-        resp = MHD_create_response_from_buffer(r->body.len, r->body.data ? r->body.data : (void *)"",
-                                               MHD_RESPMEM_MUST_COPY);
+        resp = MHD_create_response_from_buffer(
+            r->body.len, r->body.data ? r->body.data : (void *)"", MHD_RESPMEM_MUST_COPY);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
@@ -135,8 +141,7 @@ static enum MHD_Result queue_reply(struct request *rq)
     enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     rq->answered = 1;
-    http_stats_request(rq->match.route, r->status,
-                       (double)(sh_now_ms() - rq->started_ms) / 1000.0);
+    http_stats_request(rq->match.route, r->status, (double)(sh_now_ms() - rq->started_ms) / 1000.0);
     log_answer(r->status, rq);
     return ret;
 }
@@ -205,8 +210,8 @@ static int early_answer(struct http_server *srv, struct request *rq, const char 
                          "this route needs the header \"Authorization: Bearer <http.token>\"");
         return 1;
     }
-    const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY) {
         http_reply_error(r, 413, "body_too_large", "request bodies are capped at %zu bytes",
                          (size_t)HTTP_MAX_BODY);
@@ -216,9 +221,8 @@ static int early_answer(struct http_server *srv, struct request *rq, const char 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct http_server *srv = cls;
     struct request *rq = *con_cls;
@@ -383,8 +387,8 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         .send = ops->send,
         .gw = gw,
         .wake = do_resume,
-        .member_window_ms = cfg->testing_member_window_ms > 0 ? cfg->testing_member_window_ms
-                                                              : 30000,
+        .member_window_ms =
+            cfg->testing_member_window_ms > 0 ? cfg->testing_member_window_ms : 30000,
     };
     rc = http_pending_new(&pc, &srv->pending);
     if (rc) {
@@ -396,16 +400,16 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     srv->ctx.ops = ops;
     srv->ctx.gw = gw;
     srv->ctx.pending = srv->pending;
-    srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms
-                                                                   : 10000;
+    srv->ctx.request_timeout_ms =
+        cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms : 10000;
     http_stats_attach(&srv->ctx);
 
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);
         http_stats_detach(&srv->ctx);
@@ -415,9 +419,9 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : l.port;
-    log_info("msg=\"control API listening\" listen=%s%s%s:%d auth=%s", l.family == AF_INET6 ? "[" : "",
-             l.family == AF_UNSPEC ? "127.0.0.1" : l.host, l.family == AF_INET6 ? "]" : "",
-             srv->port, srv->has_token ? "bearer" : "none");
+    log_info("msg=\"control API listening\" listen=%s%s%s:%d auth=%s",
+             l.family == AF_INET6 ? "[" : "", l.family == AF_UNSPEC ? "127.0.0.1" : l.host,
+             l.family == AF_INET6 ? "]" : "", srv->port, srv->has_token ? "bearer" : "none");
     *out = srv;
     return 0;
 }
@@ -428,7 +432,10 @@ int http_server_new(const struct cfg_config *cfg, struct gw_gateway *gw, struct 
     return http_server_new_ops(cfg, &http_gateway_default_ops, gw, out, err, errlen);
 }
 
-int http_server_port(const struct http_server *srv) { return srv->port; }
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
 
 struct gw_observer http_server_observer(struct http_server *srv)
 {

@@ -10,19 +10,19 @@
 #include "http/stats.h"
 #include "lib/metrics.h"
 
-static const char *const statuses[] = {"queued",  "connecting", "handshaking",
-                                       "identifying", "resuming", "loading",
-                                       "ready",   "disconnected", "failed"};
+static const char *const statuses[] = {"queued",      "connecting",   "handshaking",
+                                       "identifying", "resuming",     "loading",
+                                       "ready",       "disconnected", "failed"};
 #define N_STATUSES (sizeof(statuses) / sizeof(statuses[0]))
 
-static struct sh_metric *m_requests, *m_duration, *m_shards, *m_status, *m_up, *m_latency,
-    *m_seq, *m_guilds, *m_events, *m_identifies, *m_resumes, *m_queued, *m_total, *m_here,
-    *m_sess_total, *m_sess_remaining, *m_sess_reset, *m_eta;
+static struct sh_metric *m_requests, *m_duration, *m_shards, *m_status, *m_up, *m_latency, *m_seq,
+    *m_guilds, *m_events, *m_identifies, *m_resumes, *m_queued, *m_total, *m_here, *m_sess_total,
+    *m_sess_remaining, *m_sess_reset, *m_eta;
 
 static void register_all(void)
 {
-    static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10, 30};
+    static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                     0.25,   0.5,   1,      2.5,   5,    10,    30};
     m_requests = sh_metric_counter("shardhook_api_requests_total",
                                    "Control API requests by route and status", "route,code");
     m_duration = sh_metric_histogram("shardhook_api_request_duration_seconds",
@@ -33,18 +33,16 @@ static void register_all(void)
     m_here = sh_metric_gauge("shardhook_gateway_shards", "Shards run by this process", NULL);
     m_shards = sh_metric_gauge("shardhook_shards_by_status", "Shards of this process per status",
                                "status");
-    m_status = sh_metric_gauge("shardhook_shard_status",
-                               "1 for the shard's current status, 0 for the others",
-                               "shard,status");
+    m_status =
+        sh_metric_gauge("shardhook_shard_status",
+                        "1 for the shard's current status, 0 for the others", "shard,status");
     m_up = sh_metric_gauge("shardhook_shard_ready", "1 when the shard is ready", "shard");
     m_latency = sh_metric_gauge("shardhook_shard_latency_seconds",
                                 "Heartbeat to ACK time of the shard's last heartbeat", "shard");
     m_seq = sh_metric_gauge("shardhook_shard_sequence", "Last sequence number seen", "shard");
     m_guilds = sh_metric_gauge("shardhook_shard_guilds", "Guilds on the shard", "shard");
-    m_events = sh_metric_counter("shardhook_shard_events_total", "Dispatches received",
-                                 "shard");
-    m_identifies = sh_metric_counter("shardhook_shard_identifies_total", "IDENTIFYs sent",
-                                     "shard");
+    m_events = sh_metric_counter("shardhook_shard_events_total", "Dispatches received", "shard");
+    m_identifies = sh_metric_counter("shardhook_shard_identifies_total", "IDENTIFYs sent", "shard");
     m_resumes = sh_metric_counter("shardhook_shard_resumes_total", "RESUMEs sent", "shard");
     m_queued = sh_metric_gauge("shardhook_shard_queued_sends",
                                "Payloads waiting in the shard's send queue", "shard");
@@ -99,10 +97,9 @@ static void collect(void *ud)
     free(s);
     sh_metric_set(m_sess_total, ov.session_total);
     sh_metric_set(m_sess_remaining, ov.session_remaining);
-    sh_metric_set(m_sess_reset,
-                  ov.session_reset_at_ms > ov.published_at_ms
-                      ? (double)(ov.session_reset_at_ms - ov.published_at_ms) / 1000.0
-                      : 0);
+    sh_metric_set(m_sess_reset, ov.session_reset_at_ms > ov.published_at_ms
+                                    ? (double)(ov.session_reset_at_ms - ov.published_at_ms) / 1000.0
+                                    : 0);
     sh_metric_set(m_eta, ov.eta_ms >= 0 ? (double)ov.eta_ms / 1000.0 : -1);
 }
 

@@ -25,11 +25,11 @@ const double sh_metric_buckets_seconds[14] = {0.001, 0.0025, 0.005, 0.01, 0.025,
 struct sh_metric_series {
     struct sh_metric *m;
     uint32_t hash;
-    char *key;                           /* label values joined by '\x1f' (lookup) */
-    char *values[SH_METRIC_MAX_LABELS];  /* each NUL-terminated, capped */
-    double value;                        /* counter/gauge; histogram sum */
-    uint64_t count;                      /* histogram observations */
-    uint64_t *buckets;                   /* histogram: n_bounds non-cumulative counts */
+    char *key;                          /* label values joined by '\x1f' (lookup) */
+    char *values[SH_METRIC_MAX_LABELS]; /* each NUL-terminated, capped */
+    double value;                       /* counter/gauge; histogram sum */
+    uint64_t count;                     /* histogram observations */
+    uint64_t *buckets;                  /* histogram: n_bounds non-cumulative counts */
 };
 
 struct sh_metric {
@@ -60,8 +60,8 @@ static int valid_name(const char *s, int colon_ok)
         return 0;
     for (const char *p = s; *p; p++) {
         char c = *p;
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                    (colon_ok && c == ':');
+        int alpha =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon_ok && c == ':');
         if (!alpha && (p == s || c < '0' || c > '9'))
             return 0;
     }
@@ -122,8 +122,8 @@ static struct sh_metric *do_register(enum sh_metric_kind kind, const char *name,
     struct sh_metric tmp;
     memset(&tmp, 0, sizeof(tmp));
     tmp.kind = kind;
-    if (!valid_name(name, 1) || parse_labels(&tmp, labels) ||
-        n_bounds < 0 || n_bounds > SH_METRIC_MAX_BUCKETS) {
+    if (!valid_name(name, 1) || parse_labels(&tmp, labels) || n_bounds < 0 ||
+        n_bounds > SH_METRIC_MAX_BUCKETS) {
         log_error("msg=\"metric refused: bad name, labels or buckets\" metric=\"%.100s\"",
                   name ? name : "");
         return NULL;
@@ -180,8 +180,7 @@ struct sh_metric *sh_metric_histogram(const char *name, const char *help, const 
 }
 
 /* Join capped values into key; returns its length. */
-static size_t join_key(const struct sh_metric *m, const char *const *values, char *key,
-                       size_t cap)
+static size_t join_key(const struct sh_metric *m, const char *const *values, char *key, size_t cap)
 {
     size_t len = 0;
     for (int i = 0; i < m->n_labels; i++) {
@@ -359,9 +358,18 @@ static void series_op(struct sh_metric_series *s, enum op op, double v)
     pthread_mutex_unlock(&lock);
 }
 
-void sh_series_add(struct sh_metric_series *s, double v) { series_op(s, OP_ADD, v); }
-void sh_series_set(struct sh_metric_series *s, double v) { series_op(s, OP_SET, v); }
-void sh_series_observe(struct sh_metric_series *s, double v) { series_op(s, OP_OBSERVE, v); }
+void sh_series_add(struct sh_metric_series *s, double v)
+{
+    series_op(s, OP_ADD, v);
+}
+void sh_series_set(struct sh_metric_series *s, double v)
+{
+    series_op(s, OP_SET, v);
+}
+void sh_series_observe(struct sh_metric_series *s, double v)
+{
+    series_op(s, OP_OBSERVE, v);
+}
 
 double sh_metric_value(struct sh_metric *m, ...)
 {

@@ -26,15 +26,15 @@
 #define MAX_MEMBERS 100000
 
 static struct {
-    long chunks;          /* chunks per answer (>= 1) */
-    long count;           /* members in a guild (all-members answers) */
-    long rate_limited;    /* the next N member requests get RATE_LIMITED instead */
-    double retry_after;   /* seconds, in those RATE_LIMITED replies */
-    long send_chunks;     /* -1: all; else only the first N chunks go out (timeouts) */
-    int silent;           /* member requests get no answer at all */
+    long chunks;        /* chunks per answer (>= 1) */
+    long count;         /* members in a guild (all-members answers) */
+    long rate_limited;  /* the next N member requests get RATE_LIMITED instead */
+    double retry_after; /* seconds, in those RATE_LIMITED replies */
+    long send_chunks;   /* -1: all; else only the first N chunks go out (timeouts) */
+    int silent;         /* member requests get no answer at all */
     uint64_t not_found[MAX_LIST];
     int n_not_found;
-    long requests;        /* op 8 payloads seen */
+    long requests; /* op 8 payloads seen */
 } ms = {1, 5, 0, 0.2, -1, 0, {0}, 0, 0};
 
 static struct {

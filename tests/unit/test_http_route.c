@@ -1,4 +1,5 @@
-/* tests/unit/test_http_route.c: the control API's route table and path parameters (http/route.c). */
+/* tests/unit/test_http_route.c: the control API's route table and path parameters (http/route.c).
+ */
 #include <stdint.h>
 
 #include "http/route.h"
@@ -24,8 +25,8 @@ TEST(every_route_matches)
         {HTTP_POST, "/v1/shards/3/reconnect", HTTP_ROUTE_RECONNECT, "3", 1},
         {HTTP_POST, "/v1/shards/3/send", HTTP_ROUTE_SEND, "3", 1},
         {HTTP_POST, "/v1/presence", HTTP_ROUTE_PRESENCE, "", 1},
-        {HTTP_POST, "/v1/guilds/81384788765712384/members", HTTP_ROUTE_MEMBERS,
-         "81384788765712384", 1},
+        {HTTP_POST, "/v1/guilds/81384788765712384/members", HTTP_ROUTE_MEMBERS, "81384788765712384",
+         1},
         {HTTP_POST, "/v1/guilds/5/channel-info", HTTP_ROUTE_CHANNEL_INFO, "5", 1},
         {HTTP_POST, "/v1/guilds/5/voice-state", HTTP_ROUTE_VOICE_STATE, "5", 1},
         {HTTP_POST, "/v1/soundboard-sounds", HTTP_ROUTE_SOUNDBOARD, "", 1},
@@ -43,8 +44,15 @@ TEST(every_route_matches)
 TEST(unknown_paths_are_404_and_wrong_methods_405)
 {
     struct http_match m;
-    const char *missing[] = {"/v1", "/v1/", "/v1/shards/", "/v1/shards//send", "/v1/shards/1/x",
-                             "/v1/guilds/1", "/healthz/", "", "/v1/shards/1/send/more",
+    const char *missing[] = {"/v1",
+                             "/v1/",
+                             "/v1/shards/",
+                             "/v1/shards//send",
+                             "/v1/shards/1/x",
+                             "/v1/guilds/1",
+                             "/healthz/",
+                             "",
+                             "/v1/shards/1/send/more",
                              "/v1/shards/123456789012345678901234567890123/send"};
     for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
         http_route_match(HTTP_GET, missing[i], &m);
@@ -100,12 +108,12 @@ TEST(snowflakes)
     ASSERT(v == 81384788765712384ULL);
     ASSERT_EQ(http_parse_snowflake("18446744073709551615", &v), 0);
     ASSERT(v == UINT64_MAX);
-    const char *bad[] = {"", "0", "012", "18446744073709551616", "99999999999999999999",
-                         "123456789012345678901", "12a", "-5", "1.0"};
+    const char *bad[] = {
+        "",    "0",  "012", "18446744073709551616", "99999999999999999999", "123456789012345678901",
+        "12a", "-5", "1.0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT(http_parse_snowflake(bad[i], &v) < 0);
 }
 
 TEST_MAIN(RUN(every_route_matches); RUN(unknown_paths_are_404_and_wrong_methods_405);
-          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids);
-          RUN(snowflakes);)
+          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids); RUN(snowflakes);)

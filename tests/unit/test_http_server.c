@@ -105,8 +105,8 @@ static int st_runs(void *g, int shard)
     (void)g;
     return shard == 0 || shard == 1;
 }
-static const struct http_gateway_ops stub_ops = {st_send, st_reconnect, st_snapshot,
-                                                 st_shard_info, st_total, st_runs};
+static const struct http_gateway_ops stub_ops = {st_send,       st_reconnect, st_snapshot,
+                                                 st_shard_info, st_total,     st_runs};
 
 static int n_sent(void)
 {
@@ -132,8 +132,8 @@ static int wait_sent(int n)
 static void nonce_of(int i, char *out, size_t cap)
 {
     cJSON *j = cJSON_Parse(gw.sent[i]);
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "d"),
-                                                      "nonce");
+    const cJSON *n =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "d"), "nonce");
     snprintf(out, cap, "%s", cJSON_IsString(n) ? n->valuestring : "");
     cJSON_Delete(j);
 }
@@ -274,8 +274,8 @@ static const char *code_of(const struct resp *r)
 {
     static char code[64];
     cJSON *j = cJSON_Parse(r->body);
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"),
-                                                      "code");
+    const cJSON *c =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "code");
     snprintf(code, sizeof(code), "%s", cJSON_IsString(c) ? c->valuestring : "");
     cJSON_Delete(j);
     return code;
@@ -401,7 +401,8 @@ TEST(members_merge_chunks_in_any_order)
 {
     start(NULL);
     struct bg b;
-    bg_start(&b, "/v1/guilds/" G0 "/members", "{\"user_ids\":[\"11\",\"12\",\"13\"],\"presences\":true}");
+    bg_start(&b, "/v1/guilds/" G0 "/members",
+             "{\"user_ids\":[\"11\",\"12\",\"13\"],\"presences\":true}");
     ASSERT(wait_sent(1));
     ASSERT_EQ(gw.sent_shard[0], 1);
     char nonce[64], d[1024];
@@ -433,9 +434,10 @@ TEST(members_merge_chunks_in_any_order)
     dispatch(1, "GUILD_MEMBERS_CHUNK", d);
     pthread_join(b.th, NULL);
     ASSERT_EQ(b.r.status, 200);
-    ASSERT_STR_EQ(b.r.body, "{\"guild_id\":\"" G0 "\",\"members\":[{\"user\":{\"id\":\"13\"}},"
-                            "{\"user\":{\"id\":\"11\"}}],\"presences\":[{\"user\":{\"id\":\"13\"}}],"
-                            "\"not_found\":[\"12\"],\"chunk_count\":2}");
+    ASSERT_STR_EQ(b.r.body,
+                  "{\"guild_id\":\"" G0 "\",\"members\":[{\"user\":{\"id\":\"13\"}},"
+                  "{\"user\":{\"id\":\"11\"}}],\"presences\":[{\"user\":{\"id\":\"13\"}}],"
+                  "\"not_found\":[\"12\"],\"chunk_count\":2}");
     stop();
 }
 

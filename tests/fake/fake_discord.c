@@ -16,6 +16,7 @@
 
 #include "lib/errors.h"
 #include "tests/fake/fake.h"
+#include "tests/fake/replay.h"
 
 #define HTTP_CHUNK 16384
 
@@ -445,6 +446,30 @@ static int ctl_quiet(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respondf(wsi, h, 200, "%s", out);
 }
 
+/* GET /_fake/replay: the replay's progress and send times (replay.c) */
+static int ctl_replay(struct lws *wsi, struct http_req *h)
+{
+    struct sh_buf out;
+    sh_buf_init(&out, FK_MAX_LOG_JSON);
+    int rc = fk_replay_json(&out);
+    if (rc) {
+        sh_buf_free(&out);
+        return respondf(wsi, h, 500, "{\"message\":\"replay: %s\",\"code\":0}", sh_strerror(rc));
+    }
+    return respond_buf(wsi, h, 200, &out);
+}
+
+/* POST /_fake/replay/start {"shard":N} (no shard: all): the waiting shards' events begin. */
+static int ctl_replay_start(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long shard = body_shard(body), started;
+    if (shard == -2)
+        return bad_request(wsi, h, "shard: not a shard of this fake");
+    if (fk_replay_start(shard, &started))
+        return respondf(wsi, h, 409, "{\"message\":\"not in replay mode\",\"code\":0}");
+    return respondf(wsi, h, 200, "{\"started\":%ld}", started);
+}
+
 static int ctl_log(struct lws *wsi, struct http_req *h)
 {
     struct sh_buf out;
@@ -471,6 +496,7 @@ static const struct route {
     {"/_fake/rest-fail", ctl_rest_fail},
     {"/_fake/members", ctl_members},
     {"/_fake/quiet", ctl_quiet},
+    {"/_fake/replay/start", ctl_replay_start},
 };
 
 static int is_gateway_path(const char *p)
@@ -496,6 +522,8 @@ static int http_handle(struct lws *wsi, struct http_req *h)
     }
     if (!strcmp(h->path, "/_fake/log"))
         return h->post ? not_found(wsi, h) : ctl_log(wsi, h);
+    if (!strcmp(h->path, "/_fake/replay"))
+        return h->post ? not_found(wsi, h) : ctl_replay(wsi, h);
     if (!strcmp(h->path, "/_fake/reset-log") && h->post) {
         fk_rec_reset();
         return respondf(wsi, h, 200, "{\"ok\":true}");
@@ -631,6 +659,7 @@ static void usage(FILE *f)
           "  [--unavailable-forever N] [--trickle-ms N] [--zlib-split N] [--send-limit N]\n"
           "  [--send-window-ms N] [--history N] [--members-window-ms N]\n",
           f);
+    fk_replay_usage(f);
 }
 
 static int parse_long(const char *name, const char *s, long lo, long hi, long *out)
@@ -667,6 +696,7 @@ static int parse_args(int argc, char **argv)
         {"send-window-ms", 1, 0, 'w'},
         {"history", 1, 0, 'y'},
         {"members-window-ms", 1, 0, 'm'},
+        FK_REPLAY_LONG_OPTIONS,
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -696,6 +726,11 @@ static int parse_args(int argc, char **argv)
         for (const struct option *p = opts; p->name; p++)
             if (p->val == ch)
                 name = p->name;
+        if (ch >= FK_REPLAY_OPT_BASE && ch < FK_REPLAY_OPT_END) {
+            if (fk_replay_option(ch, optarg))
+                return -1;
+            continue;
+        }
         int rc = 0;
         switch (ch) {
         case 'p':
@@ -827,6 +862,12 @@ int main(int argc, char **argv)
         return 1;
     }
     fk.port = lws_get_vhost_listen_port(vh);
+    int replay = fk_replay_init(); /* the streams carry the port in READY */
+    if (replay) {
+        fk_replay_shutdown();
+        lws_context_destroy(fk.ctx);
+        return replay > 0 ? 0 : 1;
+    }
     lws_sul_schedule(fk.ctx, 0, &sul_tick, tick, 100 * LWS_US_PER_MS);
     if (fk.o.trickle_ms > 0)
         lws_sul_schedule(fk.ctx, 0, &sul_trickle, trickle,
@@ -838,6 +879,7 @@ int main(int argc, char **argv)
         if (lws_service(fk.ctx, 0) < 0)
             break;
     fprintf(stderr, "fake-discord: stopping\n");
+    fk_replay_shutdown();
     lws_context_destroy(fk.ctx);
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "lib/errors.h"
 #include "lib/rand.h"
 #include "tests/fake/fake.h"
+#include "tests/fake/replay.h"
 
 #define VALID_INTENTS (0x1ffffL | (1L << 20) | (1L << 21) | (1L << 24) | (1L << 25))
 #define MAX_COMPRESSED ((size_t)16 << 20) /* one compressed payload */
@@ -149,7 +150,7 @@ static int send_zstd(struct fk_conn *c, const unsigned char *in, size_t len)
         if (rc)
             return rc;
         ZSTD_outBuffer ob = {zscratch, zscratch_cap, out};
-        left = ZSTD_compressStream2(c->zc, &ob, &ib, ZSTD_e_flush);
+        left = ZSTD_compressStream2(c->zc, &ob, &ib, (ZSTD_EndDirective)fk_replay_zstd_directive());
         if (ZSTD_isError(left))
             return SH_ECORRUPT;
         out = ob.pos;
@@ -162,6 +163,8 @@ static int send_msg(struct fk_conn *c, struct fk_msg *plain)
 {
     if (c->close_code || c->drop)
         return 0;
+    if (fk_replay_hold(c, plain))
+        return 0; /* sent once the replay streaming on c reaches a point that allows it */
     int rc;
     if (c->comp == FK_ZLIB)
         rc = send_zlib(c, FK_MSG_BODY(plain), plain->len);
@@ -534,6 +537,8 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
     attach(c, s);
     fprintf(stderr, "fake-discord: conn=%" PRIu64 " identify shard=%ld session=%s\n", c->rec->id,
             id, s->id);
+    if (fk_replay_identify(c, s))
+        return 0; /* replay mode: READY and the events come pre-built (replay.c) */
 
     size_t cap = 1024 + (size_t)fk.o.guilds * 64;
     char *buf = malloc(cap);
@@ -714,6 +719,9 @@ int fk_conn_writeable(struct fk_conn *c)
         lws_callback_on_writable(c->wsi);
         return 0;
     }
+    int rc = fk_replay_writeable(c); /* 1: no replay streams on c */
+    if (rc <= 0)
+        return rc;
     if (c->close_code) {
         c->rec->close_code = c->close_code;
         c->rec->closed_by = "server";
@@ -742,6 +750,7 @@ void fk_conn_closed(struct fk_conn *c)
             c->rec->closed_by, c->rec->close_code == FK_NONE_INT ? 0 : c->rec->close_code);
     if (c->sess && c->sess->conn == c)
         c->sess->conn = NULL;
+    fk_replay_closed(c);
     while (c->q_len)
         fk_msg_unref(q_pop(c));
     free(c->q);

@@ -409,7 +409,7 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_END); /* no LISTENING_ADDRESS_REUSE: a second daemon on the port must fail */
     if (!srv->daemon) {
         snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);
         http_stats_detach(&srv->ctx);

@@ -577,6 +577,9 @@ def test_status_page_in_headless_chromium(tmp):
     assert "3 of 3 shards ready" in dom
     assert fake.gateway_url in dom  # the gateway table
     assert 'id="progress-bar" style="width: 100%;"' in dom
+    # delivery figures from /metrics: the webhook queue and request counts
+    rows = re.findall(r'<tr data-metric="(webhook_[a-z_]+)">', dom)
+    assert rows, dom[dom.find('id="webhooks"'):][:500]
 
 
 # ---- load --------------------------------------------------------------------------------------

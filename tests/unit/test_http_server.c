@@ -554,6 +554,25 @@ TEST(stop_answers_suspended_requests)
     stop();
 }
 
+TEST(a_port_in_use_is_an_error_naming_it)
+{
+    start(NULL);
+    ASSERT(srv != NULL);
+    char listen[32], err[256] = "";
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", http_server_port(srv));
+    struct cfg_config c2 = cfg;
+    c2.http_listen = listen;
+    struct http_server *second = NULL;
+    ASSERT(http_server_new_ops(&c2, &stub_ops, &gw, &second, err, sizeof(err)) < 0);
+    ASSERT(second == NULL);
+    ASSERT_CONTAINS(err, listen);
+    static char bad[] = "example.com:80";
+    c2.http_listen = bad;
+    ASSERT_EQ(http_server_new_ops(&c2, &stub_ops, &gw, &second, err, sizeof(err)), SH_ECONFIG);
+    ASSERT_CONTAINS(err, "http.listen");
+    stop();
+}
+
 TEST(metrics_text)
 {
     start(NULL);
@@ -576,4 +595,4 @@ TEST_MAIN(RUN(auth_and_open_routes); RUN(errors_caps_and_methods);
           RUN(full_send_queue_is_429_or_503); RUN(members_merge_chunks_in_any_order);
           RUN(members_rate_limited_is_retried_then_429); RUN(all_members_window_and_timeout);
           RUN(channel_info_and_soundboard); RUN(stop_answers_suspended_requests);
-          RUN(metrics_text);)
+          RUN(a_port_in_use_is_an_error_naming_it); RUN(metrics_text);)

@@ -229,6 +229,25 @@ def test_presence_to_all_and_to_a_subset(tmp):
     assert sum(len(sent(fake, 3, shard=s)) for s in range(3)) == 5
 
 
+def test_commands_over_the_send_budget_queue_instead_of_dropping(tmp):
+    fake, rx, sh = start(tmp)
+    n = 130  # Discord allows 120 payloads per connection per 60 s
+    for i in range(n):
+        code, _, body = sh.api("POST", "/v1/presence",
+                               {"status": "online", "activities": [{"name": "n%d" % i, "type": 0}]})
+        assert code == 202, (i, body)
+    wait_for(lambda: len(sent(fake, 3)) >= 100, 5, what="the first presence updates")
+    time.sleep(0.5)
+    got = len(sent(fake, 3))
+    assert 100 <= got < n, got  # the rest waits for the window to reopen
+    names = [p["d"]["activities"][0]["name"] for p in sent(fake, 3)]
+    assert names == ["n%d" % i for i in range(got)]  # in order, none skipped
+    wait_for(lambda: sh.api("GET", "/v1/shards/0")[2]["queued_sends"] == n - got, 5,
+             what="%d payloads queued" % (n - got))
+    assert fake.violations() == []
+    assert not [c for c in fake.connections() if c["close_code"] == 4008]
+
+
 def test_voice_state_routed_to_the_guilds_shard(tmp):
     fake, rx, sh = start(tmp, n=2)
     g = guild_id(1, 2)

@@ -380,6 +380,65 @@ def test_trickle():
         ws.close(4000)
 
 
+
+def test_answers_to_ops_4_8_31_43():
+    with start(members_window_ms=400) as fake:
+        ws, ready, creates = ready_session(fake)
+        g = ready["d"]["guilds"][0]["id"]
+        def recv_t(n):
+            out = [ws.recv_json() for _ in range(n)]
+            return [(e["t"], e["d"]) for e in out]
+        # op 8: chunks carry the nonce; a second all-members request inside the window is refused
+        fake.members(chunks=2, count=3)
+        ws.send_json({"op": 8, "d": {"guild_id": g, "query": "", "limit": 0, "nonce": "n1"}})
+        got = recv_t(2)
+        assert [t for t, _ in got] == ["GUILD_MEMBERS_CHUNK"] * 2
+        assert [d["chunk_index"] for _, d in got] == [0, 1]
+        assert all(d["chunk_count"] == 2 and d["nonce"] == "n1" and d["guild_id"] == g
+                   for _, d in got)
+        assert sum(len(d["members"]) for _, d in got) == 3
+        ws.send_json({"op": 8, "d": {"guild_id": g, "query": "", "limit": 0, "nonce": "n2"}})
+        (t, d), = recv_t(1)
+        assert t == "RATE_LIMITED" and d["opcode"] == 8 and 0 < d["retry_after"] <= 0.4
+        assert d["meta"] == {"guild_id": g, "nonce": "n2"}
+        assert [v["what"] for v in fake.violations()] == ["member request window"]
+        fake.members(rate_limited=1, retry_after=1.5, not_found=["5"], chunks=1)
+        ws.send_json({"op": 8, "d": {"guild_id": g, "user_ids": ["4", "5"], "nonce": "n3"}})
+        (t, d), = recv_t(1)
+        assert t == "RATE_LIMITED" and d["retry_after"] == 1.5
+        ws.send_json({"op": 8, "d": {"guild_id": g, "user_ids": ["4", "5"], "presences": True}})
+        (t, d), = recv_t(1)
+        assert [m["user"]["id"] for m in d["members"]] == ["4"] and d["not_found"] == ["5"]
+        assert [p["user"]["id"] for p in d["presences"]] == ["4"] and "nonce" not in d
+        # op 31: one SOUNDBOARD_SOUNDS per guild; op 43: CHANNEL_INFO with the asked fields
+        g2 = ready["d"]["guilds"][1]["id"]
+        ws.send_json({"op": 31, "d": {"guild_ids": [g, g2]}})
+        got = recv_t(2)
+        assert [(t, d["guild_id"]) for t, d in got] == [("SOUNDBOARD_SOUNDS", g),
+                                                         ("SOUNDBOARD_SOUNDS", g2)]
+        ws.send_json({"op": 43, "d": {"guild_id": g, "fields": ["status"]}})
+        (t, d), = recv_t(1)
+        assert t == "CHANNEL_INFO" and d["guild_id"] == g
+        assert d["channels"] == [{"id": str(int(g) + 8192), "status": "fake status"}]
+        # op 4: VOICE_STATE_UPDATE, and VOICE_SERVER_UPDATE when joining
+        ch = str(int(g) + 8192)
+        ws.send_json({"op": 4, "d": {"guild_id": g, "channel_id": ch, "self_mute": True,
+                                     "self_deaf": False}})
+        got = recv_t(2)
+        assert [t for t, _ in got] == ["VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"]
+        assert got[0][1]["channel_id"] == ch and got[0][1]["self_mute"] is True
+        assert got[1][1]["guild_id"] == g and got[1][1]["token"]
+        # quiet: recorded, not answered
+        fake.quiet(ops=[43])
+        ws.send_json({"op": 43, "d": {"guild_id": g, "fields": []}})
+        ws.send_json({"op": 4, "d": {"guild_id": g, "channel_id": None, "self_mute": False,
+                                     "self_deaf": False}})
+        (t, d), = recv_t(1)
+        assert t == "VOICE_STATE_UPDATE" and d["channel_id"] is None
+        assert len(fake.received(op=43)) == 2 and len(fake.received(op=8)) == 4
+        ws.close(4000)
+
+
 if __name__ == "__main__":
     import tempfile
     import traceback

@@ -108,3 +108,10 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# delivery throughput, latency and memory (bench/delivery.py; figures in docs/benchmarks.md)
+.PHONY: bench bench-smoke
+bench: bench-bin
+	python3 bench/delivery.py
+bench-smoke: bench-bin
+	python3 bench/delivery.py --smoke

@@ -403,7 +403,6 @@ static void send_resume(struct gw_shard *s)
     if (set_handshake(s, buf, (size_t)n))
         return;
     s->resumes++;
-    s->resume_attempts++;
     log_info("msg=\"resume\" shard=%d seq=%" PRIu64 " attempt=%d", s->id, s->seq,
              s->resume_attempts);
 }
@@ -472,6 +471,10 @@ static void connect_now(struct gw_shard *s)
              cname ? cname : "");
 
     s->conn_gen++;
+    /* every connection made to resume counts, so an unreachable resume_gateway_url (a stale
+       checkpoint, a host that is down) ends in a new session after max_resume_attempts */
+    if (resume)
+        s->resume_attempts++;
     s->established = 0;
     s->close_code = 0;
     s->self_close = 0;

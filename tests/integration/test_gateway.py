@@ -331,3 +331,20 @@ def test_resume_gives_up_after_max_resume_attempts(tmp):
     sh.wait_log(r"resume keeps failing, starting a new session", 1)
     wait_ready(fake, 2)
     assert not fake.violations()
+
+
+def test_unreachable_resume_url_falls_back_to_a_new_session(tmp):
+    fake, rx, sh = start(tmp, max_resume_attempts=3)
+    wait_ready(fake)
+    sh.stop()
+    # a checkpoint whose resume_gateway_url points nowhere (a stale session of another gateway)
+    state = tmp / "state"
+    dead = "ws://127.0.0.1:9/resume"
+    for path in state.rglob("*"):
+        if path.is_file() and "resume" in path.read_text(errors="replace"):
+            path.write_text(path.read_text().replace(fake.gateway_url + "/resume", dead))
+    sh.start()
+    fake.wait(lambda f: len(identifies(f)) == 2, 15, what="a new IDENTIFY after failed resumes")
+    sh.wait_log(r"resume keeps failing, starting a new session", 1)
+    assert len(re.findall(r'msg="connecting" shard=0 .*resume=1', sh.log_text())) == 3
+    wait_ready(fake, 2)

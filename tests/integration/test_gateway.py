@@ -305,7 +305,10 @@ def corrupt_stream(tmp, compress):
     fake.burst(2, shard=0)  # zlib: the garbage poisons the next message's inflate
     check_resumed(fake, rx, sh, session, 3)
     first = fake.connections()[0]
-    assert first["closed_by"] == "client" and first["close_code"] == 4000, first
+    # never a session-ending 1000/1001; with the rest of a burst still unread in the socket,
+    # the kernel may turn the close into a reset, which Discord treats as resumable too
+    assert first["closed_by"] in ("client", "drop"), first
+    assert first["close_code"] in (None, 4000), first
     assert "gateway stream unreadable" in sh.log_text()
     # what Discord sent after the last good payload is replayed on the new connection
     wait_for(lambda: len([e for e in rx.events() if e["t"] == "MESSAGE_CREATE"]) == 4, 5,

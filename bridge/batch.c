@@ -167,8 +167,7 @@ int br_batch_encode_meta(const struct br_batch *b, struct sh_buf *out)
     return SH_OK;
 }
 
-int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t body_len,
-                    struct br_batch **out)
+int br_batch_decode_meta(const char *meta, size_t meta_len, struct br_batch *b)
 {
     const unsigned char *p = (const unsigned char *)meta;
     if (meta_len < META_FIXED)
@@ -178,31 +177,46 @@ int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t 
         return SH_ECORRUPT;
     uint32_t n_events = get32(p + 1 + idl), n_shards = get32(p + 5 + idl);
     if (n_shards > BR_BATCH_MAX_SHARDS ||
-        meta_len != META_FIXED + idl + (size_t)n_shards * META_ENTRY || !n_events ||
-        body_len < BR_BATCH_HEAD_LEN + BR_BATCH_TAIL_LEN ||
+        meta_len != META_FIXED + idl + (size_t)n_shards * META_ENTRY || !n_events)
+        return SH_ECORRUPT;
+    struct br_batch_shard *sh = n_shards ? malloc(n_shards * sizeof(*sh)) : NULL;
+    if (n_shards && !sh)
+        return SH_ENOMEM;
+    const unsigned char *e = p + META_FIXED + idl;
+    for (uint32_t i = 0; i < n_shards; i++, e += META_ENTRY) {
+        sh[i].shard = get32(e);
+        sh[i].gen = get32(e + 4);
+        sh[i].min_s = get64(e + 8);
+        sh[i].max_s = get64(e + 16);
+    }
+    memcpy(b->msg_id, p + 1, idl);
+    b->msg_id[idl] = '\0';
+    b->shards = sh;
+    b->n_shards = b->cap_shards = n_shards;
+    b->n_events = n_events;
+    b->first_ms = get64(p + 9 + idl);
+    return SH_OK;
+}
+
+int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t body_len,
+                    struct br_batch **out)
+{
+    if (body_len < BR_BATCH_HEAD_LEN + BR_BATCH_TAIL_LEN ||
         memcmp(body, BR_BATCH_HEAD, BR_BATCH_HEAD_LEN) || memcmp(body + body_len - 2, "]}", 2))
         return SH_ECORRUPT;
     struct br_batch *b = calloc(1, sizeof(*b));
     if (!b)
         return SH_ENOMEM;
-    memcpy(b->msg_id, p + 1, idl);
-    b->msg_id[idl] = '\0';
+    int rc = br_batch_decode_meta(meta, meta_len, b);
+    if (rc) {
+        free(b);
+        return rc;
+    }
     sh_buf_init(&b->body, body_len);
-    b->shards = n_shards ? malloc(n_shards * sizeof(*b->shards)) : NULL;
-    if ((n_shards && !b->shards) || sh_buf_append(&b->body, body, body_len)) {
+    if (sh_buf_append(&b->body, body, body_len)) {
         br_batch_free(b);
         return SH_ENOMEM;
     }
-    const unsigned char *e = p + META_FIXED + idl;
-    for (uint32_t i = 0; i < n_shards; i++, e += META_ENTRY) {
-        b->shards[i].shard = get32(e);
-        b->shards[i].gen = get32(e + 4);
-        b->shards[i].min_s = get64(e + 8);
-        b->shards[i].max_s = get64(e + 16);
-    }
-    b->n_shards = b->cap_shards = n_shards;
-    b->n_events = n_events;
-    b->first_ms = get64(p + 9 + idl);
     b->closed = 1;
     *out = b;
     return SH_OK;

@@ -74,6 +74,9 @@ void br_batch_close(struct br_batch *b);
  * Decode fails with SH_ECORRUPT on anything malformed.
  */
 int br_batch_encode_meta(const struct br_batch *b, struct sh_buf *out);
+/* Only the metadata into *b (msg_id, n_events, first_ms, shards; no body); free with
+ * br_batch_free() or free(b->shards). */
+int br_batch_decode_meta(const char *meta, size_t meta_len, struct br_batch *b);
 int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t body_len,
                     struct br_batch **out);
 

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/sha.h>
@@ -29,6 +30,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bridge/batch.h"
 #include "bridge/checkpoint.h"
@@ -56,6 +58,10 @@
 
 enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT };
 
+#define NO_GEN UINT32_MAX   /* a session generation no shard has */
+#define MARKER_MAX ((size_t)8 << 20)
+#define MARKER_NAME "CLEAN" /* state_dir/spool/CLEAN: written last by a graceful stop */
+
 struct req {
     struct req *next; /* free list */
     CURL *easy;
@@ -73,11 +79,12 @@ struct wsh { /* one webhook x one shard run here */
     uint32_t pending;
     uint64_t last_acked;
     uint64_t floor;
+    uint64_t routed_max; /* highest s routed to the webhook in the current session */
 };
 
 struct shard {
     int id;
-    uint32_t gen;     /* bumped by each READY */
+    uint32_t gen;     /* session_gen() of the current session: batches name it */
     int have_session; /* READY seen, or a checkpoint loaded */
     int from_checkpoint;
     char session_id[128];
@@ -113,6 +120,7 @@ struct hook {
     size_t n_over;
     struct br_spool *spool;
     int spool_error_logged;
+    int saved;                      /* a graceful stop saved its unsent batches in the spool */
     int in_flight;
     uint32_t *mark, epoch;          /* per local shard (+1 for unknown shards) */
     struct wsh *ws;                 /* per local shard */
@@ -138,13 +146,16 @@ struct br_delivery {
     int n_local;
     int32_t *local_of; /* shard id -> index in shards, -1 when not run here */
     int prepared;
+    int clean_start;      /* the last stop saved the spool: adopt it */
+    char clean_hooks[BR_CKPT_MAX_HOOKS][BR_CKPT_KEY_MAX]; /* webhooks whose spool was saved */
+    size_t n_clean_hooks;
     char dir_ckpt[PATH_MAX - 64], dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
     struct req *free_reqs;
     void (*flow)(void *ud, int paused);
     void *flow_ud;
     int paused;
     uint64_t last_ckpt_ms, last_fsync_ms, last_gauge_ms;
-    int acked_in_pass;
+    int acked_in_pass;    /* or a new session: checkpoints are written in this pass */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
@@ -169,6 +180,32 @@ static int mkdir_p(const char *path)
     return SH_OK;
 }
 
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd))
+            log_warn("msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir, strerror(errno));
+        close(fd);
+    }
+}
+
+/*
+ * A session's generation, named in every batch entry: FNV-1a of its session_id, so batches a
+ * stop saved still name the session after a restart. Never NO_GEN, never `differ_from`.
+ */
+static uint32_t session_gen(const char *session_id, uint32_t differ_from)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)session_id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    if (h == NO_GEN)
+        h--;
+    if (h == differ_from)
+        h = h == 0 ? 1 : h - 1;
+    return h;
+}
+
 static int is_name(const char *t, size_t len, const char *name)
 {
     return len == strlen(name) && !memcmp(t, name, len);
@@ -180,6 +217,14 @@ static uint64_t queued_events(const struct br_batch *b)
     for (; b; b = b->next)
         n += b->n_events;
     return n;
+}
+
+static void free_list(struct br_batch *b)
+{
+    for (struct br_batch *nx; b; b = nx) {
+        nx = b->next;
+        br_batch_free(b);
+    }
 }
 
 static void list_append(struct br_batch **head, struct br_batch **tail, struct br_batch *b)
@@ -388,7 +433,7 @@ static void set_aside_stale_spool(struct br_delivery *d, struct hook *h, const c
     if (stat(dir, &st) || !S_ISDIR(st.st_mode))
         return;
     struct br_spool *sp;
-    if (br_spool_open(dir, 1, SPOOL_SEGMENT_MAX, UINT32_MAX, &sp))
+    if (br_spool_open(dir, 1, SPOOL_SEGMENT_MAX, UINT32_MAX, NULL, NULL, &sp))
         return;
     struct br_spool_stats ss;
     br_spool_stats(sp, &ss);
@@ -408,9 +453,9 @@ static void set_aside_stale_spool(struct br_delivery *d, struct hook *h, const c
                   h->idx, dir, strerror(errno));
         return;
     }
-    log_warn("msg=\"an earlier run left batches in the spool; they are kept aside, not sent: "
-             "the RESUME from the checkpoint replays what was not acknowledged\" webhook=%zu "
-             "batches=%" PRIu64 " events=%" PRIu64 " moved_to=\"%s\"",
+    log_warn("msg=\"an earlier run stopped without saving its spool; its batches are kept "
+             "aside, not sent: the RESUME from the checkpoint replays what was not "
+             "acknowledged\" webhook=%zu batches=%" PRIu64 " events=%" PRIu64 " moved_to=\"%s\"",
              h->idx, ss.batches, ss.events, stale);
 }
 
@@ -420,12 +465,88 @@ static size_t spool_segment_bytes(const struct cfg_config *cfg)
     return s < SPOOL_SEGMENT_MIN ? SPOOL_SEGMENT_MIN : s > SPOOL_SEGMENT_MAX ? SPOOL_SEGMENT_MAX : s;
 }
 
+static void marker_path(const struct br_delivery *d, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/" MARKER_NAME, d->dir_spool);
+}
+
+/*
+ * The marker a graceful stop writes after saving unsent batches:
+ * {"version":1,"shard_count":N,"webhooks":["key",...]}: the webhooks whose spool holds every
+ * batch they had not settled. Returns 1 when it is there and fits this run.
+ */
+static int read_marker(struct br_delivery *d)
+{
+    char path[PATH_MAX];
+    marker_path(d, path, sizeof(path));
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char *buf = malloc(MARKER_MAX + 1);
+    size_t len = buf ? fread(buf, 1, MARKER_MAX + 1, f) : 0;
+    fclose(f);
+    cJSON *root = buf && len <= MARKER_MAX ? cJSON_ParseWithLength(buf, len) : NULL;
+    free(buf);
+    const cJSON *count = cJSON_GetObjectItemCaseSensitive(root, "shard_count");
+    const cJSON *hooks = cJSON_GetObjectItemCaseSensitive(root, "webhooks");
+    int ok = cJSON_IsNumber(count) && count->valueint == d->total && cJSON_IsArray(hooks);
+    const cJSON *it, *list = ok ? hooks : NULL;
+    cJSON_ArrayForEach(it, list)
+    {
+        if (cJSON_IsString(it) && d->n_clean_hooks < BR_CKPT_MAX_HOOKS &&
+            strlen(it->valuestring) < BR_CKPT_KEY_MAX)
+            snprintf(d->clean_hooks[d->n_clean_hooks++], BR_CKPT_KEY_MAX, "%s",
+                     it->valuestring);
+    }
+    if (!ok)
+        log_warn("msg=\"spool marker of the last stop does not fit this run; not adopting the "
+                 "spool\" file=\"%s\"",
+                 path);
+    cJSON_Delete(root);
+    return ok;
+}
+
+static int hook_was_saved(const struct br_delivery *d, const struct hook *h)
+{
+    for (size_t i = 0; i < d->n_clean_hooks; i++)
+        if (!strcmp(d->clean_hooks[i], h->key))
+            return 1;
+    return 0;
+}
+
+struct adopt_ctx {
+    struct br_delivery *d;
+    struct hook *h;
+};
+
+/* A batch saved by the last stop: of the session being resumed, it is still pending. */
+static void on_adopted(void *ud, const char *meta, size_t len)
+{
+    struct adopt_ctx *a = ud;
+    struct br_batch b;
+    memset(&b, 0, sizeof(b));
+    if (br_batch_decode_meta(meta, len, &b))
+        return;
+    for (uint32_t i = 0; i < b.n_shards; i++) {
+        uint32_t sh = b.shards[i].shard;
+        int li = sh < (uint32_t)a->d->total ? a->d->local_of[sh] : -1;
+        if (li < 0 || !a->d->shards[li].from_checkpoint || b.shards[i].gen != a->d->shards[li].gen)
+            continue;
+        struct wsh *ws = &a->h->ws[li];
+        ws->pending++;
+        if (b.shards[i].max_s > ws->routed_max)
+            ws->routed_max = b.shards[i].max_s;
+    }
+    free(b.shards);
+}
+
 static void load_checkpoint(struct br_delivery *d, struct shard *s)
 {
     struct br_checkpoint *cp = calloc(1, sizeof(*cp));
     if (!cp)
         return;
     int rc = br_checkpoint_read(d->dir_ckpt, s->id, cp);
+    int li = (int)(s - d->shards);
     if (rc == SH_ENOTFOUND) {
         free(cp);
         return;
@@ -443,18 +564,49 @@ static void load_checkpoint(struct br_delivery *d, struct shard *s)
         snprintf(s->session_id, sizeof(s->session_id), "%s", cp->session_id);
         snprintf(s->resume_url, sizeof(s->resume_url), "%s", cp->resume_url);
         s->seen = s->ckpt_seq = cp->seq;
-        int li = (int)(s - d->shards);
+        s->gen = session_gen(cp->session_id, NO_GEN);
         for (size_t i = 0; i < d->n_hooks; i++) {
-            const struct br_ckpt_hook *e = br_checkpoint_hook(cp, d->hooks[i].key);
-            uint64_t floor = e && e->acked > cp->seq ? e->acked : cp->seq;
-            d->hooks[i].ws[li].floor = floor;
-            d->hooks[i].ws[li].last_acked = floor;
+            struct hook *h = &d->hooks[i];
+            const struct br_ckpt_hook *e = br_checkpoint_hook(cp, h->key);
+            uint64_t acked = e && e->acked > cp->seq ? e->acked : cp->seq, floor = acked;
+            /* what the saved spool holds is not to come again from the replay either */
+            if (e && e->queued > floor && d->clean_start && hook_was_saved(d, h))
+                floor = e->queued;
+            h->ws[li].last_acked = acked;
+            h->ws[li].floor = floor;
         }
         s->written = 1;
         s->written_seq = cp->seq;
         log_info("msg=\"checkpoint loaded\" shard=%d seq=%" PRIu64, s->id, cp->seq);
     }
     free(cp);
+}
+
+static int open_spool(struct br_delivery *d, struct hook *h)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/%s", d->dir_spool, h->key);
+    size_t max_body = h->cfg->max_batch_bytes > d->cfg->max_payload_bytes + 4096
+                          ? h->cfg->max_batch_bytes
+                          : d->cfg->max_payload_bytes + 4096;
+    size_t seg = spool_segment_bytes(d->cfg);
+    int adopt = d->clean_start && hook_was_saved(d, h);
+    if (!adopt)
+        set_aside_stale_spool(d, h, dir);
+    struct adopt_ctx ctx = {d, h};
+    int rc = br_spool_open(dir, adopt, seg, max_body, adopt ? on_adopted : NULL, &ctx, &h->spool);
+    if (rc) {
+        log_error("msg=\"cannot open the spool\" webhook=%zu dir=\"%s\" error=\"%s\"", h->idx,
+                  dir, sh_strerror(rc));
+        return rc;
+    }
+    struct br_spool_stats st;
+    br_spool_stats(h->spool, &st);
+    if (adopt && st.batches)
+        log_info("msg=\"sending the batches the last stop saved first\" webhook=%zu "
+                 "batches=%" PRIu64 " events=%" PRIu64,
+                 h->idx, st.batches, st.events);
+    return SH_OK;
 }
 
 int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, int n)
@@ -475,7 +627,6 @@ int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, 
         d->shards[i].id = shard_ids[i];
         d->local_of[shard_ids[i]] = i;
     }
-    size_t seg = spool_segment_bytes(d->cfg);
     for (size_t i = 0; i < d->n_hooks; i++) {
         struct hook *h = &d->hooks[i];
         int lanes = h->cfg->max_in_flight < n ? h->cfg->max_in_flight : n;
@@ -485,23 +636,25 @@ int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, 
         h->ws = calloc(n ? (size_t)n : 1, sizeof(*h->ws));
         if (!h->open || !h->mark || !h->ws)
             return SH_ENOMEM;
-        if (d->cfg->spool_max_bytes) {
-            char dir[PATH_MAX];
-            snprintf(dir, sizeof(dir), "%s/%s", d->dir_spool, h->key);
-            set_aside_stale_spool(d, h, dir);
-            size_t max_body = h->cfg->max_batch_bytes > d->cfg->max_payload_bytes + 4096
-                                  ? h->cfg->max_batch_bytes
-                                  : d->cfg->max_payload_bytes + 4096;
-            int rc = br_spool_open(dir, 0, seg, max_body, &h->spool);
-            if (rc) {
-                log_error("msg=\"cannot open the spool\" webhook=%zu dir=\"%s\" error=\"%s\"", i,
-                          dir, sh_strerror(rc));
-                return rc;
-            }
-        }
     }
+    /* checkpoints first: a saved batch is pending only for the session that resumes */
+    d->clean_start = d->cfg->spool_max_bytes && read_marker(d);
     for (int i = 0; i < n; i++)
         load_checkpoint(d, &d->shards[i]);
+    for (size_t i = 0; d->cfg->spool_max_bytes && i < d->n_hooks; i++) {
+        int rc = open_spool(d, &d->hooks[i]);
+        if (rc)
+            return rc;
+    }
+    {
+        /* adopted now: a crash from here on must not adopt it again */
+        char path[PATH_MAX];
+        marker_path(d, path, sizeof(path));
+        if (unlink(path) && errno != ENOENT)
+            log_error("msg=\"cannot remove the spool marker\" file=\"%s\" error=\"%s\"", path,
+                      strerror(errno));
+        fsync_dir(d->dir_spool);
+    }
     d->prepared = 1;
     return SH_OK;
 }
@@ -597,7 +750,10 @@ static void refill(struct hook *h)
             return;
         struct br_batch *b = NULL;
         uint64_t skipped = 0;
-        rc = br_spool_pop(h->spool, &b, &skipped);
+        int adopted = 0;
+        rc = br_spool_pop(h->spool, &b, &skipped, &adopted);
+        if (adopted)
+            b->first_ms = 0; /* another run's clock: no lag figure */
         if (rc == SH_ECORRUPT)
             continue; /* logged with the batches lost; go on with the next segment */
         if (rc) {
@@ -641,11 +797,16 @@ static void on_ready(struct br_delivery *d, struct shard *s, const char *ev, siz
     const cJSON *sid = cJSON_GetObjectItemCaseSensitive(dd, "session_id");
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(dd, "resume_gateway_url");
     int li = (int)(s - d->shards);
-    s->gen++;
+    if (s->have_session && cJSON_IsString(sid) && !strcmp(sid->valuestring, s->session_id)) {
+        cJSON_Delete(root); /* replayed by a RESUME from 0: the same session goes on */
+        return;
+    }
+    uint32_t old = s->gen;
+    s->gen = session_gen(cJSON_IsString(sid) ? sid->valuestring : "", old);
     s->seen = 0;
     s->from_checkpoint = 0;
     for (size_t i = 0; i < d->n_hooks; i++)
-        d->hooks[i].ws[li] = (struct wsh){0, 0, 0};
+        d->hooks[i].ws[li] = (struct wsh){0, 0, 0, 0};
     if (cJSON_IsString(sid) && *sid->valuestring &&
         strlen(sid->valuestring) < sizeof(s->session_id)) {
         snprintf(s->session_id, sizeof(s->session_id), "%s", sid->valuestring);
@@ -654,6 +815,7 @@ static void on_ready(struct br_delivery *d, struct shard *s, const char *ev, siz
                      ? url->valuestring
                      : "");
         s->have_session = 1;
+        d->acked_in_pass = 1; /* a crash from now on resumes this session */
     } else {
         s->have_session = 0;
         log_warn("msg=\"READY without a usable session_id; no checkpoint for this session\" "
@@ -725,6 +887,8 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
             d->undelivered++;
             continue;
         }
+        if (e->s > ws->routed_max)
+            ws->routed_max = e->s;
         if (fresh) {
             /* W's first unacknowledged batch of X: everything of X before it is settled */
             if (!ws->pending && e->s - 1 > ws->last_acked)
@@ -1094,13 +1258,17 @@ static int write_checkpoint(struct br_delivery *d, struct shard *s, int sync, in
             seq = a;
         snprintf(cp->hooks[i].key, sizeof(cp->hooks[i].key), "%s", d->hooks[i].key);
         cp->hooks[i].acked = a;
+        /* saved by this stop: the next start sends these from the spool, not from the replay */
+        cp->hooks[i].queued = d->hooks[i].saved && ws->pending ? ws->routed_max : 0;
         cp->n_hooks++;
         sum = sum * 1000003u + a;
     }
     cp->seq = seq;
+    cp->clean = d->stopped;
     int rc = SH_OK;
-    if (seq && (force || !s->written || s->written_seq != seq || s->written_sum != sum ||
-                s->written_gen != s->gen)) {
+    /* seq 0 too: nothing acknowledged yet, a RESUME from 0 still replays the whole session */
+    if (force || !s->written || s->written_seq != seq || s->written_sum != sum ||
+        s->written_gen != s->gen) {
         rc = br_checkpoint_write(d->dir_ckpt, cp, sync);
         if (rc) {
             sh_series_add(d->m_ckpt_errors, 1);
@@ -1200,22 +1368,12 @@ static int idle(const struct br_delivery *d)
     return 1;
 }
 
-static uint64_t left_events(const struct br_delivery *d)
+static uint64_t spooled_events(const struct hook *h)
 {
-    uint64_t n = 0;
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        const struct hook *h = &d->hooks[i];
-        n += queued_events(h->head) + queued_events(h->over_head);
-        for (int l = 0; l < h->n_lanes; l++)
-            if (h->open[l])
-                n += h->open[l]->n_events;
-        if (h->spool) {
-            struct br_spool_stats st;
-            br_spool_stats(h->spool, &st);
-            n += st.events;
-        }
-    }
-    return n;
+    struct br_spool_stats st = {0};
+    if (h->spool)
+        br_spool_stats(h->spool, &st);
+    return st.events;
 }
 
 static void *run(void *arg)
@@ -1232,6 +1390,7 @@ static void *run(void *arg)
         pthread_mutex_unlock(&d->lock);
 
         uint64_t now = sh_now_ms();
+        d->acked_in_pass = 0;
         for (struct gw_chunk *c = chunks, *nx; c; c = nx) {
             nx = c->next;
             for (size_t i = 0; i < c->n; i++)
@@ -1245,7 +1404,6 @@ static void *run(void *arg)
         CURLMsg *msg;
         int left;
         now = sh_now_ms();
-        d->acked_in_pass = 0;
         while ((msg = curl_multi_info_read(d->multi, &left)))
             if (msg->msg == CURLMSG_DONE)
                 finish_request(d, msg->easy_handle, msg->data.result, now);
@@ -1313,13 +1471,98 @@ static void wind_down(struct br_delivery *d)
             req_put(d, r);
         }
     }
+    uint64_t now = sh_now_ms();
     for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) { /* arrived after the last pass */
         nx = c->next;
-        d->undelivered += c->n;
+        for (size_t i = 0; d->prepared && i < c->n; i++)
+            route_event(d, c, &c->ev[i], now);
         gw_chunk_free(c);
     }
     d->qhead = d->qtail = NULL;
-    d->undelivered += left_events(d);
+    close_due(d, now, 1);
+}
+
+/*
+ * A graceful stop with batches left: each webhook's memory queue goes into a spool segment
+ * before what its spool holds, overflow batches after it, everything fsync'ed. Returns 1 when
+ * some webhook was saved; h->saved says which.
+ */
+static int save_unsent(struct br_delivery *d)
+{
+    int any = 0;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        if (!h->spool || (!h->head && !h->over_head && !spool_has(h)))
+            continue;
+        struct br_batch **mem = malloc((h->n_mem ? h->n_mem : 1) * sizeof(*mem));
+        int rc = mem ? SH_OK : SH_ENOMEM;
+        size_t n = 0;
+        for (struct br_batch *b = h->head; !rc && b; b = b->next)
+            mem[n++] = b;
+        if (!rc)
+            rc = br_spool_prepend(h->spool, mem, n);
+        free(mem);
+        for (struct br_batch *b = h->over_head; !rc && b; b = b->next)
+            rc = br_spool_append(h->spool, b);
+        if (!rc)
+            rc = br_spool_sync(h->spool);
+        if (rc) {
+            log_error("msg=\"cannot save unsent batches to the spool; the next start relies on "
+                      "Discord's replay\" webhook=%zu error=\"%s\"",
+                      h->idx, sh_strerror(rc));
+            continue;
+        }
+        free_list(h->head);
+        free_list(h->over_head);
+        h->head = h->tail = h->over_head = h->over_tail = NULL;
+        h->n_mem = h->n_over = 0;
+        h->mem_bytes = 0;
+        h->saved = any = 1;
+        struct br_spool_stats st;
+        br_spool_stats(h->spool, &st);
+        log_info("msg=\"unsent batches saved in the spool; the next start sends them first\" "
+                 "webhook=%zu batches=%" PRIu64 " events=%" PRIu64,
+                 h->idx, st.batches, st.events);
+    }
+    return any;
+}
+
+/* Written last, after the spools and the checkpoints: the saved spools are consistent. */
+static void write_marker(struct br_delivery *d)
+{
+    char path[PATH_MAX - 8], tmp[PATH_MAX];
+    marker_path(d, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    struct sh_buf b;
+    sh_buf_init(&b, MARKER_MAX);
+    int rc = sh_buf_printf(&b, "{\"version\":1,\"shard_count\":%d,\"webhooks\":[", d->total);
+    int first = 1;
+    for (size_t i = 0; !rc && i < d->n_hooks; i++)
+        if (d->hooks[i].saved) {
+            rc = sh_buf_printf(&b, "%s\"%s\"", first ? "" : ",", d->hooks[i].key);
+            first = 0;
+        }
+    rc = rc ? rc : sh_buf_append_str(&b, "]}\n");
+    FILE *f = rc ? NULL : fopen(tmp, "wb");
+    if (f) {
+        if (fwrite(b.data, 1, b.len, f) != b.len || fflush(f) || fsync(fileno(f)))
+            rc = SH_EIO;
+        if (fclose(f))
+            rc = SH_EIO;
+    } else {
+        rc = SH_EIO;
+    }
+    if (!rc && rename(tmp, path))
+        rc = SH_EIO;
+    sh_buf_free(&b);
+    if (rc) {
+        unlink(tmp);
+        log_error("msg=\"cannot write the spool marker; the next start sets the spool aside and "
+                  "relies on Discord's replay\" file=\"%s\"",
+                  path);
+        return;
+    }
+    fsync_dir(d->dir_spool);
 }
 
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms)
@@ -1337,21 +1580,22 @@ uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms)
     }
     d->stopped = 1;
     wind_down(d);
+    int saved = d->prepared && save_unsent(d);
     if (d->prepared)
         write_checkpoints(d, sh_now_ms(), 1);
+    if (saved)
+        write_marker(d);
+    uint64_t left = 0;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (!d->hooks[i].saved) /* a saved webhook's spool holds all it had */
+            left += queued_events(d->hooks[i].head) + queued_events(d->hooks[i].over_head) +
+                    spooled_events(&d->hooks[i]);
+    d->undelivered += left;
     if (d->undelivered)
         log_warn("msg=\"events not delivered before the stop deadline; the next start resumes "
                  "from the checkpoint and Discord replays them\" events=%" PRIu64,
                  d->undelivered);
     return d->undelivered;
-}
-
-static void free_list(struct br_batch *b)
-{
-    for (struct br_batch *nx; b; b = nx) {
-        nx = b->next;
-        br_batch_free(b);
-    }
 }
 
 void br_delivery_free(struct br_delivery *d)

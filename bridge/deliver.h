@@ -18,7 +18,9 @@
  *   in order; past spool_max_bytes (all webhooks) the gateway is asked to stop reading.
  * - Checkpoints: per shard, state_dir/checkpoints/shard-<id>.json holds the session and the
  *   highest s every webhook acknowledged; the next start RESUMEs from it, and replayed events
- *   a webhook already acknowledged are not sent to it again.
+ *   a webhook already acknowledged are not sent to it again. A graceful stop saves unsent
+ *   batches in the spool and marks it clean (state_dir/spool/CLEAN); only a clean spool is
+ *   adopted at the next start, a crash's is set aside for Discord's replay to cover.
  *
  * docs/delivery.md describes the behaviour for users. Everything here runs on the delivery
  * thread except the functions marked otherwise.
@@ -63,9 +65,9 @@ int br_delivery_start(struct br_delivery *d);
 
 /*
  * Any thread, once: close open batches, deliver what is queued for at most timeout_ms more,
- * write checkpoints (fsync'ed) and end the thread. Returns the number of events left
- * undelivered (0 when every one was acknowledged or dead-lettered). Without a start, only
- * reports what is queued.
+ * save what is left in the spool (sent first by the next start), write checkpoints (fsync'ed)
+ * and end the thread. Returns the number of events neither delivered nor saved (0 when every
+ * one was acknowledged, dead-lettered or saved); those come back through Discord's replay.
  */
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms);
 

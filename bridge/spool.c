@@ -37,6 +37,7 @@ struct br_spool {
     size_t n_segs, cap_segs;
     int rfd, wfd;     /* rfd reads segs[0], wfd appends to segs[n_segs - 1] */
     uint64_t roff;    /* read offset in segs[0] */
+    uint64_t adopted_max; /* segments numbered up to this were adopted at open (0: none) */
     struct sh_buf meta;
 };
 
@@ -164,7 +165,8 @@ static int read_record(const struct br_spool *sp, int fd, uint64_t off, uint64_t
 }
 
 /* Count the valid records of an adopted segment and cut a torn or corrupt tail. */
-static int scan_segment(struct br_spool *sp, struct seg *s)
+static int scan_segment(struct br_spool *sp, struct seg *s,
+                        void (*on_record)(void *, const char *, size_t), void *ud)
 {
     char path[PATH_MAX];
     seg_path(sp, s->num, path, sizeof(path));
@@ -182,6 +184,8 @@ static int scan_segment(struct br_spool *sp, struct seg *s)
         struct rec_head h;
         char *buf = NULL;
         int rc = read_record(sp, fd, off, size, &h, &buf);
+        if (!rc && on_record)
+            on_record(ud, buf, h.meta_len);
         free(buf);
         if (rc == SH_ECORRUPT) {
             log_error("msg=\"spool segment has a torn or corrupt record; cutting it there\" "
@@ -206,7 +210,8 @@ static int scan_segment(struct br_spool *sp, struct seg *s)
     return SH_OK;
 }
 
-static int adopt(struct br_spool *sp, int keep)
+static int adopt(struct br_spool *sp, int keep, void (*on_record)(void *, const char *, size_t),
+                 void *ud)
 {
     DIR *dp = opendir(sp->dir);
     if (!dp)
@@ -234,11 +239,14 @@ static int adopt(struct br_spool *sp, int keep)
     if (sp->n_segs)
         qsort(sp->segs, sp->n_segs, sizeof(*sp->segs), cmp_seg);
     for (size_t i = 0; i < sp->n_segs && !rc; i++)
-        rc = scan_segment(sp, &sp->segs[i]);
+        rc = scan_segment(sp, &sp->segs[i], on_record, ud);
+    if (sp->n_segs)
+        sp->adopted_max = sp->segs[sp->n_segs - 1].num;
     return rc;
 }
 
 int br_spool_open(const char *dir, int keep, size_t segment_bytes, size_t max_body,
+                  void (*on_record)(void *ud, const char *meta, size_t meta_len), void *ud,
                   struct br_spool **out)
 {
     struct br_spool *sp = calloc(1, sizeof(*sp));
@@ -253,7 +261,7 @@ int br_spool_open(const char *dir, int keep, size_t segment_bytes, size_t max_bo
     if (!rc)
         rc = mkdirs(sp->dir);
     if (!rc)
-        rc = adopt(sp, keep);
+        rc = adopt(sp, keep, on_record, ud);
     if (rc) {
         br_spool_close(sp);
         return rc;
@@ -346,7 +354,8 @@ int br_spool_append(struct br_spool *sp, const struct br_batch *b)
 {
     size_t rec = br_spool_record_size(b);
     struct seg *tail = sp->n_segs ? &sp->segs[sp->n_segs - 1] : NULL;
-    if (!tail || (tail->size && tail->size + rec > sp->seg_bytes)) {
+    if (!tail || (tail->size && tail->size + rec > sp->seg_bytes) ||
+        tail->num <= sp->adopted_max) {
         uint64_t num = tail ? tail->num + 1 : FIRST_NUM;
         int fd = open_seg(sp, num, O_RDWR | O_CREAT | O_TRUNC);
         if (fd < 0) {
@@ -424,13 +433,15 @@ int br_spool_peek(struct br_spool *sp, size_t *record_bytes)
     return SH_OK;
 }
 
-int br_spool_pop(struct br_spool *sp, struct br_batch **out, uint64_t *skipped)
+int br_spool_pop(struct br_spool *sp, struct br_batch **out, uint64_t *skipped, int *adopted)
 {
     *skipped = 0;
     int rc = head_ready(sp);
     if (rc)
         return rc;
     struct seg *s = &sp->segs[0];
+    if (adopted)
+        *adopted = s->num <= sp->adopted_max;
     struct rec_head h;
     char *buf = NULL;
     rc = read_record(sp, sp->rfd, sp->roff, s->size, &h, &buf);
@@ -475,7 +486,7 @@ int br_spool_prepend(struct br_spool *sp, struct br_batch *const *bs, size_t n)
         while (!rc && sp->n_segs && sp->segs[0].num == head && sp->roff < sp->segs[0].size) {
             struct br_batch *b;
             uint64_t skipped;
-            rc = br_spool_pop(sp, &b, &skipped);
+            rc = br_spool_pop(sp, &b, &skipped, NULL);
             if (rc == SH_ECORRUPT) {
                 rc = SH_OK;
                 continue;

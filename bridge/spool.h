@@ -33,11 +33,13 @@ struct br_spool_stats {
 
 /*
  * Open the spool in dir (created if missing). keep=1 adopts segments already there (their
- * records come first); keep=0 requires dir to hold none (SH_EINVAL otherwise). A new segment
- * starts once the current one would pass segment_bytes. Records whose body exceeds max_body
- * are refused (append) or treated as corrupt (read).
+ * records come first; on_record, when not NULL, sees each one's metadata, oldest first);
+ * keep=0 requires dir to hold none (SH_EINVAL otherwise). A new segment starts once the
+ * current one would pass segment_bytes. Records whose body exceeds max_body are refused
+ * (append) or treated as corrupt (read).
  */
 int br_spool_open(const char *dir, int keep, size_t segment_bytes, size_t max_body,
+                  void (*on_record)(void *ud, const char *meta, size_t meta_len), void *ud,
                   struct br_spool **out);
 void br_spool_close(struct br_spool *sp);
 
@@ -54,9 +56,10 @@ int br_spool_peek(struct br_spool *sp, size_t *record_bytes);
 /*
  * Read and remove the head record into a new closed batch. SH_ENOTFOUND when empty;
  * SH_ECORRUPT when the head is unreadable: the rest of that segment is skipped (its bytes
- * reported in *skipped) and the next call goes on with the following segment.
+ * reported in *skipped) and the next call goes on with the following segment. *adopted (may
+ * be NULL) says whether the record was in a segment adopted at open (appends never go there).
  */
-int br_spool_pop(struct br_spool *sp, struct br_batch **out, uint64_t *skipped);
+int br_spool_pop(struct br_spool *sp, struct br_batch **out, uint64_t *skipped, int *adopted);
 
 int br_spool_sync(struct br_spool *sp);
 void br_spool_stats(const struct br_spool *sp, struct br_spool_stats *st);

@@ -40,8 +40,10 @@ struct sh_metric {
     char labels[SH_METRIC_MAX_LABELS][MAX_NAME];
     double bounds[SH_METRIC_MAX_BUCKETS];
     int n_bounds;
-    struct sh_metric_series **series;
-    int n_series;
+    struct sh_metric_series **series; /* in creation order (exposition order) */
+    int n_series, cap_series;
+    int *index;                         /* open addressing on hash: series position + 1 */
+    int index_cap;                      /* a power of two, at least twice n_series */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -204,26 +206,67 @@ static uint32_t fnv1a(const char *s, size_t n)
     return h;
 }
 
+/* Position of key in m->series via the hash index, or -1. Caller holds the lock. */
+static int find_series(const struct sh_metric *m, const char *key, uint32_t h)
+{
+    if (!m->index_cap)
+        return -1;
+    for (int i = (int)(h & (uint32_t)(m->index_cap - 1));; i = (i + 1) & (m->index_cap - 1)) {
+        int slot = m->index[i];
+        if (!slot)
+            return -1;
+        const struct sh_metric_series *s = m->series[slot - 1];
+        if (s->hash == h && !strcmp(s->key, key))
+            return slot - 1;
+    }
+}
+
+/* Make room for one more series: grow the array and rebuild the index at half load. */
+static int grow(struct sh_metric *m)
+{
+    if (m->n_series == m->cap_series) {
+        int cap = m->cap_series ? m->cap_series * 2 : 16;
+        if (cap > SH_METRIC_MAX_SERIES)
+            cap = SH_METRIC_MAX_SERIES;
+        struct sh_metric_series **p = realloc(m->series, (size_t)cap * sizeof(*p));
+        if (!p)
+            return -1;
+        m->series = p;
+        m->cap_series = cap;
+    }
+    if ((m->n_series + 1) * 2 > m->index_cap) {
+        int cap = m->index_cap ? m->index_cap * 2 : 32;
+        int *idx = calloc((size_t)cap, sizeof(*idx));
+        if (!idx)
+            return -1;
+        for (int k = 0; k < m->n_series; k++) {
+            int i = (int)(m->series[k]->hash & (uint32_t)(cap - 1));
+            while (idx[i])
+                i = (i + 1) & (cap - 1);
+            idx[i] = k + 1;
+        }
+        free(m->index);
+        m->index = idx;
+        m->index_cap = cap;
+    }
+    return 0;
+}
+
 /* Find or create; caller holds the lock. NULL when full or out of memory. */
 static struct sh_metric_series *lookup(struct sh_metric *m, const char *const *values)
 {
     char key[SH_METRIC_MAX_LABELS * (SH_METRIC_MAX_VALUE + 1) + 1];
     size_t klen = join_key(m, values, key, sizeof(key));
     uint32_t h = fnv1a(key, klen);
-    for (int i = 0; i < m->n_series; i++) {
-        struct sh_metric_series *s = m->series[i];
-        if (s->hash == h && !strcmp(s->key, key))
-            return s;
-    }
+    int at = find_series(m, key, h);
+    if (at >= 0)
+        return m->series[at];
     if (m->n_series == SH_METRIC_MAX_SERIES) {
         dropped_series++;
         return NULL;
     }
-    if (!m->series) {
-        m->series = calloc(SH_METRIC_MAX_SERIES, sizeof(*m->series));
-        if (!m->series)
-            return NULL;
-    }
+    if (grow(m))
+        return NULL;
     struct sh_metric_series *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
@@ -248,6 +291,10 @@ static struct sh_metric_series *lookup(struct sh_metric *m, const char *const *v
     }
     memcpy(s->key, key, klen + 1);
     m->series[m->n_series++] = s;
+    int i = (int)(h & (uint32_t)(m->index_cap - 1));
+    while (m->index[i])
+        i = (i + 1) & (m->index_cap - 1);
+    m->index[i] = m->n_series;
     return s;
 }
 
@@ -381,14 +428,12 @@ double sh_metric_value(struct sh_metric *m, ...)
     collect_values(m, ap, values);
     va_end(ap);
     char key[SH_METRIC_MAX_LABELS * (SH_METRIC_MAX_VALUE + 1) + 1];
-    join_key(m, values, key, sizeof(key));
+    size_t klen = join_key(m, values, key, sizeof(key));
     double v = 0;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < m->n_series; i++)
-        if (!strcmp(m->series[i]->key, key)) {
-            v = m->kind == SH_METRIC_HISTOGRAM ? (double)m->series[i]->count : m->series[i]->value;
-            break;
-        }
+    int at = find_series(m, key, fnv1a(key, klen));
+    if (at >= 0)
+        v = m->kind == SH_METRIC_HISTOGRAM ? (double)m->series[at]->count : m->series[at]->value;
     pthread_mutex_unlock(&lock);
     return v;
 }
@@ -586,6 +631,7 @@ void sh_metrics_reset(void)
             free(s);
         }
         free(m->series);
+        free(m->index);
         free(m);
         families[i] = NULL;
     }

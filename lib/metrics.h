@@ -42,7 +42,7 @@
 
 #define SH_METRIC_MAX_FAMILIES 256
 #define SH_METRIC_MAX_LABELS 4
-#define SH_METRIC_MAX_SERIES 4096
+#define SH_METRIC_MAX_SERIES 65536 /* per metric: 1,000 shards x 9 statuses fit */
 #define SH_METRIC_MAX_BUCKETS 24
 #define SH_METRIC_MAX_VALUE 128 /* bytes of one label value */
 #define SH_METRIC_MAX_COLLECTORS 16

@@ -382,6 +382,9 @@ def test_sigterm_flushes_exits_0_and_the_restart_resumes(tmp):
 
 @timeout(120)
 def test_a_webhook_never_gets_again_what_it_acknowledged(tmp):
+    """Two webhooks, one refusing with 503 at SIGTERM: its unsent batches are saved in the spool
+    and come first after the restart, under their webhook-id; the replay from the checkpoint
+    (what the slow one acknowledged) sends neither webhook anything again."""
     fake = make_fake(tmp)
     rx = Receiver()
     rx.respond(503, path="/slow")
@@ -394,11 +397,17 @@ def test_a_webhook_never_gets_again_what_it_acknowledged(tmp):
     wait_sessions(fake)
     want = burst_keys(fake.burst(60, shard=0), 60)
     rx.wait_events(60, 10, path="/fast")
+    wait_for(lambda: [r for r in rx.requests if r.path == "/slow"], 5)
     assert sh.stop() == 0
-    assert "events not delivered before the stop deadline" in sh.log_text()
+    assert "unsent batches saved in the spool; the next start sends them first" in sh.log_text()
+    assert "events not delivered" not in sh.log_text()
+    assert (Path(tmp) / "state" / "spool" / "CLEAN").exists()
     cp = read_checkpoint(tmp, 0)
     acked = sorted(h["acked"] for h in cp["webhooks"].values())
     assert cp["seq"] == acked[0] < acked[1], cp  # RESUME from what the slow webhook acknowledged
+    assert cp["clean"] is True
+    assert max(h["queued"] for h in cp["webhooks"].values()) == max(s for _, s in want)
+    refused_ids = {r.headers["webhook-id"] for r in rx.requests if r.path == "/slow"}
     rx.respond(200, path="/slow")
     sh.start()
     fake.wait(lambda f: len(f.received(op=6)) >= 1, 10, what="RESUME")
@@ -406,6 +415,36 @@ def test_a_webhook_never_gets_again_what_it_acknowledged(tmp):
     time.sleep(0.5)
     assert sorted(keys(rx.events("/fast"))) == sorted(want)  # not one again
     assert sorted(keys(rx.events("/slow"))) == sorted(want)
+    first_ok = [r for r in ok_requests(rx, "/slow")][0]
+    assert first_ok.headers["webhook-id"] in refused_ids  # the saved batch itself
+    assert not (Path(tmp) / "state" / "spool" / "CLEAN").exists()
+    sh.wait_log(r'msg="sending the batches the last stop saved first" webhook=1', 1)
+    npm_verify(ok_requests(rx), SECRET_A)
+
+
+@timeout(120)
+def test_a_crash_sets_the_spool_aside_and_the_replay_delivers(tmp):
+    fake = make_fake(tmp)
+    port = free_port()
+    url = "http://127.0.0.1:%d/" % port
+    cfg = base_config(fake, url, tmp, webhook=fast_retries(max_memory_bytes=65536,
+                                                           max_batch_events=10))
+    sh = Shardhook(cfg, tmp)
+    wait_sessions(fake)
+    wait_for(lambda: read_checkpoint(tmp, 0)["seq"] == 0, 5, what="the session's checkpoint")
+    want = burst_keys(fake.burst(400, shard=0), 400)
+    wait_for(lambda: spool_segments(tmp), 10, what="batches in the spool")
+    sh.kill()
+    rx = Receiver(port=port)
+    sh.start()
+    sh.wait_log(r"an earlier run stopped without saving its spool.*webhook=0", 10)
+    fake.wait(lambda f: len(f.received(op=6)) >= 1, 10, what="RESUME")
+    wait_for(lambda: want <= set(keys(rx.events())), 20, what="every event from the replay")
+    time.sleep(0.3)
+    msgs = keys([e for e in rx.events() if e["t"] == "MESSAGE_CREATE"])
+    assert sorted(msgs) == sorted(want)  # nothing lost, nothing twice
+    assert_shard_order(rx.events())
+    assert list((Path(tmp) / "state" / "spool").glob("stale-*"))
 
 
 def test_checkpoint_for_another_shard_count_is_ignored(tmp):

@@ -8,7 +8,7 @@
 
 static char *render(struct sh_buf *b)
 {
-    sh_buf_init(b, 1 << 20);
+    sh_buf_init(b, (size_t)16 << 20); /* as /metrics allows: a full metric is several MiB */
     if (sh_metrics_render(b))
         return NULL;
     return b->data;

@@ -62,12 +62,31 @@ static struct br_batch *make(int n, uint64_t s0)
     return b;
 }
 
+struct seen {
+    int records;
+    uint32_t events;
+    uint64_t last_min_s;
+};
+
+static void on_record(void *ud, const char *meta, size_t len)
+{
+    struct seen *s = ud;
+    struct br_batch b;
+    memset(&b, 0, sizeof(b));
+    if (br_batch_decode_meta(meta, len, &b))
+        return;
+    s->records++;
+    s->events += b.n_events;
+    s->last_min_s = b.shards[0].min_s;
+    free(b.shards);
+}
+
 /* Pop one batch and check it is the one that starts at s0; frees it. */
 static int pop_is(struct br_spool *sp, uint64_t s0)
 {
     struct br_batch *b = NULL;
     uint64_t skipped;
-    int rc = br_spool_pop(sp, &b, &skipped);
+    int rc = br_spool_pop(sp, &b, &skipped, NULL);
     int ok = !rc && b->n_shards == 1 && b->shards[0].min_s == s0;
     br_batch_free(b);
     return ok;
@@ -77,7 +96,7 @@ TEST(fifo_across_segments_and_cleanup)
 {
     fresh_dir();
     struct br_spool *sp;
-    ASSERT_EQ(br_spool_open(dir, 0, 1500, 1 << 20, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 0, 1500, 1 << 20, NULL, NULL, &sp), 0);
     struct br_spool_stats st;
     for (int i = 0; i < 10; i++) {
         struct br_batch *b = make(5, (uint64_t)i * 100);
@@ -102,7 +121,7 @@ TEST(fifo_across_segments_and_cleanup)
     ASSERT(pop_is(sp, 1000));
     struct br_batch *none = NULL;
     uint64_t skipped;
-    ASSERT_EQ(br_spool_pop(sp, &none, &skipped), SH_ENOTFOUND);
+    ASSERT_EQ(br_spool_pop(sp, &none, &skipped, NULL), SH_ENOTFOUND);
     br_spool_stats(sp, &st);
     ASSERT_EQ(st.batches, 0);
     ASSERT_EQ(st.bytes, 0);
@@ -118,7 +137,7 @@ TEST(adopt_keeps_order_and_cuts_a_torn_tail)
 {
     fresh_dir();
     struct br_spool *sp;
-    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
     for (int i = 0; i < 3; i++) {
         struct br_batch *b = make(2, (uint64_t)i * 10);
         ASSERT_EQ(br_spool_append(sp, b), 0);
@@ -135,8 +154,13 @@ TEST(adopt_keeps_order_and_cuts_a_torn_tail)
     ASSERT(fd >= 0);
     ASSERT_EQ(write(fd, "SHS1\x10\x00\x00\x00garbage", 15), 15);
     close(fd);
-    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, &sp), SH_EINVAL); /* keep=0: refuses */
-    ASSERT_EQ(br_spool_open(dir, 1, 1 << 20, 1 << 20, &sp), 0);
+    /* keep=0 refuses a folder with segments; keep=1 adopts them and shows each record */
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, NULL, NULL, &sp), SH_EINVAL);
+    struct seen seen = {0};
+    ASSERT_EQ(br_spool_open(dir, 1, 1 << 20, 1 << 20, on_record, &seen, &sp), 0);
+    ASSERT_EQ(seen.records, 3);
+    ASSERT_EQ(seen.events, 6);
+    ASSERT_EQ(seen.last_min_s, 20);
     struct br_spool_stats st;
     br_spool_stats(sp, &st);
     ASSERT_EQ(st.batches, 3);
@@ -144,9 +168,22 @@ TEST(adopt_keeps_order_and_cuts_a_torn_tail)
     struct br_batch *b = make(1, 99);
     ASSERT_EQ(br_spool_append(sp, b), 0); /* after the cut, not after the garbage */
     br_batch_free(b);
-    for (int i = 0; i < 3; i++)
-        ASSERT(pop_is(sp, (uint64_t)i * 10));
-    ASSERT(pop_is(sp, 99));
+    for (int i = 0; i < 3; i++) {
+        struct br_batch *a = NULL;
+        uint64_t skipped;
+        int adopted = 0;
+        ASSERT_EQ(br_spool_pop(sp, &a, &skipped, &adopted), 0);
+        ASSERT_EQ(a->shards[0].min_s, (uint64_t)i * 10);
+        ASSERT(adopted);
+        br_batch_free(a);
+    }
+    struct br_batch *a = NULL;
+    uint64_t skipped;
+    int adopted = 1;
+    ASSERT_EQ(br_spool_pop(sp, &a, &skipped, &adopted), 0); /* appended after the adoption */
+    ASSERT_EQ(a->shards[0].min_s, 99);
+    ASSERT(!adopted);
+    br_batch_free(a);
     br_spool_close(sp);
 }
 
@@ -154,7 +191,7 @@ TEST(corrupt_record_skips_the_rest_of_its_segment)
 {
     fresh_dir();
     struct br_spool *sp;
-    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
     for (int i = 0; i < 2; i++) {
         struct br_batch *b = make(2, (uint64_t)i * 10);
         ASSERT_EQ(br_spool_append(sp, b), 0);
@@ -171,9 +208,9 @@ TEST(corrupt_record_skips_the_rest_of_its_segment)
     close(fd);
     struct br_batch *b = NULL;
     uint64_t skipped = 0;
-    ASSERT_EQ(br_spool_pop(sp, &b, &skipped), SH_ECORRUPT);
+    ASSERT_EQ(br_spool_pop(sp, &b, &skipped, NULL), SH_ECORRUPT);
     ASSERT(skipped > 0);
-    ASSERT_EQ(br_spool_pop(sp, &b, &skipped), SH_ENOTFOUND);
+    ASSERT_EQ(br_spool_pop(sp, &b, &skipped, NULL), SH_ENOTFOUND);
     b = make(1, 5);
     ASSERT_EQ(br_spool_append(sp, b), 0); /* a fresh segment */
     br_batch_free(b);
@@ -185,7 +222,7 @@ TEST(prepend_goes_before_the_head)
 {
     fresh_dir();
     struct br_spool *sp;
-    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
     for (int i = 0; i < 3; i++) {
         struct br_batch *b = make(1, 100 + (uint64_t)i);
         ASSERT_EQ(br_spool_append(sp, b), 0);
@@ -197,14 +234,14 @@ TEST(prepend_goes_before_the_head)
     br_batch_free(mem[0]);
     br_batch_free(mem[1]);
     br_spool_close(sp);
-    ASSERT_EQ(br_spool_open(dir, 1, 1 << 20, 1 << 20, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 1, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
     ASSERT(pop_is(sp, 1));
     ASSERT(pop_is(sp, 2));
     ASSERT(pop_is(sp, 101)); /* 100 was read before: not repeated */
     ASSERT(pop_is(sp, 102));
     struct br_batch *none = NULL;
     uint64_t skipped;
-    ASSERT_EQ(br_spool_pop(sp, &none, &skipped), SH_ENOTFOUND);
+    ASSERT_EQ(br_spool_pop(sp, &none, &skipped, NULL), SH_ENOTFOUND);
     ASSERT_EQ(br_spool_sync(sp), 0);
     br_spool_close(sp);
 }
@@ -213,7 +250,7 @@ TEST(oversize_body_is_refused)
 {
     fresh_dir();
     struct br_spool *sp;
-    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 64, &sp), 0);
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 64, NULL, NULL, &sp), 0);
     struct br_batch *b = make(3, 1);
     ASSERT_EQ(br_spool_append(sp, b), SH_ETOOBIG);
     br_batch_free(b);

@@ -404,11 +404,13 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms : 10000;
     http_stats_attach(&srv->ctx);
 
+    /* the logger goes first, or libmicrohttpd complains through its own logger at start */
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, srv,
         MHD_OPTION_END); /* no LISTENING_ADDRESS_REUSE: a second daemon on the port must fail */
     if (!srv->daemon) {
         snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);

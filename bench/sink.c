@@ -109,8 +109,8 @@ static enum MHD_Result stats(struct MHD_Connection *c)
     double p99 = st.n_probes ? st.probes[(size_t)((double)(st.n_probes - 1) * 0.99)] : -1;
     snprintf(out, sizeof(out),
              "{\"events\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"bytes\":%" PRIu64
-             ",\"event_bytes\":%" PRIu64 ",\"bad_signatures\":%" PRIu64
-             ",\"order_errors\":%" PRIu64 ",\"first_ms\":%" PRIu64 ",\"last_ms\":%" PRIu64
+             ",\"event_bytes\":%" PRIu64 ",\"bad_signatures\":%" PRIu64 ",\"order_errors\":%" PRIu64
+             ",\"first_ms\":%" PRIu64 ",\"last_ms\":%" PRIu64
              ",\"probes\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f}",
              st.events, st.batches, st.bytes, st.event_bytes, st.bad_sig, st.order_errors,
              st.first_ms, st.last_ms, st.n_probes, p50, p99);
@@ -224,10 +224,9 @@ int main(int argc, char **argv)
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* loopback only */
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL,
-        NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_NOTIFY_COMPLETED, done, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-        MHD_OPTION_END);
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
+        handle, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+        done, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "sink: cannot listen on port %d\n", port);
         return 1;

@@ -42,7 +42,7 @@ struct br_batch {
     uint64_t first_ms; /* monotonic ms the oldest event reached the gateway */
     int closed;
     /* delivery state (bridge/deliver.c) */
-    uint64_t seq;         /* position in its webhook's order */
+    uint64_t seq; /* position in its webhook's order */
     int state;
     unsigned attempts;
     uint64_t next_try_ms;

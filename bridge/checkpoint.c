@@ -42,8 +42,9 @@ int br_checkpoint_encode(const struct br_checkpoint *cp, uint64_t wall_ms, struc
     rc = rc ? rc : sh_buf_append_str(out, ",\"resume_gateway_url\":");
     rc = rc ? rc : put_str(out, cp->resume_url);
     rc = rc ? rc
-            : sh_buf_printf(out, ",\"seq\":%" PRIu64 ",\"clean\":%s,\"written_at\":\"%s\","
-                                 "\"webhooks\":{",
+            : sh_buf_printf(out,
+                            ",\"seq\":%" PRIu64 ",\"clean\":%s,\"written_at\":\"%s\","
+                            "\"webhooks\":{",
                             cp->seq, cp->clean ? "true" : "false", when);
     for (size_t i = 0; !rc && i < cp->n_hooks; i++) {
         const struct br_ckpt_hook *h = &cp->hooks[i];

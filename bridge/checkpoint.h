@@ -32,7 +32,7 @@ struct br_checkpoint {
     char session_id[128];
     char resume_url[512];
     uint64_t seq;
-    int clean;          /* 1 when written by a graceful stop */
+    int clean; /* 1 when written by a graceful stop */
     size_t n_hooks;
     struct br_ckpt_hook hooks[BR_CKPT_MAX_HOOKS];
 };

@@ -64,8 +64,8 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
                            "{\"webhook\":%zu,\"webhook_key\":\"%s\",\"webhook_id\":\"%s\","
                            "\"status\":%ld,\"attempts\":%u,\"failed_at\":\"%s\","
                            "\"events\":%" PRIu32 ",\"response\":",
-                           dl->webhook, dl->webhook_key, dl->msg_id, dl->status, dl->attempts,
-                           iso, dl->events);
+                           dl->webhook, dl->webhook_key, dl->msg_id, dl->status, dl->attempts, iso,
+                           dl->events);
     size_t rl = dl->response_len > BR_DEAD_RESPONSE_MAX ? BR_DEAD_RESPONSE_MAX : dl->response_len;
     rc = rc ? rc : put_bytes(&b, dl->response ? dl->response : "", dl->response ? rl : 0);
     rc = rc ? rc

@@ -46,9 +46,9 @@
 #include "lib/metrics.h"
 
 #define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
-#define CKPT_LAZY_MS 200    /* checkpoints that only follow unrouted events wait this long */
-#define CKPT_FSYNC_MS 1000  /* checkpoint files are fsync'ed at most this often while running */
-#define GAUGE_MS 250        /* queue and spool gauges are refreshed this often */
+#define CKPT_LAZY_MS 200   /* checkpoints that only follow unrouted events wait this long */
+#define CKPT_FSYNC_MS 1000 /* checkpoint files are fsync'ed at most this often while running */
+#define GAUGE_MS 250       /* queue and spool gauges are refreshed this often */
 #define POLL_MAX_MS 1000
 #define CONNECT_TIMEOUT_MS 10000
 #define SPOOL_SEGMENT_MIN ((size_t)64 << 10)
@@ -58,7 +58,7 @@
 
 enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT };
 
-#define NO_GEN UINT32_MAX   /* a session generation no shard has */
+#define NO_GEN UINT32_MAX /* a session generation no shard has */
 #define MARKER_MAX ((size_t)8 << 20)
 #define MARKER_NAME "CLEAN" /* state_dir/spool/CLEAN: written last by a graceful stop */
 
@@ -89,10 +89,10 @@ struct shard {
     int from_checkpoint;
     char session_id[128];
     char resume_url[512];
-    uint64_t seen;    /* highest s routed in the current session */
+    uint64_t seen;     /* highest s routed in the current session */
     uint64_t ckpt_seq; /* seq of the checkpoint loaded at start */
-    int dirty;        /* its checkpoint may have changed */
-    int dirty_ack;    /* ... because of an acknowledgement: write before the next request */
+    int dirty;         /* its checkpoint may have changed */
+    int dirty_ack;     /* ... because of an acknowledgement: write before the next request */
     uint64_t written_seq, written_sum;
     uint32_t written_gen;
     int written;
@@ -112,18 +112,18 @@ struct hook {
     char label[24];
     char key[BR_CKPT_KEY_MAX];
     int n_lanes;
-    struct br_batch **open;         /* per lane, NULL when none is open */
-    struct br_batch *head, *tail;   /* closed batches in memory, oldest first */
+    struct br_batch **open;       /* per lane, NULL when none is open */
+    struct br_batch *head, *tail; /* closed batches in memory, oldest first */
     size_t n_mem;
     uint64_t mem_bytes;
     struct br_batch *over_head, *over_tail; /* after the spool when it cannot take them */
     size_t n_over;
     struct br_spool *spool;
     int spool_error_logged;
-    int saved;                      /* a graceful stop saved its unsent batches in the spool */
+    int saved; /* a graceful stop saved its unsent batches in the spool */
     int in_flight;
-    uint32_t *mark, epoch;          /* per local shard (+1 for unknown shards) */
-    struct wsh *ws;                 /* per local shard */
+    uint32_t *mark, epoch; /* per local shard (+1 for unknown shards) */
+    struct wsh *ws;        /* per local shard */
     uint64_t next_seq;
     struct hook_metrics m;
 };
@@ -146,7 +146,7 @@ struct br_delivery {
     int n_local;
     int32_t *local_of; /* shard id -> index in shards, -1 when not run here */
     int prepared;
-    int clean_start;      /* the last stop saved the spool: adopt it */
+    int clean_start; /* the last stop saved the spool: adopt it */
     char clean_hooks[BR_CKPT_MAX_HOOKS][BR_CKPT_KEY_MAX]; /* webhooks whose spool was saved */
     size_t n_clean_hooks;
     char dir_ckpt[PATH_MAX - 64], dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
@@ -155,7 +155,7 @@ struct br_delivery {
     void *flow_ud;
     int paused;
     uint64_t last_ckpt_ms, last_fsync_ms, last_gauge_ms;
-    int acked_in_pass;    /* or a new session: checkpoints are written in this pass */
+    int acked_in_pass; /* or a new session: checkpoints are written in this pass */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
@@ -264,29 +264,29 @@ static void register_metrics(struct br_delivery *d)
         "Webhook requests by webhook and result (ok, retry_status, network_error, timeout, "
         "dead_status)",
         "webhook,result");
-    struct sh_metric *retries = sh_metric_counter(
-        "shardhook_webhook_retries_total", "Failed webhook attempts that will be retried",
-        "webhook");
+    struct sh_metric *retries =
+        sh_metric_counter("shardhook_webhook_retries_total",
+                          "Failed webhook attempts that will be retried", "webhook");
     struct sh_metric *dead = sh_metric_counter(
         "shardhook_webhook_dead_letters_total",
         "Batches moved to state_dir/dead-letter after a status that is not retried", "webhook");
-    struct sh_metric *events = sh_metric_counter(
-        "shardhook_webhook_events_delivered_total", "Events acknowledged by webhooks", "webhook");
+    struct sh_metric *events = sh_metric_counter("shardhook_webhook_events_delivered_total",
+                                                 "Events acknowledged by webhooks", "webhook");
     struct sh_metric *batches = sh_metric_counter("shardhook_webhook_batches_acked_total",
                                                   "Batches acknowledged by webhooks", "webhook");
-    struct sh_metric *bev = sh_metric_histogram("shardhook_webhook_batch_events",
-                                                "Events per batch sent", "webhook",
-                                                batch_event_bounds, 12);
-    struct sh_metric *bby = sh_metric_histogram("shardhook_webhook_batch_bytes",
-                                                "Body bytes per batch sent", "webhook",
-                                                batch_byte_bounds, 9);
+    struct sh_metric *bev =
+        sh_metric_histogram("shardhook_webhook_batch_events", "Events per batch sent", "webhook",
+                            batch_event_bounds, 12);
+    struct sh_metric *bby =
+        sh_metric_histogram("shardhook_webhook_batch_bytes", "Body bytes per batch sent", "webhook",
+                            batch_byte_bounds, 9);
     struct sh_metric *lag = sh_metric_histogram(
         "shardhook_webhook_lag_seconds",
         "From the gateway receiving a batch's oldest event to the webhook acknowledging it",
         "webhook", SH_METRIC_BUCKETS_SECONDS);
-    struct sh_metric *rs = sh_metric_histogram("shardhook_webhook_request_seconds",
-                                               "Duration of one webhook attempt", "webhook",
-                                               SH_METRIC_BUCKETS_SECONDS);
+    struct sh_metric *rs =
+        sh_metric_histogram("shardhook_webhook_request_seconds", "Duration of one webhook attempt",
+                            "webhook", SH_METRIC_BUCKETS_SECONDS);
     struct sh_metric *qb = sh_metric_gauge("shardhook_webhook_queue_bytes",
                                            "Bytes of closed batches waiting in memory", "webhook");
     struct sh_metric *qn = sh_metric_gauge("shardhook_webhook_queue_batches",
@@ -389,8 +389,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     const char *sd = cfg->state_dir ? cfg->state_dir : "./state";
     if (snprintf(d->dir_ckpt, sizeof(d->dir_ckpt), "%s/checkpoints", sd) >=
             (int)sizeof(d->dir_ckpt) ||
-        snprintf(d->dir_spool, sizeof(d->dir_spool), "%s/spool", sd) >=
-            (int)sizeof(d->dir_spool) ||
+        snprintf(d->dir_spool, sizeof(d->dir_spool), "%s/spool", sd) >= (int)sizeof(d->dir_spool) ||
         snprintf(d->dir_dead, sizeof(d->dir_dead), "%s/dead-letter", sd) >=
             (int)sizeof(d->dir_dead)) {
         log_error("msg=\"state_dir path too long\" state_dir=\"%s\"", sd);
@@ -462,7 +461,9 @@ static void set_aside_stale_spool(struct br_delivery *d, struct hook *h, const c
 static size_t spool_segment_bytes(const struct cfg_config *cfg)
 {
     size_t s = cfg->spool_max_bytes / 16;
-    return s < SPOOL_SEGMENT_MIN ? SPOOL_SEGMENT_MIN : s > SPOOL_SEGMENT_MAX ? SPOOL_SEGMENT_MAX : s;
+    return s < SPOOL_SEGMENT_MIN   ? SPOOL_SEGMENT_MIN
+           : s > SPOOL_SEGMENT_MAX ? SPOOL_SEGMENT_MAX
+                                   : s;
 }
 
 static void marker_path(const struct br_delivery *d, char *out, size_t cap)
@@ -495,8 +496,7 @@ static int read_marker(struct br_delivery *d)
     {
         if (cJSON_IsString(it) && d->n_clean_hooks < BR_CKPT_MAX_HOOKS &&
             strlen(it->valuestring) < BR_CKPT_KEY_MAX)
-            snprintf(d->clean_hooks[d->n_clean_hooks++], BR_CKPT_KEY_MAX, "%s",
-                     it->valuestring);
+            snprintf(d->clean_hooks[d->n_clean_hooks++], BR_CKPT_KEY_MAX, "%s", it->valuestring);
     }
     if (!ok)
         log_warn("msg=\"spool marker of the last stop does not fit this run; not adopting the "
@@ -596,8 +596,8 @@ static int open_spool(struct br_delivery *d, struct hook *h)
     struct adopt_ctx ctx = {d, h};
     int rc = br_spool_open(dir, adopt, seg, max_body, adopt ? on_adopted : NULL, &ctx, &h->spool);
     if (rc) {
-        log_error("msg=\"cannot open the spool\" webhook=%zu dir=\"%s\" error=\"%s\"", h->idx,
-                  dir, sh_strerror(rc));
+        log_error("msg=\"cannot open the spool\" webhook=%zu dir=\"%s\" error=\"%s\"", h->idx, dir,
+                  sh_strerror(rc));
         return rc;
     }
     struct br_spool_stats st;
@@ -710,8 +710,8 @@ static void enqueue(struct br_delivery *d, struct hook *h, struct br_batch *b)
         h->mem_bytes += b->body.len;
         return;
     }
-    int spill = h->spool && (spool_has(h) || (h->head && h->mem_bytes + b->body.len >
-                                                             h->cfg->max_memory_bytes));
+    int spill = h->spool && (spool_has(h) ||
+                             (h->head && h->mem_bytes + b->body.len > h->cfg->max_memory_bytes));
     if (spill) {
         int rc = br_spool_append(h->spool, b);
         if (!rc) {
@@ -1021,8 +1021,8 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
     hl = add_header(hl, &ok, "webhook-timestamp: %" PRId64, ts);
     if (w->n_secrets) {
         char sig[SIG_MAX];
-        int rc = br_sign(w->secrets, w->n_secrets, b->msg_id, ts, b->body.data, b->body.len,
-                         sig, sizeof(sig));
+        int rc = br_sign(w->secrets, w->n_secrets, b->msg_id, ts, b->body.data, b->body.len, sig,
+                         sizeof(sig));
         if (rc) {
             log_error("msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", h->idx,
                       sh_strerror(rc));
@@ -1045,9 +1045,9 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->body.data);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(w->timeout_ms < CONNECT_TIMEOUT_MS ? w->timeout_ms
-                                                               : CONNECT_TIMEOUT_MS));
+    curl_easy_setopt(
+        c, CURLOPT_CONNECTTIMEOUT_MS,
+        (long)(w->timeout_ms < CONNECT_TIMEOUT_MS ? w->timeout_ms : CONNECT_TIMEOUT_MS));
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1175,8 +1175,7 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
                      h->idx, b->msg_id, status, b->attempts, wait,
                      r->retry_after_ms >= 0 ? " retry_after=1" : "");
         } else {
-            sh_series_add(result == CURLE_OPERATION_TIMEDOUT ? h->m.req_timeout
-                                                             : h->m.req_network,
+            sh_series_add(result == CURLE_OPERATION_TIMEDOUT ? h->m.req_timeout : h->m.req_network,
                           1);
             log_warn("msg=\"webhook attempt failed; retrying\" webhook=%zu webhook_id=%s "
                      "error=\"%s\" attempts=%u wait_ms=%" PRIu64,

@@ -13,9 +13,9 @@
 #define BR_RETRY_AFTER_MAX_MS (3600u * 1000u)
 
 enum br_outcome {
-    BR_ACK = 0,   /* 2xx */
-    BR_RETRY,     /* connection error, timeout, 408, 429, 5xx */
-    BR_DEAD,      /* any other status: dead-letter */
+    BR_ACK = 0, /* 2xx */
+    BR_RETRY,   /* connection error, timeout, 408, 429, 5xx */
+    BR_DEAD,    /* any other status: dead-letter */
 };
 
 /* status 0 means no HTTP answer (connection error or timeout). */

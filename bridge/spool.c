@@ -35,8 +35,8 @@ struct br_spool {
     size_t seg_bytes, max_body;
     struct seg *segs; /* segs[0] is the head */
     size_t n_segs, cap_segs;
-    int rfd, wfd;     /* rfd reads segs[0], wfd appends to segs[n_segs - 1] */
-    uint64_t roff;    /* read offset in segs[0] */
+    int rfd, wfd;         /* rfd reads segs[0], wfd appends to segs[n_segs - 1] */
+    uint64_t roff;        /* read offset in segs[0] */
     uint64_t adopted_max; /* segments numbered up to this were adopted at open (0: none) */
     struct sh_buf meta;
 };
@@ -256,8 +256,8 @@ int br_spool_open(const char *dir, int keep, size_t segment_bytes, size_t max_bo
     sp->seg_bytes = segment_bytes;
     sp->max_body = max_body > UINT32_MAX ? UINT32_MAX : max_body;
     sh_buf_init(&sp->meta, MAX_META);
-    int rc = snprintf(sp->dir, sizeof(sp->dir), "%s", dir) >= (int)sizeof(sp->dir) ? SH_ETOOBIG
-                                                                                 : SH_OK;
+    int rc =
+        snprintf(sp->dir, sizeof(sp->dir), "%s", dir) >= (int)sizeof(sp->dir) ? SH_ETOOBIG : SH_OK;
     if (!rc)
         rc = mkdirs(sp->dir);
     if (!rc)
@@ -306,9 +306,8 @@ static int write_record(struct br_spool *sp, int fd, uint64_t *size, const struc
     put32(head + 8, (uint32_t)b->body.len);
     put32(head + 12, b->n_events);
     put32(head + 16, (uint32_t)crc);
-    struct iovec iov[3] = {{head, sizeof(head)},
-                           {sp->meta.data, sp->meta.len},
-                           {b->body.data, b->body.len}};
+    struct iovec iov[3] = {
+        {head, sizeof(head)}, {sp->meta.data, sp->meta.len}, {b->body.data, b->body.len}};
     size_t total = sizeof(head) + sp->meta.len + b->body.len, done = 0;
     while (done < total) {
         /* skip what was written already */
@@ -333,8 +332,7 @@ static int write_record(struct br_spool *sp, int fd, uint64_t *size, const struc
             if (ftruncate(fd, (off_t)*size))
                 log_error("msg=\"cannot cut a partial spool record\" dir=\"%s\" error=\"%s\"",
                           sp->dir, strerror(errno));
-            log_error("msg=\"spool write failed\" dir=\"%s\" error=\"%s\"", sp->dir,
-                      strerror(e));
+            log_error("msg=\"spool write failed\" dir=\"%s\" error=\"%s\"", sp->dir, strerror(e));
             return SH_EIO;
         }
         done += (size_t)w;
@@ -354,8 +352,7 @@ int br_spool_append(struct br_spool *sp, const struct br_batch *b)
 {
     size_t rec = br_spool_record_size(b);
     struct seg *tail = sp->n_segs ? &sp->segs[sp->n_segs - 1] : NULL;
-    if (!tail || (tail->size && tail->size + rec > sp->seg_bytes) ||
-        tail->num <= sp->adopted_max) {
+    if (!tail || (tail->size && tail->size + rec > sp->seg_bytes) || tail->num <= sp->adopted_max) {
         uint64_t num = tail ? tail->num + 1 : FIRST_NUM;
         int fd = open_seg(sp, num, O_RDWR | O_CREAT | O_TRUNC);
         if (fd < 0) {

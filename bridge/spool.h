@@ -25,7 +25,7 @@
 struct br_spool;
 
 struct br_spool_stats {
-    uint64_t bytes;   /* on disk, records not yet read back */
+    uint64_t bytes; /* on disk, records not yet read back */
     uint64_t batches;
     uint64_t events;
     uint64_t segments;

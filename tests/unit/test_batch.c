@@ -72,8 +72,7 @@ TEST(meta_round_trip_and_corruption)
     struct br_batch *b, *c;
     ASSERT_EQ(br_batch_new(4096, &b), 0);
     for (int i = 0; i < 5; i++)
-        ASSERT_EQ(br_batch_add(b, ev2, strlen(ev2), (uint32_t)i % 3, 7, 10 + (uint64_t)i, 50,
-                               NULL),
+        ASSERT_EQ(br_batch_add(b, ev2, strlen(ev2), (uint32_t)i % 3, 7, 10 + (uint64_t)i, 50, NULL),
                   0);
     br_batch_close(b);
     struct sh_buf m;

@@ -19,7 +19,10 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
 }
 
 /* Remove a test folder and everything in it. */
-static void rm_rf(const char *p) { nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_rf(const char *p)
+{
+    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static struct br_checkpoint sample(void)
 {

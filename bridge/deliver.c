@@ -752,8 +752,6 @@ static void refill(struct hook *h)
         uint64_t skipped = 0;
         int adopted = 0;
         rc = br_spool_pop(h->spool, &b, &skipped, &adopted);
-        if (adopted)
-            b->first_ms = 0; /* another run's clock: no lag figure */
         if (rc == SH_ECORRUPT)
             continue; /* logged with the batches lost; go on with the next segment */
         if (rc) {
@@ -761,6 +759,8 @@ static void refill(struct hook *h)
                       sh_strerror(rc));
             return;
         }
+        if (adopted)
+            b->first_ms = 0; /* another run's clock: no lag figure */
         b->state = B_QUEUED;
         list_append(&h->head, &h->tail, b);
         h->n_mem++;
@@ -1315,8 +1315,10 @@ static void update_flow(struct br_delivery *d, size_t inq)
             br_spool_stats(h->spool, &st);
             spooled += st.bytes;
         }
-        if (h->over_head || h->spool_error_logged ||
-            (!h->spool && h->mem_bytes > h->cfg->max_memory_bytes))
+        if (h->mem_bytes <= h->cfg->max_memory_bytes && !h->over_head)
+            h->spool_error_logged = 0; /* back under the limit: the next spill tries again */
+        if (h->over_head ||
+            (h->mem_bytes > h->cfg->max_memory_bytes && (!h->spool || h->spool_error_logged)))
             over = 1; /* memory past its limit: the spool cannot take more, or there is none */
     }
     uint64_t max = d->cfg->spool_max_bytes;

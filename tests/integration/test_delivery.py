@@ -295,6 +295,26 @@ def test_receiver_down_spool_fills_pauses_the_gateway_and_drains_in_order(tmp):
     npm_verify(ok_requests(rx)[-200:], SECRET_A)
 
 
+@timeout(120)
+def test_without_a_spool_the_memory_limit_pauses_the_gateway(tmp):
+    fake = make_fake(tmp)
+    port = free_port()
+    cfg = base_config(fake, "http://127.0.0.1:%d/" % port, tmp, spool_max_bytes=0,
+                      webhook=fast_retries(max_memory_bytes=65536, max_batch_events=20))
+    sh = Shardhook(cfg, tmp)
+    wait_sessions(fake)
+    want = burst_keys(fake.burst(1500, shard=0), 1500)
+    sh.wait_log(r"delivery is behind; asking the gateway to stop reading", 20)
+    assert not spool_segments(tmp)
+    rx = Receiver(port=port)
+    wait_for(lambda: want <= set(keys(rx.events())), 30, what="every event after the outage")
+    time.sleep(0.3)
+    msgs = keys([e for e in rx.events() if e["t"] == "MESSAGE_CREATE"])
+    assert sorted(msgs) == sorted(want)
+    assert_shard_order(rx.events())
+    sh.wait_log(r"delivery caught up; the gateway reads again", 10)
+
+
 # -- checkpoints and restarts ------------------------------------------------------------------
 def read_checkpoint(tmp, shard):
     return json.loads((Path(tmp) / "state" / "checkpoints" / ("shard-%d.json" % shard)).read_text())

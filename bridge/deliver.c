@@ -156,6 +156,7 @@ struct br_delivery {
     int paused;
     uint64_t last_ckpt_ms, last_fsync_ms, last_gauge_ms;
     int acked_in_pass; /* or a new session: checkpoints are written in this pass */
+    int any_dirty;     /* some shard's checkpoint may have changed */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
@@ -822,7 +823,7 @@ static void on_ready(struct br_delivery *d, struct shard *s, const char *ev, siz
                  "shard=%d",
                  s->id);
     }
-    s->dirty = 1;
+    s->dirty = d->any_dirty = 1;
     cJSON_Delete(root);
 }
 
@@ -843,7 +844,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
         on_ready(d, s, ev, e->len);
     if (e->s > s->seen)
         s->seen = e->s;
-    s->dirty = 1;
+    s->dirty = d->any_dirty = 1;
     const struct cfg_config *cfg = d->cfg;
     if (br_route_match_any(cfg->disable_events, cfg->n_disable_events, t, e->t_len))
         return;
@@ -891,7 +892,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
             ws->routed_max = e->s;
         if (fresh) {
             /* W's first unacknowledged batch of X: everything of X before it is settled */
-            if (!ws->pending && e->s - 1 > ws->last_acked)
+            if (!ws->pending && e->s && e->s - 1 > ws->last_acked)
                 ws->last_acked = e->s - 1;
             ws->pending++;
         }
@@ -1091,7 +1092,7 @@ static void resolve(struct br_delivery *d, struct hook *h, struct br_batch *b)
             ws->pending--;
         if (e->max_s > ws->last_acked)
             ws->last_acked = e->max_s;
-        d->shards[li].dirty = d->shards[li].dirty_ack = 1;
+        d->shards[li].dirty = d->shards[li].dirty_ack = d->any_dirty = 1;
     }
     list_remove(&h->head, &h->tail, b);
     h->n_mem--;
@@ -1298,6 +1299,9 @@ static void write_checkpoints(struct br_delivery *d, uint64_t now, int final)
         wrote = 1;
     }
     d->last_ckpt_ms = now;
+    d->any_dirty = 0;
+    for (int i = 0; i < d->n_local && !d->any_dirty; i++)
+        d->any_dirty = d->shards[i].dirty; /* a write failed: try again later */
     if (sync && wrote)
         d->last_fsync_ms = now;
 }
@@ -1417,6 +1421,8 @@ static void *run(void *arg)
         uint64_t retry_at = schedule(d, now);
         if (retry_at < wake)
             wake = retry_at;
+        if (d->any_dirty && d->last_ckpt_ms + CKPT_LAZY_MS < wake)
+            wake = d->last_ckpt_ms + CKPT_LAZY_MS;
         update_flow(d, inq);
         if (now - d->last_gauge_ms >= GAUGE_MS) {
             update_gauges(d, inq);

@@ -6,8 +6,8 @@
  * `events` patterns match), appends it to an open batch of that webhook, and POSTs closed
  * batches with libcurl multi, signed with Standard Webhooks headers. Per webhook:
  *
- * - Lanes: a webhook has min(max_in_flight, shards run here) open batches; shard i goes to
- *   lane i % lanes, so concurrent requests never share a shard. A batch closes at
+ * - Lanes: a webhook has min(max_in_flight, shards run here) open batches; the i-th shard run
+ *   here goes to lane i % lanes, so concurrent requests never share a shard. A batch closes at
  *   max_batch_events, max_batch_bytes or max_batch_delay_ms after its first event.
  * - Order: closed batches queue in order; a batch starts only when no earlier unacknowledged
  *   batch of the webhook holds one of its shards, so each shard's events arrive in `s` order.

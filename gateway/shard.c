@@ -167,23 +167,6 @@ static void write_timer_cb(lws_sorted_usec_list_t *sul)
     want_write(s);
 }
 
-/* Close this connection ourselves with code, then reconnect (resume or identify). */
-static void close_self(struct gw_shard *s, int code, int resume, int64_t delay_ms)
-{
-    if (!s->wsi || s->close_code)
-        return;
-    s->close_code = code;
-    s->self_close = 1;
-    s->reconnect_resume = resume;
-    s->next_delay_ms = delay_ms;
-    lws_sul_cancel(&s->sul_heartbeat);
-    lws_sul_cancel(&s->sul_identify);
-    if (s->established)
-        lws_callback_on_writable(s->wsi);
-    else
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-}
-
 static void kill_cb(lws_sorted_usec_list_t *sul)
 {
     struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_kill);
@@ -193,11 +176,27 @@ static void kill_cb(lws_sorted_usec_list_t *sul)
     }
 }
 
+/*
+ * Close this connection ourselves with code (never 1000/1001: the session stays resumable),
+ * then reconnect: resume=1 keeps the session; delay_ms >= 0 replaces the backoff. A close
+ * frame that cannot be written within CLOSE_GRACE_MS ends in a dropped socket.
+ */
 static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_ms)
 {
-    close_self(s, code, resume, delay_ms);
-    if (s->wsi)
+    if (!s->wsi || s->close_code)
+        return;
+    s->close_code = code;
+    s->self_close = 1;
+    s->reconnect_resume = resume;
+    s->next_delay_ms = delay_ms;
+    lws_sul_cancel(&s->sul_heartbeat);
+    lws_sul_cancel(&s->sul_identify);
+    if (s->established) {
+        lws_callback_on_writable(s->wsi);
         schedule(s, &s->sul_kill, kill_cb, CLOSE_GRACE_MS);
+    } else {
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
 }
 
 static int write_text(struct gw_shard *s, const char *p, size_t len)
@@ -218,6 +217,16 @@ static int session_up(const struct gw_shard *s)
     return s->status == GW_LOADING || s->status == GW_READY;
 }
 
+/* 1 when the send window has room now; otherwise a retry is scheduled for when it reopens. */
+static int window_open(struct gw_shard *s, uint64_t now, int heartbeat)
+{
+    uint64_t wait = 0;
+    if (gw_sendq_allowed(&s->sendq, now, heartbeat, &wait))
+        return 1;
+    schedule(s, &s->sul_write, write_timer_cb, wait);
+    return 0;
+}
+
 /*
  * One write per writeable callback, inside the send window: the IDENTIFY or RESUME first,
  * then a due heartbeat, then user payloads once the session is up.
@@ -229,12 +238,10 @@ static int on_writeable(struct gw_shard *s)
                          (unsigned char *)"shardhook", 9);
         return -1;
     }
-    uint64_t now = sh_now_ms(), wait = 0;
+    uint64_t now = sh_now_ms();
     if (s->handshake) {
-        if (!gw_sendq_allowed(&s->sendq, now, 0, &wait)) {
-            schedule(s, &s->sul_write, write_timer_cb, wait);
+        if (!window_open(s, now, 0))
             return 0;
-        }
         if (write_text(s, s->handshake, s->handshake_len))
             return -1;
         if (s->handshake_identify) {
@@ -246,10 +253,8 @@ static int on_writeable(struct gw_shard *s)
         SH_FREE(s->handshake);
         s->handshake_len = 0;
     } else if (s->heartbeat_due) {
-        if (!gw_sendq_allowed(&s->sendq, now, 1, &wait)) {
-            schedule(s, &s->sul_write, write_timer_cb, wait);
+        if (!window_open(s, now, 1))
             return 0;
-        }
         char hb[64];
         int n = s->has_seq ? snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":%" PRIu64 "}", s->seq)
                            : snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":null}");
@@ -262,12 +267,8 @@ static int on_writeable(struct gw_shard *s)
     } else if (session_up(s)) {
         size_t len;
         const char *p = gw_sendq_peek(&s->sendq, &len);
-        if (!p)
+        if (!p || !window_open(s, now, 0))
             return 0;
-        if (!gw_sendq_allowed(&s->sendq, now, 0, &wait)) {
-            schedule(s, &s->sul_write, write_timer_cb, wait);
-            return 0;
-        }
         if (write_text(s, p, len))
             return -1;
         gw_sendq_pop(&s->sendq);
@@ -645,11 +646,7 @@ void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
 
 void gw_shard_shutdown(struct gw_shard *s)
 {
-    lws_sul_cancel(&s->sul_heartbeat);
-    lws_sul_cancel(&s->sul_connect);
-    lws_sul_cancel(&s->sul_identify);
-    lws_sul_cancel(&s->sul_guilds);
-    lws_sul_cancel(&s->sul_write);
+    cancel_timers(s);
     if (s->wsi) {
         /* keep the session: a 4000 close leaves it resumable */
         close_with(s, 4000, 1, -1);

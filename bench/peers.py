@@ -132,9 +132,9 @@ def run_node(peer, fake, shards, compress, timeout, workdir):
     err_path = os.path.join(workdir, "%s.stderr" % peer)
     with open(err_path, "wb") as err:
         try:
-            r = subprocess.run(["node", os.path.join(PEERS, peer + ".mjs"), "--port",
-                                str(fake.port), "--shards", str(shards), "--compress", compress,
-                                "--timeout", str(timeout)],
+            r = subprocess.run(["node", "--expose-gc", os.path.join(PEERS, peer + ".mjs"),
+                                "--port", str(fake.port), "--shards", str(shards), "--compress",
+                                compress, "--timeout", str(timeout)],
                                stdout=subprocess.PIPE, stderr=err, timeout=timeout + 30,
                                cwd=PEERS)
         except subprocess.TimeoutExpired:

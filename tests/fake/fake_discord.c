@@ -585,6 +585,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len)
 {
     struct pss *pss = user;
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+        fk_replay_wake(); /* the replay's pacing thread woke the loop */
     if (!pss)
         return 0; /* context- and vhost-level callbacks: nothing of ours to do */
     switch (reason) {

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,7 +95,7 @@ struct stream {
 };
 
 struct shard {
-    lws_sorted_usec_list_t sul; /* pacing timer */
+    int pace_wait; /* streaming, parked until its next event is due */
     struct stream *built[KINDS];
     char session_id[33];
     struct type_stats stats[EV_TYPES];
@@ -134,6 +135,12 @@ static struct {
     size_t n;       /* payloads per shard */
     int times_dirty;
     atomic_size_t total_bytes;
+    /* pacing: a thread wakes the lws loop (lws_cancel_service) while shards are parked */
+    atomic_int pace_waiting;
+    atomic_int pacer_stop;
+    pthread_t pacer;
+    int pacer_running;
+    long pace_period_ns;
 } rp = {
     .mix = MIX_REALISTIC,
     .seed = 1,
@@ -1207,10 +1214,18 @@ static void write_times(void)
     fprintf(stderr, "fake-discord: replay times written path=%s lines=%zu\n", rp.times_path, lines);
 }
 
+static void unpark(struct shard *rs)
+{
+    if (rs->pace_wait) {
+        rs->pace_wait = 0;
+        atomic_fetch_sub(&rp.pace_waiting, 1);
+    }
+}
+
 static void run_end(struct shard *rs, int done)
 {
     struct fk_conn *c = rs->conn;
-    lws_sul_cancel(&rs->sul);
+    unpark(rs);
     rs->state = done ? RUN_DONE : RUN_ABORTED;
     rs->conn = NULL; /* from here on, c's messages take the ordinary path */
     if (done && c) {
@@ -1230,11 +1245,54 @@ static void run_end(struct shard *rs, int done)
     write_times();
 }
 
-static void pace_timer(lws_sorted_usec_list_t *sul)
+/*
+ * The pacing clock. lws 4.1 turns a timer less than a millisecond away into a zero poll
+ * timeout, so per-event lws timers spin a core at high rates; this thread sleeps instead and
+ * wakes the loop about once per due event (never more often than every 50 us), and the loop's
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED calls fk_replay_wake. Touches nothing but atomics.
+ */
+static void *pacer(void *arg)
 {
-    struct shard *rs = lws_container_of(sul, struct shard, sul);
-    if (rs->conn && rs->state == RUN_STREAMING)
-        lws_callback_on_writable(rs->conn->wsi);
+    (void)arg;
+    prctl(PR_SET_TIMERSLACK, 1UL); /* sleeps of 50 us mean 50 us, not 100 */
+    while (!atomic_load(&rp.pacer_stop)) {
+        int waiting = atomic_load(&rp.pace_waiting) > 0;
+        struct timespec t = {0, waiting ? rp.pace_period_ns : 1000000};
+        nanosleep(&t, NULL);
+        if (waiting)
+            lws_cancel_service(fk.ctx);
+    }
+    return NULL;
+}
+
+/* Seconds after the events began when the shard's next event is due. */
+static double due_s(const struct shard *rs)
+{
+    return (double)(rs->next - rp.prelude) / rp.rate;
+}
+
+/* Not due yet: the pacer's wake-up brings it back. */
+static void park(struct shard *rs)
+{
+    if (!rs->pace_wait) {
+        rs->pace_wait = 1;
+        atomic_fetch_add(&rp.pace_waiting, 1);
+    }
+}
+
+void fk_replay_wake(void)
+{
+    if (!rp.events || !atomic_load(&rp.pace_waiting))
+        return;
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
+    for (int i = 0; i < fk.o.shards; i++) {
+        struct shard *rs = &rp.shards[i];
+        if (!rs->pace_wait || due_s(rs) > (double)(now - rs->t0_ns) / 1e9)
+            continue;
+        unpark(rs);
+        if (rs->conn && rs->state == RUN_STREAMING)
+            lws_callback_on_writable(rs->conn->wsi);
+    }
 }
 
 int fk_replay_zstd_directive(void)
@@ -1343,10 +1401,8 @@ static int write_chunk(struct shard *rs, struct fk_conn *c)
     size_t limit = next_bound(rs->next);
     if (rs->state == RUN_STREAMING && rp.rate > 0) {
         double elapsed = (double)(clock_ns(CLOCK_MONOTONIC) - rs->t0_ns) / 1e9;
-        double due = (double)(rs->next - rp.prelude) / rp.rate;
-        if (due > elapsed) {
-            lws_usec_t us = (lws_usec_t)((due - elapsed) * 1e6);
-            lws_sul_schedule(fk.ctx, 0, &rs->sul, pace_timer, us > 0 ? us : 1);
+        if (due_s(rs) > elapsed) {
+            park(rs);
             return 0;
         }
         double allowed = (double)rp.prelude + floor(elapsed * rp.rate) + 1;
@@ -1369,6 +1425,9 @@ static int write_chunk(struct shard *rs, struct fk_conn *c)
     rs->next = j;
     if (j == st->n)
         run_end(rs, 1);
+    else if (rs->state == RUN_STREAMING && rp.rate > 0 && !is_bound(j) &&
+             due_s(rs) > (double)(clock_ns(CLOCK_MONOTONIC) - rs->t0_ns) / 1e9)
+        park(rs); /* not due yet: skip the writeable round trip */
     else
         lws_callback_on_writable(c->wsi);
     return 0;
@@ -1415,7 +1474,7 @@ void fk_replay_closed(struct fk_conn *c)
         return;
     rs->conn = NULL; /* c is going away: nothing may be sent on it */
     drop_held(rs);
-    lws_sul_cancel(&rs->sul);
+    unpark(rs);
     rs->state = RUN_ABORTED;
     fprintf(stderr, "fake-discord: conn=%" PRIu64 " replay aborted shard=%d sent=%zu/%zu\n",
             rs->conn_id, c->shard, rs->next, rs->st->n);
@@ -1700,6 +1759,15 @@ int fk_replay_init(void)
         if (rp.dump_only)
             return 1;
     }
+    if (rp.rate > 0) {
+        double period = 1e9 / (rp.rate * fk.o.shards); /* about one wake-up per due event */
+        rp.pace_period_ns = period < 50000 ? 50000 : period > 1000000 ? 1000000 : (long)period;
+        if (pthread_create(&rp.pacer, NULL, pacer, NULL)) {
+            fprintf(stderr, "fake-discord: replay: cannot start the pacing thread\n");
+            return -1;
+        }
+        rp.pacer_running = 1;
+    }
     return 0;
 }
 
@@ -1707,9 +1775,14 @@ void fk_replay_shutdown(void)
 {
     if (!rp.events || !rp.shards)
         return;
+    if (rp.pacer_running) {
+        atomic_store(&rp.pacer_stop, 1);
+        pthread_join(rp.pacer, NULL);
+        rp.pacer_running = 0;
+    }
     for (int i = 0; i < fk.o.shards; i++) {
         struct shard *rs = &rp.shards[i];
-        lws_sul_cancel(&rs->sul);
+        unpark(rs);
         if (active(rs)) {
             rs->state = RUN_ABORTED;
             rp.times_dirty = 1;

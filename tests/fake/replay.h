@@ -58,6 +58,8 @@ int fk_replay_hold(struct fk_conn *c, struct fk_msg *plain);
 /* c is writeable with its queue empty: 1 when c has no replay, else what the callback returns. */
 int fk_replay_writeable(struct fk_conn *c);
 void fk_replay_closed(struct fk_conn *c);
+/* The loop's LWS_CALLBACK_EVENT_WAIT_CANCELLED: paced shards whose next event is due go on. */
+void fk_replay_wake(void);
 
 /* POST /_fake/replay/start: start the waiting shards (shard < 0: all); *started says how many. */
 int fk_replay_start(long shard, long *started);

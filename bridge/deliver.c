@@ -701,7 +701,7 @@ static void flush_overflow(struct hook *h)
 }
 
 /* A closed batch joins the webhook's order: memory while there is room, else the spool. */
-static void enqueue(struct br_delivery *d, struct hook *h, struct br_batch *b)
+static void enqueue(struct hook *h, struct br_batch *b)
 {
     b->state = B_QUEUED;
     flush_overflow(h);
@@ -732,7 +732,6 @@ static void enqueue(struct br_delivery *d, struct hook *h, struct br_batch *b)
             return;
         }
     }
-    (void)d;
     list_append(&h->head, &h->tail, b);
     h->n_mem++;
     h->mem_bytes += b->body.len;
@@ -777,7 +776,7 @@ static void refill(struct hook *h)
     }
 }
 
-static void close_lane(struct br_delivery *d, struct hook *h, int lane)
+static void close_lane(struct hook *h, int lane)
 {
     struct br_batch *b = h->open[lane];
     if (!b)
@@ -785,7 +784,7 @@ static void close_lane(struct br_delivery *d, struct hook *h, int lane)
     h->open[lane] = NULL;
     br_batch_close(b);
     b->seq = h->next_seq++;
-    enqueue(d, h, b);
+    enqueue(h, b);
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
@@ -861,7 +860,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
         int lane = li % h->n_lanes;
         struct br_batch *b = h->open[lane];
         if (b && !br_batch_fits(b, e->len)) {
-            close_lane(d, h, lane);
+            close_lane(h, lane);
             b = NULL;
         }
         if (!b) {
@@ -897,7 +896,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
             ws->pending++;
         }
         if ((int)b->n_events >= w->max_batch_events)
-            close_lane(d, h, lane);
+            close_lane(h, lane);
     }
 }
 
@@ -913,7 +912,7 @@ static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
                 continue;
             uint64_t due = b->first_ms + (uint64_t)h->cfg->max_batch_delay_ms;
             if (flush || due <= now)
-                close_lane(d, h, l);
+                close_lane(h, l);
             else if (due < next)
                 next = due;
         }

@@ -8,8 +8,10 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from harness import (ROOT, FakeDiscord, Receiver, Shardhook, base_config, free_port, scale,
@@ -173,6 +175,70 @@ def test_disable_events_drop_before_routing(tmp):
     assert not [e for e in rx.events() if e["t"] == "TYPING_START"]
 
 
+@timeout(120)
+def test_max_in_flight_requests_run_at_once_and_never_share_a_shard(tmp):
+    fake = make_fake(tmp, shards=4)
+    rx = Receiver(delay=0.15)
+    cfg = base_config(fake, rx, tmp, webhook={"max_in_flight": 2, "max_batch_events": 25,
+                                              "events": ["MESSAGE_CREATE"]})
+    Shardhook(cfg, tmp)
+    wait_sessions(fake, 4)
+    want = burst_keys(fake.burst(100, t="MESSAGE_CREATE"), 100)
+    wait_for(lambda: want <= set(keys(rx.events())), 30, what="400 events")
+    reqs = [r for r in rx.requests if r.ok]
+    spans = [(r.time, r.answered_at, {e["shard"][0] for e in r.events}) for r in reqs]
+    for i, (a0, a1, sa) in enumerate(spans):
+        together = [sb for j, (b0, b1, sb) in enumerate(spans) if j != i and b0 < a1 and a0 < b1]
+        assert all(not (sa & sb) for sb in together), "concurrent batches share a shard"
+    at_once, most = 0, 0  # sweep: requests being handled at the same moment
+    for _, step in sorted([(a0, 1) for a0, _, _ in spans] + [(a1, -1) for _, a1, _ in spans]):
+        at_once += step
+        most = max(most, at_once)
+    assert most == 2, most  # max_in_flight, and no more
+    assert_shard_order(rx.events())
+
+
+class _PortRecorder(ThreadingHTTPServer):
+    """A keep-alive receiver that notes the client port of every request."""
+    daemon_threads = True
+
+    def __init__(self):
+        self.ports = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.ports.append(self.client_address[1])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        super().__init__(("127.0.0.1", 0), H)
+
+
+def test_connections_are_reused(tmp):
+    srv = _PortRecorder()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        fake = make_fake(tmp)
+        cfg = base_config(fake, "http://127.0.0.1:%d/" % srv.server_address[1], tmp,
+                          webhook={"max_batch_events": 5, "max_in_flight": 1})
+        Shardhook(cfg, tmp)
+        wait_sessions(fake)
+        fake.burst(200, shard=0)
+        wait_for(lambda: len(srv.ports) >= 40, 15, what="40 requests")
+        assert len(set(srv.ports)) <= 2, "connections not reused: %d for %d requests" % (
+            len(set(srv.ports)), len(srv.ports))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 # -- retries -----------------------------------------------------------------------------------
 @timeout(150)
 def test_receiver_answers_500_for_20_seconds_then_recovers(tmp):
@@ -213,6 +279,8 @@ def test_429_retry_after_seconds_is_honoured(tmp):
     assert second.time - first.answered_at < 4.0
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
     assert second.body == first.body
+    # a fresh timestamp (and so a fresh signature) on each attempt
+    assert int(second.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"]) + 1
 
 
 def test_503_retry_after_http_date_is_honoured(tmp):

@@ -872,12 +872,13 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
     }
 }
 
-static void on_message(struct gw_shard *s)
+/* One whole websocket message: msg is either s->frame or lws's own buffer. */
+static void on_message(struct gw_shard *s, const char *msg, size_t len)
 {
     const char *p;
     size_t n;
     int done;
-    int rc = gw_inflate_feed(s->z, s->frame.data, s->frame.len, &p, &n, &done);
+    int rc = gw_inflate_feed(s->z, msg, len, &p, &n, &done);
     sh_buf_reset(&s->frame);
     if (rc) {
         log_warn("msg=\"gateway stream unreadable, reconnecting\" shard=%d error=\"%s\"", s->id,
@@ -911,6 +912,11 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (!s || s->close_code)
             break;
+        if (!s->in_message && lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) &&
+            !lws_remaining_packet_payload(wsi)) {
+            on_message(s, in, len); /* the whole message in one callback: no copy */
+            break;
+        }
         if (!s->in_message) {
             s->in_message = 1;
             s->frame_binary = lws_frame_is_binary(wsi);
@@ -926,7 +932,7 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         }
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
             s->in_message = 0;
-            on_message(s);
+            on_message(s, s->frame.data, s->frame.len);
         }
         break;
     case LWS_CALLBACK_CLIENT_WRITEABLE:

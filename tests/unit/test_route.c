@@ -40,6 +40,20 @@ TEST(chunk_encodes_the_envelope_with_d_verbatim)
     gw_chunk_free(c);
 }
 
+TEST(chunk_numbers_at_their_limits)
+{
+    struct gw_chunk *c = gw_chunk_new(1 << 20);
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "A", 1, 0, "{}", 2, 0), 0);
+    ASSERT_EQ(gw_chunk_append(c, 65535, 65536, "B", 1, UINT64_MAX, "null", 4, 0), 0);
+    ASSERT_SPAN_EQ(c->data.data + c->ev[0].off, c->ev[0].len,
+                   "{\"shard\":[0,1],\"op\":0,\"t\":\"A\",\"s\":0,\"d\":{}}");
+    ASSERT_SPAN_EQ(c->data.data + c->ev[1].off, c->ev[1].len,
+                   "{\"shard\":[65535,65536],\"op\":0,\"t\":\"B\",\"s\":18446744073709551615,"
+                   "\"d\":null}");
+    ASSERT_SPAN_EQ(c->data.data + c->ev[1].t_off, c->ev[1].t_len, "B");
+    gw_chunk_free(c);
+}
+
 TEST(chunk_cap_leaves_it_unchanged)
 {
     struct gw_chunk *c = gw_chunk_new(100);
@@ -56,4 +70,4 @@ TEST(chunk_cap_leaves_it_unchanged)
 }
 
 TEST_MAIN(RUN(patterns); RUN(chunk_encodes_the_envelope_with_d_verbatim);
-          RUN(chunk_cap_leaves_it_unchanged))
+          RUN(chunk_numbers_at_their_limits); RUN(chunk_cap_leaves_it_unchanged))

@@ -1,7 +1,9 @@
 /*
  * gateway/inflate.h: transport decompression for one gateway connection.
  *
- * zlib-stream: one inflate context (zlib wrapper) for the whole connection.
+ * zlib-stream: one inflate context for the whole connection. Its 2-byte zlib header is checked,
+ * the rest inflated as raw deflate: the stream never ends, so its Adler-32 never arrives and is
+ * not computed.
  * Binary messages are appended until the input ends with 00 00 FF FF; then the
  * accumulated input is inflated and exactly one payload is complete.
  * zstd-stream: one decompression context for the whole connection; every message

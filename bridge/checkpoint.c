@@ -13,6 +13,7 @@
 
 #include "bridge/checkpoint.h"
 #include "lib/errors.h"
+#include "lib/fileio.h"
 
 static int put_str(struct sh_buf *out, const char *s)
 {
@@ -156,16 +157,7 @@ int br_checkpoint_write(const char *dir, const struct br_checkpoint *cp, int syn
         sh_buf_free(&b);
         return SH_EIO;
     }
-    size_t done = 0;
-    while (!rc && done < b.len) {
-        ssize_t w = write(fd, b.data + done, b.len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = SH_EIO;
-        else
-            done += (size_t)w;
-    }
+    rc = sh_write_all(fd, b.data, b.len);
     sh_buf_free(&b);
     if (!rc && sync && fsync(fd))
         rc = SH_EIO;

@@ -12,6 +12,7 @@
 #include "bridge/deadletter.h"
 #include "lib/buf.h"
 #include "lib/errors.h"
+#include "lib/fileio.h"
 
 /* JSON string of arbitrary bytes: bytes >= 0x80 are kept when they form UTF-8, else \u00XX. */
 static int put_bytes(struct sh_buf *out, const char *p, size_t n)
@@ -76,15 +77,8 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
     int fd = rc ? -1 : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (!rc && fd < 0)
         rc = SH_EIO;
-    for (size_t done = 0; !rc && done < b.len;) {
-        ssize_t w = write(fd, b.data + done, b.len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = SH_EIO;
-        else
-            done += (size_t)w;
-    }
+    if (!rc)
+        rc = sh_write_all(fd, b.data, b.len);
     if (fd >= 0 && close(fd) && !rc)
         rc = SH_EIO;
     if (!rc && rename(tmp, path))

@@ -42,6 +42,7 @@
 #include "bridge/spool.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
+#include "lib/fileio.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -162,24 +163,6 @@ struct br_delivery {
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-        return SH_ETOOBIG;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0700) && errno != EEXIST)
-            return SH_EIO;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) && errno != EEXIST)
-        return SH_EIO;
-    return SH_OK;
-}
 
 static void fsync_dir(const char *dir)
 {
@@ -403,7 +386,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     }
     const char *dirs[] = {d->dir_ckpt, d->dir_spool, d->dir_dead};
     for (size_t i = 0; i < 3; i++)
-        if (mkdir_p(dirs[i])) {
+        if (sh_mkdir_p(dirs[i])) {
             log_error("msg=\"cannot create a state folder\" dir=\"%s\" error=\"%s\"", dirs[i],
                       strerror(errno));
             br_delivery_free(d);

@@ -17,6 +17,7 @@
 
 #include "bridge/spool.h"
 #include "lib/errors.h"
+#include "lib/fileio.h"
 #include "lib/log.h"
 
 #define MAGIC 0x31534853u /* "SHS1" little-endian */
@@ -55,24 +56,6 @@ static uint32_t get32(const unsigned char *p)
 static void seg_path(const struct br_spool *sp, uint64_t num, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%020" PRIu64 ".seg", sp->dir, num);
-}
-
-static int mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-        return SH_ETOOBIG;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0700) && errno != EEXIST)
-            return SH_EIO;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) && errno != EEXIST)
-        return SH_EIO;
-    return SH_OK;
 }
 
 static int push_seg(struct br_spool *sp, struct seg s, int front)
@@ -259,7 +242,7 @@ int br_spool_open(const char *dir, int keep, size_t segment_bytes, size_t max_bo
     int rc =
         snprintf(sp->dir, sizeof(sp->dir), "%s", dir) >= (int)sizeof(sp->dir) ? SH_ETOOBIG : SH_OK;
     if (!rc)
-        rc = mkdirs(sp->dir);
+        rc = sh_mkdir_p(sp->dir);
     if (!rc)
         rc = adopt(sp, keep, on_record, ud);
     if (rc) {

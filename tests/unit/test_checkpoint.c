@@ -9,20 +9,7 @@
 #include "bridge/checkpoint.h"
 #include "lib/errors.h"
 #include "tests/unit/test.h"
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-/* Remove a test folder and everything in it. */
-static void rm_rf(const char *p)
-{
-    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+#include "tests/unit/test_fs.h"
 
 static struct br_checkpoint sample(void)
 {

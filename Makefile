@@ -109,9 +109,15 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# delivery throughput, latency and memory (bench/delivery.py; figures in docs/benchmarks.md)
+# every benchmark figure in one run: delivery, latency, the inflate roof, the Node peers, idle
+# shards (bench/run.py; figures in docs/benchmarks.md). bench-smoke only proves it works.
 .PHONY: bench bench-smoke
-bench: bench-bin
-	python3 bench/delivery.py
-bench-smoke: bench-bin
-	python3 bench/delivery.py --smoke
+bench: bench-bin bench/peers/node_modules
+	BUILD=$(BUILD) python3 bench/run.py --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
+bench-smoke: bench-bin bench/peers/node_modules
+	BUILD=$(BUILD) python3 bench/run.py --smoke
+bench/peers/node_modules: bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+# tests/integration/test_bench_smoke.py runs the smoke mode
+tests-bin: $(BENCH_BIN) bench/peers/node_modules

@@ -17,9 +17,12 @@ build/shardhook between them, on loopback, with zlib-stream transport compressio
   python3 bench/delivery.py [--shards 1,16] [--batch 100,1000] [--events 200000]
       [--latency-rate 5000] [--latency-seconds 3] [--repeat 1] [--json FILE] [--smoke]
 
-`make bench` runs it with the defaults; `make bench-smoke` runs a small version that only
-checks the harness works. This is a benchmark, not a test: it asserts nothing about speed, only
-that every event arrived once, in order, correctly signed. Loopback only; every wait is bounded.
+The fake builds and compresses each burst in real time here, so at high rates the generator
+can be the limit: `make bench` runs bench/run.py instead, which drives shardhook with the fake's
+pre-compressed replay and measures every figure in one run. This script stays for the figures
+of docs/benchmarks.md's "Delivery" section (MESSAGE_CREATE only, probe latency). This is a
+benchmark, not a test: it asserts nothing about speed, only that every event arrived once, in
+order, correctly signed. Loopback only; every wait is bounded.
 """
 import argparse
 import base64

@@ -1,13 +1,16 @@
 /*
- * bench/sink.c: the webhook receiver of the delivery benchmark (bench/delivery.py). It accepts
- * shardhook's batches on 127.0.0.1, checks every Standard Webhooks signature, counts events and
- * bytes, checks per-shard `s` order, and measures latency on probe events (a `d` holding
- * "bench_t_us": the wall-clock microseconds the benchmark sent it at). Benchmark code only: it
- * uses bridge/sign.h to recompute signatures and touches nothing else of the daemon.
+ * bench/sink.c: the webhook receiver of the benchmarks (bench/run.py, bench/delivery.py). It
+ * accepts shardhook's batches on 127.0.0.1, checks every Standard Webhooks signature, counts
+ * events and bytes, checks per-shard `s` order, records the receipt time (CLOCK_REALTIME ns, once
+ * the whole body is in) of every event by (shard, s) for a join with the fake Discord's
+ * --replay-times, and measures latency on probe events (a `d` holding "bench_t_us": the
+ * wall-clock microseconds the benchmark sent it at). Benchmark code only: it uses bridge/sign.h
+ * to recompute signatures and touches nothing else of the daemon.
  *
  *   build/bench/sink --secret whsec_... [--port N]     prints "sink listening port=N"
  *   GET /stats    {"events":...,"batches":...,"bad_signatures":...,"p50_ms":...,...}
- *   POST /reset   zero every counter
+ *   GET /receipts one line "shard s recv_ns" per event received since the last reset
+ *   POST /reset   zero every counter and forget the receipts
  *   POST (any other path)   a batch: 200 when the signature holds, 401 otherwise
  */
 #include <arpa/inet.h>
@@ -28,23 +31,50 @@
 #define MAX_BODY ((size_t)64 << 20)
 #define MAX_PROBES 200000
 #define MAX_SHARDS 65536
+#define MAX_RECEIPTS ((size_t)32 << 20) /* (shard, s) receipt times kept; past it, counted only */
+
+struct receipt {
+    uint32_t shard;
+    uint64_t s;
+    uint64_t ns;
+};
 
 static char *secrets[1];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     uint64_t events, batches, bytes, event_bytes, bad_sig, order_errors;
-    uint64_t first_ms, last_ms;
+    uint64_t first_ms, last_ms, first_ns, last_ns;
     size_t n_probes;
+    struct receipt *receipts; /* grows by doubling up to MAX_RECEIPTS */
+    size_t n_receipts, cap_receipts;
+    uint64_t receipts_lost;
     double probes[MAX_PROBES];
     uint64_t last_s[MAX_SHARDS];
 } st;
 static volatile sig_atomic_t stop;
 
-static uint64_t wall_us(void)
+static uint64_t wall_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Keep one receipt (lock held); past the cap or without memory it is only counted. */
+static void keep_receipt(unsigned long shard, uint64_t s, uint64_t now_ns)
+{
+    if (st.n_receipts == st.cap_receipts) {
+        size_t cap = st.cap_receipts ? st.cap_receipts * 2 : 65536;
+        cap = cap > MAX_RECEIPTS ? MAX_RECEIPTS : cap;
+        struct receipt *r = cap > st.cap_receipts ? realloc(st.receipts, cap * sizeof(*r)) : NULL;
+        if (!r) {
+            st.receipts_lost++;
+            return;
+        }
+        st.receipts = r;
+        st.cap_receipts = cap;
+    }
+    st.receipts[st.n_receipts++] = (struct receipt){(uint32_t)shard, s, now_ns};
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -53,9 +83,11 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Count the events of one body, check order, collect probe latencies (lock held). */
-static void scan(const char *body, size_t len, uint64_t now_us)
+/* Count the events of one body, check order, keep receipt times, collect probe latencies (lock
+ * held). */
+static void scan(const char *body, size_t len, uint64_t now_ns)
 {
+    uint64_t now_us = now_ns / 1000u;
     static const char head[] = "{\"shard\":[";
     const char *end = body + len;
     const char *p = memmem(body, len, head, sizeof(head) - 1);
@@ -70,6 +102,7 @@ static void scan(const char *body, size_t len, uint64_t now_us)
                 st.order_errors++;
             st.last_s[shard] = s;
         }
+        keep_receipt(shard, s, now_ns);
         const char *pr = memmem(p, (size_t)(stop_at - p), "\"bench_t_us\":", 13);
         if (pr && st.n_probes < MAX_PROBES) {
             const char *v = pr + 13;
@@ -100,6 +133,34 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
     return ret;
 }
 
+/* Every receipt as text, "shard s recv_ns" per line. */
+static enum MHD_Result receipts(struct MHD_Connection *c)
+{
+    struct sh_buf out;
+    sh_buf_init(&out, MAX_RECEIPTS * 48);
+    int rc = 0;
+    pthread_mutex_lock(&lock);
+    rc = sh_buf_reserve(&out, st.n_receipts * 32 + 1);
+    for (size_t i = 0; i < st.n_receipts && !rc; i++)
+        rc = sh_buf_printf(&out, "%" PRIu32 " %" PRIu64 " %" PRIu64 "\n", st.receipts[i].shard,
+                           st.receipts[i].s, st.receipts[i].ns);
+    pthread_mutex_unlock(&lock);
+    if (rc) {
+        sh_buf_free(&out);
+        return reply(c, 500, "{\"error\":\"out of memory\"}");
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(out.len, out.data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        sh_buf_free(&out);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result stats(struct MHD_Connection *c)
 {
     char out[1024];
@@ -110,10 +171,12 @@ static enum MHD_Result stats(struct MHD_Connection *c)
     snprintf(out, sizeof(out),
              "{\"events\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"bytes\":%" PRIu64
              ",\"event_bytes\":%" PRIu64 ",\"bad_signatures\":%" PRIu64 ",\"order_errors\":%" PRIu64
-             ",\"first_ms\":%" PRIu64 ",\"last_ms\":%" PRIu64
+             ",\"first_ms\":%" PRIu64 ",\"last_ms\":%" PRIu64 ",\"first_ns\":%" PRIu64
+             ",\"last_ns\":%" PRIu64 ",\"receipts\":%zu,\"receipts_lost\":%" PRIu64
              ",\"probes\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f}",
              st.events, st.batches, st.bytes, st.event_bytes, st.bad_sig, st.order_errors,
-             st.first_ms, st.last_ms, st.n_probes, p50, p99);
+             st.first_ms, st.last_ms, st.first_ns, st.last_ns, st.n_receipts, st.receipts_lost,
+             st.n_probes, p50, p99);
     pthread_mutex_unlock(&lock);
     return reply(c, 200, out);
 }
@@ -143,7 +206,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     (void)cls;
     (void)version;
     if (!strcmp(method, "GET"))
-        return !strcmp(url, "/stats") ? stats(c) : reply(c, 404, "{}");
+        return !strcmp(url, "/stats")      ? stats(c)
+               : !strcmp(url, "/receipts") ? receipts(c)
+                                           : reply(c, 404, "{}");
     struct req *r = *ctx;
     if (!r) {
         r = calloc(1, sizeof(*r));
@@ -161,21 +226,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/reset")) {
         pthread_mutex_lock(&lock);
+        struct receipt *keep = st.receipts;
+        size_t cap = st.cap_receipts;
         memset(&st, 0, sizeof(st));
+        st.receipts = keep; /* the allocation stays for the next run */
+        st.cap_receipts = cap;
         pthread_mutex_unlock(&lock);
         return reply(c, 200, "{}");
     }
     if (r->too_big)
         return reply(c, 413, "{}");
     int ok = signature_ok(c, &r->body);
-    uint64_t now = wall_us();
+    uint64_t now = wall_ns();
     pthread_mutex_lock(&lock);
     if (ok) {
         st.batches++;
         st.bytes += r->body.len;
-        if (!st.first_ms)
-            st.first_ms = now / 1000;
-        st.last_ms = now / 1000;
+        if (!st.first_ns)
+            st.first_ns = now;
+        st.last_ns = now;
+        st.first_ms = st.first_ns / 1000000u;
+        st.last_ms = now / 1000000u;
         scan(r->body.data ? r->body.data : "", r->body.len, now);
     } else {
         st.bad_sig++;
@@ -237,5 +308,6 @@ int main(int argc, char **argv)
     while (!stop)
         usleep(100000);
     MHD_stop_daemon(d);
+    free(st.receipts);
     return 0;
 }

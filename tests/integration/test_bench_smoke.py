@@ -1,0 +1,96 @@
+"""`make bench-smoke` in the suite: bench/run.py in its smallest mode runs every part of the
+benchmark (delivery through the C sink with the replay, paced latency, the inflate roof, the Node
+peers, idle shards) and writes every figure `make bench` reports. Only that the harness works is
+checked -- that each figure is there and is a number -- never a value: timing stays out of the
+test suite. Needs build/bench/* and bench/peers/node_modules (`make tests-bin` builds both)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+RUN = harness.ROOT / "bench" / "run.py"
+
+
+def number(row, key):
+    v = row.get(key)
+    assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), \
+        "%s missing or not a number in %s" % (key, json.dumps(row)[:400])
+    return v
+
+
+@harness.timeout(400)
+def test_bench_smoke_produces_every_figure(tmp):
+    assert (harness.ROOT / "bench" / "peers" / "node_modules").is_dir(), \
+        "bench/peers/node_modules is missing: make tests-bin (or npm ci in bench/peers)"
+    out = tmp / "bench.json"
+    env = dict(os.environ, BUILD=str(harness.build_dir()))
+    r = subprocess.run([sys.executable, str(RUN), "--smoke", "--json", str(out)], env=env,
+                       cwd=str(harness.ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=harness.scale(380))
+    assert r.returncode == 0, "bench/run.py --smoke exited %d:\n%s" % (
+        r.returncode, harness.tail(r.stderr.decode(errors="replace"), 30))
+    res = json.loads(out.read_text())
+    settings = res["meta"]["settings"]
+
+    # through delivery, unpaced: both compressions, every shard count and batch size
+    for compress in ("zlib", "zstd"):
+        for shards in settings["shards"]:
+            for batch in settings["batches"]:
+                rows = [d for d in res["delivery"] if (d["compress"], d["shards"], d["batch"])
+                        == (compress, shards, batch)]
+                assert len(rows) == 1, (compress, shards, batch)
+                for key in ("events_per_s", "mb_per_s", "cpu_s_per_million", "peak_rss_kib",
+                            "rss_idle_kib"):
+                    assert number(rows[0], key) > 0, key
+            # paced at 50% and 90% of the peak: latency from the fake's send to the sink
+            for frac in (0.5, 0.9):
+                rows = [d for d in res["latency"] if (d["compress"], d["shards"],
+                                                      d["fraction_of_peak"]) == (compress, shards,
+                                                                                 frac)]
+                assert len(rows) == 1, (compress, shards, frac)
+                lat = rows[0]
+                assert number(lat, "samples") == lat["events"]
+                assert 0 < number(lat, "p50_ms") <= number(lat, "p99_ms") <= number(lat, "max_ms")
+        # the roof, and shardhook's CPU per event as a multiple of it
+        assert number(res["roof"][compress], "inflate_ns_per_event") > 0
+        assert number(res["roof"][compress], "hot_ns_per_event") > 0
+        for d in res["delivery"]:
+            if d["compress"] == compress and d["batch"] == 100:
+                assert number(d, "x_roof") > 0
+
+    # the peers, unpaced and at a steady rate, each against shardhook on the same mix and rate
+    seen = set()
+    for c in res["peer_comparison"]:
+        for key in ("peer_events_per_cpu_s", "shardhook_events_per_cpu_s", "ratio",
+                    "peer_rss_per_shard_kib", "shardhook_rss_per_shard_kib", "rss_ratio"):
+            assert number(c, key) > 0, key
+        seen.add((c["compress"], c["shards"], c["mode"]))
+    want = {(compress, shards, mode) for compress in ("zlib", "zstd")
+            for shards in settings["peer_shards"] for mode in ("unpaced", "steady")}
+    assert seen == want, sorted(want - seen)
+
+    # RSS per idle shard, both compressions, every count beyond 1
+    for compress in ("zlib", "zstd"):
+        for n in settings["shard_counts"]:
+            rows = [s for s in res["shards"] if (s["compress"], s["shards"]) == (compress, n)]
+            assert len(rows) == 1, (compress, n)
+            assert number(rows[0], "rss_kib") > 0
+            if n > 1:
+                float(rows[0]["kib_per_shard"])
+
+    # the summary: every target, each with a verdict
+    assert {s["key"] for s in res["summary"]} == {"roof", "peers", "latency", "idle_shard"}
+    for s in res["summary"]:
+        assert isinstance(s["pass"], bool) and s["margin"] and s["measured"], s
+        number(s, "value")
+
+    # the Markdown tables went to stdout
+    text = r.stdout.decode()
+    for heading in ("Through delivery", "Latency, paced", "The roof", "Against the peers",
+                    "Idle shards", "Targets"):
+        assert heading in text, heading

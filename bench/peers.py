@@ -29,10 +29,8 @@ Needs `npm ci` in bench/peers (the versions are pinned in package-lock.json).
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,24 +38,12 @@ import tempfile
 import time
 import urllib.request
 
+from common import cpu_seconds as proc_cpu_s, free_port, proc_kib, raise_fd_limit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
 PEERS = os.path.join(ROOT, "bench", "peers")
 TOKEN = "test-token"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_fd_limit():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    except (ValueError, OSError):
-        pass
 
 
 def get_json(url, timeout=5.0, method="GET", body=None):
@@ -65,20 +51,6 @@ def get_json(url, timeout=5.0, method="GET", body=None):
     req = urllib.request.Request(url, data=data, method=method)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
-
-
-def proc_cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def wait_until(pred, timeout, what, interval=0.02):

@@ -109,7 +109,9 @@ def test_op7_reconnect_resumes_and_replays(tmp):
     rx.wait_events(4, timeout=5)
     session = fake.sessions()[0]
     fake.op(0, 7)
-    # events sent while the shard is away must be replayed after RESUME
+    # Discord sends nothing after op 7; events that follow the close reach the shard after its
+    # RESUME (replayed if it is still away, live if it is back)
+    fake.wait(lambda f: f.connections()[0]["closed_ms"] is not None, 5, what="op 7 close")
     fake.burst(4, shard=0)
     check_resumed(fake, rx, sh, session, first["last_s"])
     closed = fake.connections()[0]

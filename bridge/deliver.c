@@ -97,6 +97,8 @@ struct shard {
     uint64_t written_seq, written_sum;
     uint32_t written_gen;
     int written;
+    int snapshotted; /* this process wrote its snapshot: later writes may go to the journal */
+    struct br_ckpt_files files;
 };
 
 struct hook_metrics {
@@ -158,6 +160,7 @@ struct br_delivery {
     uint64_t last_ckpt_ms, last_fsync_ms, last_gauge_ms;
     int acked_in_pass; /* or a new session: checkpoints are written in this pass */
     int any_dirty;     /* some shard's checkpoint may have changed */
+    int any_journal;   /* some shard's journal waits for the snapshot of the next fsync tick */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
@@ -308,7 +311,7 @@ static void register_metrics(struct br_delivery *d)
         sh_metric_gauge("shardhook_delivery_paused",
                         "1 while delivery asks the gateway to stop reading (flow control)", ""));
     d->m_ckpt_writes = sh_metric_series(
-        sh_metric_counter("shardhook_checkpoint_writes_total", "Checkpoint files written", ""));
+        sh_metric_counter("shardhook_checkpoint_writes_total", "Checkpoints written (journal lines and snapshots)", ""));
     d->m_ckpt_errors = sh_metric_series(sh_metric_counter(
         "shardhook_checkpoint_errors_total", "Checkpoint files that could not be written", ""));
     d->m_inq = sh_metric_series(sh_metric_gauge(
@@ -533,7 +536,7 @@ static void load_checkpoint(struct br_delivery *d, struct shard *s)
     struct br_checkpoint *cp = calloc(1, sizeof(*cp));
     if (!cp)
         return;
-    int rc = br_checkpoint_read(d->dir_ckpt, s->id, cp);
+    int rc = br_checkpoint_read(d->dir_ckpt, &s->files, cp);
     int li = (int)(s - d->shards);
     if (rc == SH_ENOTFOUND) {
         free(cp);
@@ -609,6 +612,8 @@ int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, 
         return SH_ENOMEM;
     for (int i = 0; i < total; i++)
         d->local_of[i] = -1;
+    for (int i = 0; i < n; i++)
+        br_ckpt_files_init(&d->shards[i].files, shard_ids[i]);
     for (int i = 0; i < n; i++) {
         if (shard_ids[i] < 0 || shard_ids[i] >= total || d->local_of[shard_ids[i]] >= 0)
             return SH_EINVAL;
@@ -1253,9 +1258,19 @@ static int write_checkpoint(struct br_delivery *d, struct shard *s, int sync, in
     cp->clean = d->stopped;
     int rc = SH_OK;
     /* seq 0 too: nothing acknowledged yet, a RESUME from 0 still replays the whole session */
-    if (force || !s->written || s->written_seq != seq || s->written_sum != sum ||
-        s->written_gen != s->gen) {
-        rc = br_checkpoint_write(d->dir_ckpt, cp, sync);
+    int changed = !s->written || s->written_seq != seq || s->written_sum != sum ||
+                  s->written_gen != s->gen;
+    /*
+     * Between the fsync ticks, a change is one line appended to the journal; the tick, the
+     * first write of this process and a graceful stop write the snapshot, which empties it.
+     */
+    int snapshot = force || !s->snapshotted || (sync && (changed || s->files.journal_bytes));
+    if (snapshot || changed) {
+        rc = snapshot ? SH_EAGAIN : br_checkpoint_append(d->dir_ckpt, &s->files, cp);
+        if (rc)
+            rc = br_checkpoint_write(d->dir_ckpt, &s->files, cp, sync);
+        if (!rc && snapshot)
+            s->snapshotted = 1;
         if (rc) {
             sh_series_add(d->m_ckpt_errors, 1);
             log_error("msg=\"cannot write a checkpoint\" shard=%d dir=\"%s\" error=\"%s\"", s->id,
@@ -1278,16 +1293,18 @@ static void write_checkpoints(struct br_delivery *d, uint64_t now, int final)
     int wrote = 0;
     for (int i = 0; i < d->n_local; i++) {
         struct shard *s = &d->shards[i];
-        if (!final && !s->dirty)
+        if (!final && !s->dirty && !(sync && s->files.journal_bytes))
             continue;
         if (!write_checkpoint(d, s, sync, final))
             s->dirty = s->dirty_ack = 0;
         wrote = 1;
     }
     d->last_ckpt_ms = now;
-    d->any_dirty = 0;
-    for (int i = 0; i < d->n_local && !d->any_dirty; i++)
-        d->any_dirty = d->shards[i].dirty; /* a write failed: try again later */
+    d->any_dirty = d->any_journal = 0;
+    for (int i = 0; i < d->n_local; i++) {
+        d->any_dirty |= d->shards[i].dirty; /* a write failed: try again later */
+        d->any_journal |= d->shards[i].files.journal_bytes > 0;
+    }
     if (sync && wrote)
         d->last_fsync_ms = now;
 }
@@ -1409,6 +1426,8 @@ static void *run(void *arg)
             wake = retry_at;
         if (d->any_dirty && d->last_ckpt_ms + CKPT_LAZY_MS < wake)
             wake = d->last_ckpt_ms + CKPT_LAZY_MS;
+        if (d->any_journal && d->last_fsync_ms + CKPT_FSYNC_MS < wake)
+            wake = d->last_fsync_ms + CKPT_FSYNC_MS;
         update_flow(d, inq);
         if (now - d->last_gauge_ms >= GAUGE_MS) {
             update_gauges(d, inq);
@@ -1626,6 +1645,8 @@ void br_delivery_free(struct br_delivery *d)
     if (d->multi)
         curl_multi_cleanup(d->multi);
     free(d->hooks);
+    for (int i = 0; d->shards && i < d->n_local; i++)
+        br_ckpt_files_close(d->dir_ckpt, &d->shards[i].files);
     free(d->shards);
     free(d->local_of);
     pthread_mutex_destroy(&d->lock);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bridge/deliver.h"
@@ -26,6 +27,8 @@
 #define SHARDHOOK_VERSION "0.1.0"
 #define EX_USAGE 64
 #define EX_CONFIG 78
+
+#define FD_WANT 65536 /* a socket per shard, a checkpoint journal per shard, webhooks, the API */
 
 static volatile sig_atomic_t got_signal;
 static volatile int stop_flag; /* read by discovery retries */
@@ -111,6 +114,20 @@ static void register_secrets(const struct cfg_config *cfg)
             sh_log_add_secret(cfg->webhooks[i].secrets[j]);
 }
 
+/* The default soft limit (1,024) is below two descriptors per shard of a big bot: raise it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= FD_WANT)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > FD_WANT ? FD_WANT : rl.rlim_max;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            log_warn("msg=\"cannot raise the open file limit\" error=\"%s\"", strerror(errno));
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -168,6 +185,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     log_info("msg=\"starting\" version=%s config=\"%s\" webhooks=%zu", SHARDHOOK_VERSION, path,
              cfg.n_webhooks);

@@ -137,7 +137,11 @@ struct br_delivery {
     int started, stopped;
     pthread_mutex_t lock; /* guards the fields up to `multi` */
     struct gw_chunk *qhead, *qtail;
-    size_t inq_bytes;
+    size_t inq_bytes, inq_events;
+    /* lazy: the thread sleeps until its own deadline, which comes before any new event's;
+       a push wakes it only once the queue could fill a batch (see sleep_lazily) */
+    int lazy;
+    size_t wake_events, wake_bytes;
     int stopping;
     uint64_t deadline_ms;
     CURLM *multi;
@@ -161,6 +165,7 @@ struct br_delivery {
     int acked_in_pass; /* or a new session: checkpoints are written in this pass */
     int any_dirty;     /* some shard's checkpoint may have changed */
     int any_journal;   /* some shard's journal waits for the snapshot of the next fsync tick */
+    uint64_t min_delay_ms; /* the least max_batch_delay_ms of the webhooks */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
@@ -334,6 +339,12 @@ static void push(void *ud, struct gw_chunk *c)
         d->qhead = c;
     d->qtail = c;
     d->inq_bytes += c->data.len;
+    d->inq_events += c->n;
+    if (d->lazy) { /* asleep until a batch is due: wake it only when one could fill */
+        wake = d->inq_events >= d->wake_events || d->inq_bytes >= d->wake_bytes;
+        if (wake)
+            d->lazy = 0;
+    }
     pthread_mutex_unlock(&d->lock);
     if (wake)
         curl_multi_wakeup(d->multi);
@@ -372,6 +383,10 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     pthread_mutex_init(&d->lock, NULL);
     d->n_hooks = cfg->n_webhooks;
     d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
+    d->min_delay_ms = UINT64_MAX;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if ((uint64_t)cfg->webhooks[i].max_batch_delay_ms < d->min_delay_ms)
+            d->min_delay_ms = (uint64_t)cfg->webhooks[i].max_batch_delay_ms;
     d->multi = curl_multi_init();
     if (!d->hooks || !d->multi) {
         br_delivery_free(d);
@@ -1384,6 +1399,40 @@ static uint64_t spooled_events(const struct hook *h)
     return st.events;
 }
 
+/*
+ * Before sleeping until `wake`: when that comes no later than any batch a new event would open
+ * (now + the least max_batch_delay_ms), new events can wait for it, unless they could fill an
+ * open batch first. The thresholds are the least room, in events and in bytes, of any lane of
+ * any webhook, as if every queued event went to it: conservative, so a full batch never waits.
+ * At steady rates this turns one wake-up per gateway pass into about one per batch.
+ */
+static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
+{
+    if (wake == UINT64_MAX || d->min_delay_ms == UINT64_MAX || wake > now + d->min_delay_ms)
+        return;
+    size_t events = SIZE_MAX, bytes = SIZE_MAX;
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        const struct hook *h = &d->hooks[i];
+        for (int l = 0; l < h->n_lanes; l++) {
+            const struct br_batch *b = h->open[l];
+            size_t ev = (size_t)h->cfg->max_batch_events, by = h->cfg->max_batch_bytes;
+            if (b) {
+                ev = b->n_events < ev ? ev - b->n_events : 0;
+                by = b->body.len < b->body.max ? b->body.max - b->body.len : 0;
+            }
+            events = ev < events ? ev : events;
+            bytes = by < bytes ? by : bytes;
+        }
+    }
+    pthread_mutex_lock(&d->lock);
+    if (!d->qhead && !d->stopping && events && bytes) {
+        d->lazy = 1;
+        d->wake_events = events;
+        d->wake_bytes = bytes;
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
 static void *run(void *arg)
 {
     struct br_delivery *d = arg;
@@ -1392,7 +1441,8 @@ static void *run(void *arg)
         struct gw_chunk *chunks = d->qhead;
         d->qhead = d->qtail = NULL;
         size_t inq = d->inq_bytes;
-        d->inq_bytes = 0;
+        d->inq_bytes = d->inq_events = 0;
+        d->lazy = 0;
         int stopping = d->stopping;
         uint64_t deadline = d->deadline_ms;
         pthread_mutex_unlock(&d->lock);
@@ -1446,6 +1496,8 @@ static void *run(void *arg)
             timeout = wake <= now ? 0 : (long)(wake - now < POLL_MAX_MS ? wake - now : POLL_MAX_MS);
         if (stopping && deadline > now && (long)(deadline - now) < timeout)
             timeout = (long)(deadline - now);
+        if (!stopping && timeout > 0)
+            sleep_lazily(d, now, wake);
         curl_multi_poll(d->multi, NULL, 0, (int)timeout, NULL);
     }
     return NULL;

@@ -24,12 +24,14 @@
 #define CHUNK_SLACK 4096      /* room for the envelope around the largest payload */
 #define TICK_MS 250           /* snapshot publish period */
 /*
- * A service pass that produced events starts the next one no sooner than this after its own
- * start, so that messages arriving close together share one poll, one read per socket and one
- * hand-off to delivery. Adds at most this much latency; never sleeps when idle (the poll blocks)
- * or when a pass itself takes longer (saturated).
+ * A service pass that produced events starts the next one no sooner than PASS_COALESCE_US after
+ * its own start, so that messages arriving close together share one poll, one read per socket
+ * and one hand-off to delivery. Adds at most that much latency; never sleeps when idle (the
+ * poll blocks), when a pass itself takes longer, or after a pass that received PASS_BUSY_BYTES
+ * or more (behind the sockets: reading at once is what keeps up).
  */
-#define PASS_COALESCE_US 1000
+#define PASS_COALESCE_US 4000
+#define PASS_BUSY_BYTES ((size_t)32 << 10)
 #define PROGRESS_EVERY_MS 5000
 
 enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO };
@@ -773,10 +775,11 @@ int gw_gateway_run(struct gw_gateway *gw)
         apply_pause(gw);
         struct timespec started;
         clock_gettime(CLOCK_MONOTONIC, &started);
+        gw->pass_rx_bytes = 0;
         int n = lws_service(gw->ctx, 0);
         int produced = gw->pending && gw->pending->n;
         flush_pending(gw);
-        if (produced && !gw->stopping) {
+        if (produced && !gw->stopping && gw->pass_rx_bytes < PASS_BUSY_BYTES) {
             /* coalesce: the next pass starts PASS_COALESCE_US after this one started */
             pass_start = started;
             pass_start.tv_nsec += PASS_COALESCE_US * 1000L;

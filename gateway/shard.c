@@ -912,6 +912,7 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (!s || s->close_code)
             break;
+        s->gw->pass_rx_bytes += len;
         if (!s->in_message && lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) &&
             !lws_remaining_packet_payload(wsi)) {
             on_message(s, in, len); /* the whole message in one callback: no copy */

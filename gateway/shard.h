@@ -138,6 +138,7 @@ struct gw_gateway {
     uint64_t identify_interval_ms;
     int session_remaining;
     struct gw_chunk *pending;  /* events of this service pass */
+    size_t pass_rx_bytes;      /* websocket bytes received in this service pass */
     unsigned char *txbuf;      /* LWS_PRE + GW_SEND_MAX_PAYLOAD, shared: writes are serial */
     atomic_int stop_requested; /* set by other threads */
     int stopping;

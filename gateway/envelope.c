@@ -327,11 +327,18 @@ static const char *scan_member(int key, const char *p, const char *end, struct g
     }
 }
 
-int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
+/*
+ * Walk the one JSON object buf[0..len): for each member, visit(ctx, key, key_len, value) scans
+ * the value and returns the byte after it (NULL: malformed). Keys are raw bytes: one spelled
+ * with escapes holds a backslash and matches no name. Returns 0, or SH_EPARSE when buf is not one
+ * well-formed object with nothing but whitespace after it.
+ */
+typedef const char *(*member_fn)(void *ctx, const char *key, size_t key_len, const char *p,
+                                 const char *end);
+
+static int walk_object(const char *buf, size_t len, member_fn visit, void *ctx)
 {
-    struct gw_envelope e = {.op = -1};
-    unsigned seen = 0;
-    if (!env || !buf)
+    if (!buf)
         return SH_EPARSE;
     const char *end = buf + len;
     const char *p = skip_ws(buf, end);
@@ -349,15 +356,11 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
             p = skip_string(k, end, &escaped);
             if (!p)
                 return SH_EPARSE;
-            /* raw bytes: a key spelled with escapes holds a '\\' and matches nothing */
-            int key = key_of(k, (size_t)(p - 1 - k));
-            if (seen & (unsigned)key)
-                return SH_EPARSE; /* duplicate envelope key */
-            seen |= (unsigned)key;
+            size_t k_len = (size_t)(p - 1 - k);
             p = skip_ws(p, end);
             if (p == end || *p != ':')
                 return SH_EPARSE;
-            p = scan_member(key, skip_ws(p + 1, end), end, &e);
+            p = visit(ctx, k, k_len, skip_ws(p + 1, end), end);
             if (!p)
                 return SH_EPARSE;
             p = skip_ws(p, end);
@@ -372,8 +375,67 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
             p = skip_ws(p + 1, end);
         }
     }
-    if (skip_ws(p, end) != end)
-        return SH_EPARSE; /* trailing bytes */
-    *env = e;
+    return skip_ws(p, end) == end ? SH_OK : SH_EPARSE; /* no trailing bytes */
+}
+
+struct envelope_walk {
+    struct gw_envelope e;
+    unsigned seen;
+};
+
+static const char *envelope_member(void *ctx, const char *k, size_t k_len, const char *p,
+                                   const char *end)
+{
+    struct envelope_walk *w = ctx;
+    int key = key_of(k, k_len);
+    if (w->seen & (unsigned)key)
+        return NULL; /* duplicate envelope key */
+    w->seen |= (unsigned)key;
+    return scan_member(key, p, end, &w->e);
+}
+
+int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
+{
+    struct envelope_walk w = {.e = {.op = -1}};
+    if (!env || walk_object(buf, len, envelope_member, &w))
+        return SH_EPARSE;
+    *env = w.e;
     return SH_OK;
+}
+
+struct members_walk {
+    struct gw_json_member *m;
+    size_t n;
+};
+
+static const char *find_member(void *ctx, const char *k, size_t k_len, const char *p,
+                               const char *end)
+{
+    struct members_walk *w = ctx;
+    const char *after = skip_value(p, end);
+    for (size_t i = 0; after && i < w->n; i++)
+        if (w->m[i].name_len == k_len && !memcmp(w->m[i].name, k, k_len)) {
+            w->m[i].val = p;
+            w->m[i].val_len = (size_t)(after - p);
+        }
+    return after;
+}
+
+int gw_json_members(const char *buf, size_t len, struct gw_json_member *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        m[i].val = NULL;
+        m[i].val_len = 0;
+    }
+    struct members_walk w = {m, n};
+    return walk_object(buf, len, find_member, &w);
+}
+
+uint64_t gw_json_snowflake(const char *val, size_t len)
+{
+    uint64_t v = 0;
+    if (!val || len < 3 || val[0] != '"' || val[len - 1] != '"' || len - 2 > 20)
+        return 0;
+    const char *end = parse_uint(val + 1, val + len - 1, UINT64_MAX, &v);
+    return end == val + len - 1 ? v : 0;
 }

@@ -740,10 +740,12 @@ static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
 
 static void on_guild(struct gw_shard *s, int create, const char *d, size_t d_len)
 {
-    cJSON *root = cJSON_ParseWithLength(d, d_len);
-    uint64_t id = snowflake(cJSON_GetObjectItemCaseSensitive(root, "id"));
-    int unavailable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "unavailable"));
-    cJSON_Delete(root);
+    /* a GUILD_CREATE can be megabytes: find the two members without building a tree */
+    struct gw_json_member m[2] = {{"id", 2, NULL, 0}, {"unavailable", 11, NULL, 0}};
+    if (gw_json_members(d, d_len, m, 2))
+        return;
+    uint64_t id = gw_json_snowflake(m[0].val, m[0].val_len);
+    int unavailable = m[1].val_len == 4 && !memcmp(m[1].val, "true", 4);
     if (!id)
         return;
     uint64_t *hit = s->n_pending ? bsearch(&id, s->pending_guilds, s->n_pending,

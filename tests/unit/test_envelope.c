@@ -464,8 +464,37 @@ TEST(length_bounds_the_scan)
     ASSERT_EQ(gw_envelope_scan(msg2, 7, &env), SH_EPARSE); /* {"op":1 */
 }
 
+TEST(members_of_a_guild_create)
+{
+    static const char d[] =
+        "{\"channels\":[{\"id\":\"1\",\"name\":\"a}\\\"\"}],\"unavailable\":false,"
+        "\"members\":{\"id\":\"9\"},\"id\" : \"81384788765712384\"}";
+    struct gw_json_member m[3] = {
+        {"id", 2, NULL, 0}, {"unavailable", 11, NULL, 0}, {"missing", 7, NULL, 0}};
+    ASSERT_EQ(gw_json_members(d, sizeof(d) - 1, m, 3), 0);
+    ASSERT_SPAN_EQ(m[0].val, m[0].val_len, "\"81384788765712384\""); /* top level only */
+    ASSERT_EQ(gw_json_snowflake(m[0].val, m[0].val_len), 81384788765712384ULL);
+    ASSERT_SPAN_EQ(m[1].val, m[1].val_len, "false");
+    ASSERT(!m[2].val);
+
+    static const char gone[] = "{\"id\":\"42\",\"unavailable\":true}";
+    ASSERT_EQ(gw_json_members(gone, sizeof(gone) - 1, m, 2), 0);
+    ASSERT_EQ(gw_json_snowflake(m[0].val, m[0].val_len), 42);
+    ASSERT_SPAN_EQ(m[1].val, m[1].val_len, "true");
+
+    /* what is not one object, or not a snowflake string, gives nothing */
+    const char *bad[] = {"[]", "{\"id\":\"1\"", "{\"id\":\"1\"} x", "{\"id\":[}", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ASSERT_EQ(gw_json_members(bad[i], strlen(bad[i]), m, 2), SH_EPARSE);
+    const char *not_ids[] = {"42", "\"\"", "\"4a\"", "\"-1\"", "\"18446744073709551616\"", "null"};
+    for (size_t i = 0; i < sizeof(not_ids) / sizeof(not_ids[0]); i++)
+        ASSERT_EQ(gw_json_snowflake(not_ids[i], strlen(not_ids[i])), 0);
+    ASSERT_EQ(gw_json_snowflake("\"18446744073709551615\"", 22), UINT64_MAX);
+}
+
 TEST_MAIN(RUN(typical_dispatch); RUN(keys_in_every_order_with_whitespace);
           RUN(heartbeat_ack_and_nulls); RUN(integer_limits); RUN(escapes_in_d_strings);
           RUN(unicode_raw_and_escaped); RUN(key_matching_is_exact); RUN(nesting_and_depth_cap);
           RUN(huge_d); RUN(every_prefix_is_refused); RUN(garbage_is_refused);
-          RUN(failure_leaves_env_alone); RUN(length_bounds_the_scan);)
+          RUN(failure_leaves_env_alone); RUN(length_bounds_the_scan);
+          RUN(members_of_a_guild_create);)

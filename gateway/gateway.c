@@ -25,10 +25,11 @@
 #define TICK_MS 250           /* snapshot publish period */
 /*
  * A service pass that produced events starts the next one no sooner than PASS_COALESCE_US after
- * its own start, so that messages arriving close together share one poll, one read per socket
- * and one hand-off to delivery. Adds at most that much latency; never sleeps when idle (the
- * poll blocks), when a pass itself takes longer, or after a pass that received PASS_BUSY_BYTES
- * or more (behind the sockets: reading at once is what keeps up).
+ * its own start (or half the least max_batch_delay_ms, if shorter), so that messages arriving
+ * close together share one poll, one read per socket and one hand-off to delivery. Adds at most
+ * that much latency; never sleeps when idle (the poll blocks), when a pass itself takes longer,
+ * or after a pass that received PASS_BUSY_BYTES or more (behind the sockets: reading at once is
+ * what keeps up).
  */
 #define PASS_COALESCE_US 4000
 #define PASS_BUSY_BYTES ((size_t)32 << 10)
@@ -768,6 +769,10 @@ int gw_gateway_run(struct gw_gateway *gw)
     lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
     int rc = 0;
     struct timespec pass_start = {0, 0};
+    long coalesce_us = PASS_COALESCE_US;
+    for (size_t i = 0; i < gw->cfg->n_webhooks; i++)
+        if (gw->cfg->webhooks[i].max_batch_delay_ms * 500L < coalesce_us)
+            coalesce_us = gw->cfg->webhooks[i].max_batch_delay_ms * 500L;
     while (!gw->done) {
         if (atomic_load(&gw->stop_requested) && !gw->stopping)
             begin_stop(gw);
@@ -779,10 +784,10 @@ int gw_gateway_run(struct gw_gateway *gw)
         int n = lws_service(gw->ctx, 0);
         int produced = gw->pending && gw->pending->n;
         flush_pending(gw);
-        if (produced && !gw->stopping && gw->pass_rx_bytes < PASS_BUSY_BYTES) {
-            /* coalesce: the next pass starts PASS_COALESCE_US after this one started */
+        if (produced && coalesce_us > 0 && !gw->stopping && gw->pass_rx_bytes < PASS_BUSY_BYTES) {
+            /* coalesce: the next pass starts coalesce_us after this one started */
             pass_start = started;
-            pass_start.tv_nsec += PASS_COALESCE_US * 1000L;
+            pass_start.tv_nsec += coalesce_us * 1000L;
             if (pass_start.tv_nsec >= 1000000000L) {
                 pass_start.tv_sec++;
                 pass_start.tv_nsec -= 1000000000L;

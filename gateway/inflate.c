@@ -1,15 +1,17 @@
 /*
  * gateway/inflate.c: transport decompression of one gateway connection (gateway/inflate.h).
  *
- * Owns the zlib or zstd context of one connection, its pending compressed input (zlib only)
- * and its output buffer. Knows nothing of sockets, JSON or shards.
+ * Owns the zlib or zstd context of one connection and its output buffer. Input is decompressed
+ * as it arrives, part by part, and never stored: a multi-megabyte payload costs the gateway
+ * thread a slice of work per read instead of one long stall when its last byte is in. Knows
+ * nothing of sockets, JSON or shards.
  *
  * Memory: 1,000 idle shards per process must stay cheap, so nothing is allocated before the
  * first payload, the output buffer starts small and doubles up to max_out + 1 (the extra byte
  * tells "exactly max_out" from "more"), and a buffer that grew past SHRINK_ABOVE for one big
- * payload (a large GUILD_CREATE) is released at the start of the next call; it cannot be
- * released earlier, since the last payload stays valid until then. Pending input is released
- * as soon as it has been inflated. What an idle connection still holds is the library's own
+ * payload (a large GUILD_CREATE) is released when the next payload starts; it cannot be
+ * released earlier, since the last payload stays valid until then. What an idle connection
+ * still holds is the library's own
  * history window: 32 KiB for zlib, the frame's window (at most 2^ZSTD_WINDOW_LOG_MAX) for zstd.
  *
  * Errors: the first SH_ETOOBIG, SH_ECORRUPT or SH_ENOMEM leaves the stream unusable; every later
@@ -30,7 +32,7 @@
 enum {
     OUT_INITIAL = 16 * 1024, /* most payloads (ACKs, messages) fit without growing */
     /*
-     * Release a bigger output or pending buffer between payloads: at most this much stays with
+     * Release a bigger output buffer between payloads: at most this much stays with
      * an idle shard (64 MiB over 1,000 shards), while the buffer freed goes back to a heap that
      * the one gateway thread reuses for the next big payload of any shard.
      */
@@ -47,16 +49,21 @@ static const unsigned char zlib_suffix[4] = {0x00, 0x00, 0xff, 0xff};
 
 struct gw_inflate {
     enum gw_compress kind;
-    size_t max_out;
+    size_t max_out, max_in;
     int failed;       /* first error; sticky until gw_inflate_reset */
     char *out;        /* output buffer, reused across payloads */
     size_t out_cap;   /* allocated size of out, at most out_limit */
     size_t out_limit; /* max_out + 1: filling it means the payload is over the cap */
+    /* the payload in progress */
+    int mid;         /* some of its input arrived */
+    size_t produced; /* its output so far, in out */
+    size_t in_count; /* its input so far, capped by max_in */
     /* zlib-stream */
     z_stream zs;
     int zs_ready;
-    int zs_header_done; /* the 2-byte zlib header was read; raw deflate follows */
-    struct sh_buf pending; /* compressed input of the payload in progress, capped by max_in */
+    unsigned char head[2]; /* the 2-byte zlib header, raw deflate after it */
+    size_t head_len;
+    unsigned char tail[4]; /* the last input bytes: 00 00 FF FF ends a payload */
     /* zstd-stream */
     ZSTD_DStream *zd;
 };
@@ -75,7 +82,7 @@ int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct 
     z->kind = kind;
     z->max_out = max_out;
     z->out_limit = max_out < SIZE_MAX ? max_out + 1 : SIZE_MAX;
-    sh_buf_init(&z->pending, max_in);
+    z->max_in = max_in ? max_in : SIZE_MAX;
     *out = z;
     return SH_OK;
 }
@@ -87,7 +94,6 @@ void gw_inflate_free(struct gw_inflate *z)
     if (z->zs_ready)
         inflateEnd(&z->zs);
     ZSTD_freeDStream(z->zd); /* accepts NULL */
-    sh_buf_free(&z->pending);
     SH_FREE(z->out);
     free(z);
 }
@@ -101,12 +107,13 @@ static void shrink_out(struct gw_inflate *z)
     }
 }
 
-static void drop_pending(struct gw_inflate *z)
+/* The next part starts a new payload. */
+static void end_payload(struct gw_inflate *z)
 {
-    if (z->pending.cap > SHRINK_ABOVE)
-        sh_buf_free(&z->pending);
-    else
-        sh_buf_reset(&z->pending);
+    z->mid = 0;
+    z->produced = 0;
+    z->in_count = 0;
+    memset(z->tail, 0xaa, sizeof(z->tail)); /* no suffix seen yet */
 }
 
 int gw_inflate_reset(struct gw_inflate *z)
@@ -115,8 +122,8 @@ int gw_inflate_reset(struct gw_inflate *z)
         return SH_EINVAL;
     z->failed = 0;
     shrink_out(z);
-    drop_pending(z);
-    z->zs_header_done = 0;
+    end_payload(z);
+    z->head_len = 0;
     if (z->zs_ready && inflateReset(&z->zs) != Z_OK) {
         inflateEnd(&z->zs);
         z->zs_ready = 0; /* re-created lazily by the next payload */
@@ -144,36 +151,30 @@ static int grow_out(struct gw_inflate *z)
     return SH_OK;
 }
 
-static int ends_with_suffix(const void *p, size_t len)
-{
-    return len >= sizeof(zlib_suffix) && memcmp((const char *)p + len - sizeof(zlib_suffix),
-                                                zlib_suffix, sizeof(zlib_suffix)) == 0;
-}
-
 /*
- * Inflate in[0..len), which ends at a sync-flush point, into z->out. zlib counts in uInt, so
- * both sides go in slices of at most UINT_MAX bytes.
+ * Inflate in[0..len) into z->out after what the payload produced so far, until the input is
+ * used up and inflate has flushed all it can. zlib counts in uInt, so both sides go in slices
+ * of at most UINT_MAX bytes.
  */
-static int inflate_all(struct gw_inflate *z, const unsigned char *in, size_t len, size_t *out_len)
+static int inflate_part(struct gw_inflate *z, const unsigned char *in, size_t len)
 {
-    size_t produced = 0;
     for (;;) {
-        if (produced == z->out_cap) {
+        if (z->produced == z->out_cap) {
             int rc = grow_out(z);
             if (rc)
                 return rc;
         }
         uInt in_n = len > UINT_MAX ? UINT_MAX : (uInt)len;
-        size_t room = z->out_cap - produced;
+        size_t room = z->out_cap - z->produced;
         uInt out_n = room > UINT_MAX ? UINT_MAX : (uInt)room;
         z->zs.next_in = (Bytef *)(uintptr_t)in; /* zlib does not write through next_in */
         z->zs.avail_in = in_n;
-        z->zs.next_out = (Bytef *)z->out + produced;
+        z->zs.next_out = (Bytef *)z->out + z->produced;
         z->zs.avail_out = out_n;
         int zr = inflate(&z->zs, Z_SYNC_FLUSH);
         in += in_n - z->zs.avail_in;
         len -= in_n - z->zs.avail_in;
-        produced += out_n - z->zs.avail_out;
+        z->produced += out_n - z->zs.avail_out;
         switch (zr) {
         case Z_OK:
             break;
@@ -191,53 +192,34 @@ static int inflate_all(struct gw_inflate *z, const unsigned char *in, size_t len
         default:
             /*
              * Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR, and Z_STREAM_END: the server never
-             * ends the stream, and input ending in 00 00 FF FF cannot be a stream's end.
+             * ends the stream, so its end is as corrupt as anything else.
              */
             return SH_ECORRUPT;
         }
         /* Input used up with room to spare: inflate has flushed all it can. */
         if (len == 0 && z->zs.avail_out != 0)
-            break;
+            return SH_OK;
     }
-    *out_len = produced;
-    return SH_OK;
 }
 
-static int feed_zlib(struct gw_inflate *z, const void *msg, size_t len, size_t *out_len, int *done)
+/*
+ * A payload ends where a message ends with 00 00 FF FF (it may span several messages).
+ * The stream starts with a 2-byte zlib header and would end with an Adler-32 of everything
+ * inflated, but Discord never ends it: the checksum never arrives, so computing it is pure
+ * cost. The header is checked and the rest inflated as raw deflate, which skips it.
+ */
+static int feed_zlib(struct gw_inflate *z, const unsigned char *in, size_t len, int last,
+                     int *done)
 {
-    const unsigned char *in;
-    size_t in_len;
-    if (z->pending.len == 0 && ends_with_suffix(msg, len)) {
-        /* fast path: one message is one whole payload, inflate it in place */
-        if (len > z->pending.max)
-            return SH_ETOOBIG;
-        in = msg;
-        in_len = len;
-    } else {
-        int rc = sh_buf_append(&z->pending, msg, len);
-        if (rc)
-            return rc;
-        if (!ends_with_suffix(z->pending.data, z->pending.len)) {
-            *done = 0;
-            return SH_OK;
+    while (z->head_len < 2 && len) {
+        z->head[z->head_len++] = *in++;
+        len--;
+        if (z->head_len == 2) {
+            const unsigned char *h = z->head;
+            if ((h[0] & 0x0f) != 8 || (h[0] >> 4) > 7 || (h[1] & 0x20) ||
+                ((unsigned)h[0] << 8 | h[1]) % 31 != 0)
+                return SH_ECORRUPT;
         }
-        in = (const unsigned char *)z->pending.data;
-        in_len = z->pending.len;
-    }
-    /*
-     * The stream starts with a 2-byte zlib header and would end with an Adler-32 of everything
-     * inflated, but Discord never ends it: the checksum never arrives, so computing it is pure
-     * cost. The header is checked here and the rest inflated as raw deflate, which skips it.
-     */
-    if (!z->zs_header_done) {
-        if (in_len < 2 || (in[0] & 0x0f) != 8 || (in[0] >> 4) > 7 || (in[1] & 0x20) ||
-            ((unsigned)in[0] << 8 | in[1]) % 31 != 0) {
-            drop_pending(z);
-            return SH_ECORRUPT;
-        }
-        in += 2;
-        in_len -= 2;
-        z->zs_header_done = 1;
     }
     if (!z->zs_ready) {
         memset(&z->zs, 0, sizeof(z->zs));
@@ -246,11 +228,21 @@ static int feed_zlib(struct gw_inflate *z, const void *msg, size_t len, size_t *
             return zr == Z_MEM_ERROR ? SH_ENOMEM : SH_EINVAL;
         z->zs_ready = 1;
     }
-    int rc = inflate_all(z, in, in_len, out_len);
-    drop_pending(z);
-    if (rc)
-        return rc;
-    *done = 1;
+    if (len) {
+        int rc = inflate_part(z, in, len);
+        if (rc)
+            return rc;
+        /* the last four bytes of input, across parts */
+        size_t keep = len < sizeof(z->tail) ? sizeof(z->tail) - len : 0;
+        memmove(z->tail, z->tail + sizeof(z->tail) - keep, keep);
+        memcpy(z->tail + keep, in + len - (sizeof(z->tail) - keep), sizeof(z->tail) - keep);
+    }
+    *done = last && z->head_len == 2 && !memcmp(z->tail, zlib_suffix, sizeof(zlib_suffix));
+    if (*done && z->produced == z->out_cap) {
+        int rc = grow_out(z); /* out is never NULL for a finished payload */
+        if (rc)
+            return rc;
+    }
     return SH_OK;
 }
 
@@ -260,7 +252,7 @@ static int zstd_err(size_t r)
 }
 
 /* Every message is one payload made of flushed blocks of a frame that never ends. */
-static int feed_zstd(struct gw_inflate *z, const void *msg, size_t len, size_t *out_len, int *done)
+static int feed_zstd(struct gw_inflate *z, const void *part, size_t len, int last, int *done)
 {
     if (!z->zd) {
         z->zd = ZSTD_createDStream();
@@ -273,33 +265,25 @@ static int feed_zstd(struct gw_inflate *z, const void *msg, size_t len, size_t *
             return SH_EINVAL;
         }
     }
-    if (len == 0) {
-        /*
-         * An empty message is an empty payload. It must not reach the decoder: zstd fails
-         * a stream after 16 calls in a row that make no progress.
-         */
-        if (z->out_cap == 0 && grow_out(z) != SH_OK)
-            return SH_ENOMEM;
-        *out_len = 0;
-        *done = 1;
-        return SH_OK;
-    }
-    ZSTD_inBuffer in = {msg, len, 0};
-    size_t produced = 0;
+    /*
+     * An empty part adds nothing and must not reach the decoder: zstd fails a stream after 16
+     * calls in a row that make no progress. An empty message is an empty payload.
+     */
+    ZSTD_inBuffer in = {part, len, 0};
     int stalls = 0;
-    for (;;) {
-        if (produced == z->out_cap) {
+    while (len) {
+        if (z->produced == z->out_cap) {
             int rc = grow_out(z);
             if (rc)
                 return rc;
         }
-        ZSTD_outBuffer ob = {z->out, z->out_cap, produced};
+        ZSTD_outBuffer ob = {z->out, z->out_cap, z->produced};
         size_t in_before = in.pos;
         size_t r = ZSTD_decompressStream(z->zd, &ob, &in);
         if (ZSTD_isError(r))
             return zstd_err(r);
-        int progress = ob.pos != produced || in.pos != in_before;
-        produced = ob.pos;
+        int progress = ob.pos != z->produced || in.pos != in_before;
+        z->produced = ob.pos;
         /* Input used up and output not full: the decoder has flushed all it can. */
         if (in.pos == in.size && ob.pos < ob.size)
             break;
@@ -307,50 +291,86 @@ static int feed_zstd(struct gw_inflate *z, const void *msg, size_t len, size_t *
         if (!progress && ob.pos < ob.size && ++stalls > 4)
             return SH_ECORRUPT;
     }
-    *out_len = produced;
-    *done = 1;
+    *done = last;
+    if (last && z->produced == z->out_cap) {
+        int rc = grow_out(z); /* out is never NULL for a finished payload */
+        if (rc)
+            return rc;
+    }
+    return SH_OK;
+}
+
+/* No compression: a message in one part passes through; parts are gathered in out. */
+static int feed_none(struct gw_inflate *z, const void *part, size_t len, int first, int last,
+                     int *done, const char **whole)
+{
+    if (first && last) {
+        if (len > z->max_out)
+            return SH_ETOOBIG;
+        *whole = part ? part : ""; /* never NULL when done */
+        *done = 1;
+        return SH_OK;
+    }
+    while (z->out_cap - z->produced < len + 1) {
+        int rc = grow_out(z);
+        if (rc)
+            return rc;
+    }
+    if (len)
+        memcpy(z->out + z->produced, part, len);
+    z->produced += len;
+    *done = last;
+    return SH_OK;
+}
+
+int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int last,
+                         const char **out, size_t *out_len, int *done)
+{
+    if (!z || !out || !out_len || !done || (!part && len))
+        return SH_EINVAL;
+    *done = 0;
+    if (z->failed)
+        return z->failed;
+    int first = !z->mid;
+    if (first)
+        shrink_out(z); /* the previous payload is no longer in use */
+    z->mid = 1;
+    const char *whole = NULL;
+    int rc = len > z->max_in - z->in_count ? SH_ETOOBIG : SH_OK;
+    z->in_count += len;
+    if (!rc) {
+        switch (z->kind) {
+        case GW_COMPRESS_ZLIB:
+            rc = feed_zlib(z, part, len, last, done);
+            break;
+        case GW_COMPRESS_ZSTD:
+            rc = feed_zstd(z, part, len, last, done);
+            break;
+        default:
+            rc = feed_none(z, part, len, first, last, done, &whole);
+            break;
+        }
+    }
+    if (!rc && z->produced > z->max_out)
+        rc = SH_ETOOBIG;
+    if (rc) {
+        *done = 0;
+        z->failed = rc;
+        end_payload(z);
+        return rc;
+    }
+    if (*done) {
+        *out = whole ? whole : z->out;
+        *out_len = whole ? len : z->produced;
+        end_payload(z);
+    }
     return SH_OK;
 }
 
 int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
                     size_t *out_len, int *done)
 {
-    if (!z || !out || !out_len || !done || (!msg && len))
-        return SH_EINVAL;
-    *done = 0;
-    if (z->failed)
-        return z->failed;
-    shrink_out(z); /* the previous payload is no longer in use */
-    size_t n = 0;
-    int rc;
-    switch (z->kind) {
-    case GW_COMPRESS_ZLIB:
-        rc = feed_zlib(z, msg, len, &n, done);
-        break;
-    case GW_COMPRESS_ZSTD:
-        rc = feed_zstd(z, msg, len, &n, done);
-        break;
-    default:
-        if (len > z->max_out) {
-            rc = SH_ETOOBIG;
-            break;
-        }
-        *out = msg ? msg : ""; /* never NULL when done */
-        *out_len = len;
-        *done = 1;
-        return SH_OK;
-    }
-    if (rc) {
-        *done = 0;
-        z->failed = rc;
-        drop_pending(z);
-        return rc;
-    }
-    if (*done) {
-        *out = z->out;
-        *out_len = n;
-    }
-    return SH_OK;
+    return gw_inflate_feed_part(z, msg, len, 1, out, out_len, done);
 }
 
 const char *gw_inflate_query_name(enum gw_compress kind)

@@ -3,19 +3,19 @@
  *
  * zlib-stream: one inflate context for the whole connection. Its 2-byte zlib header is checked,
  * the rest inflated as raw deflate: the stream never ends, so its Adler-32 never arrives and is
- * not computed.
- * Binary messages are appended until the input ends with 00 00 FF FF; then the
- * accumulated input is inflated and exactly one payload is complete.
+ * not computed. A payload ends where a message ends with 00 00 FF FF (one or several messages).
  * zstd-stream: one decompression context for the whole connection; every message
  * is one whole payload (the server flushes but never ends the frame).
  * none: messages pass through unchanged.
  *
- * The output buffer is owned by the context and reused; a payload larger than
- * max_out is SH_ETOOBIG; corrupt input is SH_ECORRUPT. After either error (or
- * SH_ENOMEM) the stream is unusable and every later feed returns the same code:
- * the caller drops the connection and calls gw_inflate_reset before the next one.
+ * Input may come in parts (websocket fragments, or reads of one big frame) and is decompressed
+ * as it arrives, never stored. The output buffer is owned by the context and reused; a payload
+ * larger than max_out, or whose compressed input exceeds max_in, is SH_ETOOBIG; corrupt input
+ * is SH_ECORRUPT. After either error (or SH_ENOMEM) the stream is unusable and every later feed
+ * returns the same code: the caller drops the connection and calls gw_inflate_reset before the
+ * next one.
  * Idle cost: nothing is allocated before the first payload, and buffers grown for
- * one big payload are released by the next call or by gw_inflate_reset.
+ * one big payload are released when the next one starts or by gw_inflate_reset.
  */
 #ifndef SHARDHOOK_GW_INFLATE_H
 #define SHARDHOOK_GW_INFLATE_H
@@ -27,9 +27,9 @@ enum gw_compress { GW_COMPRESS_NONE = 0, GW_COMPRESS_ZLIB, GW_COMPRESS_ZSTD };
 struct gw_inflate; /* opaque */
 
 /*
- * max_out: cap on one decompressed payload (> 0). max_in: cap on the compressed input
- * of one zlib payload, whether it came in one message or several (> 0 for zlib,
- * unused otherwise). Returns 0, SH_EINVAL or SH_ENOMEM.
+ * max_out: cap on one decompressed payload (> 0). max_in: cap on the compressed input of one
+ * payload, whether it came in one message or several (> 0 for zlib; 0 means no cap for the
+ * others). Returns 0, SH_EINVAL or SH_ENOMEM.
  */
 int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct gw_inflate **out);
 void gw_inflate_free(struct gw_inflate *z);
@@ -37,11 +37,16 @@ void gw_inflate_free(struct gw_inflate *z);
 int gw_inflate_reset(struct gw_inflate *z);
 
 /*
- * Feed one complete WebSocket message. When a payload is complete, *out and *out_len
- * point to it (valid until the next call) and *done is 1; otherwise *done is 0
- * (zlib: more messages needed). For none, *out is msg itself. Returns 0,
- * SH_ETOOBIG, SH_ECORRUPT, SH_ENOMEM, or SH_EINVAL for NULL arguments.
+ * Feed the next part of a WebSocket message; last = 1 for the part that ends the message.
+ * When a payload is complete (only ever on a last part), *out and *out_len point to it (valid
+ * until the next call) and *done is 1; otherwise *done is 0. For none, a message in one part
+ * is passed through as *out. Returns 0, SH_ETOOBIG, SH_ECORRUPT, SH_ENOMEM, or SH_EINVAL for
+ * NULL arguments.
  */
+int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int last,
+                         const char **out, size_t *out_len, int *done);
+
+/* gw_inflate_feed_part of one complete WebSocket message. */
 int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
                     size_t *out_len, int *done);
 

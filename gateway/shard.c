@@ -79,7 +79,6 @@ int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->status = GW_QUEUED;
     s->latency_ms = -1;
     s->next_delay_ms = -1;
-    sh_buf_init(&s->frame, gw->cfg->max_payload_bytes);
     gw_sendq_init(&s->sendq);
     return gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
                           &s->z);
@@ -89,7 +88,6 @@ void gw_shard_destroy(struct gw_shard *s)
 {
     gw_inflate_free(s->z);
     s->z = NULL;
-    sh_buf_free(&s->frame);
     gw_sendq_reset(&s->sendq);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
@@ -483,8 +481,6 @@ static void connect_now(struct gw_shard *s)
     s->saw_hello = 0;
     s->ack_pending = 0;
     s->heartbeat_due = 0;
-    s->in_message = 0;
-    sh_buf_reset(&s->frame);
     gw_sendq_new_window(&s->sendq);
     SH_FREE(s->handshake);
     s->handshake_identify = 0;
@@ -874,14 +870,16 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
     }
 }
 
-/* One whole websocket message: msg is either s->frame or lws's own buffer. */
-static void on_message(struct gw_shard *s, const char *msg, size_t len)
+/*
+ * The next part of a websocket message, straight from lws's read buffer: decompressed at once,
+ * so a multi-megabyte payload is inflated a read at a time between the other shards' reads.
+ */
+static void on_message_part(struct gw_shard *s, const char *part, size_t len, int last)
 {
     const char *p;
     size_t n;
     int done;
-    int rc = gw_inflate_feed(s->z, msg, len, &p, &n, &done);
-    sh_buf_reset(&s->frame);
+    int rc = gw_inflate_feed_part(s->z, part, len, last, &p, &n, &done);
     if (rc) {
         log_warn("msg=\"gateway stream unreadable, reconnecting\" shard=%d error=\"%s\"", s->id,
                  sh_strerror(rc));
@@ -915,28 +913,8 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (!s || s->close_code)
             break;
         s->gw->pass_rx_bytes += len;
-        if (!s->in_message && lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) &&
-            !lws_remaining_packet_payload(wsi)) {
-            on_message(s, in, len); /* the whole message in one callback: no copy */
-            break;
-        }
-        if (!s->in_message) {
-            s->in_message = 1;
-            s->frame_binary = lws_frame_is_binary(wsi);
-            sh_buf_reset(&s->frame);
-        }
-        if (sh_buf_append(&s->frame, in, len)) {
-            log_warn("msg=\"gateway message over max_payload_bytes, reconnecting\" shard=%d",
-                     s->id);
-            s->in_message = 0;
-            sh_buf_reset(&s->frame);
-            close_with(s, 4000, 1, -1);
-            break;
-        }
-        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
-            s->in_message = 0;
-            on_message(s, s->frame.data, s->frame.len);
-        }
+        on_message_part(s, in, len,
+                        lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi));
         break;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         if (!s)

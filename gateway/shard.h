@@ -56,9 +56,6 @@ struct gw_shard {
     unsigned lost_gen;        /* the attempt whose loss was handled */
     int established;          /* websocket handshake done */
     struct gw_inflate *z;
-    struct sh_buf frame;      /* one websocket message being reassembled */
-    int frame_binary;
-    int in_message;
     int close_code;           /* >0: close with this code at the next writeable */
     int peer_close_code;      /* code of the server's close frame, 0 if none */
     int reconnect_resume;     /* after this connection ends: 1 resume, 0 identify */

@@ -799,6 +799,92 @@ TEST(zstd_big_buffers_are_released)
     check_shrinks(GW_COMPRESS_ZSTD);
 }
 
+/* ---- one message in parts (websocket fragments, reads of a big frame) ---- */
+
+/* Feed message m in parts of `step` bytes (the last part ends it); 0 when it gives want. */
+static int feed_parts(struct gw_inflate *z, const struct bytes *m, size_t step, const char *want,
+                      size_t want_len)
+{
+    size_t at = 0;
+    do {
+        size_t n = m->len - at < step ? m->len - at : step;
+        int last = at + n == m->len;
+        const char *out = NULL;
+        size_t out_len = 0;
+        int done = -1;
+        if (gw_inflate_feed_part(z, m->p + at, n, last, &out, &out_len, &done) != 0)
+            return 1;
+        if (done != last)
+            return 2;
+        if (done && (out_len != want_len || memcmp(out, want, want_len) != 0))
+            return 3;
+        at += n;
+    } while (at < m->len);
+    return 0;
+}
+
+TEST(every_kind_takes_a_message_in_parts)
+{
+    static const size_t steps[] = {1, 2, 3, 5, 4096, 65536};
+    for (int kind = GW_COMPRESS_NONE; kind <= GW_COMPRESS_ZSTD; kind++) {
+        for (size_t si = 0; si < sizeof(steps) / sizeof(steps[0]); si++) {
+            struct gw_inflate *z;
+            ASSERT_EQ(gw_inflate_new((enum gw_compress)kind, 1 << 20, 1 << 20, &z), 0);
+            struct zc c;
+            struct zsc zsc;
+            zc_init(&c);
+            zsc_init(&zsc);
+            for (unsigned i = 0; i < 6; i++) { /* small, then 200 KB, in one stream */
+                size_t n = i == 3 ? 200000 : 100 + (size_t)i * 777;
+                char *pl = make_payload(n, i);
+                struct bytes m = {0};
+                if (kind == GW_COMPRESS_ZLIB)
+                    zc_payload(&c, pl, n, &m);
+                else if (kind == GW_COMPRESS_ZSTD)
+                    zsc_payload(&zsc, pl, n, &m);
+                else
+                    bytes_put(&m, pl, n);
+                int rc = feed_parts(z, &m, steps[si], pl, n);
+                if (rc)
+                    T_FAIL_("kind %d step %zu payload %u: %d", kind, steps[si], i, rc);
+                free(m.p);
+                free(pl);
+            }
+            zc_end(&c);
+            zsc_end(&zsc);
+            gw_inflate_free(z);
+        }
+    }
+}
+
+TEST(parts_count_against_the_input_cap)
+{
+    struct gw_inflate *z;
+    struct zsc zsc;
+    zsc_init(&zsc);
+    char *pl = make_payload(50000, 1);
+    struct bytes m = {0};
+    zsc_payload(&zsc, pl, 50000, &m);
+    ASSERT(m.len > 200);
+    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 20, m.len - 1, &z), 0);
+    const char *out;
+    size_t out_len;
+    int done;
+    ASSERT_EQ(gw_inflate_feed_part(z, m.p, 100, 0, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw_inflate_feed_part(z, m.p + 100, m.len - 100, 1, &out, &out_len, &done),
+              SH_ETOOBIG);
+    ASSERT_EQ(done, 0);
+    gw_inflate_free(z);
+    /* no compression: a message in parts is gathered up to max_out */
+    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_NONE, 8, 0, &z), 0);
+    ASSERT_EQ(gw_inflate_feed_part(z, "{\"op\":", 6, 0, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw_inflate_feed_part(z, "11}", 3, 1, &out, &out_len, &done), SH_ETOOBIG);
+    gw_inflate_free(z);
+    free(m.p);
+    free(pl);
+    zsc_end(&zsc);
+}
+
 /* ---- none, arguments, names ---- */
 
 TEST(none_passes_through)
@@ -831,7 +917,8 @@ TEST(bad_arguments_and_names)
     ASSERT(gw_inflate_query_name(GW_COMPRESS_NONE) == NULL);
 }
 
-TEST_MAIN(RUN(zlib_several_payloads_in_a_row); RUN(zlib_payload_split_across_messages);
+TEST_MAIN(RUN(every_kind_takes_a_message_in_parts); RUN(parts_count_against_the_input_cap);
+          RUN(zlib_several_payloads_in_a_row); RUN(zlib_payload_split_across_messages);
           RUN(zlib_suffix_split_across_messages); RUN(zlib_one_byte_at_a_time);
           RUN(zlib_empty_message_and_empty_payload); RUN(zlib_corrupt_header_is_corrupt_and_sticky);
           RUN(zlib_need_dict_is_corrupt); RUN(zlib_stream_end_mid_connection_is_corrupt);

@@ -176,6 +176,17 @@ struct gen {
     uint64_t i; /* event index: the replay's clock */
 };
 
+/*
+ * Where a shard's GUILD_CREATEs fall: one every GC_EVERY events, shard k's shifted by k/total of
+ * that, as guilds join (or come back) on different shards at different moments. Unshifted, the
+ * 16 shards of a run all received their multi-megabyte GUILD_CREATE at the same index, a burst
+ * Discord has no reason to send.
+ */
+static uint64_t gc_clock(const struct gen *g)
+{
+    return g->i + (uint64_t)g->shard * GC_EVERY / (uint64_t)(g->total > 0 ? g->total : 1);
+}
+
 static uint64_t rnd(struct gen *g)
 {
     g->rs += 0x9e3779b97f4a7c15ull;
@@ -551,7 +562,7 @@ static void ev_reaction(struct gen *g)
 static void ev_guild_create(struct gen *g, size_t target)
 {
     size_t start = g->b->len;
-    uint64_t gidx = GUILDS + g->i / GC_EVERY;
+    uint64_t gidx = GUILDS + gc_clock(g) / GC_EVERY;
     uint64_t gid = fk_guild_id(g->shard, g->total, (int)(gidx % 4096));
     uint64_t roles = target / 16000, chans = target / 5000, emojis = target / 12000;
     roles = roles < 5 ? 5 : roles > 250 ? 250 : roles;
@@ -635,14 +646,14 @@ static void ev_guild_create(struct gen *g, size_t target)
     while (!g->err && g->b->len - start < target * 3 / 5) {
         if (m)
             lit(g, ",");
-        member_obj(g, gid, 100000u + (unsigned)(g->i / GC_EVERY) * 65536u + m, 1);
+        member_obj(g, gid, 100000u + (unsigned)(gc_clock(g) / GC_EVERY) * 65536u + m, 1);
         m++;
     }
     lit(g, "],\"presences\":[");
     for (unsigned k = 0; k < m && !g->err && g->b->len - start < target; k++) {
         if (k)
             lit(g, ",");
-        presence(g, 100000u + (unsigned)(g->i / GC_EVERY) * 65536u + k, 0);
+        presence(g, 100000u + (unsigned)(gc_clock(g) / GC_EVERY) * 65536u + k, 0);
     }
     lit(g, "]}");
 }
@@ -651,7 +662,7 @@ static enum ev_type pick_type(struct gen *g)
 {
     if (rp.mix == MIX_MESSAGES)
         return EV_MESSAGE_CREATE;
-    if (rp.mix == MIX_REALISTIC && g->i % GC_EVERY == GC_EVERY / 2)
+    if (rp.mix == MIX_REALISTIC && gc_clock(g) % GC_EVERY == GC_EVERY / 2)
         return EV_GUILD_CREATE;
     uint64_t x = below(g, 10000);
     return x < 3000   ? EV_MESSAGE_CREATE

@@ -284,6 +284,65 @@ static inline int key_of(const char *k, size_t n)
     return KEY_OTHER;
 }
 
+/*
+ * Walk the members of the JSON object at p ('{'): for each, visit(ctx, key, key_len, value)
+ * scans the value and returns the byte after it (NULL: malformed). Keys are raw bytes: one
+ * spelled with escapes holds a backslash and matches no name. Returns the byte after the
+ * closing brace, or NULL when the object is malformed.
+ */
+typedef const char *(*member_fn)(void *ctx, const char *key, size_t key_len, const char *p,
+                                 const char *end);
+
+static const char *walk_members(const char *p, const char *end, member_fn visit, void *ctx)
+{
+    if (p == end || *p != '{')
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (p == end || *p != '"')
+            return NULL;
+        const char *k = p + 1;
+        int escaped = 0;
+        p = skip_string(k, end, &escaped);
+        if (!p)
+            return NULL;
+        size_t k_len = (size_t)(p - 1 - k);
+        p = skip_ws(p, end);
+        if (p == end || *p != ':')
+            return NULL;
+        p = visit(ctx, k, k_len, skip_ws(p + 1, end), end);
+        if (!p)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p == end)
+            return NULL;
+        if (*p == '}')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+/* d's members the gateway reads itself (guild readiness), found while d is skipped anyway */
+static const char *d_member(void *ctx, const char *k, size_t k_len, const char *p,
+                            const char *end)
+{
+    struct gw_envelope *e = ctx;
+    const char *after = skip_value(p, end);
+    if (!after)
+        return NULL;
+    if (k_len == 2 && !memcmp(k, "id", 2)) {
+        e->d_id = p;
+        e->d_id_len = (size_t)(after - p);
+    } else if (k_len == 11 && !memcmp(k, "unavailable", 11)) {
+        e->d_unavailable = after - p == 4 && !memcmp(p, "true", 4);
+    }
+    return after;
+}
+
 /* Scan the value of one envelope key at p into e. Returns the byte after it, or NULL. */
 static const char *scan_member(int key, const char *p, const char *end, struct gw_envelope *e)
 {
@@ -318,7 +377,10 @@ static const char *scan_member(int key, const char *p, const char *end, struct g
         return p;
     case KEY_D:
         e->d = p;
-        p = skip_value(p, end);
+        e->d_id = NULL;
+        e->d_id_len = 0;
+        e->d_unavailable = 0;
+        p = p < end && *p == '{' ? walk_members(p, end, d_member, e) : skip_value(p, end);
         if (p)
             e->d_len = (size_t)(p - e->d);
         return p;
@@ -327,55 +389,14 @@ static const char *scan_member(int key, const char *p, const char *end, struct g
     }
 }
 
-/*
- * Walk the one JSON object buf[0..len): for each member, visit(ctx, key, key_len, value) scans
- * the value and returns the byte after it (NULL: malformed). Keys are raw bytes: one spelled
- * with escapes holds a backslash and matches no name. Returns 0, or SH_EPARSE when buf is not one
- * well-formed object with nothing but whitespace after it.
- */
-typedef const char *(*member_fn)(void *ctx, const char *key, size_t key_len, const char *p,
-                                 const char *end);
-
+/* buf[0..len) is one object, with nothing but whitespace after it */
 static int walk_object(const char *buf, size_t len, member_fn visit, void *ctx)
 {
     if (!buf)
         return SH_EPARSE;
     const char *end = buf + len;
-    const char *p = skip_ws(buf, end);
-    if (p == end || *p != '{')
-        return SH_EPARSE;
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        p++;
-    } else {
-        for (;;) {
-            if (p == end || *p != '"')
-                return SH_EPARSE;
-            const char *k = p + 1;
-            int escaped = 0;
-            p = skip_string(k, end, &escaped);
-            if (!p)
-                return SH_EPARSE;
-            size_t k_len = (size_t)(p - 1 - k);
-            p = skip_ws(p, end);
-            if (p == end || *p != ':')
-                return SH_EPARSE;
-            p = visit(ctx, k, k_len, skip_ws(p + 1, end), end);
-            if (!p)
-                return SH_EPARSE;
-            p = skip_ws(p, end);
-            if (p == end)
-                return SH_EPARSE;
-            if (*p == '}') {
-                p++;
-                break;
-            }
-            if (*p != ',')
-                return SH_EPARSE;
-            p = skip_ws(p + 1, end);
-        }
-    }
-    return skip_ws(p, end) == end ? SH_OK : SH_EPARSE; /* no trailing bytes */
+    const char *p = walk_members(skip_ws(buf, end), end, visit, ctx);
+    return p && skip_ws(p, end) == end ? SH_OK : SH_EPARSE;
 }
 
 struct envelope_walk {
@@ -401,34 +422,6 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
         return SH_EPARSE;
     *env = w.e;
     return SH_OK;
-}
-
-struct members_walk {
-    struct gw_json_member *m;
-    size_t n;
-};
-
-static const char *find_member(void *ctx, const char *k, size_t k_len, const char *p,
-                               const char *end)
-{
-    struct members_walk *w = ctx;
-    const char *after = skip_value(p, end);
-    for (size_t i = 0; after && i < w->n; i++)
-        if (w->m[i].name_len == k_len && !memcmp(w->m[i].name, k, k_len)) {
-            w->m[i].val = p;
-            w->m[i].val_len = (size_t)(after - p);
-        }
-    return after;
-}
-
-int gw_json_members(const char *buf, size_t len, struct gw_json_member *m, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        m[i].val = NULL;
-        m[i].val_len = 0;
-    }
-    struct members_walk w = {m, n};
-    return walk_object(buf, len, find_member, &w);
 }
 
 uint64_t gw_json_snowflake(const char *val, size_t len)

@@ -734,14 +734,11 @@ static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
     want_write(s); /* payloads queued before the session was up */
 }
 
-static void on_guild(struct gw_shard *s, int create, const char *d, size_t d_len)
+/* d.id and d.unavailable come from the envelope scan: a GUILD_CREATE can be megabytes */
+static void on_guild(struct gw_shard *s, int create, const struct gw_envelope *env)
 {
-    /* a GUILD_CREATE can be megabytes: find the two members without building a tree */
-    struct gw_json_member m[2] = {{"id", 2, NULL, 0}, {"unavailable", 11, NULL, 0}};
-    if (gw_json_members(d, d_len, m, 2))
-        return;
-    uint64_t id = gw_json_snowflake(m[0].val, m[0].val_len);
-    int unavailable = m[1].val_len == 4 && !memcmp(m[1].val, "true", 4);
+    uint64_t id = gw_json_snowflake(env->d_id, env->d_id_len);
+    int unavailable = env->d_unavailable;
     if (!id)
         return;
     uint64_t *hit = s->n_pending ? bsearch(&id, s->pending_guilds, s->n_pending,
@@ -813,9 +810,9 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         loading_progress(s);
         want_write(s); /* payloads queued while away */
     } else if (T_IS(env, "GUILD_CREATE")) {
-        on_guild(s, 1, env->d, env->d_len);
+        on_guild(s, 1, env);
     } else if (T_IS(env, "GUILD_DELETE")) {
-        on_guild(s, 0, env->d, env->d_len);
+        on_guild(s, 0, env);
     }
     gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
                     env->d_len, now);

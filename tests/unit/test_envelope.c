@@ -464,31 +464,39 @@ TEST(length_bounds_the_scan)
     ASSERT_EQ(gw_envelope_scan(msg2, 7, &env), SH_EPARSE); /* {"op":1 */
 }
 
-TEST(members_of_a_guild_create)
+TEST(guild_id_and_unavailable_from_d)
 {
-    static const char d[] =
-        "{\"channels\":[{\"id\":\"1\",\"name\":\"a}\\\"\"}],\"unavailable\":false,"
-        "\"members\":{\"id\":\"9\"},\"id\" : \"81384788765712384\"}";
-    struct gw_json_member m[3] = {
-        {"id", 2, NULL, 0}, {"unavailable", 11, NULL, 0}, {"missing", 7, NULL, 0}};
-    ASSERT_EQ(gw_json_members(d, sizeof(d) - 1, m, 3), 0);
-    ASSERT_SPAN_EQ(m[0].val, m[0].val_len, "\"81384788765712384\""); /* top level only */
-    ASSERT_EQ(gw_json_snowflake(m[0].val, m[0].val_len), 81384788765712384ULL);
-    ASSERT_SPAN_EQ(m[1].val, m[1].val_len, "false");
-    ASSERT(!m[2].val);
+    static const char msg[] =
+        "{\"t\":\"GUILD_CREATE\",\"s\":3,\"op\":0,\"d\":{\"channels\":[{\"id\":\"1\",\"name\":"
+        "\"a}\\\"\"}],\"unavailable\":false,\"members\":{\"id\":\"9\"},"
+        "\"id\" : \"81384788765712384\"}}";
+    struct gw_envelope env;
+    ASSERT_EQ(gw_envelope_scan(msg, sizeof(msg) - 1, &env), 0);
+    ASSERT_SPAN_EQ(env.d_id, env.d_id_len, "\"81384788765712384\""); /* top level only */
+    ASSERT_EQ(gw_json_snowflake(env.d_id, env.d_id_len), 81384788765712384ULL);
+    ASSERT_EQ(env.d_unavailable, 0);
+    ASSERT(env.d == strstr(msg, "\"d\":") + 4); /* d itself is untouched */
+    ASSERT_EQ(env.d_len, (size_t)(msg + sizeof(msg) - 2 - env.d));
 
-    static const char gone[] = "{\"id\":\"42\",\"unavailable\":true}";
-    ASSERT_EQ(gw_json_members(gone, sizeof(gone) - 1, m, 2), 0);
-    ASSERT_EQ(gw_json_snowflake(m[0].val, m[0].val_len), 42);
-    ASSERT_SPAN_EQ(m[1].val, m[1].val_len, "true");
+    static const char gone[] =
+        "{\"op\":0,\"t\":\"GUILD_DELETE\",\"d\":{\"id\":\"42\",\"unavailable\":true},\"s\":4}";
+    ASSERT_EQ(gw_envelope_scan(gone, sizeof(gone) - 1, &env), 0);
+    ASSERT_EQ(gw_json_snowflake(env.d_id, env.d_id_len), 42);
+    ASSERT_EQ(env.d_unavailable, 1);
+    ASSERT_SPAN_EQ(env.d, env.d_len, "{\"id\":\"42\",\"unavailable\":true}");
 
-    /* what is not one object, or not a snowflake string, gives nothing */
-    const char *bad[] = {"[]", "{\"id\":\"1\"", "{\"id\":\"1\"} x", "{\"id\":[}", ""};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        ASSERT_EQ(gw_json_members(bad[i], strlen(bad[i]), m, 2), SH_EPARSE);
+    /* d that is no object, or has neither: nothing noted */
+    static const char arr[] = "{\"op\":0,\"d\":[{\"id\":\"5\"}]}";
+    ASSERT_EQ(gw_envelope_scan(arr, sizeof(arr) - 1, &env), 0);
+    ASSERT(!env.d_id);
+    ASSERT_EQ(env.d_unavailable, 0);
+    static const char bad[] = "{\"op\":0,\"d\":{\"id\":\"5\",}}";
+    ASSERT_EQ(gw_envelope_scan(bad, sizeof(bad) - 1, &env), SH_EPARSE);
+
     const char *not_ids[] = {"42", "\"\"", "\"4a\"", "\"-1\"", "\"18446744073709551616\"", "null"};
     for (size_t i = 0; i < sizeof(not_ids) / sizeof(not_ids[0]); i++)
         ASSERT_EQ(gw_json_snowflake(not_ids[i], strlen(not_ids[i])), 0);
+    ASSERT_EQ(gw_json_snowflake(NULL, 0), 0);
     ASSERT_EQ(gw_json_snowflake("\"18446744073709551615\"", 22), UINT64_MAX);
 }
 
@@ -497,4 +505,4 @@ TEST_MAIN(RUN(typical_dispatch); RUN(keys_in_every_order_with_whitespace);
           RUN(unicode_raw_and_escaped); RUN(key_matching_is_exact); RUN(nesting_and_depth_cap);
           RUN(huge_d); RUN(every_prefix_is_refused); RUN(garbage_is_refused);
           RUN(failure_leaves_env_alone); RUN(length_bounds_the_scan);
-          RUN(members_of_a_guild_create);)
+          RUN(guild_id_and_unavailable_from_d);)

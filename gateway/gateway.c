@@ -24,15 +24,21 @@
 #define CHUNK_SLACK 4096      /* room for the envelope around the largest payload */
 #define TICK_MS 250           /* snapshot publish period */
 /*
- * A service pass that produced events starts the next one no sooner than PASS_COALESCE_US after
- * its own start (or half the least max_batch_delay_ms, if shorter), so that messages arriving
- * close together share one poll, one read per socket and one hand-off to delivery. Adds at most
- * that much latency; never sleeps when idle (the poll blocks), when a pass itself takes longer,
- * or after a pass that received PASS_BUSY_BYTES or more (behind the sockets: reading at once is
- * what keeps up).
+ * A service pass that produced events pauses before the next one, so that messages arriving
+ * close together share one poll, one read per socket and one hand-off to delivery. At the
+ * rates the last pass saw, the pause lasts until about PASS_FILL_BYTES should be waiting in all
+ * (enough to spread a pass's fixed cost thin) and no longer than until PASS_SOCKET_BYTES should
+ * be waiting in the busiest socket (each gives one read of at most 64 KiB per pass), at most
+ * PASS_COALESCE_US and at most half the least max_batch_delay_ms. Under a burst that is no pause
+ * at all. Events read right
+ * after a pause count as received when it began (gw_gateway_rx_ms), so the time they spent in
+ * the socket comes out of their batch's max_batch_delay_ms instead of adding to it. Never sleeps
+ * when idle: the poll blocks.
  */
-#define PASS_COALESCE_US 4000
-#define PASS_BUSY_BYTES ((size_t)32 << 10)
+#define PASS_COALESCE_US 8000
+#define PASS_FILL_BYTES 65536
+#define PASS_SOCKET_BYTES 32768
+#define PASS_PAUSE_MIN_US 200
 #define PROGRESS_EVERY_MS 5000
 
 enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO };
@@ -741,6 +747,12 @@ static void flush_pending(struct gw_gateway *gw)
     }
 }
 
+uint64_t gw_gateway_rx_ms(const struct gw_gateway *gw, uint64_t now)
+{
+    /* within a millisecond of the pause's end, the poll did not wait: it was all there */
+    return gw->paused_from_ms && now <= gw->resumed_ms + 1 ? gw->paused_from_ms : now;
+}
+
 void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len,
                      uint64_t seq, const char *d, size_t d_len, uint64_t now_ms)
 {
@@ -768,7 +780,7 @@ int gw_gateway_run(struct gw_gateway *gw)
     publish(gw);
     lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
     int rc = 0;
-    struct timespec pass_start = {0, 0};
+    struct timespec pass_start = {0, 0}, prev_start = {0, 0};
     long coalesce_us = PASS_COALESCE_US;
     for (size_t i = 0; i < gw->cfg->n_webhooks; i++)
         if (gw->cfg->webhooks[i].max_batch_delay_ms * 500L < coalesce_us)
@@ -780,20 +792,36 @@ int gw_gateway_run(struct gw_gateway *gw)
         apply_pause(gw);
         struct timespec started;
         clock_gettime(CLOCK_MONOTONIC, &started);
-        gw->pass_rx_bytes = 0;
+        gw->pass_no++;
+        gw->pass_rx_bytes = gw->pass_rx_max = 0;
         int n = lws_service(gw->ctx, 0);
         int produced = gw->pending && gw->pending->n;
         flush_pending(gw);
-        if (produced && coalesce_us > 0 && !gw->stopping && gw->pass_rx_bytes < PASS_BUSY_BYTES) {
-            /* coalesce: the next pass starts coalesce_us after this one started */
+        gw->paused_from_ms = 0;
+        /* the bytes of this pass arrived since the previous pass began */
+        long since_us = (started.tv_sec - prev_start.tv_sec) * 1000000L +
+                        (started.tv_nsec - prev_start.tv_nsec) / 1000L;
+        prev_start = started;
+        long pause_us = coalesce_us;
+        if (gw->pass_rx_max && since_us > 0) {
+            double all = (double)PASS_FILL_BYTES * (double)since_us / (double)gw->pass_rx_bytes;
+            double one = (double)PASS_SOCKET_BYTES * (double)since_us / (double)gw->pass_rx_max;
+            double fill = all < one ? all : one;
+            if (fill < (double)pause_us)
+                pause_us = (long)fill;
+        }
+        if (produced && pause_us >= PASS_PAUSE_MIN_US && !gw->stopping) {
+            gw->paused_from_ms = sh_now_ms();
+            /* the next pass starts pause_us after this one started */
             pass_start = started;
-            pass_start.tv_nsec += coalesce_us * 1000L;
+            pass_start.tv_nsec += pause_us * 1000L;
             if (pass_start.tv_nsec >= 1000000000L) {
                 pass_start.tv_sec++;
                 pass_start.tv_nsec -= 1000000000L;
             }
             while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &pass_start, NULL) == EINTR)
                 ;
+            gw->resumed_ms = sh_now_ms();
         }
         if (gw->snap_dirty)
             publish(gw);

@@ -832,7 +832,7 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
     }
     switch (env.op) {
     case 0:
-        on_dispatch(s, &env, now);
+        on_dispatch(s, &env, gw_gateway_rx_ms(s->gw, now));
         break;
     case 1:
         log_debug("msg=\"heartbeat requested by the server\" shard=%d", s->id);
@@ -909,7 +909,14 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (!s || s->close_code)
             break;
+        if (s->rx_pass != s->gw->pass_no) {
+            s->rx_pass = s->gw->pass_no;
+            s->rx_pass_bytes = 0;
+        }
+        s->rx_pass_bytes += len;
         s->gw->pass_rx_bytes += len;
+        if (s->rx_pass_bytes > s->gw->pass_rx_max)
+            s->gw->pass_rx_max = s->rx_pass_bytes;
         on_message_part(s, in, len,
                         lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi));
         break;

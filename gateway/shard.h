@@ -55,6 +55,8 @@ struct gw_shard {
     unsigned conn_gen;        /* bumps per connection attempt */
     unsigned lost_gen;        /* the attempt whose loss was handled */
     int established;          /* websocket handshake done */
+    unsigned rx_pass;         /* the service pass rx_pass_bytes counts for */
+    size_t rx_pass_bytes;
     struct gw_inflate *z;
     int close_code;           /* >0: close with this code at the next writeable */
     int peer_close_code;      /* code of the server's close frame, 0 if none */
@@ -135,7 +137,11 @@ struct gw_gateway {
     uint64_t identify_interval_ms;
     int session_remaining;
     struct gw_chunk *pending;  /* events of this service pass */
-    size_t pass_rx_bytes;      /* websocket bytes received in this service pass */
+    unsigned pass_no;          /* counts service passes */
+    size_t pass_rx_bytes;      /* websocket bytes received in this service pass ... */
+    size_t pass_rx_max;        /* ... and the most of them one shard received */
+    uint64_t paused_from_ms;   /* the pause before this pass began then (0: no pause) ... */
+    uint64_t resumed_ms;       /* ... and ended then */
     unsigned char *txbuf;      /* LWS_PRE + GW_SEND_MAX_PAYLOAD, shared: writes are serial */
     atomic_int stop_requested; /* set by other threads */
     int stopping;
@@ -189,6 +195,12 @@ void gw_gateway_budget_return(struct gw_gateway *gw, struct gw_shard *s);
 /* Called when a shard failed fatally; ends the run when none can run. */
 void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code,
                              const char *why);
+/*
+ * When a payload handled at now reached the socket, as far as the gateway can tell: right after
+ * a coalescing pause, the start of that pause (it may have waited in the socket all along), now
+ * otherwise. Batch deadlines count from it, so the pause comes out of max_batch_delay_ms.
+ */
+uint64_t gw_gateway_rx_ms(const struct gw_gateway *gw, uint64_t now);
 /* Append one dispatch to the current pass's chunk. */
 void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len,
                      uint64_t seq, const char *d, size_t d_len, uint64_t now_ms);

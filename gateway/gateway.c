@@ -26,11 +26,11 @@
 /*
  * A service pass that produced events pauses before the next one, so that messages arriving
  * close together share one poll, one read per socket and one hand-off to delivery. At the
- * rates the last pass saw, the pause lasts until about PASS_FILL_BYTES should be waiting in all
- * (enough to spread a pass's fixed cost thin) and no longer than until PASS_SOCKET_BYTES should
- * be waiting in the busiest socket (each gives one read of at most 64 KiB per pass), at most
- * PASS_COALESCE_US and at most half the least max_batch_delay_ms. Under a burst that is no pause
- * at all. Events read right
+ * rate the last pass saw, the pause lasts until about PASS_FILL_BYTES should be waiting in all
+ * sockets (enough to spread a pass's fixed cost thin), at most PASS_COALESCE_US and at most
+ * half the least max_batch_delay_ms. After a pass in which one socket gave PASS_SOCKET_BYTES or
+ * more there is none: that socket is behind (a big payload, a burst), and each socket gives one
+ * read of at most 64 KiB per pass. Events read right
  * after a pause count as received when it began (gw_gateway_rx_ms), so the time they spent in
  * the socket comes out of their batch's max_batch_delay_ms instead of adding to it. Never sleeps
  * when idle: the poll blocks.
@@ -802,11 +802,9 @@ int gw_gateway_run(struct gw_gateway *gw)
         long since_us = (started.tv_sec - prev_start.tv_sec) * 1000000L +
                         (started.tv_nsec - prev_start.tv_nsec) / 1000L;
         prev_start = started;
-        long pause_us = coalesce_us;
-        if (gw->pass_rx_max && since_us > 0) {
-            double all = (double)PASS_FILL_BYTES * (double)since_us / (double)gw->pass_rx_bytes;
-            double one = (double)PASS_SOCKET_BYTES * (double)since_us / (double)gw->pass_rx_max;
-            double fill = all < one ? all : one;
+        long pause_us = gw->pass_rx_max >= PASS_SOCKET_BYTES ? 0 : coalesce_us;
+        if (gw->pass_rx_bytes && since_us > 0) {
+            double fill = (double)PASS_FILL_BYTES * (double)since_us / (double)gw->pass_rx_bytes;
             if (fill < (double)pause_us)
                 pause_us = (long)fill;
         }

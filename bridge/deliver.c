@@ -623,13 +623,13 @@ int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, 
     d->total = total;
     d->n_local = n;
     d->shards = calloc(n ? (size_t)n : 1, sizeof(*d->shards));
+    for (int i = 0; d->shards && i < n; i++) /* before any return: br_delivery_free closes them */
+        br_ckpt_files_init(&d->shards[i].files, shard_ids[i]);
     d->local_of = malloc((size_t)total * sizeof(*d->local_of));
     if (!d->shards || !d->local_of)
         return SH_ENOMEM;
     for (int i = 0; i < total; i++)
         d->local_of[i] = -1;
-    for (int i = 0; i < n; i++)
-        br_ckpt_files_init(&d->shards[i].files, shard_ids[i]);
     for (int i = 0; i < n; i++) {
         if (shard_ids[i] < 0 || shard_ids[i] >= total || d->local_of[shard_ids[i]] >= 0)
             return SH_EINVAL;

@@ -384,10 +384,8 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     pthread_mutex_init(&d->lock, NULL);
     d->n_hooks = cfg->n_webhooks;
     d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
-    d->min_delay_ms = UINT64_MAX;
-    for (size_t i = 0; i < d->n_hooks; i++)
-        if ((uint64_t)cfg->webhooks[i].max_batch_delay_ms < d->min_delay_ms)
-            d->min_delay_ms = (uint64_t)cfg->webhooks[i].max_batch_delay_ms;
+    int least = cfg_least_batch_delay_ms(cfg);
+    d->min_delay_ms = least < 0 ? UINT64_MAX : (uint64_t)least;
     d->multi = curl_multi_init();
     if (!d->hooks || !d->multi) {
         br_delivery_free(d);

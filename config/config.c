@@ -1824,6 +1824,15 @@ int cfg_load(const char *path, struct cfg_config *out, char *err, size_t errlen)
     return rc;
 }
 
+int cfg_least_batch_delay_ms(const struct cfg_config *cfg)
+{
+    int least = -1;
+    for (size_t i = 0; i < cfg->n_webhooks; i++)
+        if (least < 0 || cfg->webhooks[i].max_batch_delay_ms < least)
+            least = cfg->webhooks[i].max_batch_delay_ms;
+    return least;
+}
+
 void cfg_free(struct cfg_config *cfg)
 {
     if (!cfg)

@@ -96,6 +96,9 @@ int cfg_load_string(const char *json, size_t len, struct cfg_config *out, char *
 /* Free everything cfg holds and zero it; safe on a zeroed or already freed struct. */
 void cfg_free(struct cfg_config *cfg);
 
+/* The least max_batch_delay_ms of the webhooks (how long an event may wait), -1 for none. */
+int cfg_least_batch_delay_ms(const struct cfg_config *cfg);
+
 /*
  * One documented key, straight from the directive table that loading uses, so that
  * docs/configuration.md can be checked against it.

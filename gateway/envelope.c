@@ -389,16 +389,6 @@ static const char *scan_member(int key, const char *p, const char *end, struct g
     }
 }
 
-/* buf[0..len) is one object, with nothing but whitespace after it */
-static int walk_object(const char *buf, size_t len, member_fn visit, void *ctx)
-{
-    if (!buf)
-        return SH_EPARSE;
-    const char *end = buf + len;
-    const char *p = walk_members(skip_ws(buf, end), end, visit, ctx);
-    return p && skip_ws(p, end) == end ? SH_OK : SH_EPARSE;
-}
-
 struct envelope_walk {
     struct gw_envelope e;
     unsigned seen;
@@ -418,8 +408,12 @@ static const char *envelope_member(void *ctx, const char *k, size_t k_len, const
 int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
 {
     struct envelope_walk w = {.e = {.op = -1}};
-    if (!env || walk_object(buf, len, envelope_member, &w))
+    if (!env || !buf)
         return SH_EPARSE;
+    const char *end = buf + len;
+    const char *p = walk_members(skip_ws(buf, end), end, envelope_member, &w);
+    if (!p || skip_ws(p, end) != end)
+        return SH_EPARSE; /* not one object, or trailing bytes */
     *env = w.e;
     return SH_OK;
 }

@@ -30,10 +30,9 @@
  * sockets (enough to spread a pass's fixed cost thin), at most PASS_COALESCE_US and at most
  * half the least max_batch_delay_ms. After a pass in which one socket gave PASS_SOCKET_BYTES or
  * more there is none: that socket is behind (a big payload, a burst), and each socket gives one
- * read of at most 64 KiB per pass. Events read right
- * after a pause count as received when it began (gw_gateway_rx_ms), so the time they spent in
- * the socket comes out of their batch's max_batch_delay_ms instead of adding to it. Never sleeps
- * when idle: the poll blocks.
+ * read of at most 64 KiB per pass. Events read right after a pause count as received when it
+ * began (gw_gateway_rx_ms), so the time they spent in the socket comes out of their batch's
+ * max_batch_delay_ms instead of adding to it. Never sleeps when idle: the poll blocks.
  */
 #define PASS_COALESCE_US 8000
 #define PASS_FILL_BYTES 65536
@@ -782,9 +781,9 @@ int gw_gateway_run(struct gw_gateway *gw)
     int rc = 0;
     struct timespec pass_start = {0, 0}, prev_start = {0, 0};
     long coalesce_us = PASS_COALESCE_US;
-    for (size_t i = 0; i < gw->cfg->n_webhooks; i++)
-        if (gw->cfg->webhooks[i].max_batch_delay_ms * 500L < coalesce_us)
-            coalesce_us = gw->cfg->webhooks[i].max_batch_delay_ms * 500L;
+    int least_delay_ms = cfg_least_batch_delay_ms(gw->cfg);
+    if (least_delay_ms >= 0 && least_delay_ms * 500L < coalesce_us)
+        coalesce_us = least_delay_ms * 500L; /* half of it, in µs */
     while (!gw->done) {
         if (atomic_load(&gw->stop_requested) && !gw->stopping)
             begin_stop(gw);

@@ -883,6 +883,28 @@ TEST(load_file)
     ASSERT_EQ(cfg_load_string("[]", 2, &cfg, NULL, 0), SH_ECONFIG);
 }
 
+TEST(least_batch_delay_across_webhooks)
+{
+    struct cfg_config cfg;
+    env_reset();
+    ASSERT_EQ(load("{'webhooks':[]}", &cfg), 0);
+    ASSERT_EQ(cfg_least_batch_delay_ms(&cfg), -1);
+    cfg_free(&cfg);
+    ASSERT_EQ(load("{'webhooks':[{'url':'https://example.com/a','secret':'" SECRET "'},"
+                   "{'url':'https://example.com/b','secret':'" SECRET "','max_batch_delay_ms':7},"
+                   "{'url':'https://example.com/c','secret':'" SECRET "','max_batch_delay_ms':0}]}",
+                   &cfg),
+              0);
+    ASSERT_EQ(cfg_least_batch_delay_ms(&cfg), 0);
+    cfg_free(&cfg);
+    ASSERT_EQ(load("{'webhooks':[{'url':'https://example.com/a','secret':'" SECRET "'},"
+                   "{'url':'https://example.com/b','secret':'" SECRET "','max_batch_delay_ms':7}]}",
+                   &cfg),
+              0);
+    ASSERT_EQ(cfg_least_batch_delay_ms(&cfg), 7);
+    cfg_free(&cfg);
+}
+
 TEST(free_is_safe)
 {
     struct cfg_config cfg;
@@ -990,4 +1012,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(intents_forms); RUN(intent_table); RUN(compress_forms); RUN(shards_forms);
           RUN(presence_defaults_filled); RUN(env_expansion); RUN(expand_directly);
           RUN(listen_forms); RUN(no_secret_in_messages); RUN(caps); RUN(load_file);
-          RUN(free_is_safe); RUN(mutations_never_crash); RUN(docs_match_table);)
+          RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
+          RUN(docs_match_table);)

@@ -3,6 +3,7 @@
  * Thread-safe: a line is formatted into a local buffer and written with one call.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/log.h"
 
 int sh_log_level = SH_LOG_INFO;
@@ -90,4 +92,31 @@ void sh_log_write(int level, const char *fmt, ...)
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+int sh_log_limit_pass(struct sh_log_limit *lim, unsigned long long *held)
+{
+    unsigned long long now = sh_now_ms(), next = atomic_load(&lim->next_ms);
+    if (now < next || !atomic_compare_exchange_strong(&lim->next_ms, &next, now + SH_LOG_LIMIT_MS)) {
+        atomic_fetch_add(&lim->held, 1);
+        return 0;
+    }
+    *held = atomic_exchange(&lim->held, 0);
+    return 1;
+}
+
+void sh_log_write_limited(int level, struct sh_log_limit *lim, const char *fmt, ...)
+{
+    unsigned long long held;
+    if (!sh_log_limit_pass(lim, &held))
+        return;
+    char msg[3584];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (held)
+        sh_log_write(level, "%s suppressed=%llu", msg, held);
+    else
+        sh_log_write(level, "%s", msg);
 }

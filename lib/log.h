@@ -31,6 +31,31 @@ void sh_log_clear_secrets(void);
 #define log_warn(...) SH_LOG_AT_(SH_LOG_WARN, __VA_ARGS__)
 #define log_error(...) SH_LOG_AT_(SH_LOG_ERROR, __VA_ARGS__)
 
+/*
+ * A repeated message logged once, then as a count: a `struct sh_log_limit` (one per call site
+ * or per thing that can fail, zero-initialised or SH_LOG_LIMIT_INIT) lets the first line through,
+ * then at most one line per SH_LOG_LIMIT_MS; each line that gets through after others were held
+ * back ends with ` suppressed=N`, the number held back since the last one. Thread-safe.
+ */
+#define SH_LOG_LIMIT_MS 5000
+struct sh_log_limit {
+    _Atomic unsigned long long next_ms;
+    _Atomic unsigned long long held;
+};
+#define SH_LOG_LIMIT_INIT {0, 0}
+
+/* 1 when a line may be written now (and *held is how many were held back before it), else 0. */
+int sh_log_limit_pass(struct sh_log_limit *lim, unsigned long long *held);
+void sh_log_write_limited(int level, struct sh_log_limit *lim, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define SH_LOG_LIMITED_AT_(lvl, lim, ...)                    \
+    do {                                                     \
+        if ((lvl) >= sh_log_level)                           \
+            sh_log_write_limited((lvl), (lim), __VA_ARGS__); \
+    } while (0)
+#define log_warn_limited(lim, ...) SH_LOG_LIMITED_AT_(SH_LOG_WARN, lim, __VA_ARGS__)
+#define log_error_limited(lim, ...) SH_LOG_LIMITED_AT_(SH_LOG_ERROR, lim, __VA_ARGS__)
+
 /* A state that cannot happen: report file and line, then abort (haproxy's BUG_ON). */
 #define SH_BUG_ON(cond)                                                                     \
     do {                                                                                    \

@@ -143,7 +143,7 @@ def test_bearer_auth(tmp):
 # ---- commands ----------------------------------------------------------------------------------
 
 def test_reconnect_with_and_without_resume(tmp):
-    fake, rx, sh = start(tmp)
+    fake, rx, sh = start(tmp, http={"reconnect_interval_ms": 0})  # no per-shard limit here
     session = fake.sessions()[0]["session_id"]
     code, _, body = sh.api("POST", "/v1/shards/0/reconnect", {"resume": True})
     assert code == 202 and body == {"shard": 0, "resume": True}, body

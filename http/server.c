@@ -392,7 +392,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     for (char *p = line; *p; p++)
         if (*p == '"')
             *p = '\'';
-    log_warn("msg=\"control server\" detail=\"%s\"", line);
+    /* a flood of clients past a connection limit makes one line per refused connection */
+    static struct sh_log_limit lim_limit, lim_other;
+    log_warn_limited(strstr(line, "limit") ? &lim_limit : &lim_other,
+                     "msg=\"control server\" detail=\"%s\"", line);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */

@@ -15,11 +15,11 @@
 #include <stddef.h>
 
 struct http_guard {
-    int check_host;         /* 0: any Host (a wildcard or public listen without allowed_hosts) */
-    int loopback;           /* the listen address is loopback: localhost, 127.0.0.1, [::1] too */
-    int port;               /* the port bound */
-    char listen_host[64];   /* without brackets: "127.0.0.1", "::1", "localhost" */
-    char *const *allowed;   /* http.allowed_hosts, lower case; borrowed from the config */
+    int check_host;       /* 0: any Host (a wildcard or public listen without allowed_hosts) */
+    int loopback;         /* the listen address is loopback: localhost, 127.0.0.1, [::1] too */
+    int port;             /* the port bound */
+    char listen_host[64]; /* without brackets: "127.0.0.1", "::1", "localhost" */
+    char *const *allowed; /* http.allowed_hosts, lower case; borrowed from the config */
     size_t n_allowed;
 };
 

@@ -63,8 +63,8 @@ struct request {
     struct sh_buf body;
     int too_big;
     size_t discarded; /* body bytes dropped after too_big */
-    int early;     /* answered before the body was read (404/405/401/413) */
-    int suspended; /* waiting for a wake-up */
+    int early;        /* answered before the body was read (404/405/401/413) */
+    int suspended;    /* waiting for a wake-up */
     int answered;
     struct http_waiter *waiter;
     struct http_reply reply;
@@ -231,8 +231,8 @@ static int not_json(struct request *rq)
         return 0;
     const char *cl = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *ct = header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
-    int has_body = (cl && strtoull(cl, NULL, 10) > 0) ||
-                   header(rq, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+    int has_body =
+        (cl && strtoull(cl, NULL, 10) > 0) || header(rq, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
     if ((has_body || ct) && !http_guard_json_type(ct)) {
         http_reply_error(&rq->reply, 415, "unsupported_media_type",
                          "a request body must be sent with \"Content-Type: application/json\"");

@@ -25,16 +25,31 @@ static struct http_guard loopback(void)
 TEST(host_names_this_api_only)
 {
     struct http_guard g = loopback();
-    const char *ok[] = {"127.0.0.1:7878", "localhost:7878", "LocalHost:7878", "[::1]:7878",
-                        "shardhook.test", "shardhook.test:1", "SHARDHOOK.test:7878",
-                        "api.example:8443", "[fd00::5]", "[fd00::5]:99"};
+    const char *ok[] = {"127.0.0.1:7878",      "localhost:7878",   "LocalHost:7878",
+                        "[::1]:7878",          "shardhook.test",   "shardhook.test:1",
+                        "SHARDHOOK.test:7878", "api.example:8443", "[fd00::5]",
+                        "[fd00::5]:99"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         ASSERT(http_guard_host_ok(&g, ok[i]));
-    const char *bad[] = {NULL, "", "evil.example", "evil.example:7878", "127.0.0.1",
-                         "127.0.0.1:7879", "127.0.0.2:7878", "localhost", "api.example",
-                         "api.example:443", "[::1]", "::1:7878", "[::1]:7878x",
-                         "127.0.0.1:7878:1", "127.0.0.1:99999", "[fd00::5", ":7878",
-                         "shardhook.test.evil.example", "localhost:7878 "};
+    const char *bad[] = {NULL,
+                         "",
+                         "evil.example",
+                         "evil.example:7878",
+                         "127.0.0.1",
+                         "127.0.0.1:7879",
+                         "127.0.0.2:7878",
+                         "localhost",
+                         "api.example",
+                         "api.example:443",
+                         "[::1]",
+                         "::1:7878",
+                         "[::1]:7878x",
+                         "127.0.0.1:7878:1",
+                         "127.0.0.1:99999",
+                         "[fd00::5",
+                         ":7878",
+                         "shardhook.test.evil.example",
+                         "localhost:7878 "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT(!http_guard_host_ok(&g, bad[i]));
     /* a listen address that is not loopback: only itself and the allowed names */
@@ -58,10 +73,18 @@ TEST(origin_is_this_api_or_absent)
     ASSERT(http_guard_origin_ok(&g, "https://shardhook.test", "shardhook.test"));
     ASSERT(http_guard_origin_ok(&g, "http://shardhook.test:8080", "shardhook.test:8080"));
     ASSERT(http_guard_origin_ok(&g, "HTTP://LOCALHOST:7878", NULL));
-    const char *bad[] = {"null", "", "http://evil.example", "http://evil.example:7878",
-                         "http://127.0.0.1:7878.evil.example", "http://127.0.0.1:7878/",
-                         "http://user@127.0.0.1:7878", "file://", "ws://127.0.0.1:7878",
-                         "http://127.0.0.1", "https://127.0.0.1:7878x", "http://"};
+    const char *bad[] = {"null",
+                         "",
+                         "http://evil.example",
+                         "http://evil.example:7878",
+                         "http://127.0.0.1:7878.evil.example",
+                         "http://127.0.0.1:7878/",
+                         "http://user@127.0.0.1:7878",
+                         "file://",
+                         "ws://127.0.0.1:7878",
+                         "http://127.0.0.1",
+                         "https://127.0.0.1:7878x",
+                         "http://"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT(!http_guard_origin_ok(&g, bad[i], "127.0.0.1:7878"));
     /* with Host checks off the request's own Host is still the one origin that is not foreign */
@@ -79,12 +102,17 @@ TEST(json_content_type)
                         "application/json;charset=UTF-8", " application/json "};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         ASSERT(http_guard_json_type(ok[i]));
-    const char *bad[] = {NULL, "", "text/plain", "application/x-www-form-urlencoded",
-                         "multipart/form-data; boundary=x", "application/jsonp",
-                         "application/json-patch+json", "text/json", "application/json, text/plain"};
+    const char *bad[] = {NULL,
+                         "",
+                         "text/plain",
+                         "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x",
+                         "application/jsonp",
+                         "application/json-patch+json",
+                         "text/json",
+                         "application/json, text/plain"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT(!http_guard_json_type(bad[i]));
 }
 
-TEST_MAIN(RUN(host_names_this_api_only); RUN(origin_is_this_api_or_absent);
-          RUN(json_content_type))
+TEST_MAIN(RUN(host_names_this_api_only); RUN(origin_is_this_api_or_absent); RUN(json_content_type))

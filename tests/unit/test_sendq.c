@@ -131,6 +131,6 @@ TEST(withdraw_keeps_the_order_of_the_rest)
     gw_sendq_reset(&q);
 }
 
-TEST_MAIN(RUN(oversize_is_refused_before_the_socket); RUN(order_and_front); RUN(withdraw_keeps_the_order_of_the_rest);
-          RUN(queue_is_bounded); RUN(window_keeps_room_for_heartbeats);
-          RUN(never_more_than_limit_in_any_window))
+TEST_MAIN(RUN(oversize_is_refused_before_the_socket); RUN(order_and_front);
+          RUN(withdraw_keeps_the_order_of_the_rest); RUN(queue_is_bounded);
+          RUN(window_keeps_room_for_heartbeats); RUN(never_more_than_limit_in_any_window))

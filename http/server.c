@@ -204,7 +204,9 @@ static int foreign_request(struct http_server *srv, struct request *rq)
 {
     struct http_reply *r = &rq->reply;
     const char *host = header(rq, MHD_HTTP_HEADER_HOST);
-    if (!http_guard_host_ok(&srv->guard, host)) {
+    /* health checks tell nothing worth rebinding for, and probes send the address they dial */
+    int health = rq->match.route == HTTP_ROUTE_HEALTHZ || rq->match.route == HTTP_ROUTE_READYZ;
+    if (!health && !http_guard_host_ok(&srv->guard, host)) {
         http_reply_error(r, 421, "host_not_allowed",
                          "this API does not answer to the Host \"%.100s\"; add it to "
                          "http.allowed_hosts if it is yours",

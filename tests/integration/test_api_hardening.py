@@ -83,6 +83,10 @@ def test_cross_site_and_rebound_requests_are_refused(tmp):
         assert b"session" not in body
     got, _, _ = raw_request(sh, "GET", "/", headers={"Host": "attacker.example:%d" % port})
     assert got == 421
+    # health checks answer whatever address a probe dialled: they reveal nothing
+    for path in ("/healthz", "/readyz"):
+        got, _, _ = raw_request(sh, "GET", path, headers={"Host": "10.1.2.3:%d" % port})
+        assert got == 200, path
     time.sleep(0.3)
     assert len(sent(fake, 2)) == identifies and sent(fake, 6) == []  # no IDENTIFY, no RESUME
 

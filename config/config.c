@@ -8,6 +8,7 @@
  * reads the same tables, so the docs cannot drift from them. Start-up only; touches
  * no other room and never writes a token or secret into a message.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -587,6 +588,50 @@ static int set_events(struct ctx *c, const struct directive *d, const cJSON *v, 
 static int set_event_names(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
     return set_event_list(c, d, v, base, 0, 1);
+}
+
+/*
+ * http.allowed_hosts: host names as a Host header carries them, "name" (any port) or
+ * "name:port", lower-cased; an IPv6 address in brackets.
+ */
+static int host_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr(".-_:[]", *p)))
+            return 0;
+    return s[0] != ':';
+}
+
+static int set_host_list(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    char ***list = AT(base, d, char **);
+    size_t *count = (size_t *)(void *)((char *)base + d->off_n);
+    size_t n;
+    int rc = get_list(c, v, 64, 1, "host names", &n);
+    if (rc)
+        return rc;
+    char **items = calloc(n ? n : 1, sizeof(*items));
+    if (!items)
+        return oom(c);
+    *list = items;
+    *count = n;
+    size_t i = 0;
+    for (const cJSON *it = v->child; it && !rc; it = it->next, i++) {
+        char buf[80];
+        size_t mark = push_index(c, i);
+        rc = get_string(c, it, 300, 0, &items[i]);
+        if (!rc && !host_name_ok(items[i]))
+            rc = fail(c, "must be a host name as a Host header carries it, like "
+                         "\"shardhook.internal\" or \"shardhook.internal:7878\" (got %s)",
+                      describe_str(items[i], 0, buf, sizeof(buf)));
+        for (char *q = items[i]; !rc && *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+        pop(c, mark);
+    }
+    return rc;
 }
 
 /* ---- top-level special keys ---- */
@@ -1343,6 +1388,43 @@ static const struct directive http_dirs[] = {
      .def = "10000",
      .doc = "how long members, channel-info and soundboard requests wait for Discord's reply; "
             "a body's `timeout_ms` overrides it"},
+    {.name = "allowed_hosts",
+     .set = set_host_list,
+     .off = C_OFF(http_allowed_hosts),
+     .off_n = C_OFF(n_http_allowed_hosts),
+     .def = "[]",
+     .type = "list of strings",
+     .doc = "Host header values answered besides the listen address (`name` or `name:port`)"},
+    {.name = "max_connections",
+     .set = set_int,
+     .off = C_OFF(http_max_connections),
+     .min = 16,
+     .max = 65536,
+     .def = "1024",
+     .doc = "control connections open at once; more wait for the ones open to close"},
+    {.name = "max_connections_per_ip",
+     .set = set_int,
+     .off = C_OFF(http_max_connections_per_ip),
+     .min = 1,
+     .max = 65536,
+     .def = "256",
+     .doc = "control connections from one client address; more are closed at once"},
+    {.name = "connection_timeout_ms",
+     .set = set_int,
+     .off = C_OFF(http_connection_timeout_ms),
+     .min = 1000,
+     .max = 600000,
+     .def = "10000",
+     .doc = "a control connection that sends nothing for this long is closed (whole seconds, "
+            "rounded up)"},
+    {.name = "reconnect_interval_ms",
+     .set = set_int,
+     .off = C_OFF(http_reconnect_interval_ms),
+     .min = 0,
+     .max = 3600000,
+     .def = "10000",
+     .doc = "least time between two accepted reconnect calls for one shard (429 sooner); "
+            "0 allows every call"},
 };
 static const struct section http_section = {http_dirs, COUNT(http_dirs), check_http};
 
@@ -1362,6 +1444,14 @@ static const struct directive testing_dirs[] = {
      .def = "30000",
      .doc = "test-only: shortens Discord's 30 s window between all-members requests for one "
             "guild; for fake gateways only"},
+    {.name = "send_window_ms",
+     .set = set_int,
+     .off = C_OFF(testing_send_window_ms),
+     .min = 1000,
+     .max = 60000,
+     .def = "60000",
+     .doc = "test-only: shortens Discord's 60 s window of 120 payloads per connection; for fake "
+            "gateways only"},
 };
 static const struct section testing_section = {testing_dirs, COUNT(testing_dirs), NULL};
 
@@ -1860,6 +1950,9 @@ void cfg_free(struct cfg_config *cfg)
     for (size_t i = 0; cfg->disable_events && i < cfg->n_disable_events; i++)
         free(cfg->disable_events[i]);
     free(cfg->disable_events);
+    for (size_t i = 0; cfg->http_allowed_hosts && i < cfg->n_http_allowed_hosts; i++)
+        free(cfg->http_allowed_hosts[i]);
+    free(cfg->http_allowed_hosts);
     free(cfg->http_listen);
     free(cfg->http_token);
     free(cfg->state_dir);

@@ -70,6 +70,12 @@ struct cfg_config {
     char *http_listen;     /* "host:port"; default "127.0.0.1:7878" */
     char *http_token;      /* NULL when unset */
     int http_request_timeout_ms; /* default wait for gateway replies to control requests */
+    char **http_allowed_hosts;   /* extra Host names the API answers to ("name" or "name:port") */
+    size_t n_http_allowed_hosts;
+    int http_max_connections;        /* open control connections at once; default 1024 */
+    int http_max_connections_per_ip; /* from one client address; default 256 */
+    int http_connection_timeout_ms;  /* idle or silent connection closed after; default 10000 */
+    int http_reconnect_interval_ms;  /* least time between two reconnects of one shard */
     char *state_dir;       /* default "./state" */
     char *log_level;       /* debug|info|warn|error; default info */
     int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
@@ -80,6 +86,7 @@ struct cfg_config {
     size_t spool_max_bytes;        /* disk spool of every webhook together; 0: no spool */
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
     int testing_member_window_ms; /* "testing.member_window_ms": default 30000; tests only */
+    int testing_send_window_ms;   /* "testing.send_window_ms": default 60000; tests only */
 };
 
 /* A config file larger than this is refused. */

@@ -40,7 +40,7 @@
 #define PASS_PAUSE_MIN_US 200
 #define PROGRESS_EVERY_MS 5000
 
-enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO };
+enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO, GW_CMD_WITHDRAW };
 
 static int protocol_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
@@ -184,6 +184,13 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
         }
     }
     free(ids);
+    if (cfg->testing_send_window_ms > 0 && cfg->testing_send_window_ms != GW_SEND_WINDOW_MS) {
+        log_warn("msg=\"testing.send_window_ms shortens Discord's 60 s send window; use it only "
+                 "against a fake gateway\" send_window_ms=%d",
+                 cfg->testing_send_window_ms);
+        for (int i = 0; i < gw->n_shards; i++)
+            gw->shards[i].sendq.window_ms = cfg->testing_send_window_ms;
+    }
 
     char probe[GW_SEND_MAX_PAYLOAD + 1];
     size_t plen;
@@ -490,6 +497,15 @@ int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, si
     return rc;
 }
 
+int gw_gateway_withdraw(struct gw_gateway *gw, int shard_id, const char *payload, size_t len)
+{
+    if (!find_shard(gw, shard_id))
+        return SH_ENOTFOUND;
+    if (len > GW_SEND_MAX_PAYLOAD)
+        return SH_OK; /* never queued */
+    return post_cmd(gw, GW_CMD_WITHDRAW, shard_id, 0, payload, len);
+}
+
 int gw_gateway_reconnect(struct gw_gateway *gw, int shard_id, int resume)
 {
     if (!find_shard(gw, shard_id))
@@ -542,6 +558,13 @@ static void run_commands(struct gw_gateway *gw)
             break;
         case GW_CMD_BOT_INFO:
             budget_refreshed(gw, c->arg, (const struct gw_bot_info *)(const void *)c->data);
+            break;
+        case GW_CMD_WITHDRAW: /* after the GW_CMD_SEND it follows: commands run in order */
+            if (s && gw_sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
+                atomic_fetch_sub(&s->queued_sends, 1);
+                gw->snap_dirty = 1;
+                log_info("msg=\"queued payload withdrawn: its request gave up\" shard=%d", s->id);
+            }
             break;
         }
         free(c);

@@ -83,6 +83,13 @@ void gw_gateway_set_observer(struct gw_gateway *gw, const struct gw_observer *ob
  * SH_ETOOBIG (over 4,096 bytes), SH_EAGAIN (the shard's queue is full), SH_ECLOSED (stopping).
  */
 int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, size_t len);
+/*
+ * Take back a payload given to gw_gateway_send that has not gone out yet: the first queued
+ * payload of shard_id with exactly these bytes leaves the queue (a request that gave up waiting
+ * for its reply must not spend the shard's send budget). Nothing happens when it was sent
+ * already. Returns 0, SH_ENOTFOUND (not run here) or SH_ENOMEM.
+ */
+int gw_gateway_withdraw(struct gw_gateway *gw, int shard_id, const char *payload, size_t len);
 /* Close shard_id's connection (code 4000) and reconnect: resume=1 keeps the session. */
 int gw_gateway_reconnect(struct gw_gateway *gw, int shard_id, int resume);
 /*

@@ -121,3 +121,23 @@ void gw_sendq_pop(struct gw_sendq *q)
     q->q_head = (q->q_head + 1) % GW_SENDQ_MAX;
     q->q_len--;
 }
+
+int gw_sendq_withdraw(struct gw_sendq *q, const char *p, size_t len)
+{
+    for (unsigned i = 0; i < q->q_len; i++) {
+        unsigned at = (q->q_head + i) % GW_SENDQ_MAX;
+        if (q->q[at].len != len || memcmp(q->q[at].data, p, len))
+            continue;
+        free(q->q[at].data);
+        for (unsigned k = i; k + 1 < q->q_len; k++) { /* close the gap: later ones move up */
+            unsigned to = (q->q_head + k) % GW_SENDQ_MAX, from = (to + 1) % GW_SENDQ_MAX;
+            q->q[to] = q->q[from];
+        }
+        unsigned last = (q->q_head + q->q_len - 1) % GW_SENDQ_MAX;
+        q->q[last].data = NULL;
+        q->q[last].len = 0;
+        q->q_len--;
+        return SH_OK;
+    }
+    return SH_ENOTFOUND;
+}

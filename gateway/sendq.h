@@ -54,6 +54,9 @@ void gw_sendq_record(struct gw_sendq *q, uint64_t now_ms);
 /* Sends within the window ending at now_ms. */
 unsigned gw_sendq_used(const struct gw_sendq *q, uint64_t now_ms);
 
+/* Remove the first queued payload equal to p (order kept). SH_OK, or SH_ENOTFOUND. */
+int gw_sendq_withdraw(struct gw_sendq *q, const char *p, size_t len);
+
 /* The oldest queued payload, or NULL. */
 const char *gw_sendq_peek(const struct gw_sendq *q, size_t *len);
 void gw_sendq_pop(struct gw_sendq *q);

@@ -438,6 +438,37 @@ static int get_metrics(struct http_ctx *ctx, struct http_reply *r)
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
+/*
+ * Every reconnect without resume costs an IDENTIFY from the daily budget: accept one call per
+ * shard per reconnect_interval_ms. 0 and the slot taken, or the ms until the next one may go.
+ */
+static uint64_t reconnect_slot(struct http_ctx *ctx, int shard)
+{
+    if (ctx->reconnect_interval_ms <= 0 || !ctx->reconnect_at || shard < 0 ||
+        shard >= ctx->reconnect_slots)
+        return 0;
+    uint64_t now = sh_now_ms(), wait = 0;
+    pthread_mutex_lock(&ctx->reconnect_lock);
+    uint64_t last = ctx->reconnect_at[shard];
+    if (last && now < last + (uint64_t)ctx->reconnect_interval_ms)
+        wait = last + (uint64_t)ctx->reconnect_interval_ms - now;
+    else
+        ctx->reconnect_at[shard] = now;
+    pthread_mutex_unlock(&ctx->reconnect_lock);
+    return wait;
+}
+
+/* Give the slot back when the reconnect did not happen after all. */
+static void reconnect_unslot(struct http_ctx *ctx, int shard)
+{
+    if (ctx->reconnect_interval_ms <= 0 || !ctx->reconnect_at || shard < 0 ||
+        shard >= ctx->reconnect_slots)
+        return;
+    pthread_mutex_lock(&ctx->reconnect_lock);
+    ctx->reconnect_at[shard] = 0;
+    pthread_mutex_unlock(&ctx->reconnect_lock);
+}
+
 static int post_reconnect(struct http_ctx *ctx, const char *param, const cJSON *body,
                           struct http_reply *r)
 {
@@ -449,8 +480,20 @@ static int post_reconnect(struct http_ctx *ctx, const char *param, const cJSON *
     if (res && !cJSON_IsBool(res))
         return bad_field(r, "resume", "true (keep the session) or false (identify anew)");
     int resume = res ? cJSON_IsTrue(res) : 1;
+    uint64_t wait = reconnect_slot(ctx, id);
+    if (wait) {
+        static struct sh_log_limit lim;
+        log_warn_limited(&lim, "msg=\"reconnect refused: too soon after the last one\" shard=%d",
+                         id);
+        http_reply_error(r, 429, "rate_limited",
+                         "shard %d was reconnected less than %d ms ago; try again in %.1f s", id,
+                         ctx->reconnect_interval_ms, (double)wait / 1000.0);
+        http_reply_retry_after(r, (double)wait / 1000.0);
+        return 0;
+    }
     int rc = ctx->ops->reconnect(ctx->gw, id, resume);
     if (rc) {
+        reconnect_unslot(ctx, id);
         gateway_error(ctx, rc, id, r);
         return 0;
     }

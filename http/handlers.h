@@ -7,7 +7,9 @@
 #ifndef SHARDHOOK_HTTP_HANDLERS_H
 #define SHARDHOOK_HTTP_HANDLERS_H
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "http/pending.h"
@@ -23,6 +25,11 @@ struct http_ctx {
     void *gw;
     struct http_pending *pending;
     int request_timeout_ms; /* default wait for gateway replies */
+    /* reconnect calls: one accepted per shard per interval (0: no limit) */
+    int reconnect_interval_ms;
+    pthread_mutex_t reconnect_lock;
+    uint64_t *reconnect_at; /* by shard id: monotonic ms of the last accepted call, 0 none */
+    int reconnect_slots;    /* entries in reconnect_at (the bot's shard count) */
 };
 
 /* The connection a handler may suspend; server.c fills it. */

@@ -50,6 +50,7 @@ struct http_waiter {
     size_t payload_len;
     uint64_t send_at;  /* monotonic ms, while W_SCHEDULED */
     uint64_t deadline; /* monotonic ms */
+    uint64_t expires;  /* monotonic ms: arrival + timeout_ms; no wait goes past it */
     int timeout_ms;
     int retries;
     size_t reply_bytes;
@@ -198,8 +199,9 @@ static void send_error(int rc, int *status, const char **code, const char **msg,
 static void send_now(struct http_pending *p, struct http_waiter *w, uint64_t now,
                      struct done_list *dl)
 {
+    (void)now;
     w->state = W_SENT;
-    w->deadline = now + (uint64_t)w->timeout_ms;
+    w->deadline = w->expires;
     int rc = p->cfg.send(p->cfg.gw, w->shard, w->payload, w->payload_len);
     if (rc) {
         int status;
@@ -229,6 +231,12 @@ static struct slot *find_slot(struct http_pending *p, uint64_t guild_id, uint64_
     return free_slot; /* NULL: 4096 guilds inside their window at once */
 }
 
+/* How long after the window a repeat goes: 1 s for Discord's 30 s, less for test windows. */
+static uint64_t window_margin(uint64_t window)
+{
+    return window / 20 + 100 < 1000 ? window / 20 + 100 : 1000;
+}
+
 static int make_waiter(enum wkind kind, void *token, int timeout_ms, struct http_waiter **out)
 {
     struct http_waiter *w = calloc(1, sizeof(*w));
@@ -237,6 +245,8 @@ static int make_waiter(enum wkind kind, void *token, int timeout_ms, struct http
     w->kind = kind;
     w->token = token;
     w->timeout_ms = timeout_ms;
+    w->expires = sh_now_ms() + (uint64_t)timeout_ms;
+    w->deadline = w->expires;
     w->status = 0;
     *out = w;
     return 0;
@@ -349,15 +359,23 @@ int http_pending_members(struct http_pending *p, const struct http_members_req *
                    "an all-members request for this guild is already waiting for Discord's "
                    "30 s window",
                    &dl);
+        } else if (s->at && now < s->at + window &&
+                   s->at + window + window_margin(window) >= w->expires) {
+            /* the window outlasts the caller's timeout: say when to come back instead */
+            w->retry_after_s = (double)(s->at + window + window_margin(window) - now) / 1000.0;
+            finish(p, w, 429, "rate_limited",
+                   "an all-members request for this guild went out less than 30 s ago (Discord's "
+                   "window), and the next one cannot go within this request's timeout_ms",
+                   &dl);
         } else if (s->at && now < s->at + window) {
             /*
              * Repeat inside the window: wait client-side (suspended) until it has passed, plus a
              * margin (1 s for Discord's 30 s) so that latency on the way cannot make it early.
+             * The wait counts against the request's timeout_ms.
              */
-            uint64_t margin = window / 20 + 100 < 1000 ? window / 20 + 100 : 1000;
             w->state = W_SCHEDULED;
-            w->send_at = s->at + window + margin;
-            w->deadline = w->send_at + (uint64_t)w->timeout_ms;
+            w->send_at = s->at + window + window_margin(window);
+            w->deadline = w->expires;
             s->at = w->send_at;
             log_info("msg=\"all-members request waits for the guild's window\" guild=%" PRIu64
                      " wait_ms=%" PRIu64,
@@ -641,11 +659,18 @@ static void on_rate_limited(struct http_pending *p, cJSON *d, struct done_list *
     sh_metric_add(p->m_replies, 1, "RATE_LIMITED");
     double secs = cJSON_IsNumber(ra) && ra->valuedouble > 0 ? ra->valuedouble : 1.0;
     uint64_t now = sh_now_ms(), wait_ms = (uint64_t)ceil(secs * 1000.0);
-    if (w->retries >= HTTP_MAX_RATE_LIMIT_RETRIES || wait_ms > HTTP_MAX_RETRY_AFTER_MS) {
+    if (w->retries >= HTTP_MAX_RATE_LIMIT_RETRIES || wait_ms > HTTP_MAX_RETRY_AFTER_MS ||
+        now + wait_ms >= w->expires) {
         char msg[200];
-        snprintf(msg, sizeof(msg),
-                 "Discord rate limited this member request %d times; retry after %.3f s",
-                 w->retries + 1, secs);
+        if (now + wait_ms >= w->expires && w->retries < HTTP_MAX_RATE_LIMIT_RETRIES)
+            snprintf(msg, sizeof(msg),
+                     "Discord rate limited this member request; its retry_after (%.3f s) does "
+                     "not fit in timeout_ms",
+                     secs);
+        else
+            snprintf(msg, sizeof(msg),
+                     "Discord rate limited this member request %d times; retry after %.3f s",
+                     w->retries + 1, secs);
         w->retry_after_s = secs;
         finish(p, w, 429, "rate_limited", msg, dl);
         return;
@@ -653,7 +678,7 @@ static void on_rate_limited(struct http_pending *p, cJSON *d, struct done_list *
     w->retries++;
     w->state = W_SCHEDULED;
     w->send_at = now + wait_ms;
-    w->deadline = w->send_at + (uint64_t)w->timeout_ms;
+    w->deadline = w->expires;
     if (w->all_members) {
         struct slot *s = find_slot(p, w->guild_id, now);
         if (s && s->at < w->send_at)
@@ -740,6 +765,19 @@ static void handle_reply(struct http_pending *p, struct inbox *in, cJSON *d, str
 
 /* ---- the worker ------------------------------------------------------------------------ */
 
+/*
+ * A request that gave up waiting must not spend the shard's send budget later: when its
+ * payload may still sit in the shard's queue (sent to the gateway, no reply yet), take it out.
+ * Caller holds p->lock (the gateway's command lock is taken briefly, as with send).
+ */
+static void withdraw(struct http_pending *p, struct http_waiter *w)
+{
+    if (!p->cfg.withdraw || w->state != W_SENT || !w->payload_len || w->chunks_received ||
+        w->reply_bytes)
+        return;
+    p->cfg.withdraw(p->cfg.gw, w->shard, w->payload, w->payload_len);
+}
+
 static void timeout_msg(struct http_waiter *w, char *msg, size_t cap)
 {
     switch (w->kind) {
@@ -793,6 +831,7 @@ static void *worker(void *arg)
             if (w->state != W_DONE && w->deadline <= now) {
                 char msg[200];
                 timeout_msg(w, msg, sizeof(msg));
+                withdraw(p, w);
                 finish(p, w, 504, "timeout", msg, &dl);
                 nx = p->waiters;
                 continue;

@@ -32,6 +32,8 @@ struct http_waiter;
 struct http_pending_cfg {
     /* queue a gateway payload for a shard (gw_gateway_send's contract) */
     int (*send)(void *gw, int shard_id, const char *payload, size_t len);
+    /* take a payload given to send back out of the shard's queue if still there (may be NULL) */
+    int (*withdraw)(void *gw, int shard_id, const char *payload, size_t len);
     void *gw;
     /* resume the suspended request that token names (any thread; called once per waiter) */
     void (*wake)(void *token);

@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "config/listen.h"
+#include "http/guard.h"
 #include "http/handlers.h"
 #include "http/pending.h"
 #include "http/reply.h"
@@ -34,10 +35,13 @@
 #include "lib/log.h"
 
 #define POOL_THREADS 4
-#define CONNECTION_LIMIT 1024
-#define IDLE_TIMEOUT_S 30  /* an idle or slow connection is closed after this */
 #define STOP_DRAIN_MS 2000 /* how long stop waits for resumed requests to be answered */
 #define MAX_PATH 256
+/*
+ * A body over HTTP_MAX_BODY whose size was not announced (chunked) is read and dropped up to
+ * this much so that the client gets its 413; past it the connection is closed.
+ */
+#define MAX_DISCARD ((size_t)1 << 20)
 
 struct http_server {
     struct http_ctx ctx;
@@ -45,6 +49,7 @@ struct http_server {
     struct http_pending *pending;
     int port;
     int has_token;
+    struct http_guard guard;
     unsigned char token_hash[SHA256_DIGEST_LENGTH]; /* of "Bearer <token>" */
     atomic_int suspended;                           /* connections suspended and not yet answered */
     atomic_int stopping;
@@ -57,8 +62,9 @@ struct request {
     struct http_match match;
     struct sh_buf body;
     int too_big;
-    int early;     /* answered before the body was read (404/405/401/413) */
-    int suspended; /* waiting for a wake-up */
+    size_t discarded; /* body bytes dropped after too_big */
+    int early;        /* answered before the body was read (404/405/401/413) */
+    int suspended;    /* waiting for a wake-up */
     int answered;
     struct http_waiter *waiter;
     struct http_reply reply;
@@ -91,6 +97,10 @@ static int op_runs(void *gw, int shard)
 {
     return gw_gateway_runs(gw, shard);
 }
+static int op_withdraw(void *gw, int shard, const char *p, size_t n)
+{
+    return gw_gateway_withdraw(gw, shard, p, n);
+}
 
 const struct http_gateway_ops http_gateway_default_ops = {
     .send = op_send,
@@ -99,6 +109,7 @@ const struct http_gateway_ops http_gateway_default_ops = {
     .shard_info = op_shard_info,
     .total = op_total,
     .runs = op_runs,
+    .withdraw = op_withdraw,
 };
 
 /* ---- responses ----------------------------------------------------------------------------- */
@@ -180,10 +191,66 @@ static void do_resume(void *token)
 
 /* ---- the access handler -------------------------------------------------------------------- */
 
+static const char *header(struct request *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+/*
+ * Refuse what a web page could make a browser send: a foreign Host (DNS rebinding: 421) or a
+ * foreign Origin (403). 1 when *r holds the refusal.
+ */
+static int foreign_request(struct http_server *srv, struct request *rq)
+{
+    struct http_reply *r = &rq->reply;
+    const char *host = header(rq, MHD_HTTP_HEADER_HOST);
+    /* health checks tell nothing worth rebinding for, and probes send the address they dial */
+    int health = rq->match.route == HTTP_ROUTE_HEALTHZ || rq->match.route == HTTP_ROUTE_READYZ;
+    if (!health && !http_guard_host_ok(&srv->guard, host)) {
+        http_reply_error(r, 421, "host_not_allowed",
+                         "this API does not answer to the Host \"%.100s\"; add it to "
+                         "http.allowed_hosts if it is yours",
+                         host ? host : "");
+        return 1;
+    }
+    const char *origin = header(rq, "Origin");
+    if (!http_guard_origin_ok(&srv->guard, origin, host)) {
+        http_reply_error(r, 403, "origin_not_allowed",
+                         "requests from the web page at \"%.100s\" are refused", origin);
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * A POST body (or any Content-Type) must be application/json: a form or a no-cors fetch()
+ * sends text/plain or a form type without a CORS preflight, JSON only after one (never
+ * granted). A POST with no body and no type (a bare reconnect) passes. 1 with *r filled.
+ */
+static int not_json(struct request *rq)
+{
+    if (rq->method != HTTP_POST)
+        return 0;
+    const char *cl = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *ct = header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+    int has_body =
+        (cl && strtoull(cl, NULL, 10) > 0) || header(rq, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+    if ((has_body || ct) && !http_guard_json_type(ct)) {
+        http_reply_error(&rq->reply, 415, "unsupported_media_type",
+                         "a request body must be sent with \"Content-Type: application/json\"");
+        return 1;
+    }
+    return 0;
+}
+
 /* The first call for a request: route, authenticate, check the announced length. */
 static int early_answer(struct http_server *srv, struct request *rq, const char *url)
 {
     struct http_reply *r = &rq->reply;
+    if (foreign_request(srv, rq)) {
+        rq->match.route = HTTP_ROUTE_NONE;
+        return 1;
+    }
     if (rq->method == HTTP_OTHER) {
         http_route_match(HTTP_GET, url, &rq->match);
         if (rq->match.status == 404)
@@ -217,7 +284,7 @@ static int early_answer(struct http_server *srv, struct request *rq, const char 
                          (size_t)HTTP_MAX_BODY);
         return 1;
     }
-    return 0;
+    return not_json(rq);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -263,15 +330,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return queue_reply(rq);
     }
     if (*upload_data_size) {
-        if (!rq->too_big && sh_buf_append(&rq->body, upload_data, *upload_data_size))
+        /*
+         * An oversize body whose length was not announced (chunked): drop the rest and answer
+         * 413 at its end (MHD can queue an answer only then); a client that keeps sending past
+         * MAX_DISCARD is cut off.
+         */
+        if (!rq->too_big && sh_buf_append(&rq->body, upload_data, *upload_data_size)) {
             rq->too_big = 1;
-        *upload_data_size = 0;
-        if (rq->too_big) {
-            http_reply_error(&rq->reply, 413, "body_too_large",
-                             "request bodies are capped at %zu bytes", (size_t)HTTP_MAX_BODY);
-            return queue_reply(rq);
+            sh_buf_free(&rq->body);
         }
+        if (rq->too_big) {
+            rq->discarded += *upload_data_size;
+            if (rq->discarded > MAX_DISCARD)
+                return MHD_NO;
+        }
+        *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (rq->too_big) {
+        http_reply_error(&rq->reply, 413, "body_too_large",
+                         "request bodies are capped at %zu bytes", (size_t)HTTP_MAX_BODY);
+        return queue_reply(rq);
     }
     if (atomic_load(&srv->stopping)) {
         http_reply_error(&rq->reply, 503, "shutting_down", "shardhook is stopping");
@@ -315,7 +394,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     for (char *p = line; *p; p++)
         if (*p == '"')
             *p = '\'';
-    log_warn("msg=\"control server\" detail=\"%s\"", line);
+    /* a flood of clients past a connection limit makes one line per refused connection */
+    static struct sh_log_limit lim_limit, lim_other;
+    log_warn_limited(strstr(line, "limit") ? &lim_limit : &lim_other,
+                     "msg=\"control server\" detail=\"%s\"", line);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
@@ -385,6 +467,7 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     }
     struct http_pending_cfg pc = {
         .send = ops->send,
+        .withdraw = ops->withdraw,
         .gw = gw,
         .wake = do_resume,
         .member_window_ms =
@@ -396,31 +479,62 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         snprintf(err, errlen, "cannot start the control API worker: %s", sh_strerror(rc));
         return rc;
     }
+    srv->guard.loopback = l.loopback;
+    snprintf(srv->guard.listen_host, sizeof(srv->guard.listen_host), "%s", l.host);
+    srv->guard.allowed = cfg->http_allowed_hosts;
+    srv->guard.n_allowed = cfg->n_http_allowed_hosts;
+    /* elsewhere http.token guards the API, and the names a proxy forwards are unknown */
+    srv->guard.check_host = l.loopback || cfg->n_http_allowed_hosts > 0;
+    srv->guard.port = l.port; /* port 0: the one bound, once known */
     srv->ctx.cfg = cfg;
     srv->ctx.ops = ops;
     srv->ctx.gw = gw;
     srv->ctx.pending = srv->pending;
     srv->ctx.request_timeout_ms =
         cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms : 10000;
+    pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
+    srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
+    int total = ops->total(gw);
+    if (total > 0 && total <= 65536) {
+        srv->ctx.reconnect_at = calloc((size_t)total, sizeof(*srv->ctx.reconnect_at));
+        srv->ctx.reconnect_slots = srv->ctx.reconnect_at ? total : 0;
+    }
     http_stats_attach(&srv->ctx);
 
+    /*
+     * Slow or idle clients: a connection silent for connection_timeout_ms is closed; one client
+     * address holds at most max_connections_per_ip (more are closed at once), so one slow
+     * client cannot take every one of max_connections and health checks from elsewhere still
+     * get in. Suspended requests (waiting for Discord) are not subject to the timeout.
+     */
+    unsigned max_conn = cfg->http_max_connections > 0 ? (unsigned)cfg->http_max_connections : 1024;
+    unsigned per_ip =
+        cfg->http_max_connections_per_ip > 0 ? (unsigned)cfg->http_max_connections_per_ip : 256;
+    int timeout_ms = cfg->http_connection_timeout_ms > 0 ? cfg->http_connection_timeout_ms : 10000;
+    unsigned timeout_s = (unsigned)((timeout_ms + 999) / 1000);
+    if (max_conn < POOL_THREADS)
+        max_conn = POOL_THREADS;
     /* the logger goes first, or libmicrohttpd complains through its own logger at start */
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv,
+        (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT, max_conn,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END); /* no LISTENING_ADDRESS_REUSE: a second daemon on the port must fail */
     if (!srv->daemon) {
         snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);
         http_stats_detach(&srv->ctx);
         http_pending_free(srv->pending);
+        free(srv->ctx.reconnect_at);
+        pthread_mutex_destroy(&srv->ctx.reconnect_lock);
         free(srv);
         return SH_EIO;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : l.port;
+    if (!l.port)
+        srv->guard.port = srv->port;
     log_info("msg=\"control API listening\" listen=%s%s%s:%d auth=%s",
              l.family == AF_INET6 ? "[" : "", l.family == AF_UNSPEC ? "127.0.0.1" : l.host,
              l.family == AF_INET6 ? "]" : "", srv->port, srv->has_token ? "bearer" : "none");
@@ -471,5 +585,7 @@ void http_server_free(struct http_server *srv)
         return;
     http_server_stop(srv);
     http_pending_free(srv->pending);
+    free(srv->ctx.reconnect_at);
+    pthread_mutex_destroy(&srv->ctx.reconnect_lock);
     free(srv);
 }

@@ -35,6 +35,8 @@ struct http_gateway_ops {
     int (*shard_info)(void *gw, int shard_id, struct gw_shard_info *out);
     int (*total)(void *gw);
     int (*runs)(void *gw, int shard_id);
+    /* take a payload given to send back out of the shard's queue, if not sent yet (may be NULL) */
+    int (*withdraw)(void *gw, int shard_id, const char *payload, size_t len);
 };
 
 /* The ops that call gateway/gateway.h. */

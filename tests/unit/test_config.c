@@ -296,6 +296,17 @@ static const struct bad bad_inputs[] = {
     {"{'http':{'token':''}}",
      "http.token: must not be empty (leave it out, or null, to turn authentication off)"},
     {"{'http':{'token':7}}", "http.token: must be a string (got a number)"},
+    {"{'http':{'allowed_hosts':'a.example'}}",
+     "http.allowed_hosts: must be a list of host names (got \"a.example\")"},
+    {"{'http':{'allowed_hosts':['http://a.example/']}}",
+     "http.allowed_hosts[0]: must be a host name as a Host header carries it, like "
+     "\"shardhook.internal\" or \"shardhook.internal:7878\" (got \"http://a.example/\")"},
+    {"{'http':{'allowed_hosts':['ok.example', '']}}", "http.allowed_hosts[1]: must be a host..."},
+    {"{'http':{'max_connections_per_ip':0}}",
+     "http.max_connections_per_ip: must be an integer from 1 to 65536 (got 0)"},
+    {"{'http':{'connection_timeout_ms':10}}", "http.connection_timeout_ms: must be an integer..."},
+    {"{'http':{'reconnect_interval_ms':-1}}", "http.reconnect_interval_ms: must be an integer..."},
+    {"{'testing':{'send_window_ms':100}}", "testing.send_window_ms: must be an integer..."},
     /* ${NAME} expansion */
     {"{'state_dir':'${SHARDHOOK_TEST_UNSET}/x'}",
      "state_dir: environment variable SHARDHOOK_TEST_UNSET is not set"},
@@ -393,6 +404,12 @@ TEST(defaults)
     ASSERT_EQ(cfg.n_disable_events, 0);
     ASSERT_STR_EQ(cfg.http_listen, "127.0.0.1:7878");
     ASSERT(cfg.http_token == NULL);
+    ASSERT_EQ(cfg.n_http_allowed_hosts, 0);
+    ASSERT_EQ(cfg.http_max_connections, 1024);
+    ASSERT_EQ(cfg.http_max_connections_per_ip, 256);
+    ASSERT_EQ(cfg.http_connection_timeout_ms, 10000);
+    ASSERT_EQ(cfg.http_reconnect_interval_ms, 10000);
+    ASSERT_EQ(cfg.testing_send_window_ms, 60000);
     ASSERT_STR_EQ(cfg.state_dir, "./state");
     ASSERT_STR_EQ(cfg.log_level, "info");
     ASSERT_EQ(cfg.max_resume_attempts, 5);

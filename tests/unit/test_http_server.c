@@ -32,6 +32,8 @@ static struct {
     int n_sent;
     int send_rc;
     int last_reconnect_shard, last_reconnect_resume;
+    char withdrawn[4200];
+    int n_withdrawn;
     const char *status;
 } gw = {.lock = PTHREAD_MUTEX_INITIALIZER, .status = "ready"};
 
@@ -105,8 +107,21 @@ static int st_runs(void *g, int shard)
     (void)g;
     return shard == 0 || shard == 1;
 }
-static const struct http_gateway_ops stub_ops = {st_send,       st_reconnect, st_snapshot,
-                                                 st_shard_info, st_total,     st_runs};
+static int st_withdraw(void *g, int shard, const char *p, size_t n)
+{
+    (void)g;
+    (void)shard;
+    pthread_mutex_lock(&gw.lock);
+    if (n < sizeof(gw.withdrawn)) {
+        memcpy(gw.withdrawn, p, n);
+        gw.withdrawn[n] = '\0';
+    }
+    gw.n_withdrawn++;
+    pthread_mutex_unlock(&gw.lock);
+    return 0;
+}
+static const struct http_gateway_ops stub_ops = {st_send,  st_reconnect, st_snapshot, st_shard_info,
+                                                 st_total, st_runs,      st_withdraw};
 
 static int n_sent(void)
 {
@@ -156,6 +171,7 @@ static void start(const char *token)
     cfg.testing_member_window_ms = 300;
     pthread_mutex_lock(&gw.lock);
     gw.n_sent = 0;
+    gw.n_withdrawn = 0;
     gw.send_rc = 0;
     gw.status = "ready";
     pthread_mutex_unlock(&gw.lock);
@@ -481,6 +497,9 @@ TEST(all_members_window_and_timeout)
     ASSERT(sh_now_ms() - t0 >= 150);
     ASSERT_EQ(n_sent(), 1);
     ASSERT_CONTAINS(gw.sent[0], "\"query\":\"\",\"limit\":0");
+    /* the request gave up: its payload is taken back from the shard's queue if still there */
+    ASSERT_EQ(gw.n_withdrawn, 1);
+    ASSERT_STR_EQ(gw.withdrawn, gw.sent[0]);
     /* a repeat inside the 300 ms window waits for it, suspended, then goes out */
     struct bg b;
     bg_start(&b, "/v1/guilds/" G1 "/members", "{\"query\":\"\",\"limit\":0}");
@@ -500,6 +519,15 @@ TEST(all_members_window_and_timeout)
     dispatch(0, "GUILD_MEMBERS_CHUNK", d);
     pthread_join(b.th, NULL);
     ASSERT_EQ(b.r.status, 200);
+    ASSERT_EQ(gw.n_withdrawn, 1); /* an answered request takes nothing back */
+    /* a repeat whose timeout_ms ends before the window does: 429 at once, not a late 504 */
+    uint64_t t1 = sh_now_ms();
+    req("POST", "/v1/guilds/" G1 "/members", "{\"timeout_ms\":100}", NULL, &r);
+    ASSERT_EQ(r.status, 429);
+    ASSERT_STR_EQ(code_of(&r), "rate_limited");
+    ASSERT(r.retry_after[0]);
+    ASSERT(sh_now_ms() - t1 < 250); /* the window has 415 ms to go */
+    ASSERT_EQ(n_sent(), 2);
     /* intents are checked before anything is sent */
     cfg.intents = 1;
     req("POST", "/v1/guilds/" G0 "/members", "{}", NULL, &r);

@@ -98,6 +98,39 @@ TEST(never_more_than_limit_in_any_window)
     ASSERT(n > 500); /* and it does send at the allowed pace */
 }
 
+/* A withdrawn payload leaves the queue wherever it is, the others keep their order. */
+TEST(withdraw_keeps_the_order_of_the_rest)
+{
+    struct gw_sendq q;
+    gw_sendq_init(&q);
+    ASSERT_EQ(gw_sendq_withdraw(&q, "a", 1), SH_ENOTFOUND);
+    /* start near the ring's end so that the queue wraps around */
+    for (unsigned i = 0; i < GW_SENDQ_MAX - 2; i++) {
+        ASSERT_EQ(gw_sendq_push(&q, "x", 1), 0);
+        gw_sendq_pop(&q);
+    }
+    const char *items[] = {"a", "b", "c", "b", "d"};
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(gw_sendq_push(&q, items[i], 1), 0);
+    ASSERT_EQ(gw_sendq_withdraw(&q, "b", 1), 0); /* the first "b" only */
+    ASSERT_EQ(gw_sendq_withdraw(&q, "bb", 2), SH_ENOTFOUND);
+    ASSERT_EQ(gw_sendq_withdraw(&q, "d", 1), 0); /* the last one */
+    ASSERT_EQ(gw_sendq_pending(&q), 3);
+    const char *want[] = {"a", "c", "b"};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        const char *p = gw_sendq_peek(&q, &len);
+        ASSERT(p != NULL);
+        ASSERT_SPAN_EQ(p, len, want[i]);
+        gw_sendq_pop(&q);
+    }
+    ASSERT_EQ(gw_sendq_pending(&q), 0);
+    ASSERT_EQ(gw_sendq_push(&q, "e", 1), 0);
+    ASSERT_EQ(gw_sendq_withdraw(&q, "e", 1), 0);
+    ASSERT(gw_sendq_peek(&q, &(size_t){0}) == NULL);
+    gw_sendq_reset(&q);
+}
+
 TEST_MAIN(RUN(oversize_is_refused_before_the_socket); RUN(order_and_front);
-          RUN(queue_is_bounded); RUN(window_keeps_room_for_heartbeats);
-          RUN(never_more_than_limit_in_any_window))
+          RUN(withdraw_keeps_the_order_of_the_rest); RUN(queue_is_bounded);
+          RUN(window_keeps_room_for_heartbeats); RUN(never_more_than_limit_in_any_window))

@@ -58,6 +58,7 @@ static void cancel_timers(struct gw_shard *s)
     lws_sul_cancel(&s->sul_guilds);
     lws_sul_cancel(&s->sul_write);
     lws_sul_cancel(&s->sul_kill);
+    lws_sul_cancel(&s->sul_open);
 }
 
 static void drop_session(struct gw_shard *s)
@@ -165,6 +166,22 @@ static void write_timer_cb(lws_sorted_usec_list_t *sul)
     want_write(s);
 }
 
+static void on_connection_lost(struct gw_shard *s, const char *why);
+
+/*
+ * End the connection in progress now, without a close handshake: the wsi is detached from the
+ * shard (no later callback of it reaches the shard) and left to libwebsockets to free, and the
+ * shard handles the loss at once (reconnect, or nothing while stopping).
+ */
+static void drop_connection(struct gw_shard *s, const char *why)
+{
+    if (s->wsi) {
+        lws_set_opaque_user_data(s->wsi, NULL);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+    on_connection_lost(s, why);
+}
+
 static void kill_cb(lws_sorted_usec_list_t *sul)
 {
     struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_kill);
@@ -193,7 +210,7 @@ static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_m
         lws_callback_on_writable(s->wsi);
         schedule(s, &s->sul_kill, kill_cb, CLOSE_GRACE_MS);
     } else {
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        drop_connection(s, "closed by shardhook before the websocket upgrade");
     }
 }
 
@@ -442,7 +459,19 @@ static void connect_cb(lws_sorted_usec_list_t *sul)
     connect_now(s);
 }
 
-static void on_connection_lost(struct gw_shard *s, const char *why);
+/* connect_timeout_ms passed and the websocket is not up: TCP, TLS or the upgrade hangs. */
+static void open_timeout_cb(lws_sorted_usec_list_t *sul)
+{
+    static struct sh_log_limit lim;
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_open);
+    if (!s->wsi || s->established)
+        return;
+    log_warn_limited(&lim,
+                     "msg=\"gateway did not finish the handshake in time, reconnecting\" "
+                     "shard=%d connect_timeout_ms=%d",
+                     s->id, s->gw->cfg->connect_timeout_ms);
+    drop_connection(s, "connect timeout");
+}
 
 static void connect_now(struct gw_shard *s)
 {
@@ -505,6 +534,7 @@ static void connect_now(struct gw_shard *s)
     ci.pwsi = &s->wsi;
     ci.opaque_user_data = s;
     unsigned gen = s->conn_gen;
+    schedule(s, &s->sul_open, open_timeout_cb, (uint64_t)gw->cfg->connect_timeout_ms);
     struct lws *w = lws_client_connect_via_info(&ci);
     if (!w && s->lost_gen != gen) {
         s->wsi = NULL;
@@ -889,6 +919,21 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
 
 /* ---- libwebsockets callback ------------------------------------------------------------ */
 
+/*
+ * wsi ended. The first callback that says so detaches it from the shard (its later callbacks
+ * carry no shard) and, when it is the shard's current connection, hands the loss to
+ * on_connection_lost exactly once; the shard never keeps a pointer libwebsockets may free.
+ */
+static void wsi_gone(struct lws *wsi, struct gw_shard *s, const char *why)
+{
+    if (!s)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    if (s->wsi && s->wsi != wsi)
+        return; /* an earlier connection of the shard, already handled */
+    on_connection_lost(s, why);
+}
+
 int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len)
 {
@@ -898,6 +943,7 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (!s)
             return -1;
+        lws_sul_cancel(&s->sul_open);
         s->established = 1;
         if (s->gw->paused)
             lws_rx_flow_control(wsi, 0);
@@ -932,16 +978,25 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
                      s->peer_close_code);
         }
         break;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (s) {
-            char why[160];
-            snprintf(why, sizeof(why), "connection error: %.120s", in ? (const char *)in : "?");
-            on_connection_lost(s, why);
-        }
+    /*
+     * Every way a client connection can end, whichever of them comes first (libwebsockets may
+     * skip CLIENT_CLOSED and CONNECTION_ERROR, e.g. when its own timeout ends an upgrade that
+     * was never answered; WSI_DESTROY always comes last).
+     */
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+        char why[160];
+        snprintf(why, sizeof(why), "connection error: %.120s", in ? (const char *)in : "?");
+        wsi_gone(wsi, s, why);
         break;
+    }
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (s)
-            on_connection_lost(s, s->self_close ? "closed by shardhook" : "connection closed");
+        wsi_gone(wsi, s, s && s->self_close ? "closed by shardhook" : "connection closed");
+        break;
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+        wsi_gone(wsi, s, "connection closed before the websocket upgrade");
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        wsi_gone(wsi, s, "connection destroyed");
         break;
     default:
         break;

@@ -51,7 +51,7 @@ struct gw_shard {
     enum gw_status status;
 
     /* connection */
-    struct lws *wsi;
+    struct lws *wsi;          /* the live connection, NULL once it ended (see wsi_gone) */
     unsigned conn_gen;        /* bumps per connection attempt */
     unsigned lost_gen;        /* the attempt whose loss was handled */
     int established;          /* websocket handshake done */
@@ -107,6 +107,7 @@ struct gw_shard {
     lws_sorted_usec_list_t sul_guilds;   /* guild_create_timeout_ms */
     lws_sorted_usec_list_t sul_write;    /* send window reopens */
     lws_sorted_usec_list_t sul_kill;     /* a close that takes too long */
+    lws_sorted_usec_list_t sul_open;     /* connect_timeout_ms: TCP, TLS and upgrade */
 };
 
 struct gw_bucket {

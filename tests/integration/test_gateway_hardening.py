@@ -101,3 +101,33 @@ def test_silent_resume_url_is_retried(tmp):
         assert len(fake.received(op=2)) == 1  # still resuming: no new IDENTIFY
     finally:
         silent.stop()
+
+
+def wait_ready(fake, n=1):
+    return fake.wait(lambda f: len(f.sessions()) >= n and all(s["seq"] >= 1 for s in f.sessions()),
+                     10, what="%d session(s) ready" % n)
+
+
+def test_dispatch_without_s_is_delivered_with_null_s(tmp):
+    fake = FakeDiscord(tmp, identify_interval_ms=200)
+    rx = Receiver()
+    cfg = base_config(fake, rx, tmp)
+    sh = Shardhook(cfg, tmp)
+    wait_ready(fake)
+    a = fake.dispatch(0, "MESSAGE_CREATE", {"n": 1})["s"][0]
+    fake.raw(0, text=json.dumps({"op": 0, "t": "NO_S_EVENT", "d": {"n": 2}}))
+    fake.raw(0, text=json.dumps({"op": 0, "t": "NULL_S_EVENT", "s": None, "d": {"n": 3}}))
+    b = fake.dispatch(0, "MESSAGE_CREATE", {"n": 4})["s"][0]
+    wait_for(lambda: any(e["d"].get("n") == 4 for e in rx.events()), 10, what="the last event")
+    got = [(e["t"], e["s"], e["d"]["n"]) for e in rx.events()
+           if e["t"] in ("MESSAGE_CREATE", "NO_S_EVENT", "NULL_S_EVENT")]
+    assert got == [("MESSAGE_CREATE", a, 1), ("NO_S_EVENT", None, 2), ("NULL_S_EVENT", None, 3),
+                   ("MESSAGE_CREATE", b, 4)], got
+    real = [e["s"] for e in rx.events() if e["s"] is not None]
+    assert len(real) == len(set(real)), real  # no two events share an s
+    sh.signal(signal.SIGTERM)
+    assert sh.wait_exit(15) == 0
+    # the checkpoint holds the last real s: the next start resumes from it
+    Shardhook(cfg, tmp)
+    r = fake.wait(lambda f: f.received(op=6), 10, what="RESUME after the restart")
+    assert r[0]["payload"]["d"]["seq"] == b, (r[0]["payload"]["d"], b)

@@ -22,6 +22,8 @@
 
 #define HELLO_TIMEOUT_MS 20000 /* a socket that never says HELLO is broken */
 #define CLOSE_GRACE_MS 2000    /* a close frame that cannot be written in time: drop */
+#define SKIP_PREFIX 4096       /* of a payload over max_payload_bytes: kept to find op, t, s */
+#define SKIPPED_T "SHARDHOOK_EVENT_SKIPPED"
 
 const char *gw_status_name(enum gw_status st)
 {
@@ -81,8 +83,10 @@ int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->latency_ms = -1;
     s->next_delay_ms = -1;
     gw_sendq_init(&s->sendq);
-    return gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
-                          &s->z);
+    int rc = gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes,
+                            gw->cfg->max_payload_bytes, &s->z);
+    /* an oversized payload costs only itself: skipped, the stream kept in sync */
+    return rc ? rc : gw_inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
 
 void gw_shard_destroy(struct gw_shard *s)
@@ -551,6 +555,12 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         return;
     s->lost_gen = s->conn_gen;
     s->wsi = NULL;
+    if (s->established && !s->self_close) {
+        char code[16] = "none";
+        if (s->peer_close_code)
+            snprintf(code, sizeof(code), "%d", s->peer_close_code);
+        sh_metric_add(gw->m_closes, 1, code);
+    }
     s->established = 0;
     cancel_timers(s);
     SH_FREE(s->handshake);
@@ -899,6 +909,39 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
 }
 
 /*
+ * A payload over max_payload_bytes was skipped (p[0..n) is its front): say so in the log and to
+ * every webhook (SHARDHOOK_EVENT_SKIPPED with its shard, s, t and size), and go on with the
+ * session. Its s counts as seen, so heartbeats and a RESUME do not ask for it again.
+ */
+static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t size)
+{
+    struct gw_envelope env;
+    if (gw_envelope_peek(p, n, &env))
+        env = (struct gw_envelope){.op = -1};
+    if (env.has_s) {
+        s->seq = env.s;
+        s->has_seq = 1;
+    }
+    char sv[24] = "null", tv[SKIP_PREFIX + 8] = "null", d[SKIP_PREFIX + 128];
+    if (env.has_s && env.s)
+        snprintf(sv, sizeof(sv), "%" PRIu64, env.s);
+    if (env.t) /* scanned: a JSON string without escapes */
+        snprintf(tv, sizeof(tv), "\"%.*s\"", (int)env.t_len, env.t);
+    log_warn("msg=\"gateway payload over max_payload_bytes skipped; the session goes on\" "
+             "shard=%d bytes=%zu max_payload_bytes=%zu op=%d t=%s s=%s",
+             s->id, size, s->gw->cfg->max_payload_bytes, env.op, tv, sv);
+    sh_metric_add(s->gw->m_skipped, 1);
+    int dn = snprintf(d, sizeof(d), "{\"shard\":%d,\"s\":%s,\"t\":%s,\"size\":%zu}", s->id, sv,
+                      tv, size);
+    if (dn < 0 || (size_t)dn >= sizeof(d))
+        return;
+    s->last_event_at_ms = sh_wall_ms();
+    s->events++;
+    gw_gateway_emit(s->gw, s, SKIPPED_T, sizeof(SKIPPED_T) - 1, env.has_s ? env.s : 0, d,
+                    (size_t)dn, gw_gateway_rx_ms(s->gw, sh_now_ms()));
+}
+
+/*
  * The next part of a websocket message, straight from lws's read buffer: decompressed at once,
  * so a multi-megabyte payload is inflated a read at a time between the other shards' reads.
  */
@@ -914,7 +957,10 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
         close_with(s, 4000, 1, -1);
         return;
     }
-    if (done)
+    size_t size;
+    if (done && gw_inflate_skipped(s->z, &size))
+        on_oversized(s, p, n, size);
+    else if (done)
         on_payload(s, p, n);
 }
 

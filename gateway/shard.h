@@ -25,6 +25,7 @@
 #include "gateway/rest.h"
 #include "gateway/sendq.h"
 #include "lib/buf.h"
+#include "lib/metrics.h"
 
 #define GW_STATUS_MAP(X)                                                       \
     X(QUEUED, "queued")                                                        \
@@ -167,6 +168,8 @@ struct gw_gateway {
     int fatal_rc;
     char fatal[512];
     lws_sorted_usec_list_t sul_stop_deadline;
+    struct sh_metric *m_skipped; /* payloads over max_payload_bytes skipped */
+    struct sh_metric *m_closes;  /* closes the gateway sent, by code */
 };
 
 /* shard.c */

@@ -131,3 +131,54 @@ def test_dispatch_without_s_is_delivered_with_null_s(tmp):
     Shardhook(cfg, tmp)
     r = fake.wait(lambda f: f.received(op=6), 10, what="RESUME after the restart")
     assert r[0]["payload"]["d"]["seq"] == b, (r[0]["payload"]["d"], b)
+
+
+def metrics_text(sh):
+    status, _, body = sh.api("GET", "/metrics")
+    assert status == 200, status
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+def oversized_payload_costs_only_itself(tmp, compress):
+    fake = FakeDiscord(tmp, identify_interval_ms=200)
+    rx = Receiver()
+    # the webhook routes only MESSAGE_CREATE and GUILD_CREATE is disabled: the synthetic event
+    # reaches it all the same
+    sh = Shardhook(base_config(fake, rx, tmp, compress=compress, max_payload_bytes=65536,
+                               disable_events=["GUILD_CREATE"], webhook={"events": ["MESSAGE_CREATE"]}),
+                   tmp)
+    wait_ready(fake)
+    first = fake.dispatch(0, "MESSAGE_CREATE", {"n": 1})["s"][0]
+    big_d = {"id": "1", "blob": "x" * 100000}
+    big = fake.dispatch(0, "GUILD_CREATE", big_d)["s"][0]
+    later = [fake.dispatch(0, "MESSAGE_CREATE", {"n": n})["s"][0] for n in range(2, 6)]
+    wait_for(lambda: any(e["t"] == "MESSAGE_CREATE" and e["d"]["n"] == 5 for e in rx.events()),
+             10, what="the events after the oversized one")
+    size = len('{"t":"GUILD_CREATE","s":%d,"op":0,"d":' % big) + \
+        len(json.dumps(big_d, separators=(",", ":"))) + 1
+    got = [(e["t"], e["s"]) for e in rx.events()]
+    assert got == [("MESSAGE_CREATE", first), ("SHARDHOOK_EVENT_SKIPPED", big)] + \
+        [("MESSAGE_CREATE", s) for s in later], got
+    skipped = [e for e in rx.events() if e["t"] == "SHARDHOOK_EVENT_SKIPPED"][0]
+    assert skipped["shard"] == [0, 1] and skipped["op"] == 0, skipped
+    assert skipped["d"] == {"shard": 0, "s": big, "t": "GUILD_CREATE", "size": size}, skipped
+    assert [e["d"]["n"] for e in rx.events() if e["t"] == "MESSAGE_CREATE"] == [1, 2, 3, 4, 5]
+    # the session went on: one connection, one IDENTIFY, no RESUME
+    assert len(fake.received(op=2)) == 1 and not fake.received(op=6)
+    assert len(fake.connections()) == 1, fake.connections()
+    sh.wait_log(r'msg="gateway payload over max_payload_bytes skipped; the session goes on" '
+                r'shard=0 bytes=%d max_payload_bytes=65536 op=0 t="GUILD_CREATE" s=%d' % (size, big),
+                5)
+    assert "shardhook_gateway_payloads_skipped_total 1" in metrics_text(sh)
+
+
+def test_oversized_payload_zlib(tmp):
+    oversized_payload_costs_only_itself(tmp, "zlib")
+
+
+def test_oversized_payload_zstd(tmp):
+    oversized_payload_costs_only_itself(tmp, "zstd")
+
+
+def test_oversized_payload_uncompressed(tmp):
+    oversized_payload_costs_only_itself(tmp, "none")

@@ -96,6 +96,7 @@ void gw_shard_destroy(struct gw_shard *s)
     gw_sendq_reset(&s->sendq);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
+    SH_FREE(s->presence);
 }
 
 /* ---- URLs ------------------------------------------------------------------------------ */
@@ -299,6 +300,21 @@ static int on_writeable(struct gw_shard *s)
     return 0;
 }
 
+/* An op 3 (presence update) queued: its d replaces the config's presence in later IDENTIFYs. */
+static void keep_presence(struct gw_shard *s, const char *p, size_t len)
+{
+    struct gw_envelope env;
+    if (gw_envelope_scan(p, len, &env) || env.op != 3 || !env.d || *env.d != '{')
+        return;
+    char *copy = malloc(env.d_len + 1);
+    if (!copy)
+        return;
+    memcpy(copy, env.d, env.d_len);
+    copy[env.d_len] = '\0';
+    free(s->presence);
+    s->presence = copy;
+}
+
 void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 {
     int rc = gw_sendq_push(&s->sendq, p, len);
@@ -308,6 +324,7 @@ void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
                   sh_strerror(rc));
         return;
     }
+    keep_presence(s, p, len);
     s->gw->snap_dirty = 1;
     if (session_up(s))
         want_write(s);
@@ -360,8 +377,9 @@ static int json_escape(char *out, size_t cap, const char *in)
     return SH_OK;
 }
 
-int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
-                            size_t *len)
+/* The IDENTIFY with presence (JSON object, NULL: none) into out. SH_ETOOBIG when too long. */
+static int build_identify(const struct gw_gateway *gw, int shard_id, const char *presence,
+                          char *out, size_t cap, size_t *len)
 {
     const struct cfg_config *cfg = gw->cfg;
     char tok[1024];
@@ -373,19 +391,31 @@ int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out
                      "\"device\":\"shardhook\"},\"shard\":[%d,%d],\"large_threshold\":%d,"
                      "\"compress\":false%s%s}}",
                      tok, cfg->intents, shard_id, gw->total, cfg->large_threshold,
-                     cfg->presence_json ? ",\"presence\":" : "",
-                     cfg->presence_json ? cfg->presence_json : "");
+                     presence ? ",\"presence\":" : "", presence ? presence : "");
     if (n < 0 || (size_t)n >= cap)
         return SH_ETOOBIG;
     *len = (size_t)n;
     return SH_OK;
 }
 
+int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
+                            size_t *len)
+{
+    return build_identify(gw, shard_id, gw->cfg->presence_json, out, cap, len);
+}
+
 static void send_identify(struct gw_shard *s)
 {
     char buf[GW_SEND_MAX_PAYLOAD + 1];
     size_t len;
-    if (gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
+    /* a new session keeps the presence last set through the API, not the config's */
+    if (s->presence && build_identify(s->gw, s->id, s->presence, buf, sizeof(buf), &len)) {
+        log_warn("msg=\"presence set through the API does not fit in IDENTIFY, using the "
+                 "configured one\" shard=%d",
+                 s->id);
+        SH_FREE(s->presence);
+    }
+    if (!s->presence && gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
         log_error("msg=\"IDENTIFY over 4096 bytes, shorten presence\" shard=%d", s->id);
         return;
     }

@@ -101,6 +101,7 @@ struct gw_shard {
     atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
     uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
     int budget_hold;          /* waiting for the daily identify budget to refill */
+    char *presence;           /* d of the latest op 3 sent through the API, for IDENTIFY */
 
     lws_sorted_usec_list_t sul_heartbeat;
     lws_sorted_usec_list_t sul_connect;  /* delayed (re)connect */

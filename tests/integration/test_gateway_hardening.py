@@ -182,3 +182,44 @@ def test_oversized_payload_zstd(tmp):
 
 def test_oversized_payload_uncompressed(tmp):
     oversized_payload_costs_only_itself(tmp, "none")
+
+
+def test_presence_from_the_api_survives_a_new_session(tmp):
+    fake = FakeDiscord(tmp, identify_interval_ms=200)
+    rx = Receiver()
+    sh = Shardhook(base_config(fake, rx, tmp, presence={"status": "online", "activities": []}),
+                   tmp)
+    wait_ready(fake)
+    body = {"status": "idle", "activities": [{"name": "the API", "type": 0}]}
+    status, _, answer = sh.api("POST", "/v1/presence", body)
+    assert status == 202, (status, answer)
+    fake.wait(lambda f: f.received(op=3), 10, what="op 3")
+    fake.op(0, 9, False)  # invalid session, not resumable: a new IDENTIFY
+    ids = fake.wait(lambda f: len(f.received(op=2)) >= 2 and f.received(op=2), 10,
+                    what="second IDENTIFY")
+    assert ids[0]["payload"]["d"]["presence"]["status"] == "online"
+    p = ids[1]["payload"]["d"]["presence"]
+    assert p["status"] == "idle" and p["activities"] == [{"name": "the API", "type": 0}], p
+    assert p["afk"] is False and p["since"] is None, p
+
+
+def test_gateway_closes_are_counted_by_code(tmp):
+    fake = FakeDiscord(tmp, identify_interval_ms=200)
+    rx = Receiver()
+    sh = Shardhook(base_config(fake, rx, tmp), tmp)
+    wait_ready(fake)
+    fake.close(0, 4000)
+    fake.wait(lambda f: len(f.received(op=6)) >= 1, 10, what="RESUME after the close")
+    wait_ready(fake)
+    sh.wait_log(r'msg="resumed" shard=0', 5)
+    fake.close(0, 4009)  # session timed out: a new session
+    fake.wait(lambda f: len(f.received(op=2)) >= 2, 10, what="IDENTIFY after 4009")
+    fake.close(0, drop=True)
+    fake.wait(lambda f: len(f.received(op=6)) >= 2, 10, what="RESUME after the drop")
+    text = metrics_text(sh)
+    assert 'shardhook_gateway_closes_total{code="4000"} 1' in text, text
+    assert 'shardhook_gateway_closes_total{code="4009"} 1' in text, text
+    assert 'shardhook_gateway_closes_total{code="none"} 1' in text, text
+    # shardhook's own closes (SIGTERM's 4000) are not the gateway's
+    sh.signal(signal.SIGTERM)
+    assert sh.wait_exit(15) == 0

@@ -860,6 +860,7 @@ void gw_gateway_free(struct gw_gateway *gw)
 {
     if (!gw)
         return;
+    gw->stopping = 1; /* connections the destroy ends are not reconnected */
     if (gw->ctx)
         lws_context_destroy(gw->ctx);
     for (int i = 0; gw->shards && i < gw->n_shards; i++)

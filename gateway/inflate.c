@@ -60,10 +60,10 @@ struct gw_inflate {
     size_t in_count; /* its input so far, capped by max_in */
     /* skip mode: payloads over max_out are skipped, keeping skip_prefix bytes (0: off) */
     size_t skip_prefix;
-    int skipping;        /* the payload in progress is over max_out */
-    size_t skipped;      /* its output thrown away so far */
-    int last_skipped;    /* the last finished payload was skipped ... */
-    size_t last_size;    /* ... and had this many bytes */
+    int skipping;     /* the payload in progress is over max_out */
+    size_t skipped;   /* its output thrown away so far */
+    int last_skipped; /* the last finished payload was skipped ... */
+    size_t last_size; /* ... and had this many bytes */
     /* zlib-stream */
     z_stream zs;
     int zs_ready;

@@ -83,8 +83,8 @@ int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->latency_ms = -1;
     s->next_delay_ms = -1;
     gw_sendq_init(&s->sendq);
-    int rc = gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes,
-                            gw->cfg->max_payload_bytes, &s->z);
+    int rc =
+        gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes, &s->z);
     /* an oversized payload costs only itself: skipped, the stream kept in sync */
     return rc ? rc : gw_inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
@@ -885,8 +885,7 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         on_guild(s, 0, env);
     }
     /* without s (or with "s":null) it goes out with "s":null: never another event's s */
-    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len,
-                    now);
+    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now);
 }
 
 static void on_payload(struct gw_shard *s, const char *p, size_t n)
@@ -961,8 +960,8 @@ static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t siz
              "shard=%d bytes=%zu max_payload_bytes=%zu op=%d t=%s s=%s",
              s->id, size, s->gw->cfg->max_payload_bytes, env.op, tv, sv);
     sh_metric_add(s->gw->m_skipped, 1);
-    int dn = snprintf(d, sizeof(d), "{\"shard\":%d,\"s\":%s,\"t\":%s,\"size\":%zu}", s->id, sv,
-                      tv, size);
+    int dn = snprintf(d, sizeof(d), "{\"shard\":%d,\"s\":%s,\"t\":%s,\"size\":%zu}", s->id, sv, tv,
+                      size);
     if (dn < 0 || (size_t)dn >= sizeof(d))
         return;
     s->last_event_at_ms = sh_wall_ms();

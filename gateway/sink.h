@@ -45,7 +45,8 @@ void gw_chunk_free(struct gw_chunk *c);
 
 /*
  * Append one dispatch. t/t_len is the event name, d/d_len the raw JSON of d, s its sequence
- * number or 0 when it had none (encoded as "s":null). Fails with SH_ETOOBIG or SH_ENOMEM, leaving the chunk as it was.
+ * number or 0 when it had none (encoded as "s":null). Fails with SH_ETOOBIG or SH_ENOMEM, leaving
+ * the chunk as it was.
  */
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
                     uint64_t s, const char *d, size_t d_len, uint64_t recv_ms);

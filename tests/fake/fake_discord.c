@@ -170,9 +170,8 @@ static int rest_gateway_bot(struct lws *wsi, struct http_req *h)
     return respondf(wsi, h, 200,
                     "{\"url\":\"%s\",\"shards\":%d,\"session_start_limit\":{\"total\":%ld,"
                     "\"remaining\":%ld,\"reset_after\":%.0f,\"max_concurrency\":%d}}",
-                    url, fk.o.shards, fk.o.session_total,
-                    fk.remaining > 0 ? fk.remaining : 0, reset_after > 0 ? reset_after : 0,
-                    fk.o.max_concurrency);
+                    url, fk.o.shards, fk.o.session_total, fk.remaining > 0 ? fk.remaining : 0,
+                    reset_after > 0 ? reset_after : 0, fk.o.max_concurrency);
 }
 
 /* ---- control API ---- */

@@ -503,7 +503,8 @@ TEST(guild_id_and_unavailable_from_d)
 /* peek over every prefix of s: op, t and s are reported only once they are whole */
 TEST(peek_reads_the_front_of_a_cut_payload)
 {
-    static const char full[] = "{\"t\":\"GUILD_CREATE\",\"s\":123,\"op\":0,\"d\":{\"id\":\"1\",\"x\":[1,2";
+    static const char full[] =
+        "{\"t\":\"GUILD_CREATE\",\"s\":123,\"op\":0,\"d\":{\"id\":\"1\",\"x\":[1,2";
     for (size_t n = 0; n <= sizeof(full) - 1; n++) {
         char *c = malloc(n ? n : 1);
         memcpy(c, full, n);

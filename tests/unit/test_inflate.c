@@ -891,8 +891,8 @@ TEST(parts_count_against_the_input_cap)
  * Feed msg in parts of at most step bytes (the last part ends the message); returns the rc of
  * the first failing feed, and the payload's output when it completed.
  */
-static int feed_in_steps(struct gw_inflate *z, const struct bytes *m, size_t step,
-                         const char **out, size_t *out_len, int *done)
+static int feed_in_steps(struct gw_inflate *z, const struct bytes *m, size_t step, const char **out,
+                         size_t *out_len, int *done)
 {
     size_t at = 0;
     *done = 0;

@@ -64,7 +64,7 @@ def check_keeps_trying_and_stops_cleanly(sh, silent, since=0, attempts=3):
         seen.add(shards(sh)[0]["status"])
         return silent.count() >= since + attempts
 
-    wait_for(tried, 30, interval=0.05, what="%d connections to the silent listener" % attempts)
+    wait_for(tried, 40, interval=0.05, what="%d connections to the silent listener" % attempts)
     assert seen <= {"queued", "connecting", "disconnected"}, seen
     status, _, body = sh.api("POST", "/v1/shards/0/reconnect", {"resume": True})
     assert status == 202, (status, body)
@@ -84,6 +84,20 @@ def test_silent_gateway_url_is_retried(tmp):
         check_keeps_trying_and_stops_cleanly(sh, silent)
         sh.wait_log(r'msg="gateway did not finish the handshake in time', 1)
         assert not fake.received(op=2)
+    finally:
+        silent.stop()
+
+
+def test_silent_gateway_ended_by_libwebsockets_is_retried(tmp):
+    # connect_timeout_ms longer than libwebsockets' own wait for the upgrade (about 5 s): the
+    # library ends the connection itself, through callbacks that used to leave the shard holding
+    # a freed connection, stuck in "connecting"
+    silent = SilentListener()
+    try:
+        fake = FakeDiscord(tmp, gateway_url=silent.url)
+        rx = Receiver()
+        sh = Shardhook(base_config(fake, rx, tmp, connect_timeout_ms=600000), tmp)
+        check_keeps_trying_and_stops_cleanly(sh, silent, attempts=2)
     finally:
         silent.stop()
 

@@ -59,6 +59,7 @@ def check_keeps_trying_and_stops_cleanly(sh, silent, since=0, attempts=3):
     """The shard keeps connecting to the silent listener, answers reconnect with 202 without
     crashing, and SIGTERM ends the process with 0."""
     seen = set()
+    wait_for(lambda: silent.count() > since, 40, what="a connection to the silent listener")
 
     def tried():
         seen.add(shards(sh)[0]["status"])

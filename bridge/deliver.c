@@ -851,15 +851,16 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
         s->seen = e->s;
     s->dirty = d->any_dirty = 1;
     const struct cfg_config *cfg = d->cfg;
-    if (br_route_match_any(cfg->disable_events, cfg->n_disable_events, t, e->t_len))
+    int always = br_route_always(t, e->t_len);
+    if (!always && br_route_match_any(cfg->disable_events, cfg->n_disable_events, t, e->t_len))
         return;
     for (size_t i = 0; i < d->n_hooks; i++) {
         struct hook *h = &d->hooks[i];
         const struct cfg_webhook *w = h->cfg;
-        if (!br_route_match_any(w->events, w->n_events, t, e->t_len))
+        if (!always && !br_route_match_any(w->events, w->n_events, t, e->t_len))
             continue;
         struct wsh *ws = &h->ws[li];
-        if (e->s <= ws->floor) {
+        if (e->s && e->s <= ws->floor) { /* s 0: "s":null, nothing to compare */
             sh_series_add(h->m.dups, 1);
             continue;
         }

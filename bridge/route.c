@@ -18,3 +18,8 @@ int br_route_match_any(char *const *patterns, size_t n, const char *t, size_t t_
             return 1;
     return 0;
 }
+
+int br_route_always(const char *t, size_t t_len)
+{
+    return t_len > 10 && !memcmp(t, "SHARDHOOK_", 10);
+}

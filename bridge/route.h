@@ -12,5 +12,10 @@
 int br_route_match(const char *pattern, const char *t, size_t t_len);
 /* 1 when any of n patterns matches. */
 int br_route_match_any(char *const *patterns, size_t n, const char *t, size_t t_len);
+/*
+ * 1 for shardhook's own events (SHARDHOOK_*, e.g. SHARDHOOK_EVENT_SKIPPED): every webhook gets
+ * them, whatever its `events` and the config's `disable_events` say.
+ */
+int br_route_always(const char *t, size_t t_len);
 
 #endif

@@ -82,6 +82,7 @@ struct cfg_config {
     int shutdown_timeout_ms;       /* default 10000 */
     int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
     int reconnect_max_ms;          /* backoff cap; default 60000 */
+    int connect_timeout_ms;        /* TCP, TLS and websocket upgrade of one attempt; 10000 */
     size_t max_payload_bytes;      /* cap on one inflated gateway payload; default 64 MiB */
     size_t spool_max_bytes;        /* disk spool of every webhook together; 0: no spool */
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */

@@ -418,6 +418,45 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
     return SH_OK;
 }
 
+int gw_envelope_peek(const char *buf, size_t len, struct gw_envelope *env)
+{
+    if (!env || !buf)
+        return SH_EPARSE;
+    const char *end = buf + len, *p = skip_ws(buf, end);
+    if (p == end || *p != '{')
+        return SH_EPARSE;
+    struct gw_envelope e = {.op = -1};
+    unsigned seen = 0;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *k = p + 1;
+        int escaped = 0;
+        p = skip_string(k, end, &escaped);
+        if (!p)
+            break;
+        int key = key_of(k, (size_t)(p - 1 - k));
+        p = skip_ws(p, end);
+        if (p == end || *p != ':' || (seen & (unsigned)key))
+            break;
+        seen |= (unsigned)key;
+        struct gw_envelope v = e;
+        p = key == KEY_D ? skip_value(skip_ws(p + 1, end), end)
+                         : scan_member(key, skip_ws(p + 1, end), end, &v);
+        p = p ? skip_ws(p, end) : NULL;
+        if (!p || p == end)
+            break; /* cut inside or right after this value ("s":12 of 123): not trusted */
+        if (key != KEY_D)
+            e = v;
+        if (*p != ',')
+            break;
+        p = skip_ws(p + 1, end);
+    }
+    e.d = NULL;
+    e.d_len = 0;
+    *env = e;
+    return SH_OK;
+}
+
 uint64_t gw_json_snowflake(const char *val, size_t len)
 {
     uint64_t v = 0;

@@ -38,6 +38,14 @@ struct gw_envelope {
  */
 int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env);
 
+/*
+ * Best effort on the front of a payload cut short (one over max_payload_bytes): the top-level
+ * op, t and s that come before the point where buf[0..len) ends or stops making sense. Fills
+ * env (d stays NULL; t points into buf) and returns 0, or SH_EPARSE when buf is not the start
+ * of an object.
+ */
+int gw_envelope_peek(const char *buf, size_t len, struct gw_envelope *env);
+
 /* A snowflake written as a JSON string ("123"): its value, or 0 when it is anything else. */
 uint64_t gw_json_snowflake(const char *val, size_t len);
 

@@ -140,6 +140,12 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
     pthread_mutex_init(&gw->snap_lock, NULL);
     gw->started_wall_ms = sh_wall_ms();
     gw->compress = pick_compress(cfg->compress);
+    gw->m_skipped = sh_metric_counter("shardhook_gateway_payloads_skipped_total",
+                                      "Gateway payloads over max_payload_bytes, skipped", "");
+    gw->m_closes = sh_metric_counter("shardhook_gateway_closes_total",
+                                     "Connections the gateway closed, by close code "
+                                     "(none: dropped without a close frame)",
+                                     "code");
     int rc = gw_rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
     if (rc)
         goto fail;
@@ -877,6 +883,7 @@ void gw_gateway_free(struct gw_gateway *gw)
 {
     if (!gw)
         return;
+    gw->stopping = 1; /* connections the destroy ends are not reconnected */
     if (gw->ctx)
         lws_context_destroy(gw->ctx);
     for (int i = 0; gw->shards && i < gw->n_shards; i++)

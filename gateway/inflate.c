@@ -58,6 +58,12 @@ struct gw_inflate {
     int mid;         /* some of its input arrived */
     size_t produced; /* its output so far, in out */
     size_t in_count; /* its input so far, capped by max_in */
+    /* skip mode: payloads over max_out are skipped, keeping skip_prefix bytes (0: off) */
+    size_t skip_prefix;
+    int skipping;     /* the payload in progress is over max_out */
+    size_t skipped;   /* its output thrown away so far */
+    int last_skipped; /* the last finished payload was skipped ... */
+    size_t last_size; /* ... and had this many bytes */
     /* zlib-stream */
     z_stream zs;
     int zs_ready;
@@ -113,6 +119,8 @@ static void end_payload(struct gw_inflate *z)
     z->mid = 0;
     z->produced = 0;
     z->in_count = 0;
+    z->skipping = 0;
+    z->skipped = 0;
     memset(z->tail, 0xaa, sizeof(z->tail)); /* no suffix seen yet */
 }
 
@@ -121,6 +129,7 @@ int gw_inflate_reset(struct gw_inflate *z)
     if (!z)
         return SH_EINVAL;
     z->failed = 0;
+    z->last_skipped = 0;
     shrink_out(z);
     end_payload(z);
     z->head_len = 0;
@@ -152,6 +161,21 @@ static int grow_out(struct gw_inflate *z)
 }
 
 /*
+ * The output buffer is full: grow it, or in skip mode, once it is at its limit, throw away what
+ * follows the prefix and reuse that room (the payload is being skipped from now on).
+ */
+static int make_room(struct gw_inflate *z)
+{
+    if (!z->skip_prefix || z->out_cap < z->out_limit)
+        return grow_out(z);
+    size_t keep = z->skip_prefix < z->produced ? z->skip_prefix : z->produced;
+    z->skipped += z->produced - keep;
+    z->produced = keep;
+    z->skipping = 1;
+    return SH_OK;
+}
+
+/*
  * Inflate in[0..len) into z->out after what the payload produced so far, until the input is
  * used up and inflate has flushed all it can. zlib counts in uInt, so both sides go in slices
  * of at most UINT_MAX bytes.
@@ -160,7 +184,7 @@ static int inflate_part(struct gw_inflate *z, const unsigned char *in, size_t le
 {
     for (;;) {
         if (z->produced == z->out_cap) {
-            int rc = grow_out(z);
+            int rc = make_room(z);
             if (rc)
                 return rc;
         }
@@ -239,7 +263,7 @@ static int feed_zlib(struct gw_inflate *z, const unsigned char *in, size_t len, 
     }
     *done = last && z->head_len == 2 && !memcmp(z->tail, zlib_suffix, sizeof(zlib_suffix));
     if (*done && z->produced == z->out_cap) {
-        int rc = grow_out(z); /* out is never NULL for a finished payload */
+        int rc = make_room(z); /* out is never NULL for a finished payload */
         if (rc)
             return rc;
     }
@@ -273,7 +297,7 @@ static int feed_zstd(struct gw_inflate *z, const void *part, size_t len, int las
     int stalls = 0;
     while (len) {
         if (z->produced == z->out_cap) {
-            int rc = grow_out(z);
+            int rc = make_room(z);
             if (rc)
                 return rc;
         }
@@ -293,7 +317,7 @@ static int feed_zstd(struct gw_inflate *z, const void *part, size_t len, int las
     }
     *done = last;
     if (last && z->produced == z->out_cap) {
-        int rc = grow_out(z); /* out is never NULL for a finished payload */
+        int rc = make_room(z); /* out is never NULL for a finished payload */
         if (rc)
             return rc;
     }
@@ -304,6 +328,24 @@ static int feed_zstd(struct gw_inflate *z, const void *part, size_t len, int las
 static int feed_none(struct gw_inflate *z, const void *part, size_t len, int first, int last,
                      int *done, const char **whole)
 {
+    if (z->skip_prefix && (z->skipping || len > z->max_out - z->produced)) {
+        /* over the cap: keep up to the prefix, count the rest */
+        z->skipping = 1;
+        size_t keep = z->produced < z->skip_prefix ? z->skip_prefix - z->produced : 0;
+        if (keep > len)
+            keep = len;
+        while (z->out_cap - z->produced < keep + 1) {
+            int rc = grow_out(z);
+            if (rc)
+                return rc;
+        }
+        if (keep)
+            memcpy(z->out + z->produced, part, keep);
+        z->produced += keep;
+        z->skipped += len - keep;
+        *done = last;
+        return SH_OK;
+    }
     if (first && last) {
         if (len > z->max_out)
             return SH_ETOOBIG;
@@ -336,7 +378,7 @@ int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int
         shrink_out(z); /* the previous payload is no longer in use */
     z->mid = 1;
     const char *whole = NULL;
-    int rc = len > z->max_in - z->in_count ? SH_ETOOBIG : SH_OK;
+    int rc = !z->skip_prefix && len > z->max_in - z->in_count ? SH_ETOOBIG : SH_OK;
     z->in_count += len;
     if (!rc) {
         switch (z->kind) {
@@ -351,7 +393,7 @@ int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int
             break;
         }
     }
-    if (!rc && z->produced > z->max_out)
+    if (!rc && !z->skip_prefix && z->produced > z->max_out)
         rc = SH_ETOOBIG;
     if (rc) {
         *done = 0;
@@ -362,9 +404,30 @@ int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int
     if (*done) {
         *out = whole ? whole : z->out;
         *out_len = whole ? len : z->produced;
+        z->last_skipped = z->skipping;
+        z->last_size = z->skipped + z->produced;
+        if (z->skipping && *out_len > z->skip_prefix)
+            *out_len = z->skip_prefix;
         end_payload(z);
     }
     return SH_OK;
+}
+
+int gw_inflate_skip_oversized(struct gw_inflate *z, size_t prefix)
+{
+    if (!z || prefix == 0 || prefix > z->max_out)
+        return SH_EINVAL;
+    z->skip_prefix = prefix;
+    return SH_OK;
+}
+
+int gw_inflate_skipped(const struct gw_inflate *z, size_t *size)
+{
+    if (!z || !z->last_skipped)
+        return 0;
+    if (size)
+        *size = z->last_size;
+    return 1;
 }
 
 int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,

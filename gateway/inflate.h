@@ -14,6 +14,11 @@
  * is SH_ECORRUPT. After either error (or SH_ENOMEM) the stream is unusable and every later feed
  * returns the same code: the caller drops the connection and calls gw_inflate_reset before the
  * next one.
+ * Skip mode (gw_inflate_skip_oversized): a payload over max_out is not an error. Its input is
+ * still decompressed, so the stream stays in sync (the zlib window, the zstd frame), but its
+ * output past a short prefix is thrown away; when it ends, the feed reports it done with only
+ * that prefix, and gw_inflate_skipped() says it was cut and how big it was. max_in is not
+ * enforced then: input is never stored, and the output cap bounds the memory.
  * Idle cost: nothing is allocated before the first payload, and buffers grown for
  * one big payload are released when the next one starts or by gw_inflate_reset.
  */
@@ -45,6 +50,20 @@ int gw_inflate_reset(struct gw_inflate *z);
  */
 int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int last,
                          const char **out, size_t *out_len, int *done);
+
+/*
+ * Skip mode: payloads over max_out are skipped instead of failing the stream; the first
+ * min(prefix, its size) bytes of a skipped payload are kept (prefix > 0, at most max_out).
+ * Returns 0 or SH_EINVAL.
+ */
+int gw_inflate_skip_oversized(struct gw_inflate *z, size_t prefix);
+
+/*
+ * After a feed that completed a payload (*done = 1): 1 when that payload was over max_out and
+ * skipped (*out then held only its prefix), with its full decompressed size in *size (may be
+ * NULL); 0 otherwise.
+ */
+int gw_inflate_skipped(const struct gw_inflate *z, size_t *size);
 
 /* gw_inflate_feed_part of one complete WebSocket message. */
 int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,

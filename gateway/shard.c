@@ -22,6 +22,8 @@
 
 #define HELLO_TIMEOUT_MS 20000 /* a socket that never says HELLO is broken */
 #define CLOSE_GRACE_MS 2000    /* a close frame that cannot be written in time: drop */
+#define SKIP_PREFIX 4096       /* of a payload over max_payload_bytes: kept to find op, t, s */
+#define SKIPPED_T "SHARDHOOK_EVENT_SKIPPED"
 
 const char *gw_status_name(enum gw_status st)
 {
@@ -58,6 +60,7 @@ static void cancel_timers(struct gw_shard *s)
     lws_sul_cancel(&s->sul_guilds);
     lws_sul_cancel(&s->sul_write);
     lws_sul_cancel(&s->sul_kill);
+    lws_sul_cancel(&s->sul_open);
 }
 
 static void drop_session(struct gw_shard *s)
@@ -80,8 +83,10 @@ int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->latency_ms = -1;
     s->next_delay_ms = -1;
     gw_sendq_init(&s->sendq);
-    return gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
-                          &s->z);
+    int rc =
+        gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes, &s->z);
+    /* an oversized payload costs only itself: skipped, the stream kept in sync */
+    return rc ? rc : gw_inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
 
 void gw_shard_destroy(struct gw_shard *s)
@@ -91,6 +96,7 @@ void gw_shard_destroy(struct gw_shard *s)
     gw_sendq_reset(&s->sendq);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
+    SH_FREE(s->presence);
 }
 
 /* ---- URLs ------------------------------------------------------------------------------ */
@@ -165,6 +171,22 @@ static void write_timer_cb(lws_sorted_usec_list_t *sul)
     want_write(s);
 }
 
+static void on_connection_lost(struct gw_shard *s, const char *why);
+
+/*
+ * End the connection in progress now, without a close handshake: the wsi is detached from the
+ * shard (no later callback of it reaches the shard) and left to libwebsockets to free, and the
+ * shard handles the loss at once (reconnect, or nothing while stopping).
+ */
+static void drop_connection(struct gw_shard *s, const char *why)
+{
+    if (s->wsi) {
+        lws_set_opaque_user_data(s->wsi, NULL);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+    on_connection_lost(s, why);
+}
+
 static void kill_cb(lws_sorted_usec_list_t *sul)
 {
     struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_kill);
@@ -193,7 +215,7 @@ static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_m
         lws_callback_on_writable(s->wsi);
         schedule(s, &s->sul_kill, kill_cb, CLOSE_GRACE_MS);
     } else {
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        drop_connection(s, "closed by shardhook before the websocket upgrade");
     }
 }
 
@@ -278,6 +300,21 @@ static int on_writeable(struct gw_shard *s)
     return 0;
 }
 
+/* An op 3 (presence update) queued: its d replaces the config's presence in later IDENTIFYs. */
+static void keep_presence(struct gw_shard *s, const char *p, size_t len)
+{
+    struct gw_envelope env;
+    if (gw_envelope_scan(p, len, &env) || env.op != 3 || !env.d || *env.d != '{')
+        return;
+    char *copy = malloc(env.d_len + 1);
+    if (!copy)
+        return;
+    memcpy(copy, env.d, env.d_len);
+    copy[env.d_len] = '\0';
+    free(s->presence);
+    s->presence = copy;
+}
+
 void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 {
     int rc = gw_sendq_push(&s->sendq, p, len);
@@ -287,6 +324,7 @@ void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
                   sh_strerror(rc));
         return;
     }
+    keep_presence(s, p, len);
     s->gw->snap_dirty = 1;
     if (session_up(s))
         want_write(s);
@@ -339,8 +377,9 @@ static int json_escape(char *out, size_t cap, const char *in)
     return SH_OK;
 }
 
-int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
-                            size_t *len)
+/* The IDENTIFY with presence (JSON object, NULL: none) into out. SH_ETOOBIG when too long. */
+static int build_identify(const struct gw_gateway *gw, int shard_id, const char *presence,
+                          char *out, size_t cap, size_t *len)
 {
     const struct cfg_config *cfg = gw->cfg;
     char tok[1024];
@@ -352,19 +391,31 @@ int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out
                      "\"device\":\"shardhook\"},\"shard\":[%d,%d],\"large_threshold\":%d,"
                      "\"compress\":false%s%s}}",
                      tok, cfg->intents, shard_id, gw->total, cfg->large_threshold,
-                     cfg->presence_json ? ",\"presence\":" : "",
-                     cfg->presence_json ? cfg->presence_json : "");
+                     presence ? ",\"presence\":" : "", presence ? presence : "");
     if (n < 0 || (size_t)n >= cap)
         return SH_ETOOBIG;
     *len = (size_t)n;
     return SH_OK;
 }
 
+int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
+                            size_t *len)
+{
+    return build_identify(gw, shard_id, gw->cfg->presence_json, out, cap, len);
+}
+
 static void send_identify(struct gw_shard *s)
 {
     char buf[GW_SEND_MAX_PAYLOAD + 1];
     size_t len;
-    if (gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
+    /* a new session keeps the presence last set through the API, not the config's */
+    if (s->presence && build_identify(s->gw, s->id, s->presence, buf, sizeof(buf), &len)) {
+        log_warn("msg=\"presence set through the API does not fit in IDENTIFY, using the "
+                 "configured one\" shard=%d",
+                 s->id);
+        SH_FREE(s->presence);
+    }
+    if (!s->presence && gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
         log_error("msg=\"IDENTIFY over 4096 bytes, shorten presence\" shard=%d", s->id);
         return;
     }
@@ -442,7 +493,19 @@ static void connect_cb(lws_sorted_usec_list_t *sul)
     connect_now(s);
 }
 
-static void on_connection_lost(struct gw_shard *s, const char *why);
+/* connect_timeout_ms passed and the websocket is not up: TCP, TLS or the upgrade hangs. */
+static void open_timeout_cb(lws_sorted_usec_list_t *sul)
+{
+    static struct sh_log_limit lim;
+    struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_open);
+    if (!s->wsi || s->established)
+        return;
+    log_warn_limited(&lim,
+                     "msg=\"gateway did not finish the handshake in time, reconnecting\" "
+                     "shard=%d connect_timeout_ms=%d",
+                     s->id, s->gw->cfg->connect_timeout_ms);
+    drop_connection(s, "connect timeout");
+}
 
 static void connect_now(struct gw_shard *s)
 {
@@ -505,6 +568,7 @@ static void connect_now(struct gw_shard *s)
     ci.pwsi = &s->wsi;
     ci.opaque_user_data = s;
     unsigned gen = s->conn_gen;
+    schedule(s, &s->sul_open, open_timeout_cb, (uint64_t)gw->cfg->connect_timeout_ms);
     struct lws *w = lws_client_connect_via_info(&ci);
     if (!w && s->lost_gen != gen) {
         s->wsi = NULL;
@@ -521,6 +585,12 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         return;
     s->lost_gen = s->conn_gen;
     s->wsi = NULL;
+    if (s->established && !s->self_close) {
+        char code[16] = "none";
+        if (s->peer_close_code)
+            snprintf(code, sizeof(code), "%d", s->peer_close_code);
+        sh_metric_add(gw->m_closes, 1, code);
+    }
     s->established = 0;
     cancel_timers(s);
     SH_FREE(s->handshake);
@@ -798,7 +868,7 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         return;
     const struct gw_observer *obs = &s->gw->observer;
     if (obs->on_dispatch)
-        obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
+        obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : 0, env->d,
                          env->d_len);
     if (T_IS(env, "READY")) {
         on_ready(s, env->d, env->d_len);
@@ -814,8 +884,8 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
     } else if (T_IS(env, "GUILD_DELETE")) {
         on_guild(s, 0, env);
     }
-    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : s->seq, env->d,
-                    env->d_len, now);
+    /* without s (or with "s":null) it goes out with "s":null: never another event's s */
+    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now);
 }
 
 static void on_payload(struct gw_shard *s, const char *p, size_t n)
@@ -868,6 +938,39 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
 }
 
 /*
+ * A payload over max_payload_bytes was skipped (p[0..n) is its front): say so in the log and to
+ * every webhook (SHARDHOOK_EVENT_SKIPPED with its shard, s, t and size), and go on with the
+ * session. Its s counts as seen, so heartbeats and a RESUME do not ask for it again.
+ */
+static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t size)
+{
+    struct gw_envelope env;
+    if (gw_envelope_peek(p, n, &env))
+        env = (struct gw_envelope){.op = -1};
+    if (env.has_s) {
+        s->seq = env.s;
+        s->has_seq = 1;
+    }
+    char sv[24] = "null", tv[SKIP_PREFIX + 8] = "null", d[SKIP_PREFIX + 128];
+    if (env.has_s && env.s)
+        snprintf(sv, sizeof(sv), "%" PRIu64, env.s);
+    if (env.t) /* scanned: a JSON string without escapes */
+        snprintf(tv, sizeof(tv), "\"%.*s\"", (int)env.t_len, env.t);
+    log_warn("msg=\"gateway payload over max_payload_bytes skipped; the session goes on\" "
+             "shard=%d bytes=%zu max_payload_bytes=%zu op=%d t=%s s=%s",
+             s->id, size, s->gw->cfg->max_payload_bytes, env.op, tv, sv);
+    sh_metric_add(s->gw->m_skipped, 1);
+    int dn = snprintf(d, sizeof(d), "{\"shard\":%d,\"s\":%s,\"t\":%s,\"size\":%zu}", s->id, sv, tv,
+                      size);
+    if (dn < 0 || (size_t)dn >= sizeof(d))
+        return;
+    s->last_event_at_ms = sh_wall_ms();
+    s->events++;
+    gw_gateway_emit(s->gw, s, SKIPPED_T, sizeof(SKIPPED_T) - 1, env.has_s ? env.s : 0, d,
+                    (size_t)dn, gw_gateway_rx_ms(s->gw, sh_now_ms()));
+}
+
+/*
  * The next part of a websocket message, straight from lws's read buffer: decompressed at once,
  * so a multi-megabyte payload is inflated a read at a time between the other shards' reads.
  */
@@ -883,11 +986,29 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
         close_with(s, 4000, 1, -1);
         return;
     }
-    if (done)
+    size_t size;
+    if (done && gw_inflate_skipped(s->z, &size))
+        on_oversized(s, p, n, size);
+    else if (done)
         on_payload(s, p, n);
 }
 
 /* ---- libwebsockets callback ------------------------------------------------------------ */
+
+/*
+ * wsi ended. The first callback that says so detaches it from the shard (its later callbacks
+ * carry no shard) and, when it is the shard's current connection, hands the loss to
+ * on_connection_lost exactly once; the shard never keeps a pointer libwebsockets may free.
+ */
+static void wsi_gone(struct lws *wsi, struct gw_shard *s, const char *why)
+{
+    if (!s)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    if (s->wsi && s->wsi != wsi)
+        return; /* an earlier connection of the shard, already handled */
+    on_connection_lost(s, why);
+}
 
 int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len)
@@ -898,6 +1019,7 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (!s)
             return -1;
+        lws_sul_cancel(&s->sul_open);
         s->established = 1;
         if (s->gw->paused)
             lws_rx_flow_control(wsi, 0);
@@ -932,16 +1054,25 @@ int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
                      s->peer_close_code);
         }
         break;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (s) {
-            char why[160];
-            snprintf(why, sizeof(why), "connection error: %.120s", in ? (const char *)in : "?");
-            on_connection_lost(s, why);
-        }
+    /*
+     * Every way a client connection can end, whichever of them comes first (libwebsockets may
+     * skip CLIENT_CLOSED and CONNECTION_ERROR, e.g. when its own timeout ends an upgrade that
+     * was never answered; WSI_DESTROY always comes last).
+     */
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+        char why[160];
+        snprintf(why, sizeof(why), "connection error: %.120s", in ? (const char *)in : "?");
+        wsi_gone(wsi, s, why);
         break;
+    }
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (s)
-            on_connection_lost(s, s->self_close ? "closed by shardhook" : "connection closed");
+        wsi_gone(wsi, s, s && s->self_close ? "closed by shardhook" : "connection closed");
+        break;
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+        wsi_gone(wsi, s, "connection closed before the websocket upgrade");
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        wsi_gone(wsi, s, "connection destroyed");
         break;
     default:
         break;

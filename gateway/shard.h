@@ -25,6 +25,7 @@
 #include "gateway/rest.h"
 #include "gateway/sendq.h"
 #include "lib/buf.h"
+#include "lib/metrics.h"
 
 #define GW_STATUS_MAP(X)                                                       \
     X(QUEUED, "queued")                                                        \
@@ -51,7 +52,7 @@ struct gw_shard {
     enum gw_status status;
 
     /* connection */
-    struct lws *wsi;
+    struct lws *wsi;          /* the live connection, NULL once it ended (see wsi_gone) */
     unsigned conn_gen;        /* bumps per connection attempt */
     unsigned lost_gen;        /* the attempt whose loss was handled */
     int established;          /* websocket handshake done */
@@ -100,6 +101,7 @@ struct gw_shard {
     atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
     uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
     int budget_hold;          /* waiting for the daily identify budget to refill */
+    char *presence;           /* d of the latest op 3 sent through the API, for IDENTIFY */
 
     lws_sorted_usec_list_t sul_heartbeat;
     lws_sorted_usec_list_t sul_connect;  /* delayed (re)connect */
@@ -107,6 +109,7 @@ struct gw_shard {
     lws_sorted_usec_list_t sul_guilds;   /* guild_create_timeout_ms */
     lws_sorted_usec_list_t sul_write;    /* send window reopens */
     lws_sorted_usec_list_t sul_kill;     /* a close that takes too long */
+    lws_sorted_usec_list_t sul_open;     /* connect_timeout_ms: TCP, TLS and upgrade */
 };
 
 struct gw_bucket {
@@ -166,6 +169,8 @@ struct gw_gateway {
     int fatal_rc;
     char fatal[512];
     lws_sorted_usec_list_t sul_stop_deadline;
+    struct sh_metric *m_skipped; /* payloads over max_payload_bytes skipped */
+    struct sh_metric *m_closes;  /* closes the gateway sent, by code */
 };
 
 /* shard.c */

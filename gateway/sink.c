@@ -64,7 +64,10 @@ int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, siz
     h += put_u64(h, (uint64_t)total);
     PUT_LIT(h, "],\"op\":0,\"t\":\"");
     PUT_LIT(m, "\",\"s\":");
-    m += put_u64(m, s);
+    if (s)
+        m += put_u64(m, s);
+    else
+        PUT_LIT(m, "null");
     PUT_LIT(m, ",\"d\":");
     size_t hn = (size_t)(h - head), mn = (size_t)(m - mid);
     size_t need = hn + t_len + mn + d_len + 1;

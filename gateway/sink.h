@@ -2,7 +2,8 @@
  * gateway/sink.h: how events leave the gateway room.
  *
  * The gateway encodes each dispatch once, in the webhook envelope of DESIGN.md
- * (`{"shard":[id,total],"op":0,"t":"...","s":N,"d":<d as received>}`), appends it
+ * (`{"shard":[id,total],"op":0,"t":"...","s":N,"d":<d as received>}`; `"s":null` for a
+ * dispatch that came without a sequence number), appends it
  * to a chunk, and hands the whole chunk to the sink once per service pass: one
  * hand-off per pass, not per event. The sink takes ownership of the chunk and may
  * keep it on another thread; it frees it with gw_chunk_free(). The gateway knows
@@ -21,7 +22,7 @@ struct gw_event {
     uint32_t t_off;        /* the event name (no quotes), in chunk->data */
     uint16_t t_len;
     uint16_t shard;
-    uint64_t s;
+    uint64_t s;            /* 0: the dispatch had no s (Discord numbers from 1) */
     uint64_t recv_ms;      /* monotonic ms when the payload was complete */
 };
 
@@ -43,8 +44,9 @@ struct gw_chunk *gw_chunk_new(size_t max_bytes);
 void gw_chunk_free(struct gw_chunk *c);
 
 /*
- * Append one dispatch. t/t_len is the event name, d/d_len the raw JSON of d.
- * Fails with SH_ETOOBIG or SH_ENOMEM, leaving the chunk as it was.
+ * Append one dispatch. t/t_len is the event name, d/d_len the raw JSON of d, s its sequence
+ * number or 0 when it had none (encoded as "s":null). Fails with SH_ETOOBIG or SH_ENOMEM, leaving
+ * the chunk as it was.
  */
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
                     uint64_t s, const char *d, size_t d_len, uint64_t recv_ms);

@@ -51,12 +51,17 @@ int fk_ev_ready(char *buf, size_t cap, const struct fk_session *s)
             return -1;
         off += (size_t)n;
     }
+    char rurl[600];
+    if (fk.o.resume_url)
+        snprintf(rurl, sizeof(rurl), "%s", fk.o.resume_url);
+    else
+        snprintf(rurl, sizeof(rurl), "ws://%s:%d/resume", fk.o.host, fk.port);
     n = snprintf(buf + off, cap - off,
                  "],\"session_type\":\"normal\",\"session_id\":\"%s\","
-                 "\"resume_gateway_url\":\"ws://%s:%d/resume\",\"shard\":[%d,%d],"
+                 "\"resume_gateway_url\":\"%s\",\"shard\":[%d,%d],"
                  "\"application\":{\"id\":\"" APP_ID "\",\"flags\":0},"
                  "\"_trace\":[\"fake-discord\"]}",
-                 s->id, fk.o.host, fk.port, s->shard, s->total);
+                 s->id, rurl, s->shard, s->total);
     if (fit(n, cap - off) < 0)
         return -1;
     return (int)(off + (size_t)n);

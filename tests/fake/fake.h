@@ -53,6 +53,8 @@ struct fk_opts {
     long send_window_ms;
     long history;
     long members_window_ms; /* one all-members request per guild per this (Discord: 30 s) */
+    const char *gateway_url; /* /gateway/bot's url instead of this fake's own, or NULL */
+    const char *resume_url;  /* READY's resume_gateway_url instead of ws://HOST:PORT/resume */
 };
 
 /* One websocket message, shared by reference between a session's history and send queues. */

@@ -162,12 +162,16 @@ static int rest_gateway_bot(struct lws *wsi, struct http_req *h)
     fk_budget_refresh();
     double reset_after = fk.reset_at_ms - fk_now_ms();
     fk_rec_rest(h->path, 200);
+    char url[600];
+    if (fk.o.gateway_url)
+        snprintf(url, sizeof(url), "%s", fk.o.gateway_url);
+    else
+        snprintf(url, sizeof(url), "ws://%s:%d", fk.o.host, fk.port);
     return respondf(wsi, h, 200,
-                    "{\"url\":\"ws://%s:%d\",\"shards\":%d,\"session_start_limit\":{\"total\":%ld,"
+                    "{\"url\":\"%s\",\"shards\":%d,\"session_start_limit\":{\"total\":%ld,"
                     "\"remaining\":%ld,\"reset_after\":%.0f,\"max_concurrency\":%d}}",
-                    fk.o.host, fk.port, fk.o.shards, fk.o.session_total,
-                    fk.remaining > 0 ? fk.remaining : 0, reset_after > 0 ? reset_after : 0,
-                    fk.o.max_concurrency);
+                    url, fk.o.shards, fk.o.session_total, fk.remaining > 0 ? fk.remaining : 0,
+                    reset_after > 0 ? reset_after : 0, fk.o.max_concurrency);
 }
 
 /* ---- control API ---- */
@@ -659,7 +663,8 @@ static void usage(FILE *f)
           "  [--max-concurrency N] [--session-total N] [--session-remaining N]\n"
           "  [--reset-after-ms N] [--heartbeat-ms N] [--identify-interval-ms N] [--guilds N]\n"
           "  [--unavailable-forever N] [--trickle-ms N] [--zlib-split N] [--send-limit N]\n"
-          "  [--send-window-ms N] [--history N] [--members-window-ms N]\n",
+          "  [--send-window-ms N] [--history N] [--members-window-ms N]\n"
+          "  [--gateway-url URL] [--resume-url URL]  (what /gateway/bot and READY hand out)\n",
           f);
     fk_replay_usage(f);
 }
@@ -698,6 +703,8 @@ static int parse_args(int argc, char **argv)
         {"send-window-ms", 1, 0, 'w'},
         {"history", 1, 0, 'y'},
         {"members-window-ms", 1, 0, 'm'},
+        {"gateway-url", 1, 0, 'G'},
+        {"resume-url", 1, 0, 'U'},
         FK_REPLAY_LONG_OPTIONS,
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
@@ -794,6 +801,12 @@ static int parse_args(int argc, char **argv)
             break;
         case 'm':
             rc = parse_long(name, optarg, 0, 3600000, &o->members_window_ms);
+            break;
+        case 'G':
+            o->gateway_url = optarg;
+            break;
+        case 'U':
+            o->resume_url = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -500,9 +500,46 @@ TEST(guild_id_and_unavailable_from_d)
     ASSERT_EQ(gw_json_snowflake("\"18446744073709551615\"", 22), UINT64_MAX);
 }
 
+/* peek over every prefix of s: op, t and s are reported only once they are whole */
+TEST(peek_reads_the_front_of_a_cut_payload)
+{
+    static const char full[] =
+        "{\"t\":\"GUILD_CREATE\",\"s\":123,\"op\":0,\"d\":{\"id\":\"1\",\"x\":[1,2";
+    for (size_t n = 0; n <= sizeof(full) - 1; n++) {
+        char *c = malloc(n ? n : 1);
+        memcpy(c, full, n);
+        struct gw_envelope env;
+        int rc = gw_envelope_peek(c, n, &env);
+        if (n == 0) {
+            ASSERT_EQ(rc, SH_EPARSE);
+            free(c);
+            continue;
+        }
+        ASSERT_EQ(rc, 0);
+        ASSERT(env.d == NULL);
+        if (env.t)
+            ASSERT_SPAN_EQ(env.t, env.t_len, "GUILD_CREATE");
+        if (env.has_s)
+            ASSERT_EQ(env.s, 123); /* never 1 or 12 from a cut "123" */
+        if (env.op != -1)
+            ASSERT_EQ(env.op, 0);
+        if (n >= sizeof("{\"t\":\"GUILD_CREATE\",\"s\":123,\"op\":0,") - 1) {
+            ASSERT(env.t && env.has_s && env.op == 0);
+        }
+        free(c);
+    }
+    /* d first: what follows a d cut short is out of reach, but a whole d is skipped */
+    struct gw_envelope env;
+    ASSERT_EQ(gw_envelope_peek("{\"d\":{\"a\":1},\"s\":7,\"t\":\"X\",", 27, &env), 0);
+    ASSERT(env.has_s && env.s == 7 && env.t && env.t_len == 1);
+    ASSERT_EQ(gw_envelope_peek("{\"d\":{\"a\":[1,2,3", 16, &env), 0);
+    ASSERT(!env.has_s && !env.t && env.op == -1);
+    ASSERT_EQ(gw_envelope_peek("[1,2]", 5, &env), SH_EPARSE);
+}
+
 TEST_MAIN(RUN(typical_dispatch); RUN(keys_in_every_order_with_whitespace);
           RUN(heartbeat_ack_and_nulls); RUN(integer_limits); RUN(escapes_in_d_strings);
           RUN(unicode_raw_and_escaped); RUN(key_matching_is_exact); RUN(nesting_and_depth_cap);
           RUN(huge_d); RUN(every_prefix_is_refused); RUN(garbage_is_refused);
           RUN(failure_leaves_env_alone); RUN(length_bounds_the_scan);
-          RUN(guild_id_and_unavailable_from_d);)
+          RUN(guild_id_and_unavailable_from_d); RUN(peek_reads_the_front_of_a_cut_payload);)

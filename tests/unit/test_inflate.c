@@ -885,6 +885,96 @@ TEST(parts_count_against_the_input_cap)
     zsc_end(&zsc);
 }
 
+/* ---- skip mode: an oversized payload costs only itself ---- */
+
+/*
+ * Feed msg in parts of at most step bytes (the last part ends the message); returns the rc of
+ * the first failing feed, and the payload's output when it completed.
+ */
+static int feed_in_steps(struct gw_inflate *z, const struct bytes *m, size_t step, const char **out,
+                         size_t *out_len, int *done)
+{
+    size_t at = 0;
+    *done = 0;
+    do {
+        size_t n = m->len - at < step ? m->len - at : step;
+        int rc = gw_inflate_feed_part(z, m->p + at, n, at + n == m->len, out, out_len, done);
+        if (rc)
+            return rc;
+        at += n;
+    } while (at < m->len);
+    return 0;
+}
+
+/* small, big (over the cap), exact (at the cap), over1 (cap + 1), small again: one stream */
+static void check_skip_keeps_sync(enum gw_compress kind, size_t step)
+{
+    enum { CAP = 4000, PREFIX = 64 };
+    struct gw_inflate *z;
+    ASSERT_EQ(gw_inflate_new(kind, CAP, CAP, &z), 0);
+    ASSERT_EQ(gw_inflate_skip_oversized(z, PREFIX), 0);
+    size_t sizes[] = {500, 50000, CAP, CAP + 1, 700, 200000, 300};
+    struct zc zc;
+    struct zsc zs;
+    if (kind == GW_COMPRESS_ZLIB)
+        zc_init(&zc);
+    if (kind == GW_COMPRESS_ZSTD)
+        zsc_init(&zs);
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(*sizes); i++) {
+        char *pl = make_payload(sizes[i], i);
+        struct bytes m = {0};
+        if (kind == GW_COMPRESS_ZLIB)
+            zc_payload(&zc, pl, sizes[i], &m);
+        else if (kind == GW_COMPRESS_ZSTD)
+            zsc_payload(&zs, pl, sizes[i], &m);
+        else
+            bytes_put(&m, pl, sizes[i]);
+        const char *out = NULL;
+        size_t out_len = 0, size = 0;
+        int done = 0;
+        ASSERT_EQ(feed_in_steps(z, &m, step, &out, &out_len, &done), 0);
+        ASSERT_EQ(done, 1);
+        if (sizes[i] > CAP) {
+            ASSERT_EQ(gw_inflate_skipped(z, &size), 1);
+            ASSERT_EQ(size, sizes[i]);
+            ASSERT_EQ(out_len, PREFIX);
+            ASSERT(memcmp(out, pl, PREFIX) == 0); /* the envelope's front, for t and s */
+        } else {
+            ASSERT_EQ(gw_inflate_skipped(z, &size), 0);
+            ASSERT_EQ(out_len, sizes[i]);
+            ASSERT(memcmp(out, pl, sizes[i]) == 0); /* in sync after the skipped ones */
+        }
+        free(m.p);
+        free(pl);
+    }
+    if (kind == GW_COMPRESS_ZLIB)
+        zc_end(&zc);
+    if (kind == GW_COMPRESS_ZSTD)
+        zsc_end(&zs);
+    gw_inflate_free(z);
+}
+
+TEST(skip_mode_drops_an_oversized_payload_and_stays_in_sync)
+{
+    enum gw_compress kinds[] = {GW_COMPRESS_ZLIB, GW_COMPRESS_ZSTD, GW_COMPRESS_NONE};
+    size_t steps[] = {1 << 30, 4096, 7};
+    for (int k = 0; k < 3; k++)
+        for (int st = 0; st < 3; st++)
+            check_skip_keeps_sync(kinds[k], steps[st]);
+}
+
+TEST(skip_mode_arguments)
+{
+    struct gw_inflate *z;
+    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 100, 100, &z), 0);
+    ASSERT_EQ(gw_inflate_skip_oversized(z, 0), SH_EINVAL);
+    ASSERT_EQ(gw_inflate_skip_oversized(z, 101), SH_EINVAL);
+    ASSERT_EQ(gw_inflate_skip_oversized(NULL, 10), SH_EINVAL);
+    ASSERT_EQ(gw_inflate_skipped(z, NULL), 0);
+    ASSERT_EQ(gw_inflate_skipped(NULL, NULL), 0);
+    gw_inflate_free(z);
+}
+
 /* ---- none, arguments, names ---- */
 
 TEST(none_passes_through)
@@ -929,4 +1019,5 @@ TEST_MAIN(RUN(every_kind_takes_a_message_in_parts); RUN(parts_count_against_the_
           RUN(zstd_empty_messages_do_not_stall_the_stream); RUN(zstd_window_is_bounded);
           RUN(zstd_reset_then_new_stream); RUN(zlib_big_buffers_are_released);
           RUN(zstd_big_buffers_are_released); RUN(none_passes_through);
-          RUN(bad_arguments_and_names);)
+          RUN(bad_arguments_and_names); RUN(skip_mode_drops_an_oversized_payload_and_stays_in_sync);
+          RUN(skip_mode_arguments);)

@@ -46,7 +46,7 @@ TEST(chunk_numbers_at_their_limits)
     ASSERT_EQ(gw_chunk_append(c, 0, 1, "A", 1, 0, "{}", 2, 0), 0);
     ASSERT_EQ(gw_chunk_append(c, 65535, 65536, "B", 1, UINT64_MAX, "null", 4, 0), 0);
     ASSERT_SPAN_EQ(c->data.data + c->ev[0].off, c->ev[0].len,
-                   "{\"shard\":[0,1],\"op\":0,\"t\":\"A\",\"s\":0,\"d\":{}}");
+                   "{\"shard\":[0,1],\"op\":0,\"t\":\"A\",\"s\":null,\"d\":{}}");
     ASSERT_SPAN_EQ(c->data.data + c->ev[1].off, c->ev[1].len,
                    "{\"shard\":[65535,65536],\"op\":0,\"t\":\"B\",\"s\":18446744073709551615,"
                    "\"d\":null}");

@@ -24,8 +24,8 @@
 #include "http/server.h"
 #include "lib/errors.h"
 #include "lib/log.h"
+#include "lib/version.h"
 
-#define SHARDHOOK_VERSION "0.1.0"
 #define EX_USAGE 64
 #define EX_CONFIG 78
 

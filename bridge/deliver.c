@@ -36,6 +36,7 @@
 #include "bridge/checkpoint.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/hookauth.h"
 #include "bridge/retry.h"
 #include "bridge/route.h"
 #include "bridge/sign.h"
@@ -133,6 +134,7 @@ struct hook {
 
 struct br_delivery {
     const struct cfg_config *cfg;
+    struct br_hookauth_set *auth; /* secrets and headers, replaceable by a reload */
     pthread_t thread;
     int started, stopped;
     pthread_mutex_t lock; /* guards the fields up to `multi` */
@@ -387,7 +389,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     int least = cfg_least_batch_delay_ms(cfg);
     d->min_delay_ms = least < 0 ? UINT64_MAX : (uint64_t)least;
     d->multi = curl_multi_init();
-    if (!d->hooks || !d->multi) {
+    if (!d->hooks || !d->multi || br_hookauth_new(cfg, &d->auth)) {
         br_delivery_free(d);
         return SH_ENOMEM;
     }
@@ -1015,6 +1017,7 @@ static struct curl_slist *add_header(struct curl_slist *list, int *ok, const cha
 static int start_request(struct br_delivery *d, struct hook *h, struct br_batch *b, uint64_t now)
 {
     const struct cfg_webhook *w = h->cfg;
+    const struct br_hookauth *a = br_hookauth_current(d->auth, h->idx); /* reloads land here */
     struct req *r = req_get(d);
     if (!r)
         return SH_ENOMEM;
@@ -1026,9 +1029,9 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
     hl = add_header(hl, &ok, "Expect:");
     hl = add_header(hl, &ok, "webhook-id: %s", b->msg_id);
     hl = add_header(hl, &ok, "webhook-timestamp: %" PRId64, ts);
-    if (w->n_secrets) {
+    if (a->n_secrets) {
         char sig[SIG_MAX];
-        int rc = br_sign(w->secrets, w->n_secrets, b->msg_id, ts, b->body.data, b->body.len, sig,
+        int rc = br_sign(a->secrets, a->n_secrets, b->msg_id, ts, b->body.data, b->body.len, sig,
                          sizeof(sig));
         if (rc) {
             log_error("msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", h->idx,
@@ -1038,8 +1041,8 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
             hl = add_header(hl, &ok, "webhook-signature: %s", sig);
         }
     }
-    for (size_t i = 0; i < w->n_headers; i++)
-        hl = add_header(hl, &ok, "%s: %s", w->headers[i].name, w->headers[i].value);
+    for (size_t i = 0; i < a->n_headers; i++)
+        hl = add_header(hl, &ok, "%s: %s", a->headers[i].name, a->headers[i].value);
     r->headers = hl;
     if (!ok) {
         req_put(d, r);
@@ -1708,6 +1711,12 @@ void br_delivery_free(struct br_delivery *d)
         br_ckpt_files_close(d->dir_ckpt, &d->shards[i].files);
     free(d->shards);
     free(d->local_of);
+    br_hookauth_free(d->auth);
     pthread_mutex_destroy(&d->lock);
     free(d);
+}
+
+int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w)
+{
+    return br_hookauth_update(d->auth, webhook, w);
 }

@@ -72,5 +72,8 @@ int br_delivery_start(struct br_delivery *d);
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms);
 
 void br_delivery_free(struct br_delivery *d);
+/* A reload: webhook's secrets and extra headers from w (copied) sign and go with every request
+ * started after this returns, retries included. Any thread. 0, SH_EINVAL or SH_ENOMEM. */
+int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w);
 
 #endif

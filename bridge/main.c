@@ -1,7 +1,8 @@
 /*
  * bridge/main.c: shardhook's entry point. Parses the command line, loads the
  * config, wires the gateway (its own thread) to the delivery thread, turns
- * SIGTERM/SIGINT into a graceful stop, and picks the exit code:
+ * SIGTERM/SIGINT into a graceful stop and SIGHUP into a config reload (what can
+ * change live is applied, what needs a restart is named), and picks the exit code:
  *   0 after a stop, 1 when the gateway cannot run (one line says what to fix),
  *   78 for an invalid config (EX_CONFIG), 64 for a bad command line (EX_USAGE).
  * Signal handlers only set a flag; this thread polls it.
@@ -23,20 +24,27 @@
 #include "http/server.h"
 #include "lib/errors.h"
 #include "lib/log.h"
+#include "lib/version.h"
 
-#define SHARDHOOK_VERSION "0.1.0"
 #define EX_USAGE 64
 #define EX_CONFIG 78
 
 #define FD_WANT 65536 /* a socket per shard, a checkpoint journal per shard, webhooks, the API */
 
 static volatile sig_atomic_t got_signal;
+static volatile sig_atomic_t got_hup;
 static volatile int stop_flag; /* read by discovery retries */
 
 static void on_signal(int sig)
 {
     got_signal = sig;
     stop_flag = 1;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    got_hup = 1;
 }
 
 struct gw_thread {
@@ -61,7 +69,9 @@ static void usage(FILE *f)
             "       shardhook --version | --help\n"
             "\n"
             "Holds a Discord bot's Gateway shards and delivers dispatch events to webhooks.\n"
-            "SIGTERM/SIGINT stop gracefully: sockets close with 4000 so sessions stay resumable.\n");
+            "SIGTERM/SIGINT stop gracefully: sockets close with 4000 so sessions stay resumable.\n"
+            "SIGHUP reloads FILE: log_level, log_format, http.token and webhook secrets and\n"
+            "headers change at once; other changes are named in the log and need a restart.\n");
 }
 
 static void sleep_ms(long ms)
@@ -114,6 +124,70 @@ static void register_secrets(const struct cfg_config *cfg)
             sh_log_add_secret(cfg->webhooks[i].secrets[j]);
 }
 
+static void apply_log_settings(const struct cfg_config *cfg)
+{
+    int lvl = sh_log_level_parse(cfg->log_level ? cfg->log_level : "info");
+    int fmt = sh_log_format_parse(cfg->log_format ? cfg->log_format : "logfmt");
+    atomic_store(&sh_log_level, lvl < 0 ? SH_LOG_INFO : lvl);
+    atomic_store(&sh_log_format, fmt < 0 ? SH_LOG_LOGFMT : fmt);
+}
+
+#define SWAP(a, b)                  \
+    do {                            \
+        __typeof__(a) swap_ = (a);  \
+        (a) = (b);                  \
+        (b) = swap_;                \
+    } while (0)
+
+/*
+ * SIGHUP: load path again. An invalid file is logged (one line naming the key) and the running
+ * config stays. Otherwise the keys that can change live are handed to their owners, and moved
+ * into *cfg (nobody else reads those fields after start-up), so that the next reload compares
+ * against what runs; every other change is named in one line and waits for a restart.
+ */
+static void reload(const char *path, struct cfg_config *cfg, struct br_delivery *delivery,
+                   struct http_server *api)
+{
+    struct cfg_config next;
+    char err[1024], live[1024], restart[1024];
+    if (cfg_load(path, &next, err, sizeof(err))) {
+        log_error("msg=\"config reload failed; the running config stays\" error=\"%s\"", err);
+        return;
+    }
+    register_secrets(&next); /* before anything could log them */
+    int n_restart = cfg_diff(cfg, &next, live, sizeof(live), restart, sizeof(restart));
+    int failed = 0;
+    for (size_t i = 0; i < cfg->n_webhooks; i++) {
+        if (!cfg_webhook_same_target(cfg, &next, i))
+            continue;
+        struct cfg_webhook *w = &cfg->webhooks[i], *nw = &next.webhooks[i];
+        if (br_delivery_update_auth(delivery, i, nw)) {
+            failed = 1;
+            continue;
+        }
+        SWAP(w->secrets, nw->secrets);
+        SWAP(w->n_secrets, nw->n_secrets);
+        SWAP(w->unsigned_ok, nw->unsigned_ok);
+        SWAP(w->headers, nw->headers);
+        SWAP(w->n_headers, nw->n_headers);
+    }
+    if (http_server_set_token(api, next.http_token))
+        failed = 1;
+    else
+        SWAP(cfg->http_token, next.http_token);
+    SWAP(cfg->log_level, next.log_level);
+    SWAP(cfg->log_format, next.log_format);
+    apply_log_settings(cfg);
+    cfg_free(&next);
+    if (n_restart)
+        log_warn("msg=\"config changes need a restart; the running values stay\" keys=\"%s\"",
+                 restart);
+    if (failed)
+        log_error("msg=\"config reload incomplete\" error=\"%s\"", sh_strerror(SH_ENOMEM));
+    log_info("msg=\"config reloaded\" config=\"%s\" applied=\"%s\" restart_needed=%d", path,
+             live, n_restart);
+}
+
 /* The default soft limit (1,024) is below two descriptors per shard of a big bot: raise it. */
 static void raise_fd_limit(void)
 {
@@ -161,7 +235,12 @@ int main(int argc, char **argv)
     struct cfg_config cfg;
     char err[1024];
     if (cfg_load(path, &cfg, err, sizeof(err))) {
-        fprintf(stderr, "shardhook: %s: %s\n", path, err);
+        /* errors found while reading name the file already; those about a key do not */
+        size_t pl = strlen(path);
+        if (!strncmp(err, path, pl) && err[pl] == ':')
+            fprintf(stderr, "shardhook: %s\n", err);
+        else
+            fprintf(stderr, "shardhook: %s: %s\n", path, err);
         return EX_CONFIG;
     }
     register_secrets(&cfg);
@@ -170,8 +249,7 @@ int main(int argc, char **argv)
         cfg_free(&cfg);
         return 0;
     }
-    int lvl = sh_log_level_parse(cfg.log_level ? cfg.log_level : "info");
-    sh_log_level = lvl < 0 ? SH_LOG_INFO : lvl;
+    apply_log_settings(&cfg);
     for (size_t i = 0; i < cfg.n_webhooks; i++)
         if (cfg.webhooks[i].unsigned_ok)
             log_warn("msg=\"webhook requests are unsigned (secret: null); receivers cannot "
@@ -184,6 +262,8 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -239,8 +319,13 @@ int main(int argc, char **argv)
         exit_code = 1;
         goto out;
     }
-    while (!got_signal && !atomic_load(&gt.done))
+    while (!got_signal && !atomic_load(&gt.done)) {
+        if (got_hup) {
+            got_hup = 0;
+            reload(path, &cfg, delivery, api);
+        }
         sleep_ms(50);
+    }
     if (got_signal) {
         log_info("msg=\"stopping\" signal=%d", (int)got_signal);
         gw_gateway_stop(gw);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 
 #include "config/config.h"
 #include "config/expand.h"
@@ -55,11 +56,49 @@ struct ctx {
     int failed;
 };
 
+/* Length of the valid UTF-8 sequence at s (not NUL), 0 when the bytes there are not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0], cp, min;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    cp = c & (0xffu >> (n + 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
+}
+
+static int utf8_ok(const char *s)
+{
+    for (size_t n; *s; s += n)
+        if (!(n = utf8_seq((const unsigned char *)s)))
+            return 0;
+    return 1;
+}
+
+/* Messages are one printable UTF-8 line: control characters and stray bytes become '?'. */
 static void sanitize(char *s)
 {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            *s = '?';
+    while (*s) {
+        size_t n = utf8_seq((const unsigned char *)s);
+        if (!n || (unsigned char)*s < 0x20 || *s == 0x7f) {
+            *s++ = '?';
+            continue;
+        }
+        s += n;
+    }
 }
 
 static void path_append(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -358,6 +397,10 @@ static int get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, 
         SH_FREE(*out);
         return fail(c, "must not contain control characters such as newlines");
     }
+    if (!utf8_ok(*out)) {
+        SH_FREE(*out);
+        return fail(c, "must be valid UTF-8 text");
+    }
     return SH_OK;
 }
 
@@ -474,6 +517,32 @@ static int set_bool(struct ctx *c, const struct directive *d, const cJSON *v, vo
     return SH_OK;
 }
 
+/*
+ * What libcurl's URL parser says about s (the parser every request goes through), so a URL
+ * that could never be requested fails at load time rather than on every retry. Returns 0 when
+ * libcurl takes it and finds a host.
+ */
+static int url_parse_error(const char *s, char *why, size_t n)
+{
+    CURLU *u = curl_url();
+    if (!u) {
+        snprintf(why, n, "cannot be checked (out of memory)");
+        return 1;
+    }
+    char *host = NULL;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, s, 0);
+    if (!uc)
+        uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+    if (uc)
+        snprintf(why, n, "is not a URL libcurl can use: %s", curl_url_strerror(uc));
+    else if (!host || !*host)
+        snprintf(why, n, "must be an http:// or https:// URL with a host");
+    int bad = uc || !host || !*host;
+    curl_free(host);
+    curl_url_cleanup(u);
+    return bad;
+}
+
 static int set_url(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
     int redact = d->flags & D_SECRET;
@@ -492,6 +561,9 @@ static int set_url(struct ctx *c, const struct directive *d, const cJSON *v, voi
         why = "must be an http:// or https:// URL with a host";
     else if (strpbrk(s, " \t"))
         why = "must be a URL without spaces";
+    char curl_why[160];
+    if (!why && url_parse_error(s, curl_why, sizeof(curl_why)))
+        why = curl_why;
     if (why) {
         rc = redact ? fail(c, "%s", why)
                     : fail(c, "%s (got %s)", why, describe_str(s, 0, buf, sizeof(buf)));
@@ -1185,6 +1257,7 @@ static int check_top(struct ctx *c, void *base)
 /* ---- the tables ---- */
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const statuses[] = {"online", "dnd", "idle", "invisible", "offline", NULL};
 
 #define A_OFF(f) offsetof(struct activity_tmp, f)
@@ -1269,7 +1342,7 @@ static const struct directive webhook_dirs[] = {
      .flags = D_REQUIRED | D_SECRET,
      .type = "string, list of strings, or null",
      .doc = "`whsec_<base64>` signing key (1 to 64 bytes), a list while keys rotate "
-            "(first is newest), or `null` to send unsigned requests",
+            "(first is newest), or `null` to send unsigned requests; SIGHUP applies a change",
      .missing = "missing: set a \"whsec_...\" secret, or \"secret\": null to send unsigned "
                 "requests"},
     {.name = "max_batch_events",
@@ -1332,7 +1405,7 @@ static const struct directive webhook_dirs[] = {
      .set = set_headers,
      .def = "{}",
      .type = "object of strings",
-     .doc = "extra request headers; values are never logged"},
+     .doc = "extra request headers; values are never logged; SIGHUP applies a change"},
 };
 static const struct section webhook_section = {webhook_dirs, COUNT(webhook_dirs), NULL};
 
@@ -1378,7 +1451,8 @@ static const struct directive http_dirs[] = {
      .off = C_OFF(http_token),
      .flags = D_SECRET | D_NULL_OK,
      .type = "string or null",
-     .doc = "bearer token for `/v1/*` and `/metrics`; required when listen is not loopback",
+     .doc = "bearer token for `/v1/*` and `/metrics`; required when listen is not loopback; "
+            "SIGHUP applies a change",
      .missing = "must not be empty (leave it out, or null, to turn authentication off)"},
     {.name = "request_timeout_ms",
      .set = set_int,
@@ -1552,7 +1626,13 @@ static const struct directive top_dirs[] = {
      .off = C_OFF(log_level),
      .choices = log_levels,
      .def = "\"info\"",
-     .doc = "least severe level logged"},
+     .doc = "least severe level logged; SIGHUP applies a change"},
+    {.name = "log_format",
+     .set = set_choice,
+     .off = C_OFF(log_format),
+     .choices = log_formats,
+     .def = "\"logfmt\"",
+     .doc = "log lines as `key=value` (logfmt) or one JSON object each; SIGHUP applies a change"},
     {.name = "max_resume_attempts",
      .set = set_int,
      .off = C_OFF(max_resume_attempts),
@@ -1964,7 +2044,136 @@ void cfg_free(struct cfg_config *cfg)
     free(cfg->http_token);
     free(cfg->state_dir);
     free(cfg->log_level);
+    free(cfg->log_format);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- reload: what changed ---- */
+
+static int str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++)
+        if (!str_eq(a[i], b[i]))
+            return 0;
+    return 1;
+}
+
+static int headers_eq(const struct cfg_webhook *a, const struct cfg_webhook *b)
+{
+    if (a->n_headers != b->n_headers)
+        return 0;
+    for (size_t i = 0; i < a->n_headers; i++)
+        if (!str_eq(a->headers[i].name, b->headers[i].name) ||
+            !str_eq(a->headers[i].value, b->headers[i].value))
+            return 0;
+    return 1;
+}
+
+static void note(char *list, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void note(char *list, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(list);
+    if (len + 2 >= n)
+        return;
+    if (len)
+        list[len++] = ',', list[len] = '\0';
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(list + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+int cfg_webhook_same_target(const struct cfg_config *a, const struct cfg_config *b, size_t i)
+{
+    return i < a->n_webhooks && i < b->n_webhooks && str_eq(a->webhooks[i].url, b->webhooks[i].url);
+}
+
+int cfg_diff(const struct cfg_config *a, const struct cfg_config *b, char *live, size_t llen,
+             char *restart, size_t rlen)
+{
+    int n = 0;
+    live[0] = restart[0] = '\0';
+#define RESTART(cond, key)                  \
+    do {                                    \
+        if (cond) {                         \
+            note(restart, rlen, "%s", key); \
+            n++;                            \
+        }                                   \
+    } while (0)
+    RESTART(!str_eq(a->token, b->token), "token");
+    RESTART(!str_eq(a->api_base, b->api_base), "api_base");
+    RESTART(a->intents != b->intents, "intents");
+    RESTART(a->compress != b->compress, "compress");
+    RESTART(a->shards.mode != b->shards.mode || a->shards.total != b->shards.total ||
+                a->shards.first != b->shards.first || a->shards.last != b->shards.last ||
+                a->shards.n_ids != b->shards.n_ids ||
+                (a->shards.n_ids &&
+                 memcmp(a->shards.ids, b->shards.ids, a->shards.n_ids * sizeof(int))),
+            "shards");
+    RESTART(a->identify_concurrency != b->identify_concurrency, "identify_concurrency");
+    RESTART(a->large_threshold != b->large_threshold, "large_threshold");
+    RESTART(a->guild_create_timeout_ms != b->guild_create_timeout_ms, "guild_create_timeout_ms");
+    RESTART(!str_eq(a->presence_json, b->presence_json), "presence");
+    RESTART(a->n_webhooks != b->n_webhooks, "webhooks");
+    for (size_t i = 0; i < a->n_webhooks && i < b->n_webhooks; i++) {
+        const struct cfg_webhook *x = &a->webhooks[i], *y = &b->webhooks[i];
+        char key[64];
+#define HOOK_RESTART(cond, field)                                      \
+    do {                                                               \
+        snprintf(key, sizeof(key), "webhooks[%zu].%s", i, field);      \
+        RESTART(cond, key);                                            \
+    } while (0)
+        HOOK_RESTART(!str_eq(x->url, y->url), "url");
+        HOOK_RESTART(!strs_eq(x->events, x->n_events, y->events, y->n_events), "events");
+        HOOK_RESTART(x->max_batch_events != y->max_batch_events, "max_batch_events");
+        HOOK_RESTART(x->max_batch_bytes != y->max_batch_bytes, "max_batch_bytes");
+        HOOK_RESTART(x->max_batch_delay_ms != y->max_batch_delay_ms, "max_batch_delay_ms");
+        HOOK_RESTART(x->max_in_flight != y->max_in_flight, "max_in_flight");
+        HOOK_RESTART(x->timeout_ms != y->timeout_ms, "timeout_ms");
+        HOOK_RESTART(x->max_memory_bytes != y->max_memory_bytes, "max_memory_bytes");
+        HOOK_RESTART(x->retry_base_ms != y->retry_base_ms, "retry_base_ms");
+        HOOK_RESTART(x->retry_max_ms != y->retry_max_ms, "retry_max_ms");
+#undef HOOK_RESTART
+        if (!cfg_webhook_same_target(a, b, i))
+            continue; /* a secret or header meant for another URL is not applied */
+        if (x->unsigned_ok != y->unsigned_ok ||
+            !strs_eq(x->secrets, x->n_secrets, y->secrets, y->n_secrets))
+            note(live, llen, "webhooks[%zu].secret", i);
+        if (!headers_eq(x, y))
+            note(live, llen, "webhooks[%zu].headers", i);
+    }
+    RESTART(!strs_eq(a->disable_events, a->n_disable_events, b->disable_events,
+                     b->n_disable_events),
+            "disable_events");
+    RESTART(!str_eq(a->http_listen, b->http_listen), "http.listen");
+    RESTART(a->http_request_timeout_ms != b->http_request_timeout_ms, "http.request_timeout_ms");
+    RESTART(!str_eq(a->state_dir, b->state_dir), "state_dir");
+    RESTART(a->max_resume_attempts != b->max_resume_attempts, "max_resume_attempts");
+    RESTART(a->shutdown_timeout_ms != b->shutdown_timeout_ms, "shutdown_timeout_ms");
+    RESTART(a->reconnect_base_ms != b->reconnect_base_ms, "reconnect_base_ms");
+    RESTART(a->reconnect_max_ms != b->reconnect_max_ms, "reconnect_max_ms");
+    RESTART(a->max_payload_bytes != b->max_payload_bytes, "max_payload_bytes");
+    RESTART(a->spool_max_bytes != b->spool_max_bytes, "spool_max_bytes");
+    RESTART(a->testing_identify_interval_ms != b->testing_identify_interval_ms,
+            "testing.identify_interval_ms");
+    RESTART(a->testing_member_window_ms != b->testing_member_window_ms,
+            "testing.member_window_ms");
+#undef RESTART
+    if (!str_eq(a->http_token, b->http_token))
+        note(live, llen, "http.token");
+    if (!str_eq(a->log_level, b->log_level))
+        note(live, llen, "log_level");
+    if (!str_eq(a->log_format, b->log_format))
+        note(live, llen, "log_format");
+    return n;
 }
 
 /* ---- docs ---- */

@@ -3,7 +3,8 @@
  *
  * cfg_load() parses the file (cJSON), expands `${NAME}` from the environment in
  * every string, applies defaults and validates; the result is immutable and read
- * by every room. Every problem is reported as one line that names the key, e.g.
+ * by every room. On SIGHUP the file is loaded again and cfg_diff() tells which
+ * changes can be applied while running; the running struct itself never changes. Every problem is reported as one line that names the key, e.g.
  * `webhooks[0].max_batch_events: must be an integer from 1 to 10000 (got 0)`.
  * docs/configuration.md describes every key; config/listen.h parses the
  * `http.listen` form for whoever binds it. This room includes none of the others.
@@ -78,6 +79,7 @@ struct cfg_config {
     int http_reconnect_interval_ms;  /* least time between two reconnects of one shard */
     char *state_dir;       /* default "./state" */
     char *log_level;       /* debug|info|warn|error; default info */
+    char *log_format;      /* logfmt|json; default logfmt */
     int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
     int shutdown_timeout_ms;       /* default 10000 */
     int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
@@ -103,6 +105,18 @@ int cfg_load(const char *path, struct cfg_config *out, char *err, size_t errlen)
 int cfg_load_string(const char *json, size_t len, struct cfg_config *out, char *err, size_t errlen);
 /* Free everything cfg holds and zero it; safe on a zeroed or already freed struct. */
 void cfg_free(struct cfg_config *cfg);
+
+/*
+ * What a reload would change (SIGHUP): the keys that take effect while running go in live
+ * (log_level, log_format, http.token, webhooks[i].secret, webhooks[i].headers), every other
+ * changed key in restart, each list comma-separated ("intents,shards"; "" for none, cut to
+ * the buffer). Returns the number of keys in restart. Never writes a value.
+ */
+int cfg_diff(const struct cfg_config *running, const struct cfg_config *loaded, char *live,
+             size_t livelen, char *restart, size_t restartlen);
+/* 1 when webhook i exists in both and has the same URL: only then may its secret and headers
+ * change live (a secret or header meant for another URL must not reach this one). */
+int cfg_webhook_same_target(const struct cfg_config *a, const struct cfg_config *b, size_t i);
 
 /* The least max_batch_delay_ms of the webhooks (how long an event may wait), -1 for none. */
 int cfg_least_batch_delay_ms(const struct cfg_config *cfg);

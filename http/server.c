@@ -48,6 +48,7 @@ struct http_server {
     struct MHD_Daemon *daemon;
     struct http_pending *pending;
     int port;
+    pthread_mutex_t token_lock; /* guards has_token and token_hash: a reload replaces them */
     int has_token;
     struct http_guard guard;
     unsigned char token_hash[SHA256_DIGEST_LENGTH]; /* of "Bearer <token>" */
@@ -117,7 +118,9 @@ const struct http_gateway_ops http_gateway_default_ops = {
 static void log_answer(int status, const struct request *rq)
 {
     unsigned long long ms = (unsigned long long)(sh_now_ms() - rq->started_ms);
-    if (status >= 500)
+    /* a probe's 503 ("not ready yet") is its answer, not a failure: polls would flood */
+    int probe = rq->match.route == HTTP_ROUTE_READYZ && status == 503;
+    if (status >= 500 && !probe)
         log_warn("msg=\"control request failed\" route=\"%s\" status=%d ms=%llu",
                  http_route_name(rq->match.route), status, ms);
     else
@@ -163,14 +166,40 @@ static enum MHD_Result queue_reply(struct request *rq)
  * Compare "Authorization" with "Bearer <token>" in constant time: both sides are hashed
  * (SHA-256) first, so neither the token's length nor its content leaks through timing.
  */
-static int authorised(const struct http_server *srv, struct MHD_Connection *c)
+static int authorised(struct http_server *srv, struct MHD_Connection *c)
 {
-    if (!srv->has_token)
+    unsigned char want[SHA256_DIGEST_LENGTH];
+    pthread_mutex_lock(&srv->token_lock);
+    int has = srv->has_token;
+    memcpy(want, srv->token_hash, sizeof(want));
+    pthread_mutex_unlock(&srv->token_lock);
+    if (!has)
         return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     unsigned char got[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)(h ? h : ""), h ? strlen(h) : 0, got);
-    return CRYPTO_memcmp(got, srv->token_hash, sizeof(got)) == 0 && h;
+    return CRYPTO_memcmp(got, want, sizeof(got)) == 0 && h;
+}
+
+int http_server_set_token(struct http_server *srv, const char *token)
+{
+    unsigned char hash[SHA256_DIGEST_LENGTH];
+    int has = token && token[0];
+    if (has) {
+        char *bearer = NULL;
+        if (asprintf(&bearer, "Bearer %s", token) < 0)
+            return SH_ENOMEM;
+        SHA256((const unsigned char *)bearer, strlen(bearer), hash);
+        OPENSSL_cleanse(bearer, strlen(bearer));
+        free(bearer);
+    }
+    pthread_mutex_lock(&srv->token_lock);
+    srv->has_token = has;
+    if (has)
+        memcpy(srv->token_hash, hash, sizeof(hash));
+    pthread_mutex_unlock(&srv->token_lock);
+    OPENSSL_cleanse(hash, sizeof(hash));
+    return SH_OK;
 }
 
 /* ---- suspend / resume ---------------------------------------------------------------------- */
@@ -453,17 +482,12 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     }
     atomic_init(&srv->suspended, 0);
     atomic_init(&srv->stopping, 0);
-    if (cfg->http_token && cfg->http_token[0]) {
-        char *bearer = NULL;
-        if (asprintf(&bearer, "Bearer %s", cfg->http_token) < 0) {
-            free(srv);
-            snprintf(err, errlen, "out of memory");
-            return SH_ENOMEM;
-        }
-        SHA256((const unsigned char *)bearer, strlen(bearer), srv->token_hash);
-        OPENSSL_cleanse(bearer, strlen(bearer));
-        free(bearer);
-        srv->has_token = 1;
+    pthread_mutex_init(&srv->token_lock, NULL);
+    if (http_server_set_token(srv, cfg->http_token)) {
+        pthread_mutex_destroy(&srv->token_lock);
+        free(srv);
+        snprintf(err, errlen, "out of memory");
+        return SH_ENOMEM;
     }
     struct http_pending_cfg pc = {
         .send = ops->send,
@@ -587,5 +611,6 @@ void http_server_free(struct http_server *srv)
     http_pending_free(srv->pending);
     free(srv->ctx.reconnect_at);
     pthread_mutex_destroy(&srv->ctx.reconnect_lock);
+    pthread_mutex_destroy(&srv->token_lock);
     free(srv);
 }

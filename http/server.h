@@ -60,6 +60,10 @@ int http_server_port(const struct http_server *srv);
 /* The observer to register with gw_gateway_set_observer (collects replies to waiting requests). */
 struct gw_observer http_server_observer(struct http_server *srv);
 
+/* A reload: requests checked after this returns need "Bearer <token>"; NULL or "" turns
+ * authentication off. 0 or SH_ENOMEM (the old token stays). Any thread. */
+int http_server_set_token(struct http_server *srv, const char *token);
+
 /* Answer every suspended request with 503 and stop serving. Idempotent; NULL is ignored. */
 void http_server_stop(struct http_server *srv);
 /* Stop (if needed) and free; the observer must no longer be called. NULL is ignored. */

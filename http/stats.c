@@ -1,14 +1,19 @@
 /*
- * http/stats.c: the control server's metrics (http/stats.h). Owns the registry handles it
+ * http/stats.c: the control server's metrics (http/stats.h), shardhook_build_info and the
+ * standard process_* metrics (read from /proc at each scrape). Owns the registry handles it
  * registers; reads the gateway only through ctx->ops->snapshot.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "http/handlers.h"
 #include "http/stats.h"
 #include "lib/metrics.h"
+#include "lib/version.h"
 
 static const char *const statuses[] = {"queued",      "connecting",   "handshaking",
                                        "identifying", "resuming",     "loading",
@@ -17,7 +22,8 @@ static const char *const statuses[] = {"queued",      "connecting",   "handshaki
 
 static struct sh_metric *m_requests, *m_duration, *m_shards, *m_status, *m_up, *m_latency, *m_seq,
     *m_guilds, *m_events, *m_identifies, *m_resumes, *m_queued, *m_total, *m_here, *m_sess_total,
-    *m_sess_remaining, *m_sess_reset, *m_eta;
+    *m_sess_remaining, *m_sess_reset, *m_eta, *m_build, *m_cpu, *m_rss, *m_vsz, *m_fds,
+    *m_max_fds, *m_start;
 
 static void register_all(void)
 {
@@ -28,7 +34,7 @@ static void register_all(void)
     m_duration = sh_metric_histogram("shardhook_api_request_duration_seconds",
                                      "Control API time from request to answer (waits included)",
                                      "route", buckets, sizeof(buckets) / sizeof(buckets[0]));
-    m_total = sh_metric_gauge("shardhook_gateway_shard_count",
+    m_total = sh_metric_gauge("shardhook_gateway_bot_shards",
                               "The bot's shard count (every process)", NULL);
     m_here = sh_metric_gauge("shardhook_gateway_shards", "Shards run by this process", NULL);
     m_shards = sh_metric_gauge("shardhook_shards_by_status", "Shards of this process per status",
@@ -46,7 +52,7 @@ static void register_all(void)
     m_resumes = sh_metric_counter("shardhook_shard_resumes_total", "RESUMEs sent", "shard");
     m_queued = sh_metric_gauge("shardhook_shard_queued_sends",
                                "Payloads waiting in the shard's send queue", "shard");
-    m_sess_total = sh_metric_gauge("shardhook_session_start_limit_total",
+    m_sess_total = sh_metric_gauge("shardhook_session_start_limit_max",
                                    "Identifies allowed per reset period", NULL);
     m_sess_remaining = sh_metric_gauge("shardhook_session_start_limit_remaining",
                                        "Identifies left before the reset", NULL);
@@ -54,11 +60,80 @@ static void register_all(void)
                                    "Seconds until the identify budget refills", NULL);
     m_eta = sh_metric_gauge("shardhook_startup_eta_seconds",
                             "Seconds until every shard should have identified (-1 unknown)", NULL);
+    m_build = sh_metric_gauge("shardhook_build_info", "Always 1; the version is a label", "version");
+    sh_metric_set(m_build, 1, SHARDHOOK_VERSION);
+    m_cpu = sh_metric_counter("process_cpu_seconds_total",
+                              "Total user and system CPU time spent in seconds", NULL);
+    m_rss = sh_metric_gauge("process_resident_memory_bytes", "Resident memory size in bytes", NULL);
+    m_vsz = sh_metric_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", NULL);
+    m_fds = sh_metric_gauge("process_open_fds", "Number of open file descriptors", NULL);
+    m_max_fds = sh_metric_gauge("process_max_fds", "Maximum number of open file descriptors",
+                                NULL);
+    m_start = sh_metric_gauge("process_start_time_seconds",
+                              "Start time of the process since unix epoch in seconds", NULL);
+}
+
+/* Boot time in unix seconds (/proc/stat btime), 0 when unknown. */
+static double boot_time(void)
+{
+    char line[256];
+    double bt = 0;
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "btime %lf", &bt) == 1)
+            break;
+    fclose(f);
+    return bt;
+}
+
+/* The process_* figures, as Prometheus' client libraries compute them on Linux. */
+static void collect_process(void)
+{
+    static double start_s = -1;
+    char buf[1024];
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/stat", "re");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    unsigned long long ut, st, starttime, vsize;
+    long long rss;
+    if (p && tick > 0 &&
+        sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+               "%llu %llu %lld",
+               &ut, &st, &starttime, &vsize, &rss) == 5) {
+        sh_metric_set(m_cpu, (double)(ut + st) / (double)tick);
+        sh_metric_set(m_vsz, (double)vsize);
+        sh_metric_set(m_rss, (double)rss * (double)page);
+        if (start_s < 0) {
+            double bt = boot_time();
+            start_s = bt > 0 ? bt + (double)starttime / (double)tick : 0;
+        }
+        if (start_s > 0)
+            sh_metric_set(m_start, start_s);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long fds = 0;
+        for (struct dirent *e; (e = readdir(d));)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        sh_metric_set(m_fds, (double)(fds - 1)); /* not the one opendir holds */
+    }
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl))
+        sh_metric_set(m_max_fds, rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
 }
 
 static void collect(void *ud)
 {
     struct http_ctx *ctx = ud;
+    collect_process();
     struct gw_overview ov;
     memset(&ov, 0, sizeof(ov));
     int n = ctx->ops->snapshot(ctx->gw, &ov, NULL, 0);

@@ -1,22 +1,43 @@
 /*
- * lib/log.h: one-line logfmt logging to stderr.
+ * lib/log.h: one-line logging to stderr, logfmt (default) or JSON.
  *
- * Lines look like `ts=2026-11-23T13:45:00.123Z level=info msg="shard ready" shard=3`.
- * Callers pass the fields after `level=` as a printf format; the macros skip the
- * formatting entirely below the configured level. Registered secrets (bot token,
- * webhook secrets, API token) are replaced by `[redacted]` in every line, as a
- * last line of defence: callers still must not pass them.
+ * Lines look like `ts=2026-11-23T13:45:00.123Z level=info msg="shard ready" shard=3`, or with
+ * the JSON format `{"ts":"2026-11-23T13:45:00.123Z","level":"info","msg":"shard ready",
+ * "shard":3}`. Callers pass the fields after `level=` as a printf format in logfmt
+ * (`key=value key="text"`); the macros skip the formatting entirely below the configured
+ * level. The writer re-reads the formatted fields and writes them escaped, so a value that
+ * holds quotes, backslashes or newlines cannot break the line (see sh_log_render). Registered
+ * secrets (bot token, webhook secrets, API token) are replaced by `[redacted]` in every line,
+ * as a last line of defence: callers still must not pass them.
  */
 #ifndef SHARDHOOK_LIB_LOG_H
 #define SHARDHOOK_LIB_LOG_H
 
 enum sh_log_level { SH_LOG_DEBUG = 0, SH_LOG_INFO, SH_LOG_WARN, SH_LOG_ERROR, SH_LOG_OFF };
 
-extern int sh_log_level;
+enum sh_log_format { SH_LOG_LOGFMT = 0, SH_LOG_JSON };
+
+/* Both may change while threads log (a config reload): plain atomic stores. */
+extern _Atomic int sh_log_level;
+extern _Atomic int sh_log_format;
 
 void sh_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parse "debug|info|warn|error|off"; returns -1 when unknown. */
 int sh_log_level_parse(const char *name);
+/* Parse "logfmt|json"; returns -1 when unknown. */
+int sh_log_format_parse(const char *name);
+/*
+ * Render one line (no newline) into out (always NUL-terminated, cut at outlen - 1 bytes).
+ * fields is what a caller formatted: `key=value` pairs separated by spaces, where a key is
+ * [A-Za-z0-9_.-]+; a value either runs to the next ` key=` (or the end), or starts with a
+ * quote and runs to the last quote before the next ` key=` (or the end), so quotes inside
+ * need no escaping by the caller. Text before the first key goes under "msg". Output values
+ * have `"`, `\` and control characters escaped as in JSON strings; invalid UTF-8 becomes
+ * U+FFFD. logfmt quotes values that were quoted or need it; JSON writes plain decimal
+ * numbers as numbers and everything else as strings. Returns the length written.
+ */
+size_t sh_log_render(int format, const char *ts, const char *level, const char *fields,
+                     char *out, size_t outlen);
 /* Remember a secret to scrub from every later line (copied; strings under 4 bytes ignored). */
 void sh_log_add_secret(const char *secret);
 void sh_log_clear_secrets(void);

@@ -549,8 +549,25 @@ def test_metrics_parse_with_prometheus_client(tmp):
         assert samples("shardhook_shard_guilds", shard=shard)[0].value == 2
         assert samples("shardhook_shard_identifies", shard=shard)[0].value == 1
     assert samples("shardhook_shards_by_status", status="ready")[0].value == 2
-    assert samples("shardhook_gateway_shard_count")[0].value == 2
-    assert samples("shardhook_session_start_limit_total")[0].value == 1000
+    assert samples("shardhook_gateway_bot_shards")[0].value == 2
+    assert samples("shardhook_session_start_limit_max")[0].value == 1000
+    # promtool's lint: no _count suffix on a gauge, no _total on a gauge (renamed names)
+    assert "shardhook_gateway_shard_count" not in text
+    assert "shardhook_session_start_limit_total" not in text
+    for f in families.values():
+        if f.type == "gauge":
+            assert not re.search(r"_(count|total|sum|bucket)$", f.name), f.name
+    build = samples("shardhook_build_info")
+    assert len(build) == 1 and build[0].value == 1 and re.match(r"\d+\.\d+\.\d+$",
+                                                                build[0].labels["version"])
+    # the standard process_* metrics, from /proc of the daemon itself
+    assert families["process_cpu_seconds"].type == "counter"
+    assert samples("process_cpu_seconds")[0].value >= 0
+    rss = samples("process_resident_memory_bytes")[0].value
+    assert 1 << 20 < rss < 1 << 32 and samples("process_virtual_memory_bytes")[0].value > rss
+    assert 5 < samples("process_open_fds")[0].value < samples("process_max_fds")[0].value
+    started = samples("process_start_time_seconds")[0].value
+    assert time.time() - scale(120) < started <= time.time() + 1, started
     assert families["shardhook_api_requests"].type == "counter"
     assert samples("shardhook_api_requests", route="/v1/shards/{id}", code="404")[0].value == 1
     hist = families["shardhook_api_request_duration_seconds"]

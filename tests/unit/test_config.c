@@ -95,6 +95,22 @@ static const struct bad bad_inputs[] = {
      "api_base: must be an http:// or https:// URL with a host (got \"https://\")"},
     {"{'api_base':'http://a b'}", "api_base: must be a URL without spaces (got \"http://a b\")"},
     {"{'api_base':5}", "api_base: must be a string (got 5)"},
+    /* what libcurl's URL parser refuses fails here, not on every request */
+    {"{'api_base':'http://user:pw@[::1'}",
+     "api_base: is not a URL libcurl can use: Bad IPv6 address (got \"http://user:pw@[::1\")"},
+    {"{'api_base':'https://exa mple.com'}", "api_base: must be a URL without spaces..."},
+    {"{'api_base':'http://host:99999/'}",
+     "api_base: is not a URL libcurl can use: Port number was not a decimal number between 0 "
+     "and 65535 (got \"http://host:99999/\")"},
+    {"{'presence':{'activities':[{'name':'n','type':1,'url':'https://[zz]/'}]}}",
+     "presence.activities[0].url: is not a URL libcurl can use: Bad IPv6 address (got "
+     "\"https://[zz]/\")"},
+    /* every string is UTF-8 text */
+    {"{'state_dir':'st\xff'}", "state_dir: must be valid UTF-8 text"},
+    {"{'state_dir':'\xc3('}", "state_dir: must be valid UTF-8 text"},
+    {"{'state_dir':'\xed\xa0\x80'}", "state_dir: must be valid UTF-8 text"}, /* a surrogate */
+    {"{'state_dir':'\xc0\xaf'}", "state_dir: must be valid UTF-8 text"},     /* overlong */
+    {"{'http':{'token':'tok\xfe'}}", "http.token: must be valid UTF-8 text"},
     /* intents */
     {"{'intents':['GUILDS','GUILD_MESAGES']}",
      "intents[1]: unknown intent \"GUILD_MESAGES\" (did you mean \"GUILD_MESSAGES\"?)"},
@@ -204,6 +220,14 @@ static const struct bad bad_inputs[] = {
     {"{'webhooks':[{'url':'example.com/h','secret':null}]}",
      "webhooks[0].url: must be an http:// or https:// URL"},
     {"{'webhooks':[{'url':5,'secret':null}]}", "webhooks[0].url: must be a string (got a number)"},
+    {"{'webhooks':[{'url':'http://user:pw@[::1','secret':null}]}",
+     "webhooks[0].url: is not a URL libcurl can use: Bad IPv6 address"},
+    {"{'webhooks':[{'url':'https://h/\x80','secret':null}]}",
+     "webhooks[0].url: must be valid UTF-8 text"},
+    {"{'webhooks':[{'url':'https://h/','secret':null,'headers':{'X-A':'v\xff'}}]}",
+     "webhooks[0].headers.X-A: must be valid UTF-8 text"},
+    {"{'webhooks':[{'url':'https://h/','secret':null,'events':['A\xff']}]}",
+     "webhooks[0].events[0]: must be valid UTF-8 text"},
     {WH_NOSECRET(""), "webhooks[0].secret: missing: set a \"whsec_...\" secret, or \"secret\": "
                       "null to send unsigned requests"},
     {WH_NOSECRET(",'secret':'whsec_!!!!'"),
@@ -983,6 +1007,62 @@ TEST(mutations_never_crash)
     env_reset();
 }
 
+TEST(non_utf8_from_the_environment_is_refused)
+{
+    struct cfg_config cfg;
+    env_reset();
+    setenv("SH_TEST_DIR", "/srv/\xff", 1);
+    ASSERT_EQ(load("{'state_dir':'${SH_TEST_DIR}'}", &cfg), SH_ECONFIG);
+    ASSERT_STR_EQ(err, "state_dir: must be valid UTF-8 text");
+    setenv("SH_TEST_DIR", "/srv/caf\xc3\xa9", 1); /* valid UTF-8 is kept */
+    ASSERT_EQ(load("{'state_dir':'${SH_TEST_DIR}'}", &cfg), 0);
+    ASSERT_STR_EQ(cfg.state_dir, "/srv/caf\xc3\xa9");
+    cfg_free(&cfg);
+    /* an unknown key of stray bytes is named without them */
+    ASSERT_EQ(load("{'k\xff':1}", &cfg), SH_ECONFIG);
+    ASSERT_STR_EQ(err, "k?: unknown key");
+    env_reset();
+}
+
+/* A reload sorts each changed key into "applied live" or "needs a restart". */
+TEST(diff_sorts_live_and_restart_keys)
+{
+    struct cfg_config a, b;
+    char live[256], restart[256];
+    env_reset();
+    ASSERT_EQ(load("{'intents':['GUILDS'],'log_level':'info','http':{'token':'t-one'},"
+                   "'webhooks':[{'url':'https://h/a','secret':'" SECRET "'},"
+                   "{'url':'https://h/b','secret':null,'headers':{'X-K':'1'}}]}",
+                   &a),
+              0);
+    ASSERT_EQ(load("{'intents':['GUILDS'],'log_level':'info','http':{'token':'t-one'},"
+                   "'webhooks':[{'url':'https://h/a','secret':'" SECRET "'},"
+                   "{'url':'https://h/b','secret':null,'headers':{'X-K':'1'}}]}",
+                   &b),
+              0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 0);
+    ASSERT_STR_EQ(live, "");
+    ASSERT_STR_EQ(restart, "");
+    cfg_free(&b);
+    ASSERT_EQ(load("{'intents':['GUILDS','GUILD_MESSAGES'],'log_level':'debug',"
+                   "'log_format':'json','http':{'token':'t-two'},'shards':{'total':2},"
+                   "'webhooks':[{'url':'https://h/a','secret':['whsec_QUFB','" SECRET "'],"
+                   "'max_in_flight':9},"
+                   "{'url':'https://h/c','secret':'whsec_QUFB','headers':{'X-K':'2'}}]}",
+                   &b),
+              0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 4);
+    ASSERT_STR_EQ(restart, "intents,shards,webhooks[0].max_in_flight,webhooks[1].url");
+    /* webhooks[1] points elsewhere now: its secret and headers are not applied */
+    ASSERT_STR_EQ(live, "webhooks[0].secret,http.token,log_level,log_format");
+    ASSERT(cfg_webhook_same_target(&a, &b, 0));
+    ASSERT(!cfg_webhook_same_target(&a, &b, 1));
+    ASSERT(!cfg_webhook_same_target(&a, &b, 2));
+    ASSERT(!strstr(live, "t-two") && !strstr(restart, "t-two"));
+    cfg_free(&a);
+    cfg_free(&b);
+}
+
 static char *read_doc(void)
 {
     static const char *const paths[] = {"docs/configuration.md", "../../docs/configuration.md",
@@ -1030,4 +1110,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(presence_defaults_filled); RUN(env_expansion); RUN(expand_directly);
           RUN(listen_forms); RUN(no_secret_in_messages); RUN(caps); RUN(load_file);
           RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
+          RUN(non_utf8_from_the_environment_is_refused); RUN(diff_sorts_live_and_restart_keys);
           RUN(docs_match_table);)

@@ -276,7 +276,7 @@ static void register_metrics(struct br_delivery *d)
                           "Failed webhook attempts that will be retried", "webhook");
     struct sh_metric *dead = sh_metric_counter(
         "shardhook_webhook_dead_letters_total",
-        "Batches moved to state_dir/dead-letter after a status that is not retried", "webhook");
+        "Batches moved to state_dir/dead-letter (refused, or a full spool share)", "webhook");
     struct sh_metric *events = sh_metric_counter("shardhook_webhook_events_delivered_total",
                                                  "Events acknowledged by webhooks", "webhook");
     struct sh_metric *batches = sh_metric_counter("shardhook_webhook_batches_acked_total",

@@ -62,6 +62,7 @@
 enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT, B_DEAD_WAIT };
 #define DEAD_RETRY_BASE_MS 100 /* a failed dead-letter write is tried again after this, doubling */
 #define DEAD_RETRY_MAX_MS 30000
+#define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
 
 #define NO_GEN UINT32_MAX /* a session generation no shard has */
 #define MARKER_MAX ((size_t)8 << 20)
@@ -138,6 +139,7 @@ struct hook {
     int full_dead_letter;  /* when_full "dead_letter": a full share sheds its oldest batches */
     int shedding;          /* shedding until the share is below 7/8 */
     int shed_failed;       /* a dead letter could not be written: pause instead */
+    uint64_t shed_next_ms; /* ... and try again from then on */
     uint64_t dead_bytes;   /* its dead letters on disk, for dead_letter_max_bytes */
     struct hook_metrics m;
     struct sh_log_limit lim_retry, lim_fail, lim_dead, lim_dead_err, lim_shed, lim_trim;
@@ -1522,8 +1524,10 @@ static struct br_batch *pull_spooled(struct hook *h)
  * folder and count as settled, so the gateway keeps reading and other webhooks go on. A dead
  * letter that cannot be written stops this: the webhook then pauses the gateway like `pause`.
  */
-static void shed_full_share(struct br_delivery *d, struct hook *h)
+static void shed_full_share(struct br_delivery *d, struct hook *h, uint64_t now)
 {
+    if (h->shed_failed && now < h->shed_next_ms)
+        return;
     h->shed_failed = 0;
     if (!h->full_dead_letter || !share_over(h))
         return;
@@ -1542,6 +1546,7 @@ static void shed_full_share(struct br_delivery *d, struct hook *h)
         if (!blocked && (b->state == B_QUEUED || b->state == B_WAIT)) {
             if (write_dead_letter(d, h, b, "spool_full", 0, NULL, 0, 0)) {
                 h->shed_failed = 1;
+                h->shed_next_ms = now + SHED_RETRY_MS;
                 break;
             }
             batches++;
@@ -1729,7 +1734,7 @@ static void *run(void *arg)
         if (d->any_journal && d->last_fsync_ms + CKPT_FSYNC_MS < wake)
             wake = d->last_fsync_ms + CKPT_FSYNC_MS;
         for (size_t i = 0; i < d->n_hooks; i++)
-            shed_full_share(d, &d->hooks[i]);
+            shed_full_share(d, &d->hooks[i], now);
         update_flow(d, inq);
         if (now - d->last_gauge_ms >= GAUGE_MS) {
             update_gauges(d, inq);

@@ -84,11 +84,21 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
 struct dl_file {
     char name[256];
     uint64_t bytes;
+    struct timespec mtime;
 };
 
-static int by_name(const void *a, const void *b)
+/* Oldest first: the time in the name (milliseconds), then the file's own time within one. */
+static int by_age(const void *pa, const void *pb)
 {
-    return strcmp(((const struct dl_file *)a)->name, ((const struct dl_file *)b)->name);
+    const struct dl_file *a = pa, *b = pb;
+    int c = strncmp(a->name, b->name, 19);
+    if (c)
+        return c;
+    if (a->mtime.tv_sec != b->mtime.tv_sec)
+        return a->mtime.tv_sec < b->mtime.tv_sec ? -1 : 1;
+    if (a->mtime.tv_nsec != b->mtime.tv_nsec)
+        return a->mtime.tv_nsec < b->mtime.tv_nsec ? -1 : 1;
+    return strcmp(a->name, b->name);
 }
 
 /* "20261123T134500.123-w<webhook>-msg_....json": the time stamp sorts oldest first */
@@ -132,11 +142,12 @@ int br_deadletter_trim(const char *dir, size_t webhook, uint64_t max_bytes, uint
         }
         snprintf(files[n].name, sizeof(files[n].name), "%s", de->d_name);
         files[n].bytes = (uint64_t)st.st_size;
+        files[n].mtime = st.st_mtim;
         total += files[n].bytes;
         n++;
     }
     if (!rc && n > 1 && total > max_bytes) {
-        qsort(files, n, sizeof(*files), by_name);
+        qsort(files, n, sizeof(*files), by_age);
         for (size_t i = 0; i + 1 < n && total > max_bytes; i++) {
             if (unlinkat(dirfd(dh), files[i].name, 0) && errno != ENOENT) {
                 rc = SH_EIO;

@@ -468,7 +468,6 @@ static int write_dead_letter(struct br_delivery *d, struct hook *h, struct br_ba
                           h->idx, reason, b->msg_id, b->n_events, d->dir_dead, sh_strerror(rc));
         return rc;
     }
-    sh_series_add(h->m.dead, 1);
     if (!strcmp(reason, "refused"))
         log_error_limited(&h->lim_dead,
                           "msg=\"webhook refused a batch; dead-lettered\" webhook=%zu status=%ld "
@@ -479,6 +478,7 @@ static int write_dead_letter(struct br_delivery *d, struct hook *h, struct br_ba
         h->dead_bytes += (uint64_t)st.st_size;
     if (h->cfg->dead_letter_max_bytes && h->dead_bytes > h->cfg->dead_letter_max_bytes)
         trim_dead_letters(d, h);
+    sh_series_add(h->m.dead, 1); /* after retention: a reader sees the folder as counted */
     return SH_OK;
 }
 

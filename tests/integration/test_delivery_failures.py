@@ -263,7 +263,8 @@ def test_failing_checkpoint_writes_are_logged_once_then_counted(tmp):
     sh = Shardhook(base_config(fake, rx, tmp, webhook={"max_batch_events": 10}), tmp)
     wait_sessions(fake)
     sh.wait_log(r'msg="cannot write a checkpoint" shard=0', 10)
-    end = time.monotonic() + 7
+    first = time.monotonic()
+    end = first + 7
     n = 0
     while time.monotonic() < end:  # acknowledgements all along: each wants a checkpoint
         n += 50
@@ -271,8 +272,10 @@ def test_failing_checkpoint_writes_are_logged_once_then_counted(tmp):
         time.sleep(0.1)
     wait_for(lambda: len(rx.events()) >= n, 20, what="the events delivered")
     lines = [l for l in sh.log_text().splitlines() if "cannot write a checkpoint" in l]
-    print("checkpoint error lines in ~7 s: %d" % len(lines))
-    assert 2 <= len(lines) <= 4, len(lines)
+    elapsed = time.monotonic() - first
+    print("checkpoint error lines in %.1f s: %d" % (elapsed, len(lines)))
+    # the first line, then at most one every 5 s (hundreds without the limit)
+    assert 2 <= len(lines) <= 2 + elapsed / 5, (len(lines), elapsed)
     assert any(re.search(r"suppressed=\d+", l) for l in lines[1:]), lines
     _, _, text = sh.api("GET", "/metrics")
     m = re.search(r"^shardhook_checkpoint_errors_total (\S+)$", text, re.M)

@@ -31,6 +31,7 @@ void br_batch_free(struct br_batch *b)
         return;
     sh_buf_free(&b->body);
     free(b->shards);
+    free(b->dead_resp);
     free(b);
 }
 

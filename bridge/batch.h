@@ -48,6 +48,12 @@ struct br_batch {
     uint64_t next_try_ms;
     uint64_t started_ms;
     void *req;
+    /* refused, and its dead letter not yet on disk: the answer to write again */
+    long dead_status;
+    unsigned dead_tries;
+    char *dead_resp; /* malloc'ed, freed with the batch */
+    size_t dead_resp_len;
+    int dead_resp_truncated;
 };
 
 /* A new, empty, open batch with a fresh webhook-id whose body may reach cap bytes. */

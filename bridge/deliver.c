@@ -46,6 +46,7 @@
 #include "lib/fileio.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/rand.h"
 
 #define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
 #define CKPT_LAZY_MS 200   /* checkpoints that only follow unrouted events wait this long */
@@ -58,7 +59,11 @@
 #define HEADER_LINE_MAX 8448 /* a header name and an 8192-byte value */
 #define SIG_MAX 1024         /* 16 keys x "v1,<44 base64>" */
 
-enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT };
+/* B_DEAD_WAIT: refused for good, but its dead letter is not on disk yet: the write is retried */
+enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT, B_DEAD_WAIT };
+#define DEAD_RETRY_BASE_MS 100 /* a failed dead-letter write is tried again after this, doubling */
+#define DEAD_RETRY_MAX_MS 30000
+#define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
 
 #define NO_GEN UINT32_MAX /* a session generation no shard has */
 #define MARKER_MAX ((size_t)8 << 20)
@@ -100,6 +105,7 @@ struct shard {
     int written;
     int snapshotted; /* this process wrote its snapshot: later writes may go to the journal */
     struct br_ckpt_files files;
+    struct sh_log_limit lim_ckpt;
 };
 
 struct hook_metrics {
@@ -108,6 +114,7 @@ struct hook_metrics {
     struct sh_metric_series *batch_events, *batch_bytes, *lag, *req_seconds;
     struct sh_metric_series *queue_bytes, *queue_batches, *spool_bytes, *spool_batches;
     struct sh_metric_series *dups;
+    struct sh_metric_series *dead_errors, *dead_removed, *dead_full;
 };
 
 struct hook {
@@ -129,7 +136,15 @@ struct hook {
     uint32_t *mark, epoch; /* per local shard (+1 for unknown shards) */
     struct wsh *ws;        /* per local shard */
     uint64_t next_seq;
+    uint64_t spool_share;  /* bytes of the spool this webhook may fill */
+    int full_dead_letter;  /* when_full "dead_letter": a full share sheds its oldest batches */
+    int shedding;          /* shedding until the share is below 7/8 */
+    int shed_failed;       /* a dead letter could not be written: pause instead */
+    uint64_t shed_next_ms; /* ... and try again from then on */
+    uint64_t dead_bytes;   /* its dead letters on disk, for dead_letter_max_bytes */
     struct hook_metrics m;
+    struct sh_log_limit lim_retry, lim_fail, lim_dead, lim_dead_err, lim_shed, lim_trim;
+    struct sh_log_limit lim_spool, lim_spool_read;
 };
 
 struct br_delivery {
@@ -176,10 +191,12 @@ struct br_delivery {
 
 static void fsync_dir(const char *dir)
 {
+    static struct sh_log_limit lim;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         if (fsync(fd))
-            log_warn("msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir, strerror(errno));
+            log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
+                             strerror(errno));
         close(fd);
     }
 }
@@ -263,7 +280,7 @@ static void register_metrics(struct br_delivery *d)
                           "Failed webhook attempts that will be retried", "webhook");
     struct sh_metric *dead = sh_metric_counter(
         "shardhook_webhook_dead_letters_total",
-        "Batches moved to state_dir/dead-letter after a status that is not retried", "webhook");
+        "Batches moved to state_dir/dead-letter (refused, or a full spool share)", "webhook");
     struct sh_metric *events = sh_metric_counter("shardhook_webhook_events_delivered_total",
                                                  "Events acknowledged by webhooks", "webhook");
     struct sh_metric *batches = sh_metric_counter("shardhook_webhook_batches_acked_total",
@@ -313,6 +330,23 @@ static void register_metrics(struct br_delivery *d)
         h->m.spool_bytes = sh_metric_series(sb, w);
         h->m.spool_batches = sh_metric_series(sn, w);
         h->m.dups = sh_metric_series(dups, w);
+    }
+    struct sh_metric *dl_err = sh_metric_counter(
+        "shardhook_webhook_dead_letter_errors_total",
+        "Dead-letter writes that failed; the batch is kept and the write tried again", "webhook");
+    struct sh_metric *dl_rm = sh_metric_counter(
+        "shardhook_webhook_dead_letters_removed_total",
+        "Dead-letter files removed past dead_letter_max_bytes, oldest first", "webhook");
+    struct sh_metric *dl_full = sh_metric_counter(
+        "shardhook_webhook_spool_full_dead_letters_total",
+        "Batches dead-lettered because the webhook's spool share was full (when_full "
+        "dead_letter)",
+        "webhook");
+    for (size_t i = 0; i < d->n_hooks; i++) {
+        struct hook *h = &d->hooks[i];
+        h->m.dead_errors = sh_metric_series(dl_err, h->label);
+        h->m.dead_removed = sh_metric_series(dl_rm, h->label);
+        h->m.dead_full = sh_metric_series(dl_full, h->label);
     }
     d->m_paused = sh_metric_series(
         sh_metric_gauge("shardhook_delivery_paused",
@@ -377,6 +411,79 @@ static void hook_key(const struct cfg_config *cfg, size_t i, char *out, size_t c
         snprintf(out + n, cap - (size_t)n, "-%d", same + 1);
 }
 
+/* ---- dead letters ------------------------------------------------------------------------ */
+
+/* dead_letter_max_bytes: the webhook's oldest dead letters go until the rest fit. */
+static void trim_dead_letters(struct br_delivery *d, struct hook *h)
+{
+    uint64_t max = h->cfg->dead_letter_max_bytes, removed = 0, removed_bytes = 0, kept = 0;
+    int rc = br_deadletter_trim(d->dir_dead, h->idx, max ? max : UINT64_MAX, &removed,
+                                &removed_bytes, &kept);
+    if (rc) {
+        log_error_limited(&h->lim_trim,
+                          "msg=\"cannot apply dead_letter_max_bytes to the dead-letter folder\" "
+                          "webhook=%zu dir=\"%s\" error=\"%s\"",
+                          h->idx, d->dir_dead, sh_strerror(rc));
+        return;
+    }
+    h->dead_bytes = kept;
+    if (!removed)
+        return;
+    sh_series_add(h->m.dead_removed, (double)removed);
+    log_warn_limited(&h->lim_trim,
+                     "msg=\"dead letters past dead_letter_max_bytes; the oldest were removed\" "
+                     "webhook=%zu removed=%" PRIu64 " removed_bytes=%" PRIu64
+                     " kept_bytes=%" PRIu64 " dead_letter_max_bytes=%" PRIu64,
+                     h->idx, removed, removed_bytes, kept, max);
+}
+
+/*
+ * Write b's dead letter. Returns 0 once it is on disk (counted, logged, retention applied);
+ * otherwise the batch must stay: a batch is resolved only when its dead letter is safe.
+ */
+static int write_dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b,
+                             const char *reason, long status, const char *resp, size_t resp_len,
+                             int resp_truncated)
+{
+    struct br_dead_letter dl = {
+        .webhook = h->idx,
+        .webhook_key = h->key,
+        .msg_id = b->msg_id,
+        .reason = reason,
+        .status = status,
+        .attempts = b->attempts,
+        .events = b->n_events,
+        .response = resp,
+        .response_len = resp_len,
+        .response_truncated = resp_truncated,
+        .body = b->body.data,
+        .body_len = b->body.len,
+    };
+    char path[PATH_MAX];
+    int rc = br_deadletter_write(d->dir_dead, &dl, path, sizeof(path));
+    if (rc) {
+        sh_series_add(h->m.dead_errors, 1);
+        log_error_limited(&h->lim_dead_err,
+                          "msg=\"cannot write a dead letter; the batch is kept, the write is "
+                          "tried again and the checkpoint waits\" webhook=%zu reason=%s "
+                          "webhook_id=%s events=%u dir=\"%s\" error=\"%s\"",
+                          h->idx, reason, b->msg_id, b->n_events, d->dir_dead, sh_strerror(rc));
+        return rc;
+    }
+    if (!strcmp(reason, "refused"))
+        log_error_limited(&h->lim_dead,
+                          "msg=\"webhook refused a batch; dead-lettered\" webhook=%zu status=%ld "
+                          "webhook_id=%s events=%u file=\"%s\"",
+                          h->idx, status, b->msg_id, b->n_events, path);
+    struct stat st;
+    if (!stat(path, &st))
+        h->dead_bytes += (uint64_t)st.st_size;
+    if (h->cfg->dead_letter_max_bytes && h->dead_bytes > h->cfg->dead_letter_max_bytes)
+        trim_dead_letters(d, h);
+    sh_series_add(h->m.dead, 1); /* after retention: a reader sees the folder as counted */
+    return SH_OK;
+}
+
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
 {
     struct br_delivery *d = calloc(1, sizeof(*d));
@@ -419,9 +526,14 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         snprintf(h->label, sizeof(h->label), "%zu", i);
         hook_key(cfg, i, h->key, sizeof(h->key));
         conns += (size_t)h->cfg->max_in_flight;
+        h->spool_share = h->cfg->spool_max_bytes ? h->cfg->spool_max_bytes
+                                                 : cfg->spool_max_bytes / d->n_hooks;
+        h->full_dead_letter = h->cfg->when_full && !strcmp(h->cfg->when_full, "dead_letter");
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
     register_metrics(d);
+    for (size_t i = 0; i < d->n_hooks; i++) /* dead letters an earlier run left */
+        trim_dead_letters(d, &d->hooks[i]);
     *out = d;
     return SH_OK;
 }
@@ -729,9 +841,10 @@ static void enqueue(struct hook *h, struct br_batch *b)
             return;
         }
         if (!h->spool_error_logged)
-            log_error("msg=\"cannot spool a batch; keeping it in memory and pausing the "
-                      "gateway until the spool takes it\" webhook=%zu error=\"%s\"",
-                      h->idx, sh_strerror(rc));
+            log_error_limited(&h->lim_spool,
+                              "msg=\"cannot spool a batch; keeping it in memory and pausing the "
+                              "gateway until the spool takes it\" webhook=%zu error=\"%s\"",
+                              h->idx, sh_strerror(rc));
         h->spool_error_logged = 1;
         if (spool_has(h)) {
             list_append(&h->over_head, &h->over_tail, b);
@@ -763,8 +876,9 @@ static void refill(struct hook *h)
         if (rc == SH_ECORRUPT)
             continue; /* logged with the batches lost; go on with the next segment */
         if (rc) {
-            log_error("msg=\"cannot read the spool\" webhook=%zu error=\"%s\"", h->idx,
-                      sh_strerror(rc));
+            log_error_limited(&h->lim_spool_read,
+                              "msg=\"cannot read the spool\" webhook=%zu error=\"%s\"", h->idx,
+                              sh_strerror(rc));
             return;
         }
         if (adopted)
@@ -841,8 +955,9 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
     const char *t = c->data.data + e->t_off;
     int li = e->shard < d->total ? d->local_of[e->shard] : -1;
     if (li < 0) {
-        log_error("msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64, e->shard,
-                  e->s);
+        static struct sh_log_limit lim;
+        log_error_limited(&lim, "msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64,
+                          e->shard, e->s);
         d->undelivered++;
         return;
     }
@@ -878,9 +993,11 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
                 cap = BR_BATCH_BODY_FOR(e->len);
             int rc = br_batch_new(cap, &b);
             if (rc) {
-                log_error("msg=\"cannot open a batch; event not delivered\" webhook=%zu "
-                          "shard=%u s=%" PRIu64 " error=\"%s\"",
-                          i, e->shard, e->s, sh_strerror(rc));
+                static struct sh_log_limit lim;
+                log_error_limited(&lim,
+                                  "msg=\"cannot open a batch; event not delivered\" webhook=%zu "
+                                  "shard=%u s=%" PRIu64 " error=\"%s\"",
+                                  i, e->shard, e->s, sh_strerror(rc));
                 d->undelivered++;
                 continue;
             }
@@ -890,9 +1007,11 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, const s
         int rc = br_batch_add(b, ev, e->len, (uint32_t)e->shard, s->gen, e->s,
                               e->recv_ms ? e->recv_ms : now, &fresh);
         if (rc) {
-            log_error("msg=\"cannot add an event to a batch; event not delivered\" webhook=%zu "
-                      "shard=%u s=%" PRIu64 " bytes=%u error=\"%s\"",
-                      i, e->shard, e->s, e->len, sh_strerror(rc));
+            static struct sh_log_limit lim;
+            log_error_limited(&lim,
+                              "msg=\"cannot add an event to a batch; event not delivered\" "
+                              "webhook=%zu shard=%u s=%" PRIu64 " bytes=%u error=\"%s\"",
+                              i, e->shard, e->s, e->len, sh_strerror(rc));
             d->undelivered++;
             continue;
         }
@@ -1034,8 +1153,9 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
         int rc = br_sign(a->secrets, a->n_secrets, b->msg_id, ts, b->body.data, b->body.len, sig,
                          sizeof(sig));
         if (rc) {
-            log_error("msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", h->idx,
-                      sh_strerror(rc));
+            static struct sh_log_limit lim;
+            log_error_limited(&lim, "msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", h->idx,
+                              sh_strerror(rc));
             ok = 0;
         } else {
             hl = add_header(hl, &ok, "webhook-signature: %s", sig);
@@ -1079,8 +1199,9 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
     r->b = b;
     CURLMcode mc = curl_multi_add_handle(d->multi, c);
     if (mc != CURLM_OK) {
-        log_error("msg=\"cannot start a webhook request\" webhook=%zu error=\"%s\"", h->idx,
-                  curl_multi_strerror(mc));
+        static struct sh_log_limit lim;
+        log_error_limited(&lim, "msg=\"cannot start a webhook request\" webhook=%zu error=\"%s\"",
+                          h->idx, curl_multi_strerror(mc));
         req_put(d, r);
         return SH_ENOMEM;
     }
@@ -1117,35 +1238,40 @@ static void resolve(struct br_delivery *d, struct hook *h, struct br_batch *b)
     br_batch_free(b);
 }
 
-static void dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b, struct req *r,
-                        long status)
+/* Its dead letter could not be written: keep b (it holds its shards' order) and try again. */
+static void keep_for_dead_letter(struct br_batch *b, const struct req *r, long status,
+                                 uint64_t now)
 {
-    struct br_dead_letter dl = {
-        .webhook = h->idx,
-        .webhook_key = h->key,
-        .msg_id = b->msg_id,
-        .status = status,
-        .attempts = b->attempts,
-        .events = b->n_events,
-        .response = r->resp,
-        .response_len = r->resp_len,
-        .response_truncated = r->resp_truncated,
-        .body = b->body.data,
-        .body_len = b->body.len,
-    };
-    char path[PATH_MAX];
-    int rc = br_deadletter_write(d->dir_dead, &dl, path, sizeof(path));
-    sh_series_add(h->m.dead, 1);
-    if (rc) {
-        log_error("msg=\"webhook refused a batch and the dead letter could not be written; "
-                  "events lost\" webhook=%zu status=%ld webhook_id=%s events=%u error=\"%s\"",
-                  h->idx, status, b->msg_id, b->n_events, sh_strerror(rc));
-        d->undelivered += b->n_events;
+    b->dead_status = status;
+    b->dead_tries = 1;
+    b->dead_resp = r->resp_len ? malloc(r->resp_len) : NULL;
+    if (b->dead_resp) {
+        memcpy(b->dead_resp, r->resp, r->resp_len);
+        b->dead_resp_len = r->resp_len;
+        b->dead_resp_truncated = r->resp_truncated;
     } else {
-        log_error("msg=\"webhook refused a batch; dead-lettered\" webhook=%zu status=%ld "
-                  "webhook_id=%s events=%u file=\"%s\"",
-                  h->idx, status, b->msg_id, b->n_events, path);
+        b->dead_resp_truncated = r->resp_len > 0 || r->resp_truncated;
     }
+    b->state = B_DEAD_WAIT;
+    b->next_try_ms = now + DEAD_RETRY_BASE_MS;
+}
+
+/* A refused batch whose dead letter is due again: 1 when it is on disk now (b is gone). */
+static int retry_dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b,
+                             uint64_t now)
+{
+    if (!write_dead_letter(d, h, b, "refused", b->dead_status, b->dead_resp, b->dead_resp_len,
+                           b->dead_resp_truncated)) {
+        log_info("msg=\"dead letter written after failed attempts\" webhook=%zu webhook_id=%s "
+                 "events=%u tries=%u",
+                 h->idx, b->msg_id, b->n_events, b->dead_tries + 1);
+        resolve(d, h, b);
+        return 1;
+    }
+    b->next_try_ms = now + sh_backoff_ceiling_ms(b->dead_tries, DEAD_RETRY_BASE_MS,
+                                                 DEAD_RETRY_MAX_MS);
+    b->dead_tries++;
+    return 0;
 }
 
 static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, uint64_t now)
@@ -1176,33 +1302,38 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
                   h->idx, b->msg_id, b->n_events, b->body.len, status, b->attempts);
         resolve(d, h, b);
     } else if (o == BR_RETRY) {
-        uint64_t ra = r->retry_after_ms >= 0 ? (uint64_t)r->retry_after_ms : 0;
         uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
         if (cap < base)
             cap = base;
         uint64_t wait = br_retry_delay_ms(b->attempts - 1, base, cap,
-                                          status && r->retry_after_ms >= 0 ? (int64_t)ra : -1);
+                                          status ? r->retry_after_ms : -1,
+                                          (uint64_t)h->cfg->retry_after_max_ms);
         b->state = B_WAIT;
         b->next_try_ms = now + wait;
         sh_series_add(h->m.retries, 1);
         if (status) {
             sh_series_add(h->m.req_retry_status, 1);
-            log_warn("msg=\"webhook answered; retrying\" webhook=%zu webhook_id=%s status=%ld "
-                     "attempts=%u wait_ms=%" PRIu64 "%s",
-                     h->idx, b->msg_id, status, b->attempts, wait,
-                     r->retry_after_ms >= 0 ? " retry_after=1" : "");
+            log_warn_limited(&h->lim_retry,
+                             "msg=\"webhook answered; retrying\" webhook=%zu webhook_id=%s "
+                             "status=%ld attempts=%u wait_ms=%" PRIu64 "%s",
+                             h->idx, b->msg_id, status, b->attempts, wait,
+                             r->retry_after_ms >= 0 ? " retry_after=1" : "");
         } else {
             sh_series_add(result == CURLE_OPERATION_TIMEDOUT ? h->m.req_timeout : h->m.req_network,
                           1);
-            log_warn("msg=\"webhook attempt failed; retrying\" webhook=%zu webhook_id=%s "
-                     "error=\"%s\" attempts=%u wait_ms=%" PRIu64,
-                     h->idx, b->msg_id, r->err[0] ? r->err : curl_easy_strerror(result),
-                     b->attempts, wait);
+            log_warn_limited(&h->lim_fail,
+                             "msg=\"webhook attempt failed; retrying\" webhook=%zu webhook_id=%s "
+                             "error=\"%s\" attempts=%u wait_ms=%" PRIu64,
+                             h->idx, b->msg_id, r->err[0] ? r->err : curl_easy_strerror(result),
+                             b->attempts, wait);
         }
     } else {
         sh_series_add(h->m.req_dead, 1);
-        dead_letter(d, h, b, r, status);
-        resolve(d, h, b);
+        if (!write_dead_letter(d, h, b, "refused", status, r->resp, r->resp_len,
+                               r->resp_truncated))
+            resolve(d, h, b);
+        else
+            keep_for_dead_letter(b, r, status, now);
     }
     req_put(d, r);
 }
@@ -1229,10 +1360,16 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
                 blocked = h->mark[li < 0 ? d->n_local : li] == h->epoch;
             }
             if (!blocked) {
-                if (b->state == B_QUEUED || (b->state == B_WAIT && b->next_try_ms <= now)) {
+                if (b->state == B_DEAD_WAIT && b->next_try_ms <= now) {
+                    if (retry_dead_letter(d, h, b, now))
+                        continue; /* on disk and resolved: b is gone */
+                    if (b->next_try_ms < next)
+                        next = b->next_try_ms;
+                } else if (b->state == B_QUEUED || (b->state == B_WAIT && b->next_try_ms <= now)) {
                     if (start_request(d, h, b, now))
                         return now + 100; /* out of memory or handles: try again soon */
-                } else if (b->state == B_WAIT && b->next_try_ms < next) {
+                } else if ((b->state == B_WAIT || b->state == B_DEAD_WAIT) &&
+                           b->next_try_ms < next) {
                     next = b->next_try_ms;
                 }
             }
@@ -1298,8 +1435,9 @@ static int write_checkpoint(struct br_delivery *d, struct shard *s, int sync, in
             s->snapshotted = 1;
         if (rc) {
             sh_series_add(d->m_ckpt_errors, 1);
-            log_error("msg=\"cannot write a checkpoint\" shard=%d dir=\"%s\" error=\"%s\"", s->id,
-                      d->dir_ckpt, sh_strerror(rc));
+            log_error_limited(&s->lim_ckpt,
+                              "msg=\"cannot write a checkpoint\" shard=%d dir=\"%s\" error=\"%s\"",
+                              s->id, d->dir_ckpt, sh_strerror(rc));
         } else {
             sh_series_add(d->m_ckpt_writes, 1);
             s->written = 1;
@@ -1336,6 +1474,105 @@ static void write_checkpoints(struct br_delivery *d, uint64_t now, int final)
 
 /* ---- flow control and gauges -------------------------------------------------------------- */
 
+/* What fills a webhook's share: its spool, or its memory queue when there is no spool. */
+static int share_over(struct hook *h)
+{
+    uint64_t used = h->mem_bytes, limit = h->cfg->max_memory_bytes;
+    if (h->spool) {
+        struct br_spool_stats st;
+        br_spool_stats(h->spool, &st);
+        used = st.bytes;
+        limit = h->spool_share;
+    }
+    int over = h->spool ? used >= limit : used > limit;
+    if (!over && h->shedding && used > limit - limit / 8)
+        over = 1; /* once shedding, down to 7/8 of the share */
+    h->shedding = over;
+    return over;
+}
+
+static int batch_blocked(struct br_delivery *d, struct hook *h, const struct br_batch *b, int mark)
+{
+    int blocked = 0;
+    for (uint32_t k = 0; k < b->n_shards; k++) {
+        uint32_t sh = b->shards[k].shard;
+        int li = sh < (uint32_t)d->total ? d->local_of[sh] : -1;
+        uint32_t *m = &h->mark[li < 0 ? d->n_local : li];
+        blocked |= *m == h->epoch;
+        if (mark)
+            *m = h->epoch;
+    }
+    return blocked;
+}
+
+/* The spool's head batch into memory (past the memory limit: it is shed at once). */
+static struct br_batch *pull_spooled(struct hook *h)
+{
+    struct br_batch *b = NULL;
+    uint64_t skipped = 0;
+    int adopted = 0, rc;
+    while ((rc = br_spool_pop(h->spool, &b, &skipped, &adopted)) == SH_ECORRUPT)
+        ;
+    if (rc)
+        return NULL;
+    b->state = B_QUEUED;
+    list_append(&h->head, &h->tail, b);
+    h->n_mem++;
+    h->mem_bytes += b->body.len;
+    return b;
+}
+
+/*
+ * when_full "dead_letter": while the webhook's share is full, its oldest batches that may be
+ * settled (not in flight, no earlier unsettled batch of the same shard) go to the dead-letter
+ * folder and count as settled, so the gateway keeps reading and other webhooks go on. A dead
+ * letter that cannot be written stops this: the webhook then pauses the gateway like `pause`.
+ */
+static void shed_full_share(struct br_delivery *d, struct hook *h, uint64_t now)
+{
+    if (h->shed_failed && now < h->shed_next_ms)
+        return;
+    h->shed_failed = 0;
+    if (!h->full_dead_letter || !share_over(h))
+        return;
+    if (++h->epoch == 0) {
+        memset(h->mark, 0, ((size_t)d->n_local + 1) * sizeof(*h->mark));
+        h->epoch = 1;
+    }
+    uint64_t batches = 0, events = 0;
+    struct br_batch *b = h->head;
+    for (;;) {
+        if (!b && (!h->spool || h->mem_bytes > h->cfg->max_memory_bytes ||
+                   !(b = pull_spooled(h))))
+            break;
+        struct br_batch *nx = b->next;
+        int blocked = batch_blocked(d, h, b, 0);
+        if (!blocked && (b->state == B_QUEUED || b->state == B_WAIT)) {
+            if (write_dead_letter(d, h, b, "spool_full", 0, NULL, 0, 0)) {
+                h->shed_failed = 1;
+                h->shed_next_ms = now + SHED_RETRY_MS;
+                break;
+            }
+            batches++;
+            events += b->n_events;
+            resolve(d, h, b);
+            if (!share_over(h))
+                break;
+        } else {
+            batch_blocked(d, h, b, 1);
+        }
+        b = nx;
+    }
+    if (batches) {
+        sh_series_add(h->m.dead_full, (double)batches);
+        log_warn_limited(&h->lim_shed,
+                         "msg=\"spool share full (when_full dead_letter); oldest batches "
+                         "dead-lettered\" webhook=%zu batches=%" PRIu64 " events=%" PRIu64
+                         " spool_max_bytes=%" PRIu64,
+                         h->idx, batches, events, h->spool_share);
+    }
+}
+
 static void update_flow(struct br_delivery *d, size_t inq)
 {
     uint64_t spooled = 0;
@@ -1349,9 +1586,21 @@ static void update_flow(struct br_delivery *d, size_t inq)
         }
         if (h->mem_bytes <= h->cfg->max_memory_bytes && !h->over_head)
             h->spool_error_logged = 0; /* back under the limit: the next spill tries again */
+        /* memory past its limit: the spool cannot take more, or there is none (when_full
+           "dead_letter" without a spool sheds memory instead) */
         if (h->over_head ||
-            (h->mem_bytes > h->cfg->max_memory_bytes && (!h->spool || h->spool_error_logged)))
-            over = 1; /* memory past its limit: the spool cannot take more, or there is none */
+            (h->mem_bytes > h->cfg->max_memory_bytes &&
+             (h->spool ? h->spool_error_logged : !h->full_dead_letter)))
+            over = 1;
+        if (h->full_dead_letter) {
+            if (h->shedding || h->shed_failed)
+                over = 1; /* nothing could be shed yet (in flight), or a dead letter failed */
+        } else if (h->spool && h->spool_share) { /* its share of the spool (7/8 to read again) */
+            struct br_spool_stats st;
+            br_spool_stats(h->spool, &st);
+            if (st.bytes >= (d->paused ? h->spool_share - h->spool_share / 8 : h->spool_share))
+                over = 1;
+        }
     }
     uint64_t max = d->cfg->spool_max_bytes;
     int want;
@@ -1488,6 +1737,8 @@ static void *run(void *arg)
             wake = d->last_ckpt_ms + CKPT_LAZY_MS;
         if (d->any_journal && d->last_fsync_ms + CKPT_FSYNC_MS < wake)
             wake = d->last_fsync_ms + CKPT_FSYNC_MS;
+        for (size_t i = 0; i < d->n_hooks; i++)
+            shed_full_share(d, &d->hooks[i], now);
         update_flow(d, inq);
         if (now - d->last_gauge_ms >= GAUGE_MS) {
             update_gauges(d, inq);

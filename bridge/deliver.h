@@ -12,10 +12,14 @@
  * - Order: closed batches queue in order; a batch starts only when no earlier unacknowledged
  *   batch of the webhook holds one of its shards, so each shard's events arrive in `s` order.
  * - Retries: connection errors, timeouts, 408, 429 and 5xx are retried with full-jitter
- *   backoff (retry_base_ms, retry_max_ms) or after Retry-After; other statuses dead-letter the
- *   batch into state_dir/dead-letter/ and delivery carries on.
+ *   backoff (retry_base_ms, retry_max_ms) or after Retry-After (never under half the backoff
+ *   ceiling, at most retry_after_max_ms); other statuses dead-letter the batch into
+ *   state_dir/dead-letter/ and delivery carries on. A batch is settled only once its dead
+ *   letter is on disk; until then it stays, and the write is retried.
  * - Memory: closed batches past max_memory_bytes spill to state_dir/spool/<key>/ and come back
- *   in order; past spool_max_bytes (all webhooks) the gateway is asked to stop reading.
+ *   in order; past a webhook's share of the spool, when_full "pause" asks the gateway to stop
+ *   reading, "dead_letter" dead-letters its oldest batches; past spool_max_bytes (all
+ *   webhooks together) the gateway stops reading too.
  * - Checkpoints: per shard, state_dir/checkpoints/shard-<id>.json holds the session and the
  *   highest s every webhook acknowledged; the next start RESUMEs from it, and replayed events
  *   a webhook already acknowledged are not sent to it again. A graceful stop saves unsent

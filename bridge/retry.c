@@ -54,10 +54,19 @@ int br_retry_after_parse(const char *value, uint64_t now_wall_ms, uint64_t *out_
     return SH_OK;
 }
 
-uint64_t br_retry_delay_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms,
-                           int64_t retry_after_ms)
+uint64_t br_retry_floor_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
 {
-    if (retry_after_ms >= 0)
-        return (uint64_t)retry_after_ms;
-    return sh_backoff_ms(attempt, base_ms, cap_ms);
+    return sh_backoff_ceiling_ms(attempt, base_ms, cap_ms) / 2;
+}
+
+uint64_t br_retry_delay_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms,
+                           int64_t retry_after_ms, uint64_t retry_after_max_ms)
+{
+    if (retry_after_ms < 0)
+        return sh_backoff_ms(attempt, base_ms, cap_ms);
+    uint64_t wait = (uint64_t)retry_after_ms;
+    if (wait > retry_after_max_ms)
+        wait = retry_after_max_ms;
+    uint64_t floor = br_retry_floor_ms(attempt, base_ms, cap_ms);
+    return wait < floor ? floor : wait;
 }

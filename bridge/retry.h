@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-/* The longest Retry-After honoured; a larger one waits this long (and is logged). */
+/* The longest Retry-After the parser reports; a webhook's retry_after_max_ms caps it further. */
 #define BR_RETRY_AFTER_MAX_MS (3600u * 1000u)
 
 enum br_outcome {
@@ -29,11 +29,18 @@ enum br_outcome br_classify(long status);
 int br_retry_after_parse(const char *value, uint64_t now_wall_ms, uint64_t *out_ms);
 
 /*
- * The wait before attempt number `attempt + 1` after `attempt` (from 0) failed:
- * retry_after_ms when the receiver gave one (>= 0), otherwise a full-jitter draw in
- * [0, min(cap_ms, base_ms * 2^attempt)].
+ * The least wait after attempt number `attempt` (from 0) failed when the receiver sent a
+ * Retry-After: half the backoff ceiling min(cap_ms, base_ms * 2^attempt). A Retry-After of 0
+ * or a date in the past never makes retries faster than this floor.
+ */
+uint64_t br_retry_floor_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms);
+
+/*
+ * The wait before attempt number `attempt + 1` after `attempt` (from 0) failed. Without a
+ * Retry-After (retry_after_ms < 0): a full-jitter draw in [0, min(cap_ms, base_ms * 2^attempt)].
+ * With one: retry_after_ms capped at retry_after_max_ms, and never below br_retry_floor_ms().
  */
 uint64_t br_retry_delay_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms,
-                           int64_t retry_after_ms);
+                           int64_t retry_after_ms, uint64_t retry_after_max_ms);
 
 #endif

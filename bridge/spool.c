@@ -40,6 +40,7 @@ struct br_spool {
     uint64_t roff;        /* read offset in segs[0] */
     uint64_t adopted_max; /* segments numbered up to this were adopted at open (0: none) */
     struct sh_buf meta;
+    struct sh_log_limit lim_write, lim_seg, lim_unlink; /* a full disk fails every append */
 };
 
 static void put32(unsigned char *p, uint32_t v)
@@ -313,9 +314,12 @@ static int write_record(struct br_spool *sp, int fd, uint64_t *size, const struc
         if (w <= 0) {
             int e = errno;
             if (ftruncate(fd, (off_t)*size))
-                log_error("msg=\"cannot cut a partial spool record\" dir=\"%s\" error=\"%s\"",
-                          sp->dir, strerror(errno));
-            log_error("msg=\"spool write failed\" dir=\"%s\" error=\"%s\"", sp->dir, strerror(e));
+                log_error_limited(&sp->lim_write,
+                                  "msg=\"cannot cut a partial spool record\" dir=\"%s\" "
+                                  "error=\"%s\"",
+                                  sp->dir, strerror(errno));
+            log_error_limited(&sp->lim_write, "msg=\"spool write failed\" dir=\"%s\" error=\"%s\"",
+                              sp->dir, strerror(e));
             return SH_EIO;
         }
         done += (size_t)w;
@@ -339,8 +343,9 @@ int br_spool_append(struct br_spool *sp, const struct br_batch *b)
         uint64_t num = tail ? tail->num + 1 : FIRST_NUM;
         int fd = open_seg(sp, num, O_RDWR | O_CREAT | O_TRUNC);
         if (fd < 0) {
-            log_error("msg=\"cannot create a spool segment\" dir=\"%s\" error=\"%s\"", sp->dir,
-                      strerror(errno));
+            log_error_limited(&sp->lim_seg,
+                              "msg=\"cannot create a spool segment\" dir=\"%s\" error=\"%s\"",
+                              sp->dir, strerror(errno));
             return SH_EIO;
         }
         int rc = push_seg(sp, (struct seg){.num = num}, 0);
@@ -377,8 +382,9 @@ static void drop_head(struct br_spool *sp)
         sp->wfd = -1;
     }
     if (unlink(path) && errno != ENOENT)
-        log_warn("msg=\"cannot delete a drained spool segment\" file=\"%s\" error=\"%s\"", path,
-                 strerror(errno));
+        log_warn_limited(&sp->lim_unlink,
+                         "msg=\"cannot delete a drained spool segment\" file=\"%s\" error=\"%s\"",
+                         path, strerror(errno));
     if (sp->n_segs > 1)
         memmove(sp->segs, sp->segs + 1, (sp->n_segs - 1) * sizeof(*sp->segs));
     sp->n_segs--;

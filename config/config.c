@@ -1258,6 +1258,7 @@ static int check_top(struct ctx *c, void *base)
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const when_full_choices[] = {"pause", "dead_letter", NULL};
 static const char *const statuses[] = {"online", "dnd", "idle", "invisible", "offline", NULL};
 
 #define A_OFF(f) offsetof(struct activity_tmp, f)
@@ -1400,7 +1401,37 @@ static const struct directive webhook_dirs[] = {
      .min = 100,
      .max = 3600000,
      .def = "60000",
-     .doc = "retry backoff cap; a `Retry-After` from the receiver takes precedence"},
+     .doc = "retry backoff cap; a `Retry-After` from the receiver may wait longer"},
+    {.name = "retry_after_max_ms",
+     .set = set_int,
+     .off = W_OFF(retry_after_max_ms),
+     .min = 100,
+     .max = 3600000,
+     .def = "300000",
+     .doc = "a longer `Retry-After` waits this long; a shorter one never undercuts half the "
+            "backoff ceiling"},
+    {.name = "spool_max_bytes",
+     .set = set_size,
+     .off = W_OFF(spool_max_bytes),
+     .min = 65536,
+     .max = 1099511627776LL,
+     .def_note = "an equal share of `spool_max_bytes`",
+     .doc = "this webhook's part of the disk spool; `when_full` says what happens past it"},
+    {.name = "when_full",
+     .set = set_choice,
+     .off = W_OFF(when_full),
+     .choices = when_full_choices,
+     .def = "\"pause\"",
+     .doc = "its spool share full: `pause` stops reading the gateway (nothing lost, every "
+            "webhook waits), `dead_letter` moves its oldest batches to the dead-letter folder"},
+    {.name = "dead_letter_max_bytes",
+     .set = set_size,
+     .off = W_OFF(dead_letter_max_bytes),
+     .min = 0,
+     .max = 1099511627776LL,
+     .def = "1073741824",
+     .doc = "dead-letter files kept for this webhook; past it the oldest are removed; 0: no "
+            "bound"},
     {.name = "headers",
      .set = set_headers,
      .def = "{}",
@@ -2032,6 +2063,7 @@ void cfg_free(struct cfg_config *cfg)
             free(w->headers[k].value);
         }
         free(w->headers);
+        free(w->when_full);
     }
     free(cfg->webhooks);
     for (size_t i = 0; cfg->disable_events && i < cfg->n_disable_events; i++)

@@ -44,6 +44,10 @@ struct cfg_webhook {
     size_t max_memory_bytes; /* closed batches kept in memory; past it they spill to the spool */
     int retry_base_ms;       /* first retry backoff ceiling */
     int retry_max_ms;        /* retry backoff cap */
+    int retry_after_max_ms;  /* a longer Retry-After waits this long */
+    size_t spool_max_bytes;  /* this webhook's spool share; 0 when unset: an equal share */
+    char *when_full;         /* "pause" or "dead_letter": what a full spool share does */
+    size_t dead_letter_max_bytes; /* dead letters kept for this webhook, oldest go; 0: no bound */
     struct cfg_header *headers;
     size_t n_headers;
 };

@@ -216,6 +216,14 @@ static const struct bad bad_inputs[] = {
     /* webhooks */
     {"{'webhooks':{}}", "webhooks: must be a list of webhook objects (got an object)"},
     {"{'webhooks':[5]}", "webhooks[0]: must be an object (got 5)"},
+    {"{'webhooks':[{'url':'https://x/','secret':null,'when_full':'drop'}]}",
+     "webhooks[0].when_full: must be one of pause, dead_letter (got \"drop\")"},
+    {"{'webhooks':[{'url':'https://x/','secret':null,'retry_after_max_ms':99}]}",
+     "webhooks[0].retry_after_max_ms: must be an integer from 100 to 3600000 (got 99)"},
+    {"{'webhooks':[{'url':'https://x/','secret':null,'spool_max_bytes':1024}]}",
+     "webhooks[0].spool_max_bytes: must be an integer from 65536 to 1099511627776 (got 1024)"},
+    {"{'webhooks':[{'url':'https://x/','secret':null,'dead_letter_max_bytes':-1}]}",
+     "webhooks[0].dead_letter_max_bytes: must be an integer from 0 to 1099511627776 (got -1)"},
     {"{'webhooks':[{'secret':null}]}", "webhooks[0].url: missing"},
     {"{'webhooks':[{'url':'example.com/h','secret':null}]}",
      "webhooks[0].url: must be an http:// or https:// URL"},
@@ -460,6 +468,10 @@ TEST(defaults)
     ASSERT_EQ(w->max_in_flight, 4);
     ASSERT_EQ(w->timeout_ms, 10000);
     ASSERT_EQ(w->n_headers, 0);
+    ASSERT_EQ(w->retry_after_max_ms, 300000);
+    ASSERT_EQ(w->spool_max_bytes, 0); /* unset: an equal share of spool_max_bytes */
+    ASSERT_STR_EQ(w->when_full, "pause");
+    ASSERT_EQ(w->dead_letter_max_bytes, 1073741824);
     cfg_free(&cfg);
 }
 

@@ -56,18 +56,52 @@ TEST(retry_after_http_dates)
 
 TEST(delay_prefers_retry_after_else_full_jitter)
 {
-    ASSERT_EQ(br_retry_delay_ms(3, 100, 1000, 2500), 2500);
+    ASSERT_EQ(br_retry_delay_ms(3, 100, 1000, 2500, 60000), 2500);
     for (int i = 0; i < 200; i++) {
-        ASSERT(br_retry_delay_ms(0, 100, 1000, -1) <= 100);
-        ASSERT(br_retry_delay_ms(2, 100, 1000, -1) <= 400);
-        ASSERT(br_retry_delay_ms(30, 100, 1000, -1) <= 1000);
+        ASSERT(br_retry_delay_ms(0, 100, 1000, -1, 60000) <= 100);
+        ASSERT(br_retry_delay_ms(2, 100, 1000, -1, 60000) <= 400);
+        ASSERT(br_retry_delay_ms(30, 100, 1000, -1, 60000) <= 1000);
     }
     int varied = 0;
-    uint64_t first = br_retry_delay_ms(5, 100, 100000, -1);
+    uint64_t first = br_retry_delay_ms(5, 100, 100000, -1, 60000);
     for (int i = 0; i < 50; i++)
-        varied |= br_retry_delay_ms(5, 100, 100000, -1) != first;
+        varied |= br_retry_delay_ms(5, 100, 100000, -1, 60000) != first;
     ASSERT(varied);
 }
 
+/* Retry-After: 0 or a past date must not make retries faster than the backoff allows */
+TEST(retry_after_never_below_the_backoff_floor)
+{
+    ASSERT_EQ(br_retry_floor_ms(0, 100, 1000), 50);
+    ASSERT_EQ(br_retry_floor_ms(2, 100, 1000), 200);
+    ASSERT_EQ(br_retry_floor_ms(30, 100, 1000), 500);
+    ASSERT_EQ(br_retry_delay_ms(0, 100, 1000, 0, 60000), 50);
+    ASSERT_EQ(br_retry_delay_ms(3, 100, 1000, 0, 60000), 400);
+    ASSERT_EQ(br_retry_delay_ms(9, 100, 1000, 10, 60000), 500);
+    /* a date in the past parses to 0, which then meets the floor */
+    uint64_t ms = 99;
+    ASSERT_EQ(br_retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480000ull + 60000, &ms),
+              0);
+    ASSERT_EQ(ms, 0);
+    ASSERT_EQ(br_retry_delay_ms(1, 500, 60000, (int64_t)ms, 300000), 500);
+    /* a longer Retry-After than the floor is honoured as given */
+    ASSERT_EQ(br_retry_delay_ms(0, 100, 1000, 2500, 60000), 2500);
+}
+
+/* a bogus Retry-After waits retry_after_max_ms, not an hour */
+TEST(retry_after_capped_by_retry_after_max_ms)
+{
+    uint64_t ms = 0;
+    ASSERT_EQ(br_retry_after_parse("999999", 0, &ms), 0);
+    ASSERT_EQ(br_retry_delay_ms(0, 50, 500, (int64_t)ms, 1000), 1000);
+    ASSERT_EQ(br_retry_delay_ms(0, 50, 500, 3600000, 300000), 300000);
+    /* the cap never undercuts the floor either */
+    ASSERT_EQ(br_retry_delay_ms(10, 1000, 60000, 3600000, 100), 30000);
+    for (int i = 0; i < 100; i++) /* without Retry-After the cap plays no part */
+        ASSERT(br_retry_delay_ms(10, 1000, 60000, -1, 100) <= 60000);
+}
+
 TEST_MAIN(RUN(classify_statuses); RUN(retry_after_seconds); RUN(retry_after_http_dates);
-          RUN(delay_prefers_retry_after_else_full_jitter);)
+          RUN(delay_prefers_retry_after_else_full_jitter);
+          RUN(retry_after_never_below_the_backoff_floor);
+          RUN(retry_after_capped_by_retry_after_max_ms);)

@@ -178,6 +178,8 @@ static void reload(const char *path, struct cfg_config *cfg, struct br_delivery 
     SWAP(cfg->log_level, next.log_level);
     SWAP(cfg->log_format, next.log_format);
     apply_log_settings(cfg);
+    if (!failed && cfg_take_live(cfg, &next))
+        failed = 1;
     cfg_free(&next);
     if (n_restart)
         log_warn("msg=\"config changes need a restart; the running values stay\" keys=\"%s\"",

@@ -54,6 +54,8 @@ struct ctx {
     char path[256];
     size_t plen;
     int failed;
+    char *values; /* "Fpath\tjson\n" per leaf key set (F: L live, R restart), for cfg_diff */
+    size_t vlen, vcap;
 };
 
 /* Length of the valid UTF-8 sequence at s (not NUL), 0 when the bytes there are not one. */
@@ -338,6 +340,7 @@ enum {
     D_STRIP_SLASH = 1 << 3, /* URL: drop trailing slashes */
     D_LIST = 1 << 4,        /* a list of objects described by .sub (docs say "key[]") */
     D_STRIP_BOT = 1 << 5,   /* token: drop a leading "Bot " */
+    D_LIVE = 1 << 6,        /* a reload (SIGHUP) applies a change while running */
 };
 
 struct directive;
@@ -1340,7 +1343,7 @@ static const struct directive webhook_dirs[] = {
      .doc = "events to deliver: exact names (`MESSAGE_CREATE`), prefixes (`GUILD_*`) or `*`"},
     {.name = "secret",
      .set = set_secret,
-     .flags = D_REQUIRED | D_SECRET,
+     .flags = D_REQUIRED | D_SECRET | D_LIVE,
      .type = "string, list of strings, or null",
      .doc = "`whsec_<base64>` signing key (1 to 64 bytes), a list while keys rotate "
             "(first is newest), or `null` to send unsigned requests; SIGHUP applies a change",
@@ -1434,6 +1437,7 @@ static const struct directive webhook_dirs[] = {
             "bound"},
     {.name = "headers",
      .set = set_headers,
+     .flags = D_LIVE,
      .def = "{}",
      .type = "object of strings",
      .doc = "extra request headers; values are never logged; SIGHUP applies a change"},
@@ -1480,7 +1484,7 @@ static const struct directive http_dirs[] = {
     {.name = "token",
      .set = set_token,
      .off = C_OFF(http_token),
-     .flags = D_SECRET | D_NULL_OK,
+     .flags = D_SECRET | D_NULL_OK | D_LIVE,
      .type = "string or null",
      .doc = "bearer token for `/v1/*` and `/metrics`; required when listen is not loopback; "
             "SIGHUP applies a change",
@@ -1654,12 +1658,14 @@ static const struct directive top_dirs[] = {
      .doc = "checkpoints, spool and dead letters live here"},
     {.name = "log_level",
      .set = set_choice,
+     .flags = D_LIVE,
      .off = C_OFF(log_level),
      .choices = log_levels,
      .def = "\"info\"",
      .doc = "least severe level logged; SIGHUP applies a change"},
     {.name = "log_format",
      .set = set_choice,
+     .flags = D_LIVE,
      .off = C_OFF(log_format),
      .choices = log_formats,
      .def = "\"logfmt\"",
@@ -1747,13 +1753,44 @@ static const char *nested_hint(const struct section *sec, const char *key, char 
     return "";
 }
 
+/*
+ * Note what a leaf key (or a key of a nested section given a plain value) was set to, as the JSON of the file or
+ * of its default, so that cfg_diff can compare two loads key by key from the table itself:
+ * a key added to the table is compared without anyone listing it again.
+ */
+static int record(struct ctx *c, const struct directive *d, const cJSON *v)
+{
+    if (d->sub && (cJSON_IsObject(v) || cJSON_IsArray(v)))
+        return SH_OK; /* its keys are noted one by one */
+    char *json = cJSON_PrintUnformatted(v);
+    if (!json)
+        return oom(c);
+    size_t need = c->vlen + strlen(c->path) + strlen(json) + 4;
+    if (need > c->vcap) {
+        size_t cap = need > 2 * c->vcap ? need : 2 * c->vcap;
+        char *nv = realloc(c->values, cap);
+        if (!nv) {
+            cJSON_free(json);
+            return oom(c);
+        }
+        c->values = nv;
+        c->vcap = cap;
+    }
+    c->vlen += (size_t)sprintf(c->values + c->vlen, "%c%s\t%s\n", d->flags & D_LIVE ? 'L' : 'R',
+                               c->path, json);
+    cJSON_free(json);
+    return SH_OK;
+}
+
 static int apply_default(struct ctx *c, const struct directive *d, void *base)
 {
     cJSON *v = cJSON_Parse(d->def);
     if (!v)
         return oom(c);
     size_t mark = push_key(c, d->name);
-    int rc = d->set(c, d, v, base);
+    int rc = record(c, d, v);
+    if (!rc)
+        rc = d->set(c, d, v, base);
     pop(c, mark);
     cJSON_Delete(v);
     return rc;
@@ -1785,7 +1822,8 @@ static int process_object(struct ctx *c, const struct section *sec, const cJSON 
         if (!rc) {
             const struct directive *d = &sec->dirs[i];
             seen |= (uint64_t)1 << i;
-            if (!(cJSON_IsNull(it) && (d->flags & D_NULL_OK)))
+            rc = record(c, d, it);
+            if (!rc && !(cJSON_IsNull(it) && (d->flags & D_NULL_OK)))
                 rc = d->set(c, d, it, base);
         }
         pop(c, mark);
@@ -1964,9 +2002,11 @@ static int load(const char *json, size_t len, const char *where, struct cfg_conf
     rc = process_object(&c, &top_section, root, &cfg);
     cJSON_Delete(root);
     if (rc) {
+        free(c.values);
         cfg_free(&cfg);
         return rc;
     }
+    cfg.values = c.values;
     *out = cfg;
     return SH_OK;
 }
@@ -2046,6 +2086,7 @@ void cfg_free(struct cfg_config *cfg)
     if (!cfg)
         return;
     free(cfg->token);
+    free(cfg->values);
     free(cfg->api_base);
     free(cfg->shards.ids);
     free(cfg->presence_json);
@@ -2087,40 +2128,28 @@ static int str_eq(const char *a, const char *b)
     return a == b || (a && b && !strcmp(a, b));
 }
 
-static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb)
-{
-    if (na != nb)
-        return 0;
-    for (size_t i = 0; i < na; i++)
-        if (!str_eq(a[i], b[i]))
-            return 0;
-    return 1;
-}
-
-static int headers_eq(const struct cfg_webhook *a, const struct cfg_webhook *b)
-{
-    if (a->n_headers != b->n_headers)
-        return 0;
-    for (size_t i = 0; i < a->n_headers; i++)
-        if (!str_eq(a->headers[i].name, b->headers[i].name) ||
-            !str_eq(a->headers[i].value, b->headers[i].value))
-            return 0;
-    return 1;
-}
-
 static void note(char *list, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Append an item to a comma-separated list, once; cut where the buffer ends. */
 static void note(char *list, size_t n, const char *fmt, ...)
 {
-    size_t len = strlen(list);
-    if (len + 2 >= n)
-        return;
-    if (len)
-        list[len++] = ',', list[len] = '\0';
+    char item[300];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(list + len, n - len, fmt, ap);
+    vsnprintf(item, sizeof(item), fmt, ap);
     va_end(ap);
+    size_t len = strlen(list), il = strlen(item);
+    for (const char *p = list; *p;) { /* once, and not under a key named already */
+        size_t n = strcspn(p, ",");
+        if ((n == il || (n < il && item[n] == '.')) && !memcmp(p, item, n))
+            return;
+        p += n + (p[n] == ',');
+    }
+    if (len + il + 2 >= n)
+        return;
+    if (len)
+        list[len++] = ',';
+    memcpy(list + len, item, il + 1);
 }
 
 int cfg_webhook_same_target(const struct cfg_config *a, const struct cfg_config *b, size_t i)
@@ -2128,84 +2157,110 @@ int cfg_webhook_same_target(const struct cfg_config *a, const struct cfg_config 
     return i < a->n_webhooks && i < b->n_webhooks && str_eq(a->webhooks[i].url, b->webhooks[i].url);
 }
 
+/* One recorded key: flag ('L' or 'R'), path and JSON value, as spans of cfg->values. */
+struct vline {
+    char flag;
+    const char *path, *json;
+    size_t plen, jlen;
+    const char *start; /* the whole line, newline included */
+    size_t len;
+};
+
+static int next_vline(const char **p, struct vline *l)
+{
+    const char *s = *p, *tab, *nl;
+    if (!s || !*s || !(tab = strchr(s, '\t')) || !(nl = strchr(tab, '\n')))
+        return 0;
+    *l = (struct vline){s[0], s + 1, tab + 1, (size_t)(tab - s - 1), (size_t)(nl - tab - 1), s,
+                        (size_t)(nl - s + 1)};
+    *p = nl + 1;
+    return 1;
+}
+
+static int find_vline(const char *values, const struct vline *want, struct vline *out)
+{
+    const char *p = values;
+    while (next_vline(&p, out))
+        if (out->plen == want->plen && !memcmp(out->path, want->path, want->plen))
+            return 1;
+    return 0;
+}
+
+/* Webhook index of a path "webhooks[i]....", or -1. */
+static long webhook_of(const struct vline *l)
+{
+    if (l->plen < 10 || memcmp(l->path, "webhooks[", 9))
+        return -1;
+    return strtol(l->path + 9, NULL, 10);
+}
+
+/* A live key is applied unless it belongs to a webhook that now points elsewhere. */
+static int applies_live(const struct cfg_config *a, const struct cfg_config *b,
+                        const struct vline *l)
+{
+    long w = webhook_of(l);
+    return l->flag == 'L' && (w < 0 || cfg_webhook_same_target(a, b, (size_t)w));
+}
+
+/* Note a key that differs: its path, or for a key only one side has, the list holding it. */
+static void note_change(const struct vline *l, int both, char *list, size_t n)
+{
+    size_t len = l->plen;
+    const char *br = both ? NULL : memchr(l->path, '[', l->plen);
+    if (br)
+        len = (size_t)(br - l->path);
+    note(list, n, "%.*s", (int)len, l->path);
+}
+
 int cfg_diff(const struct cfg_config *a, const struct cfg_config *b, char *live, size_t llen,
              char *restart, size_t rlen)
 {
-    int n = 0;
     live[0] = restart[0] = '\0';
-#define RESTART(cond, key)                  \
-    do {                                    \
-        if (cond) {                         \
-            note(restart, rlen, "%s", key); \
-            n++;                            \
-        }                                   \
-    } while (0)
-    RESTART(!str_eq(a->token, b->token), "token");
-    RESTART(!str_eq(a->api_base, b->api_base), "api_base");
-    RESTART(a->intents != b->intents, "intents");
-    RESTART(a->compress != b->compress, "compress");
-    RESTART(a->shards.mode != b->shards.mode || a->shards.total != b->shards.total ||
-                a->shards.first != b->shards.first || a->shards.last != b->shards.last ||
-                a->shards.n_ids != b->shards.n_ids ||
-                (a->shards.n_ids &&
-                 memcmp(a->shards.ids, b->shards.ids, a->shards.n_ids * sizeof(int))),
-            "shards");
-    RESTART(a->identify_concurrency != b->identify_concurrency, "identify_concurrency");
-    RESTART(a->large_threshold != b->large_threshold, "large_threshold");
-    RESTART(a->guild_create_timeout_ms != b->guild_create_timeout_ms, "guild_create_timeout_ms");
-    RESTART(!str_eq(a->presence_json, b->presence_json), "presence");
-    RESTART(a->n_webhooks != b->n_webhooks, "webhooks");
-    for (size_t i = 0; i < a->n_webhooks && i < b->n_webhooks; i++) {
-        const struct cfg_webhook *x = &a->webhooks[i], *y = &b->webhooks[i];
-        char key[64];
-#define HOOK_RESTART(cond, field)                                      \
-    do {                                                               \
-        snprintf(key, sizeof(key), "webhooks[%zu].%s", i, field);      \
-        RESTART(cond, key);                                            \
-    } while (0)
-        HOOK_RESTART(!str_eq(x->url, y->url), "url");
-        HOOK_RESTART(!strs_eq(x->events, x->n_events, y->events, y->n_events), "events");
-        HOOK_RESTART(x->max_batch_events != y->max_batch_events, "max_batch_events");
-        HOOK_RESTART(x->max_batch_bytes != y->max_batch_bytes, "max_batch_bytes");
-        HOOK_RESTART(x->max_batch_delay_ms != y->max_batch_delay_ms, "max_batch_delay_ms");
-        HOOK_RESTART(x->max_in_flight != y->max_in_flight, "max_in_flight");
-        HOOK_RESTART(x->timeout_ms != y->timeout_ms, "timeout_ms");
-        HOOK_RESTART(x->max_memory_bytes != y->max_memory_bytes, "max_memory_bytes");
-        HOOK_RESTART(x->retry_base_ms != y->retry_base_ms, "retry_base_ms");
-        HOOK_RESTART(x->retry_max_ms != y->retry_max_ms, "retry_max_ms");
-#undef HOOK_RESTART
-        if (!cfg_webhook_same_target(a, b, i))
-            continue; /* a secret or header meant for another URL is not applied */
-        if (x->unsigned_ok != y->unsigned_ok ||
-            !strs_eq(x->secrets, x->n_secrets, y->secrets, y->n_secrets))
-            note(live, llen, "webhooks[%zu].secret", i);
-        if (!headers_eq(x, y))
-            note(live, llen, "webhooks[%zu].headers", i);
+    const struct cfg_config *side[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        const char *p = side[k]->values;
+        struct vline l, o;
+        while (next_vline(&p, &l)) {
+            int both = find_vline(side[!k]->values, &l, &o);
+            if (both && (k || (o.jlen == l.jlen && !memcmp(o.json, l.json, l.jlen))))
+                continue; /* the same, or (second pass) compared already */
+            if (l.flag == 'L' && both)
+                applies_live(a, b, &l) ? note_change(&l, both, live, llen) : (void)0;
+            else
+                note_change(&l, both, restart, rlen);
+        }
     }
-    RESTART(!strs_eq(a->disable_events, a->n_disable_events, b->disable_events,
-                     b->n_disable_events),
-            "disable_events");
-    RESTART(!str_eq(a->http_listen, b->http_listen), "http.listen");
-    RESTART(a->http_request_timeout_ms != b->http_request_timeout_ms, "http.request_timeout_ms");
-    RESTART(!str_eq(a->state_dir, b->state_dir), "state_dir");
-    RESTART(a->max_resume_attempts != b->max_resume_attempts, "max_resume_attempts");
-    RESTART(a->shutdown_timeout_ms != b->shutdown_timeout_ms, "shutdown_timeout_ms");
-    RESTART(a->reconnect_base_ms != b->reconnect_base_ms, "reconnect_base_ms");
-    RESTART(a->reconnect_max_ms != b->reconnect_max_ms, "reconnect_max_ms");
-    RESTART(a->max_payload_bytes != b->max_payload_bytes, "max_payload_bytes");
-    RESTART(a->spool_max_bytes != b->spool_max_bytes, "spool_max_bytes");
-    RESTART(a->testing_identify_interval_ms != b->testing_identify_interval_ms,
-            "testing.identify_interval_ms");
-    RESTART(a->testing_member_window_ms != b->testing_member_window_ms,
-            "testing.member_window_ms");
-#undef RESTART
-    if (!str_eq(a->http_token, b->http_token))
-        note(live, llen, "http.token");
-    if (!str_eq(a->log_level, b->log_level))
-        note(live, llen, "log_level");
-    if (!str_eq(a->log_format, b->log_format))
-        note(live, llen, "log_format");
-    return n;
+    int n = 0;
+    for (const char *p = restart; *p; p++)
+        n += *p == ',';
+    return n + (restart[0] != '\0');
+}
+
+int cfg_take_live(struct cfg_config *running, const struct cfg_config *loaded)
+{
+    size_t cap = 1;
+    const char *p = running->values;
+    struct vline l, o;
+    while (next_vline(&p, &l))
+        cap += l.len;
+    p = loaded->values;
+    while (next_vline(&p, &l))
+        cap += l.len;
+    char *out = malloc(cap), *w = out;
+    if (!out)
+        return SH_ENOMEM;
+    p = running->values;
+    while (next_vline(&p, &l)) {
+        const struct vline *use = &l;
+        if (applies_live(running, loaded, &l) && find_vline(loaded->values, &l, &o))
+            use = &o;
+        memcpy(w, use->start, use->len);
+        w += use->len;
+    }
+    *w = '\0';
+    free(running->values);
+    running->values = out;
+    return SH_OK;
 }
 
 /* ---- docs ---- */

@@ -68,6 +68,7 @@ struct cfg_config {
     int large_threshold;      /* 50..250 */
     int guild_create_timeout_ms;
     char *presence_json;      /* the presence object re-serialised compactly, or NULL */
+    char *values;             /* every key as loaded, for cfg_diff (holds secrets: never log) */
     struct cfg_webhook *webhooks;
     size_t n_webhooks;
     char **disable_events; /* event names dropped before routing */
@@ -111,13 +112,20 @@ int cfg_load_string(const char *json, size_t len, struct cfg_config *out, char *
 void cfg_free(struct cfg_config *cfg);
 
 /*
- * What a reload would change (SIGHUP): the keys that take effect while running go in live
- * (log_level, log_format, http.token, webhooks[i].secret, webhooks[i].headers), every other
- * changed key in restart, each list comma-separated ("intents,shards"; "" for none, cut to
+ * What a reload would change (SIGHUP), compared key by key from the config table: the keys
+ * that take effect while running go in live (log_level, log_format, http.token,
+ * webhooks[i].secret, webhooks[i].headers; a webhook's only while its URL stays), every other
+ * changed key in restart (a list that grew or shrank is named once: "webhooks"), each list comma-separated ("intents,shards"; "" for none, cut to
  * the buffer). Returns the number of keys in restart. Never writes a value.
  */
 int cfg_diff(const struct cfg_config *running, const struct cfg_config *loaded, char *live,
              size_t livelen, char *restart, size_t restartlen);
+/*
+ * After a reload applied the live keys of loaded to the running process: record them in
+ * running, so that the next cfg_diff compares live keys against what runs now and every
+ * other key against what the process started with. SH_ENOMEM leaves running as it was.
+ */
+int cfg_take_live(struct cfg_config *running, const struct cfg_config *loaded);
 /* 1 when webhook i exists in both and has the same URL: only then may its secret and headers
  * change live (a secret or header meant for another URL must not reach this one). */
 int cfg_webhook_same_target(const struct cfg_config *a, const struct cfg_config *b, size_t i);

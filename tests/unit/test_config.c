@@ -1064,13 +1064,42 @@ TEST(diff_sorts_live_and_restart_keys)
                    &b),
               0);
     ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 4);
-    ASSERT_STR_EQ(restart, "intents,shards,webhooks[0].max_in_flight,webhooks[1].url");
+    ASSERT_STR_EQ(restart, "intents,webhooks[0].max_in_flight,webhooks[1].url,shards");
     /* webhooks[1] points elsewhere now: its secret and headers are not applied */
-    ASSERT_STR_EQ(live, "webhooks[0].secret,http.token,log_level,log_format");
+    ASSERT_STR_EQ(live, "log_level,http.token,webhooks[0].secret,log_format");
     ASSERT(cfg_webhook_same_target(&a, &b, 0));
     ASSERT(!cfg_webhook_same_target(&a, &b, 1));
     ASSERT(!cfg_webhook_same_target(&a, &b, 2));
     ASSERT(!strstr(live, "t-two") && !strstr(restart, "t-two"));
+    cfg_free(&a);
+    cfg_free(&b);
+}
+
+/*
+ * The diff walks the config table: every key is compared, the ones added with the hardening
+ * (http.allowed_hosts, connect_timeout_ms, webhooks[].when_full, ...) included; a list that
+ * grew is named once; after cfg_take_live the live keys compare against what runs.
+ */
+TEST(diff_covers_every_key_and_follows_what_runs)
+{
+    struct cfg_config a, b;
+    char live[256], restart[256];
+    env_reset();
+    ASSERT_EQ(load("{'webhooks':[{'url':'https://h/a','secret':null}]}", &a), 0);
+    ASSERT_EQ(load("{'connect_timeout_ms':5000,'http':{'allowed_hosts':['bot.example'],"
+                   "'max_connections':100},'webhooks':[{'url':'https://h/a','secret':null,"
+                   "'when_full':'dead_letter','dead_letter_max_bytes':0},"
+                   "{'url':'https://h/b','secret':null}],'log_level':'debug'}",
+                   &b),
+              0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 6);
+    ASSERT_STR_EQ(restart, "webhooks[0].when_full,webhooks[0].dead_letter_max_bytes,"
+                           "http.allowed_hosts,http.max_connections,connect_timeout_ms,webhooks");
+    ASSERT_STR_EQ(live, "log_level");
+    /* the live key applied: compared again, only the restart keys remain */
+    ASSERT_EQ(cfg_take_live(&a, &b), 0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 6);
+    ASSERT_STR_EQ(live, "");
     cfg_free(&a);
     cfg_free(&b);
 }
@@ -1122,5 +1151,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(presence_defaults_filled); RUN(env_expansion); RUN(expand_directly);
           RUN(listen_forms); RUN(no_secret_in_messages); RUN(caps); RUN(load_file);
           RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
-          RUN(non_utf8_from_the_environment_is_refused); RUN(diff_sorts_live_and_restart_keys);
+          RUN(non_utf8_from_the_environment_is_refused); RUN(diff_sorts_live_and_restart_keys); RUN(diff_covers_every_key_and_follows_what_runs);
           RUN(docs_match_table);)

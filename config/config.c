@@ -26,6 +26,7 @@
 
 #include "config/config.h"
 #include "config/expand.h"
+#include "lib/discord.h"
 #include "config/listen.h"
 #include "lib/buf.h"
 #include "lib/errors.h"
@@ -278,33 +279,13 @@ static const char *hint_text(const struct hint *h, char *buf, size_t n)
 
 /* ---- intents ---- */
 
+#define INTENT_ROW(name, bit, priv) {bit, #name, priv},
 static const struct {
     int bit;
     const char *name;
     int privileged;
-} intents[] = {
-    {0, "GUILDS", 0},
-    {1, "GUILD_MEMBERS", 1},
-    {2, "GUILD_MODERATION", 0},
-    {3, "GUILD_EXPRESSIONS", 0},
-    {4, "GUILD_INTEGRATIONS", 0},
-    {5, "GUILD_WEBHOOKS", 0},
-    {6, "GUILD_INVITES", 0},
-    {7, "GUILD_VOICE_STATES", 0},
-    {8, "GUILD_PRESENCES", 1},
-    {9, "GUILD_MESSAGES", 0},
-    {10, "GUILD_MESSAGE_REACTIONS", 0},
-    {11, "GUILD_MESSAGE_TYPING", 0},
-    {12, "DIRECT_MESSAGES", 0},
-    {13, "DIRECT_MESSAGE_REACTIONS", 0},
-    {14, "DIRECT_MESSAGE_TYPING", 0},
-    {15, "MESSAGE_CONTENT", 1},
-    {16, "GUILD_SCHEDULED_EVENTS", 0},
-    {20, "AUTO_MODERATION_CONFIGURATION", 0},
-    {21, "AUTO_MODERATION_EXECUTION", 0},
-    {24, "GUILD_MESSAGE_POLLS", 0},
-    {25, "DIRECT_MESSAGE_POLLS", 0},
-};
+} intents[] = {SH_INTENTS(INTENT_ROW)};
+#undef INTENT_ROW
 #define N_INTENTS (sizeof(intents) / sizeof(intents[0]))
 
 int cfg_intent_bit(const char *name)

@@ -5,7 +5,8 @@
 #   make test            install what is missing, then run every test (unit + integration)
 #   make SANITIZE=address,undefined test   the same under sanitizers (objects in build/sanitize)
 #   make valgrind        unit tests under valgrind
-#   make fuzz            libFuzzer on the envelope scanner and inflate (clang; FUZZ_SECONDS=60)
+#   make fuzz            libFuzzer on every parser of tests/fuzz/ (clang; FUZZ_SECONDS=60 each)
+#   make fuzz-smoke      the same, FUZZ_SMOKE_SECONDS=10 each (CI)
 #   WERROR=1             turn warnings into errors (CI)
 
 PKGS := libwebsockets libcurl libmicrohttpd openssl zlib libzstd libcjson
@@ -35,7 +36,7 @@ FAKE_OBJ := $(FAKE_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin fuzz
+.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin fuzz fuzz-smoke
 all: $(BUILD)/shardhook
 
 $(BUILD)/obj/%.o: %.c
@@ -86,20 +87,46 @@ integration: tests-bin
 valgrind: $(UNIT_BIN)
 	@BUILD=$(BUILD) VALGRIND=1 scripts/run-tests unit
 
-# libFuzzer harnesses for the gateway parsers (needs clang); FUZZ_SECONDS per harness
+# libFuzzer harnesses (needs clang): tests/fuzz/fuzz_NAME.c -> build/fuzz/fuzz_NAME, linked with
+# the core built again with ASan + UBSan; seeds in tests/fuzz/corpus_NAME/. `make fuzz` runs each
+# for FUZZ_SECONDS, `make fuzz-smoke` (CI) for FUZZ_SMOKE_SECONDS; new inputs go to
+# build/fuzz/corpus/NAME, a crash to build/fuzz/crash-NAME-<sha1>.
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. \
-               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-build/fuzz/fuzz_envelope: tests/fuzz/fuzz_envelope.c gateway/envelope.c lib/errors.c
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I. $(PKG_CFLAGS) \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               $(if $(filter 1,$(WERROR)),-Werror)
+FUZZ_NAMES := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BIN := $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+FUZZ_OBJ := $(CORE_SRC:%.c=build/fuzz/obj/%.o)
+# the longest input per harness (default 4096)
+FUZZ_MAX_LEN_envelope := 8192
+FUZZ_MAX_LEN_config := 16384
+FUZZ_MAX_LEN_checkpoint := 16384
+FUZZ_MAX_LEN_spool := 16384
+FUZZ_MAX_LEN_retry_after := 128
+FUZZ_MAX_LEN_control := 8192
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) $^ -o $@
-build/fuzz/fuzz_inflate: tests/fuzz/fuzz_inflate.c gateway/inflate.c lib/buf.c lib/errors.c
-	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) $^ -lz -lzstd -o $@
-fuzz: build/fuzz/fuzz_envelope build/fuzz/fuzz_inflate
-	@mkdir -p build/fuzz/env build/fuzz/inf
-	build/fuzz/fuzz_envelope -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz/env tests/fuzz/corpus_envelope
-	build/fuzz/fuzz_inflate -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/inf tests/fuzz/corpus_inflate
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build/fuzz/libshardhook.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libshardhook.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< build/fuzz/libshardhook.a $(PKG_LIBS) \
+	    -lpthread -lm -o $@
+# run harness $(1) for $(2) seconds; its output goes to build/fuzz/fuzz_$(1).log, whose tail is
+# shown when it finds a crash or a leak
+fuzz_one = mkdir -p build/fuzz/corpus/$(1) && echo "== fuzz_$(1): $(2) s" && \
+	if build/fuzz/fuzz_$(1) -max_total_time=$(2) -max_len=$(or $(FUZZ_MAX_LEN_$(1)),4096) \
+	    -print_final_stats=1 -artifact_prefix=build/fuzz/crash-$(1)- build/fuzz/corpus/$(1) \
+	    tests/fuzz/corpus_$(1) >build/fuzz/fuzz_$(1).log 2>&1; \
+	then grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' build/fuzz/fuzz_$(1).log; \
+	else tail -n 80 build/fuzz/fuzz_$(1).log; exit 1; fi
+fuzz: $(FUZZ_BIN)
+	@$(foreach n,$(FUZZ_NAMES),$(call fuzz_one,$(n),$(FUZZ_SECONDS)) && ) true
+fuzz-smoke: $(FUZZ_BIN)
+	@$(foreach n,$(FUZZ_NAMES),$(call fuzz_one,$(n),$(FUZZ_SMOKE_SECONDS)) && ) true
 
 clean:
 	rm -rf build
@@ -108,6 +135,7 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find build/fuzz/obj -name '*.d' 2>/dev/null)
 
 # every benchmark figure in one run: delivery, latency, the inflate roof, the Node peers, idle
 # shards (bench/run.py; figures in docs/benchmarks.md). bench-smoke only proves it works.

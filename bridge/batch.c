@@ -176,6 +176,9 @@ int br_batch_decode_meta(const char *meta, size_t meta_len, struct br_batch *b)
     size_t idl = p[0];
     if (!idl || idl >= BR_MSG_ID_MAX || meta_len < META_FIXED + idl)
         return SH_ECORRUPT;
+    for (size_t i = 0; i < idl; i++) /* it becomes the webhook-id header: no NUL, CR, LF... */
+        if (p[1 + i] < 0x21 || p[1 + i] > 0x7e)
+            return SH_ECORRUPT;
     uint32_t n_events = get32(p + 1 + idl), n_shards = get32(p + 5 + idl);
     if (n_shards > BR_BATCH_MAX_SHARDS ||
         meta_len != META_FIXED + idl + (size_t)n_shards * META_ENTRY || !n_events)

@@ -49,8 +49,11 @@ int br_checkpoint_encode(const struct br_checkpoint *cp, uint64_t wall_ms, struc
                             cp->seq, cp->n, cp->clean ? "true" : "false", when);
     for (size_t i = 0; !rc && i < cp->n_hooks; i++) {
         const struct br_ckpt_hook *h = &cp->hooks[i];
-        rc = sh_buf_printf(out, "%s\"%s\":{\"acked\":%" PRIu64 ",\"queued\":%" PRIu64 "}",
-                           i ? "," : "", h->key, h->acked, h->queued);
+        rc = i ? sh_buf_append(out, ",", 1) : SH_OK;
+        rc = rc ? rc : put_str(out, h->key); /* read back from any file: may need escapes */
+        rc = rc ? rc
+                : sh_buf_printf(out, ":{\"acked\":%" PRIu64 ",\"queued\":%" PRIu64 "}", h->acked,
+                                h->queued);
     }
     return rc ? rc : sh_buf_append_str(out, "}}\n");
 }

@@ -47,8 +47,14 @@ int br_retry_after_parse(const char *value, uint64_t now_wall_ms, uint64_t *out_
         time_t t = curl_getdate(v, NULL);
         if (t == (time_t)-1)
             return SH_EINVAL;
-        int64_t at = (int64_t)t * 1000;
-        ms = at > (int64_t)now_wall_ms ? (uint64_t)(at - (int64_t)now_wall_ms) : 0;
+        /* years far ahead (curl takes any) would overflow t * 1000: past the cap is the cap */
+        uint64_t now_s = now_wall_ms / 1000;
+        if (t < 0)
+            ms = 0;
+        else if ((uint64_t)t > now_s + BR_RETRY_AFTER_MAX_MS / 1000)
+            ms = BR_RETRY_AFTER_MAX_MS;
+        else
+            ms = (uint64_t)t * 1000 > now_wall_ms ? (uint64_t)t * 1000 - now_wall_ms : 0;
     }
     *out_ms = ms > BR_RETRY_AFTER_MAX_MS ? BR_RETRY_AFTER_MAX_MS : ms;
     return SH_OK;

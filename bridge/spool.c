@@ -29,6 +29,7 @@ struct seg {
     uint64_t num;
     uint64_t size;
     uint64_t batches, events; /* records in it not yet read */
+    int adopted;              /* found at open: an earlier run's */
 };
 
 struct br_spool {
@@ -215,7 +216,7 @@ static int adopt(struct br_spool *sp, int keep, void (*on_record)(void *, const 
             rc = SH_EINVAL;
             break;
         }
-        rc = push_seg(sp, (struct seg){.num = num}, 0);
+        rc = push_seg(sp, (struct seg){.num = num, .adopted = 1}, 0);
     }
     closedir(dp);
     if (rc)
@@ -427,7 +428,7 @@ int br_spool_pop(struct br_spool *sp, struct br_batch **out, uint64_t *skipped, 
         return rc;
     struct seg *s = &sp->segs[0];
     if (adopted)
-        *adopted = s->num <= sp->adopted_max;
+        *adopted = s->adopted; /* not by number: an emptied spool numbers from the start */
     struct rec_head h;
     char *buf = NULL;
     rc = read_record(sp, sp->rfd, sp->roff, s->size, &h, &buf);

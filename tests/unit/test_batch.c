@@ -93,6 +93,12 @@ TEST(meta_round_trip_and_corruption)
     /* truncated metadata, a body that is not a batch, a bad id length */
     ASSERT_EQ(br_batch_decode(m.data, m.len - 1, b->body.data, b->body.len, &c), SH_ECORRUPT);
     ASSERT_EQ(br_batch_decode(m.data, m.len, "{}", 2, &c), SH_ECORRUPT);
+    /* an id that would not be one header value: a NUL, a line break */
+    m.data[3] = '\0';
+    ASSERT_EQ(br_batch_decode(m.data, m.len, b->body.data, b->body.len, &c), SH_ECORRUPT);
+    m.data[3] = '\r';
+    m.data[4] = '\n';
+    ASSERT_EQ(br_batch_decode(m.data, m.len, b->body.data, b->body.len, &c), SH_ECORRUPT);
     m.data[0] = 0;
     ASSERT_EQ(br_batch_decode(m.data, m.len, b->body.data, b->body.len, &c), SH_ECORRUPT);
     sh_buf_free(&m);

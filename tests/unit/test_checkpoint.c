@@ -218,6 +218,28 @@ TEST(parse_refuses_what_it_cannot_trust)
     ASSERT_EQ(got.seq, 9);
 }
 
+TEST(a_webhook_key_read_from_a_file_is_written_back_readable)
+{
+    /* a key with a quote and a backslash (a hand-edited or foreign file) parses ... */
+    const char *in = "{\"version\":1,\"shard\":3,\"shard_count\":16,\"session_id\":\"a\","
+                     "\"resume_gateway_url\":\"\",\"seq\":9,\"n\":4,"
+                     "\"webhooks\":{\"w\\\"x\\\\y\\n\":{\"acked\":5,\"queued\":6}}}";
+    struct br_checkpoint cp, got;
+    ASSERT_EQ(br_checkpoint_parse(in, strlen(in), &cp), 0);
+    ASSERT_EQ(cp.n_hooks, 1);
+    ASSERT_STR_EQ(cp.hooks[0].key, "w\"x\\y\n");
+    /* ... so the line written from it must parse again, to the same key */
+    struct sh_buf b;
+    sh_buf_init(&b, BR_CKPT_MAX_BYTES);
+    ASSERT_EQ(br_checkpoint_encode(&cp, 0, &b), 0);
+    ASSERT_EQ(br_checkpoint_parse(b.data, b.len, &got), 0);
+    sh_buf_free(&b);
+    ASSERT_EQ(got.n_hooks, 1);
+    ASSERT_STR_EQ(got.hooks[0].key, "w\"x\\y\n");
+    ASSERT_EQ(got.hooks[0].acked, 5);
+    ASSERT_EQ(got.hooks[0].queued, 6);
+}
+
 TEST(unwritable_folder_fails_cleanly)
 {
     struct br_checkpoint cp = sample();
@@ -230,4 +252,5 @@ TEST(unwritable_folder_fails_cleanly)
 TEST_MAIN(RUN(write_read_round_trip); RUN(journal_lines_win_until_the_next_snapshot);
           RUN(a_stale_journal_loses_to_a_newer_snapshot);
           RUN(a_journal_without_a_snapshot_is_enough); RUN(parse_refuses_what_it_cannot_trust);
+          RUN(a_webhook_key_read_from_a_file_is_written_back_readable);
           RUN(unwritable_folder_fails_cleanly);)

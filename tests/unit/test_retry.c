@@ -54,6 +54,21 @@ TEST(retry_after_http_dates)
     ASSERT_EQ(ms, BR_RETRY_AFTER_MAX_MS);
 }
 
+TEST(retry_after_far_future_date_waits_the_cap)
+{
+    /* years past 2^63 ms: the wait is the cap, never "retry now" (t * 1000 overflowed) */
+    const uint64_t now = 1764000000000ull;
+    uint64_t ms = 7;
+    ASSERT_EQ(br_retry_after_parse("Sun, 06 Nov 999999999 08:49:37 GMT", now, &ms), 0);
+    ASSERT_EQ(ms, BR_RETRY_AFTER_MAX_MS);
+    ms = 7;
+    ASSERT_EQ(br_retry_after_parse("Sun, 06 Nov 9999999 08:49:37 GMT", now, &ms), 0);
+    ASSERT_EQ(ms, BR_RETRY_AFTER_MAX_MS);
+    ms = 7;
+    ASSERT_EQ(br_retry_after_parse("Sun Nov  6 08:49:37 999989996", now, &ms), 0);
+    ASSERT_EQ(ms, BR_RETRY_AFTER_MAX_MS);
+}
+
 TEST(delay_prefers_retry_after_else_full_jitter)
 {
     ASSERT_EQ(br_retry_delay_ms(3, 100, 1000, 2500, 60000), 2500);
@@ -102,6 +117,7 @@ TEST(retry_after_capped_by_retry_after_max_ms)
 }
 
 TEST_MAIN(RUN(classify_statuses); RUN(retry_after_seconds); RUN(retry_after_http_dates);
+          RUN(retry_after_far_future_date_waits_the_cap);
           RUN(delay_prefers_retry_after_else_full_jitter);
           RUN(retry_after_never_below_the_backoff_floor);
           RUN(retry_after_capped_by_retry_after_max_ms);)

@@ -177,6 +177,40 @@ TEST(adopt_keeps_order_and_cuts_a_torn_tail)
     br_spool_close(sp);
 }
 
+TEST(batches_spooled_after_the_adopted_ones_drained_are_not_adopted)
+{
+    fresh_dir();
+    struct br_spool *sp;
+    ASSERT_EQ(br_spool_open(dir, 0, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
+    struct br_batch *b = make(1, 5);
+    ASSERT_EQ(br_spool_append(sp, b), 0);
+    br_batch_free(b);
+    br_spool_close(sp);
+    ASSERT_EQ(br_spool_open(dir, 1, 1 << 20, 1 << 20, NULL, NULL, &sp), 0);
+    struct br_batch *a = NULL;
+    uint64_t skipped;
+    int adopted = 0;
+    ASSERT_EQ(br_spool_pop(sp, &a, &skipped, &adopted), 0);
+    ASSERT(adopted);
+    br_batch_free(a);
+    /* the spool is empty now: what this run spools is its own (its lag counts) */
+    b = make(1, 7);
+    ASSERT_EQ(br_spool_append(sp, b), 0);
+    br_batch_free(b);
+    adopted = 1;
+    ASSERT_EQ(br_spool_pop(sp, &a, &skipped, &adopted), 0);
+    ASSERT_EQ(a->shards[0].min_s, 7);
+    ASSERT(!adopted);
+    ASSERT_EQ(br_spool_prepend(sp, &a, 1), 0);
+    br_batch_free(a);
+    adopted = 1;
+    ASSERT_EQ(br_spool_pop(sp, &a, &skipped, &adopted), 0);
+    ASSERT_EQ(a->shards[0].min_s, 7);
+    ASSERT(!adopted);
+    br_batch_free(a);
+    br_spool_close(sp);
+}
+
 TEST(corrupt_record_skips_the_rest_of_its_segment)
 {
     fresh_dir();
@@ -251,5 +285,6 @@ TEST(oversize_body_is_refused)
 }
 
 TEST_MAIN(RUN(fifo_across_segments_and_cleanup); RUN(adopt_keeps_order_and_cuts_a_torn_tail);
+          RUN(batches_spooled_after_the_adopted_ones_drained_are_not_adopted);
           RUN(corrupt_record_skips_the_rest_of_its_segment); RUN(prepend_goes_before_the_head);
           RUN(oversize_body_is_refused); rm_rf(top);)

@@ -22,17 +22,10 @@
 #include "lib/errors.h"
 #include "lib/fileio.h"
 #include "lib/log.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "tests/fuzz/scratch.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static char dir[64];
 
 static void path_of(char *out, size_t cap, const char *fmt, int shard)
 {
@@ -40,33 +33,11 @@ static void path_of(char *out, size_t cap, const char *fmt, int shard)
     snprintf(out + n, cap - (size_t)n, fmt, shard);
 }
 
-static void clean(void)
-{
-    char p[128];
-    for (int s = 0; s < 4; s++) {
-        path_of(p, sizeof(p), "shard-%d.json", s);
-        unlink(p);
-        path_of(p, sizeof(p), "shard-%d.journal", s);
-        unlink(p);
-        path_of(p, sizeof(p), ".shard-%d.json.tmp", s);
-        unlink(p);
-    }
-}
-
-static void remove_dir(void)
-{
-    clean();
-    rmdir(dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     sh_log_level = SH_LOG_OFF;
-    snprintf(dir, sizeof(dir), "%s/shardhook-fuzz-ckpt-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    atexit(remove_dir);
+    scratch_init("ckpt");
     return 0;
 }
 
@@ -121,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t snap_len = nul ? (size_t)(nul - snap) : size - 1;
     const uint8_t *jour = nul ? nul + 1 : snap + snap_len;
     size_t jour_len = size - 1 - snap_len - (nul ? 1 : 0);
-    clean();
+    scratch_clean();
     if (!(data[0] & 4))
         put_file("shard-%d.json", shard, snap, snap_len);
     if (!(data[0] & 8))

@@ -26,12 +26,7 @@
 #include "lib/errors.h"
 #include "lib/fileio.h"
 #include "lib/log.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "tests/fuzz/scratch.h"
 
 #define MAGIC 0x31534853u /* "SHS1", as bridge/spool.c writes it */
 #define HEAD_BYTES 20
@@ -41,37 +36,11 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char dir[64];
-
-static void clean(void)
-{
-    DIR *dp = opendir(dir);
-    CHECK(dp != NULL);
-    struct dirent *de;
-    char path[512];
-    while ((de = readdir(dp))) {
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(dp);
-}
-
-static void remove_dir(void)
-{
-    clean();
-    rmdir(dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     sh_log_level = SH_LOG_OFF;
-    snprintf(dir, sizeof(dir), "%s/shardhook-fuzz-spool-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    atexit(remove_dir);
+    scratch_init("spool");
     return 0;
 }
 
@@ -149,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(seg, data + 1, n);
     if (data[0] & 1)
         fix_crcs(seg, n);
-    clean();
+    scratch_clean();
     char path[512];
     snprintf(path, sizeof(path), "%s/%020" PRIu64 ".seg", dir, FIRST_SEG);
     FILE *fp = fopen(path, "wb");

@@ -57,6 +57,13 @@ struct ctx {
     int failed;
     char *values; /* "Fpath\tjson\n" per leaf key set (F: L live, R restart), for cfg_diff */
     size_t vlen, vcap;
+    struct expansion *exp; /* strings that used ${NAME}: messages show them as written */
+    size_t n_exp;
+};
+
+struct expansion {
+    char *value;     /* the expanded text (a copy) */
+    const char *raw; /* as written in the file (the cJSON tree lives through the load) */
 };
 
 /* Length of the valid UTF-8 sequence at s (not NUL), 0 when the bytes there are not one. */
@@ -190,6 +197,42 @@ static const char *describe_str(const char *s, int redact, char *buf, size_t n)
     size_t len = strlen(s);
     snprintf(buf, n, "\"%.*s%s\"", len > 48 ? 48 : (int)len, s, len > 48 ? "..." : "");
     return buf;
+}
+
+/*
+ * A string value for a message: as written in the file when it came from ${NAME}, so that an
+ * error never shows what the environment holds (the bot token, a webhook secret).
+ */
+static const char *describe_val(const struct ctx *c, const char *s, char *buf, size_t n)
+{
+    for (size_t i = 0; i < c->n_exp; i++)
+        if (!strcmp(c->exp[i].value, s))
+            return describe_str(c->exp[i].raw, 0, buf, n);
+    return describe_str(s, 0, buf, n);
+}
+
+/* Remember that raw expanded to value (only when it named a variable). */
+static int note_expansion(struct ctx *c, const char *raw, const char *value)
+{
+    if (!strstr(raw, "${") || !strcmp(raw, value))
+        return SH_OK;
+    struct expansion *e = realloc(c->exp, (c->n_exp + 1) * sizeof(*e));
+    if (!e)
+        return SH_ENOMEM;
+    c->exp = e;
+    if (!(e[c->n_exp].value = strdup(value)))
+        return SH_ENOMEM;
+    e[c->n_exp++].raw = raw;
+    return SH_OK;
+}
+
+static void free_expansions(struct ctx *c)
+{
+    for (size_t i = 0; i < c->n_exp; i++)
+        free(c->exp[i].value);
+    free(c->exp);
+    c->exp = NULL;
+    c->n_exp = 0;
 }
 
 static const char *describe(const cJSON *v, int redact, char *buf, size_t n)
@@ -385,6 +428,10 @@ static int get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, 
         SH_FREE(*out);
         return fail(c, "must be valid UTF-8 text");
     }
+    if (note_expansion(c, v->valuestring, *out)) {
+        SH_FREE(*out);
+        return oom(c);
+    }
     return SH_OK;
 }
 
@@ -469,7 +516,7 @@ static int set_choice(struct ctx *c, const struct directive *d, const cJSON *v, 
         snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
                  d->choices[i]);
     }
-    rc = fail(c, "must be one of %s (got %s)", list, describe_str(s, 0, buf, sizeof(buf)));
+    rc = fail(c, "must be one of %s (got %s)", list, describe_val(c, s, buf, sizeof(buf)));
     free(s);
     return rc;
 }
@@ -550,7 +597,7 @@ static int set_url(struct ctx *c, const struct directive *d, const cJSON *v, voi
         why = curl_why;
     if (why) {
         rc = redact ? fail(c, "%s", why)
-                    : fail(c, "%s (got %s)", why, describe_str(s, 0, buf, sizeof(buf)));
+                    : fail(c, "%s (got %s)", why, describe_val(c, s, buf, sizeof(buf)));
         free(s);
         return rc;
     }
@@ -630,7 +677,7 @@ static int set_event_list(struct ctx *c, const struct directive *d, const cJSON 
         if (!rc && !event_pattern_ok(items[i], star))
             rc = fail(c, "must be an event name in upper case like \"MESSAGE_CREATE\"%s (got %s)",
                       star ? ", a prefix like \"GUILD_*\", or \"*\"" : "",
-                      describe_str(items[i], 0, buf, sizeof(buf)));
+                      describe_val(c, items[i], buf, sizeof(buf)));
         pop(c, mark);
     }
     return rc;
@@ -682,7 +729,7 @@ static int set_host_list(struct ctx *c, const struct directive *d, const cJSON *
         if (!rc && !host_name_ok(items[i]))
             rc = fail(c, "must be a host name as a Host header carries it, like "
                          "\"shardhook.internal\" or \"shardhook.internal:7878\" (got %s)",
-                      describe_str(items[i], 0, buf, sizeof(buf)));
+                      describe_val(c, items[i], buf, sizeof(buf)));
         for (char *q = items[i]; !rc && *q; q++)
             *q = (char)tolower((unsigned char)*q);
         pop(c, mark);
@@ -728,7 +775,7 @@ static int set_intents(struct ctx *c, const struct directive *d, const cJSON *v,
                 struct hint h = {0};
                 for (size_t k = 0; k < N_INTENTS; k++)
                     consider(&h, s, intents[k].name);
-                rc = fail(c, "unknown intent %s%s", describe_str(s, 0, buf, sizeof(buf)),
+                rc = fail(c, "unknown intent %s%s", describe_val(c, s, buf, sizeof(buf)),
                           hint_text(&h, hbuf, sizeof(hbuf)));
             } else {
                 m |= (uint64_t)1 << bit;
@@ -767,7 +814,7 @@ static int set_compress(struct ctx *c, const struct directive *d, const cJSON *v
         }
     }
     rc = fail(c, "must be \"auto\", \"zstd\", \"zlib\", \"none\", true or false (got %s)",
-              describe_str(s, 0, buf, sizeof(buf)));
+              describe_val(c, s, buf, sizeof(buf)));
     free(s);
     return rc;
 }
@@ -789,7 +836,7 @@ static int set_auto_int(struct ctx *c, const struct directive *d, const cJSON *v
         int is_auto = !strcmp(s, "auto");
         if (!is_auto)
             rc = fail(c, "must be \"auto\" or an integer from %lld to %lld (got %s)", d->min,
-                      d->max, describe_str(s, 0, buf, sizeof(buf)));
+                      d->max, describe_val(c, s, buf, sizeof(buf)));
         free(s);
         if (!rc)
             *AT(base, d, int) = 0;
@@ -892,7 +939,7 @@ static int set_shards(struct ctx *c, const struct directive *d, const cJSON *v, 
         if (rc)
             return rc;
         if (strcmp(s, "auto"))
-            rc = fail(c, "%s (got %s)", form, describe_str(s, 0, buf, sizeof(buf)));
+            rc = fail(c, "%s (got %s)", form, describe_val(c, s, buf, sizeof(buf)));
         free(s);
         if (!rc) {
             free(cfg->shards.ids);
@@ -1190,7 +1237,7 @@ static int set_listen(struct ctx *c, const struct directive *d, const cJSON *v, 
     if (rc)
         return rc;
     if (cfg_listen_parse(s, &l, why, sizeof(why))) {
-        rc = fail(c, "%s (got %s)", why, describe_str(s, 0, buf, sizeof(buf)));
+        rc = fail(c, "%s (got %s)", why, describe_val(c, s, buf, sizeof(buf)));
         free(s);
         return rc;
     }
@@ -1207,7 +1254,7 @@ static int check_http(struct ctx *c, void *base)
         return fail_key(c, "token",
                         "required when http.listen is not a loopback address "
                         "(listen is %s)",
-                        describe_str(cfg->http_listen, 0, buf, sizeof(buf)));
+                        describe_val(c, cfg->http_listen, buf, sizeof(buf)));
     return SH_OK;
 }
 
@@ -1981,6 +2028,7 @@ static int load(const char *json, size_t len, const char *where, struct cfg_conf
         return SH_ECONFIG;
     }
     rc = process_object(&c, &top_section, root, &cfg);
+    free_expansions(&c);
     cJSON_Delete(root);
     if (rc) {
         free(c.values);

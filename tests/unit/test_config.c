@@ -1036,6 +1036,26 @@ TEST(non_utf8_from_the_environment_is_refused)
     env_reset();
 }
 
+/* A value that came from ${NAME} is shown as written: an error never prints the environment. */
+TEST(messages_show_expanded_values_as_written)
+{
+    static const char *const cases[][2] = {
+        {"{'intents':['GUILDS${DISCORD_TOKEN}']}",
+         "intents[0]: unknown intent \"GUILDS${DISCORD_TOKEN}\""},
+        {"{'compress':'${DISCORD_TOKEN}'}", "(got \"${DISCORD_TOKEN}\")"},
+        {"{'webhooks':[{'url':'https://h/a','secret':null,'events':['x${DISCORD_TOKEN}']}]}",
+         "(got \"x${DISCORD_TOKEN}\")"},
+        {"{'http':{'listen':'${DISCORD_TOKEN}'}}", "${DISCORD_TOKEN}"},
+    };
+    struct cfg_config cfg;
+    env_reset();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ASSERT_EQ(load(cases[i][0], &cfg), SH_ECONFIG);
+        if (!strstr(err, cases[i][1]) || strstr(err, ENV_TOKEN))
+            T_FAIL_("case %zu: %s", i, err);
+    }
+}
+
 /* A reload sorts each changed key into "applied live" or "needs a restart". */
 TEST(diff_sorts_live_and_restart_keys)
 {
@@ -1151,5 +1171,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(presence_defaults_filled); RUN(env_expansion); RUN(expand_directly);
           RUN(listen_forms); RUN(no_secret_in_messages); RUN(caps); RUN(load_file);
           RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
-          RUN(non_utf8_from_the_environment_is_refused); RUN(diff_sorts_live_and_restart_keys); RUN(diff_covers_every_key_and_follows_what_runs);
+          RUN(non_utf8_from_the_environment_is_refused); RUN(messages_show_expanded_values_as_written); RUN(diff_sorts_live_and_restart_keys); RUN(diff_covers_every_key_and_follows_what_runs);
           RUN(docs_match_table);)

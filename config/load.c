@@ -130,6 +130,8 @@ int cfg__process_object(struct ctx *c, const struct section *sec, const cJSON *o
     return sec->check ? sec->check(c, base) : SH_OK;
 }
 
+/* ---- loading ---- */
+
 static int load(const char *json, size_t len, const char *where, struct cfg_config *out, char *err,
                 size_t errlen)
 {

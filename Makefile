@@ -65,7 +65,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libshardhook.a
 bench-bin: $(BENCH_BIN) $(BUILD)/fake-discord $(BUILD)/shardhook
 
 fake: $(BUILD)/fake-discord
-tests-bin: $(UNIT_BIN) $(BUILD)/fake-discord $(BUILD)/shardhook
+# everything the suite runs, built from this tree; tests/integration/test_bench_smoke.py runs the
+# benchmark's smoke mode, whose Node peers (`make bench-peers`, npm) it skips when absent
+tests-bin: $(UNIT_BIN) $(BUILD)/fake-discord $(BUILD)/shardhook $(BENCH_BIN)
 
 # The two commands a newcomer runs. Dependencies are installed first, then make runs
 # again so that pkg-config sees the freshly installed libraries.
@@ -139,13 +141,12 @@ clean:
 
 # every benchmark figure in one run: delivery, latency, the inflate roof, the Node peers, idle
 # shards (bench/run.py; figures in docs/benchmarks.md). bench-smoke only proves it works.
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-peers
 bench: bench-bin bench/peers/node_modules
 	BUILD=$(BUILD) python3 bench/run.py --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
 bench-smoke: bench-bin bench/peers/node_modules
 	BUILD=$(BUILD) python3 bench/run.py --smoke
+bench-peers: bench/peers/node_modules
 bench/peers/node_modules: bench/peers/package-lock.json
 	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
-# tests/integration/test_bench_smoke.py runs the smoke mode
-tests-bin: $(BENCH_BIN) bench/peers/node_modules

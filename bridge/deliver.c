@@ -500,7 +500,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         br_delivery_free(d);
         return SH_ENOMEM;
     }
-    const char *sd = cfg->state_dir ? cfg->state_dir : "./state";
+    const char *sd = cfg->state_dir;
     if (snprintf(d->dir_ckpt, sizeof(d->dir_ckpt), "%s/checkpoints", sd) >=
             (int)sizeof(d->dir_ckpt) ||
         snprintf(d->dir_spool, sizeof(d->dir_spool), "%s/spool", sd) >= (int)sizeof(d->dir_spool) ||
@@ -528,7 +528,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         conns += (size_t)h->cfg->max_in_flight;
         h->spool_share = h->cfg->spool_max_bytes ? h->cfg->spool_max_bytes
                                                  : cfg->spool_max_bytes / d->n_hooks;
-        h->full_dead_letter = h->cfg->when_full && !strcmp(h->cfg->when_full, "dead_letter");
+        h->full_dead_letter = !strcmp(h->cfg->when_full, "dead_letter");
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
     register_metrics(d);

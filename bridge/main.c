@@ -126,8 +126,8 @@ static void register_secrets(const struct cfg_config *cfg)
 
 static void apply_log_settings(const struct cfg_config *cfg)
 {
-    int lvl = sh_log_level_parse(cfg->log_level ? cfg->log_level : "info");
-    int fmt = sh_log_format_parse(cfg->log_format ? cfg->log_format : "logfmt");
+    int lvl = sh_log_level_parse(cfg->log_level);
+    int fmt = sh_log_format_parse(cfg->log_format);
     atomic_store(&sh_log_level, lvl < 0 ? SH_LOG_INFO : lvl);
     atomic_store(&sh_log_format, fmt < 0 ? SH_LOG_LOGFMT : fmt);
 }

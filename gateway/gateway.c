@@ -190,7 +190,7 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
         }
     }
     free(ids);
-    if (cfg->testing_send_window_ms > 0 && cfg->testing_send_window_ms != GW_SEND_WINDOW_MS) {
+    if (cfg->testing_send_window_ms != GW_SEND_WINDOW_MS) {
         log_warn("msg=\"testing.send_window_ms shortens Discord's 60 s send window; use it only "
                  "against a fake gateway\" send_window_ms=%d",
                  cfg->testing_send_window_ms);

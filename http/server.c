@@ -463,7 +463,7 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     *out = NULL;
     struct cfg_listen l;
     char why[256];
-    const char *listen = cfg->http_listen ? cfg->http_listen : "127.0.0.1:7878";
+    const char *listen = cfg->http_listen;
     if (cfg_listen_parse(listen, &l, why, sizeof(why))) {
         snprintf(err, errlen, "http.listen: %s", why);
         return SH_ECONFIG;
@@ -494,8 +494,7 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         .withdraw = ops->withdraw,
         .gw = gw,
         .wake = do_resume,
-        .member_window_ms =
-            cfg->testing_member_window_ms > 0 ? cfg->testing_member_window_ms : 30000,
+        .member_window_ms = cfg->testing_member_window_ms,
     };
     rc = http_pending_new(&pc, &srv->pending);
     if (rc) {
@@ -514,8 +513,7 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     srv->ctx.ops = ops;
     srv->ctx.gw = gw;
     srv->ctx.pending = srv->pending;
-    srv->ctx.request_timeout_ms =
-        cfg->http_request_timeout_ms > 0 ? cfg->http_request_timeout_ms : 10000;
+    srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms;
     pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
     srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
     int total = ops->total(gw);
@@ -531,10 +529,9 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
      * client cannot take every one of max_connections and health checks from elsewhere still
      * get in. Suspended requests (waiting for Discord) are not subject to the timeout.
      */
-    unsigned max_conn = cfg->http_max_connections > 0 ? (unsigned)cfg->http_max_connections : 1024;
-    unsigned per_ip =
-        cfg->http_max_connections_per_ip > 0 ? (unsigned)cfg->http_max_connections_per_ip : 256;
-    int timeout_ms = cfg->http_connection_timeout_ms > 0 ? cfg->http_connection_timeout_ms : 10000;
+    unsigned max_conn = (unsigned)cfg->http_max_connections;
+    unsigned per_ip = (unsigned)cfg->http_max_connections_per_ip;
+    int timeout_ms = cfg->http_connection_timeout_ms;
     unsigned timeout_s = (unsigned)((timeout_ms + 999) / 1000);
     if (max_conn < POOL_THREADS)
         max_conn = POOL_THREADS;

@@ -1,5 +1,6 @@
 /*
- * tests/fuzz/fuzz_config.c: libFuzzer harness for cfg_load_string (config/config.c).
+ * tests/fuzz/fuzz_config.c: libFuzzer harness for cfg_load_string (config/load.c walking the
+ * tables of config/config.c).
  *
  * The input is the config text. What must hold whatever the bytes: a refusal is SH_ECONFIG
  * with one printable line (naming the key) and leaves the output zeroed; an

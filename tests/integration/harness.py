@@ -43,6 +43,12 @@ def sanitized():
     return "sanitize" in (os.environ.get("BUILD") or "")
 
 
+class Skip(Exception):
+    """raise harness.Skip("why") when this build or machine cannot check what the test claims
+    (a library missing, a figure a sanitizer distorts): the runner prints `skip file::name (why)`
+    and counts it apart, never as passed."""
+
+
 def timeout(seconds):
     """Decorator: this test's hard timeout in seconds (scaled) instead of run.py's default."""
     def mark(fn):

@@ -2,8 +2,10 @@
 """Runs the integration tests: every module-level test_* function of tests/integration/test_*.py,
 by file then definition order, each in a forked process and a fresh temp folder (passed as `tmp`
 when the function takes it). Prints `ok   file::name (1.2s)` or `FAIL file::name (1.2s)` with the
-traceback and the last lines of every process log the test captured, then exactly one closing
-line `N passed, M failed`. Exits 1 when a test failed or none ran.
+traceback and the last lines of every process log the test captured, or `skip file::name (why)`
+for a test that raised harness.Skip("why") because this build cannot check its claim; then
+exactly one closing line `N passed, M failed` (`, K skipped` added when K > 0). Exits 1 when a
+test failed or none ran.
 
   python3 tests/integration/run.py [-k SUBSTRING] [-x] [-j N] [--timeout S] [--keep] [FILE...]
 
@@ -107,18 +109,20 @@ def _child(fn, tmp, w):
         signal.signal(signal.SIGTERM, on_term)
 
         harness.begin_test(tmp)
-        ok, text = True, ""
+        ok, text, skipped = True, "", None
         try:
             if "tmp" in inspect.signature(fn).parameters:
                 fn(tmp=tmp)
             else:
                 fn()
+        except harness.Skip as e:
+            skipped = str(e) or "no reason given"
         except BaseException:
             ok, text = False, traceback.format_exc()
         problems = harness.end_test()
         if problems:
-            ok, text = False, text + "\n".join(problems)
-        data = json.dumps({"ok": ok, "traceback": text}).encode()
+            ok, text, skipped = False, text + "\n".join(problems), None
+        data = json.dumps({"ok": ok, "traceback": text, "skipped": skipped}).encode()
         while data:
             data = data[os.write(w, data):]
         code = 0
@@ -232,7 +236,7 @@ def run_test(test_id, fn, opts):
         os.setpgid(pid, pid)
     except OSError:
         pass  # the child did it first, or already exited
-    data, timed_out = b"", False
+    data, timed_out, skipped = b"", False, None
     try:
         while True:
             left = start + limit - time.monotonic()
@@ -261,13 +265,14 @@ def run_test(test_id, fn, opts):
         _kill_leftovers(tmp)
         try:
             result = json.loads(data)
-            ok, text = result["ok"], result["traceback"]
+            ok, text, skipped = result["ok"], result["traceback"], result.get("skipped")
         except ValueError:
             ok, text = False, "the test process died without a result"
     secs = time.monotonic() - start
     if ok and not opts.keep:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"id": test_id, "ok": ok, "secs": secs, "details": "" if ok else _details(tmp, text)}
+    return {"id": test_id, "ok": ok, "secs": secs, "details": "" if ok else _details(tmp, text),
+            "skipped": skipped}
 
 
 def run_file(path, opts, report):
@@ -290,6 +295,8 @@ def run_file(path, opts, report):
 
 # -- output -------------------------------------------------------------------------------------
 def format_result(result):
+    if result["ok"] and result.get("skipped"):
+        return "skip %s (%s)" % (result["id"], result["skipped"])
     head = "%s %s (%.1fs)" % ("ok  " if result["ok"] else "FAIL", result["id"], result["secs"])
     if result["ok"]:
         return head
@@ -298,10 +305,13 @@ def format_result(result):
 
 class Tally:
     def __init__(self):
-        self.passed, self.failed = [], []
+        self.passed, self.failed, self.skipped = [], [], []
 
     def report(self, result):
-        (self.passed if result["ok"] else self.failed).append(result["id"])
+        if result["ok"] and result.get("skipped"):
+            self.skipped.append(result["id"])
+        else:
+            (self.passed if result["ok"] else self.failed).append(result["id"])
         print(format_result(result), flush=True)
 
 
@@ -403,12 +413,13 @@ def main(argv=None):
             print("test folders kept under %s" % opts.tmp_base)
     if tally.failed:
         print("failed: " + " ".join(tally.failed))
-    if not tally.passed and not tally.failed:
+    if not tally.passed and not tally.failed and not tally.skipped:
         print("no tests ran")
-    print("%d passed, %d failed" % (len(tally.passed), len(tally.failed)), flush=True)
+    skipped = ", %d skipped" % len(tally.skipped) if tally.skipped else ""
+    print("%d passed, %d failed%s" % (len(tally.passed), len(tally.failed), skipped), flush=True)
     if interrupted:
         return 130
-    return 1 if tally.failed or not tally.passed else 0
+    return 1 if tally.failed or not (tally.passed or tally.skipped) else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 benchmark (delivery through the C sink with the replay, paced latency, the inflate roof, the Node
 peers, idle shards) and writes every figure `make bench` reports. Only that the harness works is
 checked -- that each figure is there and is a number -- never a value: timing stays out of the
-test suite. Needs build/bench/* and bench/peers/node_modules (`make tests-bin` builds both)."""
+test suite. Needs build/bench/* (`make tests-bin`); the peers' part also needs
+bench/peers/node_modules (`make bench-peers`, npm), and without it the test checks every other
+figure and then says "skipped", since its claim (every figure) was not checked."""
 import json
 import math
 import os
@@ -25,11 +27,12 @@ def number(row, key):
 
 @harness.timeout(400)
 def test_bench_smoke_produces_every_figure(tmp):
-    assert (harness.ROOT / "bench" / "peers" / "node_modules").is_dir(), \
-        "bench/peers/node_modules is missing: make tests-bin (or npm ci in bench/peers)"
+    peers = (harness.ROOT / "bench" / "peers" / "node_modules").is_dir()
+    parts = "delivery,roof,peers,shards" if peers else "delivery,roof,shards"
     out = tmp / "bench.json"
     env = dict(os.environ, BUILD=str(harness.build_dir()))
-    r = subprocess.run([sys.executable, str(RUN), "--smoke", "--json", str(out)], env=env,
+    r = subprocess.run([sys.executable, str(RUN), "--smoke", "--parts", parts, "--json", str(out)],
+                       env=env,
                        cwd=str(harness.ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=harness.scale(380))
     assert r.returncode == 0, "bench/run.py --smoke exited %d:\n%s" % (
@@ -64,15 +67,16 @@ def test_bench_smoke_produces_every_figure(tmp):
                 assert number(d, "x_roof") > 0
 
     # the peers, unpaced and at a steady rate, each against shardhook on the same mix and rate
-    seen = set()
-    for c in res["peer_comparison"]:
-        for key in ("peer_events_per_cpu_s", "shardhook_events_per_cpu_s", "ratio",
-                    "peer_rss_per_shard_kib", "shardhook_rss_per_shard_kib", "rss_ratio"):
-            assert number(c, key) > 0, key
-        seen.add((c["compress"], c["shards"], c["mode"]))
-    want = {(compress, shards, mode) for compress in ("zlib", "zstd")
-            for shards in settings["peer_shards"] for mode in ("unpaced", "steady")}
-    assert seen == want, sorted(want - seen)
+    if peers:
+        seen = set()
+        for c in res["peer_comparison"]:
+            for key in ("peer_events_per_cpu_s", "shardhook_events_per_cpu_s", "ratio",
+                        "peer_rss_per_shard_kib", "shardhook_rss_per_shard_kib", "rss_ratio"):
+                assert number(c, key) > 0, key
+            seen.add((c["compress"], c["shards"], c["mode"]))
+        want = {(compress, shards, mode) for compress in ("zlib", "zstd")
+                for shards in settings["peer_shards"] for mode in ("unpaced", "steady")}
+        assert seen == want, sorted(want - seen)
 
     # RSS per idle shard, both compressions, every count beyond 1
     for compress in ("zlib", "zstd"):
@@ -84,13 +88,17 @@ def test_bench_smoke_produces_every_figure(tmp):
                 float(rows[0]["kib_per_shard"])
 
     # the summary: every target, each with a verdict
-    assert {s["key"] for s in res["summary"]} == {"roof", "peers", "latency", "idle_shard"}
+    assert {s["key"] for s in res["summary"]} == {"roof", "latency", "idle_shard"} | (
+        {"peers"} if peers else set())
     for s in res["summary"]:
         assert isinstance(s["pass"], bool) and s["margin"] and s["measured"], s
         number(s, "value")
 
     # the Markdown tables went to stdout
     text = r.stdout.decode()
-    for heading in ("Through delivery", "Latency, paced", "The roof", "Against the peers",
-                    "Idle shards", "Targets"):
+    for heading in ("Through delivery", "Latency, paced", "The roof", "Idle shards", "Targets") + (
+            ("Against the peers",) if peers else ()):
         assert heading in text, heading
+    if not peers:
+        raise harness.Skip("bench/peers/node_modules is missing (make bench-peers): every figure "
+                           "but the Node peers' checked")

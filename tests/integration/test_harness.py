@@ -380,3 +380,48 @@ def test_runner_filters_stops_early_and_runs_files_in_parallel(tmp):
                  "test_sample.py::test_fails_with_logs", "test_sample.py::test_hangs",
                  "test_sample.py::test_sanitizer_report"):
         assert re.search(r"^(ok  |FAIL) %s \(" % re.escape(name), out, re.M), (name, out)
+
+
+SKIP_TESTS = '''
+import harness
+
+def test_passes():
+    pass
+
+def test_cannot_check_here():
+    raise harness.Skip("mallinfo2 cannot see the heap under ASan")
+    assert False, "never reached"
+
+def test_only_skips():
+    raise harness.Skip()
+'''
+
+
+def test_runner_says_skipped_never_ok_and_counts_it_apart(tmp):
+    d = tmp / "suite"
+    d.mkdir()
+    (d / "test_skips.py").write_text(SKIP_TESTS)
+    for jobs in (["-j", "1"], ["-j", "2"]):
+        code, out = run_runner(["--dir", str(d), "--tmp-base", str(tmp)] + jobs)
+        lines = out.splitlines()
+        assert code == 0, out
+        assert "skip test_skips.py::test_cannot_check_here (mallinfo2 cannot see the heap under " \
+               "ASan)" in lines, out
+        assert "skip test_skips.py::test_only_skips (no reason given)" in lines, out
+        assert not re.search(r"^ok   test_skips\.py::test_(cannot|only)", out, re.M), out
+        assert lines[-1] == "1 passed, 0 failed, 2 skipped", out
+    # a run in which every selected test skipped ran something: exit 0, not "no tests ran"
+    code, out = run_runner(["--dir", str(d), "--tmp-base", str(tmp), "-k", "cannot"])
+    assert code == 0 and out.splitlines()[-1] == "0 passed, 0 failed, 1 skipped", out
+    # scripts/run-tests reads the closing line with its skipped count
+    fake_unit = tmp / "build" / "tests"
+    fake_unit.mkdir(parents=True)
+    (fake_unit / "test_x").write_text("#!/bin/sh\necho 'ok   a'\necho 'skip b (why)'\n"
+                                      "echo '1 passed, 0 failed, 1 skipped'\n")
+    (fake_unit / "test_x").chmod(0o755)
+    r = subprocess.run([str(harness.ROOT / "scripts" / "run-tests"), "unit"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=dict(os.environ, BUILD=str(tmp / "build")), timeout=harness.scale(30))
+    last = r.stdout.splitlines()[-1]
+    assert r.returncode == 0 and last == "1 passed, 0 failed, 1 skipped", r.stdout
+    assert "skip b (why)" in r.stdout, r.stdout

@@ -444,6 +444,10 @@ TEST(defaults)
     ASSERT_EQ(cfg.testing_send_window_ms, 60000);
     ASSERT_STR_EQ(cfg.state_dir, "./state");
     ASSERT_STR_EQ(cfg.log_level, "info");
+    /* readers use these as loaded, with no fallback of their own */
+    ASSERT_STR_EQ(cfg.log_format, "logfmt");
+    ASSERT_EQ(cfg.http_request_timeout_ms, 10000);
+    ASSERT_EQ(cfg.testing_member_window_ms, 30000);
     ASSERT_EQ(cfg.max_resume_attempts, 5);
     ASSERT_EQ(cfg.shutdown_timeout_ms, 10000);
     ASSERT_EQ(cfg.reconnect_base_ms, 1000);

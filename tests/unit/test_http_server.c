@@ -160,22 +160,24 @@ static struct http_server *srv;
 static struct gw_observer obs;
 static char base[64];
 
+/* The server reads the config as cfg_load() leaves it: every key not given has its default. */
 static void start(const char *token)
 {
-    static char listen[] = "127.0.0.1:0";
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.http_listen = listen;
-    cfg.http_token = (char *)token;
-    cfg.intents = (1u << 0) | (1u << 1) | (1u << 8);
-    cfg.http_request_timeout_ms = 2000;
-    cfg.testing_member_window_ms = 300;
+    char json[512], err[256];
+    snprintf(json, sizeof(json),
+             "{\"token\":\"bot\",\"intents\":[\"GUILDS\",\"GUILD_MEMBERS\",\"GUILD_PRESENCES\"],"
+             "\"http\":{\"listen\":\"127.0.0.1:0\",\"token\":%s%s%s,\"request_timeout_ms\":2000},"
+             "\"testing\":{\"member_window_ms\":300}}",
+             token ? "\"" : "", token ? token : "null", token ? "\"" : "");
+    cfg_free(&cfg);
+    if (cfg_load_string(json, strlen(json), &cfg, err, sizeof(err)))
+        fprintf(stderr, "config: %s\n", err);
     pthread_mutex_lock(&gw.lock);
     gw.n_sent = 0;
     gw.n_withdrawn = 0;
     gw.send_rc = 0;
     gw.status = "ready";
     pthread_mutex_unlock(&gw.lock);
-    char err[256];
     srv = NULL;
     if (http_server_new_ops(&cfg, &stub_ops, &gw, &srv, err, sizeof(err)))
         fprintf(stderr, "server: %s\n", err);

@@ -789,13 +789,19 @@ static void check_shrinks(enum gw_compress kind)
     gw_inflate_free(z);
 }
 
+#define HEAP_UNSEEN "ASan replaces malloc: mallinfo2 cannot see the heap"
+
 TEST(zlib_big_buffers_are_released)
 {
+    if (!heap_in_use())
+        SKIP(HEAP_UNSEEN);
     check_shrinks(GW_COMPRESS_ZLIB);
 }
 
 TEST(zstd_big_buffers_are_released)
 {
+    if (!heap_in_use())
+        SKIP(HEAP_UNSEEN);
     check_shrinks(GW_COMPRESS_ZSTD);
 }
 

@@ -21,8 +21,9 @@ struct gw_bot_info {
 };
 
 /*
- * Fetch the bot gateway info. `stop` (may be NULL) is polled between retries so a
- * signal can end the wait. Returns 0, SH_EAUTH (401: the token is wrong), SH_EPARSE
+ * Fetch the bot gateway info. `stop` (may be NULL) is polled between retries and
+ * while a request waits for its answer (about once a second), so a stop ends the call
+ * within a second. Returns 0, SH_EAUTH (401: the token is wrong), SH_EPARSE
  * (answer not understood), SH_ECLOSED (stopped), or SH_EHTTP/SH_ENET after
  * max_attempts. err gets one line without the token.
  */

@@ -75,7 +75,7 @@ void gw_sendq_record(struct gw_sendq *q, uint64_t now_ms)
 
 static int push_at(struct gw_sendq *q, const char *p, size_t len, int front)
 {
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_ETOOBIG;
     if (q->q_len == GW_SENDQ_MAX)
         return SH_EAGAIN;

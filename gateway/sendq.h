@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_SEND_MAX_PAYLOAD 4096
+#include "lib/discord.h" /* SH_GW_MAX_SEND_BYTES: the cap on one payload */
+
 #define GW_SEND_LIMIT 120
 #define GW_SEND_WINDOW_MS 60000
 #define GW_SEND_HEARTBEAT_RESERVE 5

@@ -12,11 +12,11 @@ TEST(oversize_is_refused_before_the_socket)
 {
     struct gw_sendq q;
     gw_sendq_init(&q);
-    static char big[GW_SEND_MAX_PAYLOAD + 1];
+    static char big[SH_GW_MAX_SEND_BYTES + 1];
     memset(big, 'x', sizeof(big));
     ASSERT_EQ(gw_sendq_push(&q, big, sizeof(big)), SH_ETOOBIG);
     ASSERT_EQ(gw_sendq_pending(&q), 0);
-    ASSERT_EQ(gw_sendq_push(&q, big, GW_SEND_MAX_PAYLOAD), 0);
+    ASSERT_EQ(gw_sendq_push(&q, big, SH_GW_MAX_SEND_BYTES), 0);
     ASSERT_EQ(gw_sendq_pending(&q), 1);
     gw_sendq_reset(&q);
 }

@@ -158,7 +158,7 @@ static struct gw_gateway *gateway_alloc(const struct cfg_config *cfg, const stru
 static int discover(struct gw_gateway *gw, volatile int *stop, char *err, size_t errlen)
 {
     const struct cfg_config *cfg = gw->cfg;
-    int rc = gw_rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
+    int rc = gw__rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
     if (rc)
         return rc;
     gw->total = cfg->shards.mode == CFG_SHARDS_AUTO ? gw->bot.shards : cfg->shards.total;
@@ -168,9 +168,9 @@ static int discover(struct gw_gateway *gw, volatile int *stop, char *err, size_t
         gw->max_concurrency = 1;
     log_info("msg=\"gateway discovered\" url=\"%s\" recommended_shards=%d total=%d "
              "max_concurrency=%d sessions_remaining=%d sessions_total=%d compress=%s",
-             gw->bot.url, gw->bot.shards, gw->total, gw->max_concurrency,
-             gw->bot.session_remaining, gw->bot.session_total,
-             gw_inflate_query_name(gw->compress) ? gw_inflate_query_name(gw->compress) : "none");
+             gw->bot.url, gw->bot.shards, gw->total, gw->max_concurrency, gw->bot.session_remaining,
+             gw->bot.session_total,
+             gw__inflate_query_name(gw->compress) ? gw__inflate_query_name(gw->compress) : "none");
     if (cfg->testing_identify_interval_ms != 5000)
         log_warn("msg=\"testing.identify_interval_ms shortens Discord's 5 s identify window; "
                  "use it only against a fake gateway\" identify_interval_ms=%d",
@@ -575,7 +575,7 @@ static void run_commands(struct gw_gateway *gw)
             budget_refreshed(gw, c->arg);
             break;
         case GW_CMD_WITHDRAW: /* after the GW_CMD_SEND it follows: commands run in order */
-            if (s && gw_sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
+            if (s && gw__sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
                 atomic_fetch_sub(&s->queued_sends, 1);
                 gw->snap_dirty = 1;
                 log_info("msg=\"queued payload withdrawn: its request gave up\" shard=%d", s->id);

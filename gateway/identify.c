@@ -117,8 +117,8 @@ static void *refresh_main(void *arg)
     struct identify_local *l = arg;
     struct gw_bot_info info;
     char err[512];
-    int rc = gw_rest_gateway_bot(l->cfg->api_base, l->cfg->token, REFRESH_ATTEMPTS, &l->stop, &info,
-                                 err, sizeof(err));
+    int rc = gw__rest_gateway_bot(l->cfg->api_base, l->cfg->token, REFRESH_ATTEMPTS, &l->stop,
+                                  &info, err, sizeof(err));
     if (!rc && info.session_remaining < 0) {
         rc = SH_EPARSE;
         snprintf(err, sizeof(err), "session_start_limit.remaining is negative");

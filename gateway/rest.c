@@ -23,7 +23,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return sh_buf_append(b, p, size * n) ? 0 : size * n;
 }
 
-int gw_rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out)
+int gw__rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out)
 {
     memset(out, 0, sizeof(*out));
     cJSON *root = cJSON_ParseWithLength(body, len);
@@ -113,8 +113,8 @@ static uint64_t retry_after_ms(CURL *c, const struct sh_buf *body, uint64_t wait
     return ra >= 0 ? (uint64_t)(ra * 1000.0) + 50 : wait;
 }
 
-int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
-                        volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen)
+int gw__rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
+                         volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen)
 {
     char url[1024], auth[1024];
     snprintf(url, sizeof(url), "%s/gateway/bot", api_base);
@@ -151,7 +151,7 @@ int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempt
             rc = SH_ENET;
             snprintf(err, errlen, "GET %s failed: %s", url, curl_easy_strerror(cc));
         } else if (status == 200) {
-            rc = gw_rest_parse_bot(body.data, body.len, out);
+            rc = gw__rest_parse_bot(body.data, body.len, out);
             if (rc)
                 snprintf(err, errlen, "GET %s: answer not understood", url);
             break;

@@ -27,10 +27,10 @@ struct gw_bot_info {
  * (answer not understood), SH_ECLOSED (stopped), or SH_EHTTP/SH_ENET after
  * max_attempts. err gets one line without the token.
  */
-int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
-                        volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen);
+int gw__rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
+                         volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen);
 
 /* Parse a /gateway/bot answer body (exposed for tests). */
-int gw_rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out);
+int gw__rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out);
 
 #endif

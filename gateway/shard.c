@@ -77,18 +77,18 @@ int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->status = GW_QUEUED;
     s->latency_ms = -1;
     s->next_delay_ms = -1;
-    gw_sendq_init(&s->sendq);
-    int rc =
-        gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes, &s->z);
+    gw__sendq_init(&s->sendq);
+    int rc = gw__inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
+                             &s->z);
     /* an oversized payload costs only itself: skipped, the stream kept in sync */
-    return rc ? rc : gw_inflate_skip_oversized(s->z, SKIP_PREFIX);
+    return rc ? rc : gw__inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
 
 void gw__shard_destroy(struct gw_shard *s)
 {
-    gw_inflate_free(s->z);
+    gw__inflate_free(s->z);
     s->z = NULL;
-    gw_sendq_reset(&s->sendq);
+    gw__sendq_reset(&s->sendq);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
     SH_FREE(s->presence);
@@ -242,7 +242,7 @@ static int write_text(struct gw_shard *s, const char *p, size_t len)
     int n = lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
     if (n < (int)len)
         return SH_ENET;
-    gw_sendq_record(&s->sendq, sh_now_ms());
+    gw__sendq_record(&s->sendq, sh_now_ms());
     return SH_OK;
 }
 
@@ -255,7 +255,7 @@ static int session_up(const struct gw_shard *s)
 static int window_open(struct gw_shard *s, uint64_t now, int heartbeat)
 {
     uint64_t wait = 0;
-    if (gw_sendq_allowed(&s->sendq, now, heartbeat, &wait))
+    if (gw__sendq_allowed(&s->sendq, now, heartbeat, &wait))
         return 1;
     schedule(s, &s->sul_write, write_timer_cb, wait);
     return 0;
@@ -301,16 +301,16 @@ static int on_writeable(struct gw_shard *s)
         log_debug("msg=\"heartbeat\" shard=%d seq=%" PRIu64, s->id, s->seq);
     } else if (session_up(s)) {
         size_t len;
-        const char *p = gw_sendq_peek(&s->sendq, &len);
+        const char *p = gw__sendq_peek(&s->sendq, &len);
         if (!p || !window_open(s, now, 0))
             return 0;
         if (write_text(s, p, len))
             return -1;
-        gw_sendq_pop(&s->sendq);
+        gw__sendq_pop(&s->sendq);
         atomic_fetch_sub(&s->queued_sends, 1);
         s->gw->snap_dirty = 1;
     }
-    if (s->handshake || s->heartbeat_due || (session_up(s) && gw_sendq_pending(&s->sendq)))
+    if (s->handshake || s->heartbeat_due || (session_up(s) && gw__sendq_pending(&s->sendq)))
         lws_callback_on_writable(s->wsi);
     return 0;
 }
@@ -319,7 +319,7 @@ static int on_writeable(struct gw_shard *s)
 static void keep_presence(struct gw_shard *s, const char *p, size_t len)
 {
     struct gw_envelope env;
-    if (gw_envelope_scan(p, len, &env) || env.op != SH_OP_PRESENCE_UPDATE || !env.d ||
+    if (gw__envelope_scan(p, len, &env) || env.op != SH_OP_PRESENCE_UPDATE || !env.d ||
         *env.d != '{')
         return;
     char *copy = malloc(env.d_len + 1);
@@ -333,7 +333,7 @@ static void keep_presence(struct gw_shard *s, const char *p, size_t len)
 
 void gw__shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 {
-    int rc = gw_sendq_push(&s->sendq, p, len);
+    int rc = gw__sendq_push(&s->sendq, p, len);
     if (rc) { /* callers counted the payload in queued_sends, bounded by GW_SENDQ_MAX */
         atomic_fetch_sub(&s->queued_sends, 1);
         log_error("msg=\"payload not queued\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
@@ -545,7 +545,7 @@ static void connect_now(struct gw_shard *s)
     size_t pl = strlen(u.path);
     while (pl > 0 && u.path[pl - 1] == '/')
         u.path[--pl] = '\0';
-    const char *cname = gw_inflate_query_name(gw->compress);
+    const char *cname = gw__inflate_query_name(gw->compress);
     snprintf(path, sizeof(path), "%s/?v=10&encoding=json%s%s", u.path, cname ? "&compress=" : "",
              cname ? cname : "");
 
@@ -561,10 +561,10 @@ static void connect_now(struct gw_shard *s)
     s->saw_hello = 0;
     s->ack_pending = 0;
     s->heartbeat_due = 0;
-    gw_sendq_new_window(&s->sendq);
+    gw__sendq_new_window(&s->sendq);
     SH_FREE(s->handshake);
     s->handshake_identify = 0;
-    if (gw_inflate_reset(s->z)) {
+    if (gw__inflate_reset(s->z)) {
         on_connection_lost(s, "inflate reset failed");
         return;
     }
@@ -632,8 +632,8 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         return;
     }
     if (code && !s->self_close && is_fatal(code)) {
-        unsigned dropped = gw_sendq_pending(&s->sendq);
-        gw_sendq_clear(&s->sendq);
+        unsigned dropped = gw__sendq_pending(&s->sendq);
+        gw__sendq_clear(&s->sendq);
         atomic_fetch_sub(&s->queued_sends, (int)dropped);
         if (dropped)
             log_warn("msg=\"queued payloads dropped with the failed shard\" shard=%d count=%u",
@@ -919,7 +919,7 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
 static void on_payload(struct gw_shard *s, const char *p, size_t n)
 {
     struct gw_envelope env;
-    if (gw_envelope_scan(p, n, &env)) {
+    if (gw__envelope_scan(p, n, &env)) {
         log_warn("msg=\"malformed gateway payload skipped\" shard=%d bytes=%zu", s->id, n);
         return;
     }
@@ -973,7 +973,7 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
 static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t size)
 {
     struct gw_envelope env;
-    if (gw_envelope_peek(p, n, &env))
+    if (gw__envelope_peek(p, n, &env))
         env = (struct gw_envelope){.op = -1};
     if (env.has_s) {
         s->seq = env.s;
@@ -1007,7 +1007,7 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
     const char *p;
     size_t n;
     int done;
-    int rc = gw_inflate_feed_part(s->z, part, len, last, &p, &n, &done);
+    int rc = gw__inflate_feed_part(s->z, part, len, last, &p, &n, &done);
     if (rc) {
         log_warn("msg=\"gateway stream unreadable, reconnecting\" shard=%d error=\"%s\"", s->id,
                  sh_strerror(rc));
@@ -1015,7 +1015,7 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
         return;
     }
     size_t size;
-    if (done && gw_inflate_skipped(s->z, &size))
+    if (done && gw__inflate_skipped(s->z, &size))
         on_oversized(s, p, n, size);
     else if (done)
         on_payload(s, p, n);

@@ -1,5 +1,6 @@
 /*
- * gateway/envelope.h: scan a gateway payload's envelope without building a tree.
+ * gateway/envelope.h: scan a gateway payload's envelope without building a tree. Internal to the
+ * gateway room (gw__ prefix); other rooms use gateway/gateway.h.
  *
  * The hot path needs only `op`, `t`, `s` and where `d` lies in the buffer. The
  * scanner walks the top-level object once, skipping nested values by bracket and

@@ -16,7 +16,6 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "gateway/rest.h"
 #include "gateway/sink.h"
 
 struct gw_gateway;
@@ -53,6 +52,16 @@ enum { GW_STATUS_COUNT = 0 GW_STATUS_MAP(GW_STATUS_COUNT_) };
 extern const char *const gw_status_names[GW_STATUS_COUNT];
 
 /* ---- identify slots and the session budget: an interface bridge/main.c fills --------------- */
+
+/* What `GET /gateway/bot` answered (gateway/rest.c fetches it). */
+struct gw_bot_info {
+    char url[512];           /* gateway URL, e.g. wss://gateway.discord.gg */
+    int shards;              /* recommended shard count */
+    int session_total;       /* session_start_limit.total */
+    int session_remaining;   /* session_start_limit.remaining */
+    uint64_t reset_after_ms; /* session_start_limit.reset_after */
+    int max_concurrency;     /* session_start_limit.max_concurrency */
+};
 
 /* The daily session budget (Discord's session_start_limit) as an implementation keeps it. */
 struct gw_budget {

@@ -1,5 +1,6 @@
 /*
- * gateway/inflate.h: transport decompression for one gateway connection.
+ * gateway/inflate.h: transport decompression for one gateway connection. Internal to the
+ * gateway room (gw__ prefix); other rooms use gateway/gateway.h.
  *
  * zlib-stream: one inflate context for the whole connection. Its 2-byte zlib header is checked,
  * the rest inflated as raw deflate: the stream never ends, so its Adler-32 never arrives and is

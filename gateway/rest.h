@@ -1,5 +1,6 @@
 /*
- * gateway/rest.h: Discord REST discovery, `GET {api_base}/gateway/bot`.
+ * gateway/rest.h: Discord REST discovery, `GET {api_base}/gateway/bot`. Internal to the
+ * gateway room (gw__ prefix).
  *
  * Blocking (libcurl easy); called at start-up and when the session budget must be
  * refreshed, never on the hot path. Retries 429 (honouring retry_after) and 5xx or
@@ -11,14 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct gw_bot_info {
-    char url[512];              /* gateway URL, e.g. wss://gateway.discord.gg */
-    int shards;                 /* recommended shard count */
-    int session_total;          /* session_start_limit.total */
-    int session_remaining;      /* session_start_limit.remaining */
-    uint64_t reset_after_ms;    /* session_start_limit.reset_after */
-    int max_concurrency;        /* session_start_limit.max_concurrency */
-};
+#include "gateway/gateway.h" /* struct gw_bot_info */
 
 /*
  * Fetch the bot gateway info. `stop` (may be NULL) is polled between retries and

@@ -1,5 +1,6 @@
 /*
- * gateway/sendq.h: what one gateway connection may send, and when.
+ * gateway/sendq.h: what one gateway connection may send, and when. Internal to the
+ * gateway room (gw__ prefix); other rooms use gateway/gateway.h.
  *
  * Discord allows 120 payloads per connection per 60 s (over it: close 4008) and
  * 4,096 bytes per payload (over it: close 4002). The queue refuses oversize

@@ -895,7 +895,8 @@ void gw_gateway_free(struct gw_gateway *gw)
     if (!gw)
         return;
     gw->stopping = 1; /* connections the destroy ends are not reconnected */
-    gw->ident.ops->stop(gw->ident.ud); /* a budget re-read calls back into gw: joined first */
+    if (gw->ident.ops) /* a budget re-read calls back into gw: joined first */
+        gw->ident.ops->stop(gw->ident.ud);
     if (gw->ctx)
         lws_context_destroy(gw->ctx);
     for (int i = 0; gw->shards && i < gw->n_shards; i++)

@@ -3,10 +3,10 @@
  *
  * One gw_gateway holds every shard of this process on one libwebsockets context,
  * served by one thread (the one that calls gw_gateway_run). Other threads call only
- * the functions marked "any thread" below (stop, commands, snapshots, the end of a
- * budget re-read); they never touch shard state. Dispatches leave through the gw_sink
- * given at creation. Where a shard gets permission to IDENTIFY and where the daily
- * session budget is kept is the gw_identify interface below, which bridge/main.c fills.
+ * the functions marked "any thread" below (stop, commands, snapshots); they never
+ * touch shard state. Dispatches leave through the gw_sink given at creation. Where a
+ * shard gets permission to IDENTIFY and where the daily session budget is kept is the
+ * gw_identify interface below, which bridge/main.c fills.
  */
 #ifndef SHARDHOOK_GW_GATEWAY_H
 #define SHARDHOOK_GW_GATEWAY_H
@@ -72,8 +72,8 @@ struct gw_budget {
 
 /*
  * Where a shard gets permission to IDENTIFY and where the session budget is kept. The gateway
- * calls these on its own thread (start: from gw_gateway_new), one shard at a time; nothing of a
- * shard's state crosses. gw_identify_local_new() fills it for one process (buckets in memory,
+ * calls these on its own thread (start from gw_gateway_new, stop also from gw_gateway_free), one
+ * shard at a time; nothing of a shard's state crosses. gw_identify_local_new() fills it for one process (buckets in memory,
  * the budget read from /gateway/bot); cluster mode fills it from Redis. RESUMEs never ask.
  */
 struct gw_identify_ops {

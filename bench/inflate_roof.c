@@ -7,7 +7,7 @@
  *
  *   inflate only   zlib inflate(Z_SYNC_FLUSH) / ZSTD_decompressStream per message into one
  *                  preallocated buffer: the least any client can spend;
- *   hot path       gw_inflate_feed + gw_envelope_scan (gateway/inflate.c, gateway/envelope.c):
+ *   hot path       gw__inflate_feed + gw__envelope_scan (gateway/inflate.c, gateway/envelope.c):
  *                  shardhook's own per-event work before routing, without the network.
  *
  * Each is run --runs times (interleaved, fresh contexts every run) and reported as the median
@@ -195,28 +195,28 @@ static int pass_zstd(const struct dump *d, unsigned char *out, size_t cap, struc
     return SH_OK;
 }
 
-/* shardhook's hot path: gw_inflate_feed, then gw_envelope_scan on every payload. */
+/* shardhook's hot path: gw__inflate_feed, then gw__envelope_scan on every payload. */
 static int pass_hot(const struct dump *d, struct pass *r)
 {
     struct gw_inflate *z;
     memset(r, 0, sizeof(*r));
     double t0 = cpu_now();
-    int rc = gw_inflate_new(d->kind, MAX_PAYLOAD, MAX_PAYLOAD, &z);
+    int rc = gw__inflate_new(d->kind, MAX_PAYLOAD, MAX_PAYLOAD, &z);
     if (!rc)
-        rc = gw_inflate_skip_oversized(z, 4096); /* as a shard runs it */
+        rc = gw__inflate_skip_oversized(z, 4096); /* as a shard runs it */
     if (rc) {
-        gw_inflate_free(z);
+        gw__inflate_free(z);
         return rc;
     }
     for (size_t i = 0; i < d->n && !rc; i++) {
         const char *out;
         size_t n;
         int done;
-        rc = gw_inflate_feed(z, d->msgs[i].p, d->msgs[i].len, &out, &n, &done);
+        rc = gw__inflate_feed(z, d->msgs[i].p, d->msgs[i].len, &out, &n, &done);
         if (rc || !done)
             continue;
         struct gw_envelope env;
-        if ((rc = gw_envelope_scan(out, n, &env)))
+        if ((rc = gw__envelope_scan(out, n, &env)))
             break;
         r->payloads++;
         r->bytes += n;
@@ -224,7 +224,7 @@ static int pass_hot(const struct dump *d, struct pass *r)
             r->events++;
         r->check += env.s + env.d_len + env.t_len;
     }
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     r->cpu_s = cpu_now() - t0;
     return rc;
 }
@@ -315,7 +315,7 @@ static int bench(const struct dump *d, int runs, FILE *j, int first)
            (double)d->compressed / 1e6, (double)ref_r.bytes / (double)d->compressed, runs);
     print_line(d->kind == GW_COMPRESS_ZLIB ? "inflate only (zlib)" : "inflate only (zstd)", &fr,
                &ref_r);
-    print_line("gw_inflate + gw_envelope_scan", &fh, &ref_h);
+    print_line("gw_inflate + gw__envelope_scan", &fh, &ref_h);
     printf("  hot path / inflate only: %.2fx\n", fh.median_s / fr.median_s);
     if (j) {
         fprintf(j,

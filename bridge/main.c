@@ -1,6 +1,7 @@
 /*
  * bridge/main.c: shardhook's entry point. Parses the command line, loads the
- * config, wires the gateway (its own thread) to the delivery thread, turns
+ * config, wires the gateway (its own thread) to the delivery thread and fills the
+ * gateway's identify interface (local to this process: gw_identify_local_new), turns
  * SIGTERM/SIGINT into a graceful stop and SIGHUP into a config reload (what can
  * change live is applied, what needs a restart is named), and picks the exit code:
  *   0 after a stop, 1 when the gateway cannot run (one line says what to fix),
@@ -204,19 +205,20 @@ static void raise_fd_limit(void)
     }
 }
 
-int main(int argc, char **argv)
+/* The command line: *path and *check set, or an exit code (>= 0) when main should end at once. */
+static int parse_args(int argc, char **argv, const char **path, int *check)
 {
-    const char *path = NULL;
-    int check = 0;
+    *path = NULL;
+    *check = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
             if (++i == argc) {
                 usage(stderr);
                 return EX_USAGE;
             }
-            path = argv[i];
+            *path = argv[i];
         } else if (!strcmp(argv[i], "--check")) {
-            check = 1;
+            *check = 1;
         } else if (!strcmp(argv[i], "--version")) {
             printf("shardhook %s\n", SHARDHOOK_VERSION);
             return 0;
@@ -229,35 +231,33 @@ int main(int argc, char **argv)
             return EX_USAGE;
         }
     }
-    if (!path) {
+    if (!*path) {
         usage(stderr);
         return EX_USAGE;
     }
+    return -1;
+}
 
-    struct cfg_config cfg;
+/* Load path into cfg; on failure print one line and return EX_CONFIG. */
+static int load_config(const char *path, struct cfg_config *cfg)
+{
     char err[1024];
-    if (cfg_load(path, &cfg, err, sizeof(err))) {
-        /* errors found while reading name the file already; those about a key do not */
-        size_t pl = strlen(path);
-        if (!strncmp(err, path, pl) && err[pl] == ':')
-            fprintf(stderr, "shardhook: %s\n", err);
-        else
-            fprintf(stderr, "shardhook: %s: %s\n", path, err);
-        return EX_CONFIG;
-    }
-    register_secrets(&cfg);
-    if (check) {
-        printf("shardhook: %s: ok\n", path);
-        cfg_free(&cfg);
+    if (!cfg_load(path, cfg, err, sizeof(err))) {
+        register_secrets(cfg);
         return 0;
     }
-    apply_log_settings(&cfg);
-    for (size_t i = 0; i < cfg.n_webhooks; i++)
-        if (cfg.webhooks[i].unsigned_ok)
-            log_warn("msg=\"webhook requests are unsigned (secret: null); receivers cannot "
-                     "verify them\" webhook=%zu",
-                     i);
+    /* errors found while reading name the file already; those about a key do not */
+    size_t pl = strlen(path);
+    if (!strncmp(err, path, pl) && err[pl] == ':')
+        fprintf(stderr, "shardhook: %s\n", err);
+    else
+        fprintf(stderr, "shardhook: %s: %s\n", path, err);
+    return EX_CONFIG;
+}
 
+/* Signals only set flags; SIGPIPE is ignored (a webhook or API peer may go away). */
+static void install_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -267,95 +267,146 @@ int main(int argc, char **argv)
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    log_info("msg=\"starting\" version=%s config=\"%s\" webhooks=%zu", SHARDHOOK_VERSION, path,
-             cfg.n_webhooks);
+}
 
-    int exit_code = 0;
-    char final_line[1024] = ""; /* what to fix, printed last so it is the line users see */
-    struct br_delivery *delivery = NULL;
-    struct gw_gateway *gw = NULL;
-    struct http_server *api = NULL;
-    int rc = br_delivery_new(&cfg, &delivery);
+/* What one run holds, freed by stop_all in the reverse order of start_all. */
+struct daemon {
+    const char *path;
+    struct cfg_config cfg;
+    struct br_delivery *delivery;
+    struct gw_identify ident; /* identify slots and the session budget: local to this process */
+    struct gw_gateway *gw;
+    struct http_server *api;
+    int exit_code;
+    char final_line[1024]; /* what to fix, printed last so it is the line users see */
+};
+
+/* Delivery, the gateway (discovery, checkpoints), the control API. 0, or d->exit_code is set. */
+static int start_all(struct daemon *d)
+{
+    char err[1024];
+    int rc = br_delivery_new(&d->cfg, &d->delivery);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
-        exit_code = 1;
-        goto out;
+        return d->exit_code = 1;
     }
-    struct gw_sink sink = br_delivery_sink(delivery);
-    rc = gw_gateway_new(&cfg, &sink, &stop_flag, &gw, err, sizeof(err));
+    rc = gw_identify_local_new(&d->cfg, &d->ident);
     if (rc) {
-        if (rc == SH_ECLOSED) {
-            log_info("msg=\"stopped before the gateway was reached\"");
-        } else {
-            log_error("msg=\"gateway unavailable\" error=\"%s\"", err);
-            snprintf(final_line, sizeof(final_line), "%s", err);
-            exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
-        }
-        goto out;
+        fprintf(stderr, "shardhook: cannot start the gateway: %s\n", sh_strerror(rc));
+        return d->exit_code = 1;
+    }
+    struct gw_sink sink = br_delivery_sink(d->delivery);
+    rc = gw_gateway_new(&d->cfg, &sink, &d->ident, &stop_flag, &d->gw, err, sizeof(err));
+    if (rc == SH_ECLOSED) {
+        log_info("msg=\"stopped before the gateway was reached\"");
+        return 1;
+    }
+    if (rc) {
+        log_error("msg=\"gateway unavailable\" error=\"%s\"", err);
+        snprintf(d->final_line, sizeof(d->final_line), "%s", err);
+        return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
     /* checkpoints: shards that have one RESUME; then delivery starts before any event flows */
-    rc = start_delivery(delivery, gw);
+    rc = start_delivery(d->delivery, d->gw);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
-        exit_code = 1;
-        goto out;
+        return d->exit_code = 1;
     }
-
     /* the control API serves as soon as the gateway exists; its observer must be set first */
-    rc = http_server_new(&cfg, gw, &api, err, sizeof(err));
+    rc = http_server_new(&d->cfg, d->gw, &d->api, err, sizeof(err));
     if (rc) {
         log_error("msg=\"control API unavailable\" error=\"%s\"", err);
-        snprintf(final_line, sizeof(final_line), "%s", err);
-        exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
-        goto out;
+        snprintf(d->final_line, sizeof(d->final_line), "%s", err);
+        return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
-    struct gw_observer obs = http_server_observer(api);
-    gw_gateway_set_observer(gw, &obs);
+    struct gw_observer obs = http_server_observer(d->api);
+    gw_gateway_set_observer(d->gw, &obs);
+    return 0;
+}
 
-    struct gw_thread gt = {.gw = gw};
+/* The gateway on its own thread until a signal or its end; SIGHUP reloads meanwhile. */
+static void run_gateway(struct daemon *d)
+{
+    struct gw_thread gt = {.gw = d->gw};
     pthread_t th;
     if (pthread_create(&th, NULL, gateway_main, &gt)) {
         fprintf(stderr, "shardhook: cannot start the gateway thread\n");
-        exit_code = 1;
-        goto out;
+        d->exit_code = 1;
+        return;
     }
     while (!got_signal && !atomic_load(&gt.done)) {
         if (got_hup) {
             got_hup = 0;
-            reload(path, &cfg, delivery, api);
+            reload(d->path, &d->cfg, d->delivery, d->api);
         }
         sleep_ms(50);
     }
     if (got_signal) {
         log_info("msg=\"stopping\" signal=%d", (int)got_signal);
-        gw_gateway_stop(gw);
+        gw_gateway_stop(d->gw);
     }
-    http_server_stop(api); /* answers what still waits for Discord, then stops serving */
+    http_server_stop(d->api); /* answers what still waits for Discord, then stops serving */
     pthread_join(th, NULL);
     if (gt.rc) {
-        const char *why = gw_gateway_fatal(gw);
+        const char *why = gw_gateway_fatal(d->gw);
         log_error("msg=\"no shard can run\" error=\"%s\"", why ? why : sh_strerror(gt.rc));
-        snprintf(final_line, sizeof(final_line), "%s", why ? why : sh_strerror(gt.rc));
-        exit_code = 1;
+        snprintf(d->final_line, sizeof(d->final_line), "%s", why ? why : sh_strerror(gt.rc));
+        d->exit_code = 1;
     }
+}
 
-out:
-    if (delivery) {
-        uint64_t left = br_delivery_stop(delivery, cfg.shutdown_timeout_ms);
+/*
+ * Flush delivery, then free in the order that keeps every thread's data alive until it was
+ * joined: the API after the gateway thread (it calls the observer), the identify source after
+ * the gateway (gw_gateway_free joins its budget re-read), delivery last.
+ */
+static void stop_all(struct daemon *d)
+{
+    if (d->delivery) {
+        uint64_t left = br_delivery_stop(d->delivery, d->cfg.shutdown_timeout_ms);
         if (left)
             log_error("msg=\"events not delivered at exit\" events=%llu",
                       (unsigned long long)left);
     }
-    http_server_free(api); /* after the gateway thread: it calls the observer until it ends */
-    gw_gateway_free(gw);
-    br_delivery_free(delivery);
-    log_info("msg=\"stopped\" exit_code=%d", exit_code);
-    cfg_free(&cfg);
-    if (final_line[0])
-        fprintf(stderr, "shardhook: %s\n", final_line);
+    http_server_free(d->api);
+    gw_gateway_free(d->gw);
+    gw_identify_local_free(&d->ident);
+    br_delivery_free(d->delivery);
+}
+
+int main(int argc, char **argv)
+{
+    static struct daemon d;
+    int check;
+    int rc = parse_args(argc, argv, &d.path, &check);
+    if (rc >= 0)
+        return rc;
+    if (load_config(d.path, &d.cfg))
+        return EX_CONFIG;
+    if (check) {
+        printf("shardhook: %s: ok\n", d.path);
+        cfg_free(&d.cfg);
+        return 0;
+    }
+    apply_log_settings(&d.cfg);
+    for (size_t i = 0; i < d.cfg.n_webhooks; i++)
+        if (d.cfg.webhooks[i].unsigned_ok)
+            log_warn("msg=\"webhook requests are unsigned (secret: null); receivers cannot "
+                     "verify them\" webhook=%zu",
+                     i);
+    install_signals();
+    raise_fd_limit();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    log_info("msg=\"starting\" version=%s config=\"%s\" webhooks=%zu", SHARDHOOK_VERSION, d.path,
+             d.cfg.n_webhooks);
+    if (!start_all(&d))
+        run_gateway(&d);
+    stop_all(&d);
+    log_info("msg=\"stopped\" exit_code=%d", d.exit_code);
+    cfg_free(&d.cfg);
+    if (d.final_line[0])
+        fprintf(stderr, "shardhook: %s\n", d.final_line);
     sh_log_clear_secrets();
     curl_global_cleanup();
-    return exit_code;
+    return d.exit_code;
 }

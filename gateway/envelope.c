@@ -405,7 +405,7 @@ static const char *envelope_member(void *ctx, const char *k, size_t k_len, const
     return scan_member(key, p, end, &w->e);
 }
 
-int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
+int gw__envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
 {
     struct envelope_walk w = {.e = {.op = -1}};
     if (!env || !buf)
@@ -418,7 +418,7 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env)
     return SH_OK;
 }
 
-int gw_envelope_peek(const char *buf, size_t len, struct gw_envelope *env)
+int gw__envelope_peek(const char *buf, size_t len, struct gw_envelope *env)
 {
     if (!env || !buf)
         return SH_EPARSE;

@@ -1,5 +1,6 @@
 /*
- * gateway/envelope.h: scan a gateway payload's envelope without building a tree.
+ * gateway/envelope.h: scan a gateway payload's envelope without building a tree. Internal to the
+ * gateway room (gw__ prefix); other rooms use gateway/gateway.h.
  *
  * The hot path needs only `op`, `t`, `s` and where `d` lies in the buffer. The
  * scanner walks the top-level object once, skipping nested values by bracket and
@@ -36,7 +37,7 @@ struct gw_envelope {
  * null, duplicate envelope keys, trailing bytes other than whitespace).
  * Event names containing escapes are rejected (Discord never sends them).
  */
-int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env);
+int gw__envelope_scan(const char *buf, size_t len, struct gw_envelope *env);
 
 /*
  * Best effort on the front of a payload cut short (one over max_payload_bytes): the top-level
@@ -44,7 +45,7 @@ int gw_envelope_scan(const char *buf, size_t len, struct gw_envelope *env);
  * env (d stays NULL; t points into buf) and returns 0, or SH_EPARSE when buf is not the start
  * of an object.
  */
-int gw_envelope_peek(const char *buf, size_t len, struct gw_envelope *env);
+int gw__envelope_peek(const char *buf, size_t len, struct gw_envelope *env);
 
 /* A snowflake written as a JSON string ("123"): its value, or 0 when it is anything else. */
 uint64_t gw_json_snowflake(const char *val, size_t len);

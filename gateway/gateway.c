@@ -1,10 +1,13 @@
 /*
  * gateway/gateway.c: the gateway room's loop. Owns the libwebsockets context that
- * serves every shard of the process, discovery through /gateway/bot, the identify
- * buckets (one IDENTIFY per bucket per interval), the session budget count, the
- * per-pass event chunk handed to the sink, graceful stop and fatal exit.
+ * serves every shard of the process, discovery through /gateway/bot, asking the
+ * gw_identify interface for identify slots and the session budget (and holding shards
+ * while the budget is spent), the per-pass event chunk handed to the sink, the command
+ * queue, status snapshots, graceful stop and fatal exit.
  *
- * Only gw_gateway_stop() may be called from another thread.
+ * Everything runs on the gateway thread except the functions gateway.h marks "any
+ * thread": gw_gateway_stop, the commands (send, withdraw, reconnect, pause) that post to
+ * the queue and wake the loop, and the snapshot readers that copy under snap_lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,6 +20,7 @@
 #include "gateway/gateway.h"
 #include "gateway/shard.h"
 #include "lib/clock.h"
+#include "lib/discord.h"
 #include "lib/errors.h"
 #include "lib/log.h"
 
@@ -31,7 +35,7 @@
  * half the least max_batch_delay_ms. After a pass in which one socket gave PASS_SOCKET_BYTES or
  * more there is none: that socket is behind (a big payload, a burst), and each socket gives one
  * read of at most 64 KiB per pass. Events read right after a pause count as received when it
- * began (gw_gateway_rx_ms), so the time they spent in the socket comes out of their batch's
+ * began (gw__rx_ms), so the time they spent in the socket comes out of their batch's
  * max_batch_delay_ms instead of adding to it. Never sleeps when idle: the poll blocks.
  */
 #define PASS_COALESCE_US 8000
@@ -40,7 +44,7 @@
 #define PASS_PAUSE_MIN_US 200
 #define PROGRESS_EVERY_MS 5000
 
-enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BOT_INFO, GW_CMD_WITHDRAW };
+enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BUDGET_READ, GW_CMD_WITHDRAW };
 
 static int protocol_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
@@ -48,7 +52,7 @@ static int protocol_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
     /* a cross-thread wake-up (lws_cancel_service): the loop checks its flags after the pass */
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED)
         return 0;
-    return gw_shard_callback(wsi, reason, user, in, len);
+    return gw__shard_callback(wsi, reason, user, in, len);
 }
 
 static const struct lws_protocols protocols[] = {
@@ -127,15 +131,16 @@ static int pick_shards(const struct cfg_config *cfg, int total, int **ids, int *
     return SH_EINVAL;
 }
 
-int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, volatile int *stop,
-                   struct gw_gateway **out, char *err, size_t errlen)
+/* The gateway before discovery: locks, metrics, the transport compression. */
+static struct gw_gateway *gateway_alloc(const struct cfg_config *cfg, const struct gw_sink *sink,
+                                        const struct gw_identify *ident)
 {
-    *out = NULL;
     struct gw_gateway *gw = calloc(1, sizeof(*gw));
     if (!gw)
-        return SH_ENOMEM;
+        return NULL;
     gw->cfg = cfg;
     gw->sink = *sink;
+    gw->ident = *ident;
     pthread_mutex_init(&gw->cmd_lock, NULL);
     pthread_mutex_init(&gw->snap_lock, NULL);
     gw->started_wall_ms = sh_wall_ms();
@@ -146,50 +151,57 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
                                      "Connections the gateway closed, by close code "
                                      "(none: dropped without a close frame)",
                                      "code");
-    int rc = gw_rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
+    return gw;
+}
+
+/* /gateway/bot: the URL, the shard total, the bucket count; the identify source starts. */
+static int discover(struct gw_gateway *gw, volatile int *stop, char *err, size_t errlen)
+{
+    const struct cfg_config *cfg = gw->cfg;
+    int rc = gw__rest_gateway_bot(cfg->api_base, cfg->token, 8, stop, &gw->bot, err, errlen);
     if (rc)
-        goto fail;
-    gw->discovered_wall_ms = sh_wall_ms();
-    gw->budget_reset_ms = sh_now_ms() + gw->bot.reset_after_ms;
+        return rc;
     gw->total = cfg->shards.mode == CFG_SHARDS_AUTO ? gw->bot.shards : cfg->shards.total;
     gw->max_concurrency =
         cfg->identify_concurrency > 0 ? cfg->identify_concurrency : gw->bot.max_concurrency;
     if (gw->max_concurrency < 1)
         gw->max_concurrency = 1;
-    gw->identify_interval_ms = (uint64_t)cfg->testing_identify_interval_ms;
-    gw->session_remaining = gw->bot.session_remaining;
     log_info("msg=\"gateway discovered\" url=\"%s\" recommended_shards=%d total=%d "
              "max_concurrency=%d sessions_remaining=%d sessions_total=%d compress=%s",
-             gw->bot.url, gw->bot.shards, gw->total, gw->max_concurrency,
-             gw->bot.session_remaining, gw->bot.session_total,
-             gw_inflate_query_name(gw->compress) ? gw_inflate_query_name(gw->compress) : "none");
-    if (gw->identify_interval_ms != 5000)
+             gw->bot.url, gw->bot.shards, gw->total, gw->max_concurrency, gw->bot.session_remaining,
+             gw->bot.session_total,
+             gw__inflate_query_name(gw->compress) ? gw__inflate_query_name(gw->compress) : "none");
+    if (cfg->testing_identify_interval_ms != 5000)
         log_warn("msg=\"testing.identify_interval_ms shortens Discord's 5 s identify window; "
-                 "use it only against a fake gateway\" identify_interval_ms=%" PRIu64,
-                 gw->identify_interval_ms);
-
-    int *ids = NULL;
-    rc = pick_shards(cfg, gw->total, &ids, &gw->n_shards, err, errlen);
+                 "use it only against a fake gateway\" identify_interval_ms=%d",
+                 cfg->testing_identify_interval_ms);
+    rc = gw->ident.ops->start(gw->ident.ud, gw->max_concurrency, &gw->bot);
     if (rc)
-        goto fail;
+        snprintf(err, errlen, "identify slots: %s", sh_strerror(rc));
+    return rc;
+}
+
+/* Every shard this process runs, prepared (not connected). */
+static int make_shards(struct gw_gateway *gw, char *err, size_t errlen)
+{
+    const struct cfg_config *cfg = gw->cfg;
+    int *ids = NULL;
+    int rc = pick_shards(cfg, gw->total, &ids, &gw->n_shards, err, errlen);
+    if (rc)
+        return rc;
     gw->shards = calloc((size_t)gw->n_shards, sizeof(*gw->shards));
     gw->snap_shards = calloc((size_t)gw->n_shards, sizeof(*gw->snap_shards));
-    gw->buckets = calloc((size_t)gw->max_concurrency, sizeof(*gw->buckets));
-    gw->txbuf = malloc(LWS_PRE + GW_SEND_MAX_PAYLOAD);
-    if (!gw->shards || !gw->snap_shards || !gw->buckets || !gw->txbuf) {
-        free(ids);
+    gw->txbuf = malloc(LWS_PRE + SH_GW_MAX_SEND_BYTES);
+    if (!gw->shards || !gw->snap_shards || !gw->txbuf)
         rc = SH_ENOMEM;
-        goto fail;
-    }
-    for (int i = 0; i < gw->n_shards; i++) {
-        rc = gw_shard_init(&gw->shards[i], gw, ids[i]);
-        if (rc) {
-            free(ids);
+    for (int i = 0; !rc && i < gw->n_shards; i++) {
+        rc = gw__shard_init(&gw->shards[i], gw, ids[i]);
+        if (rc)
             snprintf(err, errlen, "shard %d: %s", ids[i], sh_strerror(rc));
-            goto fail;
-        }
     }
     free(ids);
+    if (rc)
+        return rc;
     if (cfg->testing_send_window_ms != GW_SEND_WINDOW_MS) {
         log_warn("msg=\"testing.send_window_ms shortens Discord's 60 s send window; use it only "
                  "against a fake gateway\" send_window_ms=%d",
@@ -197,17 +209,25 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
         for (int i = 0; i < gw->n_shards; i++)
             gw->shards[i].sendq.window_ms = cfg->testing_send_window_ms;
     }
+    return SH_OK;
+}
 
-    char probe[GW_SEND_MAX_PAYLOAD + 1];
+/* The configured presence must leave room in IDENTIFY under Discord's payload cap. */
+static int check_identify_fits(const struct gw_gateway *gw, char *err, size_t errlen)
+{
+    char probe[SH_GW_MAX_SEND_BYTES + 1];
     size_t plen;
-    if (gw_shard_build_identify(gw, gw->total - 1, probe, sizeof(probe), &plen)) {
-        snprintf(err, errlen,
-                 "presence: IDENTIFY would exceed Discord's 4096-byte payload limit; "
-                 "shorten the presence activities");
-        rc = SH_ECONFIG;
-        goto fail;
-    }
+    if (!gw__shard_build_identify(gw, gw->total - 1, probe, sizeof(probe), &plen))
+        return SH_OK;
+    snprintf(err, errlen,
+             "presence: IDENTIFY would exceed Discord's %d-byte payload limit; "
+             "shorten the presence activities",
+             SH_GW_MAX_SEND_BYTES);
+    return SH_ECONFIG;
+}
 
+static int create_context(struct gw_gateway *gw, char *err, size_t errlen)
+{
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -222,51 +242,55 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
        of the default 4 KiB, so a burst of messages costs a few syscalls, not one each */
     info.pt_serv_buf_size = 64 * 1024;
     gw->ctx = lws_create_context(&info);
-    if (!gw->ctx) {
-        snprintf(err, errlen, "could not create the websocket context");
-        rc = SH_ENOMEM;
-        goto fail;
+    if (gw->ctx)
+        return SH_OK;
+    snprintf(err, errlen, "could not create the websocket context");
+    return SH_ENOMEM;
+}
+
+int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink,
+                   const struct gw_identify *ident, volatile int *stop, struct gw_gateway **out,
+                   char *err, size_t errlen)
+{
+    *out = NULL;
+    struct gw_gateway *gw = gateway_alloc(cfg, sink, ident);
+    if (!gw)
+        return SH_ENOMEM;
+    int rc = discover(gw, stop, err, errlen);
+    if (!rc)
+        rc = make_shards(gw, err, errlen);
+    if (!rc)
+        rc = check_identify_fits(gw, err, errlen);
+    if (!rc)
+        rc = create_context(gw, err, errlen);
+    if (rc) {
+        gw_gateway_free(gw);
+        return rc;
     }
     *out = gw;
     return SH_OK;
-fail:
-    gw_gateway_free(gw);
-    return rc;
 }
 
-uint64_t gw_gateway_identify_slot(struct gw_gateway *gw, int shard_id, uint64_t not_before_ms)
+/* ---- identify slots and the session budget, through gw->ident ------------------------------ */
+
+uint64_t gw__identify_slot(struct gw_gateway *gw, int shard_id, uint64_t not_before_ms)
 {
-    struct gw_bucket *b = &gw->buckets[shard_id % gw->max_concurrency];
-    uint64_t slot = not_before_ms > b->next_slot_ms ? not_before_ms : b->next_slot_ms;
-    b->next_slot_ms = slot + gw->identify_interval_ms;
-    return slot;
+    return gw->ident.ops->plan(gw->ident.ud, shard_id, not_before_ms);
 }
 
-/*
- * Margin on top of the identify window: the other end stamps an IDENTIFY when it reads it, and
- * both ends' queues jitter. 2 % of the window, at least 25 ms (100 ms on Discord's 5 s).
- */
-static uint64_t identify_margin(const struct gw_gateway *gw)
+uint64_t gw__identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
 {
-    uint64_t m = gw->identify_interval_ms / 50;
-    return m < 25 ? 25 : m;
+    return gw->ident.ops->wait(gw->ident.ud, shard_id, now_ms);
 }
 
-uint64_t gw_gateway_identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
+void gw__identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
 {
-    struct gw_bucket *b = &gw->buckets[shard_id % gw->max_concurrency];
-    if (!b->last_identify_ms)
-        return 0;
-    uint64_t due = b->last_identify_ms + gw->identify_interval_ms + identify_margin(gw);
-    return due > now_ms ? due - now_ms : 0;
+    gw->ident.ops->stamp(gw->ident.ud, shard_id, now_ms);
 }
 
-void gw_gateway_identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms)
+static void read_budget(const struct gw_gateway *gw, struct gw_budget *b)
 {
-    struct gw_bucket *b = &gw->buckets[shard_id % gw->max_concurrency];
-    b->last_identify_ms = now_ms;
-    if (b->next_slot_ms < now_ms + gw->identify_interval_ms)
-        b->next_slot_ms = now_ms + gw->identify_interval_ms;
+    gw->ident.ops->budget(gw->ident.ud, b);
 }
 
 /* Shards that still need an IDENTIFY and hold no budget token. */
@@ -281,53 +305,39 @@ static int still_to_identify(const struct gw_gateway *gw)
     return n;
 }
 
-void gw_gateway_identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms)
+void gw__identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms)
 {
-    gw_gateway_identify_stamp(gw, s->id, now_ms);
+    gw__identify_stamp(gw, s->id, now_ms);
     if (s->budget_token)
         s->budget_token = 0; /* reserved when the connection was planned */
-    else if (gw->session_remaining > 0)
-        gw->session_remaining--;
-    int total = gw->bot.session_total, to_start = still_to_identify(gw);
-    if ((total > 0 && gw->session_remaining * 10 < total) || gw->session_remaining < to_start)
+    else
+        gw->ident.ops->spend(gw->ident.ud);
+    struct gw_budget b;
+    read_budget(gw, &b);
+    int to_start = still_to_identify(gw);
+    if ((b.total > 0 && b.remaining * 10 < b.total) || b.remaining < to_start)
         log_warn("msg=\"daily identify budget running low\" remaining=%d total=%d "
                  "shards_still_to_identify=%d",
-                 gw->session_remaining, total, to_start);
+                 b.remaining, b.total, to_start);
 }
 
-void gw_gateway_budget_return(struct gw_gateway *gw, struct gw_shard *s)
+void gw__budget_return(struct gw_gateway *gw, struct gw_shard *s)
 {
     if (!s->budget_token)
         return;
     s->budget_token = 0;
-    gw->session_remaining++;
+    gw->ident.ops->give_back(gw->ident.ud);
 }
 
 /* ---- the daily identify budget ----------------------------------------------------------- */
 
-struct refresh_job {
-    struct gw_gateway *gw;
-};
-
 static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const void *data,
                     size_t len);
 
-/* A short-lived thread: /gateway/bot must not block the gateway loop. */
-static void *refresh_main(void *arg)
+/* Any thread: the re-read budget_cb asked for ended; the loop takes it from here. */
+static void on_budget_read(void *arg, int rc)
 {
-    struct gw_gateway *gw = arg;
-    struct gw_bot_info info;
-    char err[512];
-    int stop = 0;
-    int rc = gw_rest_gateway_bot(gw->cfg->api_base, gw->cfg->token, 4, &stop, &info, err,
-                                 sizeof(err));
-    if (rc) {
-        log_warn("msg=\"identify budget refresh failed\" error=\"%s\"", err);
-        memset(&info, 0, sizeof(info));
-        info.session_remaining = -1;
-    }
-    post_cmd(gw, GW_CMD_BOT_INFO, -1, rc, &info, sizeof(info));
-    return NULL;
+    post_cmd(arg, GW_CMD_BUDGET_READ, -1, rc, NULL, 0);
 }
 
 static void budget_cb(lws_sorted_usec_list_t *sul)
@@ -335,36 +345,20 @@ static void budget_cb(lws_sorted_usec_list_t *sul)
     struct gw_gateway *gw = lws_container_of(sul, struct gw_gateway, sul_budget);
     if (gw->budget_refreshing || gw->stopping)
         return;
-    pthread_t th;
     gw->budget_refreshing = 1;
-    if (pthread_create(&th, NULL, refresh_main, gw)) {
+    if (gw->ident.ops->refresh(gw->ident.ud, on_budget_read, gw)) {
         gw->budget_refreshing = 0;
         lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, 5000 * LWS_US_PER_MS);
-        return;
     }
-    pthread_detach(th);
 }
 
-int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s)
+/* The budget is spent: say when identifying resumes and re-read the budget then. */
+static void wait_for_budget(struct gw_gateway *gw)
 {
-    if (s->budget_token)
-        return 0;
-    if (gw->session_remaining > 0 && !gw->budget_refreshing) {
-        gw->session_remaining--; /* reserved: shards connecting together cannot overspend */
-        s->budget_token = 1;
-        s->budget_hold = 0;
-        return 0;
-    }
-    if (!s->budget_hold) {
-        s->budget_hold = 1;
-        s->identify_at_ms = 0;
-        s->status = GW_QUEUED;
-        gw->snap_dirty = 1;
-    }
-    if (!lws_dll2_is_detached(&gw->sul_budget.list))
-        return 1;
+    struct gw_budget b;
+    read_budget(gw, &b);
     uint64_t now = sh_now_ms();
-    uint64_t wait = gw->budget_reset_ms > now ? gw->budget_reset_ms - now : 0;
+    uint64_t wait = b.reset_at_ms > now ? b.reset_at_ms - now : 0;
     if (wait < 1000)
         wait = 1000;
     char when[32];
@@ -376,28 +370,43 @@ int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s)
               "identifying_resumes_at=%s wait_s=%llu",
               when, (unsigned long long)(wait / 1000));
     lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, (lws_usec_t)wait * LWS_US_PER_MS);
+}
+
+int gw__budget_hold(struct gw_gateway *gw, struct gw_shard *s)
+{
+    if (s->budget_token)
+        return 0;
+    if (!gw->budget_refreshing && gw->ident.ops->take(gw->ident.ud) == SH_OK) {
+        s->budget_token = 1; /* reserved: shards connecting together cannot overspend */
+        s->budget_hold = 0;
+        return 0;
+    }
+    if (!s->budget_hold) {
+        s->budget_hold = 1;
+        s->identify_at_ms = 0;
+        s->status = GW_QUEUED;
+        gw->snap_dirty = 1;
+    }
+    if (lws_dll2_is_detached(&gw->sul_budget.list))
+        wait_for_budget(gw);
     return 1;
 }
 
-static void budget_refreshed(struct gw_gateway *gw, int rc, const struct gw_bot_info *info)
+/* On the loop: the re-read ended with rc (0: the implementation holds the new budget). */
+static void budget_refreshed(struct gw_gateway *gw, int rc)
 {
     gw->budget_refreshing = 0;
-    uint64_t now = sh_now_ms();
-    if (rc || info->session_remaining < 0) {
+    if (rc) {
         lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, 30000 * LWS_US_PER_MS);
         return;
     }
-    gw->bot.session_total = info->session_total;
-    gw->bot.session_remaining = info->session_remaining;
-    gw->bot.reset_after_ms = info->reset_after_ms;
-    gw->session_remaining = info->session_remaining;
-    gw->budget_reset_ms = now + info->reset_after_ms;
-    gw->discovered_wall_ms = sh_wall_ms();
+    struct gw_budget b;
+    read_budget(gw, &b);
     gw->snap_dirty = 1;
-    log_info("msg=\"identify budget refreshed\" remaining=%d total=%d", info->session_remaining,
-             info->session_total);
-    if (gw->session_remaining <= 0) {
-        uint64_t wait = info->reset_after_ms > 1000 ? info->reset_after_ms : 1000;
+    log_info("msg=\"identify budget refreshed\" remaining=%d total=%d", b.remaining, b.total);
+    if (b.remaining <= 0) {
+        uint64_t now = sh_now_ms();
+        uint64_t wait = b.reset_at_ms > now + 1000 ? b.reset_at_ms - now : 1000;
         lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, (lws_usec_t)wait * LWS_US_PER_MS);
         return;
     }
@@ -405,7 +414,7 @@ static void budget_refreshed(struct gw_gateway *gw, int rc, const struct gw_bot_
         struct gw_shard *s = &gw->shards[i];
         if (s->budget_hold) {
             s->budget_hold = 0;
-            gw_shard_start(s);
+            gw__shard_start(s);
         }
     }
 }
@@ -489,7 +498,7 @@ int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, si
     struct gw_shard *s = find_shard(gw, shard_id);
     if (!s)
         return SH_ENOTFOUND;
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_ETOOBIG;
     if (atomic_load(&gw->stop_requested))
         return SH_ECLOSED;
@@ -507,7 +516,7 @@ int gw_gateway_withdraw(struct gw_gateway *gw, int shard_id, const char *payload
 {
     if (!find_shard(gw, shard_id))
         return SH_ENOTFOUND;
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_OK; /* never queued */
     return post_cmd(gw, GW_CMD_WITHDRAW, shard_id, 0, payload, len);
 }
@@ -552,7 +561,7 @@ static void run_commands(struct gw_gateway *gw)
         switch (c->kind) {
         case GW_CMD_SEND:
             if (s && s->status != GW_FAILED && !gw->stopping) {
-                gw_shard_queue_user(s, c->data, c->len);
+                gw__shard_queue_user(s, c->data, c->len);
             } else if (s) {
                 atomic_fetch_sub(&s->queued_sends, 1);
                 log_warn("msg=\"payload dropped: shard not running\" shard=%d", s->id);
@@ -560,13 +569,13 @@ static void run_commands(struct gw_gateway *gw)
             break;
         case GW_CMD_RECONNECT:
             if (s)
-                gw_shard_reconnect(s, c->arg);
+                gw__shard_reconnect(s, c->arg);
             break;
-        case GW_CMD_BOT_INFO:
-            budget_refreshed(gw, c->arg, (const struct gw_bot_info *)(const void *)c->data);
+        case GW_CMD_BUDGET_READ:
+            budget_refreshed(gw, c->arg);
             break;
         case GW_CMD_WITHDRAW: /* after the GW_CMD_SEND it follows: commands run in order */
-            if (s && gw_sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
+            if (s && gw__sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
                 atomic_fetch_sub(&s->queued_sends, 1);
                 gw->snap_dirty = 1;
                 log_info("msg=\"queued payload withdrawn: its request gave up\" shard=%d", s->id);
@@ -613,17 +622,17 @@ static void publish(struct gw_gateway *gw)
         ov.eta_ms = -1;
     else if (last_slot > now)
         ov.eta_ms = (int64_t)(last_slot - now);
-    ov.session_total = gw->bot.session_total;
-    ov.session_remaining = gw->session_remaining;
-    ov.session_reset_at_ms = gw->budget_reset_ms > now
-                                 ? sh_wall_ms() + (gw->budget_reset_ms - now)
-                                 : 0;
+    struct gw_budget b;
+    read_budget(gw, &b);
+    ov.session_total = b.total;
+    ov.session_remaining = b.remaining;
+    ov.session_reset_at_ms = b.reset_at_ms > now ? sh_wall_ms() + (b.reset_at_ms - now) : 0;
     ov.started_at_ms = gw->started_wall_ms;
     ov.published_at_ms = sh_wall_ms();
     pthread_mutex_lock(&gw->snap_lock);
     gw->snap_ov = ov;
     for (int i = 0; i < gw->n_shards; i++)
-        gw_shard_fill_info(&gw->shards[i], &gw->snap_shards[i]);
+        gw__shard_fill_info(&gw->shards[i], &gw->snap_shards[i]);
     pthread_mutex_unlock(&gw->snap_lock);
     gw->snap_dirty = 0;
 }
@@ -712,9 +721,10 @@ static void begin_stop(struct gw_gateway *gw)
     if (gw->stopping)
         return;
     gw->stopping = 1;
-    log_info("msg=\"closing gateway connections\" code=4000 open=%d", live_sockets(gw));
+    log_info("msg=\"closing gateway connections\" code=%d open=%d", SH_CLOSE_RESUMABLE,
+             live_sockets(gw));
     for (int i = 0; i < gw->n_shards; i++)
-        gw_shard_shutdown(&gw->shards[i]);
+        gw__shard_shutdown(&gw->shards[i]);
     lws_sul_schedule(gw->ctx, 0, &gw->sul_stop_deadline, stop_deadline_cb,
                      (lws_usec_t)STOP_DEADLINE_MS * LWS_US_PER_MS);
 }
@@ -722,19 +732,19 @@ static void begin_stop(struct gw_gateway *gw)
 static const char *fatal_hint(int code, const struct gw_gateway *gw, char *buf, size_t cap)
 {
     switch (code) {
-    case 4004:
+    case SH_CLOSE_AUTHENTICATION_FAILED:
         return "the bot token is wrong or was reset; set \"token\" (or DISCORD_TOKEN) to the "
                "token from the developer portal";
-    case 4010:
+    case SH_CLOSE_INVALID_SHARD:
         snprintf(buf, cap, "shard ids do not fit the total of %d; check \"shards\"", gw->total);
         return buf;
-    case 4011:
+    case SH_CLOSE_SHARDING_REQUIRED:
         return "the bot needs more shards; set \"shards\" to \"auto\" or a larger total";
-    case 4012:
+    case SH_CLOSE_INVALID_API_VERSION:
         return "the gateway rejected API version 10";
-    case 4013:
+    case SH_CLOSE_INVALID_INTENTS:
         return "\"intents\" holds a value Discord does not accept";
-    case 4014: {
+    case SH_CLOSE_DISALLOWED_INTENTS: {
         size_t o = (size_t)snprintf(buf, cap, "enable the privileged intents");
         for (int bit = 0; bit < 64 && o < cap; bit++)
             if ((gw->cfg->intents >> bit) & 1 && cfg_intent_privileged(bit))
@@ -749,7 +759,7 @@ static const char *fatal_hint(int code, const struct gw_gateway *gw, char *buf, 
     return "see the close code in Discord's documentation";
 }
 
-void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const char *why)
+void gw__shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const char *why)
 {
     char hint[400];
     const char *h = fatal_hint(code, gw, hint, sizeof(hint));
@@ -762,7 +772,7 @@ void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code
     if (runnable)
         return;
     snprintf(gw->fatal, sizeof(gw->fatal), "gateway closed with %d: %s", code, h);
-    gw->fatal_rc = code == 4004 ? SH_EAUTH : SH_ECONFIG;
+    gw->fatal_rc = code == SH_CLOSE_AUTHENTICATION_FAILED ? SH_EAUTH : SH_ECONFIG;
     begin_stop(gw);
 }
 
@@ -775,14 +785,14 @@ static void flush_pending(struct gw_gateway *gw)
     }
 }
 
-uint64_t gw_gateway_rx_ms(const struct gw_gateway *gw, uint64_t now)
+uint64_t gw__rx_ms(const struct gw_gateway *gw, uint64_t now)
 {
     /* within a millisecond of the pause's end, the poll did not wait: it was all there */
     return gw->paused_from_ms && now <= gw->resumed_ms + 1 ? gw->paused_from_ms : now;
 }
 
-void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len,
-                     uint64_t seq, const char *d, size_t d_len, uint64_t now_ms)
+void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len, uint64_t seq,
+              const char *d, size_t d_len, uint64_t now_ms)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!gw->pending)
@@ -804,7 +814,7 @@ int gw_gateway_run(struct gw_gateway *gw)
 {
     gw->last_progress_ms = 0; /* the first tick logs a summary */
     for (int i = 0; i < gw->n_shards; i++)
-        gw_shard_start(&gw->shards[i]);
+        gw__shard_start(&gw->shards[i]);
     publish(gw);
     lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
     int rc = 0;
@@ -864,6 +874,7 @@ int gw_gateway_run(struct gw_gateway *gw)
     lws_sul_cancel(&gw->sul_stop_deadline);
     lws_sul_cancel(&gw->sul_tick);
     lws_sul_cancel(&gw->sul_budget);
+    gw->ident.ops->stop(gw->ident.ud); /* a budget re-read under way ends here */
     return rc ? rc : gw->fatal_rc;
 }
 
@@ -884,13 +895,14 @@ void gw_gateway_free(struct gw_gateway *gw)
     if (!gw)
         return;
     gw->stopping = 1; /* connections the destroy ends are not reconnected */
+    if (gw->ident.ops) /* a budget re-read calls back into gw: joined first */
+        gw->ident.ops->stop(gw->ident.ud);
     if (gw->ctx)
         lws_context_destroy(gw->ctx);
     for (int i = 0; gw->shards && i < gw->n_shards; i++)
-        gw_shard_destroy(&gw->shards[i]);
+        gw__shard_destroy(&gw->shards[i]);
     free(gw->shards);
     free(gw->snap_shards);
-    free(gw->buckets);
     free(gw->txbuf);
     gw_chunk_free(gw->pending);
     for (struct gw_cmd *c = gw->cmd_head, *next; c; c = next) {

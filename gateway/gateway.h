@@ -2,9 +2,11 @@
  * gateway/gateway.h: the gateway room's public face.
  *
  * One gw_gateway holds every shard of this process on one libwebsockets context,
- * served by one thread (the one that calls gw_gateway_run). Other threads may
- * only call gw_gateway_stop (and, later, post commands and read snapshots); they
- * never touch shard state. Dispatches leave through the gw_sink given at creation.
+ * served by one thread (the one that calls gw_gateway_run). Other threads call only
+ * the functions marked "any thread" below (stop, commands, snapshots); they never
+ * touch shard state. Dispatches leave through the gw_sink given at creation. Where a
+ * shard gets permission to IDENTIFY and where the daily session budget is kept is the
+ * gw_identify interface below, which bridge/main.c fills.
  */
 #ifndef SHARDHOOK_GW_GATEWAY_H
 #define SHARDHOOK_GW_GATEWAY_H
@@ -14,19 +16,119 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "gateway/rest.h"
 #include "gateway/sink.h"
 
 struct gw_gateway;
 
+/* ---- shard status names ------------------------------------------------------------------ */
+
+/*
+ * A shard's status, in the order of its life (docs/architecture.md); X(NAME, "name"). The names
+ * are what gw_shard_info.status holds and what the API, metrics and status page show.
+ */
+#define GW_STATUS_MAP(X)                                                                           \
+    X(QUEUED, "queued")                                                                            \
+    X(CONNECTING, "connecting")                                                                    \
+    X(HANDSHAKING, "handshaking")                                                                  \
+    X(IDENTIFYING, "identifying")                                                                  \
+    X(RESUMING, "resuming")                                                                        \
+    X(LOADING, "loading")                                                                          \
+    X(READY, "ready")                                                                              \
+    X(DISCONNECTED, "disconnected")                                                                \
+    X(FAILED, "failed")
+
+enum gw_status {
+#define GW_STATUS_ENUM_(n, s) GW_##n,
+    GW_STATUS_MAP(GW_STATUS_ENUM_)
+#undef GW_STATUS_ENUM_
+};
+
+/* How many statuses there are. */
+#define GW_STATUS_COUNT_(n, s) +1
+enum { GW_STATUS_COUNT = 0 GW_STATUS_MAP(GW_STATUS_COUNT_) };
+#undef GW_STATUS_COUNT_
+
+/* gw_status_names[st] is the name of status st. */
+extern const char *const gw_status_names[GW_STATUS_COUNT];
+
+/* ---- identify slots and the session budget: an interface bridge/main.c fills --------------- */
+
+/* What `GET /gateway/bot` answered (gateway/rest.c fetches it). */
+struct gw_bot_info {
+    char url[512];           /* gateway URL, e.g. wss://gateway.discord.gg */
+    int shards;              /* recommended shard count */
+    int session_total;       /* session_start_limit.total */
+    int session_remaining;   /* session_start_limit.remaining */
+    uint64_t reset_after_ms; /* session_start_limit.reset_after */
+    int max_concurrency;     /* session_start_limit.max_concurrency */
+};
+
+/* The daily session budget (Discord's session_start_limit) as an implementation keeps it. */
+struct gw_budget {
+    int total; /* sessions per reset period; 0 unknown */
+    int remaining;
+    uint64_t reset_at_ms; /* monotonic ms when it refills; 0 unknown */
+};
+
+/*
+ * Where a shard gets permission to IDENTIFY and where the session budget is kept. The gateway
+ * calls these on its own thread (start from gw_gateway_new, stop also from gw_gateway_free), one
+ * shard at a time; nothing of a shard's state crosses. gw_identify_local_new() fills it for one process (buckets in memory,
+ * the budget read from /gateway/bot); cluster mode fills it from Redis. RESUMEs never ask.
+ */
+struct gw_identify_ops {
+    /* After discovery: the bucket count and the budget /gateway/bot announced. */
+    int (*start)(void *ud, int max_concurrency, const struct gw_bot_info *bot);
+    /* Plan an IDENTIFY connection of shard_id no earlier than not_before_ms: its slot (ms). */
+    uint64_t (*plan)(void *ud, int shard_id, uint64_t not_before_ms);
+    /* Right before IDENTIFY: ms until shard_id's bucket allows it (0: now). */
+    uint64_t (*wait)(void *ud, int shard_id, uint64_t now_ms);
+    /* An IDENTIFY of shard_id was queued (its bucket is reserved) or written at now_ms. */
+    void (*stamp)(void *ud, int shard_id, uint64_t now_ms);
+    /* Reserve one session of the budget: 0, or SH_EAGAIN while it is spent or being re-read. */
+    int (*take)(void *ud);
+    /* A reserved session went unused (the connection ended before its IDENTIFY was written). */
+    void (*give_back)(void *ud);
+    /* An IDENTIFY went out without a reservation: count it. */
+    void (*spend)(void *ud);
+    /* The budget as it stands. */
+    void (*budget)(void *ud, struct gw_budget *out);
+    /*
+     * Re-read the budget (its reset time passed). Returns 0 once under way; done(arg, rc) then
+     * runs exactly once, on any thread, before stop returns (rc 0: read; budget() has it).
+     * Negative when it cannot start now.
+     */
+    int (*refresh)(void *ud, void (*done)(void *arg, int rc), void *arg);
+    /* End background work and wait for it to end: no done() after this. Idempotent. */
+    void (*stop)(void *ud);
+};
+
+struct gw_identify {
+    const struct gw_identify_ops *ops;
+    void *ud;
+};
+
+/*
+ * The single-process implementation: buckets of cfg->testing_identify_interval_ms (5 s), the
+ * budget counted here and re-read from {api_base}/gateway/bot on a thread of its own, which
+ * stop() ends and joins. cfg must outlive it. Returns 0 or SH_ENOMEM.
+ */
+int gw_identify_local_new(const struct cfg_config *cfg, struct gw_identify *out);
+/* Stop and free; after gw_gateway_free of every gateway that used it. */
+void gw_identify_local_free(struct gw_identify *ident);
+
+/* ---- life ------------------------------------------------------------------------------ */
+
 /*
  * Discover the gateway (`/gateway/bot`, blocking, retried), decide the shard set
- * and prepare every shard. `stop` (may be NULL) is polled while discovery
- * retries. On failure returns a negative code and writes one line into err that
- * says what to fix (SH_EAUTH for a bad token).
+ * and prepare every shard; ident decides when shards may IDENTIFY (it must outlive
+ * the gateway). `stop` (may be NULL) is polled while discovery retries. On failure
+ * returns a negative code and writes one line into err that says what to fix
+ * (SH_EAUTH for a bad token).
  */
-int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, volatile int *stop,
-                   struct gw_gateway **out, char *err, size_t errlen);
+int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink,
+                   const struct gw_identify *ident, volatile int *stop, struct gw_gateway **out,
+                   char *err, size_t errlen);
 
 /*
  * Run the loop on the calling thread until gw_gateway_stop() was called and every
@@ -36,13 +138,16 @@ int gw_gateway_new(const struct cfg_config *cfg, const struct gw_sink *sink, vol
  */
 int gw_gateway_run(struct gw_gateway *gw);
 
-/* Thread-safe and async-signal-unsafe: ask the loop to close every shard and end. */
+/* Any thread, not async-signal-safe: ask the loop to close every shard and end. */
 void gw_gateway_stop(struct gw_gateway *gw);
 
 /* One line saying what to fix after a fatal close, or NULL. */
 const char *gw_gateway_fatal(const struct gw_gateway *gw);
 
-/* Free everything; only after gw_gateway_run returned (or was never called). */
+/*
+ * Free everything; only after gw_gateway_run returned (or was never called). Background work
+ * the gateway started (a budget re-read) has ended by then: ident's stop() joined it.
+ */
 void gw_gateway_free(struct gw_gateway *gw);
 
 /* ---- facts fixed at creation: any thread ------------------------------------------------ */
@@ -102,7 +207,7 @@ void gw_gateway_pause_reading(struct gw_gateway *gw, int paused);
 
 struct gw_shard_info {
     int id;
-    const char *status;        /* "queued", "connecting", ..., "ready", "failed" */
+    const char *status;        /* one of gw_status_names */
     int latency_ms;            /* heartbeat to ACK; -1 before the first ACK */
     char session_id[128];      /* "" without a session */
     uint64_t seq;              /* last sequence number seen */

@@ -15,7 +15,7 @@
  * history window: 32 KiB for zlib, the frame's window (at most 2^ZSTD_WINDOW_LOG_MAX) for zstd.
  *
  * Errors: the first SH_ETOOBIG, SH_ECORRUPT or SH_ENOMEM leaves the stream unusable; every later
- * feed returns that same code until gw_inflate_reset.
+ * feed returns that same code until gw__inflate_reset.
  */
 #include <limits.h>
 #include <stdint.h>
@@ -50,7 +50,7 @@ static const unsigned char zlib_suffix[4] = {0x00, 0x00, 0xff, 0xff};
 struct gw_inflate {
     enum gw_compress kind;
     size_t max_out, max_in;
-    int failed;       /* first error; sticky until gw_inflate_reset */
+    int failed;       /* first error; sticky until gw__inflate_reset */
     char *out;        /* output buffer, reused across payloads */
     size_t out_cap;   /* allocated size of out, at most out_limit */
     size_t out_limit; /* max_out + 1: filling it means the payload is over the cap */
@@ -74,7 +74,7 @@ struct gw_inflate {
     ZSTD_DStream *zd;
 };
 
-int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct gw_inflate **out)
+int gw__inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct gw_inflate **out)
 {
     if (!out || max_out == 0)
         return SH_EINVAL;
@@ -93,7 +93,7 @@ int gw_inflate_new(enum gw_compress kind, size_t max_out, size_t max_in, struct 
     return SH_OK;
 }
 
-void gw_inflate_free(struct gw_inflate *z)
+void gw__inflate_free(struct gw_inflate *z)
 {
     if (!z)
         return;
@@ -124,7 +124,7 @@ static void end_payload(struct gw_inflate *z)
     memset(z->tail, 0xaa, sizeof(z->tail)); /* no suffix seen yet */
 }
 
-int gw_inflate_reset(struct gw_inflate *z)
+int gw__inflate_reset(struct gw_inflate *z)
 {
     if (!z)
         return SH_EINVAL;
@@ -365,8 +365,8 @@ static int feed_none(struct gw_inflate *z, const void *part, size_t len, int fir
     return SH_OK;
 }
 
-int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int last,
-                         const char **out, size_t *out_len, int *done)
+int gw__inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int last,
+                          const char **out, size_t *out_len, int *done)
 {
     if (!z || !out || !out_len || !done || (!part && len))
         return SH_EINVAL;
@@ -413,7 +413,7 @@ int gw_inflate_feed_part(struct gw_inflate *z, const void *part, size_t len, int
     return SH_OK;
 }
 
-int gw_inflate_skip_oversized(struct gw_inflate *z, size_t prefix)
+int gw__inflate_skip_oversized(struct gw_inflate *z, size_t prefix)
 {
     if (!z || prefix == 0 || prefix > z->max_out)
         return SH_EINVAL;
@@ -421,7 +421,7 @@ int gw_inflate_skip_oversized(struct gw_inflate *z, size_t prefix)
     return SH_OK;
 }
 
-int gw_inflate_skipped(const struct gw_inflate *z, size_t *size)
+int gw__inflate_skipped(const struct gw_inflate *z, size_t *size)
 {
     if (!z || !z->last_skipped)
         return 0;
@@ -430,13 +430,13 @@ int gw_inflate_skipped(const struct gw_inflate *z, size_t *size)
     return 1;
 }
 
-int gw_inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
-                    size_t *out_len, int *done)
+int gw__inflate_feed(struct gw_inflate *z, const void *msg, size_t len, const char **out,
+                     size_t *out_len, int *done)
 {
-    return gw_inflate_feed_part(z, msg, len, 1, out, out_len, done);
+    return gw__inflate_feed_part(z, msg, len, 1, out, out_len, done);
 }
 
-const char *gw_inflate_query_name(enum gw_compress kind)
+const char *gw__inflate_query_name(enum gw_compress kind)
 {
     switch (kind) {
     case GW_COMPRESS_ZLIB:

@@ -23,7 +23,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return sh_buf_append(b, p, size * n) ? 0 : size * n;
 }
 
-int gw_rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out)
+int gw__rest_parse_bot(const char *body, size_t len, struct gw_bot_info *out)
 {
     memset(out, 0, sizeof(*out));
     cJSON *root = cJSON_ParseWithLength(body, len);
@@ -67,6 +67,15 @@ static double body_retry_after(const struct sh_buf *b)
     return ra;
 }
 
+/* libcurl calls this about once a second even while no byte moves: a stop ends the request. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    volatile int *stop = ud;
+    return stop && *stop;
+}
+
 static void sleep_ms(uint64_t ms, volatile int *stop)
 {
     while (ms > 0 && !(stop && *stop)) {
@@ -77,8 +86,35 @@ static void sleep_ms(uint64_t ms, volatile int *stop)
     }
 }
 
-int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
-                        volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen)
+/* One GET of url: headers, body into body, timeouts, and a stop that ends it. */
+static void set_request(CURL *c, const char *url, struct curl_slist *hdrs, struct sh_buf *body,
+                        volatile int *stop)
+{
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, stop);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+}
+
+/* After a 429: the body's retry_after, else the Retry-After header, plus 50 ms; else wait. */
+static uint64_t retry_after_ms(CURL *c, const struct sh_buf *body, uint64_t wait)
+{
+    curl_off_t ra_hdr = -1;
+    double ra = body_retry_after(body);
+    if (ra < 0 && curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra_hdr) == CURLE_OK && ra_hdr >= 0)
+        ra = (double)ra_hdr;
+    return ra >= 0 ? (uint64_t)(ra * 1000.0) + 50 : wait;
+}
+
+int gw__rest_gateway_bot(const char *api_base, const char *token, int max_attempts,
+                         volatile int *stop, struct gw_bot_info *out, char *err, size_t errlen)
 {
     char url[1024], auth[1024];
     snprintf(url, sizeof(url), "%s/gateway/bot", api_base);
@@ -101,15 +137,13 @@ int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempt
             break;
         }
         sh_buf_reset(&body);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        set_request(c, url, hdrs, &body, stop);
         CURLcode cc = curl_easy_perform(c);
+        if (stop && *stop) {
+            rc = SH_ECLOSED;
+            snprintf(err, errlen, "stopped while fetching %s", url);
+            break;
+        }
         long status = 0;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         uint64_t wait = sh_backoff_ms((unsigned)attempt, 500, 30000);
@@ -117,7 +151,7 @@ int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempt
             rc = SH_ENET;
             snprintf(err, errlen, "GET %s failed: %s", url, curl_easy_strerror(cc));
         } else if (status == 200) {
-            rc = gw_rest_parse_bot(body.data, body.len, out);
+            rc = gw__rest_parse_bot(body.data, body.len, out);
             if (rc)
                 snprintf(err, errlen, "GET %s: answer not understood", url);
             break;
@@ -130,13 +164,7 @@ int gw_rest_gateway_bot(const char *api_base, const char *token, int max_attempt
             break;
         } else if (status == 429) {
             rc = SH_ERATELIMIT;
-            curl_off_t ra_hdr = -1;
-            double ra = body_retry_after(&body);
-            if (ra < 0 && curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra_hdr) == CURLE_OK &&
-                ra_hdr >= 0)
-                ra = (double)ra_hdr;
-            if (ra >= 0)
-                wait = (uint64_t)(ra * 1000.0) + 50;
+            wait = retry_after_ms(c, &body, wait);
             snprintf(err, errlen, "GET %s answered 429; retrying in %llu ms", url,
                      (unsigned long long)wait);
         } else if (status >= 500 || status == 408) {

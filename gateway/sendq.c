@@ -5,29 +5,29 @@
 #include "gateway/sendq.h"
 #include "lib/errors.h"
 
-void gw_sendq_init(struct gw_sendq *q)
+void gw__sendq_init(struct gw_sendq *q)
 {
     memset(q, 0, sizeof(*q));
     q->limit = GW_SEND_LIMIT;
     q->window_ms = GW_SEND_WINDOW_MS;
 }
 
-void gw_sendq_clear(struct gw_sendq *q)
+void gw__sendq_clear(struct gw_sendq *q)
 {
     while (q->q_len)
-        gw_sendq_pop(q);
+        gw__sendq_pop(q);
 }
 
-void gw_sendq_new_window(struct gw_sendq *q)
+void gw__sendq_new_window(struct gw_sendq *q)
 {
     q->sent_head = 0;
     q->sent_count = 0;
 }
 
-void gw_sendq_reset(struct gw_sendq *q)
+void gw__sendq_reset(struct gw_sendq *q)
 {
-    gw_sendq_clear(q);
-    gw_sendq_new_window(q);
+    gw__sendq_clear(q);
+    gw__sendq_new_window(q);
 }
 
 static void expire(struct gw_sendq *q, uint64_t now_ms)
@@ -38,7 +38,7 @@ static void expire(struct gw_sendq *q, uint64_t now_ms)
     }
 }
 
-unsigned gw_sendq_used(const struct gw_sendq *q, uint64_t now_ms)
+unsigned gw__sendq_used(const struct gw_sendq *q, uint64_t now_ms)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < q->sent_count; i++)
@@ -47,7 +47,7 @@ unsigned gw_sendq_used(const struct gw_sendq *q, uint64_t now_ms)
     return n;
 }
 
-int gw_sendq_allowed(const struct gw_sendq *q, uint64_t now_ms, int heartbeat, uint64_t *wait_ms)
+int gw__sendq_allowed(const struct gw_sendq *q, uint64_t now_ms, int heartbeat, uint64_t *wait_ms)
 {
     expire((struct gw_sendq *)q, now_ms);
     int cap = q->limit - (heartbeat ? 0 : GW_SEND_HEARTBEAT_RESERVE);
@@ -62,7 +62,7 @@ int gw_sendq_allowed(const struct gw_sendq *q, uint64_t now_ms, int heartbeat, u
     return 0;
 }
 
-void gw_sendq_record(struct gw_sendq *q, uint64_t now_ms)
+void gw__sendq_record(struct gw_sendq *q, uint64_t now_ms)
 {
     expire(q, now_ms);
     if (q->sent_count == GW_SEND_LIMIT) { /* cannot happen when callers ask first */
@@ -75,7 +75,7 @@ void gw_sendq_record(struct gw_sendq *q, uint64_t now_ms)
 
 static int push_at(struct gw_sendq *q, const char *p, size_t len, int front)
 {
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_ETOOBIG;
     if (q->q_len == GW_SENDQ_MAX)
         return SH_EAGAIN;
@@ -97,14 +97,17 @@ static int push_at(struct gw_sendq *q, const char *p, size_t len, int front)
     return SH_OK;
 }
 
-int gw_sendq_push(struct gw_sendq *q, const char *p, size_t len) { return push_at(q, p, len, 0); }
+int gw__sendq_push(struct gw_sendq *q, const char *p, size_t len)
+{
+    return push_at(q, p, len, 0);
+}
 
-int gw_sendq_push_front(struct gw_sendq *q, const char *p, size_t len)
+int gw__sendq_push_front(struct gw_sendq *q, const char *p, size_t len)
 {
     return push_at(q, p, len, 1);
 }
 
-const char *gw_sendq_peek(const struct gw_sendq *q, size_t *len)
+const char *gw__sendq_peek(const struct gw_sendq *q, size_t *len)
 {
     if (!q->q_len)
         return NULL;
@@ -112,7 +115,7 @@ const char *gw_sendq_peek(const struct gw_sendq *q, size_t *len)
     return q->q[q->q_head].data;
 }
 
-void gw_sendq_pop(struct gw_sendq *q)
+void gw__sendq_pop(struct gw_sendq *q)
 {
     if (!q->q_len)
         return;
@@ -122,7 +125,7 @@ void gw_sendq_pop(struct gw_sendq *q)
     q->q_len--;
 }
 
-int gw_sendq_withdraw(struct gw_sendq *q, const char *p, size_t len)
+int gw__sendq_withdraw(struct gw_sendq *q, const char *p, size_t len)
 {
     for (unsigned i = 0; i < q->q_len; i++) {
         unsigned at = (q->q_head + i) % GW_SENDQ_MAX;

@@ -1,5 +1,6 @@
 /*
- * gateway/sendq.h: what one gateway connection may send, and when.
+ * gateway/sendq.h: what one gateway connection may send, and when. Internal to the
+ * gateway room (gw__ prefix); other rooms use gateway/gateway.h.
  *
  * Discord allows 120 payloads per connection per 60 s (over it: close 4008) and
  * 4,096 bytes per payload (over it: close 4002). The queue refuses oversize
@@ -13,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_SEND_MAX_PAYLOAD 4096
+#include "lib/discord.h" /* SH_GW_MAX_SEND_BYTES: the cap on one payload */
+
 #define GW_SEND_LIMIT 120
 #define GW_SEND_WINDOW_MS 60000
 #define GW_SEND_HEARTBEAT_RESERVE 5
@@ -31,35 +33,38 @@ struct gw_sendq {
     int window_ms;  /* GW_SEND_WINDOW_MS unless a test lowers it */
 };
 
-void gw_sendq_init(struct gw_sendq *q);
+void gw__sendq_init(struct gw_sendq *q);
 /* Drop queued payloads and forget the window. */
-void gw_sendq_reset(struct gw_sendq *q);
+void gw__sendq_reset(struct gw_sendq *q);
 /* Forget the window only (a new connection); queued payloads stay. */
-void gw_sendq_new_window(struct gw_sendq *q);
+void gw__sendq_new_window(struct gw_sendq *q);
 /* Drop queued payloads but keep the window accounting. */
-void gw_sendq_clear(struct gw_sendq *q);
+void gw__sendq_clear(struct gw_sendq *q);
 
 /* Queue a copy of p. SH_ETOOBIG over 4,096 bytes, SH_EAGAIN when full; q unchanged then. */
-int gw_sendq_push(struct gw_sendq *q, const char *p, size_t len);
+int gw__sendq_push(struct gw_sendq *q, const char *p, size_t len);
 /* Queue in front (an IDENTIFY or RESUME must go before anything queued). */
-int gw_sendq_push_front(struct gw_sendq *q, const char *p, size_t len);
+int gw__sendq_push_front(struct gw_sendq *q, const char *p, size_t len);
 
 /*
  * May a payload go now? heartbeat=1 may use the reserved slots. Returns 1, or 0
  * with *wait_ms set to when a slot frees.
  */
-int gw_sendq_allowed(const struct gw_sendq *q, uint64_t now_ms, int heartbeat, uint64_t *wait_ms);
+int gw__sendq_allowed(const struct gw_sendq *q, uint64_t now_ms, int heartbeat, uint64_t *wait_ms);
 /* Record a send at now_ms. */
-void gw_sendq_record(struct gw_sendq *q, uint64_t now_ms);
+void gw__sendq_record(struct gw_sendq *q, uint64_t now_ms);
 /* Sends within the window ending at now_ms. */
-unsigned gw_sendq_used(const struct gw_sendq *q, uint64_t now_ms);
+unsigned gw__sendq_used(const struct gw_sendq *q, uint64_t now_ms);
 
 /* Remove the first queued payload equal to p (order kept). SH_OK, or SH_ENOTFOUND. */
-int gw_sendq_withdraw(struct gw_sendq *q, const char *p, size_t len);
+int gw__sendq_withdraw(struct gw_sendq *q, const char *p, size_t len);
 
 /* The oldest queued payload, or NULL. */
-const char *gw_sendq_peek(const struct gw_sendq *q, size_t *len);
-void gw_sendq_pop(struct gw_sendq *q);
-static inline unsigned gw_sendq_pending(const struct gw_sendq *q) { return q->q_len; }
+const char *gw__sendq_peek(const struct gw_sendq *q, size_t *len);
+void gw__sendq_pop(struct gw_sendq *q);
+static inline unsigned gw__sendq_pending(const struct gw_sendq *q)
+{
+    return q->q_len;
+}
 
 #endif

@@ -16,6 +16,7 @@
 #include "gateway/envelope.h"
 #include "gateway/shard.h"
 #include "lib/clock.h"
+#include "lib/discord.h"
 #include "lib/errors.h"
 #include "lib/log.h"
 #include "lib/rand.h"
@@ -25,24 +26,18 @@
 #define SKIP_PREFIX 4096       /* of a payload over max_payload_bytes: kept to find op, t, s */
 #define SKIPPED_T "SHARDHOOK_EVENT_SKIPPED"
 
-const char *gw_status_name(enum gw_status st)
-{
-    switch (st) {
-#define GW_STATUS_NAME_(n, s) \
-    case GW_##n:              \
-        return s;
-        GW_STATUS_MAP(GW_STATUS_NAME_)
+const char *const gw_status_names[GW_STATUS_COUNT] = {
+#define GW_STATUS_NAME_(n, s) s,
+    GW_STATUS_MAP(GW_STATUS_NAME_)
 #undef GW_STATUS_NAME_
-    }
-    return "unknown";
-}
+};
 
 static void set_status(struct gw_shard *s, enum gw_status st)
 {
     if (s->status == st)
         return;
-    log_info("msg=\"shard status\" shard=%d from=%s to=%s", s->id, gw_status_name(s->status),
-             gw_status_name(st));
+    log_info("msg=\"shard status\" shard=%d from=%s to=%s", s->id, gw_status_names[s->status],
+             gw_status_names[st]);
     s->status = st;
     s->gw->snap_dirty = 1;
 }
@@ -74,7 +69,7 @@ static void drop_session(struct gw_shard *s)
     s->n_pending = 0;
 }
 
-int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
+int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
 {
     memset(s, 0, sizeof(*s));
     s->gw = gw;
@@ -82,18 +77,18 @@ int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->status = GW_QUEUED;
     s->latency_ms = -1;
     s->next_delay_ms = -1;
-    gw_sendq_init(&s->sendq);
-    int rc =
-        gw_inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes, &s->z);
+    gw__sendq_init(&s->sendq);
+    int rc = gw__inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
+                             &s->z);
     /* an oversized payload costs only itself: skipped, the stream kept in sync */
-    return rc ? rc : gw_inflate_skip_oversized(s->z, SKIP_PREFIX);
+    return rc ? rc : gw__inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
 
-void gw_shard_destroy(struct gw_shard *s)
+void gw__shard_destroy(struct gw_shard *s)
 {
-    gw_inflate_free(s->z);
+    gw__inflate_free(s->z);
     s->z = NULL;
-    gw_sendq_reset(&s->sendq);
+    gw__sendq_reset(&s->sendq);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
     SH_FREE(s->presence);
@@ -197,15 +192,16 @@ static void kill_cb(lws_sorted_usec_list_t *sul)
 }
 
 /*
- * Close this connection ourselves with code (never 1000/1001: the session stays resumable),
- * then reconnect: resume=1 keeps the session; delay_ms >= 0 replaces the backoff. A close
- * frame that cannot be written within CLOSE_GRACE_MS ends in a dropped socket.
+ * Close this connection ourselves with 4000 (never 1000/1001: the session stays resumable), then
+ * reconnect: resume=1 keeps the session; delay_ms >= 0 replaces the backoff. A close frame that
+ * cannot be written within CLOSE_GRACE_MS ends in a dropped socket. The helpers below name the
+ * reasons.
  */
-static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_ms)
+static void close_and_reconnect(struct gw_shard *s, int resume, int64_t delay_ms)
 {
     if (!s->wsi || s->close_code)
         return;
-    s->close_code = code;
+    s->close_code = SH_CLOSE_RESUMABLE;
     s->self_close = 1;
     s->reconnect_resume = resume;
     s->next_delay_ms = delay_ms;
@@ -219,16 +215,34 @@ static void close_with(struct gw_shard *s, int code, int resume, int64_t delay_m
     }
 }
 
+/* Something is wrong with this connection (not the session): RESUME after the usual backoff. */
+static void close_and_resume(struct gw_shard *s)
+{
+    close_and_reconnect(s, 1, -1);
+}
+
+/* Discord asked for it (op 7) or the connection is a zombie: RESUME at once. */
+static void close_and_resume_now(struct gw_shard *s)
+{
+    close_and_reconnect(s, 1, 0);
+}
+
+/* The process stops: close resumable and do not come back (the loop is stopping). */
+static void close_for_stop(struct gw_shard *s)
+{
+    close_and_reconnect(s, 1, -1);
+}
+
 static int write_text(struct gw_shard *s, const char *p, size_t len)
 {
     unsigned char *buf = s->gw->txbuf;
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_ETOOBIG;
     memcpy(buf + LWS_PRE, p, len);
     int n = lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
     if (n < (int)len)
         return SH_ENET;
-    gw_sendq_record(&s->sendq, sh_now_ms());
+    gw__sendq_record(&s->sendq, sh_now_ms());
     return SH_OK;
 }
 
@@ -241,7 +255,7 @@ static int session_up(const struct gw_shard *s)
 static int window_open(struct gw_shard *s, uint64_t now, int heartbeat)
 {
     uint64_t wait = 0;
-    if (gw_sendq_allowed(&s->sendq, now, heartbeat, &wait))
+    if (gw__sendq_allowed(&s->sendq, now, heartbeat, &wait))
         return 1;
     schedule(s, &s->sul_write, write_timer_cb, wait);
     return 0;
@@ -265,7 +279,7 @@ static int on_writeable(struct gw_shard *s)
         if (write_text(s, s->handshake, s->handshake_len))
             return -1;
         if (s->handshake_identify) {
-            gw_gateway_identify_sent(s->gw, s, now);
+            gw__identify_sent(s->gw, s, now);
             s->identifies++;
             log_info("msg=\"identify\" shard=%d total=%d", s->id, s->gw->total);
         }
@@ -276,8 +290,9 @@ static int on_writeable(struct gw_shard *s)
         if (!window_open(s, now, 1))
             return 0;
         char hb[64];
-        int n = s->has_seq ? snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":%" PRIu64 "}", s->seq)
-                           : snprintf(hb, sizeof(hb), "{\"op\":1,\"d\":null}");
+        int n = s->has_seq ? snprintf(hb, sizeof(hb), "{\"op\":%d,\"d\":%" PRIu64 "}",
+                                      SH_OP_HEARTBEAT, s->seq)
+                           : snprintf(hb, sizeof(hb), "{\"op\":%d,\"d\":null}", SH_OP_HEARTBEAT);
         if (write_text(s, hb, (size_t)n))
             return -1;
         s->heartbeat_due = 0;
@@ -286,16 +301,16 @@ static int on_writeable(struct gw_shard *s)
         log_debug("msg=\"heartbeat\" shard=%d seq=%" PRIu64, s->id, s->seq);
     } else if (session_up(s)) {
         size_t len;
-        const char *p = gw_sendq_peek(&s->sendq, &len);
+        const char *p = gw__sendq_peek(&s->sendq, &len);
         if (!p || !window_open(s, now, 0))
             return 0;
         if (write_text(s, p, len))
             return -1;
-        gw_sendq_pop(&s->sendq);
+        gw__sendq_pop(&s->sendq);
         atomic_fetch_sub(&s->queued_sends, 1);
         s->gw->snap_dirty = 1;
     }
-    if (s->handshake || s->heartbeat_due || (session_up(s) && gw_sendq_pending(&s->sendq)))
+    if (s->handshake || s->heartbeat_due || (session_up(s) && gw__sendq_pending(&s->sendq)))
         lws_callback_on_writable(s->wsi);
     return 0;
 }
@@ -304,7 +319,8 @@ static int on_writeable(struct gw_shard *s)
 static void keep_presence(struct gw_shard *s, const char *p, size_t len)
 {
     struct gw_envelope env;
-    if (gw_envelope_scan(p, len, &env) || env.op != 3 || !env.d || *env.d != '{')
+    if (gw__envelope_scan(p, len, &env) || env.op != SH_OP_PRESENCE_UPDATE || !env.d ||
+        *env.d != '{')
         return;
     char *copy = malloc(env.d_len + 1);
     if (!copy)
@@ -315,9 +331,9 @@ static void keep_presence(struct gw_shard *s, const char *p, size_t len)
     s->presence = copy;
 }
 
-void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
+void gw__shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 {
-    int rc = gw_sendq_push(&s->sendq, p, len);
+    int rc = gw__sendq_push(&s->sendq, p, len);
     if (rc) { /* callers counted the payload in queued_sends, bounded by GW_SENDQ_MAX */
         atomic_fetch_sub(&s->queued_sends, 1);
         log_error("msg=\"payload not queued\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
@@ -333,7 +349,7 @@ void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 /* Set the IDENTIFY or RESUME to go out before anything else on this connection. */
 static int set_handshake(struct gw_shard *s, const char *p, size_t len)
 {
-    if (len > GW_SEND_MAX_PAYLOAD)
+    if (len > SH_GW_MAX_SEND_BYTES)
         return SH_ETOOBIG;
     char *copy = malloc(len + 1);
     if (!copy)
@@ -386,11 +402,11 @@ static int build_identify(const struct gw_gateway *gw, int shard_id, const char 
     if (json_escape(tok, sizeof(tok), cfg->token))
         return SH_ETOOBIG;
     int n = snprintf(out, cap,
-                     "{\"op\":2,\"d\":{\"token\":\"%s\",\"intents\":%" PRIu64
+                     "{\"op\":%d,\"d\":{\"token\":\"%s\",\"intents\":%" PRIu64
                      ",\"properties\":{\"os\":\"linux\",\"browser\":\"shardhook\","
                      "\"device\":\"shardhook\"},\"shard\":[%d,%d],\"large_threshold\":%d,"
                      "\"compress\":false%s%s}}",
-                     tok, cfg->intents, shard_id, gw->total, cfg->large_threshold,
+                     SH_OP_IDENTIFY, tok, cfg->intents, shard_id, gw->total, cfg->large_threshold,
                      presence ? ",\"presence\":" : "", presence ? presence : "");
     if (n < 0 || (size_t)n >= cap)
         return SH_ETOOBIG;
@@ -398,15 +414,15 @@ static int build_identify(const struct gw_gateway *gw, int shard_id, const char 
     return SH_OK;
 }
 
-int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
-                            size_t *len)
+int gw__shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
+                             size_t *len)
 {
     return build_identify(gw, shard_id, gw->cfg->presence_json, out, cap, len);
 }
 
 static void send_identify(struct gw_shard *s)
 {
-    char buf[GW_SEND_MAX_PAYLOAD + 1];
+    char buf[SH_GW_MAX_SEND_BYTES + 1];
     size_t len;
     /* a new session keeps the presence last set through the API, not the config's */
     if (s->presence && build_identify(s->gw, s->id, s->presence, buf, sizeof(buf), &len)) {
@@ -415,14 +431,15 @@ static void send_identify(struct gw_shard *s)
                  s->id);
         SH_FREE(s->presence);
     }
-    if (!s->presence && gw_shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
-        log_error("msg=\"IDENTIFY over 4096 bytes, shorten presence\" shard=%d", s->id);
+    if (!s->presence && gw__shard_build_identify(s->gw, s->id, buf, sizeof(buf), &len)) {
+        log_error("msg=\"IDENTIFY over %d bytes, shorten presence\" shard=%d", SH_GW_MAX_SEND_BYTES,
+                  s->id);
         return;
     }
     if (set_handshake(s, buf, len))
         return;
     s->handshake_identify = 1;
-    gw_gateway_identify_stamp(s->gw, s->id, sh_now_ms()); /* reserve the bucket now */
+    gw__identify_stamp(s->gw, s->id, sh_now_ms()); /* reserve the bucket now */
 }
 
 static void identify_cb(lws_sorted_usec_list_t *sul)
@@ -430,7 +447,7 @@ static void identify_cb(lws_sorted_usec_list_t *sul)
     struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_identify);
     if (!s->wsi || s->status != GW_IDENTIFYING)
         return;
-    uint64_t wait = gw_gateway_identify_wait(s->gw, s->id, sh_now_ms());
+    uint64_t wait = gw__identify_wait(s->gw, s->id, sh_now_ms());
     if (wait) {
         schedule(s, &s->sul_identify, identify_cb, wait);
         return;
@@ -440,14 +457,14 @@ static void identify_cb(lws_sorted_usec_list_t *sul)
 
 static void send_resume(struct gw_shard *s)
 {
-    char tok[1024], sid[256], buf[GW_SEND_MAX_PAYLOAD + 1];
+    char tok[1024], sid[256], buf[SH_GW_MAX_SEND_BYTES + 1];
     if (json_escape(tok, sizeof(tok), s->gw->cfg->token) ||
         json_escape(sid, sizeof(sid), s->session_id))
         return;
-    int n = snprintf(buf, sizeof(buf),
-                     "{\"op\":6,\"d\":{\"token\":\"%s\",\"session_id\":\"%s\",\"seq\":%" PRIu64
-                     "}}",
-                     tok, sid, s->seq);
+    int n =
+        snprintf(buf, sizeof(buf),
+                 "{\"op\":%d,\"d\":{\"token\":\"%s\",\"session_id\":\"%s\",\"seq\":%" PRIu64 "}}",
+                 SH_OP_RESUME, tok, sid, s->seq);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return;
     if (set_handshake(s, buf, (size_t)n))
@@ -466,7 +483,7 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul)
         return;
     if (!s->saw_hello) {
         log_warn("msg=\"no HELLO, reconnecting\" shard=%d", s->id);
-        close_with(s, 4000, 1, -1);
+        close_and_resume(s);
         return;
     }
     if (s->ack_pending && s->gw->paused) {
@@ -475,7 +492,7 @@ static void heartbeat_cb(lws_sorted_usec_list_t *sul)
         log_warn("msg=\"no heartbeat ACK since the last beat: zombie connection, resuming\" "
                  "shard=%d",
                  s->id);
-        close_with(s, 4000, 1, 0);
+        close_and_resume_now(s);
         return;
     }
     s->heartbeat_due = 1;
@@ -513,7 +530,7 @@ static void connect_now(struct gw_shard *s)
     if (gw->stopping || s->status == GW_FAILED)
         return;
     int resume = s->reconnect_resume && s->session_id[0];
-    if (!resume && gw_gateway_budget_hold(gw, s))
+    if (!resume && gw__budget_hold(gw, s))
         return;
     s->identify_at_ms = 0;
     const char *base = resume && s->resume_url[0] ? s->resume_url : gw->bot.url;
@@ -528,7 +545,7 @@ static void connect_now(struct gw_shard *s)
     size_t pl = strlen(u.path);
     while (pl > 0 && u.path[pl - 1] == '/')
         u.path[--pl] = '\0';
-    const char *cname = gw_inflate_query_name(gw->compress);
+    const char *cname = gw__inflate_query_name(gw->compress);
     snprintf(path, sizeof(path), "%s/?v=10&encoding=json%s%s", u.path, cname ? "&compress=" : "",
              cname ? cname : "");
 
@@ -544,10 +561,10 @@ static void connect_now(struct gw_shard *s)
     s->saw_hello = 0;
     s->ack_pending = 0;
     s->heartbeat_due = 0;
-    gw_sendq_new_window(&s->sendq);
+    gw__sendq_new_window(&s->sendq);
     SH_FREE(s->handshake);
     s->handshake_identify = 0;
-    if (gw_inflate_reset(s->z)) {
+    if (gw__inflate_reset(s->z)) {
         on_connection_lost(s, "inflate reset failed");
         return;
     }
@@ -576,7 +593,19 @@ static void connect_now(struct gw_shard *s)
     }
 }
 
-static int is_fatal(int code) { return code == 4004 || (code >= 4010 && code <= 4014); }
+/* Closes after which the shard must not reconnect: the config or the token needs a fix. */
+static int is_fatal(int code)
+{
+    return code == SH_CLOSE_AUTHENTICATION_FAILED ||
+           (code >= SH_CLOSE_INVALID_SHARD && code <= SH_CLOSE_DISALLOWED_INTENTS);
+}
+
+/* Closes after which the session cannot be resumed. */
+static int ends_session(int code)
+{
+    return code == SH_CLOSE_NOT_AUTHENTICATED || code == SH_CLOSE_INVALID_SEQ ||
+           code == SH_CLOSE_SESSION_TIMED_OUT;
+}
 
 static void on_connection_lost(struct gw_shard *s, const char *why)
 {
@@ -596,27 +625,27 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     SH_FREE(s->handshake);
     s->handshake_len = 0;
     s->handshake_identify = 0;
-    gw_gateway_budget_return(gw, s);
+    gw__budget_return(gw, s);
     int code = s->peer_close_code;
     if (gw->stopping) {
         set_status(s, GW_DISCONNECTED);
         return;
     }
     if (code && !s->self_close && is_fatal(code)) {
-        unsigned dropped = gw_sendq_pending(&s->sendq);
-        gw_sendq_clear(&s->sendq);
+        unsigned dropped = gw__sendq_pending(&s->sendq);
+        gw__sendq_clear(&s->sendq);
         atomic_fetch_sub(&s->queued_sends, (int)dropped);
         if (dropped)
             log_warn("msg=\"queued payloads dropped with the failed shard\" shard=%d count=%u",
                      s->id, dropped);
         set_status(s, GW_FAILED);
-        gw_gateway_shard_failed(gw, s, code, why);
+        gw__shard_failed(gw, s, code, why);
         return;
     }
     int resume;
     if (s->self_close)
         resume = s->reconnect_resume;
-    else if (code == 4003 || code == 4007 || code == 4009)
+    else if (ends_session(code))
         resume = 0;
     else
         resume = 1;
@@ -644,7 +673,7 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     set_status(s, GW_DISCONNECTED);
     uint64_t now = sh_now_ms();
     if (!resume) {
-        uint64_t slot = gw_gateway_identify_slot(gw, s->id, now + delay);
+        uint64_t slot = gw__identify_slot(gw, s->id, now + delay);
         delay = slot - now;
         s->identify_at_ms = slot;
         set_status(s, GW_QUEUED);
@@ -652,7 +681,7 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     schedule(s, &s->sul_connect, connect_cb, delay);
 }
 
-void gw_shard_start(struct gw_shard *s)
+void gw__shard_start(struct gw_shard *s)
 {
     uint64_t now = sh_now_ms();
     if (s->session_id[0]) {
@@ -661,7 +690,7 @@ void gw_shard_start(struct gw_shard *s)
         return;
     }
     s->reconnect_resume = 0;
-    uint64_t slot = gw_gateway_identify_slot(s->gw, s->id, now);
+    uint64_t slot = gw__identify_slot(s->gw, s->id, now);
     s->identify_at_ms = slot;
     set_status(s, GW_QUEUED);
     if (slot <= now)
@@ -670,7 +699,7 @@ void gw_shard_start(struct gw_shard *s)
         schedule(s, &s->sul_connect, connect_cb, slot - now);
 }
 
-void gw_shard_reconnect(struct gw_shard *s, int resume)
+void gw__shard_reconnect(struct gw_shard *s, int resume)
 {
     if (s->status == GW_FAILED || s->gw->stopping)
         return;
@@ -678,7 +707,7 @@ void gw_shard_reconnect(struct gw_shard *s, int resume)
     if (!resume)
         drop_session(s);
     if (s->wsi) {
-        close_with(s, 4000, resume, 0);
+        close_and_reconnect(s, resume, 0);
         return;
     }
     /* not connected: connect now instead of waiting for a planned reconnect */
@@ -687,17 +716,17 @@ void gw_shard_reconnect(struct gw_shard *s, int resume)
     if (s->reconnect_resume) {
         connect_now(s);
     } else {
-        uint64_t now = sh_now_ms(), slot = gw_gateway_identify_slot(s->gw, s->id, now);
+        uint64_t now = sh_now_ms(), slot = gw__identify_slot(s->gw, s->id, now);
         s->identify_at_ms = slot;
         set_status(s, GW_QUEUED);
         schedule(s, &s->sul_connect, connect_cb, slot - now);
     }
 }
 
-void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
+void gw__shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
 {
     out->id = s->id;
-    out->status = gw_status_name(s->status);
+    out->status = gw_status_names[s->status];
     out->latency_ms = s->latency_ms;
     snprintf(out->session_id, sizeof(out->session_id), "%s", s->session_id);
     out->seq = s->seq;
@@ -710,12 +739,11 @@ void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
     out->queued_sends = atomic_load(&s->queued_sends);
 }
 
-void gw_shard_shutdown(struct gw_shard *s)
+void gw__shard_shutdown(struct gw_shard *s)
 {
     cancel_timers(s);
     if (s->wsi) {
-        /* keep the session: a 4000 close leaves it resumable */
-        close_with(s, 4000, 1, -1);
+        close_for_stop(s);
     } else if (s->status != GW_FAILED) {
         set_status(s, GW_DISCONNECTED);
     }
@@ -836,7 +864,7 @@ static void on_hello(struct gw_shard *s, const char *d, size_t d_len)
     cJSON_Delete(root);
     if (interval < 1 || interval > 3600000) {
         log_warn("msg=\"HELLO without a usable heartbeat_interval\" shard=%d", s->id);
-        close_with(s, 4000, 1, -1);
+        close_and_resume(s);
         return;
     }
     s->saw_hello = 1;
@@ -850,7 +878,7 @@ static void on_hello(struct gw_shard *s, const char *d, size_t d_len)
         send_resume(s);
     } else {
         set_status(s, GW_IDENTIFYING);
-        uint64_t wait = gw_gateway_identify_wait(s->gw, s->id, sh_now_ms());
+        uint64_t wait = gw__identify_wait(s->gw, s->id, sh_now_ms());
         if (wait)
             schedule(s, &s->sul_identify, identify_cb, wait);
         else
@@ -885,13 +913,13 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         on_guild(s, 0, env);
     }
     /* without s (or with "s":null) it goes out with "s":null: never another event's s */
-    gw_gateway_emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now);
+    gw__emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now);
 }
 
 static void on_payload(struct gw_shard *s, const char *p, size_t n)
 {
     struct gw_envelope env;
-    if (gw_envelope_scan(p, n, &env)) {
+    if (gw__envelope_scan(p, n, &env)) {
         log_warn("msg=\"malformed gateway payload skipped\" shard=%d bytes=%zu", s->id, n);
         return;
     }
@@ -901,19 +929,19 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
         s->has_seq = 1;
     }
     switch (env.op) {
-    case 0:
-        on_dispatch(s, &env, gw_gateway_rx_ms(s->gw, now));
+    case SH_OP_DISPATCH:
+        on_dispatch(s, &env, gw__rx_ms(s->gw, now));
         break;
-    case 1:
+    case SH_OP_HEARTBEAT:
         log_debug("msg=\"heartbeat requested by the server\" shard=%d", s->id);
         s->heartbeat_due = 1;
         want_write(s);
         break;
-    case 7:
+    case SH_OP_RECONNECT:
         log_info("msg=\"reconnect requested (op 7)\" shard=%d", s->id);
-        close_with(s, 4000, 1, 0);
+        close_and_resume_now(s);
         break;
-    case 9: {
+    case SH_OP_INVALID_SESSION: {
         int resumable = env.d && env.d_len == 4 && !memcmp(env.d, "true", 4);
         /* Discord asks for a pause of 1 to 5 s; scaled with reconnect_base_ms (1 s default) */
         int64_t base = s->gw->cfg->reconnect_base_ms;
@@ -922,13 +950,13 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
                  resumable, delay);
         if (!resumable)
             drop_session(s);
-        close_with(s, 4000, resumable, delay);
+        close_and_reconnect(s, resumable, delay);
         break;
     }
-    case 10:
+    case SH_OP_HELLO:
         on_hello(s, env.d, env.d ? env.d_len : 0);
         break;
-    case 11:
+    case SH_OP_HEARTBEAT_ACK:
         s->ack_pending = 0;
         s->latency_ms = (int)(now - s->hb_sent_ms);
         break;
@@ -945,7 +973,7 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
 static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t size)
 {
     struct gw_envelope env;
-    if (gw_envelope_peek(p, n, &env))
+    if (gw__envelope_peek(p, n, &env))
         env = (struct gw_envelope){.op = -1};
     if (env.has_s) {
         s->seq = env.s;
@@ -966,8 +994,8 @@ static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t siz
         return;
     s->last_event_at_ms = sh_wall_ms();
     s->events++;
-    gw_gateway_emit(s->gw, s, SKIPPED_T, sizeof(SKIPPED_T) - 1, env.has_s ? env.s : 0, d,
-                    (size_t)dn, gw_gateway_rx_ms(s->gw, sh_now_ms()));
+    gw__emit(s->gw, s, SKIPPED_T, sizeof(SKIPPED_T) - 1, env.has_s ? env.s : 0, d, (size_t)dn,
+             gw__rx_ms(s->gw, sh_now_ms()));
 }
 
 /*
@@ -979,15 +1007,15 @@ static void on_message_part(struct gw_shard *s, const char *part, size_t len, in
     const char *p;
     size_t n;
     int done;
-    int rc = gw_inflate_feed_part(s->z, part, len, last, &p, &n, &done);
+    int rc = gw__inflate_feed_part(s->z, part, len, last, &p, &n, &done);
     if (rc) {
         log_warn("msg=\"gateway stream unreadable, reconnecting\" shard=%d error=\"%s\"", s->id,
                  sh_strerror(rc));
-        close_with(s, 4000, 1, -1);
+        close_and_resume(s);
         return;
     }
     size_t size;
-    if (done && gw_inflate_skipped(s->z, &size))
+    if (done && gw__inflate_skipped(s->z, &size))
         on_oversized(s, p, n, size);
     else if (done)
         on_payload(s, p, n);
@@ -1010,8 +1038,8 @@ static void wsi_gone(struct lws *wsi, struct gw_shard *s, const char *why)
     on_connection_lost(s, why);
 }
 
-int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len)
+int gw__shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
 {
     (void)user;
     struct gw_shard *s = lws_get_opaque_user_data(wsi);

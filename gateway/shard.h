@@ -1,7 +1,7 @@
 /*
  * gateway/shard.h: one shard's connection and session, and the state the gateway
- * loop keeps for all shards. Internal to the gateway room: bridge/ and http/ use
- * gateway/gateway.h.
+ * loop keeps for all shards. Internal to the gateway room (its functions carry the
+ * gw__ prefix): bridge/ and http/ use gateway/gateway.h.
  *
  * Life of a shard:
  *   queued -> connecting -> handshaking (socket open, waiting for HELLO)
@@ -26,25 +26,6 @@
 #include "gateway/sendq.h"
 #include "lib/buf.h"
 #include "lib/metrics.h"
-
-#define GW_STATUS_MAP(X)                                                       \
-    X(QUEUED, "queued")                                                        \
-    X(CONNECTING, "connecting")                                                \
-    X(HANDSHAKING, "handshaking")                                              \
-    X(IDENTIFYING, "identifying")                                              \
-    X(RESUMING, "resuming")                                                    \
-    X(LOADING, "loading")                                                      \
-    X(READY, "ready")                                                          \
-    X(DISCONNECTED, "disconnected")                                            \
-    X(FAILED, "failed")
-
-enum gw_status {
-#define GW_STATUS_ENUM_(n, s) GW_##n,
-    GW_STATUS_MAP(GW_STATUS_ENUM_)
-#undef GW_STATUS_ENUM_
-};
-
-const char *gw_status_name(enum gw_status st);
 
 struct gw_shard {
     struct gw_gateway *gw;
@@ -96,7 +77,7 @@ struct gw_shard {
     char *handshake;
     size_t handshake_len;
     int handshake_identify;   /* the handshake slot holds an IDENTIFY */
-    int budget_token;         /* one identify of the daily budget is reserved for this shard */
+    int budget_token;         /* one session of the daily budget is reserved for this shard */
     struct gw_sendq sendq;
     atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
     uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
@@ -110,11 +91,6 @@ struct gw_shard {
     lws_sorted_usec_list_t sul_write;    /* send window reopens */
     lws_sorted_usec_list_t sul_kill;     /* a close that takes too long */
     lws_sorted_usec_list_t sul_open;     /* connect_timeout_ms: TCP, TLS and upgrade */
-};
-
-struct gw_bucket {
-    uint64_t next_slot_ms;     /* the earliest time the next queued identify may be planned */
-    uint64_t last_identify_ms; /* when this bucket last sent IDENTIFY (0: never) */
 };
 
 struct gw_cmd {
@@ -135,17 +111,15 @@ struct gw_gateway {
     int total;                 /* shard count of the whole bot */
     struct gw_shard *shards;
     int n_shards;              /* shards run by this process */
-    struct gw_bucket *buckets;
+    struct gw_identify ident;  /* identify slots and the session budget (bridge/main.c's) */
     int max_concurrency;
-    uint64_t identify_interval_ms;
-    int session_remaining;
     struct gw_chunk *pending;  /* events of this service pass */
     unsigned pass_no;          /* counts service passes */
     size_t pass_rx_bytes;      /* websocket bytes received in this service pass ... */
     size_t pass_rx_max;        /* ... and the most of them one shard received */
     uint64_t paused_from_ms;   /* the pause before this pass began then (0: no pause) ... */
     uint64_t resumed_ms;       /* ... and ended then */
-    unsigned char *txbuf;      /* LWS_PRE + GW_SEND_MAX_PAYLOAD, shared: writes are serial */
+    unsigned char *txbuf;      /* LWS_PRE + SH_GW_MAX_SEND_BYTES, shared: writes are serial */
     atomic_int stop_requested; /* set by other threads */
     int stopping;
     int done;
@@ -159,11 +133,9 @@ struct gw_gateway {
     struct gw_shard_info *snap_shards;
     int snap_dirty;            /* something changed since the last publish */
     uint64_t started_wall_ms;
-    uint64_t discovered_wall_ms;
-    uint64_t budget_reset_ms;  /* monotonic: when the identify budget refills */
     uint64_t last_progress_ms;
     int all_ready_logged;
-    int budget_refreshing;     /* a /gateway/bot refresh thread is running */
+    int budget_refreshing; /* ident.ops->refresh is under way (its done is not in yet) */
     lws_sorted_usec_list_t sul_tick;   /* publish + progress, every 250 ms */
     lws_sorted_usec_list_t sul_budget; /* the identify budget refills */
     int fatal_rc;
@@ -174,51 +146,50 @@ struct gw_gateway {
 };
 
 /* shard.c */
-int gw_shard_init(struct gw_shard *s, struct gw_gateway *gw, int id);
-void gw_shard_destroy(struct gw_shard *s);
+int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id);
+void gw__shard_destroy(struct gw_shard *s);
 /* Plan the first connection (identify through the bucket, or resume with a session). */
-void gw_shard_start(struct gw_shard *s);
+void gw__shard_start(struct gw_shard *s);
 /* Close the socket with 4000 and do not reconnect. */
-void gw_shard_shutdown(struct gw_shard *s);
+void gw__shard_shutdown(struct gw_shard *s);
 /* The IDENTIFY payload for shard_id into out (cap bytes). SH_ETOOBIG when it does not fit. */
-int gw_shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
-                            size_t *len);
-int gw_shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len);
+int gw__shard_build_identify(const struct gw_gateway *gw, int shard_id, char *out, size_t cap,
+                             size_t *len);
+int gw__shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len);
 
-/* gateway.c, for shard.c */
+/* gateway.c, for shard.c: identify slots and the budget go through gw->ident */
 /* Plan an IDENTIFY connection no earlier than not_before_ms; returns the slot time. */
-uint64_t gw_gateway_identify_slot(struct gw_gateway *gw, int shard_id, uint64_t not_before_ms);
+uint64_t gw__identify_slot(struct gw_gateway *gw, int shard_id, uint64_t not_before_ms);
 /* When the shard's bucket next allows an IDENTIFY (0 = now). */
-uint64_t gw_gateway_identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
+uint64_t gw__identify_wait(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
 /* An IDENTIFY was queued (reserve the bucket) or written (stamp it): both set the bucket time. */
-void gw_gateway_identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
+void gw__identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
 /* An IDENTIFY reached the socket: spend the shard's budget token. */
-void gw_gateway_identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms);
+void gw__identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms);
 /* The shard's connection ended before its IDENTIFY was written: give the token back. */
-void gw_gateway_budget_return(struct gw_gateway *gw, struct gw_shard *s);
+void gw__budget_return(struct gw_gateway *gw, struct gw_shard *s);
 /* Called when a shard failed fatally; ends the run when none can run. */
-void gw_gateway_shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code,
-                             const char *why);
+void gw__shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const char *why);
 /*
  * When a payload handled at now reached the socket, as far as the gateway can tell: right after
  * a coalescing pause, the start of that pause (it may have waited in the socket all along), now
  * otherwise. Batch deadlines count from it, so the pause comes out of max_batch_delay_ms.
  */
-uint64_t gw_gateway_rx_ms(const struct gw_gateway *gw, uint64_t now);
+uint64_t gw__rx_ms(const struct gw_gateway *gw, uint64_t now);
 /* Append one dispatch to the current pass's chunk. */
-void gw_gateway_emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len,
-                     uint64_t seq, const char *d, size_t d_len, uint64_t now_ms);
+void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len, uint64_t seq,
+              const char *d, size_t d_len, uint64_t now_ms);
 /*
  * Before an IDENTIFY connection: 1 when the daily budget is spent and the gateway holds the
  * shard until it refills (it restarts the shard then), 0 to go ahead.
  */
-int gw_gateway_budget_hold(struct gw_gateway *gw, struct gw_shard *s);
+int gw__budget_hold(struct gw_gateway *gw, struct gw_shard *s);
 /* shard.c: a user payload is accepted into the shard's queue (gateway thread). */
-void gw_shard_queue_user(struct gw_shard *s, const char *p, size_t len);
+void gw__shard_queue_user(struct gw_shard *s, const char *p, size_t len);
 /* shard.c: reconnect on request; resume=0 drops the session first. */
-void gw_shard_reconnect(struct gw_shard *s, int resume);
+void gw__shard_reconnect(struct gw_shard *s, int resume);
 /* shard.c: the shard's snapshot (gateway thread). */
-void gw_shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out);
+void gw__shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * gateway/sink.h: how events leave the gateway room.
  *
- * The gateway encodes each dispatch once, in the webhook envelope of DESIGN.md
+ * The gateway encodes each dispatch once, in the webhook envelope of docs/delivery.md
  * (`{"shard":[id,total],"op":0,"t":"...","s":N,"d":<d as received>}`; `"s":null` for a
  * dispatch that came without a sequence number), appends it
  * to a chunk, and hands the whole chunk to the sink once per service pass: one

@@ -149,6 +149,7 @@ struct fk_state {
     int rest_fail_count;
     int rest_fail_status;
     double rest_fail_retry_after; /* < 0: none */
+    int rest_hold_count;          /* the next N calls of /gateway/bot are never answered */
     uint64_t next_conn_id;
     uint64_t burst_id;
 };

@@ -153,6 +153,11 @@ static int rest_gateway_bot(struct lws *wsi, struct http_req *h)
     char auth[512], want[512];
     if (fk.rest_fail_count > 0)
         return rest_fail(wsi, h);
+    if (fk.rest_hold_count > 0) { /* a Discord that takes the request and never answers */
+        fk.rest_hold_count--;
+        fk_rec_rest(h->path, 0);
+        return 0;
+    }
     snprintf(want, sizeof(want), "Bot %s", fk.o.token);
     if (lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0 ||
         strcmp(auth, want)) {
@@ -434,6 +439,15 @@ static int ctl_rest_fail(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respondf(wsi, h, 200, "{\"count\":%ld,\"status\":%ld}", count, status);
 }
 
+static int ctl_rest_hold(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long count;
+    if (get_int(body, "count", &count, 1, 0, 1000000))
+        return bad_request(wsi, h, "count: a non-negative integer");
+    fk.rest_hold_count = (int)count;
+    return respondf(wsi, h, 200, "{\"count\":%ld}", count);
+}
+
 static int ctl_members(struct lws *wsi, struct http_req *h, const cJSON *body)
 {
     char out[512];
@@ -498,6 +512,7 @@ static const struct route {
     {"/_fake/close", ctl_close},
     {"/_fake/ack", ctl_ack},
     {"/_fake/rest-fail", ctl_rest_fail},
+    {"/_fake/rest-hold", ctl_rest_hold},
     {"/_fake/members", ctl_members},
     {"/_fake/quiet", ctl_quiet},
     {"/_fake/replay/start", ctl_replay_start},

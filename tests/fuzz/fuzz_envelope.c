@@ -1,5 +1,5 @@
 /*
- * tests/fuzz/fuzz_envelope.c: libFuzzer harness for gw_envelope_scan (gateway/envelope.c).
+ * tests/fuzz/fuzz_envelope.c: libFuzzer harness for gw__envelope_scan (gateway/envelope.c).
  *
  * Feeds the input as one payload and checks what must hold whatever the bytes: on failure
  * env is untouched; on success t and d lie inside the input, t sits between quotes, and d,
@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *buf = (const char *)data;
     struct gw_envelope env = {
         .op = -7, .t = mark, .t_len = 3, .has_s = 5, .s = 9, .d = mark, .d_len = 4};
-    int rc = gw_envelope_scan(buf, size, &env);
+    int rc = gw__envelope_scan(buf, size, &env);
     if (rc) {
         CHECK(rc == SH_EPARSE);
         CHECK(env.op == -7 && env.t == mark && env.t_len == 3 && env.has_s == 5 && env.s == 9 &&
@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(w + 5, env.d, env.d_len);
         w[n - 1] = '}';
         struct gw_envelope again;
-        CHECK(gw_envelope_scan(w, n, &again) == 0);
+        CHECK(gw__envelope_scan(w, n, &again) == 0);
         CHECK(again.d == w + 5 && again.d_len == env.d_len && again.op == -1 && !again.t);
         free(w);
     } else {

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void raw_messages(enum gw_compress kind, const uint8_t *p, size_t n)
 {
     struct gw_inflate *z;
-    CHECK(gw_inflate_new(kind, MAX_OUT, MAX_IN, &z) == 0);
+    CHECK(gw__inflate_new(kind, MAX_OUT, MAX_IN, &z) == 0);
     int resets = 0;
     while (n > 0) {
         size_t len = p[0];
@@ -49,7 +49,7 @@ static void raw_messages(enum gw_compress kind, const uint8_t *p, size_t n)
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        int rc = gw_inflate_feed(z, msg, len, &out, &out_len, &done);
+        int rc = gw__inflate_feed(z, msg, len, &out, &out_len, &done);
         CHECK(rc == 0 || rc == SH_ETOOBIG || rc == SH_ECORRUPT);
         if (rc == 0 && done) {
             CHECK(done == 1 && out != NULL && out_len <= MAX_OUT);
@@ -61,14 +61,14 @@ static void raw_messages(enum gw_compress kind, const uint8_t *p, size_t n)
             CHECK(done == 0 && kind == GW_COMPRESS_ZLIB);
         } else {
             CHECK(done == 0);
-            CHECK(gw_inflate_feed(z, msg, len, &out, &out_len, &done) == rc); /* sticky */
+            CHECK(gw__inflate_feed(z, msg, len, &out, &out_len, &done) == rc); /* sticky */
             if (resets++ < 1)
-                CHECK(gw_inflate_reset(z) == 0);
+                CHECK(gw__inflate_reset(z) == 0);
         }
         free(msg);
         p += len, n -= len;
     }
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 struct bytes {
@@ -123,7 +123,7 @@ static int ends_with_suffix(const uint8_t *p, size_t n)
 static void round_trip(int zstd, const uint8_t *p, size_t n)
 {
     struct gw_inflate *z;
-    CHECK(gw_inflate_new(zstd ? GW_COMPRESS_ZSTD : GW_COMPRESS_ZLIB, MAX_OUT, MAX_IN, &z) == 0);
+    CHECK(gw__inflate_new(zstd ? GW_COMPRESS_ZSTD : GW_COMPRESS_ZLIB, MAX_OUT, MAX_IN, &z) == 0);
     z_stream zs;
     memset(&zs, 0, sizeof(zs));
     static ZSTD_CCtx *cc; /* one encoder for the whole run: creating one costs megabytes */
@@ -166,7 +166,7 @@ static void round_trip(int zstd, const uint8_t *p, size_t n)
             const char *out;
             size_t out_len;
             int done;
-            CHECK(gw_inflate_feed(z, msg, len, &out, &out_len, &done) == 0);
+            CHECK(gw__inflate_feed(z, msg, len, &out, &out_len, &done) == 0);
             off += len;
             CHECK(done == (off == c.len));
             if (done) {
@@ -180,7 +180,7 @@ static void round_trip(int zstd, const uint8_t *p, size_t n)
     }
     if (!zstd)
         deflateEnd(&zs);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

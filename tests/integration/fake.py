@@ -110,6 +110,10 @@ class Fake:
         """The next count calls of /gateway/bot answer status (429: with Retry-After)."""
         return self._post("/_fake/rest-fail", count=count, status=status, retry_after=retry_after)
 
+    def rest_hold(self, count):
+        """The next count calls of /gateway/bot are read and never answered (logged with status 0)."""
+        return self._post("/_fake/rest-hold", count=count)
+
     def members(self, chunks=None, count=None, rate_limited=None, retry_after=None,
                 send_chunks=None, silent=None, not_found=None, reset=None):
         """Script the answers to op 8 (REQUEST_GUILD_MEMBERS). Every field is kept until changed:

@@ -3,6 +3,7 @@ across processes, readiness, and reconnect storms. Each test asserts what the fa
 recorded (IDENTIFY timestamps and shard fields, RESUMEs, bucket violations) and what shardhook
 logged."""
 import re
+import signal
 
 from harness import FakeDiscord, Receiver, Shardhook, base_config, wait_for, parse_logfmt
 
@@ -128,3 +129,24 @@ def test_progress_summary_while_starting(tmp):
     assert int(m.group(2)) >= 3, m.group(0)
     assert m.group(3).endswith("s") and m.group(4).endswith("s"), m.group(0)
     sh.wait_log(r'msg="all shards ready" shards=6', 10)
+
+
+def test_sigterm_during_a_budget_reread_stops_promptly(tmp):
+    """The budget is spent; at its reset shardhook asks /gateway/bot again on a thread of its own,
+    and that request never gets an answer. SIGTERM must still end the process promptly with 0:
+    the re-read gives up and its thread is joined before the gateway is freed (under ASan: no use
+    of freed memory), instead of running on after the gateway is gone."""
+    fake = FakeDiscord(tmp, shards=2, max_concurrency=2, identify_interval_ms=200,
+                       session_remaining=0, session_total=1000, reset_after_ms=1000, guilds=1)
+    rx = Receiver()
+    sh = Shardhook(base_config(fake, rx, tmp), tmp)
+    sh.wait_log(r"daily identify budget spent", 5)
+    fake.rest_hold(1000)  # every later /gateway/bot call is read and never answered
+    fake.wait(lambda f: any(r["status"] == 0 for r in f.rest()), 10, what="the re-read held")
+    sh.signal(signal.SIGTERM)
+    # a re-read left to libcurl's 15 s timeout (4 attempts) would hold the stop for a minute
+    assert sh.wait_exit(5) == 0
+    log = sh.log_text()
+    assert "identify budget refreshed" not in log
+    assert 'msg="stopped" exit_code=0' in log
+    assert not identifies(fake)

@@ -16,7 +16,7 @@ static int scan_n(const char *s, size_t n, struct gw_envelope *env, char **copy)
     if (!c)
         abort();
     memcpy(c, s, n);
-    int rc = gw_envelope_scan(c, n, env);
+    int rc = gw__envelope_scan(c, n, env);
     *copy = c;
     return rc;
 }
@@ -434,9 +434,9 @@ TEST(garbage_is_refused)
     }
     /* NULL with a length is refused; NULL env too */
     struct gw_envelope env;
-    ASSERT_EQ(gw_envelope_scan(NULL, 3, &env), SH_EPARSE);
-    ASSERT_EQ(gw_envelope_scan(NULL, 0, &env), SH_EPARSE);
-    ASSERT_EQ(gw_envelope_scan("{}", 2, NULL), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan(NULL, 3, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan(NULL, 0, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan("{}", 2, NULL), SH_EPARSE);
 }
 
 TEST(failure_leaves_env_alone)
@@ -445,7 +445,7 @@ TEST(failure_leaves_env_alone)
         .op = 77, .t = "keep", .t_len = 4, .has_s = 1, .s = 5, .d = "x", .d_len = 1};
     /* fails only at the very end, after every member has been read */
     static const char msg[] = "{\"op\":0,\"t\":\"A\",\"s\":9,\"d\":{}} x";
-    ASSERT_EQ(gw_envelope_scan(msg, sizeof(msg) - 1, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan(msg, sizeof(msg) - 1, &env), SH_EPARSE);
     ASSERT_EQ(env.op, 77);
     ASSERT_SPAN_EQ(env.t, env.t_len, "keep");
     ASSERT_EQ(env.s, 5);
@@ -457,11 +457,11 @@ TEST(length_bounds_the_scan)
     /* bytes past len are never part of the payload */
     static const char msg[] = "{\"op\":1}trailing garbage";
     struct gw_envelope env;
-    ASSERT_EQ(gw_envelope_scan(msg, 8, &env), 0);
+    ASSERT_EQ(gw__envelope_scan(msg, 8, &env), 0);
     ASSERT_EQ(env.op, 1);
-    ASSERT_EQ(gw_envelope_scan(msg, 9, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan(msg, 9, &env), SH_EPARSE);
     static const char msg2[] = "{\"op\":12}";
-    ASSERT_EQ(gw_envelope_scan(msg2, 7, &env), SH_EPARSE); /* {"op":1 */
+    ASSERT_EQ(gw__envelope_scan(msg2, 7, &env), SH_EPARSE); /* {"op":1 */
 }
 
 TEST(guild_id_and_unavailable_from_d)
@@ -471,7 +471,7 @@ TEST(guild_id_and_unavailable_from_d)
         "\"a}\\\"\"}],\"unavailable\":false,\"members\":{\"id\":\"9\"},"
         "\"id\" : \"81384788765712384\"}}";
     struct gw_envelope env;
-    ASSERT_EQ(gw_envelope_scan(msg, sizeof(msg) - 1, &env), 0);
+    ASSERT_EQ(gw__envelope_scan(msg, sizeof(msg) - 1, &env), 0);
     ASSERT_SPAN_EQ(env.d_id, env.d_id_len, "\"81384788765712384\""); /* top level only */
     ASSERT_EQ(gw_json_snowflake(env.d_id, env.d_id_len), 81384788765712384ULL);
     ASSERT_EQ(env.d_unavailable, 0);
@@ -480,18 +480,18 @@ TEST(guild_id_and_unavailable_from_d)
 
     static const char gone[] =
         "{\"op\":0,\"t\":\"GUILD_DELETE\",\"d\":{\"id\":\"42\",\"unavailable\":true},\"s\":4}";
-    ASSERT_EQ(gw_envelope_scan(gone, sizeof(gone) - 1, &env), 0);
+    ASSERT_EQ(gw__envelope_scan(gone, sizeof(gone) - 1, &env), 0);
     ASSERT_EQ(gw_json_snowflake(env.d_id, env.d_id_len), 42);
     ASSERT_EQ(env.d_unavailable, 1);
     ASSERT_SPAN_EQ(env.d, env.d_len, "{\"id\":\"42\",\"unavailable\":true}");
 
     /* d that is no object, or has neither: nothing noted */
     static const char arr[] = "{\"op\":0,\"d\":[{\"id\":\"5\"}]}";
-    ASSERT_EQ(gw_envelope_scan(arr, sizeof(arr) - 1, &env), 0);
+    ASSERT_EQ(gw__envelope_scan(arr, sizeof(arr) - 1, &env), 0);
     ASSERT(!env.d_id);
     ASSERT_EQ(env.d_unavailable, 0);
     static const char bad[] = "{\"op\":0,\"d\":{\"id\":\"5\",}}";
-    ASSERT_EQ(gw_envelope_scan(bad, sizeof(bad) - 1, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_scan(bad, sizeof(bad) - 1, &env), SH_EPARSE);
 
     const char *not_ids[] = {"42", "\"\"", "\"4a\"", "\"-1\"", "\"18446744073709551616\"", "null"};
     for (size_t i = 0; i < sizeof(not_ids) / sizeof(not_ids[0]); i++)
@@ -509,7 +509,7 @@ TEST(peek_reads_the_front_of_a_cut_payload)
         char *c = malloc(n ? n : 1);
         memcpy(c, full, n);
         struct gw_envelope env;
-        int rc = gw_envelope_peek(c, n, &env);
+        int rc = gw__envelope_peek(c, n, &env);
         if (n == 0) {
             ASSERT_EQ(rc, SH_EPARSE);
             free(c);
@@ -530,11 +530,11 @@ TEST(peek_reads_the_front_of_a_cut_payload)
     }
     /* d first: what follows a d cut short is out of reach, but a whole d is skipped */
     struct gw_envelope env;
-    ASSERT_EQ(gw_envelope_peek("{\"d\":{\"a\":1},\"s\":7,\"t\":\"X\",", 27, &env), 0);
+    ASSERT_EQ(gw__envelope_peek("{\"d\":{\"a\":1},\"s\":7,\"t\":\"X\",", 27, &env), 0);
     ASSERT(env.has_s && env.s == 7 && env.t && env.t_len == 1);
-    ASSERT_EQ(gw_envelope_peek("{\"d\":{\"a\":[1,2,3", 16, &env), 0);
+    ASSERT_EQ(gw__envelope_peek("{\"d\":{\"a\":[1,2,3", 16, &env), 0);
     ASSERT(!env.has_s && !env.t && env.op == -1);
-    ASSERT_EQ(gw_envelope_peek("[1,2]", 5, &env), SH_EPARSE);
+    ASSERT_EQ(gw__envelope_peek("[1,2]", 5, &env), SH_EPARSE);
 }
 
 TEST_MAIN(RUN(typical_dispatch); RUN(keys_in_every_order_with_whitespace);

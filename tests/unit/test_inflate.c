@@ -151,7 +151,7 @@ TEST(zlib_several_payloads_in_a_row)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
     zc_init(&c);
     for (unsigned i = 0; i < 20; i++) {
         size_t n = 64 + (size_t)i * 397;
@@ -162,7 +162,7 @@ TEST(zlib_several_payloads_in_a_row)
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         ASSERT_EQ(out_len, n);
         ASSERT(memcmp(out, pl, n) == 0);
@@ -170,7 +170,7 @@ TEST(zlib_several_payloads_in_a_row)
         free(pl);
     }
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 /* Feed m split at the given cut points; only the last piece may complete the payload. */
@@ -183,7 +183,7 @@ static int feed_split(struct gw_inflate *z, const struct bytes *m, const size_t 
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        if (gw_inflate_feed(z, m->p + at, to - at, &out, &out_len, &done) != 0)
+        if (gw__inflate_feed(z, m->p + at, to - at, &out, &out_len, &done) != 0)
             return 1;
         if (done != (i == ncuts))
             return 2;
@@ -198,7 +198,7 @@ TEST(zlib_payload_split_across_messages)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
     zc_init(&c);
     for (unsigned round = 0; round < 3; round++) {
         size_t n = 30000;
@@ -221,14 +221,14 @@ TEST(zlib_payload_split_across_messages)
         free(pl);
     }
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_suffix_split_across_messages)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
     zc_init(&c);
     /* cut 1, 2 and 3 bytes before the end (inside 00 00 FF FF), and 4 (just before it) */
     for (size_t back = 1; back <= 4; back++) {
@@ -247,14 +247,14 @@ TEST(zlib_suffix_split_across_messages)
         free(pl);
     }
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_one_byte_at_a_time)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
     zc_init(&c);
     for (unsigned round = 0; round < 3; round++) {
         size_t n = 3000 + round * 1000;
@@ -266,7 +266,7 @@ TEST(zlib_one_byte_at_a_time)
             const char *out = NULL;
             size_t out_len = 0;
             int done = -1;
-            ASSERT_EQ(gw_inflate_feed(z, m.p + i, 1, &out, &out_len, &done), 0);
+            ASSERT_EQ(gw__inflate_feed(z, m.p + i, 1, &out, &out_len, &done), 0);
             if (done) {
                 completions++;
                 ASSERT_EQ(i, m.len - 1);
@@ -279,79 +279,79 @@ TEST(zlib_one_byte_at_a_time)
         free(pl);
     }
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_empty_message_and_empty_payload)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
     zc_init(&c);
     const char *out = NULL;
     size_t out_len = 7;
     int done = -1;
-    ASSERT_EQ(gw_inflate_feed(z, NULL, 0, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, NULL, 0, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 0);
     struct bytes m = {0};
     zc_payload(&c, "", 0, &m); /* a bare sync flush: header + empty stored block */
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT_EQ(out_len, 0);
     free(m.p);
     m = (struct bytes){0};
     zc_payload(&c, "{\"op\":11}", 9, &m);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT_SPAN_EQ(out, out_len, "{\"op\":11}");
     free(m.p);
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_corrupt_header_is_corrupt_and_sticky)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
     static const unsigned char bad[] = {0xff, 0x13, 0x37, 0x00, 0x00, 0xff, 0xff};
     const char *out = NULL;
     size_t out_len = 0;
     int done = -1;
-    ASSERT_EQ(gw_inflate_feed(z, bad, sizeof(bad), &out, &out_len, &done), SH_ECORRUPT);
+    ASSERT_EQ(gw__inflate_feed(z, bad, sizeof(bad), &out, &out_len, &done), SH_ECORRUPT);
     ASSERT_EQ(done, 0);
     /* the stream stays unusable until reset, even for good input */
     struct zc c;
     zc_init(&c);
     struct bytes m = {0};
     zc_payload(&c, "{\"op\":11}", 9, &m);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ECORRUPT);
-    ASSERT_EQ(gw_inflate_reset(z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ECORRUPT);
+    ASSERT_EQ(gw__inflate_reset(z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT_SPAN_EQ(out, out_len, "{\"op\":11}");
     free(m.p);
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_need_dict_is_corrupt)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1024, 1024, &z), 0);
     /* 78 BB: valid zlib header with FDICT set, then a dictionary id */
     static const unsigned char dict[] = {0x78, 0xbb, 0, 0, 0, 1, 0x00, 0x00, 0x00, 0xff, 0xff};
     const char *out;
     size_t out_len;
     int done;
-    ASSERT_EQ(gw_inflate_feed(z, dict, sizeof(dict), &out, &out_len, &done), SH_ECORRUPT);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_feed(z, dict, sizeof(dict), &out, &out_len, &done), SH_ECORRUPT);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_stream_end_mid_connection_is_corrupt)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 4096, 4096, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 4096, 4096, &z), 0);
     zc_init(&c);
     struct bytes m = {0};
     zc_payload_flush(&c, "{\"op\":11}", 9, &m, Z_FINISH);
@@ -361,10 +361,10 @@ TEST(zlib_stream_end_mid_connection_is_corrupt)
     const char *out;
     size_t out_len;
     int done;
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ECORRUPT);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ECORRUPT);
     free(m.p);
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 /*
@@ -377,7 +377,7 @@ static void feed_mutations(enum gw_compress kind, size_t max_in, const struct by
 {
     for (int round = 0; round < 2000; round++) {
         struct gw_inflate *z;
-        ASSERT_EQ(gw_inflate_new(kind, 16384, max_in, &z), 0);
+        ASSERT_EQ(gw__inflate_new(kind, 16384, max_in, &z), 0);
         unsigned char *mut = malloc(m->len);
         memcpy(mut, m->p, m->len);
         int flips = 1 + (int)(next_rand() % 4);
@@ -386,11 +386,11 @@ static void feed_mutations(enum gw_compress kind, size_t max_in, const struct by
         const char *out;
         size_t out_len;
         int done;
-        int rc = gw_inflate_feed(z, mut, first, &out, &out_len, &done);
+        int rc = gw__inflate_feed(z, mut, first, &out, &out_len, &done);
         if (rc == 0)
-            rc = gw_inflate_feed(z, mut + first, m->len - first, &out, &out_len, &done);
+            rc = gw__inflate_feed(z, mut + first, m->len - first, &out, &out_len, &done);
         free(mut);
-        gw_inflate_free(z);
+        gw__inflate_free(z);
         ASSERT(rc == 0 || rc == SH_ECORRUPT || rc == SH_ETOOBIG);
         *corrupt += rc == SH_ECORRUPT;
     }
@@ -420,28 +420,28 @@ TEST(zlib_output_cap)
     struct zc c;
     char *pl = make_payload(1001, 0);
     /* exactly at the cap: fine */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1001, 1 << 16, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1001, 1 << 16, &z), 0);
     zc_init(&c);
     struct bytes m = {0};
     zc_payload(&c, pl, 1001, &m);
     const char *out;
     size_t out_len;
     int done;
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
     ASSERT_EQ(out_len, 1001);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     /* one byte over: SH_ETOOBIG */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1000, 1 << 16, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1000, 1 << 16, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
     ASSERT_EQ(done, 0);
     /* the stream stopped mid-payload: later payloads are refused until reset */
     struct bytes m2 = {0};
     zc_payload(&c, "{}", 2, &m2);
-    ASSERT_EQ(gw_inflate_feed(z, m2.p, m2.len, &out, &out_len, &done), SH_ETOOBIG);
-    ASSERT_EQ(gw_inflate_reset(z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG); /* still big */
+    ASSERT_EQ(gw__inflate_feed(z, m2.p, m2.len, &out, &out_len, &done), SH_ETOOBIG);
+    ASSERT_EQ(gw__inflate_reset(z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG); /* still big */
     free(m2.p);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     free(m.p);
     zc_end(&c);
     free(pl);
@@ -460,21 +460,21 @@ TEST(zlib_pending_input_cap)
     size_t out_len;
     int done;
     /* split input: the pending buffer refuses to grow past max_in */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len - 1, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len / 2, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len - 1, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len / 2, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p + m.len / 2, m.len - m.len / 2, &out, &out_len, &done),
+    ASSERT_EQ(gw__inflate_feed(z, m.p + m.len / 2, m.len - m.len / 2, &out, &out_len, &done),
               SH_ETOOBIG);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     /* one whole message over max_in is refused too, though it needs no copy */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len - 1, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len - 1, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
+    gw__inflate_free(z);
     /* at max_in exactly, both ways work */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, m.len, &z), 0);
     size_t cut[] = {m.len / 2};
     ASSERT_EQ(feed_split(z, &m, cut, 1, pl, 20000), 0);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     free(m.p);
     zc_end(&c);
     free(pl);
@@ -483,7 +483,7 @@ TEST(zlib_pending_input_cap)
 TEST(zlib_reset_then_new_stream)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1 << 20, 1 << 20, &z), 0);
     const char *out;
     size_t out_len;
     int done;
@@ -493,29 +493,29 @@ TEST(zlib_reset_then_new_stream)
         char *pl = make_payload(5000, (unsigned)conn);
         struct bytes m = {0};
         zc_payload(&c, pl, 5000, &m);
-        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         ASSERT_EQ(out_len, 5000);
         ASSERT(memcmp(out, pl, 5000) == 0);
         /* leave half a payload pending: reset must forget it */
         struct bytes m2 = {0};
         zc_payload(&c, pl, 5000, &m2);
-        ASSERT_EQ(gw_inflate_feed(z, m2.p, m2.len / 2, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m2.p, m2.len / 2, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 0);
-        ASSERT_EQ(gw_inflate_reset(z), 0);
+        ASSERT_EQ(gw__inflate_reset(z), 0);
         free(m.p);
         free(m2.p);
         free(pl);
         zc_end(&c);
     }
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zlib_large_payloads_then_small)
 {
     struct gw_inflate *z;
     struct zc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 8 << 20, 8 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 8 << 20, 8 << 20, &z), 0);
     zc_init(&c);
     size_t sizes[] = {5 << 20, 100, 300000, 50, 6 << 20, 20};
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -530,7 +530,7 @@ TEST(zlib_large_payloads_then_small)
         free(pl);
     }
     zc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 /* ---- zstd-stream ---- */
@@ -539,7 +539,7 @@ TEST(zstd_several_payloads_in_a_row)
 {
     struct gw_inflate *z;
     struct zsc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 20, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1 << 20, 0, &z), 0);
     zsc_init(&c);
     for (unsigned i = 0; i < 20; i++) {
         size_t n = 64 + (size_t)i * 511;
@@ -549,7 +549,7 @@ TEST(zstd_several_payloads_in_a_row)
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         ASSERT_EQ(out_len, n);
         ASSERT(memcmp(out, pl, n) == 0);
@@ -557,14 +557,14 @@ TEST(zstd_several_payloads_in_a_row)
         free(pl);
     }
     zsc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zstd_output_larger_than_internal_buffers)
 {
     struct gw_inflate *z;
     struct zsc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 8 << 20, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 8 << 20, 0, &z), 0);
     zsc_init(&c);
     /* past ZSTD_DStreamOutSize() (one block, 128 KiB) and our own starting buffer */
     size_t sizes[] = {ZSTD_DStreamOutSize() + 1, 64, 3 * ZSTD_DStreamOutSize() + 17, 6 << 20, 80};
@@ -576,7 +576,7 @@ TEST(zstd_output_larger_than_internal_buffers)
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         ASSERT_EQ(out_len, n);
         ASSERT(memcmp(out, pl, n) == 0);
@@ -584,7 +584,7 @@ TEST(zstd_output_larger_than_internal_buffers)
         free(pl);
     }
     zsc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(zstd_corrupt_and_output_cap)
@@ -594,24 +594,24 @@ TEST(zstd_corrupt_and_output_cap)
     size_t out_len;
     int done;
     static const unsigned char junk[] = "this is not a zstd frame at all";
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 16, 0, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, junk, sizeof(junk), &out, &out_len, &done), SH_ECORRUPT);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1 << 16, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, junk, sizeof(junk), &out, &out_len, &done), SH_ECORRUPT);
     ASSERT_EQ(done, 0);
-    ASSERT_EQ(gw_inflate_feed(z, junk, 1, &out, &out_len, &done), SH_ECORRUPT); /* sticky */
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_feed(z, junk, 1, &out, &out_len, &done), SH_ECORRUPT); /* sticky */
+    gw__inflate_free(z);
 
     struct zsc c;
     zsc_init(&c);
     char *pl = make_payload(5000, 0);
     struct bytes m = {0};
     zsc_payload(&c, pl, 5000, &m);
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 4999, 0, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
-    gw_inflate_free(z);
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 5000, 0, &z), 0);
-    ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 4999, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), SH_ETOOBIG);
+    gw__inflate_free(z);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 5000, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
     ASSERT_EQ(out_len, 5000);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     free(m.p);
     free(pl);
     zsc_end(&c);
@@ -639,7 +639,7 @@ TEST(zstd_empty_messages_do_not_stall_the_stream)
 {
     struct gw_inflate *z;
     struct zsc c;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 16, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1 << 16, 0, &z), 0);
     zsc_init(&c);
     const char *out = NULL;
     size_t out_len = 7;
@@ -647,19 +647,19 @@ TEST(zstd_empty_messages_do_not_stall_the_stream)
     for (int round = 0; round < 3; round++) {
         /* zstd refuses a 17th call in a row without progress; empty messages must not count */
         for (int i = 0; i < 40; i++) {
-            ASSERT_EQ(gw_inflate_feed(z, "", 0, &out, &out_len, &done), 0);
+            ASSERT_EQ(gw__inflate_feed(z, "", 0, &out, &out_len, &done), 0);
             ASSERT_EQ(done, 1);
             ASSERT_EQ(out_len, 0);
             ASSERT(out != NULL);
         }
         struct bytes m = {0};
         zsc_payload(&c, "{\"op\":11}", 9, &m);
-        ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
         ASSERT_SPAN_EQ(out, out_len, "{\"op\":11}");
         free(m.p);
     }
     zsc_end(&c);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 /* A frame with no content size, window 2^wlog, and one raw block "x" that does not end it. */
@@ -682,21 +682,21 @@ TEST(zstd_window_is_bounded)
     size_t out_len;
     int done;
     unsigned char f[10];
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1024, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1024, 0, &z), 0);
     handmade_frame(27, f);
-    ASSERT_EQ(gw_inflate_feed(z, f, sizeof(f), &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, f, sizeof(f), &out, &out_len, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT_SPAN_EQ(out, out_len, "x");
-    ASSERT_EQ(gw_inflate_reset(z), 0);
+    ASSERT_EQ(gw__inflate_reset(z), 0);
     handmade_frame(28, f);
-    ASSERT_EQ(gw_inflate_feed(z, f, sizeof(f), &out, &out_len, &done), SH_ECORRUPT);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_feed(z, f, sizeof(f), &out, &out_len, &done), SH_ECORRUPT);
+    gw__inflate_free(z);
 }
 
 TEST(zstd_reset_then_new_stream)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 20, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1 << 20, 0, &z), 0);
     const char *out;
     size_t out_len;
     int done;
@@ -707,7 +707,7 @@ TEST(zstd_reset_then_new_stream)
             char *pl = make_payload(3000 + i, i);
             struct bytes m = {0};
             zsc_payload(&c, pl, 3000 + i, &m);
-            ASSERT_EQ(gw_inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
+            ASSERT_EQ(gw__inflate_feed(z, m.p, m.len, &out, &out_len, &done), 0);
             ASSERT_EQ(done, 1);
             ASSERT_EQ(out_len, 3000 + i);
             ASSERT(memcmp(out, pl, out_len) == 0);
@@ -715,9 +715,9 @@ TEST(zstd_reset_then_new_stream)
             free(pl);
         }
         zsc_end(&c);
-        ASSERT_EQ(gw_inflate_reset(z), 0);
+        ASSERT_EQ(gw__inflate_reset(z), 0);
     }
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 /* ---- idle footprint ---- */
@@ -742,7 +742,7 @@ static void check_shrinks(enum gw_compress kind)
     struct gw_inflate *z;
     struct zc c;
     struct zsc sc;
-    ASSERT_EQ(gw_inflate_new(kind, 8 << 20, 8 << 20, &z), 0);
+    ASSERT_EQ(gw__inflate_new(kind, 8 << 20, 8 << 20, &z), 0);
     if (kind == GW_COMPRESS_ZLIB)
         zc_init(&c);
     else
@@ -765,10 +765,10 @@ static void check_shrinks(enum gw_compress kind)
         /* the zlib payloads come split, so the pending input grows too */
         size_t half = kind == GW_COMPRESS_ZLIB ? m[i].len / 2 : 0;
         if (half) {
-            ASSERT_EQ(gw_inflate_feed(z, m[i].p, half, &out, &out_len, &done), 0);
+            ASSERT_EQ(gw__inflate_feed(z, m[i].p, half, &out, &out_len, &done), 0);
             ASSERT_EQ(done, 0);
         }
-        ASSERT_EQ(gw_inflate_feed(z, m[i].p + half, m[i].len - half, &out, &out_len, &done), 0);
+        ASSERT_EQ(gw__inflate_feed(z, m[i].p + half, m[i].len - half, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         ASSERT_EQ(out_len, sizes[i]);
         ASSERT(memcmp(out, pl[i], sizes[i]) == 0);
@@ -786,7 +786,7 @@ static void check_shrinks(enum gw_compress kind)
         zc_end(&c);
     else
         zsc_end(&sc);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 #define HEAP_UNSEEN "ASan replaces malloc: mallinfo2 cannot see the heap"
@@ -818,7 +818,7 @@ static int feed_parts(struct gw_inflate *z, const struct bytes *m, size_t step, 
         const char *out = NULL;
         size_t out_len = 0;
         int done = -1;
-        if (gw_inflate_feed_part(z, m->p + at, n, last, &out, &out_len, &done) != 0)
+        if (gw__inflate_feed_part(z, m->p + at, n, last, &out, &out_len, &done) != 0)
             return 1;
         if (done != last)
             return 2;
@@ -835,7 +835,7 @@ TEST(every_kind_takes_a_message_in_parts)
     for (int kind = GW_COMPRESS_NONE; kind <= GW_COMPRESS_ZSTD; kind++) {
         for (size_t si = 0; si < sizeof(steps) / sizeof(steps[0]); si++) {
             struct gw_inflate *z;
-            ASSERT_EQ(gw_inflate_new((enum gw_compress)kind, 1 << 20, 1 << 20, &z), 0);
+            ASSERT_EQ(gw__inflate_new((enum gw_compress)kind, 1 << 20, 1 << 20, &z), 0);
             struct zc c;
             struct zsc zsc;
             zc_init(&c);
@@ -858,7 +858,7 @@ TEST(every_kind_takes_a_message_in_parts)
             }
             zc_end(&c);
             zsc_end(&zsc);
-            gw_inflate_free(z);
+            gw__inflate_free(z);
         }
     }
 }
@@ -872,20 +872,20 @@ TEST(parts_count_against_the_input_cap)
     struct bytes m = {0};
     zsc_payload(&zsc, pl, 50000, &m);
     ASSERT(m.len > 200);
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZSTD, 1 << 20, m.len - 1, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZSTD, 1 << 20, m.len - 1, &z), 0);
     const char *out;
     size_t out_len;
     int done;
-    ASSERT_EQ(gw_inflate_feed_part(z, m.p, 100, 0, &out, &out_len, &done), 0);
-    ASSERT_EQ(gw_inflate_feed_part(z, m.p + 100, m.len - 100, 1, &out, &out_len, &done),
+    ASSERT_EQ(gw__inflate_feed_part(z, m.p, 100, 0, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed_part(z, m.p + 100, m.len - 100, 1, &out, &out_len, &done),
               SH_ETOOBIG);
     ASSERT_EQ(done, 0);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
     /* no compression: a message in parts is gathered up to max_out */
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_NONE, 8, 0, &z), 0);
-    ASSERT_EQ(gw_inflate_feed_part(z, "{\"op\":", 6, 0, &out, &out_len, &done), 0);
-    ASSERT_EQ(gw_inflate_feed_part(z, "11}", 3, 1, &out, &out_len, &done), SH_ETOOBIG);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_NONE, 8, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_feed_part(z, "{\"op\":", 6, 0, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed_part(z, "11}", 3, 1, &out, &out_len, &done), SH_ETOOBIG);
+    gw__inflate_free(z);
     free(m.p);
     free(pl);
     zsc_end(&zsc);
@@ -904,7 +904,7 @@ static int feed_in_steps(struct gw_inflate *z, const struct bytes *m, size_t ste
     *done = 0;
     do {
         size_t n = m->len - at < step ? m->len - at : step;
-        int rc = gw_inflate_feed_part(z, m->p + at, n, at + n == m->len, out, out_len, done);
+        int rc = gw__inflate_feed_part(z, m->p + at, n, at + n == m->len, out, out_len, done);
         if (rc)
             return rc;
         at += n;
@@ -917,8 +917,8 @@ static void check_skip_keeps_sync(enum gw_compress kind, size_t step)
 {
     enum { CAP = 4000, PREFIX = 64 };
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(kind, CAP, CAP, &z), 0);
-    ASSERT_EQ(gw_inflate_skip_oversized(z, PREFIX), 0);
+    ASSERT_EQ(gw__inflate_new(kind, CAP, CAP, &z), 0);
+    ASSERT_EQ(gw__inflate_skip_oversized(z, PREFIX), 0);
     size_t sizes[] = {500, 50000, CAP, CAP + 1, 700, 200000, 300};
     struct zc zc;
     struct zsc zs;
@@ -941,12 +941,12 @@ static void check_skip_keeps_sync(enum gw_compress kind, size_t step)
         ASSERT_EQ(feed_in_steps(z, &m, step, &out, &out_len, &done), 0);
         ASSERT_EQ(done, 1);
         if (sizes[i] > CAP) {
-            ASSERT_EQ(gw_inflate_skipped(z, &size), 1);
+            ASSERT_EQ(gw__inflate_skipped(z, &size), 1);
             ASSERT_EQ(size, sizes[i]);
             ASSERT_EQ(out_len, PREFIX);
             ASSERT(memcmp(out, pl, PREFIX) == 0); /* the envelope's front, for t and s */
         } else {
-            ASSERT_EQ(gw_inflate_skipped(z, &size), 0);
+            ASSERT_EQ(gw__inflate_skipped(z, &size), 0);
             ASSERT_EQ(out_len, sizes[i]);
             ASSERT(memcmp(out, pl, sizes[i]) == 0); /* in sync after the skipped ones */
         }
@@ -957,7 +957,7 @@ static void check_skip_keeps_sync(enum gw_compress kind, size_t step)
         zc_end(&zc);
     if (kind == GW_COMPRESS_ZSTD)
         zsc_end(&zs);
-    gw_inflate_free(z);
+    gw__inflate_free(z);
 }
 
 TEST(skip_mode_drops_an_oversized_payload_and_stays_in_sync)
@@ -972,13 +972,13 @@ TEST(skip_mode_drops_an_oversized_payload_and_stays_in_sync)
 TEST(skip_mode_arguments)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 100, 100, &z), 0);
-    ASSERT_EQ(gw_inflate_skip_oversized(z, 0), SH_EINVAL);
-    ASSERT_EQ(gw_inflate_skip_oversized(z, 101), SH_EINVAL);
-    ASSERT_EQ(gw_inflate_skip_oversized(NULL, 10), SH_EINVAL);
-    ASSERT_EQ(gw_inflate_skipped(z, NULL), 0);
-    ASSERT_EQ(gw_inflate_skipped(NULL, NULL), 0);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 100, 100, &z), 0);
+    ASSERT_EQ(gw__inflate_skip_oversized(z, 0), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_skip_oversized(z, 101), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_skip_oversized(NULL, 10), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_skipped(z, NULL), 0);
+    ASSERT_EQ(gw__inflate_skipped(NULL, NULL), 0);
+    gw__inflate_free(z);
 }
 
 /* ---- none, arguments, names ---- */
@@ -986,31 +986,31 @@ TEST(skip_mode_arguments)
 TEST(none_passes_through)
 {
     struct gw_inflate *z;
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_NONE, 16, 0, &z), 0);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_NONE, 16, 0, &z), 0);
     static const char msg[] = "{\"op\":11}";
     const char *out = NULL;
     size_t out_len = 0;
     int done = 0;
-    ASSERT_EQ(gw_inflate_feed(z, msg, 9, &out, &out_len, &done), 0);
+    ASSERT_EQ(gw__inflate_feed(z, msg, 9, &out, &out_len, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT(out == msg);
     ASSERT_EQ(out_len, 9);
     static const char big[] = "{\"op\":11,\"d\":null}";
-    ASSERT_EQ(gw_inflate_feed(z, big, sizeof(big) - 1, &out, &out_len, &done), SH_ETOOBIG);
-    gw_inflate_free(z);
+    ASSERT_EQ(gw__inflate_feed(z, big, sizeof(big) - 1, &out, &out_len, &done), SH_ETOOBIG);
+    gw__inflate_free(z);
 }
 
 TEST(bad_arguments_and_names)
 {
     struct gw_inflate *z = NULL;
-    ASSERT_EQ(gw_inflate_new((enum gw_compress)7, 1024, 1024, &z), SH_EINVAL);
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 0, 1024, &z), SH_EINVAL);
-    ASSERT_EQ(gw_inflate_new(GW_COMPRESS_ZLIB, 1024, 0, &z), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_new((enum gw_compress)7, 1024, 1024, &z), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 0, 1024, &z), SH_EINVAL);
+    ASSERT_EQ(gw__inflate_new(GW_COMPRESS_ZLIB, 1024, 0, &z), SH_EINVAL);
     ASSERT(z == NULL);
-    gw_inflate_free(NULL);
-    ASSERT_STR_EQ(gw_inflate_query_name(GW_COMPRESS_ZLIB), "zlib-stream");
-    ASSERT_STR_EQ(gw_inflate_query_name(GW_COMPRESS_ZSTD), "zstd-stream");
-    ASSERT(gw_inflate_query_name(GW_COMPRESS_NONE) == NULL);
+    gw__inflate_free(NULL);
+    ASSERT_STR_EQ(gw__inflate_query_name(GW_COMPRESS_ZLIB), "zlib-stream");
+    ASSERT_STR_EQ(gw__inflate_query_name(GW_COMPRESS_ZSTD), "zstd-stream");
+    ASSERT(gw__inflate_query_name(GW_COMPRESS_NONE) == NULL);
 }
 
 TEST_MAIN(RUN(every_kind_takes_a_message_in_parts); RUN(parts_count_against_the_input_cap);

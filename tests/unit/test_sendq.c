@@ -11,81 +11,81 @@
 TEST(oversize_is_refused_before_the_socket)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
-    static char big[GW_SEND_MAX_PAYLOAD + 1];
+    gw__sendq_init(&q);
+    static char big[SH_GW_MAX_SEND_BYTES + 1];
     memset(big, 'x', sizeof(big));
-    ASSERT_EQ(gw_sendq_push(&q, big, sizeof(big)), SH_ETOOBIG);
-    ASSERT_EQ(gw_sendq_pending(&q), 0);
-    ASSERT_EQ(gw_sendq_push(&q, big, GW_SEND_MAX_PAYLOAD), 0);
-    ASSERT_EQ(gw_sendq_pending(&q), 1);
-    gw_sendq_reset(&q);
+    ASSERT_EQ(gw__sendq_push(&q, big, sizeof(big)), SH_ETOOBIG);
+    ASSERT_EQ(gw__sendq_pending(&q), 0);
+    ASSERT_EQ(gw__sendq_push(&q, big, SH_GW_MAX_SEND_BYTES), 0);
+    ASSERT_EQ(gw__sendq_pending(&q), 1);
+    gw__sendq_reset(&q);
 }
 
 TEST(order_and_front)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
-    ASSERT_EQ(gw_sendq_push(&q, "a", 1), 0);
-    ASSERT_EQ(gw_sendq_push(&q, "b", 1), 0);
-    ASSERT_EQ(gw_sendq_push_front(&q, "id", 2), 0);
+    gw__sendq_init(&q);
+    ASSERT_EQ(gw__sendq_push(&q, "a", 1), 0);
+    ASSERT_EQ(gw__sendq_push(&q, "b", 1), 0);
+    ASSERT_EQ(gw__sendq_push_front(&q, "id", 2), 0);
     size_t len;
-    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "id");
-    gw_sendq_pop(&q);
-    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "a");
-    gw_sendq_pop(&q);
-    ASSERT_STR_EQ(gw_sendq_peek(&q, &len), "b");
-    gw_sendq_pop(&q);
-    ASSERT(gw_sendq_peek(&q, &len) == NULL);
+    ASSERT_STR_EQ(gw__sendq_peek(&q, &len), "id");
+    gw__sendq_pop(&q);
+    ASSERT_STR_EQ(gw__sendq_peek(&q, &len), "a");
+    gw__sendq_pop(&q);
+    ASSERT_STR_EQ(gw__sendq_peek(&q, &len), "b");
+    gw__sendq_pop(&q);
+    ASSERT(gw__sendq_peek(&q, &len) == NULL);
 }
 
 TEST(queue_is_bounded)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
+    gw__sendq_init(&q);
     for (int i = 0; i < GW_SENDQ_MAX; i++)
-        ASSERT_EQ(gw_sendq_push(&q, "p", 1), 0);
-    ASSERT_EQ(gw_sendq_push(&q, "p", 1), SH_EAGAIN);
-    gw_sendq_reset(&q);
-    ASSERT_EQ(gw_sendq_pending(&q), 0);
+        ASSERT_EQ(gw__sendq_push(&q, "p", 1), 0);
+    ASSERT_EQ(gw__sendq_push(&q, "p", 1), SH_EAGAIN);
+    gw__sendq_reset(&q);
+    ASSERT_EQ(gw__sendq_pending(&q), 0);
 }
 
 TEST(window_keeps_room_for_heartbeats)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
+    gw__sendq_init(&q);
     uint64_t t = 1000000, wait = 0;
     int sent = 0;
-    while (gw_sendq_allowed(&q, t, 0, &wait)) {
-        gw_sendq_record(&q, t + (uint64_t)sent);
+    while (gw__sendq_allowed(&q, t, 0, &wait)) {
+        gw__sendq_record(&q, t + (uint64_t)sent);
         sent++;
     }
     ASSERT_EQ(sent, GW_SEND_LIMIT - GW_SEND_HEARTBEAT_RESERVE);
     /* the first send leaves the window 60 s after it was made */
     ASSERT_EQ(wait, GW_SEND_WINDOW_MS);
     int beats = 0;
-    while (gw_sendq_allowed(&q, t + 200, 1, &wait)) {
-        gw_sendq_record(&q, t + 200);
+    while (gw__sendq_allowed(&q, t + 200, 1, &wait)) {
+        gw__sendq_record(&q, t + 200);
         beats++;
     }
     ASSERT_EQ(beats, GW_SEND_HEARTBEAT_RESERVE);
-    ASSERT_EQ(gw_sendq_used(&q, t + 200), GW_SEND_LIMIT);
+    ASSERT_EQ(gw__sendq_used(&q, t + 200), GW_SEND_LIMIT);
     /* after the window slides, room again */
-    ASSERT(gw_sendq_allowed(&q, t + GW_SEND_WINDOW_MS + 200, 0, &wait));
-    ASSERT_EQ(gw_sendq_used(&q, t + GW_SEND_WINDOW_MS + 200), 0);
+    ASSERT(gw__sendq_allowed(&q, t + GW_SEND_WINDOW_MS + 200, 0, &wait));
+    ASSERT_EQ(gw__sendq_used(&q, t + GW_SEND_WINDOW_MS + 200), 0);
 }
 
 TEST(never_more_than_limit_in_any_window)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
+    gw__sendq_init(&q);
     uint64_t t = 5000, wait;
     uint64_t times[2000];
     int n = 0;
     /* a sender that tries every 100 ms for 5 minutes, heartbeat every 40 s */
     for (uint64_t now = t; now < t + 300000 && n < 2000; now += 100) {
         int hb = (now - t) % 40000 == 0;
-        if (gw_sendq_allowed(&q, now, hb, &wait)) {
-            gw_sendq_record(&q, now);
+        if (gw__sendq_allowed(&q, now, hb, &wait)) {
+            gw__sendq_record(&q, now);
             times[n++] = now;
         }
     }
@@ -102,33 +102,33 @@ TEST(never_more_than_limit_in_any_window)
 TEST(withdraw_keeps_the_order_of_the_rest)
 {
     struct gw_sendq q;
-    gw_sendq_init(&q);
-    ASSERT_EQ(gw_sendq_withdraw(&q, "a", 1), SH_ENOTFOUND);
+    gw__sendq_init(&q);
+    ASSERT_EQ(gw__sendq_withdraw(&q, "a", 1), SH_ENOTFOUND);
     /* start near the ring's end so that the queue wraps around */
     for (unsigned i = 0; i < GW_SENDQ_MAX - 2; i++) {
-        ASSERT_EQ(gw_sendq_push(&q, "x", 1), 0);
-        gw_sendq_pop(&q);
+        ASSERT_EQ(gw__sendq_push(&q, "x", 1), 0);
+        gw__sendq_pop(&q);
     }
     const char *items[] = {"a", "b", "c", "b", "d"};
     for (int i = 0; i < 5; i++)
-        ASSERT_EQ(gw_sendq_push(&q, items[i], 1), 0);
-    ASSERT_EQ(gw_sendq_withdraw(&q, "b", 1), 0); /* the first "b" only */
-    ASSERT_EQ(gw_sendq_withdraw(&q, "bb", 2), SH_ENOTFOUND);
-    ASSERT_EQ(gw_sendq_withdraw(&q, "d", 1), 0); /* the last one */
-    ASSERT_EQ(gw_sendq_pending(&q), 3);
+        ASSERT_EQ(gw__sendq_push(&q, items[i], 1), 0);
+    ASSERT_EQ(gw__sendq_withdraw(&q, "b", 1), 0); /* the first "b" only */
+    ASSERT_EQ(gw__sendq_withdraw(&q, "bb", 2), SH_ENOTFOUND);
+    ASSERT_EQ(gw__sendq_withdraw(&q, "d", 1), 0); /* the last one */
+    ASSERT_EQ(gw__sendq_pending(&q), 3);
     const char *want[] = {"a", "c", "b"};
     for (int i = 0; i < 3; i++) {
         size_t len;
-        const char *p = gw_sendq_peek(&q, &len);
+        const char *p = gw__sendq_peek(&q, &len);
         ASSERT(p != NULL);
         ASSERT_SPAN_EQ(p, len, want[i]);
-        gw_sendq_pop(&q);
+        gw__sendq_pop(&q);
     }
-    ASSERT_EQ(gw_sendq_pending(&q), 0);
-    ASSERT_EQ(gw_sendq_push(&q, "e", 1), 0);
-    ASSERT_EQ(gw_sendq_withdraw(&q, "e", 1), 0);
-    ASSERT(gw_sendq_peek(&q, &(size_t){0}) == NULL);
-    gw_sendq_reset(&q);
+    ASSERT_EQ(gw__sendq_pending(&q), 0);
+    ASSERT_EQ(gw__sendq_push(&q, "e", 1), 0);
+    ASSERT_EQ(gw__sendq_withdraw(&q, "e", 1), 0);
+    ASSERT(gw__sendq_peek(&q, &(size_t){0}) == NULL);
+    gw__sendq_reset(&q);
 }
 
 TEST_MAIN(RUN(oversize_is_refused_before_the_socket); RUN(order_and_front);

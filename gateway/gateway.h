@@ -100,9 +100,16 @@ void gw_gateway_pause_reading(struct gw_gateway *gw, int paused);
 
 /* ---- status snapshots: any thread, copied under a short lock ------------------------------ */
 
+/*
+ * Every value gw_shard_info.status takes, in state-machine order (from GW_STATUS_MAP in
+ * gateway/shard.h): gw_status_names[0] is "queued", the status before the first connect.
+ */
+#define GW_STATUS_COUNT 9
+extern const char *const gw_status_names[GW_STATUS_COUNT];
+
 struct gw_shard_info {
     int id;
-    const char *status;        /* "queued", "connecting", ..., "ready", "failed" */
+    const char *status;        /* one of gw_status_names */
     int latency_ms;            /* heartbeat to ACK; -1 before the first ACK */
     char session_id[128];      /* "" without a session */
     uint64_t seq;              /* last sequence number seen */

@@ -25,6 +25,12 @@
 #define SKIP_PREFIX 4096       /* of a payload over max_payload_bytes: kept to find op, t, s */
 #define SKIPPED_T "SHARDHOOK_EVENT_SKIPPED"
 
+#define GW_STATUS_TEXT_(n, s) s,
+const char *const gw_status_names[GW_STATUS_COUNT] = {GW_STATUS_MAP(GW_STATUS_TEXT_)};
+#undef GW_STATUS_TEXT_
+_Static_assert(GW_QUEUED == 0 && GW_FAILED + 1 == GW_STATUS_COUNT,
+               "GW_STATUS_COUNT in gateway.h must match GW_STATUS_MAP in shard.h");
+
 const char *gw_status_name(enum gw_status st)
 {
     switch (st) {

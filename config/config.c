@@ -57,6 +57,8 @@ struct ctx {
     int failed;
     char *values; /* "Fpath\tjson\n" per leaf key set (F: L live, R restart), for cfg_diff */
     size_t vlen, vcap;
+    int literal;     /* strings are taken as given, no ${NAME} (control API bodies) */
+    int unknown_key; /* the failure is a key the table does not know */
 };
 
 /* Length of the valid UTF-8 sequence at s (not NUL), 0 when the bytes there are not one. */
@@ -363,6 +365,15 @@ static int has_control(const char *s)
     return 0;
 }
 
+/* s copied into a fresh *out when it is at most max bytes: SH_OK, SH_ETOOBIG or SH_ENOMEM. */
+static int copy_literal(const char *s, size_t max, char **out)
+{
+    if (strlen(s) > max)
+        return SH_ETOOBIG;
+    *out = strdup(s);
+    return *out ? SH_OK : SH_ENOMEM;
+}
+
 /* Expand v (a string) into a fresh *out of at most maxlen bytes, without control characters. */
 static int get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, char **out)
 {
@@ -370,7 +381,8 @@ static int get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, 
     *out = NULL;
     if (!cJSON_IsString(v))
         return fail(c, "must be a string (got %s)", describe(v, redact, buf, sizeof(buf)));
-    int rc = cfg_expand(v->valuestring, maxlen, out, why, sizeof(why));
+    int rc = c->literal ? copy_literal(v->valuestring, maxlen, out)
+                        : cfg_expand(v->valuestring, maxlen, out, why, sizeof(why));
     if (rc == SH_ENOMEM)
         return oom(c);
     if (rc == SH_ETOOBIG)
@@ -1023,27 +1035,53 @@ static int build_presence(struct ctx *c, const struct presence_tmp *p, char **ou
     size_t len = strlen(text);
     *out = len <= MAX_PRESENCE_JSON ? strdup(text) : NULL;
     cJSON_free(text);
-    if (len > MAX_PRESENCE_JSON)
-        return fail(c,
-                    "too large: %zu bytes once serialised (at most %d, so that it fits in "
-                    "a gateway payload)",
-                    len, MAX_PRESENCE_JSON);
+    if (len > MAX_PRESENCE_JSON) {
+        fail(c,
+             "too large: %zu bytes once serialised (at most %d, so that it fits in "
+             "a gateway payload)",
+             len, MAX_PRESENCE_JSON);
+        return SH_ETOOBIG;
+    }
     return *out ? SH_OK : oom(c);
+}
+
+static const struct section presence_section;
+
+/*
+ * The one presence validation, for the config's `presence` and the control API's body: v
+ * through presence_section (defaults filled in), re-serialised compactly into *json.
+ */
+static int parse_presence(struct ctx *c, const cJSON *v, char **json)
+{
+    char buf[80];
+    *json = NULL;
+    if (!cJSON_IsObject(v))
+        return fail(c, "must be an object or null (got %s)", describe(v, 0, buf, sizeof(buf)));
+    struct presence_tmp p = {0};
+    int rc = process_object(c, &presence_section, v, &p);
+    if (!rc)
+        rc = build_presence(c, &p, json);
+    presence_tmp_free(&p);
+    return rc;
 }
 
 static int set_presence(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
-    char buf[80], *json = NULL;
-    if (!cJSON_IsObject(v))
-        return fail(c, "must be an object or null (got %s)", describe(v, 0, buf, sizeof(buf)));
-    struct presence_tmp p = {0};
-    int rc = process_object(c, d->sub, v, &p);
-    if (!rc)
-        rc = build_presence(c, &p, &json);
-    presence_tmp_free(&p);
+    char *json;
+    int rc = parse_presence(c, v, &json);
     if (!rc)
         store_str(AT(base, d, char *), json);
-    return rc;
+    return rc == SH_ETOOBIG ? SH_ECONFIG : rc;
+}
+
+int cfg_presence_parse(const cJSON *presence, unsigned flags, char **out_json, char *err,
+                       size_t errlen)
+{
+    struct ctx c = {.err = err, .errlen = errlen, .literal = !!(flags & CFG_PRESENCE_LITERAL)};
+    push_key(&c, "presence");
+    int rc = parse_presence(&c, presence, out_json);
+    free(c.values);
+    return rc == SH_ECONFIG && c.unknown_key ? SH_ENOTFOUND : rc;
 }
 
 /* ---- webhooks ---- */
@@ -1267,11 +1305,13 @@ static const struct directive activity_dirs[] = {
      .off = A_OFF(state),
      .min = 0,
      .max = 128,
+     .flags = D_NULL_OK,
      .type = "string",
      .doc = "optional status text (the text of a custom status, type 4)"},
     {.name = "url",
      .set = set_url,
      .off = A_OFF(url),
+     .flags = D_NULL_OK,
      .type = "http(s) URL",
      .doc = "optional stream URL (type 1)"},
 };
@@ -1794,6 +1834,7 @@ static int process_object(struct ctx *c, const struct section *sec, const cJSON 
             i++;
         if (!rc && i == sec->n) {
             struct hint h = {0};
+            c->unknown_key |= !c->failed;
             for (size_t k = 0; k < sec->n; k++)
                 consider(&h, it->string, sec->dirs[k].name);
             rc = fail(c, "unknown key%s",

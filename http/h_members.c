@@ -61,16 +61,12 @@ static int members_by_ids(const cJSON *uids, const cJSON *limit, uint64_t *ids,
                           struct http_members_req *rq, struct http_reply *r)
 {
     if (limit)
-        return http_reply_error(r, 400, "invalid_request",
-                                "limit goes with query, not with user_ids"),
-               1;
+        return http__refuse(r, 400, "invalid_request", "limit goes with query, not with user_ids");
     if (!cJSON_IsArray(uids) || cJSON_GetArraySize(uids) < 1)
         return http__bad_field(r, "user_ids", "a non-empty array of user id strings");
     if (cJSON_GetArraySize(uids) > MAX_USER_IDS)
-        return http_reply_error(r, 400, "too_many_user_ids",
-                                "user_ids: at most 100 per request (got %d)",
-                                cJSON_GetArraySize(uids)),
-               1;
+        return http__refuse(r, 400, "too_many_user_ids",
+                            "user_ids: at most 100 per request (got %d)", cJSON_GetArraySize(uids));
     int n = 0;
     for (const cJSON *u = uids->child; u; u = u->next)
         if (http__get_snowflake(u, &ids[n++]))
@@ -87,9 +83,8 @@ static int members_by_query(const cJSON *query, const cJSON *limit, struct http_
 {
     long lim = 0;
     if (!query && limit)
-        return http_reply_error(r, 400, "missing_field",
-                                "query: required with limit (\"\" matches everyone)"),
-               1;
+        return http__refuse(r, 400, "missing_field",
+                            "query: required with limit (\"\" matches everyone)");
     if (!query) {
         rq->query = ""; /* an empty body: every member */
         rq->limit = 0;
@@ -98,10 +93,9 @@ static int members_by_query(const cJSON *query, const cJSON *limit, struct http_
     if (!cJSON_IsString(query) || strlen(query->valuestring) > MAX_QUERY_BYTES)
         return http__bad_field(r, "query", "a string of at most 100 bytes (\"\" matches everyone)");
     if (!limit)
-        return http_reply_error(r, 400, "missing_field",
-                                "limit: required with query (0 with an empty query asks for "
-                                "every member)"),
-               1;
+        return http__refuse(r, 400, "missing_field",
+                            "limit: required with query (0 with an empty query asks for "
+                            "every member)");
     if (http__get_int(limit, 0, 100, &lim))
         return http__bad_field(r, "limit", "an integer from 0 to 100");
     rq->query = query->valuestring;
@@ -114,16 +108,14 @@ static int members_intents(struct http_ctx *ctx, const struct http_members_req *
                            struct http_reply *r)
 {
     if (rq->query && !rq->query[0] && !(ctx->cfg->intents & (1ull << SH_INTENT_GUILD_MEMBERS)))
-        return http_reply_error(r, 400, "missing_intent",
-                                "requesting the whole member list (empty query) needs the "
-                                "GUILD_MEMBERS intent; add it to \"intents\" (and enable it in "
-                                "the Developer Portal)"),
-               1;
+        return http__refuse(r, 400, "missing_intent",
+                            "requesting the whole member list (empty query) needs the "
+                            "GUILD_MEMBERS intent; add it to \"intents\" (and enable it in "
+                            "the Developer Portal)");
     if (rq->presences && !(ctx->cfg->intents & (1ull << SH_INTENT_GUILD_PRESENCES)))
-        return http_reply_error(r, 400, "missing_intent",
-                                "presences: true needs the GUILD_PRESENCES intent; add it to "
-                                "\"intents\" (and enable it in the Developer Portal)"),
-               1;
+        return http__refuse(r, 400, "missing_intent",
+                            "presences: true needs the GUILD_PRESENCES intent; add it to "
+                            "\"intents\" (and enable it in the Developer Portal)");
     return 0;
 }
 
@@ -140,9 +132,8 @@ static int members_fields(struct http_ctx *ctx, const cJSON *body, uint64_t *ids
     const cJSON *uids = cJSON_GetObjectItemCaseSensitive(body, "user_ids");
     const cJSON *pres = cJSON_GetObjectItemCaseSensitive(body, "presences");
     if (query && uids)
-        return http_reply_error(r, 400, "invalid_request",
-                                "query and user_ids exclude each other: give one"),
-               1;
+        return http__refuse(r, 400, "invalid_request",
+                            "query and user_ids exclude each other: give one");
     if (pres && !cJSON_IsBool(pres))
         return http__bad_field(r, "presences", "true or false");
     rq->presences = cJSON_IsTrue(pres);
@@ -214,49 +205,47 @@ int http__post_channel_info(struct http_ctx *ctx, const struct http_req *rq, str
 
 /* ---- soundboard sounds --------------------------------------------------------------------- */
 
-/* guild_ids (1..100 distinct snowflake strings, each on a shard here) into ids and shards; the
- * count, or 0 with the error in *r. */
+/* guild_ids (1..100 distinct snowflake strings, each on a shard here) into ids and shards, their
+ * count in *n; 1 with the error in *r. */
 static int soundboard_guilds(struct http_ctx *ctx, const cJSON *g, uint64_t *ids, int *shards,
-                             struct http_reply *r)
+                             int *n, struct http_reply *r)
 {
     if (!g)
-        return http_reply_error(r, 400, "missing_field", "guild_ids: required"), 0;
-    int n = cJSON_GetArraySize(g), k = 0;
-    if (!cJSON_IsArray(g) || n < 1 || n > HTTP_MAX_SOUNDBOARD_GUILDS)
-        return http__bad_field(r, "guild_ids", "an array of 1 to 100 guild id strings"), 0;
+        return http__refuse(r, 400, "missing_field", "guild_ids: required");
+    int k = 0;
+    *n = cJSON_GetArraySize(g);
+    if (!cJSON_IsArray(g) || *n < 1 || *n > HTTP_MAX_SOUNDBOARD_GUILDS)
+        return http__bad_field(r, "guild_ids", "an array of 1 to 100 guild id strings");
     for (const cJSON *e = g->child; e; e = e->next, k++) {
         if (http__get_snowflake(e, &ids[k]))
             return http__bad_field(r, "guild_ids",
-                                   "every entry must be a guild id string (snowflake)"),
-                   0;
+                                   "every entry must be a guild id string (snowflake)");
         for (int j = 0; j < k; j++)
             if (ids[j] == ids[k])
-                return http__bad_field(r, "guild_ids", "a guild id appears twice"), 0;
+                return http__bad_field(r, "guild_ids", "a guild id appears twice");
         shards[k] = http__guild_shard(ctx, ids[k]);
         if (!ctx->ops->runs(ctx->gw, shards[k]))
-            return http_reply_error(r, 404, "shard_not_found",
-                                    "guild %" PRIu64 " belongs to shard %d, which does not run "
-                                    "in this process",
-                                    ids[k], shards[k]),
-                   0;
+            return http__refuse(r, 404, "shard_not_found",
+                                "guild %" PRIu64 " belongs to shard %d, which does not run "
+                                "in this process",
+                                ids[k], shards[k]);
     }
-    return n;
+    return 0;
 }
 
 int http__post_soundboard(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     static const char *const allowed[] = {"guild_ids", "timeout_ms", NULL};
     uint64_t ids[HTTP_MAX_SOUNDBOARD_GUILDS];
-    int shards[HTTP_MAX_SOUNDBOARD_GUILDS], timeout_ms, n;
+    int shards[HTTP_MAX_SOUNDBOARD_GUILDS], timeout_ms, n = 0;
     if (!rq->body)
         return http_reply_error(r, 400, "missing_body",
                                 "a body {\"guild_ids\": [...]} is required");
     if (http__unknown_fields(rq->body, allowed, r) ||
         http__get_timeout(ctx, rq->body, &timeout_ms, r))
         return 0;
-    n = soundboard_guilds(ctx, cJSON_GetObjectItemCaseSensitive(rq->body, "guild_ids"), ids, shards,
-                          r);
-    if (!n)
+    if (soundboard_guilds(ctx, cJSON_GetObjectItemCaseSensitive(rq->body, "guild_ids"), ids, shards,
+                          &n, r))
         return 0;
     suspend(rq->call);
     return start_waiting(rq->call,

@@ -21,16 +21,16 @@
 static int presence_d(const cJSON *body, char **d, struct http_reply *r)
 {
     if (!body)
-        return http_reply_error(r, 400, "missing_body",
-                                "a presence object {status, activities, since, afk} is required"),
-               1;
+        return http__refuse(r, 400, "missing_body",
+                            "a presence object {status, activities, since, afk} is required");
     if (!cJSON_GetObjectItemCaseSensitive(body, "status"))
-        return http_reply_error(r, 400, "missing_field",
-                                "status: required (online, dnd, idle, invisible or offline)"),
-               1;
+        return http__refuse(r, 400, "missing_field",
+                            "status: required (online, dnd, idle, invisible or offline)");
     cJSON *p = cJSON_Duplicate(body, 1);
-    if (!p)
-        return http__oom(r), 1;
+    if (!p) {
+        http__oom(r);
+        return 1;
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(p, "shards");
     char err[256];
     int rc = cfg_presence_parse(p, CFG_PRESENCE_LITERAL, d, err, sizeof(err));
@@ -66,9 +66,8 @@ static int listed_targets(struct http_ctx *ctx, const cJSON *shards, int *target
         if (http__get_int(s, 0, 65535, &id))
             return http__bad_field(r, "shards", "shard ids are integers from 0 to 65535");
         if (!ctx->ops->runs(ctx->gw, (int)id))
-            return http_reply_error(r, 404, "shard_not_found",
-                                    "shard %ld does not run in this process", id),
-                   1;
+            return http__refuse(r, 404, "shard_not_found", "shard %ld does not run in this process",
+                                id);
         if (*n < cap)
             add_target(targets, n, (int)id);
     }
@@ -85,7 +84,7 @@ static int presence_targets(struct http_ctx *ctx, const cJSON *shards, int **tar
     *n = 0;
     *targets = all ? malloc(sizeof(int) * (size_t)(n_all > 0 ? n_all : 1)) : NULL;
     if (!*targets)
-        bad = (http__oom(r), 1);
+        bad = http__refuse(r, 500, "internal", "out of memory");
     else if (shards)
         bad = listed_targets(ctx, shards, *targets, n_all, n, r);
     else
@@ -152,10 +151,9 @@ static int voice_fields(const cJSON *body, uint64_t *cid, int *mute, int *deaf,
 {
     static const char *const allowed[] = {"channel_id", "self_mute", "self_deaf", NULL};
     if (!body)
-        return http_reply_error(r, 400, "missing_body",
-                                "a body {\"channel_id\": \"...\" or null, \"self_mute\", "
-                                "\"self_deaf\"} is required"),
-               1;
+        return http__refuse(r, 400, "missing_body",
+                            "a body {\"channel_id\": \"...\" or null, \"self_mute\", "
+                            "\"self_deaf\"} is required");
     if (http__unknown_fields(body, allowed, r))
         return 1;
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(body, "channel_id");
@@ -163,9 +161,8 @@ static int voice_fields(const cJSON *body, uint64_t *cid, int *mute, int *deaf,
     const cJSON *dj = cJSON_GetObjectItemCaseSensitive(body, "self_deaf");
     *cid = 0;
     if (!ch)
-        return http_reply_error(r, 400, "missing_field",
-                                "channel_id: required (a channel id string, or null to leave)"),
-               1;
+        return http__refuse(r, 400, "missing_field",
+                            "channel_id: required (a channel id string, or null to leave)");
     if (!cJSON_IsNull(ch) && http__get_snowflake(ch, cid))
         return http__bad_field(r, "channel_id", "a channel id as a string (snowflake), or null");
     if (m && !cJSON_IsBool(m))

@@ -163,15 +163,13 @@ int http__post_reconnect(struct http_ctx *ctx, const struct http_req *rq, struct
 static int forbidden_op(long op, struct http_reply *r)
 {
     if (op == SH_OP_IDENTIFY || op == SH_OP_RESUME)
-        return http_reply_error(r, 400, "forbidden_op",
-                                "op %ld (%s) is sent by shardhook itself and cannot be sent raw",
-                                op, op == SH_OP_IDENTIFY ? "IDENTIFY" : "RESUME"),
-               1;
+        return http__refuse(r, 400, "forbidden_op",
+                            "op %ld (%s) is sent by shardhook itself and cannot be sent raw", op,
+                            op == SH_OP_IDENTIFY ? "IDENTIFY" : "RESUME");
     if (op == SH_OP_DISPATCH || op == SH_OP_RECONNECT || op == SH_OP_INVALID_SESSION ||
         op == SH_OP_HELLO || op == SH_OP_HEARTBEAT_ACK)
-        return http_reply_error(r, 400, "forbidden_op",
-                                "op %ld is sent by Discord, never by a client", op),
-               1;
+        return http__refuse(r, 400, "forbidden_op", "op %ld is sent by Discord, never by a client",
+                            op);
     return 0;
 }
 
@@ -180,29 +178,25 @@ static int send_fields(const cJSON *body, long *op, const cJSON **d, struct http
 {
     static const char *const allowed[] = {"op", "d", NULL};
     if (!body)
-        return http_reply_error(r, 400, "missing_body",
-                                "a body {\"op\": N, \"d\": ...} is required"),
-               1;
+        return http__refuse(r, 400, "missing_body", "a body {\"op\": N, \"d\": ...} is required");
     if (http__unknown_fields(body, allowed, r))
         return 1;
     const cJSON *opj = cJSON_GetObjectItemCaseSensitive(body, "op");
     *d = cJSON_GetObjectItemCaseSensitive(body, "d");
     if (!opj)
-        return http_reply_error(r, 400, "missing_field", "op: required (an integer opcode)"), 1;
+        return http__refuse(r, 400, "missing_field", "op: required (an integer opcode)");
     if (http__get_int(opj, 0, 255, op))
         return http__bad_field(r, "op", "an integer opcode from 0 to 255");
     if (!*d)
-        return http_reply_error(r, 400, "missing_field",
-                                "d: required (null when the op has no data)"),
-               1;
+        return http__refuse(r, 400, "missing_field", "d: required (null when the op has no data)");
     return forbidden_op(*op, r);
 }
 
 int http__post_send(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     int id;
-    long op;
-    const cJSON *d;
+    long op = 0;
+    const cJSON *d = NULL;
     if (http__route_shard(ctx, rq->param, &id, r) || send_fields(rq->body, &op, &d, r))
         return 0;
     char payload[SH_GW_MAX_SEND_BYTES + 1];

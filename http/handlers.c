@@ -7,6 +7,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,17 @@ void http__gateway_error(struct http_ctx *ctx, int rc, int shard, cJSON *extra,
         http_reply_retry_after(r, f.retry_after);
 }
 
+int http__refuse(struct http_reply *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512]; /* as http_reply_error */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_reply_error_with(r, status, code, msg, NULL);
+    return 1;
+}
+
 int http__oom(struct http_reply *r)
 {
     return http_reply_error(r, 500, "internal", "out of memory");
@@ -234,7 +246,7 @@ int http__build_payload(int op, const cJSON *d, char *out, size_t *len, struct h
 {
     char *dt = d ? cJSON_PrintUnformatted(d) : NULL;
     if (d && !dt)
-        return http__oom(r), 1;
+        return http__refuse(r, 500, "internal", "out of memory");
     int n = snprintf(out, SH_GW_MAX_SEND_BYTES + 1, "{\"op\":%d,\"d\":%s}", op, dt ? dt : "null");
     cJSON_free(dt);
     if (n < 0 || n > SH_GW_MAX_SEND_BYTES) {
@@ -273,14 +285,18 @@ static int parse_body(const char *body, size_t len, cJSON **out, struct http_rep
     }
     while (end && end < body + len && is_space(*end))
         end++;
+    int bad = 1;
     if (end && end < body + len)
         http_reply_error(r, 400, "invalid_json", "unexpected data after the JSON value");
     else if (!cJSON_IsObject(j))
         http_reply_error(r, 400, "invalid_body", "the body must be a JSON object");
     else
-        return *out = j, 0;
-    cJSON_Delete(j);
-    return 1;
+        bad = 0;
+    if (bad)
+        cJSON_Delete(j);
+    else
+        *out = j;
+    return bad;
 }
 
 int http_handle(struct http_ctx *ctx, struct http_call *call, enum http_route route,

@@ -75,6 +75,9 @@ int http__guild_shard(struct http_ctx *ctx, uint64_t guild_id);
  * "error". */
 void http__gateway_error(struct http_ctx *ctx, int rc, int shard, cJSON *extra,
                          struct http_reply *r);
+/* An error answer (http_reply_error) that returns 1, for checks that say "1 with *r filled". */
+int http__refuse(struct http_reply *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* 500 internal "out of memory". */
 int http__oom(struct http_reply *r);
 void http__add_u64_str(cJSON *obj, const char *key, uint64_t v);

@@ -19,7 +19,7 @@ int http__get_status_page(struct http_ctx *ctx, const struct http_req *rq, struc
     (void)ctx, (void)rq;
     r->status = 200;
     r->content_type = "text/html; charset=utf-8";
-    http_status_page(&r->static_body, &r->static_len);
+    http__status_page(&r->static_body, &r->static_len);
     return 0;
 }
 

@@ -17,226 +17,11 @@
 #include "config/config_int.h"
 #include "lib/errors.h"
 
-/*
- * presence (its validation moves to a file of its own): its handlers and tables below were
- * written with the short names of the helpers they call.
- */
-#define fail cfg__fail
-#define describe cfg__describe
-#define oom cfg__oom
-#define get_list cfg__get_list
-#define push_index cfg__push_index
-#define pop cfg__pop
-#define process_object cfg__process_object
-#define store_str cfg__store_str
-#define set_section cfg__set_section
-#define set_str cfg__set_str
-#define set_int cfg__set_int
-#define set_url cfg__set_url
-#define set_choice cfg__set_choice
-#define set_bool cfg__set_bool
-
-/* presence: read into this scratch form, then re-serialised for the gateway. */
-struct activity_tmp {
-    char *name;
-    int type;
-    char *state;
-    char *url;
-};
-
-struct presence_tmp {
-    char *status;
-    int has_since;
-    double since;
-    int afk;
-    struct activity_tmp *acts;
-    size_t n_acts;
-};
-
-static void presence_tmp_free(struct presence_tmp *p)
-{
-    for (size_t i = 0; i < p->n_acts; i++) {
-        free(p->acts[i].name);
-        free(p->acts[i].state);
-        free(p->acts[i].url);
-    }
-    free(p->acts);
-    free(p->status);
-}
-
-static int set_since(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
-{
-    struct presence_tmp *p = base;
-    char buf[80];
-    (void)d;
-    if (cJSON_IsNull(v)) {
-        p->has_since = 0;
-        return SH_OK;
-    }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
-        v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
-        v->valuedouble >= MAX_INT53)
-        return fail(c, "must be null or a unix time in milliseconds (got %s)",
-                    describe(v, 0, buf, sizeof(buf)));
-    p->has_since = 1;
-    p->since = v->valuedouble;
-    return SH_OK;
-}
-
-static int set_activities(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
-{
-    struct presence_tmp *p = base;
-    size_t n;
-    int rc = get_list(c, v, MAX_ACTIVITIES, 1, "activity objects", &n);
-    if (rc)
-        return rc;
-    p->acts = calloc(n ? n : 1, sizeof(*p->acts));
-    if (!p->acts)
-        return oom(c);
-    p->n_acts = n;
-    size_t i = 0;
-    for (const cJSON *it = v->child; it && !rc; it = it->next, i++) {
-        size_t mark = push_index(c, i);
-        rc = set_section(c, d, it, &p->acts[i]);
-        pop(c, mark);
-    }
-    return rc;
-}
-
-static int build_presence(struct ctx *c, const struct presence_tmp *p, char **out)
-{
-    cJSON *o = cJSON_CreateObject(), *acts = NULL;
-    int ok = o != NULL;
-    ok = ok && (p->has_since ? cJSON_AddNumberToObject(o, "since", p->since)
-                             : cJSON_AddNullToObject(o, "since"));
-    ok = ok && (acts = cJSON_AddArrayToObject(o, "activities"));
-    for (size_t i = 0; ok && i < p->n_acts; i++) {
-        const struct activity_tmp *a = &p->acts[i];
-        cJSON *ao = cJSON_CreateObject();
-        ok = ao && cJSON_AddItemToArray(acts, ao);
-        if (!ok) {
-            cJSON_Delete(ao);
-            break;
-        }
-        ok = cJSON_AddStringToObject(ao, "name", a->name) &&
-             cJSON_AddNumberToObject(ao, "type", a->type) &&
-             (!a->state || cJSON_AddStringToObject(ao, "state", a->state)) &&
-             (!a->url || cJSON_AddStringToObject(ao, "url", a->url));
-    }
-    ok = ok && cJSON_AddStringToObject(o, "status", p->status);
-    ok = ok && cJSON_AddBoolToObject(o, "afk", p->afk);
-    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (!text)
-        return oom(c);
-    size_t len = strlen(text);
-    *out = len <= MAX_PRESENCE_JSON ? strdup(text) : NULL;
-    cJSON_free(text);
-    if (len > MAX_PRESENCE_JSON)
-        return fail(c,
-                    "too large: %zu bytes once serialised (at most %d, so that it fits in "
-                    "a gateway payload)",
-                    len, MAX_PRESENCE_JSON);
-    return *out ? SH_OK : oom(c);
-}
-
-static int set_presence(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
-{
-    char buf[80], *json = NULL;
-    if (!cJSON_IsObject(v))
-        return fail(c, "must be an object or null (got %s)", describe(v, 0, buf, sizeof(buf)));
-    struct presence_tmp p = {0};
-    int rc = process_object(c, d->sub, v, &p);
-    if (!rc)
-        rc = build_presence(c, &p, &json);
-    presence_tmp_free(&p);
-    if (!rc)
-        store_str(AT(base, d, char *), json);
-    return rc;
-}
-
 /* ---- the tables ---- */
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const when_full_choices[] = {"pause", "dead_letter", NULL};
-static const char *const statuses[] = {"online", "dnd", "idle", "invisible", "offline", NULL};
-
-#define A_OFF(f) offsetof(struct activity_tmp, f)
-static const struct directive activity_dirs[] = {
-    {.name = "name",
-     .set = set_str,
-     .off = A_OFF(name),
-     .min = 1,
-     .max = 128,
-     .flags = D_REQUIRED,
-     .type = "string",
-     .doc = "activity name shown in Discord"},
-    {.name = "type",
-     .set = set_int,
-     .off = A_OFF(type),
-     .min = 0,
-     .max = 5,
-     .flags = D_REQUIRED,
-     .doc = "0 playing, 1 streaming, 2 listening, 3 watching, 4 custom, 5 competing"},
-    {.name = "state",
-     .set = set_str,
-     .off = A_OFF(state),
-     .min = 0,
-     .max = 128,
-     .type = "string",
-     .doc = "optional status text (the text of a custom status, type 4)"},
-    {.name = "url",
-     .set = set_url,
-     .off = A_OFF(url),
-     .type = "http(s) URL",
-     .doc = "optional stream URL (type 1)"},
-};
-static const struct section activity_section = {activity_dirs, COUNT(activity_dirs), NULL};
-
-#define P_OFF(f) offsetof(struct presence_tmp, f)
-static const struct directive presence_dirs[] = {
-    {.name = "since",
-     .set = set_since,
-     .def = "null",
-     .type = "integer or null",
-     .doc = "unix time in ms since the bot went idle, or `null`"},
-    {.name = "activities",
-     .set = set_activities,
-     .sub = &activity_section,
-     .def = "[]",
-     .flags = D_LIST,
-     .type = "list of objects",
-     .doc = "activities to show (at most 16)"},
-    {.name = "status",
-     .set = set_choice,
-     .off = P_OFF(status),
-     .choices = statuses,
-     .def = "\"online\"",
-     .doc = "online status"},
-    {.name = "afk",
-     .set = set_bool,
-     .off = P_OFF(afk),
-     .def = "false",
-     .type = "boolean",
-     .doc = "whether the bot is AFK"},
-};
-static const struct section presence_section = {presence_dirs, COUNT(presence_dirs), NULL};
-
-#undef fail
-#undef describe
-#undef oom
-#undef get_list
-#undef push_index
-#undef pop
-#undef process_object
-#undef store_str
-#undef set_section
-#undef set_str
-#undef set_int
-#undef set_url
-#undef set_choice
-#undef set_bool
 
 #define W_OFF(f) offsetof(struct cfg_webhook, f)
 static const struct directive webhook_dirs[] = {
@@ -535,9 +320,9 @@ static const struct directive top_dirs[] = {
      .def = "2000",
      .doc = "a shard counts as ready when no GUILD_CREATE came for this long"},
     {.name = "presence",
-     .set = set_presence,
+     .set = cfg__set_presence,
      .off = C_OFF(presence_json),
-     .sub = &presence_section,
+     .sub = &cfg__presence_section,
      .flags = D_NULL_OK,
      .type = "object or null",
      .doc = "presence sent with IDENTIFY; none when absent"},
@@ -643,7 +428,6 @@ static const struct directive top_dirs[] = {
 const struct section cfg__top_section = {top_dirs, COUNT(top_dirs), cfg__check_top};
 
 /* cfg__process_object() tracks the keys it saw in a 64-bit mask */
-_Static_assert(COUNT(top_dirs) <= 64 && COUNT(webhook_dirs) <= 64 && COUNT(presence_dirs) <= 64 &&
-                   COUNT(activity_dirs) <= 64 && COUNT(shards_dirs) <= 64 &&
+_Static_assert(COUNT(top_dirs) <= 64 && COUNT(webhook_dirs) <= 64 && COUNT(shards_dirs) <= 64 &&
                    COUNT(http_dirs) <= 64 && COUNT(testing_dirs) <= 64,
                "a directive table outgrew the seen mask");

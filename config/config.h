@@ -148,6 +148,22 @@ struct cfg_doc {
 /* Fill *out with the i-th key, in table order. Returns 0, or SH_ENOTFOUND past the end. */
 int cfg_doc_entry(size_t i, struct cfg_doc *out);
 
+/*
+ * The presence rules, one function for the config's `presence` and the control API's
+ * POST /v1/presence: presence (a JSON object) is checked against the table's presence keys
+ * (status, since, afk, activities[] of name, type, state, url; no other key) and given back in
+ * *out_json (malloc'd) compact, in Discord's field order, with the defaults filled in, at most
+ * 3072 bytes so that it fits in IDENTIFY. With CFG_PRESENCE_LITERAL strings are taken as given
+ * (no `${NAME}` expansion: a request body must not read the environment). On failure *out_json
+ * is NULL and err holds one line naming the key ("presence.activities[0].type: ..."); returns
+ * SH_ENOTFOUND (a key the table does not know), SH_ETOOBIG (too large), SH_ECONFIG (any other
+ * broken rule) or SH_ENOMEM.
+ */
+#define CFG_PRESENCE_LITERAL 1u
+struct cJSON;
+int cfg_presence_parse(const struct cJSON *presence, unsigned flags, char **out_json, char *err,
+                       size_t errlen);
+
 /* Intent name ("GUILD_MESSAGES") to its bit number, -1 if unknown. */
 int cfg_intent_bit(const char *name);
 /* Name of an intent bit, or NULL. */

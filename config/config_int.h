@@ -51,6 +51,8 @@ struct ctx {
     size_t vlen, vcap;
     struct expansion *exp; /* strings that used ${NAME}: messages show them as written */
     size_t n_exp;
+    int literal;     /* strings are taken as given, no ${NAME} (control API bodies) */
+    int unknown_key; /* the failure is a key the table does not know */
 };
 
 struct expansion {
@@ -195,5 +197,9 @@ CFG__HANDLER(cfg__set_listen);
 int cfg__check_shards(struct ctx *c, void *base);
 int cfg__check_http(struct ctx *c, void *base);
 int cfg__check_top(struct ctx *c, void *base);
+
+/* presence (presence.c): its table, and the handler of the config's `presence` key. */
+extern const struct section cfg__presence_section;
+int cfg__set_presence(struct ctx *c, const struct directive *d, const cJSON *v, void *base);
 
 #endif

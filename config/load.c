@@ -98,6 +98,7 @@ int cfg__process_object(struct ctx *c, const struct section *sec, const cJSON *o
             i++;
         if (!rc && i == sec->n) {
             struct hint h = {0};
+            c->unknown_key |= !c->failed;
             for (size_t k = 0; k < sec->n; k++)
                 cfg__consider(&h, it->string, sec->dirs[k].name);
             rc = cfg__fail(c, "unknown key%s",

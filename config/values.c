@@ -32,6 +32,15 @@ int cfg__has_control(const char *s)
 }
 
 /* Expand v (a string) into a fresh *out of at most maxlen bytes, without control characters. */
+/* s copied into a fresh *out when it is at most max bytes: SH_OK, SH_ETOOBIG or SH_ENOMEM. */
+static int copy_literal(const char *s, size_t max, char **out)
+{
+    if (strlen(s) > max)
+        return SH_ETOOBIG;
+    *out = strdup(s);
+    return *out ? SH_OK : SH_ENOMEM;
+}
+
 int cfg__get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, char **out)
 {
     char why[160], buf[80];
@@ -39,7 +48,8 @@ int cfg__get_string(struct ctx *c, const cJSON *v, size_t maxlen, int redact, ch
     if (!cJSON_IsString(v))
         return cfg__fail(c, "must be a string (got %s)",
                          cfg__describe(v, redact, buf, sizeof(buf)));
-    int rc = cfg_expand(v->valuestring, maxlen, out, why, sizeof(why));
+    int rc = c->literal ? copy_literal(v->valuestring, maxlen, out)
+                        : cfg_expand(v->valuestring, maxlen, out, why, sizeof(why));
     if (rc == SH_ENOMEM)
         return cfg__oom(c);
     if (rc == SH_ETOOBIG)

@@ -1,8 +1,9 @@
 /*
- * http/handlers.h: the control API's endpoints. Each handler validates its input, builds the
- * exact gateway payload, and either answers at once or (members, channel info, soundboard)
- * suspends the request and hands it to the pending table. Handlers never block on Discord
- * and never put a secret (bot token, API token, webhook secrets) into an answer.
+ * http/handlers.h: answering the control API's endpoints. http_handle runs the handler in the
+ * route's row of the table (http/route.h); each handler validates its input, builds the exact
+ * gateway payload, and either answers at once or (members, channel info, soundboard) suspends
+ * the request and hands it to the pending table. Handlers never block on Discord and never put
+ * a secret (bot token, API token, webhook secrets) into an answer.
  */
 #ifndef SHARDHOOK_HTTP_HANDLERS_H
 #define SHARDHOOK_HTTP_HANDLERS_H

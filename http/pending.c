@@ -20,14 +20,17 @@
 
 #include "http/pending.h"
 #include "lib/clock.h"
+#include "lib/discord.h"
 #include "lib/errors.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/rand.h"
 
-#define MAX_CHUNKS 100000 /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
-#define MAX_SLOTS 4096    /* guilds remembered for the all-members window */
-#define MAX_PAYLOAD 4096  /* Discord's cap on one gateway payload */
+#define TEXT_(x) #x
+#define TEXT(x) TEXT_(x)
+#define CAP_TEXT TEXT(SH_GW_MAX_SEND_BYTES) /* "4096", for constant messages */
+#define MAX_CHUNKS 100000                   /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
+#define MAX_SLOTS 4096                      /* guilds remembered for the all-members window */
 
 enum wkind { W_MEMBERS = 0, W_CHANNEL_INFO, W_SOUNDBOARD };
 enum wstate { W_SCHEDULED = 0, W_SENT, W_DONE };
@@ -46,7 +49,7 @@ struct http_waiter {
     char nonce[33];
     int all_members; /* query "" with limit 0: one per guild per window */
     int want_presences;
-    char payload[MAX_PAYLOAD + 1]; /* members/channel info: the op sent (and re-sent) */
+    char payload[SH_GW_MAX_SEND_BYTES + 1]; /* members/channel info: the op sent (and re-sent) */
     size_t payload_len;
     uint64_t send_at;  /* monotonic ms, while W_SCHEDULED */
     uint64_t deadline; /* monotonic ms */
@@ -179,7 +182,7 @@ static void send_error(int rc, int *status, const char **code, const char **msg,
         break;
     case SH_ETOOBIG:
         *status = 413, *code = "payload_too_large",
-        *msg = "the gateway payload would exceed Discord's 4096 bytes";
+        *msg = "the gateway payload would exceed Discord's " CAP_TEXT " bytes";
         break;
     case SH_EAGAIN:
         *status = 429, *code = "send_queue_full",
@@ -282,6 +285,98 @@ static int json_snowflake_list(char *dst, size_t cap, const uint64_t *ids, int n
     return 0;
 }
 
+/* The op 8 selector, "query":...,"limit":N or "user_ids":[...], into what (cap bytes). */
+static int members_selector(const struct http_members_req *rq, char *what, size_t cap)
+{
+    if (!rq->query) {
+        char ids[SH_GW_MAX_SEND_BYTES];
+        int rc = json_snowflake_list(ids, sizeof(ids), rq->user_ids, rq->n_user_ids);
+        if (!rc && snprintf(what, cap, "\"user_ids\":[%s]", ids) >= (int)cap)
+            rc = SH_ETOOBIG;
+        return rc;
+    }
+    cJSON *q = cJSON_CreateString(rq->query);
+    char *qs = q ? cJSON_PrintUnformatted(q) : NULL;
+    cJSON_Delete(q);
+    if (!qs)
+        return SH_ENOMEM;
+    int rc = snprintf(what, cap, "\"query\":%s,\"limit\":%d", qs, rq->limit) >= (int)cap
+                 ? SH_ETOOBIG
+                 : 0;
+    cJSON_free(qs);
+    return rc;
+}
+
+/* w's op 8 payload, with a nonce unique to this request (<= 32 bytes). */
+static int members_payload(struct http_pending *p, struct http_waiter *w,
+                           const struct http_members_req *rq)
+{
+    char what[SH_GW_MAX_SEND_BYTES];
+    int rc = members_selector(rq, what, sizeof(what));
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&p->lock);
+    uint64_t n = ++p->nonce_counter;
+    pthread_mutex_unlock(&p->lock);
+    snprintf(w->nonce, sizeof(w->nonce), "shm%" PRIx64 "-%08" PRIx32, n, (uint32_t)sh_rand_u64());
+    int len = snprintf(w->payload, sizeof(w->payload),
+                       "{\"op\":8,\"d\":{\"guild_id\":\"%" PRIu64 "\",%s,\"presences\":%s,"
+                       "\"nonce\":\"%s\"}}",
+                       rq->guild_id, what, rq->presences ? "true" : "false", w->nonce);
+    if (len < 0 || len > SH_GW_MAX_SEND_BYTES)
+        return SH_ETOOBIG;
+    w->payload_len = (size_t)len;
+    return 0;
+}
+
+/*
+ * An all-members request (caller holds the lock): sent now when the guild's window allows it,
+ * scheduled for when it has passed, or finished with 429 when it cannot go in time.
+ */
+static void schedule_all_members(struct http_pending *p, struct http_waiter *w, uint64_t now,
+                                 struct done_list *dl)
+{
+    struct slot *s = find_slot(p, w->guild_id, now);
+    uint64_t window = (uint64_t)p->cfg.member_window_ms;
+    if (!s) {
+        w->retry_after_s = window / 1000.0;
+        finish(p, w, 429, "rate_limited",
+               "too many guilds inside the all-members window; try again later", dl);
+    } else if (s->at > now) {
+        /* another all-members request for this guild already waits for its turn */
+        w->retry_after_s = (double)(s->at - now) / 1000.0;
+        finish(p, w, 429, "rate_limited",
+               "an all-members request for this guild is already waiting for Discord's "
+               "30 s window",
+               dl);
+    } else if (s->at && now < s->at + window &&
+               s->at + window + window_margin(window) >= w->expires) {
+        /* the window outlasts the caller's timeout: say when to come back instead */
+        w->retry_after_s = (double)(s->at + window + window_margin(window) - now) / 1000.0;
+        finish(p, w, 429, "rate_limited",
+               "an all-members request for this guild went out less than 30 s ago (Discord's "
+               "window), and the next one cannot go within this request's timeout_ms",
+               dl);
+    } else if (s->at && now < s->at + window) {
+        /*
+         * Repeat inside the window: wait client-side (suspended) until it has passed, plus a
+         * margin (1 s for Discord's 30 s) so that latency on the way cannot make it early.
+         * The wait counts against the request's timeout_ms.
+         */
+        w->state = W_SCHEDULED;
+        w->send_at = s->at + window + window_margin(window);
+        w->deadline = w->expires;
+        s->at = w->send_at;
+        log_info("msg=\"all-members request waits for the guild's window\" guild=%" PRIu64
+                 " wait_ms=%" PRIu64,
+                 w->guild_id, w->send_at - now);
+        pthread_cond_signal(&p->cond);
+    } else {
+        s->at = now;
+        send_now(p, w, now, dl);
+    }
+}
+
 int http_pending_members(struct http_pending *p, const struct http_members_req *rq, void *token,
                          struct http_waiter **out)
 {
@@ -296,99 +391,29 @@ int http_pending_members(struct http_pending *p, const struct http_members_req *
     w->members = cJSON_CreateArray();
     w->presences = cJSON_CreateArray();
     w->not_found = cJSON_CreateArray();
-
-    /* the payload, with a nonce unique to this request (<= 32 bytes) */
-    char what[MAX_PAYLOAD];
-    if (rq->query) {
-        cJSON *q = cJSON_CreateString(rq->query);
-        char *qs = q ? cJSON_PrintUnformatted(q) : NULL;
-        cJSON_Delete(q);
-        if (!qs) {
-            http_waiter_free(w);
-            return SH_ENOMEM;
-        }
-        rc = snprintf(what, sizeof(what), "\"query\":%s,\"limit\":%d", qs, rq->limit) >=
-                     (int)sizeof(what)
-                 ? SH_ETOOBIG
-                 : 0;
-        cJSON_free(qs);
-    } else {
-        char ids[MAX_PAYLOAD];
-        rc = json_snowflake_list(ids, sizeof(ids), rq->user_ids, rq->n_user_ids);
-        if (!rc && snprintf(what, sizeof(what), "\"user_ids\":[%s]", ids) >= (int)sizeof(what))
-            rc = SH_ETOOBIG;
-    }
-    pthread_mutex_lock(&p->lock);
-    uint64_t n = ++p->nonce_counter;
-    pthread_mutex_unlock(&p->lock);
-    snprintf(w->nonce, sizeof(w->nonce), "shm%" PRIx64 "-%08" PRIx32, n, (uint32_t)sh_rand_u64());
-    int len = rc ? -1
-                 : snprintf(w->payload, sizeof(w->payload),
-                            "{\"op\":8,\"d\":{\"guild_id\":\"%" PRIu64 "\",%s,\"presences\":%s,"
-                            "\"nonce\":\"%s\"}}",
-                            rq->guild_id, what, rq->presences ? "true" : "false", w->nonce);
-    if (len < 0 || len > MAX_PAYLOAD || !w->members || !w->presences || !w->not_found) {
+    rc = members_payload(p, w, rq);
+    if (!rc && (!w->members || !w->presences || !w->not_found))
+        rc = SH_ENOMEM;
+    if (rc) {
         http_waiter_free(w);
-        return len > MAX_PAYLOAD || rc == SH_ETOOBIG ? SH_ETOOBIG : SH_ENOMEM;
+        return rc;
     }
-    w->payload_len = (size_t)len;
-
     struct done_list dl = {.n = 0};
     uint64_t now = sh_now_ms();
     pthread_mutex_lock(&p->lock);
     rc = insert(p, w);
-    if (rc) {
-        pthread_mutex_unlock(&p->lock);
-        http_waiter_free(w);
-        return rc;
-    }
-    *out = w;
-    if (!w->all_members) {
-        send_now(p, w, now, &dl);
-    } else {
-        struct slot *s = find_slot(p, w->guild_id, now);
-        uint64_t window = (uint64_t)p->cfg.member_window_ms;
-        if (!s) {
-            w->retry_after_s = window / 1000.0;
-            finish(p, w, 429, "rate_limited",
-                   "too many guilds inside the all-members window; try again later", &dl);
-        } else if (s->at > now) {
-            /* another all-members request for this guild already waits for its turn */
-            w->retry_after_s = (double)(s->at - now) / 1000.0;
-            finish(p, w, 429, "rate_limited",
-                   "an all-members request for this guild is already waiting for Discord's "
-                   "30 s window",
-                   &dl);
-        } else if (s->at && now < s->at + window &&
-                   s->at + window + window_margin(window) >= w->expires) {
-            /* the window outlasts the caller's timeout: say when to come back instead */
-            w->retry_after_s = (double)(s->at + window + window_margin(window) - now) / 1000.0;
-            finish(p, w, 429, "rate_limited",
-                   "an all-members request for this guild went out less than 30 s ago (Discord's "
-                   "window), and the next one cannot go within this request's timeout_ms",
-                   &dl);
-        } else if (s->at && now < s->at + window) {
-            /*
-             * Repeat inside the window: wait client-side (suspended) until it has passed, plus a
-             * margin (1 s for Discord's 30 s) so that latency on the way cannot make it early.
-             * The wait counts against the request's timeout_ms.
-             */
-            w->state = W_SCHEDULED;
-            w->send_at = s->at + window + window_margin(window);
-            w->deadline = w->expires;
-            s->at = w->send_at;
-            log_info("msg=\"all-members request waits for the guild's window\" guild=%" PRIu64
-                     " wait_ms=%" PRIu64,
-                     w->guild_id, w->send_at - now);
-            pthread_cond_signal(&p->cond);
-        } else {
-            s->at = now;
+    if (!rc) {
+        *out = w;
+        if (w->all_members)
+            schedule_all_members(p, w, now, &dl);
+        else
             send_now(p, w, now, &dl);
-        }
     }
     pthread_mutex_unlock(&p->lock);
+    if (rc)
+        http_waiter_free(w);
     wake_all(p, &dl);
-    return 0;
+    return rc;
 }
 
 int http_pending_channel_info(struct http_pending *p, uint64_t guild_id, int shard,
@@ -404,7 +429,7 @@ int http_pending_channel_info(struct http_pending *p, uint64_t guild_id, int sha
     int len = snprintf(w->payload, sizeof(w->payload),
                        "{\"op\":43,\"d\":{\"guild_id\":\"%" PRIu64 "\",\"fields\":%s}}", guild_id,
                        fields_json);
-    if (len < 0 || len > MAX_PAYLOAD) {
+    if (len < 0 || len > SH_GW_MAX_SEND_BYTES) {
         http_waiter_free(w);
         return SH_ETOOBIG;
     }
@@ -424,39 +449,27 @@ int http_pending_channel_info(struct http_pending *p, uint64_t guild_id, int sha
     return 0;
 }
 
-int http_pending_soundboard(struct http_pending *p, const uint64_t *guilds, const int *shards,
-                            int n, int timeout_ms, void *token, struct http_waiter **out)
-{
-    if (n < 1 || n > HTTP_MAX_SOUNDBOARD_GUILDS)
-        return SH_EINVAL;
-    struct http_waiter *w;
-    int rc = make_waiter(W_SOUNDBOARD, token, timeout_ms, &w);
-    if (rc)
-        return rc;
-    w->n_guilds = n;
-    w->guilds = malloc((size_t)n * sizeof(*w->guilds));
-    w->shards = malloc((size_t)n * sizeof(*w->shards));
-    w->sounds = calloc((size_t)n, sizeof(*w->sounds));
-    if (!w->guilds || !w->shards || !w->sounds) {
-        http_waiter_free(w);
-        return SH_ENOMEM;
-    }
-    memcpy(w->guilds, guilds, (size_t)n * sizeof(*guilds));
-    memcpy(w->shards, shards, (size_t)n * sizeof(*shards));
+/* One op 31 payload: the guilds of one shard. */
+struct sb_payload {
+    int shard;
+    size_t len;
+    char text[SH_GW_MAX_SEND_BYTES + 1];
+};
 
-    /* one op 31 per shard, listing that shard's guilds; every payload checked before any goes */
-    struct sb_payload {
-        int shard;
-        size_t len;
-        char text[MAX_PAYLOAD + 1];
-    } *pl = malloc((size_t)n * sizeof(*pl));
+/*
+ * One op 31 per shard, listing that shard's guilds, into pl (n entries of room), their count in
+ * *np. Every payload is built (and checked against the cap) before any goes.
+ */
+static int soundboard_payloads(const uint64_t *guilds, const int *shards, int n,
+                               struct sb_payload *pl, int *np)
+{
     uint64_t *ids = malloc((size_t)n * sizeof(*ids));
-    char *list = malloc(MAX_PAYLOAD);
-    int np = 0;
-    rc = pl && ids && list ? 0 : SH_ENOMEM;
+    char *list = malloc(SH_GW_MAX_SEND_BYTES);
+    int rc = ids && list ? 0 : SH_ENOMEM;
+    *np = 0;
     for (int i = 0; !rc && i < n; i++) {
         int seen = 0;
-        for (int k = 0; k < np; k++)
+        for (int k = 0; k < *np; k++)
             seen |= pl[k].shard == shards[i];
         if (seen)
             continue;
@@ -465,51 +478,75 @@ int http_pending_soundboard(struct http_pending *p, const uint64_t *guilds, cons
             if (shards[j] == shards[i])
                 ids[m++] = guilds[j];
         int len = -1;
-        if (!json_snowflake_list(list, MAX_PAYLOAD, ids, m))
-            len = snprintf(pl[np].text, sizeof(pl[np].text),
+        if (!json_snowflake_list(list, SH_GW_MAX_SEND_BYTES, ids, m))
+            len = snprintf(pl[*np].text, sizeof(pl[*np].text),
                            "{\"op\":31,\"d\":{\"guild_ids\":[%s]}}", list);
-        if (len < 0 || len > MAX_PAYLOAD)
+        if (len < 0 || len > SH_GW_MAX_SEND_BYTES)
             rc = SH_ETOOBIG;
         else {
-            pl[np].len = (size_t)len;
-            pl[np++].shard = shards[i];
+            pl[*np].len = (size_t)len;
+            pl[(*np)++].shard = shards[i];
         }
     }
     free(ids);
     free(list);
-    if (rc) {
-        free(pl);
-        http_waiter_free(w);
-        return rc;
-    }
+    return rc;
+}
 
-    struct done_list dl = {.n = 0};
-    pthread_mutex_lock(&p->lock);
-    rc = insert(p, w);
-    if (rc) {
-        pthread_mutex_unlock(&p->lock);
-        free(pl);
-        http_waiter_free(w);
-        return rc;
-    }
-    *out = w;
+/* Send w's payloads (caller holds the lock); the first failure finishes w. */
+static void send_soundboard(struct http_pending *p, struct http_waiter *w,
+                            const struct sb_payload *pl, int np, struct done_list *dl)
+{
     w->state = W_SENT;
-    w->deadline = sh_now_ms() + (uint64_t)timeout_ms;
+    w->deadline = sh_now_ms() + (uint64_t)w->timeout_ms;
     for (int k = 0; k < np && w->state != W_DONE; k++) {
-        rc = p->cfg.send(p->cfg.gw, pl[k].shard, pl[k].text, pl[k].len);
+        int rc = p->cfg.send(p->cfg.gw, pl[k].shard, pl[k].text, pl[k].len);
         if (rc) {
             int status;
             const char *code, *msg;
             double ra;
             send_error(rc, &status, &code, &msg, &ra);
             w->retry_after_s = ra;
-            finish(p, w, status, code, msg, &dl);
+            finish(p, w, status, code, msg, dl);
         }
+    }
+}
+
+int http_pending_soundboard(struct http_pending *p, const uint64_t *guilds, const int *shards,
+                            int n, int timeout_ms, void *token, struct http_waiter **out)
+{
+    if (n < 1 || n > HTTP_MAX_SOUNDBOARD_GUILDS)
+        return SH_EINVAL;
+    struct http_waiter *w;
+    int rc = make_waiter(W_SOUNDBOARD, token, timeout_ms, &w), np = 0;
+    if (rc)
+        return rc;
+    w->n_guilds = n;
+    w->guilds = malloc((size_t)n * sizeof(*w->guilds));
+    w->shards = malloc((size_t)n * sizeof(*w->shards));
+    w->sounds = calloc((size_t)n, sizeof(*w->sounds));
+    struct sb_payload *pl = malloc((size_t)n * sizeof(*pl));
+    if (!w->guilds || !w->shards || !w->sounds || !pl)
+        rc = SH_ENOMEM;
+    if (!rc) {
+        memcpy(w->guilds, guilds, (size_t)n * sizeof(*guilds));
+        memcpy(w->shards, shards, (size_t)n * sizeof(*shards));
+        rc = soundboard_payloads(guilds, shards, n, pl, &np);
+    }
+    struct done_list dl = {.n = 0};
+    pthread_mutex_lock(&p->lock);
+    if (!rc)
+        rc = insert(p, w);
+    if (!rc) {
+        *out = w;
+        send_soundboard(p, w, pl, np, &dl);
     }
     pthread_mutex_unlock(&p->lock);
     free(pl);
+    if (rc)
+        http_waiter_free(w);
     wake_all(p, &dl);
-    return 0;
+    return rc;
 }
 
 /* ---- replies from the gateway ---------------------------------------------------------- */

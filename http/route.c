@@ -1,39 +1,21 @@
 /*
- * http/route.c: the route table of http/route.h. Owns no state: the table is constant and
- * matching copies what it captures into the caller's struct.
+ * http/route.c: the route table of http/route.h, each row with its handler, and path matching.
+ * Owns no state: the table is constant and matching copies what it captures into the caller's
+ * struct.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "http/internal.h"
 #include "http/route.h"
 #include "lib/errors.h"
 
-/* A pattern segment "{}" captures one path segment. */
-static const struct {
-    enum http_route route;
-    enum http_method method;
-    const char *pattern;
-    const char *name;
-    int auth;
-} table[] = {
-    {HTTP_ROUTE_STATUS_PAGE, HTTP_GET, "/", "/", 0},
-    {HTTP_ROUTE_HEALTHZ, HTTP_GET, "/healthz", "/healthz", 0},
-    {HTTP_ROUTE_READYZ, HTTP_GET, "/readyz", "/readyz", 0},
-    {HTTP_ROUTE_METRICS, HTTP_GET, "/metrics", "/metrics", 1},
-    {HTTP_ROUTE_GATEWAY, HTTP_GET, "/v1/gateway", "/v1/gateway", 1},
-    {HTTP_ROUTE_SHARDS, HTTP_GET, "/v1/shards", "/v1/shards", 1},
-    {HTTP_ROUTE_SHARD, HTTP_GET, "/v1/shards/{}", "/v1/shards/{id}", 1},
-    {HTTP_ROUTE_RECONNECT, HTTP_POST, "/v1/shards/{}/reconnect", "/v1/shards/{id}/reconnect", 1},
-    {HTTP_ROUTE_SEND, HTTP_POST, "/v1/shards/{}/send", "/v1/shards/{id}/send", 1},
-    {HTTP_ROUTE_PRESENCE, HTTP_POST, "/v1/presence", "/v1/presence", 1},
-    {HTTP_ROUTE_MEMBERS, HTTP_POST, "/v1/guilds/{}/members", "/v1/guilds/{guild_id}/members", 1},
-    {HTTP_ROUTE_CHANNEL_INFO, HTTP_POST, "/v1/guilds/{}/channel-info",
-     "/v1/guilds/{guild_id}/channel-info", 1},
-    {HTTP_ROUTE_VOICE_STATE, HTTP_POST, "/v1/guilds/{}/voice-state",
-     "/v1/guilds/{guild_id}/voice-state", 1},
-    {HTTP_ROUTE_SOUNDBOARD, HTTP_POST, "/v1/soundboard-sounds", "/v1/soundboard-sounds", 1},
-};
+#define ROUTE_ROW_(id, method_, pattern_, label, auth_, handler)                                   \
+    {HTTP_ROUTE_##id, method_, pattern_, label, auth_, handler},
+static const struct http__route table[] = {HTTP_ROUTES(ROUTE_ROW_)};
+#undef ROUTE_ROW_
 #define N_ROUTES (sizeof(table) / sizeof(table[0]))
+_Static_assert(N_ROUTES == HTTP_ROUTE_COUNT_ - 1, "one row per route");
 
 enum http_method http_method_parse(const char *method)
 {
@@ -99,12 +81,16 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
     }
 }
 
+const struct http__route *http__route_row(enum http_route r)
+{
+    /* the rows are in enum order: HTTP_ROUTE_<ID> is row HTTP_ROUTE_<ID> - 1 */
+    return r > HTTP_ROUTE_NONE && r < HTTP_ROUTE_COUNT_ ? &table[r - 1] : NULL;
+}
+
 const char *http_route_name(enum http_route r)
 {
-    for (size_t i = 0; i < N_ROUTES; i++)
-        if (table[i].route == r)
-            return table[i].name;
-    return "unmatched";
+    const struct http__route *row = http__route_row(r);
+    return row ? row->name : "unmatched";
 }
 
 int http_parse_shard_id(const char *s, int *out)

@@ -1,7 +1,8 @@
 /*
- * http/route.h: the control API's route table and path matching. Pure functions over
- * strings: no sockets, no gateway. server.c asks which route a method and path name,
- * and gets the captured path parameter, or the 404/405 answer (with the Allow list).
+ * http/route.h: the control API's route table and path matching. The table (HTTP_ROUTES) names
+ * each endpoint's method, path, metrics label, auth and handler; matching is pure functions over
+ * strings: no sockets, no gateway. server.c asks which route a method and path name, and gets
+ * the captured path parameter, or the 404/405 answer (with the Allow list).
  */
 #ifndef SHARDHOOK_HTTP_ROUTE_H
 #define SHARDHOOK_HTTP_ROUTE_H
@@ -9,26 +10,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
+enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_OTHER };
+
+/*
+ * The route table, one row per endpoint: X(ID, method, pattern, label, auth, handler).
+ * pattern: literal segments and at most one "{}", which captures one path segment; label: the
+ * stable, low-cardinality name for metrics and logs; auth: 1 when the route needs the bearer
+ * token (if one is set); handler: the function that answers it (http/internal.h). Adding an
+ * endpoint is one row here and one handler.
+ */
+#define HTTP_ROUTES(X)                                                                             \
+    X(STATUS_PAGE, HTTP_GET, "/", "/", 0, http__get_status_page)                                   \
+    X(HEALTHZ, HTTP_GET, "/healthz", "/healthz", 0, http__get_healthz)                             \
+    X(READYZ, HTTP_GET, "/readyz", "/readyz", 0, http__get_readyz)                                 \
+    X(METRICS, HTTP_GET, "/metrics", "/metrics", 1, http__get_metrics)                             \
+    X(GATEWAY, HTTP_GET, "/v1/gateway", "/v1/gateway", 1, http__get_gateway)                       \
+    X(SHARDS, HTTP_GET, "/v1/shards", "/v1/shards", 1, http__get_shards)                           \
+    X(SHARD, HTTP_GET, "/v1/shards/{}", "/v1/shards/{id}", 1, http__get_shard)                     \
+    X(RECONNECT, HTTP_POST, "/v1/shards/{}/reconnect", "/v1/shards/{id}/reconnect", 1,             \
+      http__post_reconnect)                                                                        \
+    X(SEND, HTTP_POST, "/v1/shards/{}/send", "/v1/shards/{id}/send", 1, http__post_send)           \
+    X(PRESENCE, HTTP_POST, "/v1/presence", "/v1/presence", 1, http__post_presence)                 \
+    X(MEMBERS, HTTP_POST, "/v1/guilds/{}/members", "/v1/guilds/{guild_id}/members", 1,             \
+      http__post_members)                                                                          \
+    X(CHANNEL_INFO, HTTP_POST, "/v1/guilds/{}/channel-info", "/v1/guilds/{guild_id}/channel-info", \
+      1, http__post_channel_info)                                                                  \
+    X(VOICE_STATE, HTTP_POST, "/v1/guilds/{}/voice-state", "/v1/guilds/{guild_id}/voice-state", 1, \
+      http__post_voice_state)                                                                      \
+    X(SOUNDBOARD, HTTP_POST, "/v1/soundboard-sounds", "/v1/soundboard-sounds", 1,                  \
+      http__post_soundboard)
+
+/* HTTP_ROUTE_<ID> for every row, in table order: a stable name for a route (metrics, tests). */
 enum http_route {
     HTTP_ROUTE_NONE = 0,
-    HTTP_ROUTE_STATUS_PAGE,  /* GET / */
-    HTTP_ROUTE_HEALTHZ,      /* GET /healthz */
-    HTTP_ROUTE_READYZ,       /* GET /readyz */
-    HTTP_ROUTE_METRICS,      /* GET /metrics */
-    HTTP_ROUTE_GATEWAY,      /* GET /v1/gateway */
-    HTTP_ROUTE_SHARDS,       /* GET /v1/shards */
-    HTTP_ROUTE_SHARD,        /* GET /v1/shards/{id} */
-    HTTP_ROUTE_RECONNECT,    /* POST /v1/shards/{id}/reconnect */
-    HTTP_ROUTE_SEND,         /* POST /v1/shards/{id}/send */
-    HTTP_ROUTE_PRESENCE,     /* POST /v1/presence */
-    HTTP_ROUTE_MEMBERS,      /* POST /v1/guilds/{guild_id}/members */
-    HTTP_ROUTE_CHANNEL_INFO, /* POST /v1/guilds/{guild_id}/channel-info */
-    HTTP_ROUTE_VOICE_STATE,  /* POST /v1/guilds/{guild_id}/voice-state */
-    HTTP_ROUTE_SOUNDBOARD,   /* POST /v1/soundboard-sounds */
-    HTTP_ROUTE_COUNT_
+#define HTTP_ROUTE_ENUM_(id, method, pattern, label, auth, handler) HTTP_ROUTE_##id,
+    HTTP_ROUTES(HTTP_ROUTE_ENUM_)
+#undef HTTP_ROUTE_ENUM_
+        HTTP_ROUTE_COUNT_
 };
-
-enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_OTHER };
 
 #define HTTP_PARAM_MAX 32 /* a path parameter: a shard id or a snowflake, with room to spare */
 

@@ -457,24 +457,42 @@ bad:
     return SH_ECONFIG;
 }
 
-int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_ops *ops, void *gw,
-                        struct http_server **out, char *err, size_t errlen)
+/* The handlers' context: cfg, the gateway ops, the pending table and the reconnect slots. */
+static void init_ctx(struct http_server *srv, const struct cfg_config *cfg,
+                     const struct http_gateway_ops *ops, void *gw)
 {
-    *out = NULL;
-    struct cfg_listen l;
-    char why[256];
-    const char *listen = cfg->http_listen;
-    if (cfg_listen_parse(listen, &l, why, sizeof(why))) {
-        snprintf(err, errlen, "http.listen: %s", why);
-        return SH_ECONFIG;
+    srv->ctx.cfg = cfg;
+    srv->ctx.ops = ops;
+    srv->ctx.gw = gw;
+    srv->ctx.pending = srv->pending;
+    srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms;
+    pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
+    srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
+    int total = ops->total(gw);
+    if (total > 0 && total <= 65536) {
+        srv->ctx.reconnect_at = calloc((size_t)total, sizeof(*srv->ctx.reconnect_at));
+        srv->ctx.reconnect_slots = srv->ctx.reconnect_at ? total : 0;
     }
-    struct sockaddr_storage ss;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
-    int rc = bind_addr(&l, &ss, &flags, err, errlen);
-    if (rc)
-        return rc;
+}
 
+/* Which Host and Origin headers the API answers (http/guard.h). */
+static void init_guard(struct http_server *srv, const struct cfg_config *cfg,
+                       const struct cfg_listen *l)
+{
+    srv->guard.loopback = l->loopback;
+    snprintf(srv->guard.listen_host, sizeof(srv->guard.listen_host), "%s", l->host);
+    srv->guard.allowed = cfg->http_allowed_hosts;
+    srv->guard.n_allowed = cfg->n_http_allowed_hosts;
+    /* elsewhere http.token guards the API, and the names a proxy forwards are unknown */
+    srv->guard.check_host = l->loopback || cfg->n_http_allowed_hosts > 0;
+    srv->guard.port = l->port; /* port 0: the one bound, once known */
+}
+
+/* A server with its token, pending table (worker started), guard and context; not serving. */
+static int server_alloc(const struct cfg_config *cfg, const struct http_gateway_ops *ops, void *gw,
+                        const struct cfg_listen *l, struct http_server **out, char *err,
+                        size_t errlen)
+{
     struct http_server *srv = calloc(1, sizeof(*srv));
     if (!srv) {
         snprintf(err, errlen, "out of memory");
@@ -496,39 +514,29 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
         .wake = do_resume,
         .member_window_ms = cfg->testing_member_window_ms,
     };
-    rc = http_pending_new(&pc, &srv->pending);
+    int rc = http_pending_new(&pc, &srv->pending);
     if (rc) {
+        pthread_mutex_destroy(&srv->token_lock);
         free(srv);
         snprintf(err, errlen, "cannot start the control API worker: %s", sh_strerror(rc));
         return rc;
     }
-    srv->guard.loopback = l.loopback;
-    snprintf(srv->guard.listen_host, sizeof(srv->guard.listen_host), "%s", l.host);
-    srv->guard.allowed = cfg->http_allowed_hosts;
-    srv->guard.n_allowed = cfg->n_http_allowed_hosts;
-    /* elsewhere http.token guards the API, and the names a proxy forwards are unknown */
-    srv->guard.check_host = l.loopback || cfg->n_http_allowed_hosts > 0;
-    srv->guard.port = l.port; /* port 0: the one bound, once known */
-    srv->ctx.cfg = cfg;
-    srv->ctx.ops = ops;
-    srv->ctx.gw = gw;
-    srv->ctx.pending = srv->pending;
-    srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms;
-    pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
-    srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
-    int total = ops->total(gw);
-    if (total > 0 && total <= 65536) {
-        srv->ctx.reconnect_at = calloc((size_t)total, sizeof(*srv->ctx.reconnect_at));
-        srv->ctx.reconnect_slots = srv->ctx.reconnect_at ? total : 0;
-    }
-    http_stats_attach(&srv->ctx);
+    init_guard(srv, cfg, l);
+    init_ctx(srv, cfg, ops, gw);
+    *out = srv;
+    return 0;
+}
 
-    /*
-     * Slow or idle clients: a connection silent for connection_timeout_ms is closed; one client
-     * address holds at most max_connections_per_ip (more are closed at once), so one slow
-     * client cannot take every one of max_connections and health checks from elsewhere still
-     * get in. Suspended requests (waiting for Discord) are not subject to the timeout.
-     */
+/*
+ * Start libmicrohttpd on ss. Slow or idle clients: a connection silent for
+ * connection_timeout_ms is closed; one client address holds at most max_connections_per_ip
+ * (more are closed at once), so one slow client cannot take every one of max_connections and
+ * health checks from elsewhere still get in. Suspended requests (waiting for Discord) are not
+ * subject to the timeout.
+ */
+static struct MHD_Daemon *start_daemon(struct http_server *srv, const struct cfg_config *cfg,
+                                       const struct sockaddr_storage *ss, unsigned flags)
+{
     unsigned max_conn = (unsigned)cfg->http_max_connections;
     unsigned per_ip = (unsigned)cfg->http_max_connections_per_ip;
     int timeout_ms = cfg->http_connection_timeout_ms;
@@ -536,20 +544,51 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
     if (max_conn < POOL_THREADS)
         max_conn = POOL_THREADS;
     /* the logger goes first, or libmicrohttpd complains through its own logger at start */
-    srv->daemon = MHD_start_daemon(
+    return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)POOL_THREADS, MHD_OPTION_CONNECTION_LIMIT, max_conn,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_END); /* no LISTENING_ADDRESS_REUSE: a second daemon on the port must fail */
+}
+
+/* Undo server_alloc (nothing is serving). */
+static void server_release(struct http_server *srv)
+{
+    http_pending_free(srv->pending);
+    free(srv->ctx.reconnect_at);
+    pthread_mutex_destroy(&srv->ctx.reconnect_lock);
+    pthread_mutex_destroy(&srv->token_lock);
+    free(srv);
+}
+
+int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_ops *ops, void *gw,
+                        struct http_server **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cfg_listen l;
+    char why[256];
+    const char *listen = cfg->http_listen;
+    if (cfg_listen_parse(listen, &l, why, sizeof(why))) {
+        snprintf(err, errlen, "http.listen: %s", why);
+        return SH_ECONFIG;
+    }
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    struct http_server *srv;
+    int rc = bind_addr(&l, &ss, &flags, err, errlen);
+    if (!rc)
+        rc = server_alloc(cfg, ops, gw, &l, &srv, err, errlen);
+    if (rc)
+        return rc;
+    http_stats_attach(&srv->ctx);
+    srv->daemon = start_daemon(srv, cfg, &ss, flags);
     if (!srv->daemon) {
         snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not allowed)", listen);
         http_stats_detach(&srv->ctx);
-        http_pending_free(srv->pending);
-        free(srv->ctx.reconnect_at);
-        pthread_mutex_destroy(&srv->ctx.reconnect_lock);
-        free(srv);
+        server_release(srv);
         return SH_EIO;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -605,9 +644,5 @@ void http_server_free(struct http_server *srv)
     if (!srv)
         return;
     http_server_stop(srv);
-    http_pending_free(srv->pending);
-    free(srv->ctx.reconnect_at);
-    pthread_mutex_destroy(&srv->ctx.reconnect_lock);
-    pthread_mutex_destroy(&srv->token_lock);
-    free(srv);
+    server_release(srv);
 }

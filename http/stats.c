@@ -11,14 +11,10 @@
 #include <unistd.h>
 
 #include "http/handlers.h"
+#include "http/internal.h"
 #include "http/stats.h"
 #include "lib/metrics.h"
 #include "lib/version.h"
-
-static const char *const statuses[] = {"queued",      "connecting",   "handshaking",
-                                       "identifying", "resuming",     "loading",
-                                       "ready",       "disconnected", "failed"};
-#define N_STATUSES (sizeof(statuses) / sizeof(statuses[0]))
 
 static struct sh_metric *m_requests, *m_duration, *m_shards, *m_status, *m_up, *m_latency, *m_seq,
     *m_guilds, *m_events, *m_identifies, *m_resumes, *m_queued, *m_total, *m_here, *m_sess_total,
@@ -147,17 +143,17 @@ static void collect(void *ud)
         n = got;
     sh_metric_set(m_total, ctx->ops->total(ctx->gw));
     sh_metric_set(m_here, n);
-    int per[N_STATUSES] = {0};
+    int per[GW_STATUS_COUNT] = {0};
     for (int i = 0; i < n; i++) {
         char id[16];
         snprintf(id, sizeof(id), "%d", s[i].id);
-        const char *st = s[i].status ? s[i].status : "queued";
-        for (size_t k = 0; k < N_STATUSES; k++) {
-            int is = !strcmp(st, statuses[k]);
+        const char *st = http__status_name(&s[i]);
+        for (size_t k = 0; k < GW_STATUS_COUNT; k++) {
+            int is = !strcmp(st, gw_status_names[k]);
             per[k] += is;
-            sh_metric_set(m_status, is, id, statuses[k]);
+            sh_metric_set(m_status, is, id, gw_status_names[k]);
         }
-        sh_metric_set(m_up, !strcmp(st, "ready"), id);
+        sh_metric_set(m_up, http__shard_ready(&s[i]), id);
         if (s[i].latency_ms >= 0)
             sh_metric_set(m_latency, s[i].latency_ms / 1000.0, id);
         sh_metric_set(m_seq, (double)s[i].seq, id);
@@ -167,8 +163,8 @@ static void collect(void *ud)
         sh_metric_set(m_resumes, s[i].resumes, id);
         sh_metric_set(m_queued, s[i].queued_sends, id);
     }
-    for (size_t k = 0; k < N_STATUSES; k++)
-        sh_metric_set(m_shards, per[k], statuses[k]);
+    for (size_t k = 0; k < GW_STATUS_COUNT; k++)
+        sh_metric_set(m_shards, per[k], gw_status_names[k]);
     free(s);
     sh_metric_set(m_sess_total, ov.session_total);
     sh_metric_set(m_sess_remaining, ov.session_remaining);

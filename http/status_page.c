@@ -203,7 +203,7 @@ static const char page[] =
     "</body>\n"
     "</html>\n";
 
-void http_status_page(const char **body, size_t *len)
+void http__status_page(const char **body, size_t *len)
 {
     *body = page;
     *len = sizeof(page) - 1;

@@ -1,0 +1,224 @@
+/*
+ * tests/unit/test_http_handlers.c: http_handle (http/handlers.h) against a fake gateway behind
+ * struct http_gateway_ops: every row of the route table answers through its own handler, the
+ * presence endpoint applies the config's presence rules (cfg_presence_parse) and takes request
+ * strings literally, and /metrics labels shard statuses with the gateway's own names.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "gateway/gateway.h"
+#include "http/handlers.h"
+#include "http/stats.h"
+#include "lib/errors.h"
+#include "lib/log.h"
+#include "test.h"
+
+#define TOTAL 2
+
+static struct {
+    int sends;
+    int shard;
+    char payload[8192];
+} gw;
+
+static int f_runs(void *g, int id)
+{
+    (void)g;
+    return id >= 0 && id < TOTAL;
+}
+
+static int f_send(void *g, int id, const char *payload, size_t len)
+{
+    (void)g;
+    gw.sends++;
+    gw.shard = id;
+    snprintf(gw.payload, sizeof(gw.payload), "%.*s", (int)len, payload);
+    return 0;
+}
+
+static int f_reconnect(void *g, int id, int resume)
+{
+    (void)g, (void)id, (void)resume;
+    return 0;
+}
+
+static int f_shard_info(void *g, int id, struct gw_shard_info *out)
+{
+    if (!f_runs(g, id))
+        return SH_ENOTFOUND;
+    memset(out, 0, sizeof(*out));
+    out->id = id;
+    out->status = gw_status_names[GW_STATUS_COUNT - 1 - id]; /* "failed", "disconnected" */
+    out->latency_ms = -1;
+    return 0;
+}
+
+static int f_snapshot(void *g, struct gw_overview *ov, struct gw_shard_info *s, int cap)
+{
+    memset(ov, 0, sizeof(*ov));
+    ov->total = ov->n_shards = TOTAL;
+    ov->eta_ms = ov->next_identify_in_ms = -1;
+    for (int id = 0; id < TOTAL && id < cap; id++)
+        f_shard_info(g, id, &s[id]);
+    return TOTAL;
+}
+
+static int f_total(void *g)
+{
+    (void)g;
+    return TOTAL;
+}
+
+static const struct http_gateway_ops ops = {
+    .send = f_send,
+    .reconnect = f_reconnect,
+    .snapshot = f_snapshot,
+    .shard_info = f_shard_info,
+    .total = f_total,
+    .runs = f_runs,
+};
+
+static void nop(void *token)
+{
+    (void)token;
+}
+
+static struct cfg_config cfg;
+static struct http_ctx ctx = {.cfg = &cfg, .ops = &ops, .request_timeout_ms = 1000};
+static struct http_reply r;
+static char code[64], message[512];
+
+/* Answer route with param and body into r; code and message of an error answer. */
+static int call(enum http_route route, const char *param, const char *body)
+{
+    struct http_call c = {.token = NULL, .suspend = nop, .resume = nop};
+    http_reply_free(&r);
+    http_reply_init(&r);
+    gw.sends = 0;
+    gw.payload[0] = code[0] = message[0] = '\0';
+    struct http_pending_cfg pc = {.send = f_send, .wake = nop, .member_window_ms = 30000};
+    if (http_pending_new(&pc, &ctx.pending))
+        return -1;
+    int suspended = http_handle(&ctx, &c, route, param, body, strlen(body), &r);
+    http_pending_free(ctx.pending); /* a request still waiting is answered 503 */
+    ctx.pending = NULL;
+    if (c.waiter) {
+        http_waiter_reply(c.waiter, &r);
+        http_waiter_free(c.waiter);
+    }
+    cJSON *j = r.body.len ? cJSON_ParseWithLength(r.body.data, r.body.len) : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *cj = cJSON_GetObjectItemCaseSensitive(e, "code");
+    const cJSON *mj = cJSON_GetObjectItemCaseSensitive(e, "message");
+    snprintf(code, sizeof(code), "%s", cJSON_IsString(cj) ? cj->valuestring : "");
+    snprintf(message, sizeof(message), "%s", cJSON_IsString(mj) ? mj->valuestring : "");
+    cJSON_Delete(j);
+    return suspended;
+}
+
+TEST(every_row_answers_through_its_handler)
+{
+    /* the GET rows answer on their own; the POST rows without a body say what they miss */
+    for (int rt = HTTP_ROUTE_NONE + 1; rt < HTTP_ROUTE_COUNT_; rt++) {
+        ASSERT_EQ(call((enum http_route)rt, "1", ""), rt == HTTP_ROUTE_CHANNEL_INFO);
+        ASSERT(r.status >= 200 && r.status < 600);
+        ASSERT(strcmp(code, "not_found") != 0);
+    }
+    call(HTTP_ROUTE_HEALTHZ, "", "");
+    ASSERT_EQ(r.status, 200);
+    call(HTTP_ROUTE_SHARD, "1", "");
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body.data, "\"status\":\"disconnected\"");
+    call(HTTP_ROUTE_SEND, "1", "");
+    ASSERT_STR_EQ(code, "missing_body");
+    call(HTTP_ROUTE_NONE, "", "");
+    ASSERT_EQ(r.status, 404);
+    ASSERT_STR_EQ(code, "not_found");
+}
+
+TEST(presence_follows_the_config_rules)
+{
+    char big[8192];
+    size_t n = (size_t)snprintf(big, sizeof(big), "{\"status\":\"online\",\"activities\":[");
+    for (int i = 0; i < 12; i++) /* about 3,200 bytes: fits in a payload, not in IDENTIFY */
+        n += (size_t)snprintf(big + n, sizeof(big) - n,
+                              "%s{\"name\":\"%0128d\",\"type\":0,\"state\":\"%0100d\"}",
+                              i ? "," : "", i, i);
+    snprintf(big + n, sizeof(big) - n, "]}");
+    call(HTTP_ROUTE_PRESENCE, "", big);
+    ASSERT_EQ(r.status, 413);
+    ASSERT_STR_EQ(code, "payload_too_large");
+    ASSERT_CONTAINS(message, "presence: too large: ");
+    ASSERT_EQ(gw.sends, 0);
+
+    char state[300];
+    snprintf(
+        state, sizeof(state),
+        "{\"status\":\"online\",\"activities\":[{\"name\":\"x\",\"type\":0,\"state\":\"%0129d\"}]}",
+        7);
+    call(HTTP_ROUTE_PRESENCE, "", state);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_STR_EQ(code, "invalid_field");
+    ASSERT_STR_EQ(message, "presence.activities[0].state: must be at most 128 bytes long");
+
+    call(HTTP_ROUTE_PRESENCE, "",
+         "{\"status\":\"online\",\"activities\":[{\"name\":\"x\",\"type\":1,\"url\":\"twitch\"}]}");
+    ASSERT_EQ(r.status, 400);
+    ASSERT_STR_EQ(code, "invalid_field");
+    ASSERT_CONTAINS(message, "presence.activities[0].url: must be an http:// or https:// URL");
+
+    call(HTTP_ROUTE_PRESENCE, "", "{\"status\":\"online\",\"game\":{}}");
+    ASSERT_STR_EQ(code, "unknown_field");
+    ASSERT_STR_EQ(message, "presence.game: unknown key");
+    call(HTTP_ROUTE_PRESENCE, "", "{\"afk\":false}");
+    ASSERT_STR_EQ(code, "missing_field");
+    ASSERT_EQ(gw.sends, 0);
+}
+
+TEST(presence_goes_out_in_the_config_shape_and_literally)
+{
+    setenv("SH_TEST_HANDLERS_VAR", "from-the-environment", 1);
+    call(HTTP_ROUTE_PRESENCE, "",
+         "{\"shards\":[1],\"afk\":true,\"status\":\"idle\",\"activities\":[{\"type\":0,"
+         "\"name\":\"${SH_TEST_HANDLERS_VAR}\",\"state\":null}]}");
+    unsetenv("SH_TEST_HANDLERS_VAR");
+    ASSERT_EQ(r.status, 202);
+    ASSERT_STR_EQ(r.body.data, "{\"shards\":[1]}");
+    ASSERT_EQ(gw.sends, 1);
+    ASSERT_EQ(gw.shard, 1);
+    ASSERT_STR_EQ(gw.payload, "{\"op\":3,\"d\":{\"since\":null,\"activities\":[{\"name\":"
+                              "\"${SH_TEST_HANDLERS_VAR}\",\"type\":0}],\"status\":\"idle\","
+                              "\"afk\":true}}");
+}
+
+TEST(metrics_label_every_gateway_status)
+{
+    http_stats_attach(&ctx);
+    call(HTTP_ROUTE_METRICS, "", "");
+    http_stats_detach(&ctx);
+    ASSERT_EQ(r.status, 200);
+    for (int k = 0; k < GW_STATUS_COUNT; k++) {
+        char want[96];
+        snprintf(want, sizeof(want), "shardhook_shards_by_status{status=\"%s\"} %d",
+                 gw_status_names[k], k >= GW_STATUS_COUNT - TOTAL ? 1 : 0);
+        ASSERT_CONTAINS(r.body.data, want);
+    }
+    ASSERT_CONTAINS(r.body.data, "shardhook_shard_ready{shard=\"0\"} 0");
+}
+
+static void setup(void)
+{
+    sh_log_level = SH_LOG_OFF;
+    cfg.intents = 1;
+    http_reply_init(&r);
+}
+
+TEST_MAIN(setup(); RUN(every_row_answers_through_its_handler);
+          RUN(presence_follows_the_config_rules);
+          RUN(presence_goes_out_in_the_config_shape_and_literally);
+          RUN(metrics_label_every_gateway_status); http_reply_free(&r);)

@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bridge/ckstore.h"
 #include "bridge/deliver.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
@@ -277,7 +278,11 @@ int main(int argc, char **argv)
     struct br_delivery *delivery = NULL;
     struct gw_gateway *gw = NULL;
     struct http_server *api = NULL;
+    struct br_ckstore *ckstore = NULL; /* where checkpoints are kept: today the files */
     int rc = br_delivery_new(&cfg, &delivery);
+    rc = rc ? rc : br_ckstore_files_new(cfg.state_dir, &ckstore);
+    if (!rc)
+        br_delivery_use_ckstore(delivery, ckstore);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         exit_code = 1;

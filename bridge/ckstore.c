@@ -110,7 +110,8 @@ int br_ckstore_files_new(const char *state_dir, struct br_ckstore **out)
     if (!fs)
         return SH_ENOMEM;
     const char *sd = state_dir ? state_dir : "./state";
-    if (snprintf(fs->dir, sizeof(fs->dir) - 64, "%s/checkpoints", sd) >= (int)sizeof(fs->dir) - 64) {
+    if (snprintf(fs->dir, sizeof(fs->dir) - 64, "%s/checkpoints", sd) >=
+        (int)sizeof(fs->dir) - 64) {
         log_error("msg=\"state_dir path too long\" state_dir=\"%s\"", sd);
         free(fs);
         return SH_ETOOBIG;

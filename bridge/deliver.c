@@ -11,17 +11,16 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bridge/batch.h"
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/hook.h"
 #include "bridge/hookauth.h"
 #include "bridge/ledger.h"
 #include "bridge/request.h"
@@ -36,53 +35,14 @@
 #include "lib/rand.h"
 
 #define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
-#define GAUGE_MS 250 /* queue and spool gauges are refreshed this often */
+#define GAUGE_MS 250                       /* queue and spool gauges are refreshed this often */
 #define POLL_MAX_MS 1000
 #define SPOOL_SEGMENT_MIN ((size_t)64 << 10)
 #define SPOOL_SEGMENT_MAX ((size_t)16 << 20)
-
-/* B_DEAD_WAIT: refused for good, but its dead letter is not on disk yet: the write is retried */
-enum { B_QUEUED = 0, B_INFLIGHT, B_WAIT, B_DEAD_WAIT };
-#define DEAD_RETRY_BASE_MS 100 /* a failed dead-letter write is tried again after this, doubling */
+#define DEAD_RETRY_BASE_MS 100 /* a failed dead-letter write is tried again after this, doubling   \
+                                */
 #define DEAD_RETRY_MAX_MS 30000
 #define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
-struct hook_metrics {
-    struct sh_metric_series *req_ok, *req_retry_status, *req_network, *req_timeout, *req_dead;
-    struct sh_metric_series *retries, *dead, *events, *batches_acked;
-    struct sh_metric_series *batch_events, *batch_bytes, *lag, *req_seconds;
-    struct sh_metric_series *queue_bytes, *queue_batches, *spool_bytes, *spool_batches;
-    struct sh_metric_series *dups;
-    struct sh_metric_series *dead_errors, *dead_removed, *dead_full;
-};
-
-struct hook {
-    size_t idx;
-    const struct cfg_webhook *cfg;
-    char label[24];
-    char key[BR_CKPT_KEY_MAX]; /* names it in checkpoints, spool folders, dead letters */
-    int n_lanes;
-    struct br_batch **open;       /* per lane, NULL when none is open */
-    struct br_batch *head, *tail; /* closed batches in memory, oldest first */
-    size_t n_mem;
-    uint64_t mem_bytes;
-    struct br_batch *over_head, *over_tail; /* after the spool when it cannot take them */
-    size_t n_over;
-    struct br_spool *spool;
-    int spool_error_logged;
-    int saved; /* a graceful stop saved its unsent batches in the spool */
-    int in_flight;
-    uint32_t *mark, epoch; /* per local shard (+1 for unknown shards) */
-    uint64_t next_seq;
-    uint64_t spool_share;  /* bytes of the spool this webhook may fill */
-    int full_dead_letter;  /* when_full "dead_letter": a full share sheds its oldest batches */
-    int shedding;          /* shedding until the share is below 7/8 */
-    int shed_failed;       /* a dead letter could not be written: pause instead */
-    uint64_t shed_next_ms; /* ... and try again from then on */
-    uint64_t dead_bytes;   /* its dead letters on disk, for dead_letter_max_bytes */
-    struct hook_metrics m;
-    struct sh_log_limit lim_retry, lim_fail, lim_dead, lim_dead_err, lim_shed, lim_trim;
-    struct sh_log_limit lim_spool, lim_spool_read;
-};
 
 struct br_delivery {
     const struct cfg_config *cfg;
@@ -100,7 +60,7 @@ struct br_delivery {
     uint64_t deadline_ms;
     CURLM *multi;
     /* delivery thread only, from here on */
-    struct hook *hooks;
+    struct br__hook *hooks;
     size_t n_hooks;
     int total;
     int n_local;
@@ -120,132 +80,11 @@ struct br_delivery {
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static uint64_t queued_events(const struct br_batch *b)
-{
-    uint64_t n = 0;
-    for (; b; b = b->next)
-        n += b->n_events;
-    return n;
-}
-
-static void free_list(struct br_batch *b)
-{
-    for (struct br_batch *nx; b; b = nx) {
-        nx = b->next;
-        br_batch_free(b);
-    }
-}
-
-static void list_append(struct br_batch **head, struct br_batch **tail, struct br_batch *b)
-{
-    b->next = NULL;
-    b->prev = *tail;
-    if (*tail)
-        (*tail)->next = b;
-    else
-        *head = b;
-    *tail = b;
-}
-
-static void list_remove(struct br_batch **head, struct br_batch **tail, struct br_batch *b)
-{
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        *head = b->next;
-    if (b->next)
-        b->next->prev = b->prev;
-    else
-        *tail = b->prev;
-    b->prev = b->next = NULL;
-}
-
 /* ---- metrics ------------------------------------------------------------------------------ */
-
-static const double batch_event_bounds[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000};
-static const double batch_byte_bounds[] = {1024,    4096,    16384,    65536,   262144,
-                                           1048576, 4194304, 16777216, 67108864};
 
 static void register_metrics(struct br_delivery *d)
 {
-    struct sh_metric *req = sh_metric_counter(
-        "shardhook_webhook_requests_total",
-        "Webhook requests by webhook and result (ok, retry_status, network_error, timeout, "
-        "dead_status)",
-        "webhook,result");
-    struct sh_metric *retries =
-        sh_metric_counter("shardhook_webhook_retries_total",
-                          "Failed webhook attempts that will be retried", "webhook");
-    struct sh_metric *dead = sh_metric_counter(
-        "shardhook_webhook_dead_letters_total",
-        "Batches moved to state_dir/dead-letter (refused, or a full spool share)", "webhook");
-    struct sh_metric *events = sh_metric_counter("shardhook_webhook_events_delivered_total",
-                                                 "Events acknowledged by webhooks", "webhook");
-    struct sh_metric *batches = sh_metric_counter("shardhook_webhook_batches_acked_total",
-                                                  "Batches acknowledged by webhooks", "webhook");
-    struct sh_metric *bev =
-        sh_metric_histogram("shardhook_webhook_batch_events", "Events per batch sent", "webhook",
-                            batch_event_bounds, 12);
-    struct sh_metric *bby =
-        sh_metric_histogram("shardhook_webhook_batch_bytes", "Body bytes per batch sent", "webhook",
-                            batch_byte_bounds, 9);
-    struct sh_metric *lag = sh_metric_histogram(
-        "shardhook_webhook_lag_seconds",
-        "From the gateway receiving a batch's oldest event to the webhook acknowledging it",
-        "webhook", SH_METRIC_BUCKETS_SECONDS);
-    struct sh_metric *rs =
-        sh_metric_histogram("shardhook_webhook_request_seconds", "Duration of one webhook attempt",
-                            "webhook", SH_METRIC_BUCKETS_SECONDS);
-    struct sh_metric *qb = sh_metric_gauge("shardhook_webhook_queue_bytes",
-                                           "Bytes of closed batches waiting in memory", "webhook");
-    struct sh_metric *qn = sh_metric_gauge("shardhook_webhook_queue_batches",
-                                           "Closed batches waiting in memory", "webhook");
-    struct sh_metric *sb = sh_metric_gauge("shardhook_webhook_spool_bytes",
-                                           "Bytes of batches waiting in the disk spool", "webhook");
-    struct sh_metric *sn = sh_metric_gauge("shardhook_webhook_spool_batches",
-                                           "Batches waiting in the disk spool", "webhook");
-    struct sh_metric *dups = sh_metric_counter(
-        "shardhook_webhook_replayed_skipped_total",
-        "Replayed events not sent again because the webhook had acknowledged them", "webhook");
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
-        const char *w = h->label;
-        h->m.req_ok = sh_metric_series(req, w, "ok");
-        h->m.req_retry_status = sh_metric_series(req, w, "retry_status");
-        h->m.req_network = sh_metric_series(req, w, "network_error");
-        h->m.req_timeout = sh_metric_series(req, w, "timeout");
-        h->m.req_dead = sh_metric_series(req, w, "dead_status");
-        h->m.retries = sh_metric_series(retries, w);
-        h->m.dead = sh_metric_series(dead, w);
-        h->m.events = sh_metric_series(events, w);
-        h->m.batches_acked = sh_metric_series(batches, w);
-        h->m.batch_events = sh_metric_series(bev, w);
-        h->m.batch_bytes = sh_metric_series(bby, w);
-        h->m.lag = sh_metric_series(lag, w);
-        h->m.req_seconds = sh_metric_series(rs, w);
-        h->m.queue_bytes = sh_metric_series(qb, w);
-        h->m.queue_batches = sh_metric_series(qn, w);
-        h->m.spool_bytes = sh_metric_series(sb, w);
-        h->m.spool_batches = sh_metric_series(sn, w);
-        h->m.dups = sh_metric_series(dups, w);
-    }
-    struct sh_metric *dl_err = sh_metric_counter(
-        "shardhook_webhook_dead_letter_errors_total",
-        "Dead-letter writes that failed; the batch is kept and the write tried again", "webhook");
-    struct sh_metric *dl_rm = sh_metric_counter(
-        "shardhook_webhook_dead_letters_removed_total",
-        "Dead-letter files removed past dead_letter_max_bytes, oldest first", "webhook");
-    struct sh_metric *dl_full = sh_metric_counter(
-        "shardhook_webhook_spool_full_dead_letters_total",
-        "Batches dead-lettered because the webhook's spool share was full (when_full "
-        "dead_letter)",
-        "webhook");
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
-        h->m.dead_errors = sh_metric_series(dl_err, h->label);
-        h->m.dead_removed = sh_metric_series(dl_rm, h->label);
-        h->m.dead_full = sh_metric_series(dl_full, h->label);
-    }
+    br__hook_register_metrics(d->hooks, d->n_hooks);
     d->m_paused = sh_metric_series(
         sh_metric_gauge("shardhook_delivery_paused",
                         "1 while delivery asks the gateway to stop reading (flow control)", ""));
@@ -293,94 +132,7 @@ struct gw_sink br_delivery_sink(struct br_delivery *d)
 
 /* ---- set-up ------------------------------------------------------------------------------- */
 
-/* "w" + 16 hex digits of SHA-256(url), and "-N" for the N-th webhook with the same URL. */
-static void hook_key(const struct cfg_config *cfg, size_t i, char *out, size_t cap)
-{
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    const char *url = cfg->webhooks[i].url;
-    SHA256((const unsigned char *)url, strlen(url), md);
-    int same = 0;
-    for (size_t j = 0; j < i; j++)
-        same += !strcmp(cfg->webhooks[j].url, url);
-    int n = snprintf(out, cap, "w");
-    for (int k = 0; k < 8 && n > 0 && (size_t)n < cap; k++)
-        n += snprintf(out + n, cap - (size_t)n, "%02x", md[k]);
-    if (same && n > 0 && (size_t)n < cap)
-        snprintf(out + n, cap - (size_t)n, "-%d", same + 1);
-}
-
 /* ---- dead letters ------------------------------------------------------------------------ */
-
-/* dead_letter_max_bytes: the webhook's oldest dead letters go until the rest fit. */
-static void trim_dead_letters(struct br_delivery *d, struct hook *h)
-{
-    uint64_t max = h->cfg->dead_letter_max_bytes, removed = 0, removed_bytes = 0, kept = 0;
-    int rc = br_deadletter_trim(d->dir_dead, h->idx, max ? max : UINT64_MAX, &removed,
-                                &removed_bytes, &kept);
-    if (rc) {
-        log_error_limited(&h->lim_trim,
-                          "msg=\"cannot apply dead_letter_max_bytes to the dead-letter folder\" "
-                          "webhook=%zu dir=\"%s\" error=\"%s\"",
-                          h->idx, d->dir_dead, sh_strerror(rc));
-        return;
-    }
-    h->dead_bytes = kept;
-    if (!removed)
-        return;
-    sh_series_add(h->m.dead_removed, (double)removed);
-    log_warn_limited(&h->lim_trim,
-                     "msg=\"dead letters past dead_letter_max_bytes; the oldest were removed\" "
-                     "webhook=%zu removed=%" PRIu64 " removed_bytes=%" PRIu64
-                     " kept_bytes=%" PRIu64 " dead_letter_max_bytes=%" PRIu64,
-                     h->idx, removed, removed_bytes, kept, max);
-}
-
-/*
- * Write b's dead letter. Returns 0 once it is on disk (counted, logged, retention applied);
- * otherwise the batch must stay: a batch is resolved only when its dead letter is safe.
- */
-static int write_dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b,
-                             const char *reason, long status, const char *resp, size_t resp_len,
-                             int resp_truncated)
-{
-    struct br_dead_letter dl = {
-        .webhook = h->idx,
-        .webhook_key = h->key,
-        .msg_id = b->msg_id,
-        .reason = reason,
-        .status = status,
-        .attempts = b->attempts,
-        .events = b->n_events,
-        .response = resp,
-        .response_len = resp_len,
-        .response_truncated = resp_truncated,
-        .body = b->body.data,
-        .body_len = b->body.len,
-    };
-    char path[PATH_MAX];
-    int rc = br_deadletter_write(d->dir_dead, &dl, path, sizeof(path));
-    if (rc) {
-        sh_series_add(h->m.dead_errors, 1);
-        log_error_limited(&h->lim_dead_err,
-                          "msg=\"cannot write a dead letter; the batch is kept, the write is "
-                          "tried again and the checkpoint waits\" webhook=%zu reason=%s "
-                          "webhook_id=%s events=%u dir=\"%s\" error=\"%s\"",
-                          h->idx, reason, b->msg_id, b->n_events, d->dir_dead, sh_strerror(rc));
-        return rc;
-    }
-    if (!strcmp(reason, "refused"))
-        log_error_limited(&h->lim_dead,
-                          "msg=\"webhook refused a batch; dead-lettered\" webhook=%zu status=%ld "
-                          "webhook_id=%s events=%u file=\"%s\"",
-                          h->idx, status, b->msg_id, b->n_events, path);
-    struct stat st;
-    if (!stat(path, &st))
-        h->dead_bytes += (uint64_t)st.st_size;
-    if (h->cfg->dead_letter_max_bytes && h->dead_bytes > h->cfg->dead_letter_max_bytes)
-        trim_dead_letters(d, h);
-    sh_series_add(h->m.dead, 1); /* after retention: a reader sees the folder as counted */
-    return SH_OK;
-}
 
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
 {
@@ -416,20 +168,13 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         }
     size_t conns = 0;
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
-        h->idx = i;
-        h->cfg = &cfg->webhooks[i];
-        snprintf(h->label, sizeof(h->label), "%zu", i);
-        hook_key(cfg, i, h->key, sizeof(h->key));
-        conns += (size_t)h->cfg->max_in_flight;
-        h->spool_share = h->cfg->spool_max_bytes ? h->cfg->spool_max_bytes
-                                                 : cfg->spool_max_bytes / d->n_hooks;
-        h->full_dead_letter = h->cfg->when_full && !strcmp(h->cfg->when_full, "dead_letter");
+        br__hook_init(&d->hooks[i], cfg, i, d->n_hooks);
+        conns += (size_t)d->hooks[i].cfg->max_in_flight;
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
     register_metrics(d);
     for (size_t i = 0; i < d->n_hooks; i++) /* dead letters an earlier run left */
-        trim_dead_letters(d, &d->hooks[i]);
+        br__hook_trim_dead_letters(&d->hooks[i], d->dir_dead);
     *out = d;
     return SH_OK;
 }
@@ -460,7 +205,7 @@ static size_t spool_segment_bytes(const struct cfg_config *cfg)
  */
 static void read_marker(struct br_delivery *d, int *adopt)
 {
-    char (*keys)[BR_CKPT_KEY_MAX] = calloc(BR_CKPT_MAX_HOOKS, sizeof(*keys));
+    char(*keys)[BR_CKPT_KEY_MAX] = calloc(BR_CKPT_MAX_HOOKS, sizeof(*keys));
     size_t n = 0;
     if (!keys || !d->cfg->spool_max_bytes ||
         !br_spool_marker_read(d->dir_spool, d->total, &keys[0][0], BR_CKPT_KEY_MAX,
@@ -474,7 +219,7 @@ static void read_marker(struct br_delivery *d, int *adopt)
 
 struct adopt_ctx {
     struct br_delivery *d;
-    struct hook *h;
+    struct br__hook *h;
 };
 
 /* A batch saved by the last stop: of the session being resumed, it is still pending. */
@@ -489,7 +234,7 @@ static void on_adopted(void *ud, const char *meta, size_t len)
     free(b.shards);
 }
 
-static int open_spool(struct br_delivery *d, struct hook *h, int adopt)
+static int open_spool(struct br_delivery *d, struct br__hook *h, int adopt)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/%s", d->dir_spool, h->key);
@@ -535,7 +280,7 @@ static int new_ledger(struct br_delivery *d, const int *shard_ids, int n)
 static int alloc_lanes(struct br_delivery *d, int n)
 {
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         int lanes = h->cfg->max_in_flight < n ? h->cfg->max_in_flight : n;
         h->n_lanes = lanes < 1 ? 1 : lanes;
         h->open = calloc((size_t)h->n_lanes, sizeof(*h->open));
@@ -590,160 +335,20 @@ static int mark_index(const struct br_delivery *d, uint32_t shard)
 
 /* ---- queues: memory, spool, overflow ----------------------------------------------------- */
 
-static int spool_has(const struct hook *h)
-{
-    if (!h->spool)
-        return 0;
-    struct br_spool_stats st;
-    br_spool_stats(h->spool, &st);
-    return st.batches > 0;
-}
-
-/* Move overflow batches into the spool while it takes them (keeps their order). */
-static void flush_overflow(struct hook *h)
-{
-    while (h->over_head && h->spool) {
-        struct br_batch *b = h->over_head;
-        if (br_spool_append(h->spool, b))
-            return;
-        list_remove(&h->over_head, &h->over_tail, b);
-        h->n_over--;
-        h->mem_bytes -= b->body.len;
-        br_batch_free(b);
-        h->spool_error_logged = 0;
-    }
-}
-
-/* A closed batch joins the webhook's order: memory while there is room, else the spool. */
-static void enqueue(struct hook *h, struct br_batch *b)
-{
-    b->state = B_QUEUED;
-    flush_overflow(h);
-    if (h->over_head) {
-        list_append(&h->over_head, &h->over_tail, b);
-        h->n_over++;
-        h->mem_bytes += b->body.len;
-        return;
-    }
-    int spill = h->spool && (spool_has(h) ||
-                             (h->head && h->mem_bytes + b->body.len > h->cfg->max_memory_bytes));
-    if (spill) {
-        int rc = br_spool_append(h->spool, b);
-        if (!rc) {
-            br_batch_free(b);
-            h->spool_error_logged = 0;
-            return;
-        }
-        if (!h->spool_error_logged)
-            log_error_limited(&h->lim_spool,
-                              "msg=\"cannot spool a batch; keeping it in memory and pausing the "
-                              "gateway until the spool takes it\" webhook=%zu error=\"%s\"",
-                              h->idx, sh_strerror(rc));
-        h->spool_error_logged = 1;
-        if (spool_has(h)) {
-            list_append(&h->over_head, &h->over_tail, b);
-            h->n_over++;
-            h->mem_bytes += b->body.len;
-            return;
-        }
-    }
-    list_append(&h->head, &h->tail, b);
-    h->n_mem++;
-    h->mem_bytes += b->body.len;
-}
-
-/* Bring spooled batches back into memory, oldest first, while the memory limit allows. */
-static void refill(struct hook *h)
-{
-    flush_overflow(h);
-    while (h->spool) {
-        size_t rec;
-        int rc = br_spool_peek(h->spool, &rec);
-        if (rc == SH_ENOTFOUND)
-            break;
-        if (!rc && h->head && h->mem_bytes + rec > h->cfg->max_memory_bytes)
-            return;
-        struct br_batch *b = NULL;
-        uint64_t skipped = 0;
-        int adopted = 0;
-        rc = br_spool_pop(h->spool, &b, &skipped, &adopted);
-        if (rc == SH_ECORRUPT)
-            continue; /* logged with the batches lost; go on with the next segment */
-        if (rc) {
-            log_error_limited(&h->lim_spool_read,
-                              "msg=\"cannot read the spool\" webhook=%zu error=\"%s\"", h->idx,
-                              sh_strerror(rc));
-            return;
-        }
-        if (adopted)
-            b->first_ms = 0; /* another run's clock: no lag figure */
-        b->state = B_QUEUED;
-        list_append(&h->head, &h->tail, b);
-        h->n_mem++;
-        h->mem_bytes += b->body.len;
-    }
-    /* the spool is empty: overflow batches come next */
-    while (h->over_head) {
-        struct br_batch *b = h->over_head;
-        list_remove(&h->over_head, &h->over_tail, b);
-        h->n_over--;
-        list_append(&h->head, &h->tail, b);
-        h->n_mem++;
-    }
-}
-
-static void close_lane(struct hook *h, int lane)
-{
-    struct br_batch *b = h->open[lane];
-    if (!b)
-        return;
-    h->open[lane] = NULL;
-    br_batch_close(b);
-    b->seq = h->next_seq++;
-    enqueue(h, b);
-}
-
 /* ---- routing ------------------------------------------------------------------------------ */
 
-/* The open batch of h's lane for an event of len bytes (a new one when it would not fit). */
-static struct br_batch *open_batch(struct hook *h, int lane, const struct gw_event *e)
-{
-    size_t len = e->len;
-    struct br_batch *b = h->open[lane];
-    if (b && !br_batch_fits(b, len)) {
-        close_lane(h, lane);
-        b = NULL;
-    }
-    if (b)
-        return b;
-    size_t cap = h->cfg->max_batch_bytes;
-    if (BR_BATCH_BODY_FOR(len) > cap) /* a single larger event travels alone */
-        cap = BR_BATCH_BODY_FOR(len);
-    int rc = br_batch_new(cap, &b);
-    if (rc) {
-        static struct sh_log_limit lim;
-        log_error_limited(&lim,
-                          "msg=\"cannot open a batch; event not delivered\" webhook=%zu "
-                          "shard=%u s=%" PRIu64 " error=\"%s\"",
-                          h->idx, e->shard, e->s, sh_strerror(rc));
-        return NULL;
-    }
-    h->open[lane] = b;
-    return b;
-}
-
 /* Add event e of shard li to h's open batch; 0, or a negative code (not delivered). */
-static int add_to_hook(struct br_delivery *d, struct hook *h, int li, const struct gw_chunk *c,
+static int add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
                        const struct gw_event *e, uint64_t now)
 {
     int lane = li % h->n_lanes;
-    struct br_batch *b = open_batch(h, lane, e);
+    struct br_batch *b = br__hook_open_batch(h, lane, e);
     if (!b)
         return SH_ENOMEM;
     int fresh = 0;
-    int rc = br_batch_add(b, c->data.data + e->off, e->len, (uint32_t)e->shard,
-                          br_ledger_gen(d->ledger, li), e->s, e->recv_ms ? e->recv_ms : now,
-                          &fresh);
+    int rc =
+        br_batch_add(b, c->data.data + e->off, e->len, (uint32_t)e->shard,
+                     br_ledger_gen(d->ledger, li), e->s, e->recv_ms ? e->recv_ms : now, &fresh);
     if (rc) {
         static struct sh_log_limit lim;
         log_error_limited(&lim,
@@ -754,7 +359,7 @@ static int add_to_hook(struct br_delivery *d, struct hook *h, int li, const stru
     }
     br_ledger_routed(d->ledger, h->idx, li, e->s, fresh);
     if ((int)b->n_events >= h->cfg->max_batch_events)
-        close_lane(h, lane);
+        br__hook_close_lane(h, lane);
     return SH_OK;
 }
 
@@ -766,7 +371,8 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
     int li = br_ledger_local(d->ledger, e->shard);
     if (li < 0) {
         static struct sh_log_limit lim;
-        log_error_limited(&lim, "msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64,
+        log_error_limited(&lim,
+                          "msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64,
                           e->shard, e->s);
         d->undelivered++;
         return;
@@ -780,7 +386,7 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
     if (!always && br_route_match_any(cfg->disable_events, cfg->n_disable_events, t, e->t_len))
         return;
     for (size_t k = 0; k < d->n_hooks; k++) {
-        struct hook *h = &d->hooks[k];
+        struct br__hook *h = &d->hooks[k];
         if (!always && !br_route_match_any(h->cfg->events, h->cfg->n_events, t, e->t_len))
             continue;
         if (!br_ledger_wanted(d->ledger, k, li, e->s)) {
@@ -797,14 +403,14 @@ static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
 {
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         for (int l = 0; l < h->n_lanes; l++) {
             struct br_batch *b = h->open[l];
             if (!b)
                 continue;
             uint64_t due = b->first_ms + (uint64_t)h->cfg->max_batch_delay_ms;
             if (flush || due <= now)
-                close_lane(h, l);
+                br__hook_close_lane(h, l);
             else if (due < next)
                 next = due;
         }
@@ -815,7 +421,8 @@ static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
 /* ---- requests ----------------------------------------------------------------------------- */
 
 /* Start one attempt of b. Returns 0, or a negative code (b stays queued). */
-static int start_request(struct br_delivery *d, struct hook *h, struct br_batch *b, uint64_t now)
+static int start_request(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
+                         uint64_t now)
 {
     const struct br_hookauth *a = br_hookauth_current(d->auth, h->idx); /* reloads land here */
     struct br_request *r;
@@ -843,13 +450,10 @@ static int start_request(struct br_delivery *d, struct hook *h, struct br_batch 
 }
 
 /* An acknowledged or dead-lettered batch leaves the webhook's order. */
-static void resolve(struct br_delivery *d, struct hook *h, struct br_batch *b)
+static void resolve(struct br_delivery *d, struct br__hook *h, struct br_batch *b)
 {
     br_ledger_settle(d->ledger, h->idx, b);
-    list_remove(&h->head, &h->tail, b);
-    h->n_mem--;
-    h->mem_bytes -= b->body.len;
-    br_batch_free(b);
+    br__hook_drop(h, b);
 }
 
 /* Its dead letter could not be written: keep b (it holds its shards' order) and try again. */
@@ -871,19 +475,19 @@ static void keep_for_dead_letter(struct br_batch *b, const struct br_request *r,
 }
 
 /* A refused batch whose dead letter is due again: 1 when it is on disk now (b is gone). */
-static int retry_dead_letter(struct br_delivery *d, struct hook *h, struct br_batch *b,
+static int retry_dead_letter(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
                              uint64_t now)
 {
-    if (!write_dead_letter(d, h, b, "refused", b->dead_status, b->dead_resp, b->dead_resp_len,
-                           b->dead_resp_truncated)) {
+    if (!br__hook_dead_letter(h, d->dir_dead, b, "refused", b->dead_status, b->dead_resp,
+                              b->dead_resp_len, b->dead_resp_truncated)) {
         log_info("msg=\"dead letter written after failed attempts\" webhook=%zu webhook_id=%s "
                  "events=%u tries=%u",
                  h->idx, b->msg_id, b->n_events, b->dead_tries + 1);
         resolve(d, h, b);
         return 1;
     }
-    b->next_try_ms = now + sh_backoff_ceiling_ms(b->dead_tries, DEAD_RETRY_BASE_MS,
-                                                 DEAD_RETRY_MAX_MS);
+    b->next_try_ms =
+        now + sh_backoff_ceiling_ms(b->dead_tries, DEAD_RETRY_BASE_MS, DEAD_RETRY_MAX_MS);
     b->dead_tries++;
     return 0;
 }
@@ -895,7 +499,7 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
     curl_multi_remove_handle(d->multi, easy);
     if (!r || !r->b)
         return;
-    struct hook *h = r->owner;
+    struct br__hook *h = r->owner;
     struct br_batch *b = r->b;
     long status = 0;
     if (result == CURLE_OK)
@@ -919,9 +523,9 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
         uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
         if (cap < base)
             cap = base;
-        uint64_t wait = br_retry_delay_ms(b->attempts - 1, base, cap,
-                                          status ? r->retry_after_ms : -1,
-                                          (uint64_t)h->cfg->retry_after_max_ms);
+        uint64_t wait =
+            br_retry_delay_ms(b->attempts - 1, base, cap, status ? r->retry_after_ms : -1,
+                              (uint64_t)h->cfg->retry_after_max_ms);
         b->state = B_WAIT;
         b->next_try_ms = now + wait;
         sh_series_add(h->m.retries, 1);
@@ -943,8 +547,8 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
         }
     } else {
         sh_series_add(h->m.req_dead, 1);
-        if (!write_dead_letter(d, h, b, "refused", status, r->resp, r->resp_len,
-                               r->resp_truncated))
+        if (!br__hook_dead_letter(h, d->dir_dead, b, "refused", status, r->resp, r->resp_len,
+                                  r->resp_truncated))
             resolve(d, h, b);
         else
             keep_for_dead_letter(b, r, status, now);
@@ -957,7 +561,7 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
 {
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         if (!h->head || h->in_flight >= h->cfg->max_in_flight)
             continue;
         if (++h->epoch == 0) { /* wrapped: clear the marks once */
@@ -1001,24 +605,8 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
 
 /* ---- flow control and gauges -------------------------------------------------------------- */
 
-/* What fills a webhook's share: its spool, or its memory queue when there is no spool. */
-static int share_over(struct hook *h)
-{
-    uint64_t used = h->mem_bytes, limit = h->cfg->max_memory_bytes;
-    if (h->spool) {
-        struct br_spool_stats st;
-        br_spool_stats(h->spool, &st);
-        used = st.bytes;
-        limit = h->spool_share;
-    }
-    int over = h->spool ? used >= limit : used > limit;
-    if (!over && h->shedding && used > limit - limit / 8)
-        over = 1; /* once shedding, down to 7/8 of the share */
-    h->shedding = over;
-    return over;
-}
-
-static int batch_blocked(struct br_delivery *d, struct hook *h, const struct br_batch *b, int mark)
+static int batch_blocked(struct br_delivery *d, struct br__hook *h, const struct br_batch *b,
+                         int mark)
 {
     int blocked = 0;
     for (uint32_t k = 0; k < b->n_shards; k++) {
@@ -1030,35 +618,18 @@ static int batch_blocked(struct br_delivery *d, struct hook *h, const struct br_
     return blocked;
 }
 
-/* The spool's head batch into memory (past the memory limit: it is shed at once). */
-static struct br_batch *pull_spooled(struct hook *h)
-{
-    struct br_batch *b = NULL;
-    uint64_t skipped = 0;
-    int adopted = 0, rc;
-    while ((rc = br_spool_pop(h->spool, &b, &skipped, &adopted)) == SH_ECORRUPT)
-        ;
-    if (rc)
-        return NULL;
-    b->state = B_QUEUED;
-    list_append(&h->head, &h->tail, b);
-    h->n_mem++;
-    h->mem_bytes += b->body.len;
-    return b;
-}
-
 /*
  * when_full "dead_letter": while the webhook's share is full, its oldest batches that may be
  * settled (not in flight, no earlier unsettled batch of the same shard) go to the dead-letter
  * folder and count as settled, so the gateway keeps reading and other webhooks go on. A dead
  * letter that cannot be written stops this: the webhook then pauses the gateway like `pause`.
  */
-static void shed_full_share(struct br_delivery *d, struct hook *h, uint64_t now)
+static void shed_full_share(struct br_delivery *d, struct br__hook *h, uint64_t now)
 {
     if (h->shed_failed && now < h->shed_next_ms)
         return;
     h->shed_failed = 0;
-    if (!h->full_dead_letter || !share_over(h))
+    if (!h->full_dead_letter || !br__hook_share_over(h))
         return;
     if (++h->epoch == 0) {
         memset(h->mark, 0, ((size_t)d->n_local + 1) * sizeof(*h->mark));
@@ -1068,12 +639,12 @@ static void shed_full_share(struct br_delivery *d, struct hook *h, uint64_t now)
     struct br_batch *b = h->head;
     for (;;) {
         if (!b && (!h->spool || h->mem_bytes > h->cfg->max_memory_bytes ||
-                   !(b = pull_spooled(h))))
+                   !(b = br__hook_pull_spooled(h))))
             break;
         struct br_batch *nx = b->next;
         int blocked = batch_blocked(d, h, b, 0);
         if (!blocked && (b->state == B_QUEUED || b->state == B_WAIT)) {
-            if (write_dead_letter(d, h, b, "spool_full", 0, NULL, 0, 0)) {
+            if (br__hook_dead_letter(h, d->dir_dead, b, "spool_full", 0, NULL, 0, 0)) {
                 h->shed_failed = 1;
                 h->shed_next_ms = now + SHED_RETRY_MS;
                 break;
@@ -1081,7 +652,7 @@ static void shed_full_share(struct br_delivery *d, struct hook *h, uint64_t now)
             batches++;
             events += b->n_events;
             resolve(d, h, b);
-            if (!share_over(h))
+            if (!br__hook_share_over(h))
                 break;
         } else {
             batch_blocked(d, h, b, 1);
@@ -1103,7 +674,7 @@ static void update_flow(struct br_delivery *d, size_t inq)
     uint64_t spooled = 0;
     int over = 0;
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         if (h->spool) {
             struct br_spool_stats st;
             br_spool_stats(h->spool, &st);
@@ -1113,9 +684,8 @@ static void update_flow(struct br_delivery *d, size_t inq)
             h->spool_error_logged = 0; /* back under the limit: the next spill tries again */
         /* memory past its limit: the spool cannot take more, or there is none (when_full
            "dead_letter" without a spool sheds memory instead) */
-        if (h->over_head ||
-            (h->mem_bytes > h->cfg->max_memory_bytes &&
-             (h->spool ? h->spool_error_logged : !h->full_dead_letter)))
+        if (h->over_head || (h->mem_bytes > h->cfg->max_memory_bytes &&
+                             (h->spool ? h->spool_error_logged : !h->full_dead_letter)))
             over = 1;
         if (h->full_dead_letter) {
             if (h->shedding || h->shed_failed)
@@ -1147,16 +717,8 @@ static void update_flow(struct br_delivery *d, size_t inq)
 
 static void update_gauges(struct br_delivery *d, size_t inq)
 {
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
-        sh_series_set(h->m.queue_bytes, (double)h->mem_bytes);
-        sh_series_set(h->m.queue_batches, (double)(h->n_mem + h->n_over));
-        struct br_spool_stats st = {0};
-        if (h->spool)
-            br_spool_stats(h->spool, &st);
-        sh_series_set(h->m.spool_bytes, (double)st.bytes);
-        sh_series_set(h->m.spool_batches, (double)st.batches);
-    }
+    for (size_t i = 0; i < d->n_hooks; i++)
+        br__hook_gauges(&d->hooks[i]);
     sh_series_set(d->m_inq, (double)inq);
 }
 
@@ -1164,23 +726,10 @@ static void update_gauges(struct br_delivery *d, size_t inq)
 
 static int idle(const struct br_delivery *d)
 {
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        const struct hook *h = &d->hooks[i];
-        if (h->head || h->over_head || spool_has(h))
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (!br__hook_idle(&d->hooks[i]))
             return 0;
-        for (int l = 0; l < h->n_lanes; l++)
-            if (h->open[l])
-                return 0;
-    }
     return 1;
-}
-
-static uint64_t spooled_events(const struct hook *h)
-{
-    struct br_spool_stats st = {0};
-    if (h->spool)
-        br_spool_stats(h->spool, &st);
-    return st.events;
 }
 
 /*
@@ -1196,7 +745,7 @@ static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
         return;
     size_t events = SIZE_MAX, bytes = SIZE_MAX;
     for (size_t i = 0; i < d->n_hooks; i++) {
-        const struct hook *h = &d->hooks[i];
+        const struct br__hook *h = &d->hooks[i];
         for (int l = 0; l < h->n_lanes; l++) {
             const struct br_batch *b = h->open[l];
             size_t ev = (size_t)h->cfg->max_batch_events, by = h->cfg->max_batch_bytes;
@@ -1249,7 +798,7 @@ static void *run(void *arg)
             if (msg->msg == CURLMSG_DONE)
                 finish_request(d, msg->easy_handle, msg->data.result, now);
         for (size_t i = 0; i < d->n_hooks; i++)
-            refill(&d->hooks[i]);
+            br__hook_refill(&d->hooks[i]);
 
         /* acknowledgements reach the checkpoint before the next request of the same shards */
         br_ledger_flush(d->ledger, now, 0);
@@ -1305,7 +854,7 @@ int br_delivery_start(struct br_delivery *d)
 static void wind_down(struct br_delivery *d)
 {
     for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         for (struct br_batch *b = h->head; b; b = b->next) {
             if (b->state != B_INFLIGHT || !b->req)
                 continue;
@@ -1328,49 +877,15 @@ static void wind_down(struct br_delivery *d)
     close_due(d, now, 1);
 }
 
-/*
- * A graceful stop with batches left: each webhook's memory queue goes into a spool segment
- * before what its spool holds, overflow batches after it, everything fsync'ed. Returns 1 when
- * some webhook was saved; h->saved says which.
- */
+/* A graceful stop with batches left: 1 when some webhook's were saved in its spool. */
 static int save_unsent(struct br_delivery *d)
 {
     int any = 0;
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
-        if (!h->spool || (!h->head && !h->over_head && !spool_has(h)))
-            continue;
-        struct br_batch **mem = malloc((h->n_mem ? h->n_mem : 1) * sizeof(*mem));
-        int rc = mem ? SH_OK : SH_ENOMEM;
-        size_t n = 0;
-        for (struct br_batch *b = h->head; !rc && b; b = b->next)
-            mem[n++] = b;
-        if (!rc)
-            rc = br_spool_prepend(h->spool, mem, n);
-        free(mem);
-        for (struct br_batch *b = h->over_head; !rc && b; b = b->next)
-            rc = br_spool_append(h->spool, b);
-        if (!rc)
-            rc = br_spool_sync(h->spool);
-        if (rc) {
-            log_error("msg=\"cannot save unsent batches to the spool; the next start relies on "
-                      "Discord's replay\" webhook=%zu error=\"%s\"",
-                      h->idx, sh_strerror(rc));
-            continue;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (br__hook_save(&d->hooks[i])) {
+            br_ledger_saved(d->ledger, i);
+            any = 1;
         }
-        free_list(h->head);
-        free_list(h->over_head);
-        h->head = h->tail = h->over_head = h->over_tail = NULL;
-        h->n_mem = h->n_over = 0;
-        h->mem_bytes = 0;
-        h->saved = any = 1;
-        br_ledger_saved(d->ledger, i);
-        struct br_spool_stats st;
-        br_spool_stats(h->spool, &st);
-        log_info("msg=\"unsent batches saved in the spool; the next start sends them first\" "
-                 "webhook=%zu batches=%" PRIu64 " events=%" PRIu64,
-                 h->idx, st.batches, st.events);
-    }
     return any;
 }
 
@@ -1408,8 +923,7 @@ uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms)
     uint64_t left = 0;
     for (size_t i = 0; i < d->n_hooks; i++)
         if (!d->hooks[i].saved) /* a saved webhook's spool holds all it had */
-            left += queued_events(d->hooks[i].head) + queued_events(d->hooks[i].over_head) +
-                    spooled_events(&d->hooks[i]);
+            left += br__hook_unsent_events(&d->hooks[i]);
     d->undelivered += left;
     if (d->undelivered)
         log_warn("msg=\"events not delivered before the stop deadline; the next start resumes "
@@ -1425,20 +939,14 @@ void br_delivery_free(struct br_delivery *d)
     if (d->started)
         br_delivery_stop(d, 0);
     for (size_t i = 0; d->hooks && i < d->n_hooks; i++) {
-        struct hook *h = &d->hooks[i];
+        struct br__hook *h = &d->hooks[i];
         for (struct br_batch *b = h->head; b; b = b->next)
             if (b->req) {
                 struct br_request *r = b->req;
                 curl_multi_remove_handle(d->multi, r->easy);
                 br_request_release(&d->reqs, r);
             }
-        free_list(h->head);
-        free_list(h->over_head);
-        for (int l = 0; h->open && l < h->n_lanes; l++)
-            br_batch_free(h->open[l]);
-        free(h->open);
-        free(h->mark);
-        br_spool_close(h->spool);
+        br__hook_release(h);
     }
     br_request_pool_free(&d->reqs);
     for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) {

@@ -44,11 +44,11 @@ struct br_ledger {
     int32_t *local_of; /* shard id -> index in shards, -1 when not run here */
     size_t n_hooks;
     char (*keys)[BR_CKPT_KEY_MAX];
-    int *saved;      /* per webhook: a graceful stop saved its unsent batches */
-    struct wsh *ws;  /* [hook * n_local + li] */
+    int *saved;     /* per webhook: a graceful stop saved its unsent batches */
+    struct wsh *ws; /* [hook * n_local + li] */
     struct br_ckstore *store;
-    int urgent;      /* an acknowledgement or a new session: write before the next request */
-    int any_dirty;   /* some shard's checkpoint may have changed */
+    int urgent;       /* an acknowledgement or a new session: write before the next request */
+    int any_dirty;    /* some shard's checkpoint may have changed */
     int any_unsynced; /* some shard's appends wait for the next durable snapshot */
     uint64_t last_ms, last_sync_ms;
     struct sh_metric_series *m_writes, *m_errors;
@@ -143,8 +143,7 @@ uint32_t br_ledger_gen(const struct br_ledger *l, int li)
 
 /* ---- start: checkpoints and adopted batches ---------------------------------------------- */
 
-static void restore(struct br_ledger *l, int li, const struct br_checkpoint *cp,
-                    const int *adopted)
+static void restore(struct br_ledger *l, int li, const struct br_checkpoint *cp, const int *adopted)
 {
     struct lshard *s = &l->shards[li];
     s->have_session = s->from_checkpoint = 1;
@@ -203,8 +202,8 @@ void br_ledger_adopt(struct br_ledger *l, size_t hook, const struct br_batch *b)
     }
 }
 
-int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session_id,
-                          size_t sid_cap, char *resume_url, size_t url_cap, uint64_t *seq)
+int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session_id, size_t sid_cap,
+                          char *resume_url, size_t url_cap, uint64_t *seq)
 {
     int li = shard_id < 0 ? -1 : br_ledger_local(l, (uint32_t)shard_id);
     if (li < 0 || !l->shards[li].from_checkpoint)
@@ -218,8 +217,7 @@ int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session
 
 /* ---- events and acknowledgements ---------------------------------------------------------- */
 
-int br_ledger_session(struct br_ledger *l, int li, const char *session_id,
-                      const char *resume_url)
+int br_ledger_session(struct br_ledger *l, int li, const char *session_id, const char *resume_url)
 {
     struct lshard *s = &l->shards[li];
     if (s->have_session && !strcmp(session_id, s->session_id))
@@ -328,8 +326,8 @@ static void fill(const struct br_ledger *l, int li, int clean, struct br_checkpo
         snprintf(cp->hooks[i].key, sizeof(cp->hooks[i].key), "%s", l->keys[i]);
         cp->hooks[i].acked = a;
         /* saved by this stop: the next start sends these from the spool, not from the replay */
-        cp->hooks[i].queued = l->saved[i] && ws_of(l, i, li)->pending ? ws_of(l, i, li)->routed_max
-                                                                      : 0;
+        cp->hooks[i].queued =
+            l->saved[i] && ws_of(l, i, li)->pending ? ws_of(l, i, li)->routed_max : 0;
         cp->n_hooks++;
         *sum = *sum * 1000003u + a;
     }
@@ -354,8 +352,8 @@ static int write_shard(struct br_ledger *l, int li, int sync, int final)
     /* seq 0 too: nothing acknowledged yet, a RESUME from 0 still replays the whole session */
     int changed = !s->written || s->written_seq != cp->seq || s->written_sum != sum ||
                   s->written_gen != s->gen;
-    int snapshot = final || !s->snapshotted ||
-                   (sync && (changed || l->store->ops->unsynced(l->store, s->id)));
+    int snapshot =
+        final || !s->snapshotted || (sync && (changed || l->store->ops->unsynced(l->store, s->id)));
     int rc = SH_OK;
     if (snapshot || changed) {
         rc = snapshot ? SH_EAGAIN : l->store->ops->append(l->store, cp);

@@ -56,15 +56,14 @@ void br_ledger_load(struct br_ledger *l, const int *adopted);
 /* A batch adopted from a saved spool: pending for the session that resumes. */
 void br_ledger_adopt(struct br_ledger *l, size_t hook, const struct br_batch *b);
 /* The session shard_id RESUMEs, from its checkpoint: 0, or SH_ENOTFOUND (it identifies). */
-int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session_id,
-                          size_t sid_cap, char *resume_url, size_t url_cap, uint64_t *seq);
+int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session_id, size_t sid_cap,
+                          char *resume_url, size_t url_cap, uint64_t *seq);
 
 /*
  * A READY: session_id ("" when unusable) starts a new session of shard li, s restarts at 1.
  * Returns 0 when it is the current session going on (a replayed READY), 1 otherwise.
  */
-int br_ledger_session(struct br_ledger *l, int li, const char *session_id,
-                      const char *resume_url);
+int br_ledger_session(struct br_ledger *l, int li, const char *session_id, const char *resume_url);
 /* An event of shard li with sequence s (0: "s":null) reached delivery. */
 void br_ledger_seen(struct br_ledger *l, int li, uint64_t s);
 /* 1 when webhook hook is to get event s of shard li; 0: a replay of what it acknowledged. */
@@ -76,7 +75,8 @@ void br_ledger_settle(struct br_ledger *l, size_t hook, const struct br_batch *b
 /* A graceful stop saved hook's unsent batches in the spool (the checkpoint says up to where). */
 void br_ledger_saved(struct br_ledger *l, size_t hook);
 
-/* What hook has acknowledged of shard li, and the floor every webhook has (the checkpoint's seq). */
+/* What hook has acknowledged of shard li, and the floor every webhook has (the checkpoint's seq).
+ */
 uint64_t br_ledger_acked(const struct br_ledger *l, size_t hook, int li);
 uint64_t br_ledger_floor(const struct br_ledger *l, int li);
 

@@ -127,8 +127,8 @@ static int build_headers(const struct br_hookauth *a, size_t webhook, const stru
                          sizeof(sig));
         if (rc) {
             static struct sh_log_limit lim;
-            log_error_limited(&lim, "msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"",
-                              webhook, sh_strerror(rc));
+            log_error_limited(&lim, "msg=\"cannot sign a batch\" webhook=%zu error=\"%s\"", webhook,
+                              sh_strerror(rc));
             ok = 0;
         } else {
             hl = add_header(hl, &ok, "webhook-signature: %s", sig);
@@ -140,8 +140,7 @@ static int build_headers(const struct br_hookauth *a, size_t webhook, const stru
     return ok ? SH_OK : SH_ENOMEM;
 }
 
-static void set_options(struct br_request *r, const struct cfg_webhook *w,
-                        const struct br_batch *b)
+static void set_options(struct br_request *r, const struct cfg_webhook *w, const struct br_batch *b)
 {
     CURL *c = r->easy;
     curl_easy_setopt(c, CURLOPT_URL, w->url);

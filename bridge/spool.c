@@ -591,8 +591,8 @@ static cJSON *read_json(const char *path)
     return root;
 }
 
-int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap,
-                         size_t max_keys, size_t *n_keys)
+int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap, size_t max_keys,
+                         size_t *n_keys)
 {
     char path[PATH_MAX];
     marker_path(root, path, sizeof(path));

@@ -77,8 +77,8 @@ size_t br_spool_record_size(const struct br_batch *b);
  * its keys (each under key_cap bytes) go to keys[i * key_cap], at most max_keys, *n_keys of
  * them. 0 otherwise (logged when it is there but does not fit).
  */
-int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap,
-                         size_t max_keys, size_t *n_keys);
+int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap, size_t max_keys,
+                         size_t *n_keys);
 /* Write the marker durably; a failure is logged (the next start then relies on the replay). */
 int br_spool_marker_write(const char *root, int total, const char *const *keys, size_t n);
 /* Remove the marker (adopted: a crash from here on must not adopt it again). */

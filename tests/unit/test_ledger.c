@@ -100,8 +100,7 @@ static struct br_ledger *ledger(struct mem_store *m, size_t n)
  * A batch of hook with events from..to of local shard li (every one routed: seen, wanted,
  * added). Returns the batch; the ledger learns of it as delivery would tell it.
  */
-static struct br_batch *batch(struct br_ledger *l, size_t hook, int li, uint64_t from,
-                              uint64_t to)
+static struct br_batch *batch(struct br_ledger *l, size_t hook, int li, uint64_t from, uint64_t to)
 {
     struct br_batch *b = NULL;
     if (br_batch_new(1 << 16, &b))
@@ -359,8 +358,7 @@ TEST(loaded_checkpoint_skips_acknowledged_replay)
     ASSERT_STR_EQ(sid, "kept");
     ASSERT_STR_EQ(url, "wss://resume");
     ASSERT_EQ(seq, 10);
-    ASSERT_EQ(br_ledger_resume_info(l, 1, sid, sizeof(sid), url, sizeof(url), &seq),
-              SH_ENOTFOUND);
+    ASSERT_EQ(br_ledger_resume_info(l, 1, sid, sizeof(sid), url, sizeof(url), &seq), SH_ENOTFOUND);
     /* the replay from 10: webhook A has up to 10, webhook B up to 15 */
     ASSERT_EQ(br_ledger_wanted(l, 0, 0, 10), 0);
     ASSERT_EQ(br_ledger_wanted(l, 0, 0, 11), 1);
@@ -507,11 +505,13 @@ TEST(shards_not_run_here_are_not_counted)
     free(m);
 }
 
-TEST_MAIN(RUN(unrouted_events_count_as_acknowledged); RUN(first_pending_batch_settles_what_came_before);
+TEST_MAIN(RUN(unrouted_events_count_as_acknowledged);
+          RUN(first_pending_batch_settles_what_came_before);
           RUN(null_s_events_never_move_the_floor); RUN(out_of_order_acks_across_lanes);
           RUN(floor_is_the_least_webhook); RUN(retried_batches_hold_the_floor);
           RUN(dead_letters_settle_like_acknowledgements); RUN(new_session_restarts_s_at_one);
-          RUN(unusable_session_writes_no_checkpoint); RUN(loaded_checkpoint_skips_acknowledged_replay);
+          RUN(unusable_session_writes_no_checkpoint);
+          RUN(loaded_checkpoint_skips_acknowledged_replay);
           RUN(saved_spool_is_not_replayed_and_stays_pending);
           RUN(flush_writes_the_floor_append_then_snapshot);
           RUN(unrouted_changes_wait_lazily_and_failures_retry);

@@ -39,8 +39,8 @@
 #define POLL_MAX_MS 1000
 #define SPOOL_SEGMENT_MIN ((size_t)64 << 10)
 #define SPOOL_SEGMENT_MAX ((size_t)16 << 20)
-#define DEAD_RETRY_BASE_MS 100 /* a failed dead-letter write is tried again after this, doubling   \
-                                */
+/* a failed dead-letter write is tried again after DEAD_RETRY_BASE_MS, doubling */
+#define DEAD_RETRY_BASE_MS 100
 #define DEAD_RETRY_MAX_MS 30000
 #define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
 
@@ -77,8 +77,6 @@ struct br_delivery {
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
 };
-
-/* ---- small helpers ----------------------------------------------------------------------- */
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
@@ -131,8 +129,6 @@ struct gw_sink br_delivery_sink(struct br_delivery *d)
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
-
-/* ---- dead letters ------------------------------------------------------------------------ */
 
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
 {
@@ -332,8 +328,6 @@ static int mark_index(const struct br_delivery *d, uint32_t shard)
     int li = br_ledger_local(d->ledger, shard);
     return li < 0 ? d->n_local : li;
 }
-
-/* ---- queues: memory, spool, overflow ----------------------------------------------------- */
 
 /* ---- routing ------------------------------------------------------------------------------ */
 

@@ -22,7 +22,7 @@ struct file_slot {
 
 struct file_store {
     struct br_ckstore base;
-    char dir[PATH_MAX];
+    char dir[PATH_MAX - 64]; /* room for "/shard-<id>.journal" */
     struct file_slot *slots; /* by shard id */
     size_t n_slots;
 };
@@ -110,8 +110,7 @@ int br_ckstore_files_new(const char *state_dir, struct br_ckstore **out)
     if (!fs)
         return SH_ENOMEM;
     const char *sd = state_dir ? state_dir : "./state";
-    if (snprintf(fs->dir, sizeof(fs->dir) - 64, "%s/checkpoints", sd) >=
-        (int)sizeof(fs->dir) - 64) {
+    if (snprintf(fs->dir, sizeof(fs->dir), "%s/checkpoints", sd) >= (int)sizeof(fs->dir)) {
         log_error("msg=\"state_dir path too long\" state_dir=\"%s\"", sd);
         free(fs);
         return SH_ETOOBIG;

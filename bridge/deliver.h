@@ -20,9 +20,10 @@
  *   in order; past a webhook's share of the spool, when_full "pause" asks the gateway to stop
  *   reading, "dead_letter" dead-letters its oldest batches; past spool_max_bytes (all
  *   webhooks together) the gateway stops reading too.
- * - Checkpoints: per shard, state_dir/checkpoints/shard-<id>.json holds the session and the
- *   highest s every webhook acknowledged; the next start RESUMEs from it, and replayed events
- *   a webhook already acknowledged are not sent to it again. A graceful stop saves unsent
+ * - Checkpoints: per shard, the checkpoint store (state_dir/checkpoints/shard-<id>.json by
+ *   default) holds the session and the highest s every webhook acknowledged (bridge/ledger.h
+ *   keeps that account); the next start RESUMEs from it, and replayed events a webhook
+ *   already acknowledged are not sent to it again. A graceful stop saves unsent
  *   batches in the spool and marks it clean (state_dir/spool/CLEAN); only a clean spool is
  *   adopted at the next start, a crash's is set aside for Discord's replay to cover.
  *
@@ -34,6 +35,7 @@
 
 #include <stdint.h>
 
+#include "bridge/ckstore.h"
 #include "config/config.h"
 #include "gateway/sink.h"
 
@@ -44,6 +46,13 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out);
 
 /* The sink to hand to the gateway; its push is thread-safe and never blocks for long. */
 struct gw_sink br_delivery_sink(struct br_delivery *d);
+
+/*
+ * Before prepare: where checkpoints are kept (bridge/ckstore.h; main() fills it: the files
+ * under state_dir, or Redis in cluster mode). d owns store from here on. Without one, prepare
+ * uses the files under state_dir.
+ */
+void br_delivery_use_ckstore(struct br_delivery *d, struct br_ckstore *store);
 
 /*
  * Before start: the bot's shard count and the shards this process runs. Loads their

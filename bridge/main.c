@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bridge/ckstore.h"
 #include "bridge/deliver.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
@@ -285,7 +286,11 @@ struct daemon {
 static int start_all(struct daemon *d)
 {
     char err[1024];
+    struct br_ckstore *ckstore = NULL; /* where checkpoints are kept: today the files */
     int rc = br_delivery_new(&d->cfg, &d->delivery);
+    rc = rc ? rc : br_ckstore_files_new(d->cfg.state_dir, &ckstore);
+    if (!rc)
+        br_delivery_use_ckstore(d->delivery, ckstore); /* delivery owns it from here on */
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         return d->exit_code = 1;

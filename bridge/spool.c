@@ -1,6 +1,7 @@
 /*
  * bridge/spool.c: append-only segment files of bridge/spool.h. Owns its folder's *.seg
- * files, two descriptors (head for reading, tail for appending) and a list of segments.
+ * files, two descriptors (head for reading, tail for appending) and a list of segments; and,
+ * in the folder of every webhook's spool, the CLEAN marker and the stale spools set aside.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -12,8 +13,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <cjson/cJSON.h>
 
 #include "bridge/spool.h"
 #include "lib/errors.h"
@@ -24,6 +28,9 @@
 #define HEAD_BYTES 20     /* magic, meta_len, body_len, n_events, crc */
 #define MAX_META (1 + BR_MSG_ID_MAX + 16 + (size_t)BR_BATCH_MAX_SHARDS * 24)
 #define FIRST_NUM ((uint64_t)1 << 32) /* room below for prepended segments */
+#define MARKER_MAX ((size_t)8 << 20)
+#define MARKER_NAME "CLEAN"
+#define STALE_SEGMENT_BYTES ((size_t)16 << 20)
 
 struct seg {
     uint64_t num;
@@ -550,4 +557,122 @@ void br_spool_stats(const struct br_spool *sp, struct br_spool_stats *st)
         st->events += sp->segs[i].events;
     }
     st->segments = sp->n_segs;
+}
+
+/* ---- the marker and stale spools ---------------------------------------------------------- */
+
+static void fsync_dir(const char *dir)
+{
+    static struct sh_log_limit lim;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd))
+            log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
+                             strerror(errno));
+        close(fd);
+    }
+}
+
+static void marker_path(const char *root, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/" MARKER_NAME, root);
+}
+
+static cJSON *read_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(MARKER_MAX + 1);
+    size_t len = buf ? fread(buf, 1, MARKER_MAX + 1, f) : 0;
+    fclose(f);
+    cJSON *root = buf && len <= MARKER_MAX ? cJSON_ParseWithLength(buf, len) : NULL;
+    free(buf);
+    return root;
+}
+
+int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap, size_t max_keys,
+                         size_t *n_keys)
+{
+    char path[PATH_MAX];
+    marker_path(root, path, sizeof(path));
+    *n_keys = 0;
+    if (access(path, F_OK))
+        return 0;
+    cJSON *json = read_json(path);
+    const cJSON *count = cJSON_GetObjectItemCaseSensitive(json, "shard_count");
+    const cJSON *hooks = cJSON_GetObjectItemCaseSensitive(json, "webhooks");
+    int ok = cJSON_IsNumber(count) && count->valueint == total && cJSON_IsArray(hooks);
+    const cJSON *it, *list = ok ? hooks : NULL;
+    cJSON_ArrayForEach(it, list)
+    {
+        if (cJSON_IsString(it) && *n_keys < max_keys && strlen(it->valuestring) < key_cap)
+            snprintf(keys + (*n_keys)++ * key_cap, key_cap, "%s", it->valuestring);
+    }
+    if (!ok)
+        log_warn("msg=\"spool marker of the last stop does not fit this run; not adopting the "
+                 "spool\" file=\"%s\"",
+                 path);
+    cJSON_Delete(json);
+    return ok;
+}
+
+int br_spool_marker_write(const char *root, int total, const char *const *keys, size_t n)
+{
+    char path[PATH_MAX - 8];
+    marker_path(root, path, sizeof(path));
+    struct sh_buf b;
+    sh_buf_init(&b, MARKER_MAX);
+    int rc = sh_buf_printf(&b, "{\"version\":1,\"shard_count\":%d,\"webhooks\":[", total);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = sh_buf_printf(&b, "%s\"%s\"", i ? "," : "", keys[i]);
+    rc = rc ? rc : sh_buf_append_str(&b, "]}\n");
+    rc = rc ? rc : sh_write_file_durable(path, b.data, b.len);
+    sh_buf_free(&b);
+    if (rc)
+        log_error("msg=\"cannot write the spool marker; the next start sets the spool aside and "
+                  "relies on Discord's replay\" file=\"%s\"",
+                  path);
+    return rc;
+}
+
+void br_spool_marker_remove(const char *root)
+{
+    char path[PATH_MAX];
+    marker_path(root, path, sizeof(path));
+    if (unlink(path) && errno != ENOENT)
+        log_error("msg=\"cannot remove the spool marker\" file=\"%s\" error=\"%s\"", path,
+                  strerror(errno));
+    fsync_dir(root);
+}
+
+void br_spool_set_aside(const char *root, const char *dir, const char *key, size_t webhook)
+{
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+        return;
+    struct br_spool *sp;
+    if (br_spool_open(dir, 1, STALE_SEGMENT_BYTES, UINT32_MAX, NULL, NULL, &sp))
+        return;
+    struct br_spool_stats ss;
+    br_spool_stats(sp, &ss);
+    br_spool_close(sp);
+    if (!ss.segments)
+        return;
+    char stale[PATH_MAX], stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+    snprintf(stale, sizeof(stale), "%s/stale-%s-%s", root, stamp, key);
+    if (rename(dir, stale)) {
+        log_error("msg=\"cannot set an earlier run's spool aside\" webhook=%zu dir=\"%s\" "
+                  "error=\"%s\"",
+                  webhook, dir, strerror(errno));
+        return;
+    }
+    log_warn("msg=\"an earlier run stopped without saving its spool; its batches are kept "
+             "aside, not sent: the RESUME from the checkpoint replays what was not "
+             "acknowledged\" webhook=%zu batches=%" PRIu64 " events=%" PRIu64 " moved_to=\"%s\"",
+             webhook, ss.batches, ss.events, stale);
 }

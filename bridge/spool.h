@@ -67,4 +67,26 @@ void br_spool_stats(const struct br_spool *sp, struct br_spool_stats *st);
 /* Record bytes a batch takes in the spool. */
 size_t br_spool_record_size(const struct br_batch *b);
 
+/*
+ * The spool marker, `<root>/CLEAN` (root: the folder holding every webhook's spool), written
+ * last by a graceful stop that saved unsent batches: {"version":1,"shard_count":N,
+ * "webhooks":["key",...]}, the webhooks whose spool holds every batch they had not settled.
+ * Only a marked spool is adopted at the next start.
+ *
+ * br_spool_marker_read: 1 when the marker is there and was written for shard_count total;
+ * its keys (each under key_cap bytes) go to keys[i * key_cap], at most max_keys, *n_keys of
+ * them. 0 otherwise (logged when it is there but does not fit).
+ */
+int br_spool_marker_read(const char *root, int total, char *keys, size_t key_cap, size_t max_keys,
+                         size_t *n_keys);
+/* Write the marker durably; a failure is logged (the next start then relies on the replay). */
+int br_spool_marker_write(const char *root, int total, const char *const *keys, size_t n);
+/* Remove the marker (adopted: a crash from here on must not adopt it again). */
+void br_spool_marker_remove(const char *root);
+/*
+ * A spool folder dir an earlier run left without a marker: renamed to
+ * `<root>/stale-<UTC time>-<key>` for the operator, never replayed. Logged, never fails.
+ */
+void br_spool_set_aside(const char *root, const char *dir, const char *key, size_t webhook);
+
 #endif

@@ -792,7 +792,7 @@ uint64_t gw__rx_ms(const struct gw_gateway *gw, uint64_t now)
 }
 
 void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len, uint64_t seq,
-              const char *d, size_t d_len, uint64_t now_ms)
+              const char *d, size_t d_len, uint64_t now_ms, const struct gw_session *session)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!gw->pending)
@@ -800,6 +800,9 @@ void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t
         if (!gw->pending)
             break;
         int rc = gw_chunk_append(gw->pending, s->id, gw->total, t, t_len, seq, d, d_len, now_ms);
+        if (!rc && session && gw_chunk_set_session(gw->pending, session))
+            log_error("msg=\"the session of a READY could not be handed to delivery\" shard=%d",
+                      s->id);
         if (!rc)
             return;
         if (rc != SH_ETOOBIG || !gw->pending->n)

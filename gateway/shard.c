@@ -790,12 +790,14 @@ static void loading_progress(struct gw_shard *s)
     }
 }
 
-static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
+/* READY, read once here: the session goes to the shard and, in *out, to the sink with the event */
+static void on_ready(struct gw_shard *s, const char *d, size_t d_len, struct gw_session *out)
 {
     cJSON *root = cJSON_ParseWithLength(d, d_len);
     cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "session_id");
     cJSON *rurl = cJSON_GetObjectItemCaseSensitive(root, "resume_gateway_url");
     cJSON *guilds = cJSON_GetObjectItemCaseSensitive(root, "guilds");
+    memset(out, 0, sizeof(*out));
     if (!cJSON_IsString(sid) || strlen(sid->valuestring) >= sizeof(s->session_id)) {
         log_warn("msg=\"READY without a usable session_id\" shard=%d", s->id);
         cJSON_Delete(root);
@@ -806,6 +808,8 @@ static void on_ready(struct gw_shard *s, const char *d, size_t d_len)
         snprintf(s->resume_url, sizeof(s->resume_url), "%s", rurl->valuestring);
     else
         s->resume_url[0] = '\0';
+    snprintf(out->session_id, sizeof(out->session_id), "%s", s->session_id);
+    snprintf(out->resume_url, sizeof(out->resume_url), "%s", s->resume_url);
     SH_FREE(s->pending_guilds);
     s->n_pending = 0;
     int n = cJSON_GetArraySize(guilds);
@@ -898,8 +902,10 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
     if (obs->on_dispatch)
         obs->on_dispatch(obs->ud, s->id, env->t, env->t_len, env->has_s ? env->s : 0, env->d,
                          env->d_len);
-    if (T_IS(env, "READY")) {
-        on_ready(s, env->d, env->d_len);
+    struct gw_session session;
+    int ready = T_IS(env, "READY");
+    if (ready) {
+        on_ready(s, env->d, env->d_len, &session);
     } else if (T_IS(env, "RESUMED")) {
         s->resume_attempts = 0;
         s->reconnect_attempt = 0;
@@ -913,7 +919,8 @@ static void on_dispatch(struct gw_shard *s, const struct gw_envelope *env, uint6
         on_guild(s, 0, env);
     }
     /* without s (or with "s":null) it goes out with "s":null: never another event's s */
-    gw__emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now);
+    gw__emit(s->gw, s, env->t, env->t_len, env->has_s ? env->s : 0, env->d, env->d_len, now,
+             ready ? &session : NULL);
 }
 
 static void on_payload(struct gw_shard *s, const char *p, size_t n)
@@ -995,7 +1002,7 @@ static void on_oversized(struct gw_shard *s, const char *p, size_t n, size_t siz
     s->last_event_at_ms = sh_wall_ms();
     s->events++;
     gw__emit(s->gw, s, SKIPPED_T, sizeof(SKIPPED_T) - 1, env.has_s ? env.s : 0, d, (size_t)dn,
-             gw__rx_ms(s->gw, sh_now_ms()));
+             gw__rx_ms(s->gw, sh_now_ms()), NULL);
 }
 
 /*

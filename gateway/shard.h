@@ -177,9 +177,9 @@ void gw__shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const
  * otherwise. Batch deadlines count from it, so the pause comes out of max_batch_delay_ms.
  */
 uint64_t gw__rx_ms(const struct gw_gateway *gw, uint64_t now);
-/* Append one dispatch to the current pass's chunk. */
+/* Append one dispatch to the current pass's chunk; session: what a READY opened, else NULL. */
 void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len, uint64_t seq,
-              const char *d, size_t d_len, uint64_t now_ms);
+              const char *d, size_t d_len, uint64_t now_ms, const struct gw_session *session);
 /*
  * Before an IDENTIFY connection: 1 when the daily budget is spent and the gateway holds the
  * shard until it refills (it restarts the shard then), 0 to go ahead.

@@ -19,7 +19,30 @@ void gw_chunk_free(struct gw_chunk *c)
         return;
     sh_buf_free(&c->data);
     free(c->ev);
+    free(c->sessions);
     free(c);
+}
+
+int gw_chunk_set_session(struct gw_chunk *c, const struct gw_session *session)
+{
+    if (!c->n)
+        return SH_EINVAL;
+    struct gw_session *p = realloc(c->sessions, (c->n_sessions + 1) * sizeof(*p));
+    if (!p)
+        return SH_ENOMEM;
+    c->sessions = p;
+    p[c->n_sessions] = *session;
+    p[c->n_sessions].event = (uint32_t)(c->n - 1);
+    c->n_sessions++;
+    return SH_OK;
+}
+
+const struct gw_session *gw_chunk_session(const struct gw_chunk *c, size_t i)
+{
+    for (size_t k = 0; k < c->n_sessions; k++)
+        if (c->sessions[k].event == i)
+            return &c->sessions[k];
+    return NULL;
 }
 
 /* Decimal digits of v into out (at least 20 bytes); returns the length. */

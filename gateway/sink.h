@@ -8,6 +8,10 @@
  * hand-off per pass, not per event. The sink takes ownership of the chunk and may
  * keep it on another thread; it frees it with gw_chunk_free(). The gateway knows
  * nothing of what the sink does (routing, batching, delivery live in bridge/).
+ *
+ * A READY starts a session: the gateway reads it once (session_id, resume_gateway_url) and
+ * hands what the sink needs with the event (struct gw_session), so the sink never parses
+ * Discord's READY; the event's s is the session's first sequence number.
  */
 #ifndef SHARDHOOK_GW_SINK_H
 #define SHARDHOOK_GW_SINK_H
@@ -26,11 +30,20 @@ struct gw_event {
     uint64_t recv_ms;      /* monotonic ms when the payload was complete */
 };
 
+/* The session a READY opened, as the gateway read it. */
+struct gw_session {
+    uint32_t event;       /* index in chunk->ev of the READY it came with */
+    char session_id[128]; /* "" when the READY had no usable session_id */
+    char resume_url[512]; /* resume_gateway_url, "" when absent */
+};
+
 struct gw_chunk {
     struct gw_chunk *next; /* free for the sink's own queue */
     struct sh_buf data;
     struct gw_event *ev;
     size_t n, cap;
+    struct gw_session *sessions; /* a few, by event index; NULL when none */
+    size_t n_sessions;
 };
 
 struct gw_sink {
@@ -50,5 +63,13 @@ void gw_chunk_free(struct gw_chunk *c);
  */
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
                     uint64_t s, const char *d, size_t d_len, uint64_t recv_ms);
+
+/*
+ * Attach the session a READY opened to the event appended last (copied). Fails with SH_EINVAL
+ * (no event) or SH_ENOMEM, leaving the chunk as it was.
+ */
+int gw_chunk_set_session(struct gw_chunk *c, const struct gw_session *session);
+/* The session that came with event i, or NULL (most events). */
+const struct gw_session *gw_chunk_session(const struct gw_chunk *c, size_t i);
 
 #endif

@@ -69,5 +69,26 @@ TEST(chunk_cap_leaves_it_unchanged)
     gw_chunk_free(c);
 }
 
+/* A READY's session travels with its event, and only with it. */
+TEST(chunk_carries_the_session_of_its_ready)
+{
+    struct gw_chunk *c = gw_chunk_new(1 << 16);
+    ASSERT(c);
+    struct gw_session sess = {.session_id = "abc", .resume_url = "wss://r.example"};
+    ASSERT_EQ(gw_chunk_set_session(c, &sess), SH_EINVAL); /* no event yet */
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "A", 1, 1, "{}", 2, 0), 0);
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "READY", 5, 1, "{}", 2, 0), 0);
+    ASSERT_EQ(gw_chunk_set_session(c, &sess), 0);
+    ASSERT_EQ(gw_chunk_append(c, 0, 1, "B", 1, 2, "{}", 2, 0), 0);
+    ASSERT(gw_chunk_session(c, 0) == NULL);
+    ASSERT(gw_chunk_session(c, 2) == NULL);
+    const struct gw_session *got = gw_chunk_session(c, 1);
+    ASSERT(got);
+    ASSERT_STR_EQ(got->session_id, "abc");
+    ASSERT_STR_EQ(got->resume_url, "wss://r.example");
+    gw_chunk_free(c);
+}
+
 TEST_MAIN(RUN(patterns); RUN(chunk_encodes_the_envelope_with_d_verbatim);
-          RUN(chunk_numbers_at_their_limits); RUN(chunk_cap_leaves_it_unchanged))
+          RUN(chunk_numbers_at_their_limits); RUN(chunk_cap_leaves_it_unchanged);
+          RUN(chunk_carries_the_session_of_its_ready))

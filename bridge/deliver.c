@@ -193,13 +193,9 @@ struct br_delivery {
 static void fsync_dir(const char *dir)
 {
     static struct sh_log_limit lim;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (fsync(fd))
-            log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
-                             strerror(errno));
-        close(fd);
-    }
+    if (sh_fsync_dir(dir))
+        log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
+                         strerror(errno));
 }
 
 /*
@@ -1852,9 +1848,8 @@ static int save_unsent(struct br_delivery *d)
 /* Written last, after the spools and the checkpoints: the saved spools are consistent. */
 static void write_marker(struct br_delivery *d)
 {
-    char path[PATH_MAX - 8], tmp[PATH_MAX];
+    char path[PATH_MAX - 8];
     marker_path(d, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     struct sh_buf b;
     sh_buf_init(&b, MARKER_MAX);
     int rc = sh_buf_printf(&b, "{\"version\":1,\"shard_count\":%d,\"webhooks\":[", d->total);
@@ -1865,26 +1860,16 @@ static void write_marker(struct br_delivery *d)
             first = 0;
         }
     rc = rc ? rc : sh_buf_append_str(&b, "]}\n");
-    FILE *f = rc ? NULL : fopen(tmp, "wb");
-    if (f) {
-        if (fwrite(b.data, 1, b.len, f) != b.len || fflush(f) || fsync(fileno(f)))
-            rc = SH_EIO;
-        if (fclose(f))
-            rc = SH_EIO;
-    } else {
-        rc = SH_EIO;
-    }
-    if (!rc && rename(tmp, path))
-        rc = SH_EIO;
+    rc = rc ? rc : sh_write_file_durable(path, b.data, b.len);
     sh_buf_free(&b);
-    if (rc) {
-        unlink(tmp);
+    if (rc == SH_EUNSYNCED) {
+        log_warn("msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", d->dir_spool,
+                 strerror(errno));
+    } else if (rc) {
         log_error("msg=\"cannot write the spool marker; the next start sets the spool aside and "
                   "relies on Discord's replay\" file=\"%s\"",
                   path);
-        return;
     }
-    fsync_dir(d->dir_spool);
 }
 
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms)

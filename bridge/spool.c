@@ -532,12 +532,8 @@ int br_spool_sync(struct br_spool *sp)
     int rc = SH_OK;
     if (sp->wfd >= 0 && fsync(sp->wfd))
         rc = SH_EIO;
-    int dfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd))
-            rc = SH_EIO;
-        close(dfd);
-    }
+    if (sh_fsync_dir(sp->dir))
+        rc = SH_EIO;
     return rc;
 }
 

@@ -14,20 +14,12 @@
 #include "bridge/checkpoint.h"
 #include "lib/errors.h"
 #include "lib/fileio.h"
+#include "lib/json.h"
 
+/* bytes kept: a checkpoint reads back exactly as written */
 static int put_str(struct sh_buf *out, const char *s)
 {
-    int rc = sh_buf_append(out, "\"", 1);
-    for (; !rc && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = sh_buf_printf(out, "\\%c", c);
-        else if (c < 0x20)
-            rc = sh_buf_printf(out, "\\u%04x", c);
-        else
-            rc = sh_buf_append(out, s, 1);
-    }
-    return rc ? rc : sh_buf_append(out, "\"", 1);
+    return sh_json_quote(out, s, strlen(s), SH_JSON_KEEP_BYTES);
 }
 
 int br_checkpoint_encode(const struct br_checkpoint *cp, uint64_t wall_ms, struct sh_buf *out)

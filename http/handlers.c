@@ -19,6 +19,7 @@
 #include "lib/clock.h"
 #include "lib/errors.h"
 #include "lib/log.h"
+#include "lib/snowflake.h"
 
 #define MAX_PAYLOAD 4096
 #define INTENT_GUILD_MEMBERS 1
@@ -73,7 +74,8 @@ static int get_int(const cJSON *j, long lo, long hi, long *out)
 /* A snowflake given as a JSON string. */
 static int get_snowflake(const cJSON *j, uint64_t *out)
 {
-    return cJSON_IsString(j) ? http_parse_snowflake(j->valuestring, out) : -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out)
+                             : -1;
 }
 
 static void add_u64_str(cJSON *obj, const char *key, uint64_t v)
@@ -206,7 +208,7 @@ static int guild_shard(struct http_ctx *ctx, uint64_t guild_id)
 static int route_guild(struct http_ctx *ctx, const char *param, uint64_t *gid, int *shard,
                        struct http_reply *r)
 {
-    if (http_parse_snowflake(param, gid)) {
+    if (sh_parse_snowflake(param, strlen(param), gid)) {
         http_reply_error(r, 400, "invalid_guild_id", "\"%.32s\" is not a guild id (a snowflake)",
                          param);
         return 1;

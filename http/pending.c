@@ -26,6 +26,7 @@
 #include "lib/metrics.h"
 #include "lib/queue.h"
 #include "lib/rand.h"
+#include "lib/snowflake.h"
 
 #define MAX_CHUNKS 100000 /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
 #define MAX_SLOTS 4096    /* guilds remembered for the all-members window */
@@ -560,21 +561,11 @@ void http_pending_observe(void *ud, int shard, const char *t, size_t t_len, uint
     pthread_mutex_unlock(&p->lock);
 }
 
+/* A snowflake given as a JSON string (as Discord writes every id). */
 static int snowflake_of(const cJSON *j, uint64_t *out)
 {
-    if (cJSON_IsString(j)) {
-        char *end = NULL;
-        unsigned long long v = strtoull(j->valuestring, &end, 10);
-        if (!j->valuestring[0] || *end)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    if (cJSON_IsNumber(j) && j->valuedouble >= 0 && j->valuedouble < 18446744073709551616.0) {
-        *out = (uint64_t)j->valuedouble;
-        return 0;
-    }
-    return -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out)
+                             : -1;
 }
 
 /* Move every item of src (an array, may be NULL) to the end of dst. */

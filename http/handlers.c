@@ -74,8 +74,7 @@ static int get_int(const cJSON *j, long lo, long hi, long *out)
 /* A snowflake given as a JSON string. */
 static int get_snowflake(const cJSON *j, uint64_t *out)
 {
-    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out)
-                             : -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out) : -1;
 }
 
 static void add_u64_str(cJSON *obj, const char *key, uint64_t v)

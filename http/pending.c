@@ -564,8 +564,7 @@ void http_pending_observe(void *ud, int shard, const char *t, size_t t_len, uint
 /* A snowflake given as a JSON string (as Discord writes every id). */
 static int snowflake_of(const cJSON *j, uint64_t *out)
 {
-    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out)
-                             : -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out) : -1;
 }
 
 /* Move every item of src (an array, may be NULL) to the end of dst. */

@@ -123,4 +123,3 @@ int http_parse_shard_id(const char *s, int *out)
     *out = (int)v;
     return 0;
 }
-

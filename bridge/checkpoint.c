@@ -14,20 +14,12 @@
 #include "bridge/checkpoint.h"
 #include "lib/errors.h"
 #include "lib/fileio.h"
+#include "lib/json.h"
 
+/* bytes kept: a checkpoint reads back exactly as written */
 static int put_str(struct sh_buf *out, const char *s)
 {
-    int rc = sh_buf_append(out, "\"", 1);
-    for (; !rc && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = sh_buf_printf(out, "\\%c", c);
-        else if (c < 0x20)
-            rc = sh_buf_printf(out, "\\u%04x", c);
-        else
-            rc = sh_buf_append(out, s, 1);
-    }
-    return rc ? rc : sh_buf_append(out, "\"", 1);
+    return sh_json_quote(out, s, strlen(s), SH_JSON_KEEP_BYTES);
 }
 
 int br_checkpoint_encode(const struct br_checkpoint *cp, uint64_t wall_ms, struct sh_buf *out)
@@ -183,10 +175,8 @@ static int encode_next(struct br_ckpt_files *f, struct br_checkpoint *cp, struct
 int br_checkpoint_write(const char *dir, struct br_ckpt_files *f, struct br_checkpoint *cp,
                         int sync)
 {
-    char path[PATH_MAX], tmp[PATH_MAX];
+    char path[PATH_MAX];
     int rc = file_path(path, sizeof(path), dir, "shard-%d.json", cp->shard);
-    if (!rc)
-        rc = file_path(tmp, sizeof(tmp), dir, ".shard-%d.json.tmp", cp->shard);
     if (rc)
         return rc;
     struct sh_buf b;
@@ -196,23 +186,10 @@ int br_checkpoint_write(const char *dir, struct br_ckpt_files *f, struct br_chec
         sh_buf_free(&b);
         return rc;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        sh_buf_free(&b);
-        return SH_EIO;
-    }
-    rc = sh_write_all(fd, b.data, b.len);
+    rc = sh_write_file_atomic(path, b.data, b.len, sync);
     sh_buf_free(&b);
-    if (!rc && sync && fsync(fd))
-        rc = SH_EIO;
-    if (close(fd) && !rc)
-        rc = SH_EIO;
-    if (!rc && rename(tmp, path))
-        rc = SH_EIO;
-    if (rc) {
-        unlink(tmp);
+    if (rc && rc != SH_EUNSYNCED) /* not renamed: the old snapshot stands */
         return rc;
-    }
     f->n = cp->n;
     /* every journal line is older now; emptied after the rename, so a crash keeps the newest */
     if (f->journal_fd >= 0 && f->journal_bytes) {
@@ -220,14 +197,6 @@ int br_checkpoint_write(const char *dir, struct br_ckpt_files *f, struct br_chec
             f->journal_bytes = 0;
         else
             rc = SH_EIO; /* harmless for the state (older lines lose), but say so */
-    }
-    if (sync) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            if (fsync(dfd))
-                rc = SH_EIO;
-            close(dfd);
-        }
     }
     return rc;
 }

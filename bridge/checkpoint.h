@@ -63,8 +63,9 @@ void br_ckpt_files_close(const char *dir, struct br_ckpt_files *f);
 
 /*
  * Snapshot: write dir/shard-<id>.json atomically (dir must exist) with the next n, then empty
- * the journal. sync=1 also fsyncs the file before the rename and the folder after it. Returns
- * 0 or SH_EIO/SH_ETOOBIG/SH_ENOMEM.
+ * the journal. sync=1 also fsyncs the file before the rename and the folder after it
+ * (sh_write_file_atomic). Returns 0 or SH_EIO/SH_ETOOBIG/SH_ENOMEM, or SH_EUNSYNCED when the
+ * snapshot replaced the old one but its folder could not be synced.
  */
 int br_checkpoint_write(const char *dir, struct br_ckpt_files *f, struct br_checkpoint *cp,
                         int sync);

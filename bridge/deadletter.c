@@ -15,34 +15,7 @@
 #include "lib/buf.h"
 #include "lib/errors.h"
 #include "lib/fileio.h"
-
-/* JSON string of arbitrary bytes: bytes >= 0x80 are kept when they form UTF-8, else \u00XX. */
-static int put_bytes(struct sh_buf *out, const char *p, size_t n)
-{
-    int rc = sh_buf_append(out, "\"", 1);
-    for (size_t i = 0; !rc && i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\')
-            rc = sh_buf_printf(out, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            rc = sh_buf_printf(out, "\\u%04x", c);
-        else if (c < 0x80)
-            rc = sh_buf_append(out, &p[i], 1);
-        else {
-            size_t k = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 && c < 0xe0 ? 1 : 0;
-            size_t j = 1;
-            while (k && j <= k && i + j < n && ((unsigned char)p[i + j] & 0xc0) == 0x80)
-                j++;
-            if (k && j == k + 1) {
-                rc = sh_buf_append(out, &p[i], k + 1);
-                i += k;
-            } else {
-                rc = sh_buf_printf(out, "\\u%04x", c);
-            }
-        }
-    }
-    return rc ? rc : sh_buf_append(out, "\"", 1);
-}
+#include "lib/json.h"
 
 int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *path,
                         size_t path_cap)
@@ -69,7 +42,8 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
                            dl->reason ? dl->reason : "refused", dl->status, dl->attempts, iso,
                            dl->events);
     size_t rl = dl->response_len > BR_DEAD_RESPONSE_MAX ? BR_DEAD_RESPONSE_MAX : dl->response_len;
-    rc = rc ? rc : put_bytes(&b, dl->response ? dl->response : "", dl->response ? rl : 0);
+    /* arbitrary bytes: what is not UTF-8 becomes \u00XX, so the file stays valid JSON */
+    rc = rc ? rc : sh_json_quote(&b, dl->response ? dl->response : "", dl->response ? rl : 0, 0);
     rc = rc ? rc
             : sh_buf_printf(&b, ",\"response_truncated\":%s,\"body\":",
                             dl->response_truncated || rl < dl->response_len ? "true" : "false");

@@ -32,6 +32,7 @@
 #include "lib/fileio.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/queue.h"
 #include "lib/rand.h"
 
 #define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
@@ -50,7 +51,7 @@ struct br_delivery {
     pthread_t thread;
     int started, stopped;
     pthread_mutex_t lock; /* guards the fields up to `multi` */
-    struct gw_chunk *qhead, *qtail;
+    struct sh_queue inq;  /* gw_chunk hand-offs; the totals below move with it, under lock */
     size_t inq_bytes, inq_events;
     /* lazy: the thread sleeps until its own deadline, which comes before any new event's;
        a push wakes it only once the queue could fill a batch (see sleep_lazily) */
@@ -100,16 +101,10 @@ static void register_metrics(struct br_delivery *d)
 static void push(void *ud, struct gw_chunk *c)
 {
     struct br_delivery *d = ud;
-    c->next = NULL;
     pthread_mutex_lock(&d->lock);
     /* the delivery thread takes the whole queue at once: only the push that finds it empty
        needs to wake it, later ones ride on that wake-up (one syscall saved per hand-off) */
-    int wake = d->qhead == NULL;
-    if (d->qtail)
-        d->qtail->next = c;
-    else
-        d->qhead = c;
-    d->qtail = c;
+    int wake = sh_queue_push(&d->inq, &c->node);
     d->inq_bytes += c->data.len;
     d->inq_events += c->n;
     if (d->lazy) { /* asleep until a batch is due: wake it only when one could fill */
@@ -137,6 +132,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         return SH_ENOMEM;
     d->cfg = cfg;
     pthread_mutex_init(&d->lock, NULL);
+    sh_queue_init(&d->inq);
     d->n_hooks = cfg->n_webhooks;
     d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
     int least = cfg_least_batch_delay_ms(cfg);
@@ -752,7 +748,7 @@ static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
         }
     }
     pthread_mutex_lock(&d->lock);
-    if (!d->qhead && !d->stopping && events && bytes) {
+    if (sh_queue_empty(&d->inq) && !d->stopping && events && bytes) {
         d->lazy = 1;
         d->wake_events = events;
         d->wake_bytes = bytes;
@@ -765,8 +761,7 @@ static void *run(void *arg)
     struct br_delivery *d = arg;
     for (;;) {
         pthread_mutex_lock(&d->lock);
-        struct gw_chunk *chunks = d->qhead;
-        d->qhead = d->qtail = NULL;
+        struct sh_qnode *chunks = sh_queue_take(&d->inq);
         size_t inq = d->inq_bytes;
         d->inq_bytes = d->inq_events = 0;
         d->lazy = 0;
@@ -775,8 +770,9 @@ static void *run(void *arg)
         pthread_mutex_unlock(&d->lock);
 
         uint64_t now = sh_now_ms();
-        for (struct gw_chunk *c = chunks, *nx; c; c = nx) {
-            nx = c->next;
+        for (struct sh_qnode *n = chunks, *nx; n; n = nx) {
+            nx = n->next;
+            struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
             for (size_t i = 0; i < c->n; i++)
                 route_event(d, c, i, now);
             gw_chunk_free(c);
@@ -811,7 +807,7 @@ static void *run(void *arg)
 
         if (stopping && ((idle(d) && !running) || now >= deadline)) {
             pthread_mutex_lock(&d->lock);
-            int more = d->qhead != NULL; /* a last chunk pushed while this pass ran */
+            int more = !sh_queue_empty(&d->inq); /* a last chunk pushed while this pass ran */
             pthread_mutex_unlock(&d->lock);
             if (!more || now >= deadline)
                 break;
@@ -861,13 +857,14 @@ static void wind_down(struct br_delivery *d)
         }
     }
     uint64_t now = sh_now_ms();
-    for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) { /* arrived after the last pass */
-        nx = c->next;
+    /* arrived after the last pass */
+    for (struct sh_qnode *n = sh_queue_take(&d->inq), *nx; n; n = nx) {
+        nx = n->next;
+        struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
         for (size_t i = 0; d->prepared && i < c->n; i++)
             route_event(d, c, i, now);
         gw_chunk_free(c);
     }
-    d->qhead = d->qtail = NULL;
     close_due(d, now, 1);
 }
 
@@ -943,10 +940,11 @@ void br_delivery_free(struct br_delivery *d)
         br__hook_release(h);
     }
     br_request_pool_free(&d->reqs);
-    for (struct gw_chunk *c = d->qhead, *nx; c; c = nx) {
-        nx = c->next;
-        gw_chunk_free(c);
+    for (struct sh_qnode *n = sh_queue_take(&d->inq), *nx; n; n = nx) {
+        nx = n->next;
+        gw_chunk_free(SH_QUEUE_ITEM(n, struct gw_chunk, node));
     }
+    sh_queue_destroy(&d->inq);
     if (d->multi)
         curl_multi_cleanup(d->multi);
     free(d->hooks);

@@ -539,12 +539,8 @@ int br_spool_sync(struct br_spool *sp)
     int rc = SH_OK;
     if (sp->wfd >= 0 && fsync(sp->wfd))
         rc = SH_EIO;
-    int dfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd))
-            rc = SH_EIO;
-        close(dfd);
-    }
+    if (sh_fsync_dir(sp->dir))
+        rc = SH_EIO;
     return rc;
 }
 
@@ -564,13 +560,9 @@ void br_spool_stats(const struct br_spool *sp, struct br_spool_stats *st)
 static void fsync_dir(const char *dir)
 {
     static struct sh_log_limit lim;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (fsync(fd))
-            log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
-                             strerror(errno));
-        close(fd);
-    }
+    if (sh_fsync_dir(dir))
+        log_warn_limited(&lim, "msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", dir,
+                         strerror(errno));
 }
 
 static void marker_path(const char *root, char *out, size_t cap)
@@ -629,10 +621,14 @@ int br_spool_marker_write(const char *root, int total, const char *const *keys, 
     rc = rc ? rc : sh_buf_append_str(&b, "]}\n");
     rc = rc ? rc : sh_write_file_durable(path, b.data, b.len);
     sh_buf_free(&b);
-    if (rc)
+    if (rc == SH_EUNSYNCED) { /* written and renamed; only the folder's fsync failed */
+        log_warn("msg=\"cannot fsync a folder\" dir=\"%s\" error=\"%s\"", root, strerror(errno));
+        rc = SH_OK;
+    } else if (rc) {
         log_error("msg=\"cannot write the spool marker; the next start sets the spool aside and "
                   "relies on Discord's replay\" file=\"%s\"",
                   path);
+    }
     return rc;
 }
 

@@ -22,6 +22,7 @@
 
 #include "gateway/envelope.h"
 #include "lib/errors.h"
+#include "lib/snowflake.h"
 
 enum { MAX_DEPTH = 10000 }; /* nesting levels inside one value */
 
@@ -460,8 +461,8 @@ int gw__envelope_peek(const char *buf, size_t len, struct gw_envelope *env)
 uint64_t gw_json_snowflake(const char *val, size_t len)
 {
     uint64_t v = 0;
-    if (!val || len < 3 || val[0] != '"' || val[len - 1] != '"' || len - 2 > 20)
+    if (!val || len < 2 || val[0] != '"' || val[len - 1] != '"' ||
+        sh_parse_snowflake(val + 1, len - 2, &v))
         return 0;
-    const char *end = parse_uint(val + 1, val + len - 1, UINT64_MAX, &v);
-    return end == val + len - 1 ? v : 0;
+    return v;
 }

@@ -141,7 +141,7 @@ static struct gw_gateway *gateway_alloc(const struct cfg_config *cfg, const stru
     gw->cfg = cfg;
     gw->sink = *sink;
     gw->ident = *ident;
-    pthread_mutex_init(&gw->cmd_lock, NULL);
+    sh_queue_init(&gw->cmds);
     pthread_mutex_init(&gw->snap_lock, NULL);
     gw->started_wall_ms = sh_wall_ms();
     gw->compress = pick_compress(cfg->compress);
@@ -473,7 +473,6 @@ static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const v
     struct gw_cmd *c = malloc(sizeof(*c) + len + 1);
     if (!c)
         return SH_ENOMEM;
-    c->next = NULL;
     c->kind = kind;
     c->shard = shard;
     c->arg = arg;
@@ -481,14 +480,8 @@ static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const v
     if (len)
         memcpy(c->data, data, len);
     c->data[len] = '\0';
-    pthread_mutex_lock(&gw->cmd_lock);
-    if (gw->cmd_tail)
-        gw->cmd_tail->next = c;
-    else
-        gw->cmd_head = c;
-    gw->cmd_tail = c;
-    pthread_mutex_unlock(&gw->cmd_lock);
-    if (gw->ctx)
+    /* the loop takes every command of a pass at once: only the first since then wakes it */
+    if (sh_queue_push(&gw->cmds, &c->node) && gw->ctx)
         lws_cancel_service(gw->ctx);
     return SH_OK;
 }
@@ -551,12 +544,10 @@ static void apply_pause(struct gw_gateway *gw)
 
 static void run_commands(struct gw_gateway *gw)
 {
-    pthread_mutex_lock(&gw->cmd_lock);
-    struct gw_cmd *c = gw->cmd_head;
-    gw->cmd_head = gw->cmd_tail = NULL;
-    pthread_mutex_unlock(&gw->cmd_lock);
-    while (c) {
-        struct gw_cmd *next = c->next;
+    struct sh_qnode *n = sh_queue_take(&gw->cmds);
+    while (n) {
+        struct gw_cmd *c = SH_QUEUE_ITEM(n, struct gw_cmd, node);
+        n = n->next;
         struct gw_shard *s = c->shard >= 0 ? find_shard(gw, c->shard) : NULL;
         switch (c->kind) {
         case GW_CMD_SEND:
@@ -583,7 +574,6 @@ static void run_commands(struct gw_gateway *gw)
             break;
         }
         free(c);
-        c = next;
     }
 }
 
@@ -908,11 +898,11 @@ void gw_gateway_free(struct gw_gateway *gw)
     free(gw->snap_shards);
     free(gw->txbuf);
     gw_chunk_free(gw->pending);
-    for (struct gw_cmd *c = gw->cmd_head, *next; c; c = next) {
-        next = c->next;
-        free(c);
+    for (struct sh_qnode *n = sh_queue_take(&gw->cmds), *next; n; n = next) {
+        next = n->next;
+        free(SH_QUEUE_ITEM(n, struct gw_cmd, node));
     }
-    pthread_mutex_destroy(&gw->cmd_lock);
+    sh_queue_destroy(&gw->cmds);
     pthread_mutex_destroy(&gw->snap_lock);
     free(gw);
 }

@@ -18,8 +18,10 @@
 #include "lib/clock.h"
 #include "lib/discord.h"
 #include "lib/errors.h"
+#include "lib/json.h"
 #include "lib/log.h"
 #include "lib/rand.h"
+#include "lib/snowflake.h"
 
 #define HELLO_TIMEOUT_MS 20000 /* a socket that never says HELLO is broken */
 #define CLOSE_GRACE_MS 2000    /* a close frame that cannot be written in time: drop */
@@ -365,32 +367,19 @@ static int set_handshake(struct gw_shard *s, const char *p, size_t len)
 
 /* ---- identify and resume --------------------------------------------------------------- */
 
+/* in as the inside of a JSON string, bytes kept (sent back as Discord gave them), into out */
 static int json_escape(char *out, size_t cap, const char *in)
 {
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-        char tmp[8];
-        const char *rep = NULL;
-        size_t rl = 1;
-        if (*p == '"' || *p == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)*p;
-            rep = tmp;
-            rl = 2;
-        } else if (*p < 0x20) {
-            rl = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", *p);
-            rep = tmp;
-        }
-        if (o + rl >= cap)
-            return SH_ETOOBIG;
-        if (rep)
-            memcpy(out + o, rep, rl);
-        else
-            out[o] = (char)*p;
-        o += rl;
+    struct sh_buf b;
+    sh_buf_init(&b, cap - 1);
+    int rc = sh_json_escape(&b, in, strlen(in), SH_JSON_KEEP_BYTES);
+    if (!rc) {
+        if (b.len)
+            memcpy(out, b.data, b.len);
+        out[b.len] = '\0';
     }
-    out[o] = '\0';
-    return SH_OK;
+    sh_buf_free(&b);
+    return rc;
 }
 
 /* The IDENTIFY with presence (JSON object, NULL: none) into out. SH_ETOOBIG when too long. */
@@ -757,11 +746,13 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A snowflake given as a JSON string, or 0 when v is none. */
 static uint64_t snowflake(const cJSON *v)
 {
+    uint64_t id = 0;
     if (cJSON_IsString(v))
-        return strtoull(v->valuestring, NULL, 10);
-    return 0;
+        sh_parse_snowflake(v->valuestring, strlen(v->valuestring), &id);
+    return id;
 }
 
 static void guilds_timeout_cb(lws_sorted_usec_list_t *sul)

@@ -26,6 +26,7 @@
 #include "gateway/sendq.h"
 #include "lib/buf.h"
 #include "lib/metrics.h"
+#include "lib/queue.h"
 
 struct gw_shard {
     struct gw_gateway *gw;
@@ -94,7 +95,7 @@ struct gw_shard {
 };
 
 struct gw_cmd {
-    struct gw_cmd *next;
+    struct sh_qnode node;
     int kind;                  /* GW_CMD_* in gateway.c */
     int shard;
     int arg;
@@ -124,8 +125,7 @@ struct gw_gateway {
     int stopping;
     int done;
     struct gw_observer observer;
-    pthread_mutex_t cmd_lock;  /* guards cmd_head/cmd_tail: other threads push, the loop takes */
-    struct gw_cmd *cmd_head, *cmd_tail;
+    struct sh_queue cmds;      /* struct gw_cmd: other threads push, the loop takes */
     atomic_int pause_requested;
     int paused;                /* applied to the sockets by the loop */
     pthread_mutex_t snap_lock; /* guards the snapshot below */

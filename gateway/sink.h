@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "lib/queue.h"
 
 struct gw_event {
     uint32_t off, len;     /* the encoded event, in chunk->data */
@@ -38,7 +39,7 @@ struct gw_session {
 };
 
 struct gw_chunk {
-    struct gw_chunk *next; /* free for the sink's own queue */
+    struct sh_qnode node;  /* free for the sink's own queue */
     struct sh_buf data;
     struct gw_event *ev;
     size_t n, cap;

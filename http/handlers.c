@@ -18,6 +18,7 @@
 #include "http/handlers.h"
 #include "http/internal.h"
 #include "lib/errors.h"
+#include "lib/snowflake.h"
 
 #define MAX_SHARDS_LISTED 65536
 
@@ -63,7 +64,7 @@ int http__get_int(const cJSON *j, long lo, long hi, long *out)
 
 int http__get_snowflake(const cJSON *j, uint64_t *out)
 {
-    return cJSON_IsString(j) ? http_parse_snowflake(j->valuestring, out) : -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out) : -1;
 }
 
 int http__get_timeout(struct http_ctx *ctx, const cJSON *body, int *out, struct http_reply *r)
@@ -87,7 +88,7 @@ int http__guild_shard(struct http_ctx *ctx, uint64_t guild_id)
 int http__route_guild(struct http_ctx *ctx, const char *param, uint64_t *gid, int *shard,
                       struct http_reply *r)
 {
-    if (http_parse_snowflake(param, gid)) {
+    if (sh_parse_snowflake(param, strlen(param), gid)) {
         http_reply_error(r, 400, "invalid_guild_id", "\"%.32s\" is not a guild id (a snowflake)",
                          param);
         return 1;

@@ -1,7 +1,8 @@
 /*
  * http/pending.c: the waiting-request table of http/pending.h and its worker thread.
  *
- * One mutex (p->lock) guards the table, the inbox and the per-guild all-members slots. Lock
+ * One mutex (p->lock) guards the table, the inbox's byte count and the per-guild all-members
+ * slots (the inbox, a lib/queue.h queue, is pushed and taken under it). Lock
  * order: p->lock may be held while calling cfg.send (gw_gateway_send takes the gateway's
  * command lock briefly); the gateway never holds its own locks while calling the observer, so
  * no cycle exists. cfg.wake is always called without p->lock held. Dispatch bodies are parsed
@@ -24,7 +25,9 @@
 #include "lib/errors.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/queue.h"
 #include "lib/rand.h"
+#include "lib/snowflake.h"
 
 #define TEXT_(x) #x
 #define TEXT(x) TEXT_(x)
@@ -76,7 +79,7 @@ struct http_waiter {
 };
 
 struct inbox {
-    struct inbox *next;
+    struct sh_qnode node;
     enum reply_kind kind;
     int shard;
     size_t len;
@@ -97,8 +100,8 @@ struct http_pending {
     atomic_int n_waiters; /* read without the lock by the observer's fast path */
     struct http_waiter *waiters;
     uint64_t next_id, nonce_counter;
-    struct inbox *in_head, *in_tail;
-    size_t in_bytes;
+    struct sh_queue inbox; /* struct inbox, from the gateway thread; pushed under lock */
+    size_t in_bytes;       /* the bytes of the replies in the inbox or being handled */
     struct slot slots[MAX_SLOTS];
     int n_slots;
     struct sh_metric *m_requests, *m_replies, *m_suspended;
@@ -574,7 +577,6 @@ void http_pending_observe(void *ud, int shard, const char *t, size_t t_len, uint
     struct inbox *in = malloc(sizeof(*in) + d_len + 1);
     if (!in)
         return;
-    in->next = NULL;
     in->kind = kind;
     in->shard = shard;
     in->len = d_len;
@@ -590,31 +592,16 @@ void http_pending_observe(void *ud, int shard, const char *t, size_t t_len, uint
                      shard, d_len);
         return;
     }
-    if (p->in_tail)
-        p->in_tail->next = in;
-    else
-        p->in_head = in;
-    p->in_tail = in;
     p->in_bytes += d_len;
-    pthread_cond_signal(&p->cond);
+    if (sh_queue_push(&p->inbox, &in->node)) /* later ones ride on this wake-up */
+        pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 
+/* A snowflake given as a JSON string (as Discord writes every id). */
 static int snowflake_of(const cJSON *j, uint64_t *out)
 {
-    if (cJSON_IsString(j)) {
-        char *end = NULL;
-        unsigned long long v = strtoull(j->valuestring, &end, 10);
-        if (!j->valuestring[0] || *end)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    if (cJSON_IsNumber(j) && j->valuedouble >= 0 && j->valuedouble < 18446744073709551616.0) {
-        *out = (uint64_t)j->valuedouble;
-        return 0;
-    }
-    return -1;
+    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out) : -1;
 }
 
 /* Move every item of src (an array, may be NULL) to the end of dst. */
@@ -835,26 +822,33 @@ static void timeout_msg(struct http_waiter *w, char *msg, size_t cap)
     }
 }
 
+/* Handle every reply in the inbox, in arrival order. Caller holds p->lock. */
+static void handle_inbox(struct http_pending *p, struct done_list *dl)
+{
+    for (struct sh_qnode *n = sh_queue_take(&p->inbox), *nx; n; n = nx) {
+        nx = n->next;
+        struct inbox *in = SH_QUEUE_ITEM(n, struct inbox, node);
+        p->in_bytes -= in->len;
+        if (!p->stopping) {
+            pthread_mutex_unlock(&p->lock);
+            cJSON *d = cJSON_ParseWithLength(in->d, in->len);
+            pthread_mutex_lock(&p->lock);
+            if (!p->stopping)
+                handle_reply(p, in, d, dl);
+            cJSON_Delete(d);
+        }
+        free(in);
+    }
+}
+
 static void *worker(void *arg)
 {
     struct http_pending *p = arg;
     struct done_list dl = {.n = 0};
     pthread_mutex_lock(&p->lock);
     while (!p->stopping) {
-        while (p->in_head && !p->stopping) {
-            struct inbox *in = p->in_head;
-            p->in_head = in->next;
-            if (!p->in_head)
-                p->in_tail = NULL;
-            p->in_bytes -= in->len;
-            pthread_mutex_unlock(&p->lock);
-            cJSON *d = cJSON_ParseWithLength(in->d, in->len);
-            pthread_mutex_lock(&p->lock);
-            if (!p->stopping)
-                handle_reply(p, in, d, &dl);
-            cJSON_Delete(d);
-            free(in);
-        }
+        while (!sh_queue_empty(&p->inbox) && !p->stopping)
+            handle_inbox(p, &dl);
         if (p->stopping)
             break;
         uint64_t now = sh_now_ms(), next = now + 60000;
@@ -884,7 +878,7 @@ static void *worker(void *arg)
             pthread_mutex_lock(&p->lock);
             continue;
         }
-        if (p->in_head)
+        if (!sh_queue_empty(&p->inbox))
             continue;
         now = sh_now_ms();
         if (next > now) {
@@ -910,6 +904,7 @@ int http_pending_new(const struct http_pending_cfg *cfg, struct http_pending **o
     if (p->cfg.member_window_ms < 0)
         p->cfg.member_window_ms = 30000;
     pthread_mutex_init(&p->lock, NULL);
+    sh_queue_init(&p->inbox);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -928,6 +923,7 @@ int http_pending_new(const struct http_pending_cfg *cfg, struct http_pending **o
     sh_metric_set(p->m_suspended, 0);
     if (pthread_create(&p->thread, NULL, worker, p)) {
         pthread_cond_destroy(&p->cond);
+        sh_queue_destroy(&p->inbox);
         pthread_mutex_destroy(&p->lock);
         free(p);
         return SH_ENOMEM;
@@ -960,11 +956,11 @@ void http_pending_free(struct http_pending *p)
     if (!p)
         return;
     http_pending_shutdown(p);
-    while (p->in_head) {
-        struct inbox *in = p->in_head;
-        p->in_head = in->next;
-        free(in);
+    for (struct sh_qnode *n = sh_queue_take(&p->inbox), *nx; n; n = nx) {
+        nx = n->next;
+        free(SH_QUEUE_ITEM(n, struct inbox, node));
     }
+    sh_queue_destroy(&p->inbox);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p);

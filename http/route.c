@@ -109,21 +109,3 @@ int http_parse_shard_id(const char *s, int *out)
     *out = (int)v;
     return 0;
 }
-
-int http_parse_snowflake(const char *s, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > 20 || s[0] == '0')
-        return SH_EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return SH_EINVAL;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return SH_EINVAL;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}

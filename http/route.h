@@ -67,7 +67,5 @@ const char *http_route_name(enum http_route r);
 
 /* Parse a decimal shard id (0..65535). 0, or SH_EINVAL. */
 int http_parse_shard_id(const char *s, int *out);
-/* Parse a snowflake: decimal digits, no sign, 1..20 digits, nonzero, fits in 64 bits. */
-int http_parse_snowflake(const char *s, uint64_t *out);
 
 #endif

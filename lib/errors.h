@@ -22,7 +22,8 @@
     X(RATELIMIT, "rate limited")                                \
     X(CLOSED, "closed")                                         \
     X(NOTFOUND, "not found")                                    \
-    X(CONFIG, "invalid configuration")
+    X(CONFIG, "invalid configuration")                          \
+    X(UNSYNCED, "written, but not synced to disk")
 
 enum sh_err {
     SH_OK = 0,

@@ -43,24 +43,45 @@ int sh_write_all(int fd, const void *buf, size_t len)
     return SH_OK;
 }
 
-int sh_write_file_durable(const char *path, const void *buf, size_t len)
+int sh_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return SH_EUNSYNCED;
+    int rc = fsync(fd) ? SH_EUNSYNCED : SH_OK;
+    int err = errno;
+    close(fd);
+    errno = err; /* the caller may name the error */
+    return rc;
+}
+
+/* path's folder and the hidden temp name next to it: 0 or SH_ETOOBIG */
+static int temp_of(const char *path, char *dir, size_t dir_cap, char *tmp, size_t tmp_cap)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    int n = slash ? snprintf(dir, dir_cap, "%.*s", slash == path ? 1 : (int)(slash - path), path)
+                  : snprintf(dir, dir_cap, ".");
+    if (n < 0 || (size_t)n >= dir_cap)
+        return SH_ETOOBIG;
+    if (!*base)
+        return SH_EIO; /* a folder, not a file */
+    n = slash ? snprintf(tmp, tmp_cap, "%.*s/.%s.tmp", (int)(slash - path), path, base)
+              : snprintf(tmp, tmp_cap, ".%s.tmp", base);
+    return n < 0 || (size_t)n >= tmp_cap ? SH_ETOOBIG : SH_OK;
+}
+
+int sh_write_file_atomic(const char *path, const void *buf, size_t len, int sync)
 {
     char tmp[PATH_MAX], dir[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-        return SH_ETOOBIG;
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        dir[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof(dir), ".");
+    int rc = temp_of(path, dir, sizeof(dir), tmp, sizeof(tmp));
+    if (rc)
+        return rc;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return SH_EIO;
-    int rc = sh_write_all(fd, buf, len);
-    if (!rc && fsync(fd))
+    rc = sh_write_all(fd, buf, len);
+    if (!rc && sync && fsync(fd))
         rc = SH_EIO;
     if (close(fd) && !rc)
         rc = SH_EIO;
@@ -70,10 +91,6 @@ int sh_write_file_durable(const char *path, const void *buf, size_t len)
         unlink(tmp);
         return rc;
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd))
-        rc = SH_EIO; /* renamed, but the rename itself may not survive a crash */
-    if (dfd >= 0)
-        close(dfd);
-    return rc;
+    /* renamed; without the folder's fsync the rename itself may not survive a crash */
+    return sync ? sh_fsync_dir(dir) : SH_OK;
 }

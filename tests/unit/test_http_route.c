@@ -101,19 +101,5 @@ TEST(shard_ids)
         ASSERT(http_parse_shard_id(bad[i], &id) < 0);
 }
 
-TEST(snowflakes)
-{
-    uint64_t v = 0;
-    ASSERT_EQ(http_parse_snowflake("81384788765712384", &v), 0);
-    ASSERT(v == 81384788765712384ULL);
-    ASSERT_EQ(http_parse_snowflake("18446744073709551615", &v), 0);
-    ASSERT(v == UINT64_MAX);
-    const char *bad[] = {
-        "",    "0",  "012", "18446744073709551616", "99999999999999999999", "123456789012345678901",
-        "12a", "-5", "1.0"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        ASSERT(http_parse_snowflake(bad[i], &v) < 0);
-}
-
 TEST_MAIN(RUN(every_route_matches); RUN(unknown_paths_are_404_and_wrong_methods_405);
-          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids); RUN(snowflakes);)
+          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids);)

@@ -34,13 +34,13 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
         return SH_ETOOBIG;
     struct sh_buf b;
     sh_buf_init(&b, dl->body_len + 4 * BR_DEAD_RESPONSE_MAX + 4096);
-    int rc = sh_buf_printf(&b,
-                           "{\"webhook\":%zu,\"webhook_key\":\"%s\",\"webhook_id\":\"%s\","
-                           "\"reason\":\"%s\",\"status\":%ld,\"attempts\":%u,\"failed_at\":\"%s\","
-                           "\"events\":%" PRIu32 ",\"response\":",
-                           dl->webhook, dl->webhook_key, dl->msg_id,
-                           dl->reason ? dl->reason : "refused", dl->status, dl->attempts, iso,
-                           dl->events);
+    int rc =
+        sh_buf_printf(&b,
+                      "{\"webhook\":%zu,\"webhook_key\":\"%s\",\"webhook_id\":\"%s\","
+                      "\"reason\":\"%s\",\"status\":%ld,\"attempts\":%u,\"failed_at\":\"%s\","
+                      "\"events\":%" PRIu32 ",\"response\":",
+                      dl->webhook, dl->webhook_key, dl->msg_id, dl->reason ? dl->reason : "refused",
+                      dl->status, dl->attempts, iso, dl->events);
     size_t rl = dl->response_len > BR_DEAD_RESPONSE_MAX ? BR_DEAD_RESPONSE_MAX : dl->response_len;
     /* arbitrary bytes: what is not UTF-8 becomes \u00XX, so the file stays valid JSON */
     rc = rc ? rc : sh_json_quote(&b, dl->response ? dl->response : "", dl->response ? rl : 0, 0);

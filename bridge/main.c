@@ -134,11 +134,11 @@ static void apply_log_settings(const struct cfg_config *cfg)
     atomic_store(&sh_log_format, fmt < 0 ? SH_LOG_LOGFMT : fmt);
 }
 
-#define SWAP(a, b)                  \
-    do {                            \
-        __typeof__(a) swap_ = (a);  \
-        (a) = (b);                  \
-        (b) = swap_;                \
+#define SWAP(a, b)                                                                                 \
+    do {                                                                                           \
+        __typeof__(a) swap_ = (a);                                                                 \
+        (a) = (b);                                                                                 \
+        (b) = swap_;                                                                               \
     } while (0)
 
 /*
@@ -188,8 +188,8 @@ static void reload(const char *path, struct cfg_config *cfg, struct br_delivery 
                  restart);
     if (failed)
         log_error("msg=\"config reload incomplete\" error=\"%s\"", sh_strerror(SH_ENOMEM));
-    log_info("msg=\"config reloaded\" config=\"%s\" applied=\"%s\" restart_needed=%d", path,
-             live, n_restart);
+    log_info("msg=\"config reloaded\" config=\"%s\" applied=\"%s\" restart_needed=%d", path, live,
+             n_restart);
 }
 
 /* The default soft limit (1,024) is below two descriptors per shard of a big bot: raise it. */
@@ -370,8 +370,7 @@ static void stop_all(struct daemon *d)
     if (d->delivery) {
         uint64_t left = br_delivery_stop(d->delivery, d->cfg.shutdown_timeout_ms);
         if (left)
-            log_error("msg=\"events not delivered at exit\" events=%llu",
-                      (unsigned long long)left);
+            log_error("msg=\"events not delivered at exit\" events=%llu", (unsigned long long)left);
     }
     http_server_free(d->api);
     gw_gateway_free(d->gw);

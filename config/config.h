@@ -4,9 +4,9 @@
  * cfg_load() parses the file (cJSON), expands `${NAME}` from the environment in
  * every string, applies defaults and validates; the result is immutable and read
  * by every room. On SIGHUP the file is loaded again and cfg_diff() tells which
- * changes can be applied while running; the running struct itself never changes. Every problem is reported as one line that names the key, e.g.
- * `webhooks[0].max_batch_events: must be an integer from 1 to 10000 (got 0)`.
- * docs/configuration.md describes every key; config/listen.h parses the
+ * changes can be applied while running; the running struct itself never changes. Every problem is
+ * reported as one line that names the key, e.g. `webhooks[0].max_batch_events: must be an integer
+ * from 1 to 10000 (got 0)`. docs/configuration.md describes every key; config/listen.h parses the
  * `http.listen` form for whoever binds it. This room includes none of the others.
  */
 #ifndef SHARDHOOK_CONFIG_CONFIG_H
@@ -15,7 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum cfg_compress { CFG_COMPRESS_AUTO = 0, CFG_COMPRESS_ZSTD, CFG_COMPRESS_ZLIB, CFG_COMPRESS_NONE };
+enum cfg_compress {
+    CFG_COMPRESS_AUTO = 0,
+    CFG_COMPRESS_ZSTD,
+    CFG_COMPRESS_ZLIB,
+    CFG_COMPRESS_NONE
+};
 
 enum cfg_shards_mode {
     CFG_SHARDS_AUTO = 0, /* "auto": Discord's recommended count, every shard */
@@ -55,46 +60,46 @@ struct cfg_webhook {
 struct cfg_config {
     char *token; /* bot token, without the "Bot " prefix */
     char *api_base;
-    uint64_t intents;         /* bit mask; default GUILDS only */
+    uint64_t intents; /* bit mask; default GUILDS only */
     enum cfg_compress compress;
     struct {
         enum cfg_shards_mode mode;
-        int total; /* 0 with CFG_SHARDS_AUTO */
+        int total;       /* 0 with CFG_SHARDS_AUTO */
         int first, last; /* RANGE as given; TOTAL: 0 and total-1; otherwise 0 */
-        int *ids; /* CFG_SHARDS_IDS only: unique, sorted ascending, each < total */
+        int *ids;        /* CFG_SHARDS_IDS only: unique, sorted ascending, each < total */
         size_t n_ids;
     } shards;
     int identify_concurrency; /* 0 = "auto" */
     int large_threshold;      /* 50..250 */
     int guild_create_timeout_ms;
-    char *presence_json;      /* the presence object re-serialised compactly, or NULL */
-    char *values;             /* every key as loaded, for cfg_diff (holds secrets: never log) */
+    char *presence_json; /* the presence object re-serialised compactly, or NULL */
+    char *values;        /* every key as loaded, for cfg_diff (holds secrets: never log) */
     struct cfg_webhook *webhooks;
     size_t n_webhooks;
     char **disable_events; /* event names dropped before routing */
     size_t n_disable_events;
-    char *http_listen;     /* "host:port"; default "127.0.0.1:7878" */
-    char *http_token;      /* NULL when unset */
+    char *http_listen;           /* "host:port"; default "127.0.0.1:7878" */
+    char *http_token;            /* NULL when unset */
     int http_request_timeout_ms; /* default wait for gateway replies to control requests */
     char **http_allowed_hosts;   /* extra Host names the API answers to ("name" or "name:port") */
     size_t n_http_allowed_hosts;
-    int http_max_connections;        /* open control connections at once; default 1024 */
-    int http_max_connections_per_ip; /* from one client address; default 256 */
-    int http_connection_timeout_ms;  /* idle or silent connection closed after; default 10000 */
-    int http_reconnect_interval_ms;  /* least time between two reconnects of one shard */
-    char *state_dir;       /* default "./state" */
-    char *log_level;       /* debug|info|warn|error; default info */
-    char *log_format;      /* logfmt|json; default logfmt */
-    int max_resume_attempts;       /* resumes in a row before a fresh IDENTIFY; default 5 */
-    int shutdown_timeout_ms;       /* default 10000 */
-    int reconnect_base_ms;         /* first reconnect backoff ceiling; default 1000 */
-    int reconnect_max_ms;          /* backoff cap; default 60000 */
-    int connect_timeout_ms;        /* TCP, TLS and websocket upgrade of one attempt; 10000 */
-    size_t max_payload_bytes;      /* cap on one inflated gateway payload; default 64 MiB */
-    size_t spool_max_bytes;        /* disk spool of every webhook together; 0: no spool */
+    int http_max_connections;         /* open control connections at once; default 1024 */
+    int http_max_connections_per_ip;  /* from one client address; default 256 */
+    int http_connection_timeout_ms;   /* idle or silent connection closed after; default 10000 */
+    int http_reconnect_interval_ms;   /* least time between two reconnects of one shard */
+    char *state_dir;                  /* default "./state" */
+    char *log_level;                  /* debug|info|warn|error; default info */
+    char *log_format;                 /* logfmt|json; default logfmt */
+    int max_resume_attempts;          /* resumes in a row before a fresh IDENTIFY; default 5 */
+    int shutdown_timeout_ms;          /* default 10000 */
+    int reconnect_base_ms;            /* first reconnect backoff ceiling; default 1000 */
+    int reconnect_max_ms;             /* backoff cap; default 60000 */
+    int connect_timeout_ms;           /* TCP, TLS and websocket upgrade of one attempt; 10000 */
+    size_t max_payload_bytes;         /* cap on one inflated gateway payload; default 64 MiB */
+    size_t spool_max_bytes;           /* disk spool of every webhook together; 0: no spool */
     int testing_identify_interval_ms; /* "testing.identify_interval_ms": default 5000; tests only */
-    int testing_member_window_ms; /* "testing.member_window_ms": default 30000; tests only */
-    int testing_send_window_ms;   /* "testing.send_window_ms": default 60000; tests only */
+    int testing_member_window_ms;     /* "testing.member_window_ms": default 30000; tests only */
+    int testing_send_window_ms;       /* "testing.send_window_ms": default 60000; tests only */
 };
 
 /* A config file larger than this is refused. */
@@ -115,8 +120,9 @@ void cfg_free(struct cfg_config *cfg);
  * What a reload would change (SIGHUP), compared key by key from the config table: the keys
  * that take effect while running go in live (log_level, log_format, http.token,
  * webhooks[i].secret, webhooks[i].headers; a webhook's only while its URL stays), every other
- * changed key in restart (a list that grew or shrank is named once: "webhooks"), each list comma-separated ("intents,shards"; "" for none, cut to
- * the buffer). Returns the number of keys in restart. Never writes a value.
+ * changed key in restart (a list that grew or shrank is named once: "webhooks"), each list
+ * comma-separated ("intents,shards"; "" for none, cut to the buffer). Returns the number of keys in
+ * restart. Never writes a value.
  */
 int cfg_diff(const struct cfg_config *running, const struct cfg_config *loaded, char *live,
              size_t livelen, char *restart, size_t restartlen);

@@ -328,8 +328,7 @@ static const char *walk_members(const char *p, const char *end, member_fn visit,
 }
 
 /* d's members the gateway reads itself (guild readiness), found while d is skipped anyway */
-static const char *d_member(void *ctx, const char *k, size_t k_len, const char *p,
-                            const char *end)
+static const char *d_member(void *ctx, const char *k, size_t k_len, const char *p, const char *end)
 {
     struct gw_envelope *e = ctx;
     const char *after = skip_value(p, end);

@@ -18,17 +18,17 @@
 #include <stdint.h>
 
 struct gw_envelope {
-    int op;             /* -1 when absent or null */
-    const char *t;      /* event name without quotes, NULL when absent or null */
+    int op;        /* -1 when absent or null */
+    const char *t; /* event name without quotes, NULL when absent or null */
     size_t t_len;
-    int has_s;          /* 1 when s is a number */
+    int has_s; /* 1 when s is a number */
     uint64_t s;
-    const char *d;      /* raw JSON of d as received (may be "null"), NULL when absent */
+    const char *d; /* raw JSON of d as received (may be "null"), NULL when absent */
     size_t d_len;
     /* from d's top level, read on the way (guild readiness): NULL / 0 when absent */
-    const char *d_id;   /* raw JSON of d.id */
+    const char *d_id; /* raw JSON of d.id */
     size_t d_id_len;
-    int d_unavailable;  /* d.unavailable is true */
+    int d_unavailable; /* d.unavailable is true */
 };
 
 /*

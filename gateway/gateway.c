@@ -91,8 +91,8 @@ static enum gw_compress pick_compress(enum cfg_compress c)
 }
 
 /* The shard ids this process runs, in ascending order. */
-static int pick_shards(const struct cfg_config *cfg, int total, int **ids, int *n,
-                       char *err, size_t errlen)
+static int pick_shards(const struct cfg_config *cfg, int total, int **ids, int *n, char *err,
+                       size_t errlen)
 {
     int first = 0, last = total - 1, count;
     switch (cfg->shards.mode) {
@@ -432,7 +432,10 @@ static struct gw_shard *find_shard(const struct gw_gateway *gw, int id)
     return bsearch(&id, gw->shards, (size_t)gw->n_shards, sizeof(*gw->shards), cmp_shard_id);
 }
 
-int gw_gateway_total(const struct gw_gateway *gw) { return gw->total; }
+int gw_gateway_total(const struct gw_gateway *gw)
+{
+    return gw->total;
+}
 
 int gw_gateway_runs(const struct gw_gateway *gw, int shard_id)
 {
@@ -627,8 +630,8 @@ static void publish(struct gw_gateway *gw)
     gw->snap_dirty = 0;
 }
 
-int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov,
-                        struct gw_shard_info *shards, int cap)
+int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov, struct gw_shard_info *shards,
+                        int cap)
 {
     pthread_mutex_lock(&gw->snap_lock);
     if (ov)
@@ -887,7 +890,7 @@ void gw_gateway_free(struct gw_gateway *gw)
 {
     if (!gw)
         return;
-    gw->stopping = 1; /* connections the destroy ends are not reconnected */
+    gw->stopping = 1;  /* connections the destroy ends are not reconnected */
     if (gw->ident.ops) /* a budget re-read calls back into gw: joined first */
         gw->ident.ops->stop(gw->ident.ud);
     if (gw->ctx)

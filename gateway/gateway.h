@@ -73,8 +73,9 @@ struct gw_budget {
 /*
  * Where a shard gets permission to IDENTIFY and where the session budget is kept. The gateway
  * calls these on its own thread (start from gw_gateway_new, stop also from gw_gateway_free), one
- * shard at a time; nothing of a shard's state crosses. gw_identify_local_new() fills it for one process (buckets in memory,
- * the budget read from /gateway/bot); cluster mode fills it from Redis. RESUMEs never ask.
+ * shard at a time; nothing of a shard's state crosses. gw_identify_local_new() fills it for one
+ * process (buckets in memory, the budget read from /gateway/bot); cluster mode fills it from Redis.
+ * RESUMEs never ask.
  */
 struct gw_identify_ops {
     /* After discovery: the bucket count and the budget /gateway/bot announced. */
@@ -207,12 +208,12 @@ void gw_gateway_pause_reading(struct gw_gateway *gw, int paused);
 
 struct gw_shard_info {
     int id;
-    const char *status;        /* one of gw_status_names */
-    int latency_ms;            /* heartbeat to ACK; -1 before the first ACK */
-    char session_id[128];      /* "" without a session */
-    uint64_t seq;              /* last sequence number seen */
+    const char *status;   /* one of gw_status_names */
+    int latency_ms;       /* heartbeat to ACK; -1 before the first ACK */
+    char session_id[128]; /* "" without a session */
+    uint64_t seq;         /* last sequence number seen */
     int guilds;
-    int guilds_pending;        /* unavailable guilds still awaited while loading */
+    int guilds_pending; /* unavailable guilds still awaited while loading */
     unsigned identifies, resumes;
     uint64_t last_event_at_ms; /* wall clock, 0 before the first dispatch */
     uint64_t events;           /* dispatches received */
@@ -220,26 +221,26 @@ struct gw_shard_info {
 };
 
 struct gw_overview {
-    char url[512];             /* gateway URL from /gateway/bot */
-    int total;                 /* the bot's shard count */
-    int n_shards;              /* shards run here */
-    int recommended_shards;    /* /gateway/bot "shards" */
+    char url[512];          /* gateway URL from /gateway/bot */
+    int total;              /* the bot's shard count */
+    int n_shards;           /* shards run here */
+    int recommended_shards; /* /gateway/bot "shards" */
     int max_concurrency;
     int ready, loading, queued, failed; /* shards in those states; the rest are connecting */
-    int64_t next_identify_in_ms; /* -1 when no shard waits to identify */
-    int64_t eta_ms;            /* until every shard should have identified; -1 unknown */
+    int64_t next_identify_in_ms;        /* -1 when no shard waits to identify */
+    int64_t eta_ms;                     /* until every shard should have identified; -1 unknown */
     int session_total, session_remaining;
     uint64_t session_reset_at_ms; /* wall clock when the identify budget refills, 0 unknown */
-    uint64_t started_at_ms;    /* wall clock */
-    uint64_t published_at_ms;  /* wall clock of this snapshot */
+    uint64_t started_at_ms;       /* wall clock */
+    uint64_t published_at_ms;     /* wall clock of this snapshot */
 };
 
 /*
  * Copy the latest snapshot: *ov, and up to cap shards in id order into shards (may be NULL
  * with cap 0). Returns the number of shards this process runs (which may exceed cap).
  */
-int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov,
-                        struct gw_shard_info *shards, int cap);
+int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov, struct gw_shard_info *shards,
+                        int cap);
 /* One shard's snapshot. SH_ENOTFOUND when it does not run here. */
 int gw_gateway_shard_info(struct gw_gateway *gw, int shard_id, struct gw_shard_info *out);
 

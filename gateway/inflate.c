@@ -232,8 +232,7 @@ static int inflate_part(struct gw_inflate *z, const unsigned char *in, size_t le
  * inflated, but Discord never ends it: the checksum never arrives, so computing it is pure
  * cost. The header is checked and the rest inflated as raw deflate, which skips it.
  */
-static int feed_zlib(struct gw_inflate *z, const unsigned char *in, size_t len, int last,
-                     int *done)
+static int feed_zlib(struct gw_inflate *z, const unsigned char *in, size_t len, int last, int *done)
 {
     while (z->head_len < 2 && len) {
         z->head[z->head_len++] = *in++;

@@ -176,8 +176,9 @@ int gw__rest_gateway_bot(const char *api_base, const char *token, int max_attemp
             break;
         }
         if (attempt + 1 < max_attempts) {
-            log_warn("msg=\"gateway discovery failed, retrying\" error=\"%s\" attempt=%d wait_ms=%llu",
-                     err, attempt + 1, (unsigned long long)wait);
+            log_warn(
+                "msg=\"gateway discovery failed, retrying\" error=\"%s\" attempt=%d wait_ms=%llu",
+                err, attempt + 1, (unsigned long long)wait);
             sleep_ms(wait, stop);
         }
     }

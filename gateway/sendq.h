@@ -29,8 +29,8 @@ struct gw_sendq {
         size_t len;
     } q[GW_SENDQ_MAX];
     unsigned q_head, q_len;
-    int limit;      /* GW_SEND_LIMIT unless a test lowers it */
-    int window_ms;  /* GW_SEND_WINDOW_MS unless a test lowers it */
+    int limit;     /* GW_SEND_LIMIT unless a test lowers it */
+    int window_ms; /* GW_SEND_WINDOW_MS unless a test lowers it */
 };
 
 void gw__sendq_init(struct gw_sendq *q);

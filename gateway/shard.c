@@ -270,8 +270,8 @@ static int window_open(struct gw_shard *s, uint64_t now, int heartbeat)
 static int on_writeable(struct gw_shard *s)
 {
     if (s->close_code) {
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)"shardhook", 9);
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)"shardhook",
+                         9);
         return -1;
     }
     uint64_t now = sh_now_ms();
@@ -641,8 +641,8 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
     if (resume && !s->session_id[0])
         resume = 0;
     if (resume && s->resume_attempts >= gw->cfg->max_resume_attempts) {
-        log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d",
-                 s->id, s->resume_attempts);
+        log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d", s->id,
+                 s->resume_attempts);
         resume = 0;
     }
     if (!resume)
@@ -834,9 +834,9 @@ static void on_guild(struct gw_shard *s, int create, const struct gw_envelope *e
     int unavailable = env->d_unavailable;
     if (!id)
         return;
-    uint64_t *hit = s->n_pending ? bsearch(&id, s->pending_guilds, s->n_pending,
-                                           sizeof(uint64_t), cmp_u64)
-                                 : NULL;
+    uint64_t *hit = s->n_pending
+                        ? bsearch(&id, s->pending_guilds, s->n_pending, sizeof(uint64_t), cmp_u64)
+                        : NULL;
     if (create) {
         if (hit) {
             size_t i = (size_t)(hit - s->pending_guilds);

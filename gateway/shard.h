@@ -34,18 +34,18 @@ struct gw_shard {
     enum gw_status status;
 
     /* connection */
-    struct lws *wsi;          /* the live connection, NULL once it ended (see wsi_gone) */
-    unsigned conn_gen;        /* bumps per connection attempt */
-    unsigned lost_gen;        /* the attempt whose loss was handled */
-    int established;          /* websocket handshake done */
-    unsigned rx_pass;         /* the service pass rx_pass_bytes counts for */
+    struct lws *wsi;   /* the live connection, NULL once it ended (see wsi_gone) */
+    unsigned conn_gen; /* bumps per connection attempt */
+    unsigned lost_gen; /* the attempt whose loss was handled */
+    int established;   /* websocket handshake done */
+    unsigned rx_pass;  /* the service pass rx_pass_bytes counts for */
     size_t rx_pass_bytes;
     struct gw_inflate *z;
-    int close_code;           /* >0: close with this code at the next writeable */
-    int peer_close_code;      /* code of the server's close frame, 0 if none */
-    int reconnect_resume;     /* after this connection ends: 1 resume, 0 identify */
-    int self_close;           /* this side started the close */
-    int64_t next_delay_ms;    /* >= 0: delay before the next connect, instead of backoff */
+    int close_code;        /* >0: close with this code at the next writeable */
+    int peer_close_code;   /* code of the server's close frame, 0 if none */
+    int reconnect_resume;  /* after this connection ends: 1 resume, 0 identify */
+    int self_close;        /* this side started the close */
+    int64_t next_delay_ms; /* >= 0: delay before the next connect, instead of backoff */
     int saw_hello;
 
     /* session */
@@ -53,15 +53,15 @@ struct gw_shard {
     char resume_url[512];
     uint64_t seq;
     int has_seq;
-    int resume_attempts;      /* RESUMEs in a row without a READY/RESUMED */
+    int resume_attempts; /* RESUMEs in a row without a READY/RESUMED */
     unsigned reconnect_attempt;
 
     /* heartbeat */
     uint64_t hb_interval_ms;
     int ack_pending;
-    int heartbeat_due;        /* a heartbeat waits for the writeable callback */
+    int heartbeat_due; /* a heartbeat waits for the writeable callback */
     uint64_t hb_sent_ms;
-    int latency_ms;           /* -1 until the first ACK */
+    int latency_ms; /* -1 until the first ACK */
 
     /* readiness */
     uint64_t *pending_guilds; /* sorted ids from READY not yet created */
@@ -77,13 +77,13 @@ struct gw_shard {
        (held until the session is up, kept across reconnects) */
     char *handshake;
     size_t handshake_len;
-    int handshake_identify;   /* the handshake slot holds an IDENTIFY */
-    int budget_token;         /* one session of the daily budget is reserved for this shard */
+    int handshake_identify; /* the handshake slot holds an IDENTIFY */
+    int budget_token;       /* one session of the daily budget is reserved for this shard */
     struct gw_sendq sendq;
-    atomic_int queued_sends;  /* user payloads accepted and not yet written (any thread reads) */
-    uint64_t identify_at_ms;  /* planned connect for an IDENTIFY while queued, 0 otherwise */
-    int budget_hold;          /* waiting for the daily identify budget to refill */
-    char *presence;           /* d of the latest op 3 sent through the API, for IDENTIFY */
+    atomic_int queued_sends; /* user payloads accepted and not yet written (any thread reads) */
+    uint64_t identify_at_ms; /* planned connect for an IDENTIFY while queued, 0 otherwise */
+    int budget_hold;         /* waiting for the daily identify budget to refill */
+    char *presence;          /* d of the latest op 3 sent through the API, for IDENTIFY */
 
     lws_sorted_usec_list_t sul_heartbeat;
     lws_sorted_usec_list_t sul_connect;  /* delayed (re)connect */
@@ -96,7 +96,7 @@ struct gw_shard {
 
 struct gw_cmd {
     struct sh_qnode node;
-    int kind;                  /* GW_CMD_* in gateway.c */
+    int kind; /* GW_CMD_* in gateway.c */
     int shard;
     int arg;
     size_t len;
@@ -109,10 +109,10 @@ struct gw_gateway {
     struct lws_context *ctx;
     struct gw_bot_info bot;
     enum gw_compress compress;
-    int total;                 /* shard count of the whole bot */
+    int total; /* shard count of the whole bot */
     struct gw_shard *shards;
-    int n_shards;              /* shards run by this process */
-    struct gw_identify ident;  /* identify slots and the session budget (bridge/main.c's) */
+    int n_shards;             /* shards run by this process */
+    struct gw_identify ident; /* identify slots and the session budget (bridge/main.c's) */
     int max_concurrency;
     struct gw_chunk *pending;  /* events of this service pass */
     unsigned pass_no;          /* counts service passes */
@@ -125,18 +125,18 @@ struct gw_gateway {
     int stopping;
     int done;
     struct gw_observer observer;
-    struct sh_queue cmds;      /* struct gw_cmd: other threads push, the loop takes */
+    struct sh_queue cmds; /* struct gw_cmd: other threads push, the loop takes */
     atomic_int pause_requested;
     int paused;                /* applied to the sockets by the loop */
     pthread_mutex_t snap_lock; /* guards the snapshot below */
     struct gw_overview snap_ov;
     struct gw_shard_info *snap_shards;
-    int snap_dirty;            /* something changed since the last publish */
+    int snap_dirty; /* something changed since the last publish */
     uint64_t started_wall_ms;
     uint64_t last_progress_ms;
     int all_ready_logged;
-    int budget_refreshing; /* ident.ops->refresh is under way (its done is not in yet) */
-    lws_sorted_usec_list_t sul_tick;   /* publish + progress, every 250 ms */
+    int budget_refreshing;           /* ident.ops->refresh is under way (its done is not in yet) */
+    lws_sorted_usec_list_t sul_tick; /* publish + progress, every 250 ms */
     lws_sorted_usec_list_t sul_budget; /* the identify budget refills */
     int fatal_rc;
     char fatal[512];

@@ -59,10 +59,10 @@ static size_t put_u64(char *out, uint64_t v)
     return n;
 }
 
-#define PUT_LIT(p, lit)                       \
-    do {                                      \
-        memcpy((p), (lit), sizeof(lit) - 1);  \
-        (p) += sizeof(lit) - 1;               \
+#define PUT_LIT(p, lit)                                                                            \
+    do {                                                                                           \
+        memcpy((p), (lit), sizeof(lit) - 1);                                                       \
+        (p) += sizeof(lit) - 1;                                                                    \
     } while (0)
 
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,

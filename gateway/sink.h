@@ -23,12 +23,12 @@
 #include "lib/queue.h"
 
 struct gw_event {
-    uint32_t off, len;     /* the encoded event, in chunk->data */
-    uint32_t t_off;        /* the event name (no quotes), in chunk->data */
+    uint32_t off, len; /* the encoded event, in chunk->data */
+    uint32_t t_off;    /* the event name (no quotes), in chunk->data */
     uint16_t t_len;
     uint16_t shard;
-    uint64_t s;            /* 0: the dispatch had no s (Discord numbers from 1) */
-    uint64_t recv_ms;      /* monotonic ms when the payload was complete */
+    uint64_t s;       /* 0: the dispatch had no s (Discord numbers from 1) */
+    uint64_t recv_ms; /* monotonic ms when the payload was complete */
 };
 
 /* The session a READY opened, as the gateway read it. */
@@ -39,7 +39,7 @@ struct gw_session {
 };
 
 struct gw_chunk {
-    struct sh_qnode node;  /* free for the sink's own queue */
+    struct sh_qnode node; /* free for the sink's own queue */
     struct sh_buf data;
     struct gw_event *ev;
     size_t n, cap;

@@ -18,8 +18,8 @@
 
 static struct sh_metric *m_requests, *m_duration, *m_shards, *m_status, *m_up, *m_latency, *m_seq,
     *m_guilds, *m_events, *m_identifies, *m_resumes, *m_queued, *m_total, *m_here, *m_sess_total,
-    *m_sess_remaining, *m_sess_reset, *m_eta, *m_build, *m_cpu, *m_rss, *m_vsz, *m_fds,
-    *m_max_fds, *m_start;
+    *m_sess_remaining, *m_sess_reset, *m_eta, *m_build, *m_cpu, *m_rss, *m_vsz, *m_fds, *m_max_fds,
+    *m_start;
 
 static void register_all(void)
 {
@@ -56,15 +56,15 @@ static void register_all(void)
                                    "Seconds until the identify budget refills", NULL);
     m_eta = sh_metric_gauge("shardhook_startup_eta_seconds",
                             "Seconds until every shard should have identified (-1 unknown)", NULL);
-    m_build = sh_metric_gauge("shardhook_build_info", "Always 1; the version is a label", "version");
+    m_build =
+        sh_metric_gauge("shardhook_build_info", "Always 1; the version is a label", "version");
     sh_metric_set(m_build, 1, SHARDHOOK_VERSION);
     m_cpu = sh_metric_counter("process_cpu_seconds_total",
                               "Total user and system CPU time spent in seconds", NULL);
     m_rss = sh_metric_gauge("process_resident_memory_bytes", "Resident memory size in bytes", NULL);
     m_vsz = sh_metric_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", NULL);
     m_fds = sh_metric_gauge("process_open_fds", "Number of open file descriptors", NULL);
-    m_max_fds = sh_metric_gauge("process_max_fds", "Maximum number of open file descriptors",
-                                NULL);
+    m_max_fds = sh_metric_gauge("process_max_fds", "Maximum number of open file descriptors", NULL);
     m_start = sh_metric_gauge("process_start_time_seconds",
                               "Start time of the process since unix epoch in seconds", NULL);
 }

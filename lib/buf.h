@@ -25,14 +25,17 @@ int sh_buf_append_str(struct sh_buf *b, const char *s);
 /* printf-style append; fails like sh_buf_reserve, leaving b as it was. */
 int sh_buf_printf(struct sh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Keep the allocation, forget the content. */
-static inline void sh_buf_reset(struct sh_buf *b) { b->len = 0; }
+static inline void sh_buf_reset(struct sh_buf *b)
+{
+    b->len = 0;
+}
 void sh_buf_free(struct sh_buf *b);
 
 /* Free and NULL in one step (haproxy's ha_free). */
-#define SH_FREE(p)      \
-    do {                \
-        free(p);        \
-        (p) = NULL;     \
+#define SH_FREE(p)                                                                                 \
+    do {                                                                                           \
+        free(p);                                                                                   \
+        (p) = NULL;                                                                                \
     } while (0)
 
 #endif

@@ -48,27 +48,27 @@ enum sh_gw_close {
 #define SH_GW_MAX_SEND_BYTES 4096
 
 /* Intents: X(name, bit, privileged). */
-#define SH_INTENTS(X)                         \
-    X(GUILDS, 0, 0)                           \
-    X(GUILD_MEMBERS, 1, 1)                    \
-    X(GUILD_MODERATION, 2, 0)                 \
-    X(GUILD_EXPRESSIONS, 3, 0)                \
-    X(GUILD_INTEGRATIONS, 4, 0)               \
-    X(GUILD_WEBHOOKS, 5, 0)                   \
-    X(GUILD_INVITES, 6, 0)                    \
-    X(GUILD_VOICE_STATES, 7, 0)               \
-    X(GUILD_PRESENCES, 8, 1)                  \
-    X(GUILD_MESSAGES, 9, 0)                   \
-    X(GUILD_MESSAGE_REACTIONS, 10, 0)         \
-    X(GUILD_MESSAGE_TYPING, 11, 0)            \
-    X(DIRECT_MESSAGES, 12, 0)                 \
-    X(DIRECT_MESSAGE_REACTIONS, 13, 0)        \
-    X(DIRECT_MESSAGE_TYPING, 14, 0)           \
-    X(MESSAGE_CONTENT, 15, 1)                 \
-    X(GUILD_SCHEDULED_EVENTS, 16, 0)          \
-    X(AUTO_MODERATION_CONFIGURATION, 20, 0)   \
-    X(AUTO_MODERATION_EXECUTION, 21, 0)       \
-    X(GUILD_MESSAGE_POLLS, 24, 0)             \
+#define SH_INTENTS(X)                                                                              \
+    X(GUILDS, 0, 0)                                                                                \
+    X(GUILD_MEMBERS, 1, 1)                                                                         \
+    X(GUILD_MODERATION, 2, 0)                                                                      \
+    X(GUILD_EXPRESSIONS, 3, 0)                                                                     \
+    X(GUILD_INTEGRATIONS, 4, 0)                                                                    \
+    X(GUILD_WEBHOOKS, 5, 0)                                                                        \
+    X(GUILD_INVITES, 6, 0)                                                                         \
+    X(GUILD_VOICE_STATES, 7, 0)                                                                    \
+    X(GUILD_PRESENCES, 8, 1)                                                                       \
+    X(GUILD_MESSAGES, 9, 0)                                                                        \
+    X(GUILD_MESSAGE_REACTIONS, 10, 0)                                                              \
+    X(GUILD_MESSAGE_TYPING, 11, 0)                                                                 \
+    X(DIRECT_MESSAGES, 12, 0)                                                                      \
+    X(DIRECT_MESSAGE_REACTIONS, 13, 0)                                                             \
+    X(DIRECT_MESSAGE_TYPING, 14, 0)                                                                \
+    X(MESSAGE_CONTENT, 15, 1)                                                                      \
+    X(GUILD_SCHEDULED_EVENTS, 16, 0)                                                               \
+    X(AUTO_MODERATION_CONFIGURATION, 20, 0)                                                        \
+    X(AUTO_MODERATION_EXECUTION, 21, 0)                                                            \
+    X(GUILD_MESSAGE_POLLS, 24, 0)                                                                  \
     X(DIRECT_MESSAGE_POLLS, 25, 0)
 
 #define SH_INTENT_ENUM_(name, bit, priv) SH_INTENT_##name = bit,

@@ -6,8 +6,8 @@ const char *sh_strerror(int err)
     switch (err) {
     case SH_OK:
         return "ok";
-#define SH_ERR_CASE_(name, msg) \
-    case SH_E##name:            \
+#define SH_ERR_CASE_(name, msg)                                                                    \
+    case SH_E##name:                                                                               \
         return msg;
         SH_ERRNO_MAP(SH_ERR_CASE_)
 #undef SH_ERR_CASE_

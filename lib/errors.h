@@ -8,21 +8,21 @@
 #ifndef SHARDHOOK_LIB_ERRORS_H
 #define SHARDHOOK_LIB_ERRORS_H
 
-#define SH_ERRNO_MAP(X)                                         \
-    X(NOMEM, "out of memory")                                   \
-    X(INVAL, "invalid argument")                                \
-    X(TOOBIG, "exceeds its size cap")                           \
-    X(CORRUPT, "corrupt compressed stream")                     \
-    X(PARSE, "malformed payload")                               \
-    X(IO, "input/output error")                                 \
-    X(NET, "network error")                                     \
-    X(HTTP, "unexpected HTTP status")                           \
-    X(AUTH, "authentication failed")                            \
-    X(AGAIN, "try again later")                                 \
-    X(RATELIMIT, "rate limited")                                \
-    X(CLOSED, "closed")                                         \
-    X(NOTFOUND, "not found")                                    \
-    X(CONFIG, "invalid configuration")                          \
+#define SH_ERRNO_MAP(X)                                                                            \
+    X(NOMEM, "out of memory")                                                                      \
+    X(INVAL, "invalid argument")                                                                   \
+    X(TOOBIG, "exceeds its size cap")                                                              \
+    X(CORRUPT, "corrupt compressed stream")                                                        \
+    X(PARSE, "malformed payload")                                                                  \
+    X(IO, "input/output error")                                                                    \
+    X(NET, "network error")                                                                        \
+    X(HTTP, "unexpected HTTP status")                                                              \
+    X(AUTH, "authentication failed")                                                               \
+    X(AGAIN, "try again later")                                                                    \
+    X(RATELIMIT, "rate limited")                                                                   \
+    X(CLOSED, "closed")                                                                            \
+    X(NOTFOUND, "not found")                                                                       \
+    X(CONFIG, "invalid configuration")                                                             \
     X(UNSYNCED, "written, but not synced to disk")
 
 enum sh_err {
@@ -31,7 +31,7 @@ enum sh_err {
 #define SH_ERR_ENUM_(name, msg) SH_E##name,
     SH_ERRNO_MAP(SH_ERR_ENUM_)
 #undef SH_ERR_ENUM_
-    SH_ERR_END_
+        SH_ERR_END_
 };
 
 /* Message for a code returned by any shardhook call; never NULL. */

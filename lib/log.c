@@ -265,8 +265,8 @@ static void put_field_(struct out *o, int format, int first, const char *k, size
 }
 
 /* One field, whole or not at all (a line that outgrew out ends with truncated=true). */
-static void put_field(struct out *o, int format, int first, const char *k, size_t kn,
-                      const char *v, size_t vn, int quoted)
+static void put_field(struct out *o, int format, int first, const char *k, size_t kn, const char *v,
+                      size_t vn, int quoted)
 {
     size_t mark = o->len;
     if (!o->full)
@@ -275,8 +275,8 @@ static void put_field(struct out *o, int format, int first, const char *k, size_
         o->len = mark;
 }
 
-size_t sh_log_render(int format, const char *ts, const char *level, const char *fields,
-                     char *out, size_t outlen)
+size_t sh_log_render(int format, const char *ts, const char *level, const char *fields, char *out,
+                     size_t outlen)
 {
     if (outlen <= CUT_ROOM + 64) {
         if (outlen)
@@ -364,7 +364,8 @@ void sh_log_write(int level, const char *fmt, ...)
 int sh_log_limit_pass(struct sh_log_limit *lim, unsigned long long *held)
 {
     unsigned long long now = sh_now_ms(), next = atomic_load(&lim->next_ms);
-    if (now < next || !atomic_compare_exchange_strong(&lim->next_ms, &next, now + SH_LOG_LIMIT_MS)) {
+    if (now < next ||
+        !atomic_compare_exchange_strong(&lim->next_ms, &next, now + SH_LOG_LIMIT_MS)) {
         atomic_fetch_add(&lim->held, 1);
         return 0;
     }

@@ -36,16 +36,16 @@ int sh_log_format_parse(const char *name);
  * U+FFFD. logfmt quotes values that were quoted or need it; JSON writes plain decimal
  * numbers as numbers and everything else as strings. Returns the length written.
  */
-size_t sh_log_render(int format, const char *ts, const char *level, const char *fields,
-                     char *out, size_t outlen);
+size_t sh_log_render(int format, const char *ts, const char *level, const char *fields, char *out,
+                     size_t outlen);
 /* Remember a secret to scrub from every later line (copied; strings under 4 bytes ignored). */
 void sh_log_add_secret(const char *secret);
 void sh_log_clear_secrets(void);
 
-#define SH_LOG_AT_(lvl, ...)                  \
-    do {                                      \
-        if ((lvl) >= sh_log_level)            \
-            sh_log_write((lvl), __VA_ARGS__); \
+#define SH_LOG_AT_(lvl, ...)                                                                       \
+    do {                                                                                           \
+        if ((lvl) >= sh_log_level)                                                                 \
+            sh_log_write((lvl), __VA_ARGS__);                                                      \
     } while (0)
 #define log_debug(...) SH_LOG_AT_(SH_LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) SH_LOG_AT_(SH_LOG_INFO, __VA_ARGS__)
@@ -63,28 +63,31 @@ struct sh_log_limit {
     _Atomic unsigned long long next_ms;
     _Atomic unsigned long long held;
 };
-#define SH_LOG_LIMIT_INIT {0, 0}
+#define SH_LOG_LIMIT_INIT                                                                          \
+    {                                                                                              \
+        0, 0                                                                                       \
+    }
 
 /* 1 when a line may be written now (and *held is how many were held back before it), else 0. */
 int sh_log_limit_pass(struct sh_log_limit *lim, unsigned long long *held);
 void sh_log_write_limited(int level, struct sh_log_limit *lim, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-#define SH_LOG_LIMITED_AT_(lvl, lim, ...)                    \
-    do {                                                     \
-        if ((lvl) >= sh_log_level)                           \
-            sh_log_write_limited((lvl), (lim), __VA_ARGS__); \
+#define SH_LOG_LIMITED_AT_(lvl, lim, ...)                                                          \
+    do {                                                                                           \
+        if ((lvl) >= sh_log_level)                                                                 \
+            sh_log_write_limited((lvl), (lim), __VA_ARGS__);                                       \
     } while (0)
 #define log_warn_limited(lim, ...) SH_LOG_LIMITED_AT_(SH_LOG_WARN, lim, __VA_ARGS__)
 #define log_error_limited(lim, ...) SH_LOG_LIMITED_AT_(SH_LOG_ERROR, lim, __VA_ARGS__)
 
 /* A state that cannot happen: report file and line, then abort (haproxy's BUG_ON). */
-#define SH_BUG_ON(cond)                                                                     \
-    do {                                                                                    \
-        if (cond) {                                                                         \
-            sh_log_write(SH_LOG_ERROR, "msg=\"bug\" cond=\"%s\" at=%s:%d", #cond, __FILE__, \
-                         __LINE__);                                                         \
-            abort();                                                                        \
-        }                                                                                   \
+#define SH_BUG_ON(cond)                                                                            \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            sh_log_write(SH_LOG_ERROR, "msg=\"bug\" cond=\"%s\" at=%s:%d", #cond, __FILE__,        \
+                         __LINE__);                                                                \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #endif

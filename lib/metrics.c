@@ -42,8 +42,8 @@ struct sh_metric {
     int n_bounds;
     struct sh_metric_series **series; /* in creation order (exposition order) */
     int n_series, cap_series;
-    int *index;                         /* open addressing on hash: series position + 1 */
-    int index_cap;                      /* a power of two, at least twice n_series */
+    int *index;    /* open addressing on hash: series position + 1 */
+    int index_cap; /* a power of two, at least twice n_series */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

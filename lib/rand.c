@@ -9,7 +9,10 @@
 static _Thread_local uint64_t state[4];
 static _Thread_local int seeded;
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static void seed(void)
 {
@@ -45,7 +48,10 @@ uint64_t sh_rand_u64(void)
     return result;
 }
 
-double sh_rand_unit(void) { return (double)(sh_rand_u64() >> 11) * 0x1.0p-53; }
+double sh_rand_unit(void)
+{
+    return (double)(sh_rand_u64() >> 11) * 0x1.0p-53;
+}
 
 uint64_t sh_backoff_ceiling_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
 {

@@ -52,7 +52,7 @@ struct fk_opts {
     long send_limit;
     long send_window_ms;
     long history;
-    long members_window_ms; /* one all-members request per guild per this (Discord: 30 s) */
+    long members_window_ms;  /* one all-members request per guild per this (Discord: 30 s) */
     const char *gateway_url; /* /gateway/bot's url instead of this fake's own, or NULL */
     const char *resume_url;  /* READY's resume_gateway_url instead of ws://HOST:PORT/resume */
 };
@@ -145,7 +145,7 @@ struct fk_state {
     long remaining;
     double reset_at_ms;
     int withhold_all;
-    int resume_fail_count;        /* the next N valid RESUMEs are closed with 4000 */
+    int resume_fail_count; /* the next N valid RESUMEs are closed with 4000 */
     int rest_fail_count;
     int rest_fail_status;
     double rest_fail_retry_after; /* < 0: none */

@@ -615,14 +615,10 @@ static const struct op_rule {
     int needs_auth;
     int (*fn)(struct fk_conn *c, const cJSON *d);
 } op_rules[] = {
-    {1, 0, on_heartbeat},
-    {2, 0, on_identify},
-    {6, 0, on_resume},
-    {3, 1, NULL},
-    {4, 1, fk_on_voice_state},
-    {8, 1, fk_on_request_members},
-    {31, 1, fk_on_soundboard},
-    {43, 1, fk_on_channel_info},
+    {1, 0, on_heartbeat},      {2, 0, on_identify},
+    {6, 0, on_resume},         {3, 1, NULL},
+    {4, 1, fk_on_voice_state}, {8, 1, fk_on_request_members},
+    {31, 1, fk_on_soundboard}, {43, 1, fk_on_channel_info},
 };
 
 static int only_space(const char *p, const char *end)

@@ -1175,5 +1175,6 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(presence_defaults_filled); RUN(env_expansion); RUN(expand_directly);
           RUN(listen_forms); RUN(no_secret_in_messages); RUN(caps); RUN(load_file);
           RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
-          RUN(non_utf8_from_the_environment_is_refused); RUN(messages_show_expanded_values_as_written); RUN(diff_sorts_live_and_restart_keys); RUN(diff_covers_every_key_and_follows_what_runs);
-          RUN(docs_match_table);)
+          RUN(non_utf8_from_the_environment_is_refused);
+          RUN(messages_show_expanded_values_as_written); RUN(diff_sorts_live_and_restart_keys);
+          RUN(diff_covers_every_key_and_follows_what_runs); RUN(docs_match_table);)

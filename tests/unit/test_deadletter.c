@@ -79,8 +79,13 @@ TEST(unwritable_folder_fails_and_leaves_nothing)
     put_file(dir, "dead-letter", 3);
     char sub[300], path[512];
     snprintf(sub, sizeof(sub), "%s/dead-letter", dir);
-    struct br_dead_letter dl = {.webhook = 0, .webhook_key = "wabc", .msg_id = "msg_y",
-                                .status = 400, .attempts = 1, .events = 1, .body = "{}",
+    struct br_dead_letter dl = {.webhook = 0,
+                                .webhook_key = "wabc",
+                                .msg_id = "msg_y",
+                                .status = 400,
+                                .attempts = 1,
+                                .events = 1,
+                                .body = "{}",
                                 .body_len = 2};
     ASSERT_EQ(br_deadletter_write(sub, &dl, path, sizeof(path)), SH_EIO);
     uint64_t kept = 1;

@@ -77,9 +77,9 @@ static void *updater(void *arg)
 TEST(updates_race_with_reads)
 {
     struct cfg_config a, b;
-    ASSERT_EQ(load("{\"token\":\"t\",\"webhooks\":[{\"url\":\"http://h/a\",\"secret\":\"" S1 "\"}]}",
-                   &a),
-              0);
+    ASSERT_EQ(
+        load("{\"token\":\"t\",\"webhooks\":[{\"url\":\"http://h/a\",\"secret\":\"" S1 "\"}]}", &a),
+        0);
     ASSERT_EQ(load("{\"token\":\"t\",\"webhooks\":[{\"url\":\"http://h/a\",\"secret\":\"" S2 "\","
                    "\"headers\":{\"X\":\"y\"}}]}",
                    &b),

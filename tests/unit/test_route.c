@@ -31,9 +31,10 @@ TEST(chunk_encodes_the_envelope_with_d_verbatim)
     ASSERT_EQ(gw_chunk_append(c, 3, 16, "MESSAGE_CREATE", 14, 42, d, sizeof(d) - 1, 7), 0);
     ASSERT_EQ(c->n, 1);
     const struct gw_event *e = &c->ev[0];
-    ASSERT_SPAN_EQ(c->data.data + e->off, e->len,
-                   "{\"shard\":[3,16],\"op\":0,\"t\":\"MESSAGE_CREATE\",\"s\":42,\"d\":{\"content\":"
-                   "\"h\\u00e9 \\\"x\\\"\", \"n\" : 1}}");
+    ASSERT_SPAN_EQ(
+        c->data.data + e->off, e->len,
+        "{\"shard\":[3,16],\"op\":0,\"t\":\"MESSAGE_CREATE\",\"s\":42,\"d\":{\"content\":"
+        "\"h\\u00e9 \\\"x\\\"\", \"n\" : 1}}");
     ASSERT_SPAN_EQ(c->data.data + e->t_off, e->t_len, "MESSAGE_CREATE");
     ASSERT_EQ(e->shard, 3);
     ASSERT_EQ(e->s, 42);

@@ -19,8 +19,8 @@ TEST(rotation_signs_with_every_key)
 {
     char *keys[] = {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLWtleQ=="};
     char out[256];
-    ASSERT_EQ(br_sign(keys, 2, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
-                      sizeof(body) - 1, out, sizeof(out)),
+    ASSERT_EQ(br_sign(keys, 2, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, sizeof(body) - 1,
+                      out, sizeof(out)),
               0);
     ASSERT_STR_EQ(out, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= "
                        "v1,4Wzb6tcIfznzcEHPT7GcEE5B7qzv9qwZv0ckDDA6dJo=");

@@ -274,14 +274,27 @@ int cfg__get_list(struct ctx *c, const cJSON *v, size_t max, int empty_ok, const
     return SH_OK;
 }
 
-/* A list of event names into the (char **, size_t) pair at d->off and d->off_n. */
-static int set_event_list(struct ctx *c, const struct directive *d, const cJSON *v, void *base,
-                          int star, int empty_ok)
+/*
+ * A list of strings into the (char **, size_t) pair at d->off and d->off_n: each item at most
+ * max_len bytes and accepted by ok(item, arg), else "must be <form> (got ...)". what names the
+ * items in the message about the list itself.
+ */
+struct str_list_rule {
+    const char *what;
+    size_t max_items, max_len;
+    int empty_ok;
+    int (*ok)(char *item, int arg); /* may rewrite the item in place (lower-case it) */
+    int arg;
+    const char *form;
+};
+
+static int set_str_list(struct ctx *c, const struct directive *d, const cJSON *v, void *base,
+                        const struct str_list_rule *rule)
 {
     char ***list = AT(base, d, char **);
     size_t *count = (size_t *)(void *)((char *)base + d->off_n);
     size_t n;
-    int rc = cfg__get_list(c, v, MAX_LIST, empty_ok, "event names", &n);
+    int rc = cfg__get_list(c, v, rule->max_items, rule->empty_ok, rule->what, &n);
     if (rc)
         return rc;
     char **items = calloc(n ? n : 1, sizeof(*items));
@@ -293,70 +306,74 @@ static int set_event_list(struct ctx *c, const struct directive *d, const cJSON 
     for (const cJSON *it = v->child; it && !rc; it = it->next, i++) {
         char buf[80];
         size_t mark = cfg__push_index(c, i);
-        rc = cfg__get_string(c, it, MAX_EVENT_NAME, 0, &items[i]);
-        if (!rc && !event_pattern_ok(items[i], star))
-            rc = cfg__fail(c,
-                           "must be an event name in upper case like \"MESSAGE_CREATE\"%s (got %s)",
-                           star ? ", a prefix like \"GUILD_*\", or \"*\"" : "",
+        rc = cfg__get_string(c, it, rule->max_len, 0, &items[i]);
+        if (!rc && !rule->ok(items[i], rule->arg))
+            rc = cfg__fail(c, "must be %s (got %s)", rule->form,
                            cfg__describe_val(c, items[i], buf, sizeof(buf)));
         cfg__pop(c, mark);
     }
     return rc;
 }
 
+static int event_item_ok(char *s, int star)
+{
+    return event_pattern_ok(s, star);
+}
+
 int cfg__set_events(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
-    return set_event_list(c, d, v, base, 1, 0);
+    static const struct str_list_rule rule = {
+        .what = "event names",
+        .max_items = MAX_LIST,
+        .max_len = MAX_EVENT_NAME,
+        .ok = event_item_ok,
+        .arg = 1,
+        .form = "an event name in upper case like \"MESSAGE_CREATE\", a prefix like "
+                "\"GUILD_*\", or \"*\""};
+    return set_str_list(c, d, v, base, &rule);
 }
 
 int cfg__set_event_names(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
-    return set_event_list(c, d, v, base, 0, 1);
+    static const struct str_list_rule rule = {
+        .what = "event names",
+        .max_items = MAX_LIST,
+        .max_len = MAX_EVENT_NAME,
+        .empty_ok = 1,
+        .ok = event_item_ok,
+        .form = "an event name in upper case like \"MESSAGE_CREATE\""};
+    return set_str_list(c, d, v, base, &rule);
 }
 
 /*
  * http.allowed_hosts: host names as a Host header carries them, "name" (any port) or
  * "name:port", lower-cased; an IPv6 address in brackets.
  */
-static int host_name_ok(const char *s)
+static int host_item_ok(char *s, int unused)
 {
+    (void)unused;
     size_t n = strlen(s);
-    if (n == 0 || n > 255)
+    if (n == 0 || n > 255 || s[0] == ':')
         return 0;
-    for (const char *p = s; *p; p++)
+    for (char *p = s; *p; p++) {
         if (!(isalnum((unsigned char)*p) || strchr(".-_:[]", *p)))
             return 0;
-    return s[0] != ':';
+        *p = (char)tolower((unsigned char)*p);
+    }
+    return 1;
 }
 
 int cfg__set_host_list(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
-    char ***list = AT(base, d, char **);
-    size_t *count = (size_t *)(void *)((char *)base + d->off_n);
-    size_t n;
-    int rc = cfg__get_list(c, v, 64, 1, "host names", &n);
-    if (rc)
-        return rc;
-    char **items = calloc(n ? n : 1, sizeof(*items));
-    if (!items)
-        return cfg__oom(c);
-    *list = items;
-    *count = n;
-    size_t i = 0;
-    for (const cJSON *it = v->child; it && !rc; it = it->next, i++) {
-        char buf[80];
-        size_t mark = cfg__push_index(c, i);
-        rc = cfg__get_string(c, it, 300, 0, &items[i]);
-        if (!rc && !host_name_ok(items[i]))
-            rc = cfg__fail(c,
-                           "must be a host name as a Host header carries it, like "
-                           "\"shardhook.internal\" or \"shardhook.internal:7878\" (got %s)",
-                           cfg__describe_val(c, items[i], buf, sizeof(buf)));
-        for (char *q = items[i]; !rc && *q; q++)
-            *q = (char)tolower((unsigned char)*q);
-        cfg__pop(c, mark);
-    }
-    return rc;
+    static const struct str_list_rule rule = {
+        .what = "host names",
+        .max_items = 64,
+        .max_len = 300,
+        .empty_ok = 1,
+        .ok = host_item_ok,
+        .form = "a host name as a Host header carries it, like \"shardhook.internal\" or "
+                "\"shardhook.internal:7878\""};
+    return set_str_list(c, d, v, base, &rule);
 }
 
 /* "auto" (stored as 0) or an integer in the directive's range. */

@@ -1,7 +1,7 @@
 /*
  * http/server.h: the control API server (libmicrohttpd) on `http.listen`.
  *
- * Answers every route of DESIGN.md "Control API" on libmicrohttpd's threads. It reaches the
+ * Answers every route of docs/api.md on libmicrohttpd's threads. It reaches the
  * gateway only through the calls in struct http_gateway_ops (by default the gateway's
  * command queue and status snapshots) and never blocks a thread waiting on Discord: requests
  * that wait for gateway replies (members, channel info, soundboard sounds) are suspended and

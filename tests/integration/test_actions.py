@@ -207,3 +207,20 @@ def test_answers_not_read_for_actions(tmp):
              what="two unreadable answers counted")
     time.sleep(scale(0.5))
     assert sent(fake, 3) == []
+
+
+@timeout(90)
+def test_a_members_action_refused_by_discord_comes_back_as_its_error(tmp):
+    g = guild_id(0, 1)
+    acts = [{"type": "members", "guild_id": g, "body": {"user_ids": ["80351110224678912"]}}]
+    fake, rx, sh = start(tmp, [answer(acts)], n=1)
+    fake.members(rate_limited=4, retry_after=0.1)
+    fake.dispatch(0, "MESSAGE_CREATE", {"content": "act"})
+    ev = wait_for(lambda: [e for e in rx.events() if e["t"] == "SHARDHOOK_MEMBERS"], 10,
+                  what="SHARDHOOK_MEMBERS at the receiver")
+    d = ev[0]["d"]
+    assert ev[0]["shard"] == [0, 1] and ev[0]["s"] is None
+    assert d["guild_id"] == g and d["status"] == 429 and "nonce" not in d, d
+    assert d["error"]["code"] == "rate_limited", d
+    assert len(sent(fake, 8)) == 4  # the first request and the API's three retries
+    assert actions_metric(sh, "members", "ok") == 1

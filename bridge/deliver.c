@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/actions.h"
 #include "bridge/batch.h"
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
@@ -59,6 +60,8 @@ struct br_delivery {
     size_t wake_events, wake_bytes;
     int stopping;
     uint64_t deadline_ms;
+    struct sh_queue evq;          /* struct action_event: events for one webhook (members) */
+    struct br_action_ops act_ops; /* how actions run; run NULL until main() sets it */
     CURLM *multi;
     /* delivery thread only, from here on */
     struct br__hook *hooks;
@@ -70,6 +73,8 @@ struct br_delivery {
     int prepared;
     char dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
     struct br_request_pool reqs;
+    struct br_actions **actions;  /* per webhook, NULL unless its config says "actions": true */
+    struct br_action_ops act_now; /* act_ops as of this pass */
     void (*flow)(void *ud, int paused);
     void *flow_ud;
     int paused;
@@ -123,6 +128,70 @@ struct gw_sink br_delivery_sink(struct br_delivery *d)
     return s;
 }
 
+/* An event for one webhook only (a members action's answer), from any thread. */
+struct action_event {
+    struct sh_qnode node;
+    size_t hook;
+    struct gw_chunk *c; /* one event */
+};
+
+int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, const char *t,
+                             const char *dj, size_t len)
+{
+    if (webhook >= d->n_hooks || shard < 0 || shard >= d->total)
+        return SH_EINVAL;
+    if (len > d->cfg->max_payload_bytes)
+        return SH_ETOOBIG; /* as a gateway payload past the cap: no spool segment holds it */
+    struct action_event *ev = calloc(1, sizeof(*ev));
+    struct gw_chunk *c = ev ? gw_chunk_new(len + strlen(t) + 256) : NULL;
+    int rc =
+        c ? gw_chunk_append(c, shard, d->total, t, strlen(t), 0, dj, len, sh_now_ms()) : SH_ENOMEM;
+    if (rc) {
+        gw_chunk_free(c);
+        free(ev);
+        return rc;
+    }
+    ev->hook = webhook;
+    ev->c = c;
+    pthread_mutex_lock(&d->lock);
+    int wake = sh_queue_push(&d->evq, &ev->node);
+    d->lazy = 0;
+    pthread_mutex_unlock(&d->lock);
+    if (wake)
+        curl_multi_wakeup(d->multi);
+    return SH_OK;
+}
+
+void br_delivery_set_actions(struct br_delivery *d, const struct br_action_ops *ops)
+{
+    pthread_mutex_lock(&d->lock);
+    d->act_ops = *ops;
+    pthread_mutex_unlock(&d->lock);
+    curl_multi_wakeup(d->multi);
+}
+
+static void free_action_events(struct sh_qnode *n)
+{
+    for (struct sh_qnode *nx; n; n = nx) {
+        nx = n->next;
+        struct action_event *ev = SH_QUEUE_ITEM(n, struct action_event, node);
+        gw_chunk_free(ev->c);
+        free(ev);
+    }
+}
+
+/* Every webhook whose config says "actions": true gets its record. */
+static int new_actions(struct br_delivery *d)
+{
+    d->actions = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->actions));
+    if (!d->actions)
+        return SH_ENOMEM;
+    for (size_t i = 0; i < d->n_hooks; i++)
+        if (d->hooks[i].cfg->actions && !(d->actions[i] = br_actions_new(i, d->hooks[i].label)))
+            return SH_ENOMEM;
+    return SH_OK;
+}
+
 /* ---- set-up ------------------------------------------------------------------------------- */
 
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
@@ -133,6 +202,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     d->cfg = cfg;
     pthread_mutex_init(&d->lock, NULL);
     sh_queue_init(&d->inq);
+    sh_queue_init(&d->evq);
     d->n_hooks = cfg->n_webhooks;
     d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
     int least = cfg_least_batch_delay_ms(cfg);
@@ -164,6 +234,10 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         conns += (size_t)d->hooks[i].cfg->max_in_flight;
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
+    if (new_actions(d)) {
+        br_delivery_free(d);
+        return SH_ENOMEM;
+    }
     register_metrics(d);
     for (size_t i = 0; i < d->n_hooks; i++) /* dead letters an earlier run left */
         br__hook_trim_dead_letters(&d->hooks[i], d->dir_dead);
@@ -388,6 +462,27 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
     }
 }
 
+/* An event for one webhook (a members action's answer): into its batches like any event. */
+static void route_action_event(struct br_delivery *d, struct action_event *ev, uint64_t now)
+{
+    const struct gw_event *e = &ev->c->ev[0];
+    int li = br_ledger_local(d->ledger, e->shard);
+    if (li < 0 || add_to_hook(d, &d->hooks[ev->hook], li, ev->c, e, now)) {
+        static struct sh_log_limit lim;
+        log_error_limited(&lim,
+                          "msg=\"an action's answer could not be delivered\" webhook=%zu "
+                          "shard=%u",
+                          ev->hook, e->shard);
+    }
+}
+
+static void route_action_events(struct br_delivery *d, struct sh_qnode *n, uint64_t now)
+{
+    for (struct sh_qnode *q = n; q; q = q->next)
+        route_action_event(d, SH_QUEUE_ITEM(q, struct action_event, node), now);
+    free_action_events(n);
+}
+
 /* Close open batches whose delay passed (all of them when flushing); returns the next due time. */
 static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
 {
@@ -437,6 +532,16 @@ static int start_request(struct br_delivery *d, struct br__hook *h, struct br_ba
         sh_series_observe(h->m.batch_bytes, (double)b->body.len);
     }
     return SH_OK;
+}
+
+/* A 2xx answer to b for a webhook with "actions": true: run what it asks (never un-acks b). */
+static void answer_actions(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
+                           struct br_request *r, CURL *easy)
+{
+    char *ctype = NULL;
+    curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ctype);
+    br_actions_answer(d->actions[h->idx], &d->act_now, b->msg_id, ctype, r->act.data, r->act.len,
+                      r->act_truncated, NULL);
 }
 
 /* An acknowledged or dead-lettered batch leaves the webhook's order. */
@@ -508,6 +613,8 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
         log_debug("msg=\"batch delivered\" webhook=%zu webhook_id=%s events=%u bytes=%zu "
                   "status=%ld attempts=%u",
                   h->idx, b->msg_id, b->n_events, b->body.len, status, b->attempts);
+        if (d->actions[h->idx])
+            answer_actions(d, h, b, r, easy);
         resolve(d, h, b);
     } else if (o == BR_RETRY) {
         uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
@@ -762,6 +869,8 @@ static void *run(void *arg)
     for (;;) {
         pthread_mutex_lock(&d->lock);
         struct sh_qnode *chunks = sh_queue_take(&d->inq);
+        struct sh_qnode *action_events = sh_queue_take(&d->evq);
+        d->act_now = d->act_ops;
         size_t inq = d->inq_bytes;
         d->inq_bytes = d->inq_events = 0;
         d->lazy = 0;
@@ -777,6 +886,7 @@ static void *run(void *arg)
                 route_event(d, c, i, now);
             gw_chunk_free(c);
         }
+        route_action_events(d, action_events, now);
         uint64_t wake = close_due(d, now, stopping);
 
         int running = 0;
@@ -807,7 +917,8 @@ static void *run(void *arg)
 
         if (stopping && ((idle(d) && !running) || now >= deadline)) {
             pthread_mutex_lock(&d->lock);
-            int more = !sh_queue_empty(&d->inq); /* a last chunk pushed while this pass ran */
+            /* a last chunk pushed while this pass ran */
+            int more = !sh_queue_empty(&d->inq) || !sh_queue_empty(&d->evq);
             pthread_mutex_unlock(&d->lock);
             if (!more || now >= deadline)
                 break;
@@ -865,6 +976,11 @@ static void wind_down(struct br_delivery *d)
             route_event(d, c, i, now);
         gw_chunk_free(c);
     }
+    struct sh_qnode *action_events = sh_queue_take(&d->evq);
+    if (d->prepared)
+        route_action_events(d, action_events, now);
+    else
+        free_action_events(action_events);
     close_due(d, now, 1);
 }
 
@@ -945,6 +1061,11 @@ void br_delivery_free(struct br_delivery *d)
         gw_chunk_free(SH_QUEUE_ITEM(n, struct gw_chunk, node));
     }
     sh_queue_destroy(&d->inq);
+    free_action_events(sh_queue_take(&d->evq));
+    sh_queue_destroy(&d->evq);
+    for (size_t i = 0; d->actions && i < d->n_hooks; i++)
+        br_actions_free(d->actions[i]);
+    free(d->actions);
     if (d->multi)
         curl_multi_cleanup(d->multi);
     free(d->hooks);

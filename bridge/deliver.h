@@ -35,6 +35,7 @@
 
 #include <stdint.h>
 
+#include "bridge/actions.h"
 #include "bridge/ckstore.h"
 #include "config/config.h"
 #include "gateway/sink.h"
@@ -83,6 +84,20 @@ int br_delivery_start(struct br_delivery *d);
  * one was acknowledged, dead-lettered or saved); those come back through Discord's replay.
  */
 uint64_t br_delivery_stop(struct br_delivery *d, int timeout_ms);
+
+/*
+ * Any thread: how the actions of webhooks with "actions": true run (bridge/actions.h; main()
+ * fills it on top of the control API). Until it is set, such actions count as refused.
+ */
+void br_delivery_set_actions(struct br_delivery *d, const struct br_action_ops *ops);
+
+/*
+ * Any thread: an event named t with d (JSON text, len bytes) and "s": null, for shard, to
+ * webhook `webhook` only (a members action's answer, SHARDHOOK_MEMBERS). 0, SH_EINVAL (no such
+ * webhook or shard), SH_ENOMEM or SH_ETOOBIG.
+ */
+int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, const char *t,
+                             const char *dj, size_t len);
 
 void br_delivery_free(struct br_delivery *d);
 /* A reload: webhook's secrets and extra headers from w (copied) sign and go with every request

@@ -282,6 +282,29 @@ struct daemon {
     char final_line[1024]; /* what to fix, printed last so it is the line users see */
 };
 
+/* A members action's answer: a SHARDHOOK_MEMBERS event to the webhook that asked. Any thread. */
+static void members_answer(void *ud, size_t webhook, int shard, const char *dj, size_t len)
+{
+    struct daemon *d = ud;
+    int rc = br_delivery_action_event(d->delivery, webhook, shard, "SHARDHOOK_MEMBERS", dj, len);
+    if (rc) {
+        static struct sh_log_limit lim;
+        log_error_limited(&lim,
+                          "msg=\"a members action's answer could not be delivered\" webhook=%zu "
+                          "shard=%d bytes=%zu error=\"%s\"",
+                          webhook, shard, len, sh_strerror(rc));
+    }
+}
+
+/* A webhook's action runs through the control API's handler for the same request. */
+static int run_action(void *ud, const cJSON *action, size_t webhook, const char **type, char *msg,
+                      size_t cap)
+{
+    struct daemon *d = ud;
+    struct http_action_to to = {.members = members_answer, .ud = d, .tag = webhook};
+    return http_server_action(d->api, action, &to, type, msg, cap);
+}
+
 /* Delivery, the gateway (discovery, checkpoints), the control API. 0, or d->exit_code is set. */
 static int start_all(struct daemon *d)
 {
@@ -326,6 +349,8 @@ static int start_all(struct daemon *d)
     }
     struct gw_observer obs = http_server_observer(d->api);
     gw_gateway_set_observer(d->gw, &obs);
+    struct br_action_ops actions = {.run = run_action, .ud = d};
+    br_delivery_set_actions(d->delivery, &actions); /* webhook answers may act from here on */
     return 0;
 }
 

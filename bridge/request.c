@@ -26,6 +26,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     r->resp_len += take;
     if (take < len)
         r->resp_truncated = 1;
+    if (r->want_actions && !r->act_truncated && sh_buf_append(&r->act, p, len))
+        r->act_truncated = 1;
     return len;
 }
 
@@ -59,11 +61,15 @@ static struct br_request *take(struct br_request_pool *pool)
             free(r);
             return NULL;
         }
+        sh_buf_init(&r->act, BR_ACTIONS_BODY_MAX);
     }
     r->next = NULL;
     r->resp_len = 0;
     r->resp_truncated = 0;
     r->retry_after_ms = -1;
+    r->want_actions = 0;
+    sh_buf_reset(&r->act);
+    r->act_truncated = 0;
     r->err[0] = '\0';
     return r;
 }
@@ -83,6 +89,7 @@ void br_request_pool_free(struct br_request_pool *pool)
     for (struct br_request *r = pool->free, *nx; r; r = nx) {
         nx = r->next;
         curl_easy_cleanup(r->easy);
+        sh_buf_free(&r->act);
         free(r);
     }
     pool->free = NULL;
@@ -184,6 +191,7 @@ int br_request_new(struct br_request_pool *pool, const struct cfg_webhook *w,
         return rc;
     }
     set_options(r, w, b);
+    r->want_actions = w->actions;
     r->b = b;
     *out = r;
     return SH_OK;

@@ -3,7 +3,8 @@
  * webhook's config and auth in, a handle ready for the multi loop out: the Standard Webhooks
  * headers (webhook-id, a fresh webhook-timestamp, webhook-signature), the webhook's extra
  * headers, timeouts, and the answer's body (kept up to BR_DEAD_RESPONSE_MAX for a dead
- * letter) and Retry-After collected as it arrives. Handles are reused through a pool, so
+ * letter, and up to BR_ACTIONS_BODY_MAX for a webhook's actions) and Retry-After collected as
+ * it arrives. Handles are reused through a pool, so
  * connections and buffers are too. Owns no delivery state; the delivery thread uses it.
  */
 #ifndef SHARDHOOK_BR_REQUEST_H
@@ -12,10 +13,12 @@
 #include <curl/curl.h>
 #include <stdint.h>
 
+#include "bridge/actions.h"
 #include "bridge/batch.h"
 #include "bridge/deadletter.h"
 #include "bridge/hookauth.h"
 #include "config/config.h"
+#include "lib/buf.h"
 
 struct br_request {
     struct br_request *next; /* the pool's free list */
@@ -27,6 +30,9 @@ struct br_request {
     size_t resp_len;
     int resp_truncated;
     int64_t retry_after_ms; /* -1: no usable Retry-After */
+    int want_actions;       /* the webhook runs the actions of 2xx answers: keep the body */
+    struct sh_buf act;      /* the answer's body, up to BR_ACTIONS_BODY_MAX */
+    int act_truncated;      /* the body was longer */
     char err[CURL_ERROR_SIZE];
 };
 

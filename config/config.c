@@ -133,6 +133,13 @@ static const struct directive webhook_dirs[] = {
      .def = "1073741824",
      .doc = "dead-letter files kept for this webhook; past it the oldest are removed; 0: no "
             "bound"},
+    {.name = "actions",
+     .set = cfg__set_bool,
+     .off = W_OFF(actions),
+     .def = "false",
+     .type = "boolean",
+     .doc = "run the `actions` a 2xx answer carries (presence, voice state, members, raw "
+            "send; docs/delivery.md)"},
     {.name = "headers",
      .set = cfg__set_headers,
      .flags = D_LIVE,

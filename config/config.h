@@ -53,6 +53,7 @@ struct cfg_webhook {
     size_t spool_max_bytes;  /* this webhook's spool share; 0 when unset: an equal share */
     char *when_full;         /* "pause" or "dead_letter": what a full spool share does */
     size_t dead_letter_max_bytes; /* dead letters kept for this webhook, oldest go; 0: no bound */
+    int actions;                  /* 1: run the actions a 2xx answer carries (docs/delivery.md) */
     struct cfg_header *headers;
     size_t n_headers;
 };

@@ -48,6 +48,24 @@ const struct http__route *http__route_row(enum http_route r);
 HTTP_ROUTES(HTTP__HANDLER_)
 #undef HTTP__HANDLER_
 
+/* ---- waking a waiting request --------------------------------------------------------------- */
+
+/*
+ * What a pending waiter's token points to: server.c's requests and action.c's members actions
+ * both start with it, so the pending table's one wake callback (http__wake) serves both.
+ */
+struct http__wakeable {
+    void (*wake)(struct http__wakeable *self);
+};
+/* The pending table's wake callback: token's own wake. */
+void http__wake(void *token);
+
+/* ---- webhook actions (action.c) ------------------------------------------------------------ */
+
+/* http_server_action on the server's context. */
+int http__action_run(struct http_ctx *ctx, const cJSON *action, const struct http_action_to *to,
+                     const char **type, char *msg, size_t cap);
+
 /* ---- field checks: each returns 1 with a 400 in *r, 0 when the input is fine ---------------- */
 
 /* 400 unknown_field naming the first member of obj not in allowed (NULL-terminated). */

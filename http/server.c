@@ -25,6 +25,7 @@
 #include "config/listen.h"
 #include "http/guard.h"
 #include "http/handlers.h"
+#include "http/internal.h"
 #include "http/pending.h"
 #include "http/reply.h"
 #include "http/route.h"
@@ -57,6 +58,7 @@ struct http_server {
 };
 
 struct request {
+    struct http__wakeable wk; /* first: the pending table's token (http__wake) */
     struct http_server *srv;
     struct MHD_Connection *conn;
     enum http_method method;
@@ -218,6 +220,11 @@ static void do_resume(void *token)
     MHD_resume_connection(rq->conn);
 }
 
+static void request_woken(struct http__wakeable *wk)
+{
+    do_resume(wk);
+}
+
 /* ---- the access handler -------------------------------------------------------------------- */
 
 static const char *header(struct request *rq, const char *name)
@@ -327,6 +334,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq = calloc(1, sizeof(*rq));
         if (!rq)
             return MHD_NO;
+        rq->wk.wake = request_woken;
         rq->srv = srv;
         rq->conn = conn;
         rq->started_ms = sh_now_ms();
@@ -511,7 +519,7 @@ static int server_alloc(const struct cfg_config *cfg, const struct http_gateway_
         .send = ops->send,
         .withdraw = ops->withdraw,
         .gw = gw,
-        .wake = do_resume,
+        .wake = http__wake,
         .member_window_ms = cfg->testing_member_window_ms,
     };
     int rc = http_pending_new(&pc, &srv->pending);
@@ -611,6 +619,12 @@ int http_server_new(const struct cfg_config *cfg, struct gw_gateway *gw, struct 
 int http_server_port(const struct http_server *srv)
 {
     return srv->port;
+}
+
+int http_server_action(struct http_server *srv, const cJSON *action,
+                       const struct http_action_to *to, const char **type, char *msg, size_t cap)
+{
+    return http__action_run(&srv->ctx, action, to, type, msg, cap);
 }
 
 struct gw_observer http_server_observer(struct http_server *srv)

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "config/config.h"
 #include "gateway/gateway.h"
 
@@ -63,6 +65,25 @@ struct gw_observer http_server_observer(struct http_server *srv);
 /* A reload: requests checked after this returns need "Bearer <token>"; NULL or "" turns
  * authentication off. 0 or SH_ENOMEM (the old token stays). Any thread. */
 int http_server_set_token(struct http_server *srv, const char *token);
+
+/* Where a members action's answer goes (http_server_action). */
+struct http_action_to {
+    /* Any thread, once per members action that was accepted: d (JSON text, len bytes) is the
+     * SHARDHOOK_MEMBERS event's d, shard the guild's shard; tag as given. */
+    void (*members)(void *ud, size_t tag, int shard, const char *d, size_t len);
+    void *ud;
+    size_t tag;
+};
+
+/*
+ * Run a webhook's action (a JSON object, docs/delivery.md) through the handler of the control
+ * API's route for its type, exactly as the API runs that request. Returns the status the API
+ * would answer (2xx: done or, for members, sent: the answer follows through to->members), with
+ * "code: message" in msg otherwise; *type is the action's type ("unknown" when it has none we
+ * know). Any thread but libmicrohttpd's; never blocks on Discord.
+ */
+int http_server_action(struct http_server *srv, const cJSON *action,
+                       const struct http_action_to *to, const char **type, char *msg, size_t cap);
 
 /* Answer every suspended request with 503 and stop serving. Idempotent; NULL is ignored. */
 void http_server_stop(struct http_server *srv);

@@ -2,7 +2,8 @@
  * tests/unit/test_http_handlers.c: http_handle (http/handlers.h) against a fake gateway behind
  * struct http_gateway_ops: every row of the route table answers through its own handler, the
  * presence endpoint applies the config's presence rules (cfg_presence_parse) and takes request
- * strings literally, and /metrics labels shard statuses with the gateway's own names.
+ * strings literally, /metrics labels shard statuses with the gateway's own names, and a
+ * webhook's action runs through its route's handler (http/action.c).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "gateway/gateway.h"
 #include "http/handlers.h"
+#include "http/internal.h"
 #include "http/stats.h"
 #include "lib/errors.h"
 #include "lib/log.h"
@@ -211,6 +213,114 @@ TEST(metrics_label_every_gateway_status)
     ASSERT_CONTAINS(r.body.data, "shardhook_shard_ready{shard=\"0\"} 0");
 }
 
+/* ---- webhook actions (http/action.c) -------------------------------------------------------- */
+
+static struct {
+    int calls;
+    size_t tag;
+    int shard;
+    char d[1024];
+} answered;
+
+static void on_members(void *ud, size_t tag, int shard, const char *d, size_t len)
+{
+    (void)ud;
+    answered.calls++;
+    answered.tag = tag;
+    answered.shard = shard;
+    snprintf(answered.d, sizeof(answered.d), "%.*s", (int)len, d);
+}
+
+/* Run action (JSON text) as a webhook's; its status, with "code: message" in message. */
+static int act(const char *action, const char **type)
+{
+    struct http_action_to to = {.members = on_members, .tag = 7};
+    struct http_pending_cfg pc = {.send = f_send, .wake = http__wake, .member_window_ms = 30000};
+    gw.sends = 0;
+    gw.payload[0] = '\0';
+    if (http_pending_new(&pc, &ctx.pending))
+        return -1;
+    cJSON *j = cJSON_Parse(action);
+    int status = http__action_run(&ctx, j, &to, type, message, sizeof(message));
+    http_pending_free(ctx.pending); /* a members action still waiting is answered 503 */
+    ctx.pending = NULL;
+    cJSON_Delete(j);
+    return status;
+}
+
+TEST(an_action_sends_what_its_route_sends)
+{
+    const char *presence = "{\"status\":\"idle\",\"activities\":[{\"name\":\"x\",\"type\":3}]}";
+    call(HTTP_ROUTE_PRESENCE, "", presence);
+    ASSERT_EQ(r.status, 202);
+    char want[sizeof(gw.payload)];
+    memcpy(want, gw.payload, sizeof(want));
+    char a[1024];
+    snprintf(a, sizeof(a), "{\"type\":\"presence\",\"body\":%s}", presence);
+    const char *type = NULL;
+    ASSERT_EQ(act(a, &type), 202);
+    ASSERT_STR_EQ(type, "presence");
+    ASSERT_EQ(gw.sends, TOTAL);
+    ASSERT_STR_EQ(gw.payload, want);
+
+    ASSERT_EQ(act("{\"type\":\"send\",\"shard\":1,\"body\":{\"op\":31,\"d\":{}}}", &type), 202);
+    ASSERT_STR_EQ(gw.payload, "{\"op\":31,\"d\":{}}");
+    ASSERT_EQ(gw.shard, 1);
+    ASSERT_EQ(act("{\"type\":\"send\",\"shard\":\"1\",\"body\":{\"op\":6,\"d\":{}}}", &type), 400);
+    ASSERT_CONTAINS(message, "forbidden_op: op 6 (RESUME)");
+    ASSERT_EQ(act("{\"type\":\"send\",\"shard\":1.5,\"body\":{\"op\":3,\"d\":{}}}", &type), 400);
+    ASSERT_CONTAINS(message, "invalid_shard_id");
+    ASSERT_EQ(act("{\"type\":\"send\",\"shard\":5,\"body\":{\"op\":3,\"d\":{}}}", &type), 404);
+    ASSERT_CONTAINS(message, "shard_not_found");
+    ASSERT_EQ(gw.sends, 0);
+}
+
+TEST(an_action_is_refused_as_its_route_refuses)
+{
+    const char *type = NULL;
+    ASSERT_EQ(act("{\"type\":\"voice_state\",\"body\":{\"channel_id\":null}}", &type), 400);
+    ASSERT_STR_EQ(type, "voice_state");
+    ASSERT_STR_EQ(message, "missing_field: guild_id: required for a \"voice_state\" action");
+    ASSERT_EQ(
+        act("{\"type\":\"voice_state\",\"guild_id\":\"4194304\",\"body\":{\"mute\":1}}", &type),
+        400);
+    ASSERT_CONTAINS(message, "unknown_field");
+    ASSERT_EQ(act("{\"type\":\"presence\",\"guild_id\":\"1\",\"body\":{}}", &type), 400);
+    ASSERT_CONTAINS(message, "unknown_field");
+    ASSERT_EQ(act("{\"type\":\"presence\",\"body\":[1]}", &type), 400);
+    ASSERT_CONTAINS(message, "invalid_body");
+    ASSERT_EQ(act("{\"type\":\"presence\"}", &type), 400);
+    ASSERT_CONTAINS(message, "missing_body");
+    ASSERT_EQ(act("{\"type\":\"reboot\"}", &type), 400);
+    ASSERT_STR_EQ(type, "unknown");
+    ASSERT_CONTAINS(message, "invalid_type");
+    ASSERT_EQ(act("[1]", &type), 400);
+    ASSERT_EQ(act("{\"type\":\"members\",\"guild_id\":\"4194304\",\"nonce\":7}", &type), 400);
+    ASSERT_CONTAINS(message, "invalid_field: nonce");
+    ASSERT_EQ(gw.sends, 0);
+}
+
+TEST(a_members_action_answers_through_the_callback_once)
+{
+    const char *type = NULL;
+    memset(&answered, 0, sizeof(answered));
+    /* guild 4194304 (1 << 22) is on shard 1 of 2; the fake never answers: the stop does */
+    ASSERT_EQ(act("{\"type\":\"members\",\"guild_id\":\"4194304\",\"nonce\":\"n-1\","
+                  "\"body\":{\"user_ids\":[\"5\"]}}",
+                  &type),
+              202);
+    ASSERT_STR_EQ(type, "members");
+    ASSERT_EQ(gw.sends, 1);
+    ASSERT_EQ(gw.shard, 1);
+    ASSERT_CONTAINS(gw.payload, "\"op\":8");
+    ASSERT_EQ(answered.calls, 1);
+    ASSERT_EQ(answered.tag, 7);
+    ASSERT_EQ(answered.shard, 1);
+    ASSERT_STR_EQ(answered.d, "{\"guild_id\":\"4194304\",\"nonce\":\"n-1\",\"status\":503,"
+                              "\"error\":{\"code\":\"shutting_down\",\"message\":"
+                              "\"shardhook is stopping\"}}");
+}
+
 static void setup(void)
 {
     sh_log_level = SH_LOG_OFF;
@@ -221,4 +331,6 @@ static void setup(void)
 TEST_MAIN(setup(); RUN(every_row_answers_through_its_handler);
           RUN(presence_follows_the_config_rules);
           RUN(presence_goes_out_in_the_config_shape_and_literally);
-          RUN(metrics_label_every_gateway_status); http_reply_free(&r);)
+          RUN(metrics_label_every_gateway_status); RUN(an_action_sends_what_its_route_sends);
+          RUN(an_action_is_refused_as_its_route_refuses);
+          RUN(a_members_action_answers_through_the_callback_once); http_reply_free(&r);)

@@ -3,7 +3,10 @@
  * (plain HTML, CSS and JavaScript in one file, no external asset, no library); the assembler's
  * .incbin puts that file's bytes into the binary as they are, so there is no generated C and no
  * build step beyond make (the Makefile makes this object depend on the .html). The page polls
- * /v1/shards, /v1/gateway and /metrics (docs/api.md, "GET /"). Owns no state.
+ * /v1/shards, /v1/gateway, /v1/webhooks and /metrics: shard grid, start-up progress, identify
+ * budget, one card per webhook with its state and last error, and live charts of events per
+ * second and delivery lag that the page keeps from its own polls (docs/api.md, "GET /").
+ * Owns no state.
  */
 #include <string.h>
 

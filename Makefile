@@ -43,6 +43,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# the status page is http/status_page.html, put into this object by .incbin (status_page.c)
+$(BUILD)/obj/http/status_page.o build/fuzz/obj/http/status_page.o: http/status_page.html
+
 $(BUILD)/libshardhook.a: $(CORE_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^

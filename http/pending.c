@@ -1,5 +1,6 @@
 /*
- * http/pending.c: the waiting-request table of http/pending.h and its worker thread.
+ * http/pending.c: the waiting-request table of http/pending.h (its requests, timeouts and worker
+ * thread); matching the gateway's replies and writing answers is pending_replies.c.
  *
  * One mutex (p->lock) guards the table, the inbox's byte count and the per-guild all-members
  * slots (the inbox, a lib/queue.h queue, is pushed and taken under it). Lock
@@ -29,83 +30,9 @@
 #include "lib/rand.h"
 #include "lib/snowflake.h"
 
-#define TEXT_(x) #x
-#define TEXT(x) TEXT_(x)
-#define CAP_TEXT TEXT(SH_GW_MAX_SEND_BYTES) /* "4096", for constant messages */
-#define MAX_CHUNKS 100000                   /* chunk_count believed from one GUILD_MEMBERS_CHUNK */
-#define MAX_SLOTS 4096                      /* guilds remembered for the all-members window */
-
-enum wkind { W_MEMBERS = 0, W_CHANNEL_INFO, W_SOUNDBOARD };
-enum wstate { W_SCHEDULED = 0, W_SENT, W_DONE };
-enum reply_kind { R_MEMBERS_CHUNK = 0, R_RATE_LIMITED, R_CHANNEL_INFO, R_SOUNDBOARD };
+#include "http/pending_int.h"
 
 static const char *kind_names[] = {"members", "channel_info", "soundboard"};
-
-struct http_waiter {
-    struct http_waiter *prev, *next; /* in p->waiters while not done */
-    uint64_t id;
-    enum wkind kind;
-    enum wstate state;
-    void *token;
-    uint64_t guild_id;
-    int shard;
-    char nonce[33];
-    int all_members; /* query "" with limit 0: one per guild per window */
-    int want_presences;
-    char payload[SH_GW_MAX_SEND_BYTES + 1]; /* members/channel info: the op sent (and re-sent) */
-    size_t payload_len;
-    uint64_t send_at;  /* monotonic ms, while W_SCHEDULED */
-    uint64_t deadline; /* monotonic ms */
-    uint64_t expires;  /* monotonic ms: arrival + timeout_ms; no wait goes past it */
-    int timeout_ms;
-    int retries;
-    size_t reply_bytes;
-    /* members */
-    cJSON *members, *presences, *not_found;
-    int chunk_count, chunks_received;
-    unsigned char *seen; /* chunk_count bytes */
-    /* channel info */
-    cJSON *channels;
-    /* soundboard */
-    int n_guilds, n_answered;
-    uint64_t *guilds;
-    int *shards;
-    cJSON **sounds;
-    /* how it ended */
-    int status;
-    char code[40];
-    char message[256];
-    double retry_after_s; /* > 0: Retry-After */
-};
-
-struct inbox {
-    struct sh_qnode node;
-    enum reply_kind kind;
-    int shard;
-    size_t len;
-    char d[];
-};
-
-struct slot {
-    uint64_t guild_id;
-    uint64_t at; /* monotonic ms of the latest all-members send, scheduled or done */
-};
-
-struct http_pending {
-    struct http_pending_cfg cfg;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    pthread_t thread;
-    int started, stopping;
-    atomic_int n_waiters; /* read without the lock by the observer's fast path */
-    struct http_waiter *waiters;
-    uint64_t next_id, nonce_counter;
-    struct sh_queue inbox; /* struct inbox, from the gateway thread; pushed under lock */
-    size_t in_bytes;       /* the bytes of the replies in the inbox or being handled */
-    struct slot slots[MAX_SLOTS];
-    int n_slots;
-    struct sh_metric *m_requests, *m_replies, *m_suspended;
-};
 
 /* ---- waiters --------------------------------------------------------------------------- */
 
@@ -138,12 +65,6 @@ static void unlink_waiter(struct http_pending *p, struct http_waiter *w)
     atomic_fetch_sub(&p->n_waiters, 1);
 }
 
-/* A list of finished waiters to wake once p->lock is released. */
-struct done_list {
-    void *tokens[64];
-    int n;
-};
-
 static void wake_all(struct http_pending *p, struct done_list *dl)
 {
     for (int i = 0; i < dl->n; i++)
@@ -151,13 +72,9 @@ static void wake_all(struct http_pending *p, struct done_list *dl)
     dl->n = 0;
 }
 
-/*
- * End w with status (0: success) and move it out of the table. Caller holds p->lock. When
- * the done list is full the lock is dropped to wake the ones collected so far: callers must
- * not hold pointers into the table across this call other than w's successors they re-read.
- */
-static void finish(struct http_pending *p, struct http_waiter *w, int status, const char *code,
-                   const char *msg, struct done_list *dl)
+/* See pending_int.h. */
+void http__pending_finish(struct http_pending *p, struct http_waiter *w, int status,
+                          const char *code, const char *msg, struct done_list *dl)
 {
     if (w->state == W_DONE)
         return;
@@ -215,11 +132,11 @@ static void send_now(struct http_pending *p, struct http_waiter *w, uint64_t now
         double ra;
         send_error(rc, &status, &code, &msg, &ra);
         w->retry_after_s = ra;
-        finish(p, w, status, code, msg, dl);
+        http__pending_finish(p, w, status, code, msg, dl);
     }
 }
 
-static struct slot *find_slot(struct http_pending *p, uint64_t guild_id, uint64_t now)
+struct slot *http__pending_find_slot(struct http_pending *p, uint64_t guild_id, uint64_t now)
 {
     struct slot *free_slot = NULL;
     for (int i = 0; i < p->n_slots; i++) {
@@ -339,27 +256,29 @@ static int members_payload(struct http_pending *p, struct http_waiter *w,
 static void schedule_all_members(struct http_pending *p, struct http_waiter *w, uint64_t now,
                                  struct done_list *dl)
 {
-    struct slot *s = find_slot(p, w->guild_id, now);
+    struct slot *s = http__pending_find_slot(p, w->guild_id, now);
     uint64_t window = (uint64_t)p->cfg.member_window_ms;
     if (!s) {
         w->retry_after_s = window / 1000.0;
-        finish(p, w, 429, "rate_limited",
-               "too many guilds inside the all-members window; try again later", dl);
+        http__pending_finish(p, w, 429, "rate_limited",
+                             "too many guilds inside the all-members window; try again later", dl);
     } else if (s->at > now) {
         /* another all-members request for this guild already waits for its turn */
         w->retry_after_s = (double)(s->at - now) / 1000.0;
-        finish(p, w, 429, "rate_limited",
-               "an all-members request for this guild is already waiting for Discord's "
-               "30 s window",
-               dl);
+        http__pending_finish(
+            p, w, 429, "rate_limited",
+            "an all-members request for this guild is already waiting for Discord's "
+            "30 s window",
+            dl);
     } else if (s->at && now < s->at + window &&
                s->at + window + window_margin(window) >= w->expires) {
         /* the window outlasts the caller's timeout: say when to come back instead */
         w->retry_after_s = (double)(s->at + window + window_margin(window) - now) / 1000.0;
-        finish(p, w, 429, "rate_limited",
-               "an all-members request for this guild went out less than 30 s ago (Discord's "
-               "window), and the next one cannot go within this request's timeout_ms",
-               dl);
+        http__pending_finish(
+            p, w, 429, "rate_limited",
+            "an all-members request for this guild went out less than 30 s ago (Discord's "
+            "window), and the next one cannot go within this request's timeout_ms",
+            dl);
     } else if (s->at && now < s->at + window) {
         /*
          * Repeat inside the window: wait client-side (suspended) until it has passed, plus a
@@ -510,7 +429,7 @@ static void send_soundboard(struct http_pending *p, struct http_waiter *w,
             double ra;
             send_error(rc, &status, &code, &msg, &ra);
             w->retry_after_s = ra;
-            finish(p, w, status, code, msg, dl);
+            http__pending_finish(p, w, status, code, msg, dl);
         }
     }
 }
@@ -550,241 +469,6 @@ int http_pending_soundboard(struct http_pending *p, const uint64_t *guilds, cons
         http_waiter_free(w);
     wake_all(p, &dl);
     return rc;
-}
-
-/* ---- replies from the gateway ---------------------------------------------------------- */
-
-void http_pending_observe(void *ud, int shard, const char *t, size_t t_len, uint64_t seq,
-                          const char *d, size_t d_len)
-{
-    struct http_pending *p = ud;
-    (void)seq;
-    if (atomic_load(&p->n_waiters) == 0)
-        return;
-    enum reply_kind kind;
-#define T_IS(lit) (t_len == sizeof(lit) - 1 && !memcmp(t, lit, sizeof(lit) - 1))
-    if (T_IS("GUILD_MEMBERS_CHUNK"))
-        kind = R_MEMBERS_CHUNK;
-    else if (T_IS("RATE_LIMITED"))
-        kind = R_RATE_LIMITED;
-    else if (T_IS("CHANNEL_INFO"))
-        kind = R_CHANNEL_INFO;
-    else if (T_IS("SOUNDBOARD_SOUNDS"))
-        kind = R_SOUNDBOARD;
-    else
-        return;
-#undef T_IS
-    struct inbox *in = malloc(sizeof(*in) + d_len + 1);
-    if (!in)
-        return;
-    in->kind = kind;
-    in->shard = shard;
-    in->len = d_len;
-    memcpy(in->d, d, d_len);
-    in->d[d_len] = '\0';
-    pthread_mutex_lock(&p->lock);
-    if (p->stopping || p->in_bytes + d_len > HTTP_MAX_INBOX_BYTES) {
-        int stopping = p->stopping;
-        pthread_mutex_unlock(&p->lock);
-        free(in);
-        if (!stopping)
-            log_warn("msg=\"control API reply inbox full; reply dropped\" shard=%d bytes=%zu",
-                     shard, d_len);
-        return;
-    }
-    p->in_bytes += d_len;
-    if (sh_queue_push(&p->inbox, &in->node)) /* later ones ride on this wake-up */
-        pthread_cond_signal(&p->cond);
-    pthread_mutex_unlock(&p->lock);
-}
-
-/* A snowflake given as a JSON string (as Discord writes every id). */
-static int snowflake_of(const cJSON *j, uint64_t *out)
-{
-    return cJSON_IsString(j) ? sh_parse_snowflake(j->valuestring, strlen(j->valuestring), out) : -1;
-}
-
-/* Move every item of src (an array, may be NULL) to the end of dst. */
-static void move_items(cJSON *dst, cJSON *src)
-{
-    if (!cJSON_IsArray(src))
-        return;
-    while (src->child) {
-        cJSON *item = cJSON_DetachItemViaPointer(src, src->child);
-        cJSON_AddItemToArray(dst, item);
-    }
-}
-
-static void on_chunk(struct http_pending *p, cJSON *d, size_t len, struct done_list *dl)
-{
-    const cJSON *nonce = cJSON_GetObjectItemCaseSensitive(d, "nonce");
-    if (!cJSON_IsString(nonce))
-        return;
-    struct http_waiter *w = p->waiters;
-    while (w && !(w->kind == W_MEMBERS && !strcmp(w->nonce, nonce->valuestring)))
-        w = w->next;
-    if (!w || w->state != W_SENT)
-        return;
-    const cJSON *ci = cJSON_GetObjectItemCaseSensitive(d, "chunk_index");
-    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(d, "chunk_count");
-    if (!cJSON_IsNumber(ci) || !cJSON_IsNumber(cc) || cc->valuedouble < 1 ||
-        cc->valuedouble > MAX_CHUNKS || ci->valuedouble < 0 || ci->valuedouble >= cc->valuedouble) {
-        log_warn("msg=\"GUILD_MEMBERS_CHUNK without a usable chunk_index/chunk_count\" nonce=%s",
-                 w->nonce);
-        return;
-    }
-    int idx = (int)ci->valuedouble, count = (int)cc->valuedouble;
-    if (!w->seen) {
-        w->seen = calloc((size_t)count, 1);
-        if (!w->seen) {
-            finish(p, w, 500, "internal", "out of memory", dl);
-            return;
-        }
-        w->chunk_count = count;
-    }
-    if (count != w->chunk_count || w->seen[idx])
-        return; /* a duplicate or an inconsistent chunk: keep what is merged */
-    w->seen[idx] = 1;
-    w->chunks_received++;
-    w->reply_bytes += len;
-    if (w->reply_bytes > HTTP_MAX_REPLY_BYTES) {
-        finish(p, w, 502, "answer_too_large",
-               "the member list exceeds the server's cap; narrow it with query and limit", dl);
-        return;
-    }
-    move_items(w->members, cJSON_GetObjectItemCaseSensitive(d, "members"));
-    move_items(w->presences, cJSON_GetObjectItemCaseSensitive(d, "presences"));
-    move_items(w->not_found, cJSON_GetObjectItemCaseSensitive(d, "not_found"));
-    sh_metric_add(p->m_replies, 1, "GUILD_MEMBERS_CHUNK");
-    if (w->chunks_received == w->chunk_count)
-        finish(p, w, 200, NULL, NULL, dl);
-}
-
-static void on_rate_limited(struct http_pending *p, cJSON *d, struct done_list *dl)
-{
-    const cJSON *opcode = cJSON_GetObjectItemCaseSensitive(d, "opcode");
-    const cJSON *ra = cJSON_GetObjectItemCaseSensitive(d, "retry_after");
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(d, "meta");
-    const cJSON *nonce = cJSON_GetObjectItemCaseSensitive(meta, "nonce");
-    uint64_t gid = 0;
-    if (!cJSON_IsNumber(opcode) || opcode->valuedouble != 8)
-        return;
-    int have_gid = !snowflake_of(cJSON_GetObjectItemCaseSensitive(meta, "guild_id"), &gid);
-    struct http_waiter *w = p->waiters;
-    for (; w; w = w->next) {
-        if (w->kind != W_MEMBERS || w->state != W_SENT)
-            continue;
-        if (cJSON_IsString(nonce) ? !strcmp(w->nonce, nonce->valuestring)
-                                  : (have_gid && w->guild_id == gid && w->all_members))
-            break;
-    }
-    if (!w)
-        return;
-    sh_metric_add(p->m_replies, 1, "RATE_LIMITED");
-    double secs = cJSON_IsNumber(ra) && ra->valuedouble > 0 ? ra->valuedouble : 1.0;
-    uint64_t now = sh_now_ms(), wait_ms = (uint64_t)ceil(secs * 1000.0);
-    if (w->retries >= HTTP_MAX_RATE_LIMIT_RETRIES || wait_ms > HTTP_MAX_RETRY_AFTER_MS ||
-        now + wait_ms >= w->expires) {
-        char msg[200];
-        if (now + wait_ms >= w->expires && w->retries < HTTP_MAX_RATE_LIMIT_RETRIES)
-            snprintf(msg, sizeof(msg),
-                     "Discord rate limited this member request; its retry_after (%.3f s) does "
-                     "not fit in timeout_ms",
-                     secs);
-        else
-            snprintf(msg, sizeof(msg),
-                     "Discord rate limited this member request %d times; retry after %.3f s",
-                     w->retries + 1, secs);
-        w->retry_after_s = secs;
-        finish(p, w, 429, "rate_limited", msg, dl);
-        return;
-    }
-    w->retries++;
-    w->state = W_SCHEDULED;
-    w->send_at = now + wait_ms;
-    w->deadline = w->expires;
-    if (w->all_members) {
-        struct slot *s = find_slot(p, w->guild_id, now);
-        if (s && s->at < w->send_at)
-            s->at = w->send_at;
-    }
-    log_info("msg=\"member request rate limited; retrying\" guild=%" PRIu64
-             " retry=%d retry_after_ms=%" PRIu64,
-             w->guild_id, w->retries, wait_ms);
-}
-
-static void on_channel_info(struct http_pending *p, cJSON *d, size_t len, struct done_list *dl)
-{
-    uint64_t gid;
-    if (snowflake_of(cJSON_GetObjectItemCaseSensitive(d, "guild_id"), &gid))
-        return;
-    cJSON *channels = cJSON_GetObjectItemCaseSensitive(d, "channels");
-    struct http_waiter *w = p->waiters, *next;
-    int matched = 0;
-    for (; w; w = next) {
-        next = w->next;
-        if (w->kind != W_CHANNEL_INFO || w->state != W_SENT || w->guild_id != gid)
-            continue;
-        w->reply_bytes = len;
-        w->channels = channels ? cJSON_Duplicate(channels, 1) : cJSON_CreateArray();
-        if (!w->channels)
-            finish(p, w, 500, "internal", "out of memory", dl);
-        else
-            finish(p, w, 200, NULL, NULL, dl);
-        matched = 1;
-        next = p->waiters; /* finish may have dropped the lock: restart from the head */
-    }
-    if (matched)
-        sh_metric_add(p->m_replies, 1, "CHANNEL_INFO");
-}
-
-static void on_soundboard(struct http_pending *p, cJSON *d, struct done_list *dl)
-{
-    uint64_t gid;
-    if (snowflake_of(cJSON_GetObjectItemCaseSensitive(d, "guild_id"), &gid))
-        return;
-    cJSON *sounds = cJSON_GetObjectItemCaseSensitive(d, "soundboard_sounds");
-    struct http_waiter *w = p->waiters, *next;
-    int matched = 0;
-    for (; w; w = next) {
-        next = w->next;
-        if (w->kind != W_SOUNDBOARD || w->state != W_SENT)
-            continue;
-        for (int i = 0; i < w->n_guilds; i++) {
-            if (w->guilds[i] != gid || w->sounds[i])
-                continue;
-            w->sounds[i] = sounds ? cJSON_Duplicate(sounds, 1) : cJSON_CreateArray();
-            if (w->sounds[i])
-                w->n_answered++;
-            matched = 1;
-        }
-        if (w->n_answered == w->n_guilds) {
-            finish(p, w, 200, NULL, NULL, dl);
-            next = p->waiters;
-        }
-    }
-    if (matched)
-        sh_metric_add(p->m_replies, 1, "SOUNDBOARD_SOUNDS");
-}
-
-static void handle_reply(struct http_pending *p, struct inbox *in, cJSON *d, struct done_list *dl)
-{
-    if (!cJSON_IsObject(d))
-        return;
-    switch (in->kind) {
-    case R_MEMBERS_CHUNK:
-        on_chunk(p, d, in->len, dl);
-        break;
-    case R_RATE_LIMITED:
-        on_rate_limited(p, d, dl);
-        break;
-    case R_CHANNEL_INFO:
-        on_channel_info(p, d, in->len, dl);
-        break;
-    case R_SOUNDBOARD:
-        on_soundboard(p, d, dl);
-        break;
-    }
 }
 
 /* ---- the worker ------------------------------------------------------------------------ */
@@ -834,7 +518,7 @@ static void handle_inbox(struct http_pending *p, struct done_list *dl)
             cJSON *d = cJSON_ParseWithLength(in->d, in->len);
             pthread_mutex_lock(&p->lock);
             if (!p->stopping)
-                handle_reply(p, in, d, dl);
+                http__pending_handle_reply(p, in, d, dl);
             cJSON_Delete(d);
         }
         free(in);
@@ -863,7 +547,7 @@ static void *worker(void *arg)
                 char msg[200];
                 timeout_msg(w, msg, sizeof(msg));
                 withdraw(p, w);
-                finish(p, w, 504, "timeout", msg, &dl);
+                http__pending_finish(p, w, 504, "timeout", msg, &dl);
                 nx = p->waiters;
                 continue;
             }
@@ -941,7 +625,7 @@ void http_pending_shutdown(struct http_pending *p)
     pthread_mutex_lock(&p->lock);
     p->stopping = 1;
     while (p->waiters)
-        finish(p, p->waiters, 503, "shutting_down", "shardhook is stopping", &dl);
+        http__pending_finish(p, p->waiters, 503, "shutting_down", "shardhook is stopping", &dl);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     wake_all(p, &dl);
@@ -969,83 +653,4 @@ void http_pending_free(struct http_pending *p)
 int http_pending_count(struct http_pending *p)
 {
     return atomic_load(&p->n_waiters);
-}
-
-/* ---- answers --------------------------------------------------------------------------- */
-
-static void add_snowflake(cJSON *obj, const char *key, uint64_t id)
-{
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%" PRIu64, id);
-    cJSON_AddStringToObject(obj, key, buf);
-}
-
-/* Move an array out of the waiter into obj under key (an empty one when absent). */
-static void give_array(cJSON *obj, const char *key, cJSON **arr)
-{
-    cJSON *a = *arr ? *arr : cJSON_CreateArray();
-    *arr = NULL;
-    if (a)
-        cJSON_AddItemToObject(obj, key, a);
-}
-
-void http_waiter_reply(struct http_waiter *w, struct http_reply *r)
-{
-    int ok = w->status == 200;
-    int partial = w->status == 504; /* a timeout answers with what arrived */
-    if (!ok && w->retry_after_s > 0)
-        http_reply_retry_after(r, w->retry_after_s);
-    if (!ok && !partial) {
-        http_reply_error_with(r, w->status, w->code, w->message, NULL);
-        return;
-    }
-    cJSON *j = cJSON_CreateObject();
-    if (!j) {
-        http_reply_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    switch (w->kind) {
-    case W_MEMBERS:
-        add_snowflake(j, "guild_id", w->guild_id);
-        give_array(j, "members", &w->members);
-        if (w->want_presences)
-            give_array(j, "presences", &w->presences);
-        give_array(j, "not_found", &w->not_found);
-        cJSON_AddNumberToObject(j, "chunk_count", w->chunk_count);
-        if (partial)
-            cJSON_AddNumberToObject(j, "chunks_received", w->chunks_received);
-        if (w->retries)
-            cJSON_AddNumberToObject(j, "rate_limited_retries", w->retries);
-        break;
-    case W_CHANNEL_INFO:
-        add_snowflake(j, "guild_id", w->guild_id);
-        if (!partial)
-            give_array(j, "channels", &w->channels);
-        break;
-    case W_SOUNDBOARD: {
-        cJSON *guilds = cJSON_AddArrayToObject(j, "guilds");
-        cJSON *missing = partial ? cJSON_AddArrayToObject(j, "missing") : NULL;
-        for (int i = 0; guilds && i < w->n_guilds; i++) {
-            char id[24];
-            snprintf(id, sizeof(id), "%" PRIu64, w->guilds[i]);
-            if (!w->sounds[i]) {
-                if (missing)
-                    cJSON_AddItemToArray(missing, cJSON_CreateString(id));
-                continue;
-            }
-            cJSON *g = cJSON_CreateObject();
-            if (!g)
-                break;
-            cJSON_AddStringToObject(g, "guild_id", id);
-            cJSON_AddItemToObject(g, "soundboard_sounds", w->sounds[i]);
-            w->sounds[i] = NULL;
-            cJSON_AddItemToArray(guilds, g);
-        }
-        break;
-    }
-    }
-    if (partial)
-        http_reply_error_with(r, 504, w->code, w->message, j);
-    else
-        http_reply_json(r, 200, j);
 }

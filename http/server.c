@@ -613,6 +613,11 @@ int http_server_port(const struct http_server *srv)
     return srv->port;
 }
 
+void http_server_set_webhook_ops(struct http_server *srv, const struct http_webhook_ops *ops)
+{
+    atomic_store(&srv->ctx.webhooks, ops);
+}
+
 struct gw_observer http_server_observer(struct http_server *srv)
 {
     struct gw_observer o = {.on_dispatch = http_pending_observe, .ud = srv->pending};

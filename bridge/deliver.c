@@ -957,8 +957,9 @@ int br_delivery_webhook_pause(struct br_delivery *d, size_t i, int paused)
     if (rc)
         return rc;
     if (was != (paused ? 1 : 0))
-        log_info("msg=\"%s\" webhook=%s", paused ? "webhook paused through the control API"
-                                                 : "webhook resumed through the control API",
+        log_info("msg=\"%s\" webhook=%s",
+                 paused ? "webhook paused through the control API"
+                        : "webhook resumed through the control API",
                  h->label);
     if (!paused)
         curl_multi_wakeup(d->multi); /* its batches may start now */

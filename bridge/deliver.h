@@ -92,8 +92,8 @@ enum br_webhook_state { BR_HOOK_OK = 0, BR_HOOK_RETRYING, BR_HOOK_PAUSED, BR_HOO
 
 /* One webhook as the delivery thread last published it (each pass), ages as of the call. */
 struct br_webhook_status {
-    enum br_webhook_state state; /* paused > retrying > spooling > ok */
-    int paused_by_api;           /* POST .../pause holds it (kept in state_dir/webhooks.json) */
+    enum br_webhook_state state;   /* paused > retrying > spooling > ok */
+    int paused_by_api;             /* POST .../pause holds it (kept in state_dir/webhooks.json) */
     uint64_t paused_until_wall_ms; /* a Retry-After holds every lane until then; 0 none */
     int in_flight;
     uint64_t queued_events, queued_bytes; /* closed batches in memory, not in flight */

@@ -38,7 +38,7 @@ struct cfg_header {
 
 struct cfg_webhook {
     char *url;
-    char *name; /* NULL when the config gives none */
+    char *name;    /* NULL when the config gives none */
     char **events; /* exact names, "PREFIX*", or "*" */
     size_t n_events;
     char **secrets; /* "whsec_<base64>" strings, newest first; n_secrets 0 only if unsigned */

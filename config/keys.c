@@ -314,9 +314,9 @@ int cfg__set_webhook_name(struct ctx *c, const struct directive *d, const cJSON 
     size_t ok = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
     if (n == 0 || ok != n || digits == n) {
         char buf[80];
-        rc = cfg__fail(c,
-                       "must be 1 to %d characters of A-Z a-z 0-9 _ . -, not all digits (got %s)",
-                       CFG_WEBHOOK_NAME_MAX, cfg__describe_val(c, s, buf, sizeof(buf)));
+        rc =
+            cfg__fail(c, "must be 1 to %d characters of A-Z a-z 0-9 _ . -, not all digits (got %s)",
+                      CFG_WEBHOOK_NAME_MAX, cfg__describe_val(c, s, buf, sizeof(buf)));
         free(s);
         return rc;
     }

@@ -38,8 +38,7 @@ void http_url_redact(const char *url, char *out, size_t cap)
 }
 
 /* The webhook param names: its name, or its index ("0", "1", ...). 0, or 1 with a 404 in *r. */
-static int find_webhook(struct http_ctx *ctx, const char *param, size_t *out,
-                        struct http_reply *r)
+static int find_webhook(struct http_ctx *ctx, const char *param, size_t *out, struct http_reply *r)
 {
     const struct cfg_config *cfg = ctx->cfg;
     for (size_t i = 0; i < cfg->n_webhooks; i++)
@@ -110,9 +109,9 @@ static void add_status(cJSON *j, const struct http_webhook_status *st)
     cJSON_AddNumberToObject(j, "delivered_events", (double)st->delivered_events);
     cJSON_AddItemToObject(j, "last_success",
                           attempt_json(st->last_ok_wall_ms, st->last_ok_status, NULL));
-    cJSON_AddItemToObject(j, "last_failure", attempt_json(st->last_fail_wall_ms,
-                                                          st->last_fail_status,
-                                                          st->last_fail_error));
+    cJSON_AddItemToObject(
+        j, "last_failure",
+        attempt_json(st->last_fail_wall_ms, st->last_fail_status, st->last_fail_error));
     cJSON_AddNumberToObject(j, "retries", (double)st->retries);
     cJSON_AddNumberToObject(j, "dead_letters", (double)st->dead_letters);
 }
@@ -199,14 +198,12 @@ static int set_paused(struct http_ctx *ctx, const struct http_req *rq, struct ht
     return j ? http_reply_json(r, 200, j) : http__oom(r);
 }
 
-int http__post_webhook_pause(struct http_ctx *ctx, const struct http_req *rq,
-                             struct http_reply *r)
+int http__post_webhook_pause(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     return set_paused(ctx, rq, r, 1);
 }
 
-int http__post_webhook_resume(struct http_ctx *ctx, const struct http_req *rq,
-                              struct http_reply *r)
+int http__post_webhook_resume(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     return set_paused(ctx, rq, r, 0);
 }

@@ -46,6 +46,7 @@
 #define DEAD_RETRY_MAX_MS 30000
 #define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
 #define PAUSE_FILE "webhooks.json" /* in state_dir: the webhooks paused through the API */
+#define PUBLISH_MS 20              /* the status for the control API, at most this often */
 
 /* What the delivery thread publishes of one webhook for other threads (under status_lock). */
 struct hook_pub {
@@ -87,6 +88,7 @@ struct br_delivery {
     void *flow_ud;
     int paused;
     uint64_t last_gauge_ms;
+    uint64_t last_pub_ms;  /* the status for the control API was published then */
     uint64_t min_delay_ms; /* the least max_batch_delay_ms of the webhooks */
     uint64_t undelivered;
     struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
@@ -914,13 +916,21 @@ static void fill_pub(const struct br__hook *h, struct hook_pub *p)
     memcpy(st->last_fail_error, h->fail_error, sizeof(st->last_fail_error));
 }
 
-/* Once per pass: every webhook's status for br_delivery_webhook_status. */
-static void publish_status(struct br_delivery *d)
+/*
+ * Every webhook's status for br_delivery_webhook_status, at most every PUBLISH_MS (a pass may
+ * walk long queues). Returns when a skipped publish is due (the loop wakes by then), else
+ * UINT64_MAX.
+ */
+static uint64_t publish_status(struct br_delivery *d, uint64_t now)
 {
+    if (now - d->last_pub_ms < PUBLISH_MS)
+        return d->last_pub_ms + PUBLISH_MS;
+    d->last_pub_ms = now;
     pthread_mutex_lock(&d->status_lock);
     for (size_t i = 0; i < d->n_hooks; i++)
         fill_pub(&d->hooks[i], &d->pub[i]);
     pthread_mutex_unlock(&d->status_lock);
+    return UINT64_MAX;
 }
 
 int br_delivery_webhook_status(struct br_delivery *d, size_t i, struct br_webhook_status *out)
@@ -1059,7 +1069,9 @@ static void *run(void *arg)
             update_gauges(d, inq);
             d->last_gauge_ms = now;
         }
-        publish_status(d);
+        uint64_t publish_at = publish_status(d, now);
+        if (publish_at < wake)
+            wake = publish_at;
 
         if (stopping && ((idle(d) && !running) || now >= deadline)) {
             pthread_mutex_lock(&d->lock);

@@ -100,6 +100,35 @@ int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, c
                              const char *dj, size_t len);
 
 void br_delivery_free(struct br_delivery *d);
+
+/* ---- status and pause, for the control API: any thread ---------------------------------- */
+
+enum br_webhook_state { BR_HOOK_OK = 0, BR_HOOK_RETRYING, BR_HOOK_PAUSED, BR_HOOK_SPOOLING };
+
+/* One webhook as the delivery thread last published it (each pass), ages as of the call. */
+struct br_webhook_status {
+    enum br_webhook_state state;   /* paused > retrying > spooling > ok */
+    int paused_by_api;             /* POST .../pause holds it (kept in state_dir/webhooks.json) */
+    uint64_t paused_until_wall_ms; /* a Retry-After holds every lane until then; 0 none */
+    int in_flight;
+    uint64_t queued_events, queued_bytes; /* closed batches in memory, not in flight */
+    uint64_t spool_bytes;
+    int has_oldest; /* something is unacknowledged, and when it arrived is known */
+    uint64_t oldest_unacked_age_ms;
+    uint64_t delivered_events, retries, dead_letters; /* since start */
+    uint64_t last_ok_wall_ms, last_fail_wall_ms;      /* 0 none */
+    long last_ok_status, last_fail_status;            /* last_fail_status 0: no HTTP answer */
+    char last_fail_error[160];
+};
+
+/* Webhook i's status. 0, or SH_ENOTFOUND. */
+int br_delivery_webhook_status(struct br_delivery *d, size_t i, struct br_webhook_status *out);
+/*
+ * Pause (1) or resume (0) webhook i: while paused it keeps its events (memory, spool, then flow
+ * control) and starts no request. Written to state_dir/webhooks.json before it returns, so a
+ * restart keeps it. 0, SH_ENOTFOUND, or SH_EIO (the file could not be written: nothing changed).
+ */
+int br_delivery_webhook_pause(struct br_delivery *d, size_t i, int paused);
 /* A reload: webhook's secrets and extra headers from w (copied) sign and go with every request
  * started after this returns, retries included. Any thread. 0, SH_EINVAL or SH_ENOMEM. */
 int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w);

@@ -234,6 +234,7 @@ int br__hook_dead_letter(struct br__hook *h, const char *dir, struct br_batch *b
         h->dead_bytes += (uint64_t)st.st_size;
     if (h->cfg->dead_letter_max_bytes && h->dead_bytes > h->cfg->dead_letter_max_bytes)
         br__hook_trim_dead_letters(h, dir);
+    h->dead_count++;
     sh_series_add(h->m.dead, 1); /* after retention: a reader sees the folder as counted */
     return SH_OK;
 }
@@ -424,7 +425,11 @@ void br__hook_init(struct br__hook *h, const struct cfg_config *cfg, size_t i, s
 {
     h->idx = i;
     h->cfg = &cfg->webhooks[i];
-    snprintf(h->label, sizeof(h->label), "%zu", i);
+    if (h->cfg->name)
+        snprintf(h->label, sizeof(h->label), "%s", h->cfg->name);
+    else
+        snprintf(h->label, sizeof(h->label), "%zu", i);
+    atomic_init(&h->user_paused, 0);
     hook_key(cfg, i, h->key, sizeof(h->key));
     h->spool_share =
         h->cfg->spool_max_bytes ? h->cfg->spool_max_bytes : cfg->spool_max_bytes / n_hooks;

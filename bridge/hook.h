@@ -8,6 +8,7 @@
 #ifndef SHARDHOOK_BR_HOOK_H
 #define SHARDHOOK_BR_HOOK_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,7 +35,8 @@ struct br__hook_metrics {
 struct br__hook {
     size_t idx;
     const struct cfg_webhook *cfg;
-    char label[24];
+    /* the metrics label and the name in logs: its config name, else its index */
+    char label[CFG_WEBHOOK_NAME_MAX + 1];
     char key[BR_CKPT_KEY_MAX]; /* names it in checkpoints, spool folders, dead letters */
     int n_lanes;
     struct br_batch **open;       /* per lane, NULL when none is open */
@@ -55,9 +57,18 @@ struct br__hook {
     int shed_failed;       /* a dead letter could not be written: pause instead */
     uint64_t shed_next_ms; /* ... and try again from then on */
     uint64_t dead_bytes;   /* its dead letters on disk, for dead_letter_max_bytes */
+    /* pause and status, for the control API (deliver.c publishes them under its status lock) */
+    atomic_int user_paused;      /* POST .../pause: any thread sets it, nothing starts */
+    uint64_t hold_until_ms;      /* a Retry-After (429/503) holds every lane until then */
+    uint64_t hold_until_wall_ms; /* ... the same moment on the wall clock */
+    int last_retry;              /* the last finished attempt failed and will be retried */
+    uint64_t delivered, retried, dead_count; /* events acknowledged, retries, dead letters */
+    uint64_t ok_wall_ms, fail_wall_ms;       /* last success and last failure, 0 none */
+    long ok_status, fail_status;             /* fail_status 0: no HTTP answer */
+    char fail_error[160];
     struct br__hook_metrics m;
     struct sh_log_limit lim_retry, lim_fail, lim_dead, lim_dead_err, lim_shed, lim_trim;
-    struct sh_log_limit lim_spool, lim_spool_read;
+    struct sh_log_limit lim_spool, lim_spool_read, lim_hold;
 };
 
 /* Webhook i of cfg: its key ("w" + 16 hex digits of SHA-256(url), "-N" for the N-th alike). */

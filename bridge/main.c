@@ -88,6 +88,50 @@ static void pause_reading(void *ud, int paused)
     gw_gateway_pause_reading(ud, paused);
 }
 
+/* ---- the control API's view of webhooks: delivery's status and pause, as http/ wants them */
+
+_Static_assert(sizeof(((struct http_webhook_status *)0)->last_fail_error) ==
+                   sizeof(((struct br_webhook_status *)0)->last_fail_error),
+               "the failure text crosses whole");
+
+static int webhook_status(void *ud, size_t i, struct http_webhook_status *out)
+{
+    struct br_webhook_status st;
+    int rc = br_delivery_webhook_status(ud, i, &st);
+    if (rc)
+        return rc;
+    static const enum http_webhook_state states[] = {
+        [BR_HOOK_OK] = HTTP_WEBHOOK_OK,
+        [BR_HOOK_RETRYING] = HTTP_WEBHOOK_RETRYING,
+        [BR_HOOK_PAUSED] = HTTP_WEBHOOK_PAUSED,
+        [BR_HOOK_SPOOLING] = HTTP_WEBHOOK_SPOOLING,
+    };
+    *out = (struct http_webhook_status){
+        .state = states[st.state],
+        .paused_until_wall_ms = st.paused_until_wall_ms,
+        .in_flight = st.in_flight,
+        .queued_events = st.queued_events,
+        .queued_bytes = st.queued_bytes,
+        .spool_bytes = st.spool_bytes,
+        .has_oldest = st.has_oldest,
+        .oldest_unacked_age_ms = st.oldest_unacked_age_ms,
+        .delivered_events = st.delivered_events,
+        .retries = st.retries,
+        .dead_letters = st.dead_letters,
+        .last_ok_wall_ms = st.last_ok_wall_ms,
+        .last_fail_wall_ms = st.last_fail_wall_ms,
+        .last_ok_status = st.last_ok_status,
+        .last_fail_status = st.last_fail_status,
+    };
+    memcpy(out->last_fail_error, st.last_fail_error, sizeof(out->last_fail_error));
+    return SH_OK;
+}
+
+static int webhook_pause(void *ud, size_t i, int paused)
+{
+    return br_delivery_webhook_pause(ud, i, paused);
+}
+
 /* Load checkpoints for the shards run here, seed those that can RESUME, start delivery. */
 static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw)
 {
@@ -278,6 +322,7 @@ struct daemon {
     struct gw_identify ident; /* identify slots and the session budget: local to this process */
     struct gw_gateway *gw;
     struct http_server *api;
+    struct http_webhook_ops webhook_ops; /* the API reads and pauses webhooks through these */
     int exit_code;
     char final_line[1024]; /* what to fix, printed last so it is the line users see */
 };
@@ -347,6 +392,8 @@ static int start_all(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
+    d->webhook_ops = (struct http_webhook_ops){webhook_status, webhook_pause, d->delivery};
+    http_server_set_webhook_ops(d->api, &d->webhook_ops);
     struct gw_observer obs = http_server_observer(d->api);
     gw_gateway_set_observer(d->gw, &obs);
     struct br_action_ops actions = {.run = run_action, .ud = d};

@@ -34,8 +34,11 @@ struct cfg_header {
     char *value;
 };
 
+#define CFG_WEBHOOK_NAME_MAX 64 /* webhooks[].name: [A-Za-z0-9_.-], not all digits */
+
 struct cfg_webhook {
     char *url;
+    char *name;    /* NULL when the config gives none */
     char **events; /* exact names, "PREFIX*", or "*" */
     size_t n_events;
     char **secrets; /* "whsec_<base64>" strings, newest first; n_secrets 0 only if unsigned */

@@ -190,6 +190,7 @@ CFG__HANDLER(cfg__set_compress);
 CFG__HANDLER(cfg__set_shard_ids);
 CFG__HANDLER(cfg__set_shards);
 CFG__HANDLER(cfg__set_webhooks);
+CFG__HANDLER(cfg__set_webhook_name);
 CFG__HANDLER(cfg__set_secret);
 CFG__HANDLER(cfg__set_headers);
 CFG__HANDLER(cfg__set_listen);

@@ -264,6 +264,21 @@ int cfg__set_shards(struct ctx *c, const struct directive *d, const cJSON *v, vo
 
 /* ---- webhooks ---- */
 
+/* Two webhooks may not share a name: it picks one in the API and in metrics. */
+static int check_names_unique(struct ctx *c, const struct cfg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_webhooks; i++)
+        for (size_t j = 0; cfg->webhooks[i].name && j < i; j++)
+            if (cfg->webhooks[j].name && !strcmp(cfg->webhooks[i].name, cfg->webhooks[j].name)) {
+                size_t mark = cfg__push_index(c, i);
+                int rc = cfg__fail_key(c, "name", "\"%s\" is already the name of webhooks[%zu]",
+                                       cfg->webhooks[i].name, j);
+                cfg__pop(c, mark);
+                return rc;
+            }
+    return SH_OK;
+}
+
 int cfg__set_webhooks(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
 {
     struct cfg_config *cfg = base;
@@ -285,7 +300,28 @@ int cfg__set_webhooks(struct ctx *c, const struct directive *d, const cJSON *v, 
             rc = cfg__process_object(c, d->sub, it, &cfg->webhooks[i]);
         cfg__pop(c, mark);
     }
-    return rc;
+    return rc ? rc : check_names_unique(c, cfg);
+}
+
+/* webhooks[].name: 1 to CFG_WEBHOOK_NAME_MAX of [A-Za-z0-9_.-], not all digits (an index). */
+int cfg__set_webhook_name(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    char *s;
+    int rc = cfg__get_string(c, v, (size_t)d->max, 0, &s);
+    if (rc)
+        return rc;
+    size_t n = strlen(s), digits = strspn(s, "0123456789");
+    size_t ok = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+    if (n == 0 || ok != n || digits == n) {
+        char buf[80];
+        rc =
+            cfg__fail(c, "must be 1 to %d characters of A-Z a-z 0-9 _ . -, not all digits (got %s)",
+                      CFG_WEBHOOK_NAME_MAX, cfg__describe_val(c, s, buf, sizeof(buf)));
+        free(s);
+        return rc;
+    }
+    cfg__store_str(AT(base, d, char *), s);
+    return SH_OK;
 }
 
 /* Length of the base64 text's decoded bytes, or -1 when it is not standard base64. */

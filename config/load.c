@@ -239,6 +239,7 @@ void cfg_free(struct cfg_config *cfg)
     for (size_t i = 0; cfg->webhooks && i < cfg->n_webhooks; i++) {
         struct cfg_webhook *w = &cfg->webhooks[i];
         free(w->url);
+        free(w->name);
         for (size_t k = 0; w->events && k < w->n_events; k++)
             free(w->events[k]);
         free(w->events);

@@ -9,6 +9,7 @@
 #define SHARDHOOK_HTTP_HANDLERS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ struct http_ctx {
     pthread_mutex_t reconnect_lock;
     uint64_t *reconnect_at; /* by shard id: monotonic ms of the last accepted call, 0 none */
     int reconnect_slots;    /* entries in reconnect_at (the bot's shard count) */
+    const struct http_webhook_ops *_Atomic webhooks; /* NULL until main() sets them */
 };
 
 /* The connection a handler may suspend; server.c fills it. */
@@ -41,6 +43,12 @@ struct http_call {
     struct http_waiter *waiter;   /* set when the answer will come from the pending table */
     int suspended;                /* set by the handler when it suspended the connection */
 };
+
+/*
+ * A webhook URL as the API shows it: scheme://host[:port]/path, without user:password, query
+ * or fragment (where secrets travel). Always NUL-terminates out (cut at cap).
+ */
+void http_url_redact(const char *url, char *out, size_t cap);
 
 /*
  * Answer route (already matched and authorised) with its path parameter and body (len 0:

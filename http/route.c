@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "http/internal.h"
 #include "http/route.h"
 #include "lib/errors.h"
@@ -28,6 +29,16 @@ enum http_method http_method_parse(const char *method)
     if (!strcmp(method, "POST"))
         return HTTP_POST;
     return HTTP_OTHER;
+}
+
+/*
+ * The longest segment a row's "{}" captures, plus one: a webhook name (its label says
+ * "{name}") up to CFG_WEBHOOK_NAME_MAX, anything else (a shard id, a snowflake) up to 31.
+ */
+static size_t param_cap(const struct http__route *row)
+{
+    _Static_assert(CFG_WEBHOOK_NAME_MAX < HTTP_PARAM_MAX, "a webhook name fits a parameter");
+    return strstr(row->name, "{name}") ? CFG_WEBHOOK_NAME_MAX + 1 : 32;
 }
 
 /* 1 when path fits pattern; the "{}" segment (at most one) is copied into param. */
@@ -63,7 +74,7 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
     enum http_method want = method == HTTP_HEAD ? HTTP_GET : method;
     char param[HTTP_PARAM_MAX];
     for (size_t i = 0; i < N_ROUTES; i++) {
-        if (!fits(table[i].pattern, path, param, sizeof(param)))
+        if (!fits(table[i].pattern, path, param, param_cap(&table[i])))
             continue;
         if (table[i].method == want) {
             out->route = table[i].route;

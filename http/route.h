@@ -38,7 +38,13 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_OTHER };
     X(VOICE_STATE, HTTP_POST, "/v1/guilds/{}/voice-state", "/v1/guilds/{guild_id}/voice-state", 1, \
       http__post_voice_state)                                                                      \
     X(SOUNDBOARD, HTTP_POST, "/v1/soundboard-sounds", "/v1/soundboard-sounds", 1,                  \
-      http__post_soundboard)
+      http__post_soundboard)                                                                       \
+    X(WEBHOOKS, HTTP_GET, "/v1/webhooks", "/v1/webhooks", 1, http__get_webhooks)                   \
+    X(WEBHOOK, HTTP_GET, "/v1/webhooks/{}", "/v1/webhooks/{name}", 1, http__get_webhook)           \
+    X(WEBHOOK_PAUSE, HTTP_POST, "/v1/webhooks/{}/pause", "/v1/webhooks/{name}/pause", 1,           \
+      http__post_webhook_pause)                                                                    \
+    X(WEBHOOK_RESUME, HTTP_POST, "/v1/webhooks/{}/resume", "/v1/webhooks/{name}/resume", 1,        \
+      http__post_webhook_resume)
 
 /* HTTP_ROUTE_<ID> for every row, in table order: a stable name for a route (metrics, tests). */
 enum http_route {
@@ -49,7 +55,7 @@ enum http_route {
         HTTP_ROUTE_COUNT_
 };
 
-#define HTTP_PARAM_MAX 32 /* a path parameter: a shard id or a snowflake, with room to spare */
+#define HTTP_PARAM_MAX 80 /* a path parameter: a shard id, a snowflake or a webhook name (64) */
 
 struct http_match {
     enum http_route route; /* HTTP_ROUTE_NONE when status is 404 or 405 */

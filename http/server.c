@@ -627,6 +627,11 @@ int http_server_action(struct http_server *srv, const cJSON *action,
     return http__action_run(&srv->ctx, action, to, type, msg, cap);
 }
 
+void http_server_set_webhook_ops(struct http_server *srv, const struct http_webhook_ops *ops)
+{
+    atomic_store(&srv->ctx.webhooks, ops);
+}
+
 struct gw_observer http_server_observer(struct http_server *srv)
 {
     struct gw_observer o = {.on_dispatch = http_pending_observe, .ud = srv->pending};

@@ -44,6 +44,38 @@ struct http_gateway_ops {
 /* The ops that call gateway/gateway.h. */
 extern const struct http_gateway_ops http_gateway_default_ops;
 
+/* One webhook's live status as delivery published it (docs/api.md, GET /v1/webhooks). */
+enum http_webhook_state {
+    HTTP_WEBHOOK_OK = 0,
+    HTTP_WEBHOOK_RETRYING,
+    HTTP_WEBHOOK_PAUSED,
+    HTTP_WEBHOOK_SPOOLING
+};
+
+struct http_webhook_status {
+    enum http_webhook_state state;
+    uint64_t paused_until_wall_ms; /* a Retry-After holds the endpoint until then; 0 none */
+    int in_flight;
+    uint64_t queued_events, queued_bytes, spool_bytes;
+    int has_oldest; /* 0: nothing unacknowledged (or its arrival unknown) */
+    uint64_t oldest_unacked_age_ms;
+    uint64_t delivered_events, retries, dead_letters;
+    uint64_t last_ok_wall_ms, last_fail_wall_ms; /* 0 none */
+    long last_ok_status, last_fail_status;       /* last_fail_status 0: no HTTP answer */
+    char last_fail_error[160];
+};
+
+/*
+ * What the server needs from delivery about webhooks (the config's webhooks[i], by index);
+ * bridge/main.c fills it. Thread-safe. 0, SH_ENOTFOUND, or (pause) SH_EIO when the pause could
+ * not be kept on disk.
+ */
+struct http_webhook_ops {
+    int (*status)(void *ud, size_t i, struct http_webhook_status *out);
+    int (*pause)(void *ud, size_t i, int paused); /* 1 pause, 0 resume */
+    void *ud;
+};
+
 struct http_server;
 
 /*
@@ -58,6 +90,10 @@ int http_server_new_ops(const struct cfg_config *cfg, const struct http_gateway_
 
 /* The port actually bound (useful with port 0). */
 int http_server_port(const struct http_server *srv);
+
+/* Where /v1/webhooks reads and pauses webhooks (ops must outlive the server; until this is
+ * called those routes answer 503). Any thread. */
+void http_server_set_webhook_ops(struct http_server *srv, const struct http_webhook_ops *ops);
 
 /* The observer to register with gw_gateway_set_observer (collects replies to waiting requests). */
 struct gw_observer http_server_observer(struct http_server *srv);

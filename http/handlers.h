@@ -9,6 +9,7 @@
 #define SHARDHOOK_HTTP_HANDLERS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ struct http_ctx {
     pthread_mutex_t reconnect_lock;
     uint64_t *reconnect_at; /* by shard id: monotonic ms of the last accepted call, 0 none */
     int reconnect_slots;    /* entries in reconnect_at (the bot's shard count) */
+    _Atomic(const struct http_deadletter_ops *) dead; /* NULL until bridge/main.c sets it */
 };
 
 /* The connection a handler may suspend; server.c fills it. */
@@ -40,6 +42,8 @@ struct http_call {
     void (*resume)(void *token);  /* called when suspending turned out unnecessary */
     struct http_waiter *waiter;   /* set when the answer will come from the pending table */
     int suspended;                /* set by the handler when it suspended the connection */
+    /* the query string's value of key, NULL when absent (may be NULL: no query at all) */
+    const char *(*query)(void *token, const char *key);
 };
 
 /*

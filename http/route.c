@@ -27,6 +27,8 @@ enum http_method http_method_parse(const char *method)
         return HTTP_HEAD;
     if (!strcmp(method, "POST"))
         return HTTP_POST;
+    if (!strcmp(method, "DELETE"))
+        return HTTP_DELETE;
     return HTTP_OTHER;
 }
 
@@ -77,7 +79,9 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
         out->status = 405;
         out->auth = table[i].auth;
         snprintf(out->allow, sizeof(out->allow), "%s",
-                 table[i].method == HTTP_GET ? "GET, HEAD" : "POST");
+                 table[i].method == HTTP_GET    ? "GET, HEAD"
+                 : table[i].method == HTTP_POST ? "POST"
+                                                : "DELETE");
     }
 }
 

@@ -218,6 +218,17 @@ static void do_resume(void *token)
     MHD_resume_connection(rq->conn);
 }
 
+static const char *query_arg(void *token, const char *key)
+{
+    struct request *rq = token;
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+void http_server_set_deadletters(struct http_server *srv, const struct http_deadletter_ops *ops)
+{
+    atomic_store(&srv->ctx.dead, ops);
+}
+
 /* ---- the access handler -------------------------------------------------------------------- */
 
 static const char *header(struct request *rq, const char *name)
@@ -385,7 +396,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         http_reply_error(&rq->reply, 503, "shutting_down", "shardhook is stopping");
         return queue_reply(rq);
     }
-    struct http_call call = {.token = rq, .suspend = do_suspend, .resume = do_resume};
+    struct http_call call = {
+        .token = rq, .suspend = do_suspend, .resume = do_resume, .query = query_arg};
     int suspended = http_handle(&srv->ctx, &call, rq->match.route, rq->match.param,
                                 rq->body.data ? rq->body.data : "", rq->body.len, &rq->reply);
     if (suspended) {

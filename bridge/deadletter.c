@@ -457,7 +457,8 @@ static cJSON *shard_ranges(const cJSON *body)
             continue;
         }
         if (s->valuedouble < num_field(e, "first_s"))
-            cJSON_ReplaceItemInObjectCaseSensitive(e, "first_s", cJSON_CreateNumber(s->valuedouble));
+            cJSON_ReplaceItemInObjectCaseSensitive(e, "first_s",
+                                                   cJSON_CreateNumber(s->valuedouble));
         if (s->valuedouble > num_field(e, "last_s"))
             cJSON_ReplaceItemInObjectCaseSensitive(e, "last_s", cJSON_CreateNumber(s->valuedouble));
     }
@@ -494,9 +495,8 @@ static cJSON *list_entry(const char *dir, const char *id)
         cJSON_AddStringToObject(e, "error", "the file cannot be read as a dead letter");
         return e;
     }
-    static const char *const keys[] = {"webhook_id", "reason",   "status",
-                                       "attempts",   "failed_at", "events",
-                                       "response",   "response_truncated"};
+    static const char *const keys[] = {"webhook_id", "reason", "status",   "attempts",
+                                       "failed_at",  "events", "response", "response_truncated"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         copy_field(e, r.json, keys[i]);
     if (num_field(r.json, "status") == 0) /* no answer came (a full spool share) */

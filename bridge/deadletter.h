@@ -59,7 +59,8 @@ int br_deadletter_write(const char *dir, const struct br_dead_letter *dl, char *
 int br_deadletter_trim(const char *dir, size_t webhook, uint64_t max_bytes, uint64_t *removed,
                        uint64_t *removed_bytes, uint64_t *kept_bytes);
 
-/* 0 when id is a well-formed dead-letter id (its webhook in *webhook, may be NULL), else SH_EINVAL. */
+/* 0 when id is a well-formed dead-letter id (its webhook in *webhook, may be NULL), else SH_EINVAL.
+ */
 int br_deadletter_id_parse(const char *id, size_t *webhook);
 
 /* One dead letter read back: the file's text, its JSON, and where the body lies in the text. */
@@ -71,7 +72,8 @@ struct br_dead_read {
     size_t body_len;
 };
 
-/* Read dead letter id from dir. 0, SH_ENOTFOUND, SH_EPARSE (not a dead letter), SH_EIO, SH_ENOMEM. */
+/* Read dead letter id from dir. 0, SH_ENOTFOUND, SH_EPARSE (not a dead letter), SH_EIO, SH_ENOMEM.
+ */
 int br_deadletter_read(const char *dir, const char *id, struct br_dead_read *out);
 void br_deadletter_read_free(struct br_dead_read *r);
 

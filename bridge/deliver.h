@@ -90,7 +90,6 @@ void br_delivery_free(struct br_delivery *d);
  * started after this returns, retries included. Any thread. 0, SH_EINVAL or SH_ENOMEM. */
 int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w);
 
-
 /*
  * Any thread: send webhook's dead letters ids (oldest first) again, after those already asked
  * for (bridge/redeliver.h: one at a time beside live traffic, same webhook-id, acknowledged ones

@@ -57,10 +57,10 @@ int br__redeliver_new(const struct br__redeliver_env *env, struct br__redeliver 
         return SH_ENOMEM;
     }
     pthread_mutex_init(&rd->lock, NULL);
-    struct sh_metric *m = sh_metric_counter(
-        "shardhook_webhook_redeliveries_total",
-        "Dead letters sent again on request, by result (acked, refused, retried)",
-        "webhook,result");
+    struct sh_metric *m =
+        sh_metric_counter("shardhook_webhook_redeliveries_total",
+                          "Dead letters sent again on request, by result (acked, refused, retried)",
+                          "webhook,result");
     for (size_t i = 0; i < env->n_hooks; i++) {
         struct rd_stream *s = &rd->s[i];
         s->idx = i;
@@ -179,8 +179,9 @@ static int load(struct br__redeliver *rd, struct rd_stream *s)
     if (rc == SH_ENOTFOUND)
         return 1; /* discarded, or retention took it, since it was asked for */
     if (rc == SH_EPARSE) {
-        log_warn_limited(&s->lim_read, "msg=\"not a dead letter; not redelivered\" webhook=%zu id=%s",
-                         s->idx, s->cur);
+        log_warn_limited(&s->lim_read,
+                         "msg=\"not a dead letter; not redelivered\" webhook=%zu id=%s", s->idx,
+                         s->cur);
         return 1;
     }
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(rc ? NULL : r.json, "webhook_id");
@@ -303,9 +304,9 @@ static void retry_later(struct rd_stream *s, const struct br__hook *h, const str
                         CURLcode result, long status, uint64_t now)
 {
     uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
-    uint64_t wait = br_retry_delay_ms(s->attempts - 1, base, cap < base ? base : cap,
-                                      status ? r->retry_after_ms : -1,
-                                      (uint64_t)h->cfg->retry_after_max_ms);
+    uint64_t wait =
+        br_retry_delay_ms(s->attempts - 1, base, cap < base ? base : cap,
+                          status ? r->retry_after_ms : -1, (uint64_t)h->cfg->retry_after_max_ms);
     s->next_try_ms = now + wait;
     sh_series_add(s->m_retried, 1);
     log_warn_limited(&s->lim_retry,

@@ -73,8 +73,9 @@ static int list_params(struct http_ctx *ctx, const struct http_deadletter_ops *o
         *limit = (size_t)v;
     }
     if (*after && ops->parse_id(ops->ud, *after, NULL))
-        return http__refuse(r, 400, "invalid_query",
-                            "after: a dead-letter id as given in the list (\"id\", \"next_after\")");
+        return http__refuse(
+            r, 400, "invalid_query",
+            "after: a dead-letter id as given in the list (\"id\", \"next_after\")");
     return 0;
 }
 
@@ -206,7 +207,8 @@ static int redeliver_range(const cJSON *body, uint64_t *from, uint64_t *to, stru
     *from = 0;
     *to = UINT64_MAX;
     if (all && !cJSON_IsTrue(all))
-        return http__bad_field(r, "all", "true (every dead letter of the webhook), or leave it out");
+        return http__bad_field(r, "all",
+                               "true (every dead letter of the webhook), or leave it out");
     if (all && (f || t))
         return http__refuse(r, 400, "invalid_field", "all: not together with from or to");
     if (!all && !f && !t)

@@ -292,14 +292,13 @@ static int early_answer(struct http_server *srv, struct request *rq, const char 
         return 1;
     }
     if (rq->method == HTTP_OTHER) {
-        http_route_match(HTTP_GET, url, &rq->match);
+        /* no row has this method: the match says 404, or 405 with the path's Allow */
+        http_route_match(HTTP_OTHER, url, &rq->match);
         if (rq->match.status == 404)
             return http_reply_error(r, 404, "not_found", "no route %.100s", url), 1;
-        http_route_match(HTTP_POST, url, &rq->match);
-        const char *allow = rq->match.status == 0 ? "POST" : "GET, HEAD";
         rq->match.route = HTTP_ROUTE_NONE;
-        snprintf(r->allow, sizeof(r->allow), "%s", allow);
-        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", allow);
+        snprintf(r->allow, sizeof(r->allow), "%s", rq->match.allow);
+        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", rq->match.allow);
         return 1;
     }
     if (rq->match.status == 404) {

@@ -192,7 +192,9 @@ def test_redeliver_a_time_range_and_bad_input(tmp):
         ("PUT", "/v1/dead-letters/" + missing, None, 405, "method_not_allowed"),
     ]
     for method, path, body, status, code_want in bad:
-        code, _, err = sh.api(method, path, body)
+        code, headers, err = sh.api(method, path, body)
         assert code == status and err["error"]["code"] == code_want, (method, path, code, err)
+        if status == 405:
+            assert headers["allow"] == "DELETE", headers
     assert sh.alive
     assert len(folder(tmp)) == len(got) - 1  # nothing else was touched

@@ -157,13 +157,18 @@ def test_redeliver_a_time_range_and_bad_input(tmp):
     fake, rx, sh, refused = start_refusing(tmp)
     got = listing(sh)["dead_letters"]
     oldest = got[-1]
-    # a range holding only the oldest dead letter
-    rx.respond(200)
+    # a range holding only the oldest dead letter; its first attempt meets a 503, then a 200
+    before = len(rx.requests)
+    rx.respond([(503, {}, "busy")], then=200)
     code, _, ans = sh.api("POST", "/v1/webhooks/0/redeliver",
                           {"from": oldest["when"], "to": oldest["when"]})
     assert code == 202 and ans["ids"] == [oldest["id"]], ans
     wait_for(lambda: len(folder(tmp)) == len(got) - 1, scale(10), what="the oldest redelivered")
     assert oldest["id"] not in [e["id"] for e in listing(sh)["dead_letters"]]
+    tries = rx.requests[before:]
+    assert [r.status for r in tries] == [503, 200], tries
+    assert {r.headers["webhook-id"] for r in tries} == {oldest["webhook_id"]}
+    npm_verify(tries, SECRET)
     # a range before any of them
     code, _, ans = sh.api("POST", "/v1/webhooks/0/redeliver",
                           {"from": "2001-01-01T00:00:00Z", "to": "2001-01-02T00:00:00.5Z"})

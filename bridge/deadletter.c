@@ -411,7 +411,8 @@ static int collect(const char *dir, size_t webhook, char (**ids)[BR_DEAD_ID_MAX]
         *n = 0;
         return rc;
     }
-    qsort(*ids, *n, sizeof(**ids), by_name);
+    if (*n > 1) /* qsort wants a non-NULL array, even for none */
+        qsort(*ids, *n, sizeof(**ids), by_name);
     return SH_OK;
 }
 

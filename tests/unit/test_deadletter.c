@@ -178,6 +178,11 @@ TEST(ids_parse_and_sort_in_write_order)
     ASSERT_EQ(br_deadletter_id_ms("19700101T000001.250-w0-msg_a"), 1250);
     char dir[] = "/tmp/shardhook-test-dead-XXXXXX";
     ASSERT(mkdtemp(dir));
+    cJSON *j = NULL; /* an empty folder lists nothing */
+    ASSERT_EQ(br_deadletter_list(dir, SIZE_MAX, NULL, 50, &j), 0);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "dead_letters")), 0);
+    ASSERT(cJSON_IsNull(cJSON_GetObjectItem(j, "next_after")));
+    cJSON_Delete(j);
     char ids[20][BR_DEAD_ID_MAX];
     for (int i = 0; i < 20; i++) /* within a few ms: the names still increase strictly */
         ASSERT_EQ(write_one(dir, 0, i % 2 ? "msg_z" : "msg_a", "{\"events\":[]}", ids[i]), 0);

@@ -25,6 +25,7 @@
 #include "bridge/hook.h"
 #include "bridge/hookauth.h"
 #include "bridge/ledger.h"
+#include "bridge/redeliver.h"
 #include "bridge/request.h"
 #include "bridge/retry.h"
 #include "bridge/route.h"
@@ -83,6 +84,7 @@ struct br_delivery {
     int total;
     int n_local;
     struct br_ledger *ledger; /* what was acknowledged, what may be checkpointed */
+    struct br__redeliver *rd; /* dead letters sent again (its post is thread-safe) */
     struct br_ckstore *store; /* where checkpoints are kept */
     int prepared;
     char dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
@@ -334,6 +336,11 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         return SH_ENOMEM;
     }
     register_metrics(d);
+    struct br__redeliver_env env = {d->multi, &d->reqs, d->auth, d->hooks, d->n_hooks, d->dir_dead};
+    if (br__redeliver_new(&env, &d->rd)) {
+        br_delivery_free(d);
+        return SH_ENOMEM;
+    }
     for (size_t i = 0; i < d->n_hooks; i++) /* dead letters an earlier run left */
         br__hook_trim_dead_letters(&d->hooks[i], d->dir_dead);
     load_paused(d);
@@ -746,7 +753,7 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
     struct br_request *r = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
     curl_multi_remove_handle(d->multi, easy);
-    if (!r || !r->b)
+    if (!r || !r->b || br__redeliver_finish(d->rd, r, result, now))
         return;
     struct br__hook *h = r->owner;
     struct br_batch *b = r->b;
@@ -1170,6 +1177,9 @@ static void *run(void *arg)
         uint64_t retry_at = schedule(d, now);
         if (retry_at < wake)
             wake = retry_at;
+        retry_at = br__redeliver_pass(d->rd, now, stopping);
+        if (retry_at < wake)
+            wake = retry_at;
         if (br_ledger_next_ms(d->ledger) < wake)
             wake = br_ledger_next_ms(d->ledger);
         for (size_t i = 0; i < d->n_hooks; i++)
@@ -1323,6 +1333,7 @@ void br_delivery_free(struct br_delivery *d)
             }
         br__hook_release(h);
     }
+    br__redeliver_free(d->rd);
     br_request_pool_free(&d->reqs);
     for (struct sh_qnode *n = sh_queue_take(&d->inq), *nx; n; n = nx) {
         nx = n->next;
@@ -1349,4 +1360,18 @@ void br_delivery_free(struct br_delivery *d)
 int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w)
 {
     return br_hookauth_update(d->auth, webhook, w);
+}
+
+int br_delivery_redeliver(struct br_delivery *d, size_t webhook, const char (*ids)[BR_DEAD_ID_MAX],
+                          size_t n)
+{
+    int rc = br__redeliver_post(d->rd, webhook, ids, n);
+    if (!rc)
+        curl_multi_wakeup(d->multi);
+    return rc;
+}
+
+const char *br_delivery_dead_letter_dir(const struct br_delivery *d)
+{
+    return d->dir_dead;
 }

@@ -37,6 +37,7 @@
 
 #include "bridge/actions.h"
 #include "bridge/ckstore.h"
+#include "bridge/deadletter.h"
 #include "config/config.h"
 #include "gateway/sink.h"
 
@@ -132,5 +133,15 @@ int br_delivery_webhook_pause(struct br_delivery *d, size_t i, int paused);
 /* A reload: webhook's secrets and extra headers from w (copied) sign and go with every request
  * started after this returns, retries included. Any thread. 0, SH_EINVAL or SH_ENOMEM. */
 int br_delivery_update_auth(struct br_delivery *d, size_t webhook, const struct cfg_webhook *w);
+
+/*
+ * Any thread: send webhook's dead letters ids (oldest first) again, after those already asked
+ * for (bridge/redeliver.h: one at a time beside live traffic, same webhook-id, acknowledged ones
+ * leave the folder). Returns once queued: 0, SH_EINVAL (no such webhook) or SH_ENOMEM.
+ */
+int br_delivery_redeliver(struct br_delivery *d, size_t webhook, const char (*ids)[BR_DEAD_ID_MAX],
+                          size_t n);
+/* The dead-letter folder (state_dir/dead-letter); any thread may read it. */
+const char *br_delivery_dead_letter_dir(const struct br_delivery *d);
 
 #endif

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "bridge/ckstore.h"
+#include "bridge/deadletter.h"
 #include "bridge/deliver.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
@@ -314,8 +315,44 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* ---- the dead-letter routes' ops (http/server.h): the folder and the delivery thread ---- */
+
+_Static_assert(HTTP_DEAD_ID_MAX == BR_DEAD_ID_MAX, "one id size on both sides");
+
+static int dl_parse_id(void *ud, const char *id, size_t *webhook)
+{
+    (void)ud;
+    return br_deadletter_id_parse(id, webhook);
+}
+static int dl_list(void *ud, size_t webhook, const char *after, size_t limit, cJSON **out)
+{
+    return br_deadletter_list(br_delivery_dead_letter_dir(ud), webhook, after, limit, out);
+}
+static int dl_exists(void *ud, const char *id)
+{
+    struct br_dead_read r;
+    int rc = br_deadletter_read(br_delivery_dead_letter_dir(ud), id, &r);
+    if (!rc)
+        br_deadletter_read_free(&r);
+    return rc == SH_ENOTFOUND ? rc : 0; /* an unreadable file is still there (and listed) */
+}
+static int dl_ids(void *ud, size_t webhook, uint64_t from_ms, uint64_t to_ms,
+                  char (**ids)[HTTP_DEAD_ID_MAX], size_t *n)
+{
+    return br_deadletter_ids(br_delivery_dead_letter_dir(ud), webhook, from_ms, to_ms, ids, n);
+}
+static int dl_redeliver(void *ud, size_t webhook, const char (*ids)[HTTP_DEAD_ID_MAX], size_t n)
+{
+    return br_delivery_redeliver(ud, webhook, ids, n);
+}
+static int dl_discard(void *ud, const char *id)
+{
+    return br_deadletter_remove(br_delivery_dead_letter_dir(ud), id, NULL);
+}
+
 /* What one run holds, freed by stop_all in the reverse order of start_all. */
 struct daemon {
+    struct http_deadletter_ops dead_ops; /* the API's view of the dead letters */
     const char *path;
     struct cfg_config cfg;
     struct br_delivery *delivery;
@@ -394,6 +431,16 @@ static int start_all(struct daemon *d)
     }
     d->webhook_ops = (struct http_webhook_ops){webhook_status, webhook_pause, d->delivery};
     http_server_set_webhook_ops(d->api, &d->webhook_ops);
+    d->dead_ops = (struct http_deadletter_ops){
+        .ud = d->delivery,
+        .parse_id = dl_parse_id,
+        .list = dl_list,
+        .exists = dl_exists,
+        .ids = dl_ids,
+        .redeliver = dl_redeliver,
+        .discard = dl_discard,
+    };
+    http_server_set_deadletters(d->api, &d->dead_ops);
     struct gw_observer obs = http_server_observer(d->api);
     gw_gateway_set_observer(d->gw, &obs);
     struct br_action_ops actions = {.run = run_action, .ud = d};

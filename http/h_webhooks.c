@@ -37,8 +37,7 @@ void http_url_redact(const char *url, char *out, size_t cap)
     snprintf(out, cap, "%.*s%.*s%.*s", (int)scheme, url, (int)host_len, host, (int)path_len, path);
 }
 
-/* The webhook param names: its name, or its index ("0", "1", ...). 0, or 1 with a 404 in *r. */
-static int find_webhook(struct http_ctx *ctx, const char *param, size_t *out, struct http_reply *r)
+int http__find_webhook(struct http_ctx *ctx, const char *param, size_t *out, struct http_reply *r)
 {
     const struct cfg_config *cfg = ctx->cfg;
     for (size_t i = 0; i < cfg->n_webhooks; i++)
@@ -167,7 +166,7 @@ int http__get_webhooks(struct http_ctx *ctx, const struct http_req *rq, struct h
 int http__get_webhook(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     size_t i;
-    if (find_webhook(ctx, rq->param, &i, r))
+    if (http__find_webhook(ctx, rq->param, &i, r))
         return 0;
     const struct http_webhook_ops *ops = webhook_ops(ctx, r);
     if (!ops)
@@ -182,7 +181,7 @@ static int set_paused(struct http_ctx *ctx, const struct http_req *rq, struct ht
 {
     static const char *const allowed[] = {NULL};
     size_t i;
-    if (find_webhook(ctx, rq->param, &i, r) || http__unknown_fields(rq->body, allowed, r))
+    if (http__find_webhook(ctx, rq->param, &i, r) || http__unknown_fields(rq->body, allowed, r))
         return 0;
     const struct http_webhook_ops *ops = webhook_ops(ctx, r);
     if (!ops)

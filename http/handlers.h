@@ -32,7 +32,8 @@ struct http_ctx {
     pthread_mutex_t reconnect_lock;
     uint64_t *reconnect_at; /* by shard id: monotonic ms of the last accepted call, 0 none */
     int reconnect_slots;    /* entries in reconnect_at (the bot's shard count) */
-    const struct http_webhook_ops *_Atomic webhooks; /* NULL until main() sets them */
+    const struct http_webhook_ops *_Atomic webhooks;  /* NULL until main() sets them */
+    _Atomic(const struct http_deadletter_ops *) dead; /* NULL until bridge/main.c sets it */
 };
 
 /* The connection a handler may suspend; server.c fills it. */
@@ -42,6 +43,8 @@ struct http_call {
     void (*resume)(void *token);  /* called when suspending turned out unnecessary */
     struct http_waiter *waiter;   /* set when the answer will come from the pending table */
     int suspended;                /* set by the handler when it suspended the connection */
+    /* the query string's value of key, NULL when absent (may be NULL: no query at all) */
+    const char *(*query)(void *token, const char *key);
 };
 
 /*

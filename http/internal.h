@@ -117,4 +117,8 @@ int http__shard_ready(const struct gw_shard_info *s);
  * when it would not fit. */
 int http__build_payload(int op, const cJSON *d, char *out, size_t *len, struct http_reply *r);
 
+/* The webhook param names: its config `name`, or its index ("0", "1", ...). 0, or 1 with a
+ * 404 webhook_not_found in *r. */
+int http__find_webhook(struct http_ctx *ctx, const char *param, size_t *out, struct http_reply *r);
+
 #endif

@@ -28,17 +28,22 @@ enum http_method http_method_parse(const char *method)
         return HTTP_HEAD;
     if (!strcmp(method, "POST"))
         return HTTP_POST;
+    if (!strcmp(method, "DELETE"))
+        return HTTP_DELETE;
     return HTTP_OTHER;
 }
 
 /*
  * The longest segment a row's "{}" captures, plus one: a webhook name (its label says
- * "{name}") up to CFG_WEBHOOK_NAME_MAX, anything else (a shard id, a snowflake) up to 31.
+ * "{name}") up to CFG_WEBHOOK_NAME_MAX, a dead-letter id (about 51 characters) up to
+ * HTTP_PARAM_MAX - 1, anything else (a shard id, a snowflake) up to 31.
  */
 static size_t param_cap(const struct http__route *row)
 {
     _Static_assert(CFG_WEBHOOK_NAME_MAX < HTTP_PARAM_MAX, "a webhook name fits a parameter");
-    return strstr(row->name, "{name}") ? CFG_WEBHOOK_NAME_MAX + 1 : 32;
+    if (strstr(row->name, "{name}"))
+        return CFG_WEBHOOK_NAME_MAX + 1;
+    return strncmp(row->name, "/v1/dead-letters/", 17) ? 32 : HTTP_PARAM_MAX;
 }
 
 /* 1 when path fits pattern; the "{}" segment (at most one) is copied into param. */
@@ -88,7 +93,9 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
         out->status = 405;
         out->auth = table[i].auth;
         snprintf(out->allow, sizeof(out->allow), "%s",
-                 table[i].method == HTTP_GET ? "GET, HEAD" : "POST");
+                 table[i].method == HTTP_GET    ? "GET, HEAD"
+                 : table[i].method == HTTP_POST ? "POST"
+                                                : "DELETE");
     }
 }
 

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_OTHER };
+enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER };
 
 /*
  * The route table, one row per endpoint: X(ID, method, pattern, label, auth, handler).
@@ -44,7 +44,14 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_OTHER };
     X(WEBHOOK_PAUSE, HTTP_POST, "/v1/webhooks/{}/pause", "/v1/webhooks/{name}/pause", 1,           \
       http__post_webhook_pause)                                                                    \
     X(WEBHOOK_RESUME, HTTP_POST, "/v1/webhooks/{}/resume", "/v1/webhooks/{name}/resume", 1,        \
-      http__post_webhook_resume)
+      http__post_webhook_resume)                                                                   \
+    X(DEAD_LETTERS, HTTP_GET, "/v1/dead-letters", "/v1/dead-letters", 1, http__get_dead_letters)   \
+    X(DEAD_LETTER_REDELIVER, HTTP_POST, "/v1/dead-letters/{}/redeliver",                           \
+      "/v1/dead-letters/{id}/redeliver", 1, http__post_dead_letter_redeliver)                      \
+    X(DEAD_LETTER_DELETE, HTTP_DELETE, "/v1/dead-letters/{}", "/v1/dead-letters/{id}", 1,          \
+      http__delete_dead_letter)                                                                    \
+    X(WEBHOOK_REDELIVER, HTTP_POST, "/v1/webhooks/{}/redeliver", "/v1/webhooks/{name}/redeliver",  \
+      1, http__post_webhook_redeliver)
 
 /* HTTP_ROUTE_<ID> for every row, in table order: a stable name for a route (metrics, tests). */
 enum http_route {
@@ -55,7 +62,9 @@ enum http_route {
         HTTP_ROUTE_COUNT_
 };
 
-#define HTTP_PARAM_MAX 80 /* a path parameter: a shard id, a snowflake or a webhook name (64) */
+#define HTTP_PARAM_MAX                                                                             \
+    128 /* a path parameter: a shard id, a snowflake, a webhook name                               \
+        (64), a dead-letter id */
 
 struct http_match {
     enum http_route route; /* HTTP_ROUTE_NONE when status is 404 or 405 */

@@ -225,6 +225,17 @@ static void request_woken(struct http__wakeable *wk)
     do_resume(wk);
 }
 
+static const char *query_arg(void *token, const char *key)
+{
+    struct request *rq = token;
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+void http_server_set_deadletters(struct http_server *srv, const struct http_deadletter_ops *ops)
+{
+    atomic_store(&srv->ctx.dead, ops);
+}
+
 /* ---- the access handler -------------------------------------------------------------------- */
 
 static const char *header(struct request *rq, const char *name)
@@ -288,14 +299,13 @@ static int early_answer(struct http_server *srv, struct request *rq, const char 
         return 1;
     }
     if (rq->method == HTTP_OTHER) {
-        http_route_match(HTTP_GET, url, &rq->match);
+        /* no row has this method: the match says 404, or 405 with the path's Allow */
+        http_route_match(HTTP_OTHER, url, &rq->match);
         if (rq->match.status == 404)
             return http_reply_error(r, 404, "not_found", "no route %.100s", url), 1;
-        http_route_match(HTTP_POST, url, &rq->match);
-        const char *allow = rq->match.status == 0 ? "POST" : "GET, HEAD";
         rq->match.route = HTTP_ROUTE_NONE;
-        snprintf(r->allow, sizeof(r->allow), "%s", allow);
-        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", allow);
+        snprintf(r->allow, sizeof(r->allow), "%s", rq->match.allow);
+        http_reply_error(r, 405, "method_not_allowed", "this route answers %s", rq->match.allow);
         return 1;
     }
     if (rq->match.status == 404) {
@@ -393,7 +403,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         http_reply_error(&rq->reply, 503, "shutting_down", "shardhook is stopping");
         return queue_reply(rq);
     }
-    struct http_call call = {.token = rq, .suspend = do_suspend, .resume = do_resume};
+    struct http_call call = {
+        .token = rq, .suspend = do_suspend, .resume = do_resume, .query = query_arg};
     int suspended = http_handle(&srv->ctx, &call, rq->match.route, rq->match.param,
                                 rq->body.data ? rq->body.data : "", rq->body.len, &rq->reply);
     if (suspended) {

@@ -41,6 +41,34 @@ struct http_gateway_ops {
     int (*withdraw)(void *gw, int shard_id, const char *payload, size_t len);
 };
 
+struct http_server;
+
+/*
+ * What the dead-letter routes need (docs/api.md); bridge/main.c fills it, http/ never reads
+ * the folder's format itself. All thread-safe; negative SH_E* codes on failure.
+ */
+#define HTTP_DEAD_ID_MAX 96 /* a dead-letter id and its NUL */
+struct http_deadletter_ops {
+    void *ud;
+    /* 0 when id is well-formed (its webhook index in *webhook), SH_EINVAL otherwise */
+    int (*parse_id)(void *ud, const char *id, size_t *webhook);
+    /* {"dead_letters":[...],"next_after":...}, newest first; webhook SIZE_MAX for all, after
+       NULL from the newest */
+    int (*list)(void *ud, size_t webhook, const char *after, size_t limit, cJSON **out);
+    /* 0 when id is in the folder, SH_ENOTFOUND */
+    int (*exists)(void *ud, const char *id);
+    /* webhook's ids dead-lettered from from_ms to to_ms (inclusive), oldest first; free *ids */
+    int (*ids)(void *ud, size_t webhook, uint64_t from_ms, uint64_t to_ms,
+               char (**ids)[HTTP_DEAD_ID_MAX], size_t *n);
+    /* hand ids (oldest first) to the delivery thread; returns once queued */
+    int (*redeliver)(void *ud, size_t webhook, const char (*ids)[HTTP_DEAD_ID_MAX], size_t n);
+    /* 0, SH_ENOTFOUND */
+    int (*discard)(void *ud, const char *id);
+};
+
+/* The dead-letter routes answer 503 until this is called (bridge/main.c, right after new). */
+void http_server_set_deadletters(struct http_server *srv, const struct http_deadletter_ops *ops);
+
 /* The ops that call gateway/gateway.h. */
 extern const struct http_gateway_ops http_gateway_default_ops;
 

@@ -138,5 +138,132 @@ TEST(trim_removes_a_webhooks_oldest_files_first)
     rm_rf(dir);
 }
 
-TEST_MAIN(RUN(file_holds_status_answer_and_body); RUN(unwritable_folder_fails_and_leaves_nothing);
+/* Write a dead letter of webhook w holding body; its id (file name without .json) to id. */
+static int write_one(const char *dir, size_t w, const char *msg, const char *body, char *id)
+{
+    struct br_dead_letter dl = {.webhook = w,
+                                .webhook_key = "wk",
+                                .msg_id = msg,
+                                .status = 400,
+                                .attempts = 1,
+                                .events = 2,
+                                .response = "nope",
+                                .response_len = 4,
+                                .body = body,
+                                .body_len = strlen(body)};
+    char path[512];
+    int rc = br_deadletter_write(dir, &dl, path, sizeof(path));
+    if (!rc) {
+        const char *base = strrchr(path, '/') + 1;
+        snprintf(id, BR_DEAD_ID_MAX, "%.*s", (int)(strlen(base) - 5), base);
+    }
+    return rc;
+}
+
+TEST(ids_parse_and_sort_in_write_order)
+{
+    size_t w = 99;
+    ASSERT_EQ(br_deadletter_id_parse("20261123T134500.123-w12-msg_abc", &w), 0);
+    ASSERT_EQ(w, 12);
+    const char *bad[] = {"",
+                         "x",
+                         "20261123T134500.123-w-msg_abc",
+                         "20261123T134500.123-w1-",
+                         "20261123T134500.123-w1-../x",
+                         "20261123T134500.123-w1-a/b",
+                         "2026112XT134500.123-w1-msg",
+                         "20261123T134500.123-x1-msg"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ASSERT_EQ(br_deadletter_id_parse(bad[i], NULL), SH_EINVAL);
+    ASSERT_EQ(br_deadletter_id_ms("19700101T000001.250-w0-msg_a"), 1250);
+    char dir[] = "/tmp/shardhook-test-dead-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    cJSON *j = NULL; /* an empty folder lists nothing */
+    ASSERT_EQ(br_deadletter_list(dir, SIZE_MAX, NULL, 50, &j), 0);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "dead_letters")), 0);
+    ASSERT(cJSON_IsNull(cJSON_GetObjectItem(j, "next_after")));
+    cJSON_Delete(j);
+    char ids[20][BR_DEAD_ID_MAX];
+    for (int i = 0; i < 20; i++) /* within a few ms: the names still increase strictly */
+        ASSERT_EQ(write_one(dir, 0, i % 2 ? "msg_z" : "msg_a", "{\"events\":[]}", ids[i]), 0);
+    for (int i = 1; i < 20; i++)
+        ASSERT(strcmp(ids[i - 1], ids[i]) < 0);
+    rm_rf(dir);
+}
+
+TEST(read_gives_the_body_byte_for_byte_and_refusal_again_keeps_name_and_body)
+{
+    char dir[] = "/tmp/shardhook-test-dead-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    const char body[] =
+        "{\"events\":[{\"shard\":[1,2],\"s\":7,\"d\":{\"x\":1.50,\"u\":\"\\u00e9\"}}]}";
+    char id[BR_DEAD_ID_MAX];
+    ASSERT_EQ(write_one(dir, 3, "msg_q", body, id), 0);
+    struct br_dead_read r;
+    ASSERT_EQ(br_deadletter_read(dir, id, &r), 0);
+    ASSERT_SPAN_EQ(r.body, r.body_len, body);
+    br_deadletter_read_free(&r);
+    ASSERT_EQ(br_deadletter_refused_again(dir, id, 422, "again", 5, 0), 0);
+    ASSERT_EQ(br_deadletter_read(dir, id, &r), 0);
+    ASSERT_SPAN_EQ(r.body, r.body_len, body);
+    ASSERT_EQ((int)cJSON_GetObjectItem(r.json, "status")->valuedouble, 422);
+    ASSERT_EQ((int)cJSON_GetObjectItem(r.json, "attempts")->valuedouble, 2);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(r.json, "response")->valuestring, "again");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(r.json, "webhook_id")->valuestring, "msg_q");
+    br_deadletter_read_free(&r);
+    uint64_t bytes = 0;
+    ASSERT_EQ(br_deadletter_remove(dir, id, &bytes), 0);
+    ASSERT(bytes > sizeof(body));
+    ASSERT_EQ(br_deadletter_read(dir, id, &r), SH_ENOTFOUND);
+    ASSERT_EQ(br_deadletter_refused_again(dir, id, 422, "", 0, 0), SH_ENOTFOUND);
+    ASSERT_EQ(br_deadletter_remove(dir, id, NULL), SH_ENOTFOUND);
+    rm_rf(dir);
+}
+
+TEST(list_is_newest_first_paged_by_cursor_with_shard_ranges)
+{
+    char dir[] = "/tmp/shardhook-test-dead-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    const char body[] = "{\"events\":[{\"shard\":[0,2],\"s\":5},{\"shard\":[1,2],\"s\":9},"
+                        "{\"shard\":[0,2],\"s\":6},{\"shard\":[1,2],\"s\":8}]}";
+    char ids[5][BR_DEAD_ID_MAX];
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(write_one(dir, i == 2 ? 1 : 0, "msg_l", body, ids[i]), 0);
+    cJSON *j = NULL;
+    ASSERT_EQ(br_deadletter_list(dir, SIZE_MAX, NULL, 2, &j), 0);
+    cJSON *arr = cJSON_GetObjectItem(j, "dead_letters");
+    ASSERT_EQ(cJSON_GetArraySize(arr), 2);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "id")->valuestring, ids[4]);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(j, "next_after")->valuestring, ids[3]);
+    cJSON *sh = cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "shards");
+    ASSERT_EQ(cJSON_GetArraySize(sh), 2);
+    ASSERT_EQ((int)cJSON_GetObjectItem(cJSON_GetArrayItem(sh, 1), "first_s")->valuedouble, 8);
+    ASSERT_EQ((int)cJSON_GetObjectItem(cJSON_GetArrayItem(sh, 1), "last_s")->valuedouble, 9);
+    cJSON_Delete(j);
+    ASSERT_EQ(br_deadletter_list(dir, 0, ids[3], 10, &j), 0); /* webhook 0, older than ids[3] */
+    arr = cJSON_GetObjectItem(j, "dead_letters");
+    ASSERT_EQ(cJSON_GetArraySize(arr), 2);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "id")->valuestring, ids[1]);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "id")->valuestring, ids[0]);
+    ASSERT(cJSON_IsNull(cJSON_GetObjectItem(j, "next_after")));
+    cJSON_Delete(j);
+    char(*got)[BR_DEAD_ID_MAX] = NULL;
+    size_t n = 0;
+    ASSERT_EQ(br_deadletter_ids(dir, 0, 0, UINT64_MAX, &got, &n), 0); /* oldest first */
+    ASSERT_EQ(n, 4);
+    ASSERT_STR_EQ(got[0], ids[0]);
+    ASSERT_STR_EQ(got[3], ids[4]);
+    free(got);
+    uint64_t t = br_deadletter_id_ms(ids[1]);
+    ASSERT_EQ(br_deadletter_ids(dir, 0, t, t, &got, &n), 0);
+    ASSERT_EQ(n, 1);
+    ASSERT_STR_EQ(got[0], ids[1]);
+    free(got);
+    rm_rf(dir);
+}
+
+TEST_MAIN(RUN(file_holds_status_answer_and_body); RUN(ids_parse_and_sort_in_write_order);
+          RUN(read_gives_the_body_byte_for_byte_and_refusal_again_keeps_name_and_body);
+          RUN(list_is_newest_first_paged_by_cursor_with_shard_ranges);
+          RUN(unwritable_folder_fails_and_leaves_nothing);
           RUN(trim_removes_a_webhooks_oldest_files_first);)

@@ -1,6 +1,7 @@
 /* tests/unit/test_http_route.c: the control API's route table and path parameters (http/route.c).
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "http/route.h"
 #include "test.h"
@@ -30,6 +31,13 @@ TEST(every_route_matches)
         {HTTP_POST, "/v1/guilds/5/channel-info", HTTP_ROUTE_CHANNEL_INFO, "5", 1},
         {HTTP_POST, "/v1/guilds/5/voice-state", HTTP_ROUTE_VOICE_STATE, "5", 1},
         {HTTP_POST, "/v1/soundboard-sounds", HTTP_ROUTE_SOUNDBOARD, "", 1},
+        {HTTP_GET, "/v1/dead-letters", HTTP_ROUTE_DEAD_LETTERS, "", 1},
+        {HTTP_POST,
+         "/v1/dead-letters/20261123T134500.123-w0-msg_abcdefghijklmnopqrstuvwx/redeliver",
+         HTTP_ROUTE_DEAD_LETTER_REDELIVER, "20261123T134500.123-w0-msg_abcdefghijklmnopqrstuvwx",
+         1},
+        {HTTP_DELETE, "/v1/dead-letters/x", HTTP_ROUTE_DEAD_LETTER_DELETE, "x", 1},
+        {HTTP_POST, "/v1/webhooks/audit/redeliver", HTTP_ROUTE_WEBHOOK_REDELIVER, "audit", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct http_match m;
@@ -44,6 +52,10 @@ TEST(every_route_matches)
 TEST(unknown_paths_are_404_and_wrong_methods_405)
 {
     struct http_match m;
+    /* a path parameter longer than HTTP_PARAM_MAX - 1 matches no route */
+    char too_long[HTTP_PARAM_MAX + 32] = "/v1/shards/";
+    memset(too_long + 11, '1', HTTP_PARAM_MAX);
+    strcpy(too_long + 11 + HTTP_PARAM_MAX, "/send");
     const char *missing[] = {"/v1",
                              "/v1/",
                              "/v1/shards/",
@@ -53,7 +65,7 @@ TEST(unknown_paths_are_404_and_wrong_methods_405)
                              "/healthz/",
                              "",
                              "/v1/shards/1/send/more",
-                             "/v1/shards/123456789012345678901234567890123/send"};
+                             too_long};
     for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
         http_route_match(HTTP_GET, missing[i], &m);
         ASSERT_EQ(m.status, 404);
@@ -68,6 +80,9 @@ TEST(unknown_paths_are_404_and_wrong_methods_405)
     ASSERT_EQ(m.auth, 1);
     http_route_match(HTTP_GET, "/v1/shards/2/reconnect", &m);
     ASSERT_EQ(m.status, 405);
+    http_route_match(HTTP_GET, "/v1/dead-letters/x", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "DELETE");
     http_route_match(HTTP_GET, NULL, &m);
     ASSERT_EQ(m.status, 404);
 }
@@ -78,7 +93,8 @@ TEST(methods_parse)
     ASSERT_EQ(http_method_parse("HEAD"), HTTP_HEAD);
     ASSERT_EQ(http_method_parse("POST"), HTTP_POST);
     ASSERT_EQ(http_method_parse("get"), HTTP_OTHER);
-    ASSERT_EQ(http_method_parse("DELETE"), HTTP_OTHER);
+    ASSERT_EQ(http_method_parse("DELETE"), HTTP_DELETE);
+    ASSERT_EQ(http_method_parse("PUT"), HTTP_OTHER);
     ASSERT_EQ(http_method_parse(NULL), HTTP_OTHER);
 }
 

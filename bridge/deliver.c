@@ -22,6 +22,7 @@
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/deliver_int.h"
 #include "bridge/hook.h"
 #include "bridge/hookauth.h"
 #include "bridge/ledger.h"
@@ -49,57 +50,6 @@
 #define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
 #define PAUSE_FILE "webhooks.json" /* in state_dir: the webhooks paused through the API */
 #define PUBLISH_MS 20              /* the status for the control API, at most this often */
-
-/* What the delivery thread publishes of one webhook for other threads (under status_lock). */
-struct hook_pub {
-    struct br_webhook_status st; /* state without the pauses, age not yet computed */
-    uint64_t oldest_ms;          /* monotonic arrival of the oldest unacknowledged event, 0 none */
-    uint64_t hold_until_ms;      /* a Retry-After hold, monotonic */
-};
-
-struct br_delivery {
-    const struct cfg_config *cfg;
-    struct br_hookauth_set *auth; /* secrets and headers, replaceable by a reload */
-    pthread_t thread;
-    int started, stopped;
-    pthread_mutex_t lock; /* guards the fields up to `multi` */
-    struct sh_queue inq;  /* gw_chunk hand-offs; the totals below move with it, under lock */
-    size_t inq_bytes, inq_events;
-    /* lazy: the thread sleeps until its own deadline, which comes before any new event's;
-       a push wakes it only once the queue could fill a batch (see sleep_lazily) */
-    int lazy;
-    size_t wake_events, wake_bytes;
-    int stopping;
-    uint64_t deadline_ms;
-    struct sh_queue evq;          /* struct action_event: events for one webhook (members) */
-    struct br_action_ops act_ops; /* how actions run; run NULL until main() sets it */
-    CURLM *multi;
-    /* status for the control API: published by the delivery thread each pass; the pause
-       file is written under it too (br_delivery_webhook_pause, any thread) */
-    pthread_mutex_t status_lock;
-    struct hook_pub *pub;
-    /* delivery thread only, from here on */
-    struct br__hook *hooks;
-    size_t n_hooks;
-    int total;
-    int n_local;
-    struct br_ledger *ledger; /* what was acknowledged, what may be checkpointed */
-    struct br__redeliver *rd; /* dead letters sent again (its post is thread-safe) */
-    struct br_ckstore *store; /* where checkpoints are kept */
-    int prepared;
-    char dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
-    struct br_request_pool reqs;
-    struct br_actions **actions;  /* per webhook, NULL unless its config says "actions": true */
-    struct br_action_ops act_now; /* act_ops as of this pass */
-    void (*flow)(void *ud, int paused);
-    void *flow_ud;
-    int paused;
-    uint64_t last_gauge_ms;
-    uint64_t last_pub_ms;  /* the status for the control API was published then */
-    uint64_t min_delay_ms; /* the least max_batch_delay_ms of the webhooks */
-    uint64_t undelivered;
-    struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
-};
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
@@ -495,13 +445,6 @@ int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *ses
                                  seq);
 }
 
-/* A shard's place in a webhook's marks: its local index, n_local for a shard not run here. */
-static int mark_index(const struct br_delivery *d, uint32_t shard)
-{
-    int li = br_ledger_local(d->ledger, shard);
-    return li < 0 ? d->n_local : li;
-}
-
 /* ---- routing ------------------------------------------------------------------------------ */
 
 /* Add event e of shard li to h's open batch; 0, or a negative code (not delivered). */
@@ -839,7 +782,7 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
             nx = b->next;
             int blocked = 0;
             for (uint32_t k = 0; k < b->n_shards && !blocked; k++) {
-                blocked = h->mark[mark_index(d, b->shards[k].shard)] == h->epoch;
+                blocked = h->mark[br__mark_index(d, b->shards[k].shard)] == h->epoch;
             }
             if (!blocked) {
                 if (b->state == B_DEAD_WAIT && b->next_try_ms <= now) {
@@ -856,7 +799,7 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
                 }
             }
             for (uint32_t k = 0; k < b->n_shards; k++) {
-                uint32_t *m = &h->mark[mark_index(d, b->shards[k].shard)];
+                uint32_t *m = &h->mark[br__mark_index(d, b->shards[k].shard)];
                 if (*m != h->epoch) {
                     *m = h->epoch;
                     blocked_count++;
@@ -876,7 +819,7 @@ static int batch_blocked(struct br_delivery *d, struct br__hook *h, const struct
 {
     int blocked = 0;
     for (uint32_t k = 0; k < b->n_shards; k++) {
-        uint32_t *m = &h->mark[mark_index(d, b->shards[k].shard)];
+        uint32_t *m = &h->mark[br__mark_index(d, b->shards[k].shard)];
         blocked |= *m == h->epoch;
         if (mark)
             *m = h->epoch;
@@ -991,7 +934,7 @@ static void update_gauges(struct br_delivery *d, size_t inq)
 /* ---- status for the control API ---------------------------------------------------------- */
 
 /* h as other threads may see it: counted here, copied under status_lock by publish_status. */
-static void fill_pub(const struct br__hook *h, struct hook_pub *p)
+static void fill_pub(const struct br__hook *h, struct br__hook_pub *p)
 {
     struct br_webhook_status *st = &p->st;
     memset(p, 0, sizeof(*p));
@@ -1052,7 +995,7 @@ int br_delivery_webhook_status(struct br_delivery *d, size_t i, struct br_webhoo
     if (i >= d->n_hooks)
         return SH_ENOTFOUND;
     pthread_mutex_lock(&d->status_lock);
-    struct hook_pub p = d->pub[i];
+    struct br__hook_pub p = d->pub[i];
     pthread_mutex_unlock(&d->status_lock);
     uint64_t now = sh_now_ms();
     *out = p.st;

@@ -83,4 +83,15 @@ static inline int br__mark_index(const struct br_delivery *d, uint32_t shard)
     return li < 0 ? d->n_local : li;
 }
 
+/* ---- webhook_state.c ---------------------------------------------------------------------- */
+
+/* At set-up: the webhooks an earlier run paused through the API stay paused (a bad file is
+   logged, and none is). */
+void br__load_paused(struct br_delivery *d);
+/*
+ * Each pass: every webhook's status for br_delivery_webhook_status, at most every PUBLISH_MS.
+ * Returns when a skipped publish is due (the loop wakes by then), else UINT64_MAX.
+ */
+uint64_t br__publish_status(struct br_delivery *d, uint64_t now);
+
 #endif

@@ -83,6 +83,23 @@ static inline int br__mark_index(const struct br_delivery *d, uint32_t shard)
     return li < 0 ? d->n_local : li;
 }
 
+/* ---- deliver.c ---------------------------------------------------------------------------- */
+
+/* An acknowledged or dead-lettered batch leaves the webhook's order (b is freed). */
+void br__resolve(struct br_delivery *d, struct br__hook *h, struct br_batch *b);
+
+/* ---- flow.c ------------------------------------------------------------------------------- */
+
+/*
+ * when_full "dead_letter", each pass: while h's share is full, its oldest batches that may be
+ * settled go to the dead-letter folder and count as settled.
+ */
+void br__shed_full_share(struct br_delivery *d, struct br__hook *h, uint64_t now);
+/* Each pass: ask the gateway to stop reading, or to read again (inq: the bytes this pass took). */
+void br__update_flow(struct br_delivery *d, size_t inq);
+/* The queue, spool and inbound gauges (every GAUGE_MS). */
+void br__update_gauges(struct br_delivery *d, size_t inq);
+
 /* ---- webhook_state.c ---------------------------------------------------------------------- */
 
 /* At set-up: the webhooks an earlier run paused through the API stay paused (a bad file is

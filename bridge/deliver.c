@@ -90,70 +90,6 @@ struct gw_sink br_delivery_sink(struct br_delivery *d)
     return s;
 }
 
-/* An event for one webhook only (a members action's answer), from any thread. */
-struct action_event {
-    struct sh_qnode node;
-    size_t hook;
-    struct gw_chunk *c; /* one event */
-};
-
-int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, const char *t,
-                             const char *dj, size_t len)
-{
-    if (webhook >= d->n_hooks || shard < 0 || shard >= d->total)
-        return SH_EINVAL;
-    if (len > d->cfg->max_payload_bytes)
-        return SH_ETOOBIG; /* as a gateway payload past the cap: no spool segment holds it */
-    struct action_event *ev = calloc(1, sizeof(*ev));
-    struct gw_chunk *c = ev ? gw_chunk_new(len + strlen(t) + 256) : NULL;
-    int rc =
-        c ? gw_chunk_append(c, shard, d->total, t, strlen(t), 0, dj, len, sh_now_ms()) : SH_ENOMEM;
-    if (rc) {
-        gw_chunk_free(c);
-        free(ev);
-        return rc;
-    }
-    ev->hook = webhook;
-    ev->c = c;
-    pthread_mutex_lock(&d->lock);
-    int wake = sh_queue_push(&d->evq, &ev->node);
-    d->lazy = 0;
-    pthread_mutex_unlock(&d->lock);
-    if (wake)
-        curl_multi_wakeup(d->multi);
-    return SH_OK;
-}
-
-void br_delivery_set_actions(struct br_delivery *d, const struct br_action_ops *ops)
-{
-    pthread_mutex_lock(&d->lock);
-    d->act_ops = *ops;
-    pthread_mutex_unlock(&d->lock);
-    curl_multi_wakeup(d->multi);
-}
-
-static void free_action_events(struct sh_qnode *n)
-{
-    for (struct sh_qnode *nx; n; n = nx) {
-        nx = n->next;
-        struct action_event *ev = SH_QUEUE_ITEM(n, struct action_event, node);
-        gw_chunk_free(ev->c);
-        free(ev);
-    }
-}
-
-/* Every webhook whose config says "actions": true gets its record. */
-static int new_actions(struct br_delivery *d)
-{
-    d->actions = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->actions));
-    if (!d->actions)
-        return SH_ENOMEM;
-    for (size_t i = 0; i < d->n_hooks; i++)
-        if (d->hooks[i].cfg->actions && !(d->actions[i] = br_actions_new(i, d->hooks[i].label)))
-            return SH_ENOMEM;
-    return SH_OK;
-}
-
 /* ---- set-up ------------------------------------------------------------------------------- */
 
 int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
@@ -198,7 +134,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         conns += (size_t)d->hooks[i].cfg->max_in_flight;
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
-    if (new_actions(d)) {
+    if (br__new_actions(d)) {
         br_delivery_free(d);
         return SH_ENOMEM;
     }
@@ -365,8 +301,8 @@ int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *ses
 /* ---- routing ------------------------------------------------------------------------------ */
 
 /* Add event e of shard li to h's open batch; 0, or a negative code (not delivered). */
-static int add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
-                       const struct gw_event *e, uint64_t now)
+int br__add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
+                    const struct gw_event *e, uint64_t now)
 {
     int lane = li % h->n_lanes;
     struct br_batch *b = br__hook_open_batch(h, lane, e);
@@ -420,30 +356,9 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
             sh_series_add(h->m.dups, 1);
             continue;
         }
-        if (add_to_hook(d, h, li, c, e, now))
+        if (br__add_to_hook(d, h, li, c, e, now))
             d->undelivered++;
     }
-}
-
-/* An event for one webhook (a members action's answer): into its batches like any event. */
-static void route_action_event(struct br_delivery *d, struct action_event *ev, uint64_t now)
-{
-    const struct gw_event *e = &ev->c->ev[0];
-    int li = br_ledger_local(d->ledger, e->shard);
-    if (li < 0 || add_to_hook(d, &d->hooks[ev->hook], li, ev->c, e, now)) {
-        static struct sh_log_limit lim;
-        log_error_limited(&lim,
-                          "msg=\"an action's answer could not be delivered\" webhook=%zu "
-                          "shard=%u",
-                          ev->hook, e->shard);
-    }
-}
-
-static void route_action_events(struct br_delivery *d, struct sh_qnode *n, uint64_t now)
-{
-    for (struct sh_qnode *q = n; q; q = q->next)
-        route_action_event(d, SH_QUEUE_ITEM(q, struct action_event, node), now);
-    free_action_events(n);
 }
 
 /* Close open batches whose delay passed (all of them when flushing); returns the next due time. */
@@ -495,16 +410,6 @@ static int start_request(struct br_delivery *d, struct br__hook *h, struct br_ba
         sh_series_observe(h->m.batch_bytes, (double)b->body.len);
     }
     return SH_OK;
-}
-
-/* A 2xx answer to b for a webhook with "actions": true: run what it asks (never un-acks b). */
-static void answer_actions(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
-                           struct br_request *r, CURL *easy)
-{
-    char *ctype = NULL;
-    curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ctype);
-    br_actions_answer(d->actions[h->idx], &d->act_now, b->msg_id, ctype, r->act.data, r->act.len,
-                      r->act_truncated, NULL);
 }
 
 /* An acknowledged or dead-lettered batch leaves the webhook's order. */
@@ -636,7 +541,7 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
                   "status=%ld attempts=%u",
                   h->idx, b->msg_id, b->n_events, b->body.len, status, b->attempts);
         if (d->actions[h->idx])
-            answer_actions(d, h, b, r, easy);
+            br__answer_actions(d, h, b, r, easy);
         br__resolve(d, h, b);
     } else if (o == BR_RETRY) {
         uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
@@ -797,7 +702,7 @@ static void *run(void *arg)
                 route_event(d, c, i, now);
             gw_chunk_free(c);
         }
-        route_action_events(d, action_events, now);
+        br__route_action_events(d, action_events, now);
         uint64_t wake = close_due(d, now, stopping);
 
         int running = 0;
@@ -895,9 +800,9 @@ static void wind_down(struct br_delivery *d)
     }
     struct sh_qnode *action_events = sh_queue_take(&d->evq);
     if (d->prepared)
-        route_action_events(d, action_events, now);
+        br__route_action_events(d, action_events, now);
     else
-        free_action_events(action_events);
+        br__free_action_events(action_events);
     close_due(d, now, 1);
 }
 
@@ -979,7 +884,7 @@ void br_delivery_free(struct br_delivery *d)
         gw_chunk_free(SH_QUEUE_ITEM(n, struct gw_chunk, node));
     }
     sh_queue_destroy(&d->inq);
-    free_action_events(sh_queue_take(&d->evq));
+    br__free_action_events(sh_queue_take(&d->evq));
     sh_queue_destroy(&d->evq);
     for (size_t i = 0; d->actions && i < d->n_hooks; i++)
         br_actions_free(d->actions[i]);

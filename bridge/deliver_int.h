@@ -87,6 +87,22 @@ static inline int br__mark_index(const struct br_delivery *d, uint32_t shard)
 
 /* An acknowledged or dead-lettered batch leaves the webhook's order (b is freed). */
 void br__resolve(struct br_delivery *d, struct br__hook *h, struct br_batch *b);
+/* Add event e of local shard li of c to h's open batch; 0, or a negative code (logged, not
+   delivered). */
+int br__add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
+                    const struct gw_event *e, uint64_t now);
+
+/* ---- action_events.c ---------------------------------------------------------------------- */
+
+/* At set-up: every webhook whose config says "actions": true gets its record. */
+int br__new_actions(struct br_delivery *d);
+/* Route the events for one webhook taken from evq (prepared only), then free them. */
+void br__route_action_events(struct br_delivery *d, struct sh_qnode *n, uint64_t now);
+/* Free events taken from evq without routing them. */
+void br__free_action_events(struct sh_qnode *n);
+/* A 2xx answer to b for a webhook with "actions": true: run what it asks (never un-acks b). */
+void br__answer_actions(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
+                        struct br_request *r, CURL *easy);
 
 /* ---- flow.c ------------------------------------------------------------------------------- */
 

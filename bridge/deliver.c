@@ -1,11 +1,15 @@
 /*
  * bridge/deliver.c: the delivery loop of bridge/deliver.h. Owns the chunk queue from the
- * gateway (the only state shared with another thread, under `lock`), the libcurl multi handle,
- * every webhook's open batches, queue and spool, and the delivery metrics. What was
- * acknowledged and what may be checkpointed is the ledger's (bridge/ledger.h), where
- * checkpoints are kept the store's (bridge/ckstore.h), how an attempt is built the request's
- * (bridge/request.h). It never touches gateway state: flow control goes through the callback
- * main() wires to gw_gateway_pause_reading().
+ * gateway (shared with another thread, under `lock`), the libcurl multi handle, routing events
+ * into every webhook's open batches, starting and finishing requests, when a batch may start,
+ * and the thread's set-up and stop; its state is struct br_delivery (bridge/deliver_int.h).
+ * Beside it: the status for the control API and the pauses kept across restarts are
+ * webhook_state.c's, flow control, when_full shedding and the gauges flow.c's, events for one
+ * webhook and the actions of answers action_events.c's. What was acknowledged and what may be
+ * checkpointed is the ledger's (bridge/ledger.h), where checkpoints are kept the store's
+ * (bridge/ckstore.h), how an attempt is built the request's (bridge/request.h). It never
+ * touches gateway state: flow control goes through the callback main() wires to
+ * gw_gateway_pause_reading().
  */
 #include <curl/curl.h>
 #include <errno.h>

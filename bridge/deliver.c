@@ -1,13 +1,16 @@
 /*
  * bridge/deliver.c: the delivery loop of bridge/deliver.h. Owns the chunk queue from the
- * gateway (the only state shared with another thread, under `lock`), the libcurl multi handle,
- * every webhook's open batches, queue and spool, and the delivery metrics. What was
- * acknowledged and what may be checkpointed is the ledger's (bridge/ledger.h), where
- * checkpoints are kept the store's (bridge/ckstore.h), how an attempt is built the request's
- * (bridge/request.h). It never touches gateway state: flow control goes through the callback
- * main() wires to gw_gateway_pause_reading().
+ * gateway (shared with another thread, under `lock`), the libcurl multi handle, routing events
+ * into every webhook's open batches, starting and finishing requests, when a batch may start,
+ * and the thread's set-up and stop; its state is struct br_delivery (bridge/deliver_int.h).
+ * Beside it: the status for the control API and the pauses kept across restarts are
+ * webhook_state.c's, flow control, when_full shedding and the gauges flow.c's, events for one
+ * webhook and the actions of answers action_events.c's. What was acknowledged and what may be
+ * checkpointed is the ledger's (bridge/ledger.h), where checkpoints are kept the store's
+ * (bridge/ckstore.h), how an attempt is built the request's (bridge/request.h). It never
+ * touches gateway state: flow control goes through the callback main() wires to
+ * gw_gateway_pause_reading().
  */
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -22,6 +25,7 @@
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/deliver_int.h"
 #include "bridge/hook.h"
 #include "bridge/hookauth.h"
 #include "bridge/ledger.h"
@@ -38,68 +42,13 @@
 #include "lib/queue.h"
 #include "lib/rand.h"
 
-#define INQ_PAUSE_BYTES ((size_t)64 << 20) /* chunks waiting for this thread: pause past it */
-#define GAUGE_MS 250                       /* queue and spool gauges are refreshed this often */
+#define GAUGE_MS 250 /* queue and spool gauges are refreshed this often */
 #define POLL_MAX_MS 1000
 #define SPOOL_SEGMENT_MIN ((size_t)64 << 10)
 #define SPOOL_SEGMENT_MAX ((size_t)16 << 20)
 /* a failed dead-letter write is tried again after DEAD_RETRY_BASE_MS, doubling */
 #define DEAD_RETRY_BASE_MS 100
 #define DEAD_RETRY_MAX_MS 30000
-#define SHED_RETRY_MS 1000 /* a full share whose dead letter failed tries again after this */
-#define PAUSE_FILE "webhooks.json" /* in state_dir: the webhooks paused through the API */
-#define PUBLISH_MS 20              /* the status for the control API, at most this often */
-
-/* What the delivery thread publishes of one webhook for other threads (under status_lock). */
-struct hook_pub {
-    struct br_webhook_status st; /* state without the pauses, age not yet computed */
-    uint64_t oldest_ms;          /* monotonic arrival of the oldest unacknowledged event, 0 none */
-    uint64_t hold_until_ms;      /* a Retry-After hold, monotonic */
-};
-
-struct br_delivery {
-    const struct cfg_config *cfg;
-    struct br_hookauth_set *auth; /* secrets and headers, replaceable by a reload */
-    pthread_t thread;
-    int started, stopped;
-    pthread_mutex_t lock; /* guards the fields up to `multi` */
-    struct sh_queue inq;  /* gw_chunk hand-offs; the totals below move with it, under lock */
-    size_t inq_bytes, inq_events;
-    /* lazy: the thread sleeps until its own deadline, which comes before any new event's;
-       a push wakes it only once the queue could fill a batch (see sleep_lazily) */
-    int lazy;
-    size_t wake_events, wake_bytes;
-    int stopping;
-    uint64_t deadline_ms;
-    struct sh_queue evq;          /* struct action_event: events for one webhook (members) */
-    struct br_action_ops act_ops; /* how actions run; run NULL until main() sets it */
-    CURLM *multi;
-    /* status for the control API: published by the delivery thread each pass; the pause
-       file is written under it too (br_delivery_webhook_pause, any thread) */
-    pthread_mutex_t status_lock;
-    struct hook_pub *pub;
-    /* delivery thread only, from here on */
-    struct br__hook *hooks;
-    size_t n_hooks;
-    int total;
-    int n_local;
-    struct br_ledger *ledger; /* what was acknowledged, what may be checkpointed */
-    struct br__redeliver *rd; /* dead letters sent again (its post is thread-safe) */
-    struct br_ckstore *store; /* where checkpoints are kept */
-    int prepared;
-    char dir_spool[PATH_MAX - 64], dir_dead[PATH_MAX - 64];
-    struct br_request_pool reqs;
-    struct br_actions **actions;  /* per webhook, NULL unless its config says "actions": true */
-    struct br_action_ops act_now; /* act_ops as of this pass */
-    void (*flow)(void *ud, int paused);
-    void *flow_ud;
-    int paused;
-    uint64_t last_gauge_ms;
-    uint64_t last_pub_ms;  /* the status for the control API was published then */
-    uint64_t min_delay_ms; /* the least max_batch_delay_ms of the webhooks */
-    uint64_t undelivered;
-    struct sh_metric_series *m_paused, *m_ckpt_writes, *m_ckpt_errors, *m_inq;
-};
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
@@ -143,148 +92,6 @@ struct gw_sink br_delivery_sink(struct br_delivery *d)
 {
     struct gw_sink s = {push, d};
     return s;
-}
-
-/* An event for one webhook only (a members action's answer), from any thread. */
-struct action_event {
-    struct sh_qnode node;
-    size_t hook;
-    struct gw_chunk *c; /* one event */
-};
-
-int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, const char *t,
-                             const char *dj, size_t len)
-{
-    if (webhook >= d->n_hooks || shard < 0 || shard >= d->total)
-        return SH_EINVAL;
-    if (len > d->cfg->max_payload_bytes)
-        return SH_ETOOBIG; /* as a gateway payload past the cap: no spool segment holds it */
-    struct action_event *ev = calloc(1, sizeof(*ev));
-    struct gw_chunk *c = ev ? gw_chunk_new(len + strlen(t) + 256) : NULL;
-    int rc =
-        c ? gw_chunk_append(c, shard, d->total, t, strlen(t), 0, dj, len, sh_now_ms()) : SH_ENOMEM;
-    if (rc) {
-        gw_chunk_free(c);
-        free(ev);
-        return rc;
-    }
-    ev->hook = webhook;
-    ev->c = c;
-    pthread_mutex_lock(&d->lock);
-    int wake = sh_queue_push(&d->evq, &ev->node);
-    d->lazy = 0;
-    pthread_mutex_unlock(&d->lock);
-    if (wake)
-        curl_multi_wakeup(d->multi);
-    return SH_OK;
-}
-
-void br_delivery_set_actions(struct br_delivery *d, const struct br_action_ops *ops)
-{
-    pthread_mutex_lock(&d->lock);
-    d->act_ops = *ops;
-    pthread_mutex_unlock(&d->lock);
-    curl_multi_wakeup(d->multi);
-}
-
-static void free_action_events(struct sh_qnode *n)
-{
-    for (struct sh_qnode *nx; n; n = nx) {
-        nx = n->next;
-        struct action_event *ev = SH_QUEUE_ITEM(n, struct action_event, node);
-        gw_chunk_free(ev->c);
-        free(ev);
-    }
-}
-
-/* Every webhook whose config says "actions": true gets its record. */
-static int new_actions(struct br_delivery *d)
-{
-    d->actions = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->actions));
-    if (!d->actions)
-        return SH_ENOMEM;
-    for (size_t i = 0; i < d->n_hooks; i++)
-        if (d->hooks[i].cfg->actions && !(d->actions[i] = br_actions_new(i, d->hooks[i].label)))
-            return SH_ENOMEM;
-    return SH_OK;
-}
-
-/* ---- pauses kept across restarts ---------------------------------------------------------- */
-
-/* state_dir/webhooks.json: {"version":1,"paused":["<key>",...]}, keys as in checkpoints. */
-static int pause_file_path(const struct br_delivery *d, char *out, size_t cap)
-{
-    int n = snprintf(out, cap, "%s/%s", d->cfg->state_dir, PAUSE_FILE);
-    return n > 0 && (size_t)n < cap ? SH_OK : SH_ETOOBIG;
-}
-
-/* The file's JSON, NULL when it is absent; *bad set when it is there but unreadable. */
-static cJSON *read_pause_file(const char *path, int *bad)
-{
-    FILE *f = fopen(path, "rb");
-    *bad = !f && errno != ENOENT;
-    if (!f)
-        return NULL;
-    size_t cap = (size_t)BR_CKPT_MAX_HOOKS * (BR_CKPT_KEY_MAX + 4) + 64;
-    char *text = malloc(cap + 1);
-    size_t len = text ? fread(text, 1, cap + 1, f) : 0;
-    fclose(f);
-    cJSON *j = text && len <= cap ? cJSON_ParseWithLength(text, len) : NULL;
-    free(text);
-    *bad = !j;
-    return j;
-}
-
-/* The webhooks an earlier run paused through the API stay paused. A bad file is logged. */
-static void load_paused(struct br_delivery *d)
-{
-    char path[PATH_MAX];
-    int bad = 0;
-    if (pause_file_path(d, path, sizeof(path)))
-        return;
-    cJSON *j = read_pause_file(path, &bad);
-    if (!j && !bad)
-        return; /* none: nothing was paused */
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "paused");
-    if (!cJSON_IsArray(list))
-        log_warn("msg=\"cannot read the paused webhooks; none is paused\" file=\"%s\"", path);
-    const cJSON *it, *items = cJSON_IsArray(list) ? list : NULL;
-    cJSON_ArrayForEach(it, items)
-    {
-        for (size_t i = 0; cJSON_IsString(it) && i < d->n_hooks; i++) {
-            if (strcmp(it->valuestring, d->hooks[i].key))
-                continue;
-            atomic_store(&d->hooks[i].user_paused, 1);
-            log_info("msg=\"webhook paused through the control API; nothing is sent until it is "
-                     "resumed\" webhook=%s",
-                     d->hooks[i].label);
-        }
-    }
-    cJSON_Delete(j);
-}
-
-/* Write which webhooks are paused (under status_lock). 0, or SH_EIO. */
-static int save_paused(struct br_delivery *d)
-{
-    char path[PATH_MAX];
-    struct sh_buf b;
-    sh_buf_init(&b, (size_t)64 + d->n_hooks * (BR_CKPT_KEY_MAX + 4));
-    int rc = pause_file_path(d, path, sizeof(path));
-    rc = rc ? rc : sh_buf_printf(&b, "{\"version\":1,\"paused\":[");
-    int first = 1;
-    for (size_t i = 0; !rc && i < d->n_hooks; i++) {
-        if (!atomic_load(&d->hooks[i].user_paused))
-            continue;
-        rc = sh_buf_printf(&b, "%s\"%s\"", first ? "" : ",", d->hooks[i].key);
-        first = 0;
-    }
-    rc = rc ? rc : sh_buf_printf(&b, "]}\n");
-    rc = rc ? rc : sh_write_file_durable(path, b.data, b.len);
-    if (rc)
-        log_error("msg=\"cannot write the paused webhooks\" file=\"%s\" error=\"%s\"", path,
-                  sh_strerror(rc));
-    sh_buf_free(&b);
-    return rc ? SH_EIO : SH_OK;
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
@@ -331,7 +138,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
         conns += (size_t)d->hooks[i].cfg->max_in_flight;
     }
     curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(conns + 4));
-    if (new_actions(d)) {
+    if (br__new_actions(d)) {
         br_delivery_free(d);
         return SH_ENOMEM;
     }
@@ -343,7 +150,7 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     }
     for (size_t i = 0; i < d->n_hooks; i++) /* dead letters an earlier run left */
         br__hook_trim_dead_letters(&d->hooks[i], d->dir_dead);
-    load_paused(d);
+    br__load_paused(d);
     *out = d;
     return SH_OK;
 }
@@ -495,18 +302,11 @@ int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *ses
                                  seq);
 }
 
-/* A shard's place in a webhook's marks: its local index, n_local for a shard not run here. */
-static int mark_index(const struct br_delivery *d, uint32_t shard)
-{
-    int li = br_ledger_local(d->ledger, shard);
-    return li < 0 ? d->n_local : li;
-}
-
 /* ---- routing ------------------------------------------------------------------------------ */
 
 /* Add event e of shard li to h's open batch; 0, or a negative code (not delivered). */
-static int add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
-                       const struct gw_event *e, uint64_t now)
+int br__add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
+                    const struct gw_event *e, uint64_t now)
 {
     int lane = li % h->n_lanes;
     struct br_batch *b = br__hook_open_batch(h, lane, e);
@@ -560,30 +360,9 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
             sh_series_add(h->m.dups, 1);
             continue;
         }
-        if (add_to_hook(d, h, li, c, e, now))
+        if (br__add_to_hook(d, h, li, c, e, now))
             d->undelivered++;
     }
-}
-
-/* An event for one webhook (a members action's answer): into its batches like any event. */
-static void route_action_event(struct br_delivery *d, struct action_event *ev, uint64_t now)
-{
-    const struct gw_event *e = &ev->c->ev[0];
-    int li = br_ledger_local(d->ledger, e->shard);
-    if (li < 0 || add_to_hook(d, &d->hooks[ev->hook], li, ev->c, e, now)) {
-        static struct sh_log_limit lim;
-        log_error_limited(&lim,
-                          "msg=\"an action's answer could not be delivered\" webhook=%zu "
-                          "shard=%u",
-                          ev->hook, e->shard);
-    }
-}
-
-static void route_action_events(struct br_delivery *d, struct sh_qnode *n, uint64_t now)
-{
-    for (struct sh_qnode *q = n; q; q = q->next)
-        route_action_event(d, SH_QUEUE_ITEM(q, struct action_event, node), now);
-    free_action_events(n);
 }
 
 /* Close open batches whose delay passed (all of them when flushing); returns the next due time. */
@@ -637,18 +416,8 @@ static int start_request(struct br_delivery *d, struct br__hook *h, struct br_ba
     return SH_OK;
 }
 
-/* A 2xx answer to b for a webhook with "actions": true: run what it asks (never un-acks b). */
-static void answer_actions(struct br_delivery *d, struct br__hook *h, struct br_batch *b,
-                           struct br_request *r, CURL *easy)
-{
-    char *ctype = NULL;
-    curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ctype);
-    br_actions_answer(d->actions[h->idx], &d->act_now, b->msg_id, ctype, r->act.data, r->act.len,
-                      r->act_truncated, NULL);
-}
-
 /* An acknowledged or dead-lettered batch leaves the webhook's order. */
-static void resolve(struct br_delivery *d, struct br__hook *h, struct br_batch *b)
+void br__resolve(struct br_delivery *d, struct br__hook *h, struct br_batch *b)
 {
     br_ledger_settle(d->ledger, h->idx, b);
     br__hook_drop(h, b);
@@ -681,7 +450,7 @@ static int retry_dead_letter(struct br_delivery *d, struct br__hook *h, struct b
         log_info("msg=\"dead letter written after failed attempts\" webhook=%zu webhook_id=%s "
                  "events=%u tries=%u",
                  h->idx, b->msg_id, b->n_events, b->dead_tries + 1);
-        resolve(d, h, b);
+        br__resolve(d, h, b);
         return 1;
     }
     b->next_try_ms =
@@ -776,8 +545,8 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
                   "status=%ld attempts=%u",
                   h->idx, b->msg_id, b->n_events, b->body.len, status, b->attempts);
         if (d->actions[h->idx])
-            answer_actions(d, h, b, r, easy);
-        resolve(d, h, b);
+            br__answer_actions(d, h, b, r, easy);
+        br__resolve(d, h, b);
     } else if (o == BR_RETRY) {
         uint64_t base = (uint64_t)h->cfg->retry_base_ms, cap = (uint64_t)h->cfg->retry_max_ms;
         if (cap < base)
@@ -810,7 +579,7 @@ static void finish_request(struct br_delivery *d, CURL *easy, CURLcode result, u
         sh_series_add(h->m.req_dead, 1);
         if (!br__hook_dead_letter(h, d->dir_dead, b, "refused", status, r->resp, r->resp_len,
                                   r->resp_truncated))
-            resolve(d, h, b);
+            br__resolve(d, h, b);
         else
             keep_for_dead_letter(b, r, status, now);
     }
@@ -839,7 +608,7 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
             nx = b->next;
             int blocked = 0;
             for (uint32_t k = 0; k < b->n_shards && !blocked; k++) {
-                blocked = h->mark[mark_index(d, b->shards[k].shard)] == h->epoch;
+                blocked = h->mark[br__mark_index(d, b->shards[k].shard)] == h->epoch;
             }
             if (!blocked) {
                 if (b->state == B_DEAD_WAIT && b->next_try_ms <= now) {
@@ -856,7 +625,7 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
                 }
             }
             for (uint32_t k = 0; k < b->n_shards; k++) {
-                uint32_t *m = &h->mark[mark_index(d, b->shards[k].shard)];
+                uint32_t *m = &h->mark[br__mark_index(d, b->shards[k].shard)];
                 if (*m != h->epoch) {
                     *m = h->epoch;
                     blocked_count++;
@@ -867,227 +636,6 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
         }
     }
     return next;
-}
-
-/* ---- flow control and gauges -------------------------------------------------------------- */
-
-static int batch_blocked(struct br_delivery *d, struct br__hook *h, const struct br_batch *b,
-                         int mark)
-{
-    int blocked = 0;
-    for (uint32_t k = 0; k < b->n_shards; k++) {
-        uint32_t *m = &h->mark[mark_index(d, b->shards[k].shard)];
-        blocked |= *m == h->epoch;
-        if (mark)
-            *m = h->epoch;
-    }
-    return blocked;
-}
-
-/*
- * when_full "dead_letter": while the webhook's share is full, its oldest batches that may be
- * settled (not in flight, no earlier unsettled batch of the same shard) go to the dead-letter
- * folder and count as settled, so the gateway keeps reading and other webhooks go on. A dead
- * letter that cannot be written stops this: the webhook then pauses the gateway like `pause`.
- */
-static void shed_full_share(struct br_delivery *d, struct br__hook *h, uint64_t now)
-{
-    if (h->shed_failed && now < h->shed_next_ms)
-        return;
-    h->shed_failed = 0;
-    if (!h->full_dead_letter || !br__hook_share_over(h))
-        return;
-    if (++h->epoch == 0) {
-        memset(h->mark, 0, ((size_t)d->n_local + 1) * sizeof(*h->mark));
-        h->epoch = 1;
-    }
-    uint64_t batches = 0, events = 0;
-    struct br_batch *b = h->head;
-    for (;;) {
-        if (!b && (!h->spool || h->mem_bytes > h->cfg->max_memory_bytes ||
-                   !(b = br__hook_pull_spooled(h))))
-            break;
-        struct br_batch *nx = b->next;
-        int blocked = batch_blocked(d, h, b, 0);
-        if (!blocked && (b->state == B_QUEUED || b->state == B_WAIT)) {
-            if (br__hook_dead_letter(h, d->dir_dead, b, "spool_full", 0, NULL, 0, 0)) {
-                h->shed_failed = 1;
-                h->shed_next_ms = now + SHED_RETRY_MS;
-                break;
-            }
-            batches++;
-            events += b->n_events;
-            resolve(d, h, b);
-            if (!br__hook_share_over(h))
-                break;
-        } else {
-            batch_blocked(d, h, b, 1);
-        }
-        b = nx;
-    }
-    if (batches) {
-        sh_series_add(h->m.dead_full, (double)batches);
-        log_warn_limited(&h->lim_shed,
-                         "msg=\"spool share full (when_full dead_letter); oldest batches "
-                         "dead-lettered\" webhook=%zu batches=%" PRIu64 " events=%" PRIu64
-                         " spool_max_bytes=%" PRIu64,
-                         h->idx, batches, events, h->spool_share);
-    }
-}
-
-static void update_flow(struct br_delivery *d, size_t inq)
-{
-    uint64_t spooled = 0;
-    int over = 0;
-    for (size_t i = 0; i < d->n_hooks; i++) {
-        struct br__hook *h = &d->hooks[i];
-        if (h->spool) {
-            struct br_spool_stats st;
-            br_spool_stats(h->spool, &st);
-            spooled += st.bytes;
-        }
-        if (h->mem_bytes <= h->cfg->max_memory_bytes && !h->over_head)
-            h->spool_error_logged = 0; /* back under the limit: the next spill tries again */
-        /* memory past its limit: the spool cannot take more, or there is none (when_full
-           "dead_letter" without a spool sheds memory instead) */
-        if (h->over_head || (h->mem_bytes > h->cfg->max_memory_bytes &&
-                             (h->spool ? h->spool_error_logged : !h->full_dead_letter)))
-            over = 1;
-        if (h->full_dead_letter) {
-            if (h->shedding || h->shed_failed)
-                over = 1; /* nothing could be shed yet (in flight), or a dead letter failed */
-        } else if (h->spool && h->spool_share) { /* its share of the spool (7/8 to read again) */
-            struct br_spool_stats st;
-            br_spool_stats(h->spool, &st);
-            if (st.bytes >= (d->paused ? h->spool_share - h->spool_share / 8 : h->spool_share))
-                over = 1;
-        }
-    }
-    uint64_t max = d->cfg->spool_max_bytes;
-    int want;
-    if (d->paused) /* hysteresis: read again once the spool is below 7/8 of its limit */
-        want = over || inq > INQ_PAUSE_BYTES / 2 || (max && spooled >= max - max / 8);
-    else
-        want = over || inq > INQ_PAUSE_BYTES || (max && spooled >= max);
-    if (want == d->paused)
-        return;
-    d->paused = want;
-    sh_series_set(d->m_paused, want);
-    log_info("msg=\"%s\" spool_bytes=%" PRIu64 " spool_max_bytes=%" PRIu64 " inbound_bytes=%zu",
-             want ? "delivery is behind; asking the gateway to stop reading"
-                  : "delivery caught up; the gateway reads again",
-             spooled, max, inq);
-    if (d->flow)
-        d->flow(d->flow_ud, want);
-}
-
-static void update_gauges(struct br_delivery *d, size_t inq)
-{
-    for (size_t i = 0; i < d->n_hooks; i++)
-        br__hook_gauges(&d->hooks[i]);
-    sh_series_set(d->m_inq, (double)inq);
-}
-
-/* ---- status for the control API ---------------------------------------------------------- */
-
-/* h as other threads may see it: counted here, copied under status_lock by publish_status. */
-static void fill_pub(const struct br__hook *h, struct hook_pub *p)
-{
-    struct br_webhook_status *st = &p->st;
-    memset(p, 0, sizeof(*p));
-    st->in_flight = h->in_flight;
-    uint64_t oldest = UINT64_MAX;
-    for (const struct br_batch *b = h->head; b; b = b->next) {
-        if (b->state != B_INFLIGHT) {
-            st->queued_events += b->n_events;
-            st->queued_bytes += b->body.len;
-        }
-        if (b->first_ms && b->first_ms < oldest)
-            oldest = b->first_ms;
-    }
-    for (const struct br_batch *b = h->over_head; b; b = b->next) {
-        st->queued_events += b->n_events;
-        st->queued_bytes += b->body.len;
-    }
-    for (int l = 0; h->open && l < h->n_lanes; l++)
-        if (h->open[l] && h->open[l]->first_ms && h->open[l]->first_ms < oldest)
-            oldest = h->open[l]->first_ms;
-    p->oldest_ms = oldest == UINT64_MAX ? 0 : oldest;
-    struct br_spool_stats sp = {0};
-    if (h->spool)
-        br_spool_stats(h->spool, &sp);
-    st->spool_bytes = sp.bytes;
-    st->state = h->last_retry ? BR_HOOK_RETRYING : sp.batches ? BR_HOOK_SPOOLING : BR_HOOK_OK;
-    p->hold_until_ms = h->hold_until_ms;
-    st->paused_until_wall_ms = h->hold_until_wall_ms;
-    st->delivered_events = h->delivered;
-    st->retries = h->retried;
-    st->dead_letters = h->dead_count;
-    st->last_ok_wall_ms = h->ok_wall_ms;
-    st->last_ok_status = h->ok_status;
-    st->last_fail_wall_ms = h->fail_wall_ms;
-    st->last_fail_status = h->fail_status;
-    memcpy(st->last_fail_error, h->fail_error, sizeof(st->last_fail_error));
-}
-
-/*
- * Every webhook's status for br_delivery_webhook_status, at most every PUBLISH_MS (a pass may
- * walk long queues). Returns when a skipped publish is due (the loop wakes by then), else
- * UINT64_MAX.
- */
-static uint64_t publish_status(struct br_delivery *d, uint64_t now)
-{
-    if (now - d->last_pub_ms < PUBLISH_MS)
-        return d->last_pub_ms + PUBLISH_MS;
-    d->last_pub_ms = now;
-    pthread_mutex_lock(&d->status_lock);
-    for (size_t i = 0; i < d->n_hooks; i++)
-        fill_pub(&d->hooks[i], &d->pub[i]);
-    pthread_mutex_unlock(&d->status_lock);
-    return UINT64_MAX;
-}
-
-int br_delivery_webhook_status(struct br_delivery *d, size_t i, struct br_webhook_status *out)
-{
-    if (i >= d->n_hooks)
-        return SH_ENOTFOUND;
-    pthread_mutex_lock(&d->status_lock);
-    struct hook_pub p = d->pub[i];
-    pthread_mutex_unlock(&d->status_lock);
-    uint64_t now = sh_now_ms();
-    *out = p.st;
-    out->paused_by_api = atomic_load(&d->hooks[i].user_paused);
-    out->has_oldest = p.oldest_ms != 0;
-    out->oldest_unacked_age_ms = p.oldest_ms && now > p.oldest_ms ? now - p.oldest_ms : 0;
-    int held = p.hold_until_ms > now;
-    if (!held)
-        out->paused_until_wall_ms = 0;
-    if (out->paused_by_api || held)
-        out->state = BR_HOOK_PAUSED;
-    return SH_OK;
-}
-
-int br_delivery_webhook_pause(struct br_delivery *d, size_t i, int paused)
-{
-    if (i >= d->n_hooks)
-        return SH_ENOTFOUND;
-    struct br__hook *h = &d->hooks[i];
-    pthread_mutex_lock(&d->status_lock);
-    int was = atomic_exchange(&h->user_paused, paused ? 1 : 0);
-    int rc = was == (paused ? 1 : 0) ? SH_OK : save_paused(d);
-    if (rc)
-        atomic_store(&h->user_paused, was); /* not on disk: not done */
-    pthread_mutex_unlock(&d->status_lock);
-    if (rc)
-        return rc;
-    if (was != (paused ? 1 : 0))
-        log_info("msg=\"%s\" webhook=%s",
-                 paused ? "webhook paused through the control API"
-                        : "webhook resumed through the control API",
-                 h->label);
-    if (!paused)
-        curl_multi_wakeup(d->multi); /* its batches may start now */
-    return SH_OK;
 }
 
 /* ---- the thread --------------------------------------------------------------------------- */
@@ -1158,7 +706,7 @@ static void *run(void *arg)
                 route_event(d, c, i, now);
             gw_chunk_free(c);
         }
-        route_action_events(d, action_events, now);
+        br__route_action_events(d, action_events, now);
         uint64_t wake = close_due(d, now, stopping);
 
         int running = 0;
@@ -1183,13 +731,13 @@ static void *run(void *arg)
         if (br_ledger_next_ms(d->ledger) < wake)
             wake = br_ledger_next_ms(d->ledger);
         for (size_t i = 0; i < d->n_hooks; i++)
-            shed_full_share(d, &d->hooks[i], now);
-        update_flow(d, inq);
+            br__shed_full_share(d, &d->hooks[i], now);
+        br__update_flow(d, inq);
         if (now - d->last_gauge_ms >= GAUGE_MS) {
-            update_gauges(d, inq);
+            br__update_gauges(d, inq);
             d->last_gauge_ms = now;
         }
-        uint64_t publish_at = publish_status(d, now);
+        uint64_t publish_at = br__publish_status(d, now);
         if (publish_at < wake)
             wake = publish_at;
 
@@ -1256,9 +804,9 @@ static void wind_down(struct br_delivery *d)
     }
     struct sh_qnode *action_events = sh_queue_take(&d->evq);
     if (d->prepared)
-        route_action_events(d, action_events, now);
+        br__route_action_events(d, action_events, now);
     else
-        free_action_events(action_events);
+        br__free_action_events(action_events);
     close_due(d, now, 1);
 }
 
@@ -1340,7 +888,7 @@ void br_delivery_free(struct br_delivery *d)
         gw_chunk_free(SH_QUEUE_ITEM(n, struct gw_chunk, node));
     }
     sh_queue_destroy(&d->inq);
-    free_action_events(sh_queue_take(&d->evq));
+    br__free_action_events(sh_queue_take(&d->evq));
     sh_queue_destroy(&d->evq);
     for (size_t i = 0; d->actions && i < d->n_hooks; i++)
         br_actions_free(d->actions[i]);

@@ -57,7 +57,7 @@ struct br__hook {
     int shed_failed;       /* a dead letter could not be written: pause instead */
     uint64_t shed_next_ms; /* ... and try again from then on */
     uint64_t dead_bytes;   /* its dead letters on disk, for dead_letter_max_bytes */
-    /* pause and status, for the control API (deliver.c publishes them under its status lock) */
+    /* pause and status, for the control API (webhook_state.c publishes them under status_lock) */
     atomic_int user_paused;      /* POST .../pause: any thread sets it, nothing starts */
     uint64_t hold_until_ms;      /* a Retry-After (429/503) holds every lane until then */
     uint64_t hold_until_wall_ms; /* ... the same moment on the wall clock */

@@ -572,13 +572,11 @@ static void marker_path(const char *root, char *out, size_t cap)
 
 static cJSON *read_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *buf;
+    size_t len;
+    if (sh_read_file(path, MARKER_MAX, &buf, &len))
         return NULL;
-    char *buf = malloc(MARKER_MAX + 1);
-    size_t len = buf ? fread(buf, 1, MARKER_MAX + 1, f) : 0;
-    fclose(f);
-    cJSON *root = buf && len <= MARKER_MAX ? cJSON_ParseWithLength(buf, len) : NULL;
+    cJSON *root = cJSON_ParseWithLength(buf, len);
     free(buf);
     return root;
 }

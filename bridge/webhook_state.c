@@ -37,15 +37,13 @@ static int pause_file_path(const struct br_delivery *d, char *out, size_t cap)
 /* The file's JSON, NULL when it is absent; *bad set when it is there but unreadable. */
 static cJSON *read_pause_file(const char *path, int *bad)
 {
-    FILE *f = fopen(path, "rb");
-    *bad = !f && errno != ENOENT;
-    if (!f)
+    char *text;
+    size_t len, cap = (size_t)BR_CKPT_MAX_HOOKS * (BR_CKPT_KEY_MAX + 4) + 64;
+    int rc = sh_read_file(path, cap, &text, &len);
+    *bad = rc && rc != SH_ENOTFOUND;
+    if (rc)
         return NULL;
-    size_t cap = (size_t)BR_CKPT_MAX_HOOKS * (BR_CKPT_KEY_MAX + 4) + 64;
-    char *text = malloc(cap + 1);
-    size_t len = text ? fread(text, 1, cap + 1, f) : 0;
-    fclose(f);
-    cJSON *j = text && len <= cap ? cJSON_ParseWithLength(text, len) : NULL;
+    cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     *bad = !j;
     return j;

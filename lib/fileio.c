@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +41,27 @@ int sh_write_all(int fd, const void *buf, size_t len)
             return SH_EIO;
         done += (size_t)w;
     }
+    return SH_OK;
+}
+
+int sh_read_file(const char *path, size_t cap, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? SH_ENOTFOUND : SH_EIO;
+    char *buf = malloc(cap + 2);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    int rc = !buf ? SH_ENOMEM : ferror(f) ? SH_EIO : n > cap ? SH_ETOOBIG : SH_OK;
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
     return SH_OK;
 }
 

@@ -1,8 +1,8 @@
 /*
  * lib/fileio.h: the file chores several rooms share: creating a folder with its parents,
- * writing a whole buffer through short writes and signals, writing a file atomically (and
- * durably), and syncing a folder. Nobody else writes the temp-write-fsync-rename sequence.
- * Owns no state.
+ * writing a whole buffer through short writes and signals, reading a small file whole under
+ * a cap, writing a file atomically (and durably), and syncing a folder. Nobody else writes the
+ * temp-write-fsync-rename sequence. Owns no state.
  */
 #ifndef SHARDHOOK_LIB_FILEIO_H
 #define SHARDHOOK_LIB_FILEIO_H
@@ -13,6 +13,12 @@
 int sh_mkdir_p(const char *path);
 /* Write all len bytes to fd, retrying on EINTR and short writes: 0 or SH_EIO. */
 int sh_write_all(int fd, const void *buf, size_t len);
+/*
+ * Read the file path whole into a fresh NUL-terminated *out (*len bytes, NUL not counted) when it
+ * holds at most cap bytes: 0, SH_NOTFOUND when there is no such file, SH_ETOOBIG when it is
+ * larger than cap, SH_ENOMEM, or SH_EIO. On failure *out is NULL.
+ */
+int sh_read_file(const char *path, size_t cap, char **out, size_t *len);
 /*
  * Write len bytes as the file path, atomically: a hidden temp file next to it (".NAME.tmp" in
  * the same folder), write, fsync when sync, rename over path, then fsync the folder when sync.

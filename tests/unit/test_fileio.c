@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_fileio.c: the one atomic file write (temp, write, fsync, rename, fsync the
- * folder) and the one folder fsync of lib/fileio.h: what a reader of the folder finds after a
- * write that worked and after one that failed.
+ * folder), the one folder fsync and the capped whole-file read of lib/fileio.h: what a reader of
+ * the folder finds after a write that worked and after one that failed.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -132,6 +132,27 @@ TEST(folder_fsync)
     rm_rf(dir);
 }
 
+/* A small file read whole, NUL-terminated; a missing one, a folder and one over the cap say so. */
+TEST(reads_a_file_whole_under_its_cap)
+{
+    new_dir();
+    char p[PATH_MAX], *buf = (char *)1;
+    size_t len = 99;
+    snprintf(p, sizeof(p), "%s/f.json", dir);
+    ASSERT_EQ(sh_read_file(p, 16, &buf, &len), SH_ENOTFOUND);
+    ASSERT(buf == NULL && len == 0);
+    ASSERT_EQ(sh_write_file_durable(p, "{\"a\":1}", 7), 0);
+    ASSERT_EQ(sh_read_file(p, 7, &buf, &len), 0);
+    ASSERT_EQ(len, 7);
+    ASSERT_STR_EQ(buf, "{\"a\":1}");
+    free(buf);
+    ASSERT_EQ(sh_read_file(p, 6, &buf, &len), SH_ETOOBIG);
+    ASSERT(buf == NULL);
+    ASSERT_EQ(sh_read_file(dir, 64, &buf, &len), SH_EIO); /* a folder reads as an error */
+    ASSERT(buf == NULL);
+    rm_rf(dir);
+}
+
 TEST_MAIN(RUN(writes_and_replaces_the_whole_file_leaving_no_temp);
-          RUN(a_relative_path_writes_in_the_current_folder);
+          RUN(reads_a_file_whole_under_its_cap); RUN(a_relative_path_writes_in_the_current_folder);
           RUN(a_failed_write_leaves_the_old_file_and_no_temp); RUN(folder_fsync);)

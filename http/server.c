@@ -53,7 +53,7 @@ struct http_server {
     int has_token;
     struct http_guard guard;
     unsigned char token_hash[SHA256_DIGEST_LENGTH]; /* of "Bearer <token>" */
-    atomic_int suspended;                           /* connections suspended and not yet answered */
+    atomic_int suspended; /* requests ever suspended whose answer is not yet sent (on_completed) */
     atomic_int stopping;
 };
 
@@ -68,6 +68,7 @@ struct request {
     size_t discarded; /* body bytes dropped after too_big */
     int early;        /* answered before the body was read (404/405/401/413) */
     int suspended;    /* waiting for a wake-up */
+    int counted;      /* counted in srv->suspended until on_completed */
     int answered;
     struct http_waiter *waiter;
     struct http_reply reply;
@@ -210,7 +211,10 @@ static void do_suspend(void *token)
 {
     struct request *rq = token;
     rq->suspended = 1;
-    atomic_fetch_add(&rq->srv->suspended, 1);
+    if (!rq->counted) {
+        rq->counted = 1;
+        atomic_fetch_add(&rq->srv->suspended, 1);
+    }
     MHD_suspend_connection(rq->conn);
 }
 
@@ -367,8 +371,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (rq->suspended) {
         /* resumed: the waiter (if any) finished, or suspending turned out unnecessary */
-        rq->suspended = 0;
-        atomic_fetch_sub(&srv->suspended, 1);
+        rq->suspended = 0; /* srv->suspended counts it until its answer is sent */
         if (rq->waiter) {
             http_waiter_reply(rq->waiter, &rq->reply);
             http_waiter_free(rq->waiter);
@@ -417,12 +420,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
+    struct http_server *srv = cls;
     (void)conn;
     (void)toe;
     struct request *rq = *con_cls;
     if (!rq)
         return;
+    /* the answer of a request that waited is out (or its connection gone): stop may go on */
+    if (rq->counted)
+        atomic_fetch_sub(&srv->suspended, 1);
     /* a waiter still here was never answered (its wake-up never came): free it with us */
     http_waiter_free(rq->waiter);
     sh_buf_free(&rq->body);

@@ -4,30 +4,13 @@ in the original order with the original webhook-id (checked with the npm `standa
 verifier), an acknowledged one leaves the folder, one refused again stays with its new answer,
 DELETE discards one, and bad ids and parameters get JSON errors."""
 import base64
-import json
-import subprocess
 import time
 from pathlib import Path
 
 from harness import FakeDiscord, Receiver, Shardhook, base_config, scale, timeout, wait_for
+from delivery_helpers import npm_verify
 
 SECRET = "whsec_" + base64.b64encode(b"dead letters come back signed!!!").decode()
-VERIFIER = Path(__file__).resolve().parent / "verify_standardwebhooks.js"
-
-
-def npm_verify(requests, secret):
-    """Every request must verify with the npm `standardwebhooks` package."""
-    lines = [json.dumps({"secret": secret,
-                         "headers": {k: r.headers.get(k, "") for k in
-                                     ("webhook-id", "webhook-timestamp", "webhook-signature")},
-                         "body_b64": base64.b64encode(r.body).decode()}) for r in requests]
-    assert lines, "no request to verify"
-    p = subprocess.run(["node", str(VERIFIER)], input="\n".join(lines) + "\n", capture_output=True,
-                       text=True, timeout=scale(60))
-    assert p.returncode == 0, p.stderr
-    result = json.loads(p.stdout)
-    assert not result["failed"], result["failed"][:5]
-    assert result["verified"] == len(requests), result
 
 
 def folder(tmp):

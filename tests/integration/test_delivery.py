@@ -14,48 +14,20 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness import (ROOT, FakeDiscord, Receiver, Shardhook, base_config, free_port, scale,
+from harness import (ROOT, Receiver, Shardhook, base_config, free_port, scale,
                      timeout, wait_for)
+from delivery_helpers import burst_keys, keys, make_fake, npm_verify, wait_sessions
 
 SECRET_A = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SECRET_B_NEW = "whsec_" + base64.b64encode(b"rotated-in key for webhook b!!!!").decode()
 SECRET_B_OLD = "whsec_" + base64.b64encode(b"the older key of webhook b").decode()
-VERIFIER = Path(__file__).resolve().parent / "verify_standardwebhooks.js"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def make_fake(tmp, **opts):
-    """The fake Discord with the same 200 ms identify window base_config gives shardhook."""
-    return FakeDiscord(tmp, **dict({"identify_interval_ms": 200}, **opts))
-
-
-def npm_verify(requests, secret):
-    """Every request must verify with the npm `standardwebhooks` package (every key of a list)."""
-    lines = [json.dumps({"secret": secret,
-                         "headers": {k: r.headers.get(k, "") for k in
-                                     ("webhook-id", "webhook-timestamp", "webhook-signature")},
-                         "body_b64": base64.b64encode(r.body).decode()}) for r in requests]
-    assert lines, "no request to verify"
-    p = subprocess.run(["node", str(VERIFIER)], input="\n".join(lines) + "\n", capture_output=True,
-                       text=True, timeout=scale(60))
-    assert p.returncode == 0, p.stderr
-    result = json.loads(p.stdout)
-    assert not result["failed"], result["failed"][:5]
-    assert result["verified"] == len(requests), result
-    return result["verified"]
-
-
-def wait_sessions(fake, n=1):
-    return fake.wait(lambda f: len(f.sessions()) >= n and all(s["seq"] >= 1 for s in f.sessions()),
-                     15, what="%d session(s) ready" % n)
 
 
 def ok_requests(rx, path=None):
     return [r for r in rx.requests if r.ok and (path is None or r.path.split("?")[0] == path)]
-
-
-def keys(events):
-    return [(e["shard"][0], e["s"]) for e in events]
 
 
 def assert_shard_order(events):
@@ -64,16 +36,6 @@ def assert_shard_order(events):
     for shard, s in keys(events):
         assert s > last.get(shard, 0), "shard %d: s=%d after s=%d" % (shard, s, last[shard])
         last[shard] = s
-
-
-def burst_keys(result, count):
-    """(shard, s) of every event of a burst answer (one shard or {"shards": [...]})."""
-    out = set()
-    for b in result.get("shards", [result]):
-        shard = b.get("shard", 0)
-        assert b["last_s"] - b["first_s"] + 1 == count, b
-        out |= {(shard, s) for s in range(b["first_s"], b["last_s"] + 1)}
-    return out
 
 
 def spool_segments(tmp):

@@ -8,29 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness import FakeDiscord, Receiver, Shardhook, base_config, scale, timeout, wait_for
-
-
-def make_fake(tmp, **opts):
-    return FakeDiscord(tmp, **dict({"identify_interval_ms": 200}, **opts))
-
-
-def wait_sessions(fake, n=1):
-    return fake.wait(lambda f: len(f.sessions()) >= n and all(s["seq"] >= 1 for s in f.sessions()),
-                     15, what="%d session(s) ready" % n)
-
-
-def keys(events):
-    return [(e["shard"][0], e["s"]) for e in events]
-
-
-def burst_keys(result, count):
-    out = set()
-    for b in result.get("shards", [result]):
-        shard = b.get("shard", 0)
-        assert b["last_s"] - b["first_s"] + 1 == count, b
-        out |= {(shard, s) for s in range(b["first_s"], b["last_s"] + 1)}
-    return out
+from harness import Receiver, Shardhook, base_config, scale, timeout, wait_for
+from delivery_helpers import burst_keys, keys, make_fake, wait_sessions
 
 
 def assert_shard_order(events):

@@ -1,9 +1,9 @@
 /*
  * http/h_deadletters.c: the dead-letter endpoints: GET /v1/dead-letters (newest first, paged
- * with limit and an id cursor), POST /v1/dead-letters/{id}/redeliver, DELETE
- * /v1/dead-letters/{id} and POST /v1/webhooks/{name}/redeliver (all, or a time range). It
- * reaches the folder and the delivery thread only through ctx->dead (struct
- * http_deadletter_ops, filled by bridge/main.c). Owns no state.
+ * with limit and an id cursor), POST /v1/dead-letters/{dead_letter_id}/redeliver, DELETE
+ * /v1/dead-letters/{dead_letter_id} and POST /v1/webhooks/{name}/redeliver (all, or a time range).
+ * It reaches the folder and the delivery thread only through ctx->dead (struct http_deadletter_ops,
+ * filled by bridge/main.c). Owns no state.
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -34,16 +34,16 @@ enum http_method http_method_parse(const char *method)
 }
 
 /*
- * The longest segment a row's "{}" captures, plus one: a webhook name (its label says
- * "{name}") up to CFG_WEBHOOK_NAME_MAX, a dead-letter id (about 51 characters) up to
- * HTTP_PARAM_MAX - 1, anything else (a shard id, a snowflake) up to 31.
+ * The longest segment a row's "{}" captures, plus one, by what its label says the segment is:
+ * a webhook name up to CFG_WEBHOOK_NAME_MAX, a dead-letter id (a file name, about 51
+ * characters) up to HTTP_PARAM_MAX - 1, anything else (a shard id, a snowflake) up to 31.
  */
 static size_t param_cap(const struct http__route *row)
 {
     _Static_assert(CFG_WEBHOOK_NAME_MAX < HTTP_PARAM_MAX, "a webhook name fits a parameter");
     if (strstr(row->name, "{name}"))
         return CFG_WEBHOOK_NAME_MAX + 1;
-    return strncmp(row->name, "/v1/dead-letters/", 17) ? 32 : HTTP_PARAM_MAX;
+    return strstr(row->name, "{dead_letter_id}") ? HTTP_PARAM_MAX : 32;
 }
 
 /* 1 when path fits pattern; the "{}" segment (at most one) is copied into param. */

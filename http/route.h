@@ -47,9 +47,9 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER }
       http__post_webhook_resume)                                                                   \
     X(DEAD_LETTERS, HTTP_GET, "/v1/dead-letters", "/v1/dead-letters", 1, http__get_dead_letters)   \
     X(DEAD_LETTER_REDELIVER, HTTP_POST, "/v1/dead-letters/{}/redeliver",                           \
-      "/v1/dead-letters/{id}/redeliver", 1, http__post_dead_letter_redeliver)                      \
-    X(DEAD_LETTER_DELETE, HTTP_DELETE, "/v1/dead-letters/{}", "/v1/dead-letters/{id}", 1,          \
-      http__delete_dead_letter)                                                                    \
+      "/v1/dead-letters/{dead_letter_id}/redeliver", 1, http__post_dead_letter_redeliver)          \
+    X(DEAD_LETTER_DELETE, HTTP_DELETE, "/v1/dead-letters/{}", "/v1/dead-letters/{dead_letter_id}", \
+      1, http__delete_dead_letter)                                                                 \
     X(WEBHOOK_REDELIVER, HTTP_POST, "/v1/webhooks/{}/redeliver", "/v1/webhooks/{name}/redeliver",  \
       1, http__post_webhook_redeliver)
 

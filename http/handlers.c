@@ -238,7 +238,7 @@ const char *http__status_name(const struct gw_shard_info *s)
 
 int http__shard_ready(const struct gw_shard_info *s)
 {
-    return s->status && !strcmp(s->status, "ready");
+    return s->status && !strcmp(s->status, gw_status_names[GW_READY]);
 }
 
 /* ---- gateway payloads ---------------------------------------------------------------------- */

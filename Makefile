@@ -9,7 +9,7 @@
 #   make fuzz-smoke      the same, FUZZ_SMOKE_SECONDS=10 each (CI)
 #   WERROR=1             turn warnings into errors (CI)
 
-PKGS := libwebsockets libcurl libmicrohttpd openssl zlib libzstd libcjson
+PKGS := libwebsockets libcurl libmicrohttpd openssl zlib libzstd libcjson hiredis
 SANITIZE ?=
 BUILD ?= $(if $(SANITIZE),build/sanitize,build)
 CC ?= cc
@@ -26,7 +26,7 @@ override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
-CORE_SRC := $(wildcard lib/*.c config/*.c gateway/*.c http/*.c) \
+CORE_SRC := $(wildcard lib/*.c config/*.c gateway/*.c http/*.c cluster/*.c) \
             $(filter-out bridge/main.c,$(wildcard bridge/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

@@ -44,6 +44,19 @@ struct br_ckstore {
  */
 int br_ckstore_files_new(const char *state_dir, struct br_ckstore **out);
 
+/*
+ * Cluster mode: every write is also handed to put() (the cluster's coordination thread writes
+ * the newest per shard to Redis with the shard's fence; put must copy and must not block).
+ * Reads and durability are the inner store's (the files). The new store owns inner; on
+ * failure (SH_ENOMEM) inner is freed too.
+ */
+struct br_ckstore_mirror {
+    void (*put)(void *ud, const struct br_checkpoint *cp);
+    void *ud;
+};
+int br_ckstore_mirrored_new(struct br_ckstore *inner, const struct br_ckstore_mirror *mirror,
+                            struct br_ckstore **out);
+
 static inline void br_ckstore_free(struct br_ckstore *st)
 {
     if (st)

@@ -102,6 +102,36 @@ int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, c
 
 void br_delivery_free(struct br_delivery *d);
 
+/* ---- cluster mode: shards that come and go (any thread; applied on the delivery thread) -- */
+
+/*
+ * In cluster mode prepare() is given every shard this process may hold, and none is held
+ * until hold(): until then the ledger writes no checkpoint for it. Commands go through
+ * delivery's own queue and are applied before the next event chunk, so a hold() made before
+ * gw_gateway_hold() is in place before the shard's first event.
+ */
+
+/*
+ * Shard starts being held here, from cp (the newest checkpoint, e.g. from Redis; NULL: none,
+ * the shard identifies): the ledger's state for it is reset from cp (RESUME floor, per-webhook
+ * acknowledgements). SH_EINVAL when shard is not one of prepare()'s, SH_ENOMEM, SH_ECLOSED.
+ */
+int br_delivery_hold(struct br_delivery *d, int shard, const struct br_checkpoint *cp);
+/*
+ * Shard is no longer held (fenced out, or handed off): its events not yet in a request are
+ * discarded, its checkpoints stop; requests in flight finish (their events may reach the
+ * receiver a second time from the new owner: the event key tells them apart).
+ */
+int br_delivery_release(struct br_delivery *d, int shard);
+/*
+ * Handoff: wait until every webhook acknowledged (or dead-lettered) every event of shard that
+ * delivery holds, or timeout_ms passed; then done(arg, rc, cp) runs once, on the delivery
+ * thread, with the final checkpoint (rc 0: all acknowledged; SH_ETIMEDOUT: cp is what was).
+ * The caller closes the shard's socket first so nothing new arrives. SH_EINVAL/SH_ENOMEM.
+ */
+int br_delivery_drain(struct br_delivery *d, int shard, int timeout_ms,
+                      void (*done)(void *arg, int rc, const struct br_checkpoint *cp), void *arg);
+
 /* ---- status and pause, for the control API: any thread ---------------------------------- */
 
 enum br_webhook_state { BR_HOOK_OK = 0, BR_HOOK_RETRYING, BR_HOOK_PAUSED, BR_HOOK_SPOOLING };

@@ -68,7 +68,11 @@ struct gw_budget {
     int total; /* sessions per reset period; 0 unknown */
     int remaining;
     uint64_t reset_at_ms; /* monotonic ms when it refills; 0 unknown */
+    int reserve;          /* cluster mode: IDENTIFYs stop when remaining reaches it; 0 otherwise */
 };
+
+/* What wait() answers when the budget is at its reserve: close, hold the shard until it refills. */
+#define GW_IDENTIFY_REFUSED UINT64_MAX
 
 /*
  * Where a shard gets permission to IDENTIFY and where the session budget is kept. The gateway
@@ -82,7 +86,11 @@ struct gw_identify_ops {
     int (*start)(void *ud, int max_concurrency, const struct gw_bot_info *bot);
     /* Plan an IDENTIFY connection of shard_id no earlier than not_before_ms: its slot (ms). */
     uint64_t (*plan)(void *ud, int shard_id, uint64_t not_before_ms);
-    /* Right before IDENTIFY: ms until shard_id's bucket allows it (0: now). */
+    /*
+     * Right before IDENTIFY (socket open, HELLO in): ms until shard_id's bucket allows it (0: now;
+     * the gateway asks again after that long), or GW_IDENTIFY_REFUSED when the budget may not be
+     * spent (the gateway closes with 4000 and holds the shard as when take() fails).
+     */
     uint64_t (*wait)(void *ud, int shard_id, uint64_t now_ms);
     /* An IDENTIFY of shard_id was queued (its bucket is reserved) or written at now_ms. */
     void (*stamp)(void *ud, int shard_id, uint64_t now_ms);
@@ -102,6 +110,12 @@ struct gw_identify_ops {
     int (*refresh)(void *ud, void (*done)(void *arg, int rc), void *arg);
     /* End background work and wait for it to end: no done() after this. Idempotent. */
     void (*stop)(void *ud);
+    /*
+     * May be NULL. shard_id's session could not be resumed (why: "invalid_session",
+     * "session_timed_out", "invalid_seq", "not_authenticated", "resume_failed"); seq is its last
+     * s. The gateway has emitted SHARDHOOK_SESSION_LOST and will IDENTIFY through wait().
+     */
+    void (*lost)(void *ud, int shard_id, const char *session_id, uint64_t seq, const char *why);
 };
 
 struct gw_identify {
@@ -180,6 +194,43 @@ struct gw_observer {
 };
 void gw_gateway_set_observer(struct gw_gateway *gw, const struct gw_observer *obs);
 
+/* ---- cluster mode: which shards this process holds (any thread) ---------------------------- */
+
+/*
+ * With a `cluster` block, gw_gateway_new prepares every shard this process may hold (the
+ * config's first/last/ids within the total) but starts none: the cluster's coordination thread
+ * holds and releases them. Without it every shard is held from the start, as always.
+ * gw_gateway_runs() answers for held shards; snapshots list held shards only.
+ */
+
+/* Where a held shard starts: RESUME session_id on resume_url from seq; "" session: IDENTIFY. */
+struct gw_resume_point {
+    char session_id[128];
+    char resume_url[512];
+    uint64_t seq;
+};
+
+/* 1 when shard_id is one this process may hold (cluster mode) or runs (single mode). */
+int gw_gateway_may_hold(const struct gw_gateway *gw, int shard_id);
+/*
+ * Start holding shard_id: RESUME from *from (NULL or empty session: IDENTIFY through the
+ * identify interface). SH_ENOTFOUND when this process may not hold it, SH_EEXIST when held,
+ * SH_ECLOSED when stopping, SH_ENOMEM.
+ */
+int gw_gateway_hold(struct gw_gateway *gw, int shard_id, const struct gw_resume_point *from);
+/*
+ * Stop holding shard_id at once: close with 4000 (the session stays resumable, never
+ * 1000/1001), drop its queued sends, and forget it (it leaves the snapshots). Idempotent;
+ * SH_ENOTFOUND when this process may not hold it.
+ */
+int gw_gateway_release(struct gw_gateway *gw, int shard_id);
+/*
+ * Fail static: a held shard whose socket drops may connect again (RESUME or IDENTIFY) only
+ * before until_mono_ms (sh_now_ms clock); later it waits, disconnected, until the deadline moves
+ * past now again. 0: no deadline (the default).
+ */
+void gw_gateway_set_lease_deadline(struct gw_gateway *gw, uint64_t until_mono_ms);
+
 /* ---- commands: any thread, carried out on the gateway thread ------------------------------ */
 
 /*
@@ -230,6 +281,8 @@ struct gw_overview {
     int64_t next_identify_in_ms;        /* -1 when no shard waits to identify */
     int64_t eta_ms;                     /* until every shard should have identified; -1 unknown */
     int session_total, session_remaining;
+    int session_reserve;             /* cluster mode: IDENTIFYs stop at this remaining; 0 */
+    int identify_stopped;            /* 1 while shards wait because the budget is at its reserve */
     uint64_t session_reset_at_ms; /* wall clock when the identify budget refills, 0 unknown */
     uint64_t started_at_ms;       /* wall clock */
     uint64_t published_at_ms;     /* wall clock of this snapshot */

@@ -23,7 +23,10 @@
     X(CLOSED, "closed")                                                                            \
     X(NOTFOUND, "not found")                                                                       \
     X(CONFIG, "invalid configuration")                                                             \
-    X(UNSYNCED, "written, but not synced to disk")
+    X(UNSYNCED, "written, but not synced to disk")                                                 \
+    X(EXIST, "already exists")                                                                     \
+    X(TIMEDOUT, "timed out")                                                                       \
+    X(FENCED, "fenced out: another node owns it now")
 
 enum sh_err {
     SH_OK = 0,

@@ -1,7 +1,9 @@
 /*
  * bridge/main.c: shardhook's entry point. Parses the command line, loads the
  * config, wires the gateway (its own thread) to the delivery thread and fills the
- * gateway's identify interface (local to this process: gw_identify_local_new), turns
+ * gateway's identify interface (local to this process: gw_identify_local_new; with a
+ * `cluster` block, Redis through cluster/ and bridge/node.c, which also mirrors
+ * checkpoints to Redis and lets the cluster hold and release shards), turns
  * SIGTERM/SIGINT into a graceful stop and SIGHUP into a config reload (what can
  * change live is applied, what needs a restart is named), and picks the exit code:
  *   0 after a stop, 1 when the gateway cannot run (one line says what to fix),
@@ -22,6 +24,8 @@
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
+#include "bridge/node.h"
+#include "cluster/cluster.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
@@ -133,18 +137,32 @@ static int webhook_pause(void *ud, size_t i, int paused)
     return br_delivery_webhook_pause(ud, i, paused);
 }
 
-/* Load checkpoints for the shards run here, seed those that can RESUME, start delivery. */
-static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw)
+/* The shards this process may hold (cluster mode) or runs: *ids (malloc'ed) and *n. */
+static int shard_ids(struct gw_gateway *gw, int **ids, int *n)
 {
-    int total = gw_gateway_total(gw), n = 0;
-    int *ids = malloc((size_t)total * sizeof(*ids));
-    if (!ids)
+    int total = gw_gateway_total(gw);
+    *n = 0;
+    *ids = malloc((size_t)total * sizeof(**ids));
+    if (!*ids)
         return SH_ENOMEM;
     for (int i = 0; i < total; i++)
-        if (gw_gateway_runs(gw, i))
-            ids[n++] = i;
-    int rc = br_delivery_prepare(delivery, total, ids, n);
-    for (int i = 0; !rc && i < n; i++) {
+        if (gw_gateway_may_hold(gw, i))
+            (*ids)[(*n)++] = i;
+    return SH_OK;
+}
+
+/*
+ * Load checkpoints for the shards run here, seed those that can RESUME, start delivery. In
+ * cluster mode delivery knows every shard this node may hold, and the cluster holds them.
+ */
+static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw, int clustered)
+{
+    int total = gw_gateway_total(gw), n = 0, *ids;
+    int rc = shard_ids(gw, &ids, &n);
+    if (rc)
+        return rc;
+    rc = br_delivery_prepare(delivery, total, ids, n);
+    for (int i = 0; !rc && !clustered && i < n; i++) {
         char sid[128], url[512];
         uint64_t seq;
         if (br_delivery_resume_info(delivery, ids[i], sid, sizeof(sid), url, sizeof(url), &seq))
@@ -356,7 +374,10 @@ struct daemon {
     const char *path;
     struct cfg_config cfg;
     struct br_delivery *delivery;
-    struct gw_identify ident; /* identify slots and the session budget: local to this process */
+    struct gw_identify ident;   /* identify slots and the session budget: local, or the cluster's */
+    struct cl_cluster *cluster; /* cluster mode only */
+    int cluster_stopped;
+    struct br_node node; /* what the cluster acts on */
     struct gw_gateway *gw;
     struct http_server *api;
     struct http_webhook_ops webhook_ops; /* the API reads and pauses webhooks through these */
@@ -387,23 +408,89 @@ static int run_action(void *ud, const cJSON *action, size_t webhook, const char 
     return http_server_action(d->api, action, &to, type, msg, cap);
 }
 
+/* Delivery and where it keeps checkpoints: the files, mirrored to Redis in cluster mode. */
+static int start_store(struct daemon *d)
+{
+    struct br_ckstore *files = NULL, *store = NULL;
+    int rc = br_delivery_new(&d->cfg, &d->delivery);
+    rc = rc ? rc : br_ckstore_files_new(d->cfg.state_dir, &files);
+    if (rc)
+        return rc;
+    d->node.delivery = d->delivery;
+    if (d->cfg.cluster) {
+        struct br_ckstore_mirror mirror = br_node_mirror(&d->node);
+        rc = br_ckstore_mirrored_new(files, &mirror, &store); /* frees files on failure */
+        if (rc)
+            return rc;
+    } else {
+        store = files;
+    }
+    br_delivery_use_ckstore(d->delivery, store); /* delivery owns it from here on */
+    return SH_OK;
+}
+
+/* Where shards get permission to IDENTIFY: this process, or the cluster (connects later). */
+static int start_identify(struct daemon *d, char *err, size_t errlen)
+{
+    if (!d->cfg.cluster) {
+        int rc = gw_identify_local_new(&d->cfg, &d->ident);
+        if (rc)
+            snprintf(err, errlen, "%s", sh_strerror(rc));
+        return rc;
+    }
+    struct cl_node_ops ops = br_node_ops(&d->node);
+    int rc = cl_cluster_new(&d->cfg, &ops, &d->cluster, err, errlen);
+    if (rc)
+        return rc;
+    d->node.cluster = d->cluster;
+    cl_cluster_identify(d->cluster, &d->ident);
+    return SH_OK;
+}
+
+/* Cluster mode: join (the meta check), register, and let the coordination thread claim. */
+static int start_cluster(struct daemon *d)
+{
+    char err[1024], fp[32];
+    int n, *ids;
+    int rc = shard_ids(d->gw, &ids, &n);
+    if (rc) {
+        fprintf(stderr, "shardhook: cannot join the cluster: %s\n", sh_strerror(rc));
+        return d->exit_code = 1;
+    }
+    br_node_webhooks_fingerprint(&d->cfg, fp, sizeof(fp));
+    rc = cl_cluster_start(d->cluster, gw_gateway_total(d->gw), ids, n,
+                          gw_gateway_max_concurrency(d->gw), fp, err, sizeof(err));
+    free(ids);
+    if (rc) {
+        log_error("msg=\"cannot join the cluster\" error=\"%s\"", err);
+        snprintf(d->final_line, sizeof(d->final_line), "%s", err);
+        return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
+    }
+    return 0;
+}
+
+/* Cluster mode, once: hand held shards off to the other nodes while every thread still runs. */
+static void stop_cluster(struct daemon *d)
+{
+    if (!d->cluster || d->cluster_stopped)
+        return;
+    d->cluster_stopped = 1;
+    cl_cluster_stop(d->cluster, d->cfg.shutdown_timeout_ms);
+}
+
 /* Delivery, the gateway (discovery, checkpoints), the control API. 0, or d->exit_code is set. */
 static int start_all(struct daemon *d)
 {
     char err[1024];
-    struct br_ckstore *ckstore = NULL; /* where checkpoints are kept: today the files */
-    int rc = br_delivery_new(&d->cfg, &d->delivery);
-    rc = rc ? rc : br_ckstore_files_new(d->cfg.state_dir, &ckstore);
-    if (!rc)
-        br_delivery_use_ckstore(d->delivery, ckstore); /* delivery owns it from here on */
+    int rc = start_store(d);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         return d->exit_code = 1;
     }
-    rc = gw_identify_local_new(&d->cfg, &d->ident);
+    rc = start_identify(d, err, sizeof(err));
     if (rc) {
-        fprintf(stderr, "shardhook: cannot start the gateway: %s\n", sh_strerror(rc));
-        return d->exit_code = 1;
+        fprintf(stderr, "shardhook: cannot start the gateway: %s\n", err);
+        return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
     struct gw_sink sink = br_delivery_sink(d->delivery);
     rc = gw_gateway_new(&d->cfg, &sink, &d->ident, &stop_flag, &d->gw, err, sizeof(err));
@@ -416,8 +503,9 @@ static int start_all(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
+    d->node.gw = d->gw;
     /* checkpoints: shards that have one RESUME; then delivery starts before any event flows */
-    rc = start_delivery(d->delivery, d->gw);
+    rc = start_delivery(d->delivery, d->gw, d->cluster != NULL);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         return d->exit_code = 1;
@@ -445,7 +533,7 @@ static int start_all(struct daemon *d)
     gw_gateway_set_observer(d->gw, &obs);
     struct br_action_ops actions = {.run = run_action, .ud = d};
     br_delivery_set_actions(d->delivery, &actions); /* webhook answers may act from here on */
-    return 0;
+    return d->cluster ? start_cluster(d) : 0;
 }
 
 /* The gateway on its own thread until a signal or its end; SIGHUP reloads meanwhile. */
@@ -467,6 +555,7 @@ static void run_gateway(struct daemon *d)
     }
     if (got_signal) {
         log_info("msg=\"stopping\" signal=%d", (int)got_signal);
+        stop_cluster(d); /* handoffs first: they need the gateway and delivery running */
         gw_gateway_stop(d->gw);
     }
     http_server_stop(d->api); /* answers what still waits for Discord, then stops serving */
@@ -486,6 +575,7 @@ static void run_gateway(struct daemon *d)
  */
 static void stop_all(struct daemon *d)
 {
+    stop_cluster(d);
     if (d->delivery) {
         uint64_t left = br_delivery_stop(d->delivery, d->cfg.shutdown_timeout_ms);
         if (left)
@@ -493,7 +583,11 @@ static void stop_all(struct daemon *d)
     }
     http_server_free(d->api);
     gw_gateway_free(d->gw);
-    gw_identify_local_free(&d->ident);
+    if (d->cluster) {
+        d->node.cluster = NULL;      /* no more checkpoints for it */
+        cl_cluster_free(d->cluster); /* after the gateway: its identify ops are the cluster's */
+    } else
+        gw_identify_local_free(&d->ident);
     br_delivery_free(d->delivery);
 }
 

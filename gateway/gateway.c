@@ -437,6 +437,11 @@ int gw_gateway_total(const struct gw_gateway *gw)
     return gw->total;
 }
 
+int gw_gateway_max_concurrency(const struct gw_gateway *gw)
+{
+    return gw->max_concurrency;
+}
+
 int gw_gateway_runs(const struct gw_gateway *gw, int shard_id)
 {
     return find_shard(gw, shard_id) != NULL;

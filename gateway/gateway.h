@@ -169,6 +169,8 @@ void gw_gateway_free(struct gw_gateway *gw);
 
 /* The bot's shard count (every process of the bot uses it in IDENTIFY). */
 int gw_gateway_total(const struct gw_gateway *gw);
+/* The identify bucket count in use (max_concurrency, or identify_concurrency when set). */
+int gw_gateway_max_concurrency(const struct gw_gateway *gw);
 /* 1 when shard id runs in this process. */
 int gw_gateway_runs(const struct gw_gateway *gw, int shard_id);
 /* The shard a guild's events and requests belong to: (guild_id >> 22) % total. */

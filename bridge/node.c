@@ -18,41 +18,45 @@
 /* The cluster's view of a bridge checkpoint; blob points into buf (kept by the caller). */
 static int to_cluster(const struct br_checkpoint *b, struct sh_buf *buf, struct cl_checkpoint *out)
 {
-    int rc = br_checkpoint_encode(b, sh_wall_ms(), buf);
-    if (rc)
-        return rc;
-    size_t len = buf->len;
-    while (len && (buf->data[len - 1] == '\n'))
-        len--;
+    size_t len = 0;
+    if (b->session_id[0]) { /* without a session there is nothing to resume: no blob */
+        int rc = br_checkpoint_encode(b, sh_wall_ms(), buf);
+        if (rc)
+            return rc;
+        len = buf->len;
+        while (len && (buf->data[len - 1] == '\n'))
+            len--;
+    }
     memset(out, 0, sizeof(*out));
     out->shard = b->shard;
     snprintf(out->session_id, sizeof(out->session_id), "%s", b->session_id);
     snprintf(out->resume_url, sizeof(out->resume_url), "%s", b->resume_url);
     out->seq = b->seq;
-    out->blob = (const char *)buf->data;
+    out->blob = len ? (const char *)buf->data : NULL;
     out->blob_len = len;
     return SH_OK;
 }
 
 /*
- * The bridge checkpoint a claim brought: the blob when it parses and belongs to this shard and
- * shard count, else just the resume point (no per-webhook floors: every webhook starts at seq).
- * Returns 1 when *out holds something to resume from, 0 when the shard identifies.
+ * The bridge checkpoint a claim brought: the blob when it parses and is the same resume point for
+ * this shard and shard count, else just the resume point (no per-webhook floors: every webhook
+ * starts at seq). Returns 1 when *out holds something to resume from, 0 when the shard identifies.
  */
 static int from_cluster(const struct cl_checkpoint *cp, int total, struct br_checkpoint *out)
 {
     memset(out, 0, sizeof(*out));
+    if (!cp->session_id[0])
+        return 0;
     if (cp->blob_len) {
         int rc = br_checkpoint_parse(cp->blob, cp->blob_len, out);
-        if (!rc && out->shard == cp->shard && out->total == total)
-            return out->session_id[0] != 0;
+        if (!rc && out->shard == cp->shard && out->total == total &&
+            !strcmp(out->session_id, cp->session_id) && out->seq == cp->seq)
+            return 1;
         log_warn("msg=\"cluster checkpoint not usable; using its resume point\" shard=%d "
                  "error=\"%s\"",
                  cp->shard, rc ? sh_strerror(rc) : "another shard or shard count");
         memset(out, 0, sizeof(*out));
     }
-    if (!cp->session_id[0])
-        return 0;
     out->shard = cp->shard;
     out->total = total;
     snprintf(out->session_id, sizeof(out->session_id), "%s", cp->session_id);

@@ -184,7 +184,10 @@ int cl__redis_connect(struct cl__redis *r)
         drop(r, "connect");
         return SH_ENET;
     }
-    redisEnableKeepAlive(r->ctx);
+    if (!r->url.is_unix && redisEnableKeepAlive(r->ctx) != REDIS_OK) {
+        drop(r, "connect");
+        return SH_ENET;
+    }
     int rc = handshake(r);
     if (!rc)
         rc = load_scripts(r);

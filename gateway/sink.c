@@ -73,8 +73,13 @@ static size_t put_session(char *out, const char *sid)
         *out = '-';
         return 1;
     }
-    char *p = out;
-    for (size_t i = 0; sid[i] && i < GW_KEY_SESSION_MAX; i++) {
+    size_t n = strnlen(sid, GW_KEY_SESSION_MAX), plain = 0;
+    while (plain < n && sid[plain] != '"' && sid[plain] != '\\' &&
+           (unsigned char)sid[plain] >= 0x20)
+        plain++;
+    memcpy(out, sid, plain); /* Discord's session ids: hex, all of it */
+    char *p = out + plain;
+    for (size_t i = plain; i < n; i++) {
         unsigned char ch = (unsigned char)sid[i];
         if (ch == '"' || ch == '\\' || ch < 0x20) {
             PUT_LIT(p, "\\u00");
@@ -107,21 +112,28 @@ int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, siz
     char *h = head, *m = mid;
     PUT_LIT(h, "{\"shard\":[");
     h += put_u64(h, (uint64_t)shard);
+    char *shard_end = h;
     *h++ = ',';
     h += put_u64(h, (uint64_t)total);
+    char *shard_digits = head + sizeof("{\"shard\":[") - 1;
+    size_t shard_len = (size_t)(shard_end - shard_digits);
     PUT_LIT(h, "],\"op\":0,\"t\":\"");
     PUT_LIT(m, "\",\"s\":");
+    char *s_digits = m;
+    size_t s_len = s ? put_u64(m, s) : 0;
     if (s)
-        m += put_u64(m, s);
+        m += s_len;
     else
         PUT_LIT(m, "null");
     PUT_LIT(m, ",\"key\":\"");
-    m += put_u64(m, (uint64_t)shard);
+    memcpy(m, shard_digits, shard_len);
+    m += shard_len;
     *m++ = ':';
     m += put_session(m, key ? key->session_id : NULL);
     *m++ = ':';
     if (s) {
-        m += put_u64(m, s);
+        memcpy(m, s_digits, s_len);
+        m += s_len;
     } else {
         m += put_u64(m, key ? key->last_s : 0);
         *m++ = '.';

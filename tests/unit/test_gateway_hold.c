@@ -269,6 +269,7 @@ static const struct gw_identify_ops stub_ops = {st_start,   st_plan,      st_wai
 /* ---- a gateway on its own thread ---- */
 
 static struct cfg_config cfg;
+static int cfg_loaded;
 static struct gw_gateway *gw;
 static pthread_t loop;
 static atomic_int loop_done;
@@ -298,6 +299,7 @@ static int gateway_up(int total, int cluster, int refuse)
         fprintf(stderr, "config: %s\n", err);
         return -1;
     }
+    cfg_loaded = 1;
     cfg.cluster = cluster;
     memset(&id, 0, sizeof(id));
     atomic_store(&id.remaining, 1000);
@@ -314,10 +316,15 @@ static int gateway_up(int total, int cluster, int refuse)
 
 static void gateway_down(void)
 {
-    gw_gateway_stop(gw);
-    pthread_join(loop, NULL);
-    gw_gateway_free(gw);
-    gw = NULL;
+    if (gw) {
+        gw_gateway_stop(gw);
+        pthread_join(loop, NULL);
+        gw_gateway_free(gw);
+        gw = NULL;
+    }
+    if (cfg_loaded)
+        cfg_free(&cfg);
+    cfg_loaded = 0;
     fake_stop();
 }
 
@@ -489,17 +496,23 @@ TEST(an_unheld_shard_costs_little)
 #endif
 }
 
+/* A case, then its gateway and fake stopped even when it failed half-way. */
+#define CASE(name)                                                                                 \
+    do {                                                                                           \
+        RUN(name);                                                                                 \
+        gateway_down();                                                                            \
+    } while (0)
+
 static void all(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     sh_log_level = getenv("TEST_VERBOSE") ? SH_LOG_DEBUG : SH_LOG_OFF;
-    RUN(cluster_mode_holds_nothing_until_asked_then_identifies_and_resumes);
-    RUN(a_hold_whose_session_is_gone_reports_it_lost_once);
-    RUN(release_while_connecting_gives_back_the_budget_token);
-    RUN(lease_deadline_keeps_a_dropped_shard_away_until_it_moves);
-    RUN(identify_refused_closes_with_4000_and_waits_for_the_budget);
-    RUN(an_unheld_shard_costs_little);
-    fake_stop(); /* after a failed case */
+    CASE(cluster_mode_holds_nothing_until_asked_then_identifies_and_resumes);
+    CASE(a_hold_whose_session_is_gone_reports_it_lost_once);
+    CASE(release_while_connecting_gives_back_the_budget_token);
+    CASE(lease_deadline_keeps_a_dropped_shard_away_until_it_moves);
+    CASE(identify_refused_closes_with_4000_and_waits_for_the_budget);
+    CASE(an_unheld_shard_costs_little);
     curl_global_cleanup();
 }
 

@@ -702,6 +702,34 @@ static const char *session_end_reason(int code)
     }
 }
 
+/*
+ * After a connection ended with code (the server's close, 0 when none): 1 when the next one
+ * RESUMEs, 0 when it IDENTIFYs; the session is dropped then, and announced as lost when the
+ * close ended it or every RESUME failed.
+ */
+static int resume_next(struct gw_shard *s, int code)
+{
+    int resume;
+    if (s->self_close)
+        resume = s->reconnect_resume;
+    else
+        resume = !ends_session(code);
+    if (resume && !s->session_id[0])
+        resume = 0;
+    const char *lost = !s->self_close && ends_session(code) ? session_end_reason(code) : NULL;
+    if (resume && s->resume_attempts >= s->gw->cfg->max_resume_attempts) {
+        log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d", s->id,
+                 s->resume_attempts);
+        resume = 0;
+        lost = "resume_failed";
+    }
+    if (!resume && lost)
+        lose_session(s, lost);
+    else if (!resume)
+        drop_session(s);
+    return resume;
+}
+
 static void on_connection_lost(struct gw_shard *s, const char *why)
 {
     struct gw_gateway *gw = s->gw;
@@ -741,26 +769,7 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         gw__shard_failed(gw, s, code, why);
         return;
     }
-    int resume;
-    if (s->self_close)
-        resume = s->reconnect_resume;
-    else if (ends_session(code))
-        resume = 0;
-    else
-        resume = 1;
-    if (resume && !s->session_id[0])
-        resume = 0;
-    const char *lost = !s->self_close && ends_session(code) ? session_end_reason(code) : NULL;
-    if (resume && s->resume_attempts >= gw->cfg->max_resume_attempts) {
-        log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d", s->id,
-                 s->resume_attempts);
-        resume = 0;
-        lost = "resume_failed";
-    }
-    if (!resume && lost)
-        lose_session(s, lost);
-    else if (!resume)
-        drop_session(s);
+    int resume = resume_next(s, code);
     s->reconnect_resume = resume;
 
     uint64_t delay;

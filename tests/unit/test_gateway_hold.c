@@ -449,9 +449,26 @@ TEST(lease_deadline_keeps_a_dropped_shard_away_until_it_moves)
     ASSERT_EQ(gw_gateway_hold(gw, 3, NULL), SH_OK);
     WAIT_FOR(shard_status_is(3, "ready"));
     gw_gateway_set_lease_deadline(gw, sh_now_ms()); /* ran out now */
+    int log_level = sh_log_level, saved_err = dup(2);
+    FILE *log = tmpfile();
+    sh_log_level = SH_LOG_WARN;
+    dup2(fileno(log), 2);
     cJSON_Delete(fake_call("/_fake/close", "{\"shard\":3,\"code\":4000}"));
-    WAIT_FOR(shard_status_is(3, "disconnected"));
-    usleep(1500000); /* past a reconnect and a re-check */
+    usleep(300000);
+    gw_gateway_set_lease_deadline(gw, sh_now_ms() - 1); /* moved, still past: looks again */
+    usleep(1500000);                                    /* past a reconnect and a re-check */
+    dup2(saved_err, 2);
+    close(saved_err);
+    sh_log_level = log_level;
+    char text[8192] = "";
+    rewind(log);
+    size_t got = fread(text, 1, sizeof(text) - 1, log);
+    text[got] = '\0';
+    fclose(log);
+    const char *line = "msg=\"lease ran out; not reconnecting\" shard=3";
+    const char *first = strstr(text, line);
+    ASSERT(first);
+    ASSERT(!strstr(first + 1, line)); /* once per hold-up */
     ASSERT_EQ(wire_of(3, 6).conns, 1);
     ASSERT(shard_status_is(3, "disconnected"));
     gw_gateway_set_lease_deadline(gw, sh_now_ms() + 60000);
@@ -459,6 +476,38 @@ TEST(lease_deadline_keeps_a_dropped_shard_away_until_it_moves)
     ASSERT_EQ(wire_of(3, 6).ops, 1); /* resumed, not identified again */
     ASSERT_EQ(wire_of(3, 2).ops, 1);
     gateway_down();
+}
+
+/* Sends queued for a held shard that never connected (its lease ran out) go with the release. */
+TEST(release_drops_queued_sends_and_says_how_many)
+{
+    ASSERT_EQ(gateway_up(4, 1, 0), 0);
+    gw_gateway_set_lease_deadline(gw, sh_now_ms());
+    ASSERT_EQ(gw_gateway_hold(gw, 1, NULL), SH_OK);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(gw_gateway_send(gw, 1, "{\"op\":3,\"d\":{}}", 15), SH_OK);
+    struct gw_shard_info info;
+    WAIT_FOR(gw_gateway_shard_info(gw, 1, &info) == 0 && info.queued_sends == 3 &&
+             !strcmp(info.status, "disconnected"));
+    int log_level = sh_log_level, saved_err = dup(2);
+    FILE *log = tmpfile();
+    sh_log_level = SH_LOG_INFO;
+    dup2(fileno(log), 2);
+    ASSERT_EQ(gw_gateway_release(gw, 1), SH_OK);
+    ASSERT_EQ(gw_gateway_send(gw, 1, "{\"op\":3,\"d\":{}}", 15), SH_ENOTFOUND);
+    for (int i = 0; i < 100 && held_count(); i++)
+        usleep(20000);
+    dup2(saved_err, 2);
+    close(saved_err);
+    sh_log_level = log_level;
+    char text[8192] = "";
+    rewind(log);
+    text[fread(text, 1, sizeof(text) - 1, log)] = '\0';
+    fclose(log);
+    ASSERT_EQ(held_count(), 0);
+    ASSERT(
+        strstr(text, "msg=\"shard released\" shard=1 status=disconnected seq=0 dropped_sends=3"));
+    ASSERT_EQ(wire_of(-1, 2).conns, 0);
 }
 
 TEST(identify_refused_closes_with_4000_and_waits_for_the_budget)
@@ -511,6 +560,7 @@ static void all(void)
     CASE(a_hold_whose_session_is_gone_reports_it_lost_once);
     CASE(release_while_connecting_gives_back_the_budget_token);
     CASE(lease_deadline_keeps_a_dropped_shard_away_until_it_moves);
+    CASE(release_drops_queued_sends_and_says_how_many);
     CASE(identify_refused_closes_with_4000_and_waits_for_the_budget);
     CASE(an_unheld_shard_costs_little);
     curl_global_cleanup();

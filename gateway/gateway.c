@@ -2,8 +2,9 @@
  * gateway/gateway.c: the gateway room's loop. Owns the libwebsockets context that
  * serves every shard of the process, discovery through /gateway/bot, asking the
  * gw_identify interface for identify slots and the session budget (and holding shards
- * while the budget is spent), the per-pass event chunk handed to the sink, the command
- * queue, status snapshots, graceful stop and fatal exit.
+ * while the budget is spent or at its reserve), the per-pass event chunk handed to the sink,
+ * the command queue (sends, reconnects, and in cluster mode which shards are held and the lease
+ * deadline), status snapshots of the held shards, graceful stop and fatal exit.
  *
  * Everything runs on the gateway thread except the functions gateway.h marks "any
  * thread": gw_gateway_stop, the commands (send, withdraw, reconnect, pause) that post to

@@ -2,7 +2,8 @@
  * gateway/shard.c: one shard's life on the gateway thread: connect, HELLO,
  * heartbeats and zombie detection, IDENTIFY through the bucket or RESUME on
  * resume_gateway_url, READY and guild loading, dispatch hand-off, close codes and
- * reconnects with capped full-jitter backoff.
+ * reconnects with capped full-jitter backoff (held back past the lease deadline), a lost
+ * session announced as SHARDHOOK_SESSION_LOST, and a shard's hold and release.
  *
  * Everything here runs on the gateway thread inside libwebsockets callbacks and
  * scheduled callbacks (lws_sul). It must not block and must not touch other rooms.

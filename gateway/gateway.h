@@ -171,7 +171,8 @@ void gw_gateway_free(struct gw_gateway *gw);
 int gw_gateway_total(const struct gw_gateway *gw);
 /* The identify bucket count in use (max_concurrency, or identify_concurrency when set). */
 int gw_gateway_max_concurrency(const struct gw_gateway *gw);
-/* 1 when shard id runs in this process. */
+/* 1 when shard id runs in this process: it is held here now (cluster mode: between hold and
+   release; set when gw_gateway_hold/release is called, before the loop acts on it). */
 int gw_gateway_runs(const struct gw_gateway *gw, int shard_id);
 /* The shard a guild's events and requests belong to: (guild_id >> 22) % total. */
 int gw_gateway_shard_for_guild(const struct gw_gateway *gw, uint64_t guild_id);

@@ -3,7 +3,9 @@
 // Cloudflare Worker with a Node shim): it verifies the Standard Webhooks signature with the
 // reference `standardwebhooks` package, skips batches it has already handled (shardhook
 // delivers at least once: a batch whose answer was lost comes again with the same webhook-id),
-// and handles each event. The HTTP server around it is only for running it locally:
+// skips events it has already handled (after a restart or a takeover, shardhook replays events
+// in new batches; each event's "key" is the same every time it comes), and handles each event.
+// The HTTP server around it is only for running it locally:
 //
 //   npm install            # in this folder: installs standardwebhooks
 //   WEBHOOK_SECRET=whsec_... PORT=8080 node server.js
@@ -17,10 +19,23 @@ const { Webhook, WebhookVerificationError } = require("standardwebhooks");
 const MAX_BODY = 16 << 20; // shardhook's largest max_batch_bytes
 const wh = new Webhook(process.env.WEBHOOK_SECRET || "");
 const recent = new Map(); // webhook-id -> time handled; in production, a shared store
+const seenKeys = new Set(); // event keys handled, the latest MAX_KEYS; likewise
+const MAX_KEYS = 100000; // duplicates come within minutes of the first delivery
+
+// true the first time an event's key is seen (events without a key: always).
+function firstTime(key) {
+    if (key === undefined) return true;
+    if (seenKeys.has(key)) return false;
+    seenKeys.add(key);
+    if (seenKeys.size > MAX_KEYS) seenKeys.delete(seenKeys.values().next().value);
+    return true;
+}
 
 function handleEvent(ev) {
     // Your bot logic. ev is the Gateway dispatch with the shard added:
-    // {"shard":[id,count],"op":0,"t":"MESSAGE_CREATE","s":42,"d":{...}}
+    // {"shard":[id,count],"op":0,"t":"MESSAGE_CREATE","s":42,"key":"3:9f2c...:42","d":{...}}
+    // SHARDHOOK_SESSION_LOST (d: session_id, seq, reason) says events after d.seq may be
+    // missing: resynchronise what depends on them.
     const d = ev.d || {};
     const what = d.content !== undefined ? JSON.stringify(String(d.content).slice(0, 60)) : "";
     console.log(`  ${ev.t} shard=${ev.shard[0]} s=${ev.s} ${what}`);
@@ -42,7 +57,10 @@ function handle(rawBody, headers) {
         return [200, { ok: true, duplicate: true }];
     }
     console.log(`verified batch webhook-id=${id} events=${batch.events.length}`);
-    for (const ev of batch.events) handleEvent(ev);
+    for (const ev of batch.events) {
+        if (firstTime(ev.key)) handleEvent(ev);
+        else console.log(`duplicate event key=${ev.key}: already handled, skipped`);
+    }
     recent.set(id, Date.now());
     if (recent.size > 10000) recent.delete(recent.keys().next().value);
     return [200, { ok: true }];

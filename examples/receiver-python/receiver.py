@@ -12,7 +12,9 @@ one of the space-separated "v1,<base64>" values of webhook-signature (several wh
 the timestamp must be within 5 minutes of now. Compare in constant time, and use the raw bytes.
 
 shardhook delivers at least once: a batch whose answer got lost comes again with the same
-webhook-id, so handle each webhook-id once. Answer 2xx only once the batch is handled.
+webhook-id, so handle each webhook-id once; events replayed after a restart or a takeover come
+in new batches, with the same "key" as the first time, so handle each event key once. Answer 2xx
+only once the batch is handled.
 """
 import base64
 import hashlib
@@ -30,6 +32,8 @@ TOLERANCE_S = 5 * 60
 MAX_BODY = 16 << 20
 SECRET = os.environ.get("WEBHOOK_SECRET", "")
 _recent = OrderedDict()  # webhook-id -> time handled; in production, a shared store
+_seen_keys = OrderedDict()  # event keys handled, the latest MAX_KEYS; likewise
+MAX_KEYS = 100000  # duplicates come within minutes of the first delivery
 _lock = threading.Lock()
 
 
@@ -60,11 +64,26 @@ def verify(secret, headers, body):
     raise Invalid("no matching signature")
 
 
+def first_time(key):
+    """True the first time an event key is seen (events without a key: always); lock held."""
+    if key is None:
+        return True
+    if key in _seen_keys:
+        return False
+    _seen_keys[key] = True
+    while len(_seen_keys) > MAX_KEYS:
+        _seen_keys.popitem(last=False)
+    return True
+
+
 def handle_event(ev):
-    """Your bot logic. ev: {"shard":[id,count],"op":0,"t":"MESSAGE_CREATE","s":42,"d":{...}}"""
+    """Your bot logic.
+    ev: {"shard":[id,count],"op":0,"t":"MESSAGE_CREATE","s":42,"key":"3:9f2c...:42","d":{...}}
+    SHARDHOOK_SESSION_LOST (d: session_id, seq, reason) says events after d.seq may be missing:
+    resynchronise what depends on them."""
     d = ev.get("d") or {}
     what = json.dumps(str(d["content"])[:60]) if "content" in d else ""
-    print("  %s shard=%d s=%d %s" % (ev["t"], ev["shard"][0], ev["s"], what), flush=True)
+    print("  %s shard=%d s=%s %s" % (ev["t"], ev["shard"][0], ev["s"], what), flush=True)
 
 
 def handle(body, headers):
@@ -83,7 +102,10 @@ def handle(body, headers):
         print("verified batch webhook-id=%s events=%d" % (msg_id, len(batch["events"])),
               flush=True)
         for ev in batch["events"]:
-            handle_event(ev)
+            if first_time(ev.get("key")):
+                handle_event(ev)
+            else:
+                print("duplicate event key=%s: already handled, skipped" % ev["key"], flush=True)
         _recent[msg_id] = time.time()
         while len(_recent) > 10000:
             _recent.popitem(last=False)

@@ -14,7 +14,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness import (ROOT, Receiver, Shardhook, base_config, free_port, scale,
+from harness import (ROOT, Receiver, Shardhook, base_config, free_port, scale, sign,
                      timeout, wait_for)
 from delivery_helpers import burst_keys, keys, make_fake, npm_verify, wait_sessions
 
@@ -80,7 +80,7 @@ def test_ten_thousand_events_over_four_shards_to_two_webhooks(tmp):
     assert_shard_order(b)
     # the event is the dispatch as the fake sent it, with the shard added
     first = a[0]
-    assert set(first) == {"shard", "op", "t", "s", "d"} and first["op"] == 0
+    assert set(first) == {"shard", "op", "t", "s", "key", "d"} and first["op"] == 0
     assert first["shard"][1] == 4 and isinstance(first["d"]["n"], int)
     # every batch, checked by the reference verifier; b with each of its two keys
     ra, rb = ok_requests(rx, "/a"), ok_requests(rx, "/b")
@@ -552,11 +552,28 @@ def check_example(tmp, argv, name):
                           webhook={"secret": SECRET_A})
         Shardhook(cfg, tmp)
         wait_sessions(fake)
-        fake.burst(12, shard=0)
+        first = fake.burst(12, shard=0)["first_s"]
         wait_for(lambda: log.read_text().count("MESSAGE_CREATE") >= 12, 15,
                  what="the example to print 12 messages")
         text = log.read_text()
         assert "verified" in text and "rejected" not in text, text[-2000:]
+        # an event it handled, replayed in a new batch (as after a takeover): skipped by its key
+        key = "0:%s:%d" % (fake.sessions()[0]["session_id"], first)
+        body = json.dumps({"events": [{"shard": [0, 1], "op": 0, "t": "MESSAGE_CREATE",
+                                       "s": first, "key": key, "d": {"n": 1}}]}).encode()
+        ts = str(int(time.time()))
+        import urllib.request
+        req = urllib.request.Request("http://127.0.0.1:%d/discord/events" % port, data=body,
+                                     method="POST",
+                                     headers={"webhook-id": "msg_replayed",
+                                              "webhook-timestamp": ts,
+                                              "webhook-signature": sign(SECRET_A, "msg_replayed",
+                                                                        ts, body),
+                                              "Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=5).status == 200
+        wait_for(lambda: "duplicate event key=%s" % key in log.read_text(), 5,
+                 what="the replayed event skipped")
+        assert log.read_text().count("MESSAGE_CREATE") == 12
         # a forged request is refused with 401
         import urllib.request
         import urllib.error

@@ -6,11 +6,10 @@
  * Beside it: the status for the control API and the pauses kept across restarts are
  * webhook_state.c's, flow control, when_full shedding and the gauges flow.c's, events for one
  * webhook and the actions of answers action_events.c's, cluster mode's shards that come and go
- * holds.c's. What was acknowledged and what may be
- * checkpointed is the ledger's (bridge/ledger.h), where checkpoints are kept the store's
- * (bridge/ckstore.h), how an attempt is built the request's (bridge/request.h). It never
- * touches gateway state: flow control goes through the callback main() wires to
- * gw_gateway_pause_reading().
+ * holds.c's. What was acknowledged and what may be checkpointed is the ledger's
+ * (bridge/ledger.h), where checkpoints are kept the store's (bridge/ckstore.h), how an attempt
+ * is built the request's (bridge/request.h). It never touches gateway state: flow control goes
+ * through the callback main() wires to gw_gateway_pause_reading().
  */
 #include <curl/curl.h>
 #include <errno.h>

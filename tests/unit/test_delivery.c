@@ -171,6 +171,8 @@ static void sleep_ms(int ms)
 static struct cfg_config cfg;
 static char dir[64];
 static int port;
+/* config beside the defaults below: top-level keys, and the webhook's (each ending in ',') */
+static const char *extra_top = "", *extra_hook = "";
 
 /* A cluster-mode delivery over shards 0 and 1 of 2, one webhook at the receiver. */
 static struct br_delivery *delivery(int delay_ms, struct br_ckstore *store)
@@ -178,13 +180,13 @@ static struct br_delivery *delivery(int delay_ms, struct br_ckstore *store)
     snprintf(dir, sizeof(dir), "/tmp/shardhook-test-delivery-XXXXXX");
     if (!mkdtemp(dir))
         return NULL;
-    char json[1024], err[256];
+    char json[2048], err[256];
     snprintf(json, sizeof(json),
-             "{\"token\":\"test-token\",\"shards\":{\"total\":2},\"state_dir\":\"%s\","
-             "\"webhooks\":[{\"url\":\"http://127.0.0.1:%d/hook\",\"secret\":null,"
+             "{%s\"token\":\"test-token\",\"shards\":{\"total\":2},\"state_dir\":\"%s\","
+             "\"webhooks\":[{%s\"url\":\"http://127.0.0.1:%d/hook\",\"secret\":null,"
              "\"max_batch_delay_ms\":%d,\"max_in_flight\":1,\"retry_base_ms\":20,"
              "\"retry_max_ms\":100}]}",
-             dir, port, delay_ms);
+             extra_top, dir, extra_hook, port, delay_ms);
     memset(&cfg, 0, sizeof(cfg));
     if (cfg_load_string(json, strlen(json), &cfg, err, sizeof(err))) {
         fprintf(stderr, "config: %s\n", err);
@@ -476,6 +478,48 @@ TEST(drain_times_out_with_the_acknowledged_floor)
     finish(d);
 }
 
+/*
+ * SHARDHOOK_SESSION_LOST ("s":null) reaches a webhook whose filters would drop it, between the
+ * lost session's events and the new one's (the ledger's side of an s-less event: test_ledger.c).
+ */
+TEST(session_lost_passes_every_filter)
+{
+    rx_reset(200);
+    extra_top = "\"disable_events\":[\"SHARDHOOK_SESSION_LOST\",\"READY\"],";
+    extra_hook = "\"events\":[\"MESSAGE_CREATE\"],";
+    struct br_delivery *d = delivery(10, NULL);
+    extra_top = extra_hook = "";
+    ASSERT(d);
+    ASSERT_EQ(br_delivery_hold(d, 0, NULL), 0);
+    push(d, 0, "S0", 0, 3);
+    WAIT_FOR(rx_acked_with(mark(0, 3)));
+    struct gw_chunk *c = gw_chunk_new(1 << 16);
+    ASSERT(c);
+    static const char lost[] = "{\"session_id\":\"S0\",\"seq\":3,\"reason\":\"invalid_session\"}";
+    ASSERT_EQ(gw_chunk_append(c, 0, 2, "SHARDHOOK_SESSION_LOST", 22, 0, lost, sizeof(lost) - 1,
+                              sh_now_ms()),
+              0);
+    struct gw_sink sink = br_delivery_sink(d);
+    sink.push(sink.ud, c);
+    push(d, 0, "S1", 0, 2); /* the new session: s from 1 again */
+    WAIT_FOR(rx_acked_with(mark(0, 2)) >= 2);
+    ASSERT_EQ(rx_acked_with("\"t\":\"SHARDHOOK_SESSION_LOST\""), 1);
+    ASSERT_EQ(rx_any_with("\"t\":\"READY\""), 0); /* the filters do work */
+    pthread_mutex_lock(&rx.lock);
+    int at_lost = -1, at_new = -1;
+    for (int i = 0; i < rx.n; i++) {
+        char *p = strstr(rx.body[i], "SHARDHOOK_SESSION_LOST");
+        char *q = strstr(rx.body[i], "\"mark\":\"0-2\"");
+        if (p && at_lost < 0)
+            at_lost = i * 4096 + (int)(p - rx.body[i]);
+        if (q) /* the last one: the new session's */
+            at_new = i * 4096 + (int)(q - rx.body[i]);
+    }
+    pthread_mutex_unlock(&rx.lock);
+    ASSERT(at_lost >= 0 && at_new > at_lost); /* before the new session's events */
+    finish(d);
+}
+
 static struct MHD_Daemon *daemon_;
 
 static int setup(void)
@@ -489,4 +533,5 @@ static int setup(void)
 TEST_MAIN(if (setup()) return 1; RUN(calls_are_checked_before_they_queue);
           RUN(hold_resumes_from_the_checkpoint_it_is_given);
           RUN(release_keeps_the_other_shards_events); RUN(drain_hands_over_what_was_acknowledged);
-          RUN(drain_times_out_with_the_acknowledged_floor); MHD_stop_daemon(daemon_))
+          RUN(drain_times_out_with_the_acknowledged_floor); RUN(session_lost_passes_every_filter);
+          MHD_stop_daemon(daemon_))

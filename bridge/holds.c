@@ -155,7 +155,7 @@ static void end_drains(struct br_delivery *d, int li, int rc)
     if (!ended)
         return;
     br_ledger_checkpoint(d->ledger, li, &ended->cp); /* before the ledger forgets it */
-    release(d, li, rc ? "drain_timeout" : "drained");
+    release(d, li, !rc ? "drained" : rc == SH_ETIMEDOUT ? "drain_timeout" : "drain_cancelled");
     log_info("msg=\"drain ended\" shard=%d seq=%" PRIu64 " all_acknowledged=%d", ended->cp.shard,
              ended->cp.seq, !rc);
     for (struct br__cmd *c = ended, *nx; c; c = nx) {
@@ -188,9 +188,10 @@ void br__apply_commands(struct br_delivery *d, struct sh_qnode *n, uint64_t now)
         struct br__cmd *c = SH_QUEUE_ITEM(n, struct br__cmd, node);
         switch (c->kind) {
         case CMD_HOLD:
-            if (br_ledger_held(d->ledger, c->li)) {
+            if (br_ledger_held(d->ledger, c->li)) { /* what it had goes first */
                 end_drains(d, c->li, SH_ECLOSED);
-                release(d, c->li, "held_again");
+                if (br_ledger_held(d->ledger, c->li))
+                    release(d, c->li, "held_again");
             }
             br_ledger_hold(d->ledger, c->li, c->has_cp ? &c->cp : NULL);
             log_info("msg=\"shard held\" shard=%d resume=%d seq=%" PRIu64,

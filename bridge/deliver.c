@@ -699,6 +699,18 @@ static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
     pthread_mutex_unlock(&d->lock);
 }
 
+/* Route every event of the chunks taken (push order), then free them. */
+static void route_chunks(struct br_delivery *d, struct sh_qnode *chunks, uint64_t now)
+{
+    for (struct sh_qnode *n = chunks, *nx; n; n = nx) {
+        nx = n->next;
+        struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
+        for (size_t i = 0; d->prepared && i < c->n; i++)
+            route_event(d, c, i, now);
+        gw_chunk_free(c);
+    }
+}
+
 static void *run(void *arg)
 {
     struct br_delivery *d = arg;
@@ -717,13 +729,7 @@ static void *run(void *arg)
 
         uint64_t now = sh_now_ms();
         br__apply_commands(d, cmds, now); /* a hold is in place before its shard's first event */
-        for (struct sh_qnode *n = chunks, *nx; n; n = nx) {
-            nx = n->next;
-            struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
-            for (size_t i = 0; i < c->n; i++)
-                route_event(d, c, i, now);
-            gw_chunk_free(c);
-        }
+        route_chunks(d, chunks, now);
         br__route_action_events(d, action_events, now);
         uint64_t wake = close_due(d, now, stopping);
 
@@ -828,14 +834,7 @@ static void wind_down(struct br_delivery *d)
     } else {
         br__free_commands(cmds);
     }
-    /* arrived after the last pass */
-    for (struct sh_qnode *n = sh_queue_take(&d->inq), *nx; n; n = nx) {
-        nx = n->next;
-        struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
-        for (size_t i = 0; d->prepared && i < c->n; i++)
-            route_event(d, c, i, now);
-        gw_chunk_free(c);
-    }
+    route_chunks(d, sh_queue_take(&d->inq), now); /* arrived after the last pass */
     struct sh_qnode *action_events = sh_queue_take(&d->evq);
     if (d->prepared)
         br__route_action_events(d, action_events, now);

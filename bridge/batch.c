@@ -225,3 +225,112 @@ int br_batch_decode(const char *meta, size_t meta_len, const char *body, size_t 
     *out = b;
     return SH_OK;
 }
+
+/* ---- taking a shard's events out ---- */
+
+/* The end of the JSON value starting at p (an object or array, strings and escapes skipped). */
+static const char *value_end(const char *p, const char *end)
+{
+    int depth = 0;
+    for (; p < end; p++) {
+        char c = *p;
+        if (c == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\')
+                    p++;
+            if (p >= end)
+                return NULL;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                return p + 1;
+            if (depth < 0)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* The shard of an encoded event: it starts {"shard":[<id>, (gateway/sink.h's encoding). */
+static int event_shard(const char *p, const char *end, uint32_t *shard)
+{
+    static const char pre[] = "{\"shard\":[";
+    size_t n = sizeof(pre) - 1;
+    if ((size_t)(end - p) <= n || memcmp(p, pre, n))
+        return SH_EPARSE;
+    uint32_t v = 0;
+    const char *q = p + n;
+    for (; q < end && *q >= '0' && *q <= '9' && v <= 65535; q++)
+        v = v * 10 + (uint32_t)(*q - '0');
+    if (q == p + n || q >= end || *q != ',' || v > 65535)
+        return SH_EPARSE;
+    *shard = v;
+    return SH_OK;
+}
+
+/* 1 when some entry of b is of a shard drop() names. */
+static int any_dropped(const struct br_batch *b, int (*drop)(void *ud, uint32_t shard), void *ud)
+{
+    for (uint32_t i = 0; i < b->n_shards; i++)
+        if (drop(ud, b->shards[i].shard))
+            return 1;
+    return 0;
+}
+
+/* The body without the dropped shards' events into nb; *kept: the events left. */
+static int rebuild_body(const struct br_batch *b, int (*drop)(void *ud, uint32_t shard), void *ud,
+                        struct sh_buf *nb, uint32_t *kept)
+{
+    const char *p = b->body.data + BR_BATCH_HEAD_LEN;
+    const char *end = b->body.data + b->body.len - (b->closed ? BR_BATCH_TAIL_LEN : 0);
+    uint32_t seen = 0;
+    int rc = sh_buf_append(nb, BR_BATCH_HEAD, BR_BATCH_HEAD_LEN);
+    *kept = 0;
+    while (!rc && p < end) {
+        const char *e = value_end(p, end);
+        uint32_t shard;
+        if (!e || event_shard(p, e, &shard))
+            return SH_EPARSE;
+        seen++;
+        if (!drop(ud, shard)) {
+            rc = *kept ? sh_buf_append(nb, ",", 1) : SH_OK;
+            rc = rc ? rc : sh_buf_append(nb, p, (size_t)(e - p));
+            *kept += !rc;
+        }
+        p = e;
+        if (p < end && *p++ != ',')
+            return SH_EPARSE;
+    }
+    if (!rc && seen != b->n_events)
+        return SH_EPARSE;
+    if (!rc && b->closed)
+        rc = sh_buf_append(nb, "]}", 2);
+    return rc;
+}
+
+int br_batch_drop_shards(struct br_batch *b, int (*drop)(void *ud, uint32_t shard), void *ud,
+                         uint32_t *removed)
+{
+    *removed = 0;
+    if (!any_dropped(b, drop, ud))
+        return SH_OK;
+    struct sh_buf nb;
+    sh_buf_init(&nb, b->body.max);
+    uint32_t kept = 0;
+    int rc = rebuild_body(b, drop, ud, &nb, &kept);
+    if (rc) {
+        sh_buf_free(&nb);
+        return rc;
+    }
+    sh_buf_free(&b->body);
+    b->body = nb;
+    *removed = b->n_events - kept;
+    b->n_events = kept;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < b->n_shards; i++)
+        if (!drop(ud, b->shards[i].shard))
+            b->shards[n++] = b->shards[i];
+    b->n_shards = n;
+    return SH_OK;
+}

@@ -48,6 +48,7 @@ struct br_batch {
     uint64_t next_try_ms;
     uint64_t started_ms;
     void *req;
+    int adopted; /* read back from a spool the last stop saved */
     /* refused, and its dead letter not yet on disk: the answer to write again */
     long dead_status;
     unsigned dead_tries;
@@ -73,6 +74,16 @@ int br_batch_add(struct br_batch *b, const char *ev, size_t len, uint32_t shard,
 
 /* Finish the body with "]}" (always fits: br_batch_add keeps room). Idempotent. */
 void br_batch_close(struct br_batch *b);
+
+/*
+ * Take the events of every shard drop(ud, shard) names out of b (open or closed), keeping the
+ * others in their order, their entries and b's webhook-id. *removed: how many went; a batch
+ * left with no event has n_events 0 (the caller frees it). Relies on each event starting with
+ * {"shard":[<id>, (gateway/sink.h's encoding). SH_EPARSE (a body it cannot read) or SH_ENOMEM
+ * leave b as it was.
+ */
+int br_batch_drop_shards(struct br_batch *b, int (*drop)(void *ud, uint32_t shard), void *ud,
+                         uint32_t *removed);
 
 /*
  * The spool's record metadata: msg_id, counts and shard entries, appended to out.

@@ -128,3 +128,79 @@ int br_ckstore_files_new(const char *state_dir, struct br_ckstore **out)
     *out = &fs->base;
     return SH_OK;
 }
+
+/* ---- the mirrored store: the files, and every write handed to the cluster too ------------- */
+
+struct mirror_store {
+    struct br_ckstore base;
+    struct br_ckstore *inner;
+    struct br_ckstore_mirror mirror;
+};
+
+static int mirror_load(struct br_ckstore *st, int shard, struct br_checkpoint *out)
+{
+    struct br_ckstore *in = ((struct mirror_store *)st)->inner;
+    return in->ops->load(in, shard, out);
+}
+
+/*
+ * put() sees every checkpoint the ledger writes, even when the file write failed: the cluster's
+ * copy is worth keeping current when the disk is not (the ledger tries the file again later).
+ */
+static int mirror_append(struct br_ckstore *st, struct br_checkpoint *cp)
+{
+    struct mirror_store *ms = (struct mirror_store *)st;
+    int rc = ms->inner->ops->append(ms->inner, cp);
+    if (rc != SH_EAGAIN) /* SH_EAGAIN: nothing written, a snapshot follows at once */
+        ms->mirror.put(ms->mirror.ud, cp);
+    return rc;
+}
+
+static int mirror_snapshot(struct br_ckstore *st, struct br_checkpoint *cp, int sync)
+{
+    struct mirror_store *ms = (struct mirror_store *)st;
+    int rc = ms->inner->ops->snapshot(ms->inner, cp, sync);
+    ms->mirror.put(ms->mirror.ud, cp);
+    return rc;
+}
+
+static int mirror_unsynced(const struct br_ckstore *st, int shard)
+{
+    const struct br_ckstore *in = ((const struct mirror_store *)st)->inner;
+    return in->ops->unsynced(in, shard);
+}
+
+static void mirror_free(struct br_ckstore *st)
+{
+    struct mirror_store *ms = (struct mirror_store *)st;
+    br_ckstore_free(ms->inner);
+    free(ms);
+}
+
+static const struct br_ckstore_ops mirror_ops = {
+    .load = mirror_load,
+    .append = mirror_append,
+    .snapshot = mirror_snapshot,
+    .unsynced = mirror_unsynced,
+    .free = mirror_free,
+};
+
+int br_ckstore_mirrored_new(struct br_ckstore *inner, const struct br_ckstore_mirror *mirror,
+                            struct br_ckstore **out)
+{
+    if (!inner || !mirror || !mirror->put) {
+        br_ckstore_free(inner);
+        return SH_EINVAL;
+    }
+    struct mirror_store *ms = calloc(1, sizeof(*ms));
+    if (!ms) {
+        br_ckstore_free(inner);
+        return SH_ENOMEM;
+    }
+    ms->base.ops = &mirror_ops;
+    ms->base.where = inner->where;
+    ms->inner = inner;
+    ms->mirror = *mirror;
+    *out = &ms->base;
+    return SH_OK;
+}

@@ -5,11 +5,11 @@
  * and the thread's set-up and stop; its state is struct br_delivery (bridge/deliver_int.h).
  * Beside it: the status for the control API and the pauses kept across restarts are
  * webhook_state.c's, flow control, when_full shedding and the gauges flow.c's, events for one
- * webhook and the actions of answers action_events.c's. What was acknowledged and what may be
- * checkpointed is the ledger's (bridge/ledger.h), where checkpoints are kept the store's
- * (bridge/ckstore.h), how an attempt is built the request's (bridge/request.h). It never
- * touches gateway state: flow control goes through the callback main() wires to
- * gw_gateway_pause_reading().
+ * webhook and the actions of answers action_events.c's, cluster mode's shards that come and go
+ * holds.c's. What was acknowledged and what may be checkpointed is the ledger's
+ * (bridge/ledger.h), where checkpoints are kept the store's (bridge/ckstore.h), how an attempt
+ * is built the request's (bridge/request.h). It never touches gateway state: flow control goes
+ * through the callback main() wires to gw_gateway_pause_reading().
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -106,6 +106,8 @@ int br_delivery_new(const struct cfg_config *cfg, struct br_delivery **out)
     pthread_mutex_init(&d->status_lock, NULL);
     sh_queue_init(&d->inq);
     sh_queue_init(&d->evq);
+    sh_queue_init(&d->cmdq);
+    d->cluster = cfg->cluster;
     d->n_hooks = cfg->n_webhooks;
     d->hooks = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->hooks));
     d->pub = calloc(d->n_hooks ? d->n_hooks : 1, sizeof(*d->pub));
@@ -282,7 +284,11 @@ int br_delivery_prepare(struct br_delivery *d, int total, const int *shard_ids, 
         return rc;
     /* checkpoints first: a saved batch is pending only for the session that resumes */
     read_marker(d, adopt);
-    br_ledger_load(d->ledger, adopt);
+    if (d->cluster) /* nothing is held until the cluster gives it: hold() brings the checkpoint */
+        for (int li = 0; li < n; li++)
+            br_ledger_release(d->ledger, li);
+    else
+        br_ledger_load(d->ledger, adopt);
     for (size_t i = 0; !rc && d->cfg->spool_max_bytes && i < d->n_hooks; i++)
         rc = open_spool(d, &d->hooks[i], adopt[i]);
     free(adopt);
@@ -342,6 +348,14 @@ static void route_event(struct br_delivery *d, const struct gw_chunk *c, size_t 
                           "msg=\"event of a shard not run here; dropped\" shard=%u s=%" PRIu64,
                           e->shard, e->s);
         d->undelivered++;
+        return;
+    }
+    if (!br_ledger_held(d->ledger, li)) { /* cluster mode: released, the new owner replays it */
+        static struct sh_log_limit lim;
+        log_warn_limited(&lim,
+                         "msg=\"event of a shard no longer held here; dropped\" shard=%u "
+                         "s=%" PRIu64,
+                         e->shard, e->s);
         return;
     }
     const struct gw_session *sess = gw_chunk_session(c, i);
@@ -617,6 +631,8 @@ static uint64_t schedule(struct br_delivery *d, uint64_t now)
                     if (b->next_try_ms < next)
                         next = b->next_try_ms;
                 } else if (b->state == B_QUEUED || (b->state == B_WAIT && b->next_try_ms <= now)) {
+                    if (br__purge_before_start(d, h, b))
+                        continue; /* only events of shards released: b is gone */
                     if (start_request(d, h, b, now))
                         return now + 100; /* out of memory or handles: try again soon */
                 } else if ((b->state == B_WAIT || b->state == B_DEAD_WAIT) &&
@@ -683,6 +699,18 @@ static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
     pthread_mutex_unlock(&d->lock);
 }
 
+/* Route every event of the chunks taken (push order), then free them. */
+static void route_chunks(struct br_delivery *d, struct sh_qnode *chunks, uint64_t now)
+{
+    for (struct sh_qnode *n = chunks, *nx; n; n = nx) {
+        nx = n->next;
+        struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
+        for (size_t i = 0; d->prepared && i < c->n; i++)
+            route_event(d, c, i, now);
+        gw_chunk_free(c);
+    }
+}
+
 static void *run(void *arg)
 {
     struct br_delivery *d = arg;
@@ -690,6 +718,7 @@ static void *run(void *arg)
         pthread_mutex_lock(&d->lock);
         struct sh_qnode *chunks = sh_queue_take(&d->inq);
         struct sh_qnode *action_events = sh_queue_take(&d->evq);
+        struct sh_qnode *cmds = sh_queue_take(&d->cmdq);
         d->act_now = d->act_ops;
         size_t inq = d->inq_bytes;
         d->inq_bytes = d->inq_events = 0;
@@ -699,13 +728,8 @@ static void *run(void *arg)
         pthread_mutex_unlock(&d->lock);
 
         uint64_t now = sh_now_ms();
-        for (struct sh_qnode *n = chunks, *nx; n; n = nx) {
-            nx = n->next;
-            struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
-            for (size_t i = 0; i < c->n; i++)
-                route_event(d, c, i, now);
-            gw_chunk_free(c);
-        }
+        br__apply_commands(d, cmds, now); /* a hold is in place before its shard's first event */
+        route_chunks(d, chunks, now);
         br__route_action_events(d, action_events, now);
         uint64_t wake = close_due(d, now, stopping);
 
@@ -719,6 +743,9 @@ static void *run(void *arg)
                 finish_request(d, msg->easy_handle, msg->data.result, now);
         for (size_t i = 0; i < d->n_hooks; i++)
             br__hook_refill(&d->hooks[i]);
+        uint64_t drain_at = br__drains_pass(d, now, 0);
+        if (drain_at < wake)
+            wake = drain_at;
 
         /* acknowledgements reach the checkpoint before the next request of the same shards */
         br_ledger_flush(d->ledger, now, 0);
@@ -744,10 +771,13 @@ static void *run(void *arg)
         if (stopping && ((idle(d) && !running) || now >= deadline)) {
             pthread_mutex_lock(&d->lock);
             /* a last chunk pushed while this pass ran */
-            int more = !sh_queue_empty(&d->inq) || !sh_queue_empty(&d->evq);
+            int more =
+                !sh_queue_empty(&d->inq) || !sh_queue_empty(&d->evq) || !sh_queue_empty(&d->cmdq);
             pthread_mutex_unlock(&d->lock);
-            if (!more || now >= deadline)
+            if (!more || now >= deadline) {
+                br__drains_pass(d, now, 1); /* stopping: every drain ends with what it has */
                 break;
+            }
         }
         long timeout = POLL_MAX_MS;
         if (wake != UINT64_MAX)
@@ -794,14 +824,17 @@ static void wind_down(struct br_delivery *d)
         }
     }
     uint64_t now = sh_now_ms();
-    /* arrived after the last pass */
-    for (struct sh_qnode *n = sh_queue_take(&d->inq), *nx; n; n = nx) {
-        nx = n->next;
-        struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
-        for (size_t i = 0; d->prepared && i < c->n; i++)
-            route_event(d, c, i, now);
-        gw_chunk_free(c);
+    pthread_mutex_lock(&d->lock);
+    struct sh_qnode *cmds = sh_queue_take(&d->cmdq);
+    pthread_mutex_unlock(&d->lock);
+    if (d->prepared) {
+        br__apply_commands(d, cmds, now);
+        br__drains_pass(d, now, 1);
+        br__purge_unheld(d); /* what was in flight: not saved for the next start */
+    } else {
+        br__free_commands(cmds);
     }
+    route_chunks(d, sh_queue_take(&d->inq), now); /* arrived after the last pass */
     struct sh_qnode *action_events = sh_queue_take(&d->evq);
     if (d->prepared)
         br__route_action_events(d, action_events, now);
@@ -816,7 +849,9 @@ static int save_unsent(struct br_delivery *d)
     int any = 0;
     for (size_t i = 0; i < d->n_hooks; i++)
         if (br__hook_save(&d->hooks[i])) {
-            br_ledger_saved(d->ledger, i);
+            /* cluster mode: no `queued` in checkpoints (another node resumes from acked) */
+            if (!d->cluster)
+                br_ledger_saved(d->ledger, i);
             any = 1;
         }
     return any;
@@ -890,6 +925,8 @@ void br_delivery_free(struct br_delivery *d)
     sh_queue_destroy(&d->inq);
     br__free_action_events(sh_queue_take(&d->evq));
     sh_queue_destroy(&d->evq);
+    br__free_commands(sh_queue_take(&d->cmdq));
+    sh_queue_destroy(&d->cmdq);
     for (size_t i = 0; d->actions && i < d->n_hooks; i++)
         br_actions_free(d->actions[i]);
     free(d->actions);

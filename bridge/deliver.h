@@ -105,29 +105,44 @@ void br_delivery_free(struct br_delivery *d);
 /* ---- cluster mode: shards that come and go (any thread; applied on the delivery thread) -- */
 
 /*
- * In cluster mode prepare() is given every shard this process may hold, and none is held
- * until hold(): until then the ledger writes no checkpoint for it. Commands go through
- * delivery's own queue and are applied before the next event chunk, so a hold() made before
- * gw_gateway_hold() is in place before the shard's first event.
+ * In cluster mode (cfg->cluster) prepare() is given every shard this process may hold, and none
+ * is held until hold(): until then the ledger writes no checkpoint for it and its events are
+ * dropped (logged). Commands go through delivery's own queue and are applied before the event
+ * chunks taken with them, so a hold() made before gw_gateway_hold() is in place before the
+ * shard's first event. Each call returns once queued: SH_EINVAL when shard is not one of
+ * prepare()'s (or before prepare), SH_ENOMEM, SH_ECLOSED once br_delivery_stop began.
+ *
+ * What a released shard leaves: its events in batches not in a request are taken out (a batch
+ * of several shards is rebuilt without them, same webhook-id, the other shards' events in their
+ * order; a batch left empty goes), and batches read back from the spool lose them before they
+ * are sent. Batches the last stop saved are sent as they are (their events come as duplicates
+ * when the shard is held elsewhere: the event key tells them apart); checkpoints in cluster mode
+ * never count a spool's events as `queued`, so whoever resumes a shard replays from what was
+ * acknowledged.
  */
 
 /*
- * Shard starts being held here, from cp (the newest checkpoint, e.g. from Redis; NULL: none,
- * the shard identifies): the ledger's state for it is reset from cp (RESUME floor, per-webhook
- * acknowledgements). SH_EINVAL when shard is not one of prepare()'s, SH_ENOMEM, SH_ECLOSED.
+ * Shard starts being held here, from cp (the newest checkpoint, e.g. from Redis; NULL or no
+ * session: the shard identifies): the ledger's state for it is reset from cp (RESUME floor,
+ * per-webhook acknowledgements; `queued` ignored). Holding a held shard releases it first.
  */
 int br_delivery_hold(struct br_delivery *d, int shard, const struct br_checkpoint *cp);
 /*
  * Shard is no longer held (fenced out, or handed off): its events not yet in a request are
- * discarded, its checkpoints stop; requests in flight finish (their events may reach the
- * receiver a second time from the new owner: the event key tells them apart).
+ * discarded, its checkpoints stop, a drain of it ends (rc SH_ECLOSED); requests in flight
+ * finish (their events may reach the receiver a second time from the new owner: the event key
+ * tells them apart).
  */
 int br_delivery_release(struct br_delivery *d, int shard);
 /*
- * Handoff: wait until every webhook acknowledged (or dead-lettered) every event of shard that
- * delivery holds, or timeout_ms passed; then done(arg, rc, cp) runs once, on the delivery
- * thread, with the final checkpoint (rc 0: all acknowledged; SH_ETIMEDOUT: cp is what was).
- * The caller closes the shard's socket first so nothing new arrives. SH_EINVAL/SH_ENOMEM.
+ * Handoff: the shard's open batches are closed and sent at once; wait until every webhook
+ * acknowledged (or dead-lettered) every event of shard that delivery holds, or timeout_ms
+ * passed; then done(arg, rc, cp) runs once, on the delivery thread (at a stop: on the thread in
+ * br_delivery_stop), with the final checkpoint: what every webhook acknowledged, `queued` 0.
+ * rc 0: all acknowledged; SH_ETIMEDOUT: cp is what was (a stop ends every drain so); SH_ECLOSED:
+ * released or held again meanwhile; SH_ENOTFOUND: the shard was not held (cp has no session).
+ * Afterwards the shard is not held, as after release(). The caller closes the shard's socket
+ * first so nothing new arrives. SH_EINVAL (also for a NULL done), SH_ENOMEM, SH_ECLOSED.
  */
 int br_delivery_drain(struct br_delivery *d, int shard, int timeout_ms,
                       void (*done)(void *arg, int rc, const struct br_checkpoint *cp), void *arg);

@@ -3,7 +3,8 @@
  * the files of the delivery thread share. deliver.c runs the loop; webhook_state.c publishes
  * the status for the control API and keeps the pauses across restarts; flow.c does flow control,
  * shedding and the gauges; action_events.c carries events for one webhook and runs the actions
- * of answers. Nothing outside bridge/ includes this: the public face is bridge/deliver.h.
+ * of answers; holds.c applies cluster mode's hold/release/drain commands. Nothing outside bridge/
+ * includes this: the public face is bridge/deliver.h.
  */
 #ifndef SHARDHOOK_BR_DELIVER_INT_H
 #define SHARDHOOK_BR_DELIVER_INT_H
@@ -47,6 +48,7 @@ struct br_delivery {
     int stopping;
     uint64_t deadline_ms;
     struct sh_queue evq;          /* struct action_event: events for one webhook (members) */
+    struct sh_queue cmdq;         /* cluster mode: hold/release/drain, pushed under lock */
     struct br_action_ops act_ops; /* how actions run; run NULL until main() sets it */
     CURLM *multi;
     /* status for the control API: published by the delivery thread each pass; the pause
@@ -59,6 +61,8 @@ struct br_delivery {
     int total;
     int n_local;
     struct br_ledger *ledger; /* what was acknowledged, what may be checkpointed */
+    int cluster;              /* cluster mode: shards are held and released (holds.c) */
+    struct br__cmd *drains;   /* drains under way (holds.c) */
     struct br__redeliver *rd; /* dead letters sent again (its post is thread-safe) */
     struct br_ckstore *store; /* where checkpoints are kept */
     int prepared;
@@ -115,6 +119,24 @@ void br__shed_full_share(struct br_delivery *d, struct br__hook *h, uint64_t now
 void br__update_flow(struct br_delivery *d, size_t inq);
 /* The queue, spool and inbound gauges (every GAUGE_MS). */
 void br__update_gauges(struct br_delivery *d, size_t inq);
+
+/* ---- holds.c ------------------------------------------------------------------------------ */
+
+struct br__cmd;
+/* Apply the commands taken from cmdq (before the chunks taken with them), then free them. */
+void br__apply_commands(struct br_delivery *d, struct sh_qnode *n, uint64_t now);
+/* Free commands taken from cmdq without applying them. */
+void br__free_commands(struct sh_qnode *n);
+/*
+ * Each pass, after the answers: drains whose shard has nothing pending (or whose time is up, or
+ * every one when ending) call done and release the shard; the others' open batches are closed.
+ * Returns when the next drain gives up (UINT64_MAX: none).
+ */
+uint64_t br__drains_pass(struct br_delivery *d, uint64_t now, int ending);
+/* At stop, once requests in flight are back in the queue: released shards' events go. */
+void br__purge_unheld(struct br_delivery *d);
+/* Before b (of h's memory queue) starts: events of shards no longer held go; 1 when b went. */
+int br__purge_before_start(struct br_delivery *d, struct br__hook *h, struct br_batch *b);
 
 /* ---- webhook_state.c ---------------------------------------------------------------------- */
 

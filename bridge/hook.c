@@ -326,6 +326,7 @@ void br__hook_refill(struct br__hook *h)
         }
         if (adopted)
             b->first_ms = 0; /* another run's clock: no lag figure */
+        b->adopted = adopted;
         b->state = B_QUEUED;
         list_append(&h->head, &h->tail, b);
         h->n_mem++;
@@ -406,6 +407,7 @@ struct br_batch *br__hook_pull_spooled(struct br__hook *h)
         ;
     if (rc)
         return NULL;
+    b->adopted = adopted;
     b->state = B_QUEUED;
     list_append(&h->head, &h->tail, b);
     h->n_mem++;
@@ -519,4 +521,72 @@ int br__hook_save(struct br__hook *h)
 uint64_t br__hook_unsent_events(const struct br__hook *h)
 {
     return queued_events(h->head) + queued_events(h->over_head) + spooled_events(h);
+}
+
+/* ---- cluster mode: events of shards no longer held ---------------------------------------- */
+
+/* Take the dropped shards' events out of b, in list head..tail; 1 when b went (freed). */
+static int purge_listed(struct br__hook *h, struct br_batch **head, struct br_batch **tail,
+                        size_t *count, struct br_batch *b, int (*drop)(void *ud, uint32_t shard),
+                        void *ud, uint64_t *removed)
+{
+    size_t before = b->body.len;
+    uint32_t n = 0;
+    int rc = br_batch_drop_shards(b, drop, ud, &n);
+    if (rc) {
+        log_warn_limited(&h->lim_purge,
+                         "msg=\"cannot take a released shard's events out of a batch; it goes "
+                         "as it is\" webhook=%zu webhook_id=%s error=\"%s\"",
+                         h->idx, b->msg_id, sh_strerror(rc));
+        return 0;
+    }
+    *removed += n;
+    h->mem_bytes -= before - b->body.len;
+    if (b->n_events)
+        return 0;
+    list_remove(head, tail, b);
+    (*count)--;
+    h->mem_bytes -= b->body.len;
+    br_batch_free(b);
+    return 1;
+}
+
+/* Batches of this run not in a request and not waiting for their dead letter. */
+static int purgeable(const struct br_batch *b)
+{
+    return !b->adopted && (b->state == B_QUEUED || b->state == B_WAIT);
+}
+
+int br__hook_purge_batch(struct br__hook *h, struct br_batch *b,
+                         int (*drop)(void *ud, uint32_t shard), void *ud, uint64_t *removed)
+{
+    if (!purgeable(b))
+        return 0;
+    return purge_listed(h, &h->head, &h->tail, &h->n_mem, b, drop, ud, removed);
+}
+
+uint64_t br__hook_purge(struct br__hook *h, int (*drop)(void *ud, uint32_t shard), void *ud)
+{
+    uint64_t removed = 0;
+    for (int l = 0; l < h->n_lanes; l++) {
+        struct br_batch *b = h->open[l];
+        uint32_t n = 0;
+        if (b && !br_batch_drop_shards(b, drop, ud, &n)) {
+            removed += n;
+            if (!b->n_events) {
+                br_batch_free(b);
+                h->open[l] = NULL;
+            }
+        }
+    }
+    for (struct br_batch *b = h->head, *nx; b; b = nx) {
+        nx = b->next;
+        br__hook_purge_batch(h, b, drop, ud, &removed);
+    }
+    for (struct br_batch *b = h->over_head, *nx; b; b = nx) {
+        nx = b->next;
+        if (purgeable(b))
+            purge_listed(h, &h->over_head, &h->over_tail, &h->n_over, b, drop, ud, &removed);
+    }
+    return removed;
 }

@@ -68,7 +68,7 @@ struct br__hook {
     char fail_error[160];
     struct br__hook_metrics m;
     struct sh_log_limit lim_retry, lim_fail, lim_dead, lim_dead_err, lim_shed, lim_trim;
-    struct sh_log_limit lim_spool, lim_spool_read, lim_hold;
+    struct sh_log_limit lim_spool, lim_spool_read, lim_hold, lim_purge;
 };
 
 /* Webhook i of cfg: its key ("w" + 16 hex digits of SHA-256(url), "-N" for the N-th alike). */
@@ -112,5 +112,16 @@ void br__hook_trim_dead_letters(struct br__hook *h, const char *dir);
 int br__hook_save(struct br__hook *h);
 /* Events neither acknowledged nor saved: in memory, overflow and the spool. */
 uint64_t br__hook_unsent_events(const struct br__hook *h);
+
+/*
+ * Cluster mode: take the events of shards drop(ud, shard) names out of h's batches that are not
+ * in a request (open lanes, the memory queue and overflow; not batches waiting for their dead
+ * letter, nor batches the last stop saved). A batch left empty goes. Returns the events taken
+ * out. Spooled batches are checked when they come back, with br__hook_purge_batch.
+ */
+uint64_t br__hook_purge(struct br__hook *h, int (*drop)(void *ud, uint32_t shard), void *ud);
+/* The same for b, of h's memory queue: 1 when nothing was left of it (b freed). */
+int br__hook_purge_batch(struct br__hook *h, struct br_batch *b,
+                         int (*drop)(void *ud, uint32_t shard), void *ud, uint64_t *removed);
 
 #endif

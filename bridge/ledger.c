@@ -23,6 +23,7 @@ struct wsh { /* one webhook x one shard run here */
 
 struct lshard {
     int id;
+    int held;         /* cluster mode: 0 until br_ledger_hold (and after a release) */
     uint32_t gen;     /* session_gen() of the current session: batches name it */
     int have_session; /* READY seen, or a checkpoint loaded */
     int from_checkpoint;
@@ -50,6 +51,7 @@ struct br_ledger {
     int urgent;       /* an acknowledgement or a new session: write before the next request */
     int any_dirty;    /* some shard's checkpoint may have changed */
     int any_unsynced; /* some shard's appends wait for the next durable snapshot */
+    uint32_t holds;   /* holds so far: each one's generation differs from earlier ones */
     uint64_t last_ms, last_sync_ms;
     struct sh_metric_series *m_writes, *m_errors;
 };
@@ -104,6 +106,7 @@ int br_ledger_new(int total, const int *shard_ids, int n, const char *const *hoo
             return SH_EINVAL;
         }
         l->shards[i].id = shard_ids[i];
+        l->shards[i].held = 1;
         l->local_of[shard_ids[i]] = i;
     }
     for (size_t i = 0; i < n_hooks; i++)
@@ -134,6 +137,11 @@ void br_ledger_set_metrics(struct br_ledger *l, struct sh_metric_series *writes,
 int br_ledger_local(const struct br_ledger *l, uint32_t shard)
 {
     return shard < (uint32_t)l->total ? l->local_of[shard] : -1;
+}
+
+int br_ledger_shard_id(const struct br_ledger *l, int li)
+{
+    return l->shards[li].id;
 }
 
 uint32_t br_ledger_gen(const struct br_ledger *l, int li)
@@ -193,7 +201,8 @@ void br_ledger_adopt(struct br_ledger *l, size_t hook, const struct br_batch *b)
 {
     for (uint32_t i = 0; i < b->n_shards; i++) {
         int li = br_ledger_local(l, b->shards[i].shard);
-        if (li < 0 || !l->shards[li].from_checkpoint || b->shards[i].gen != l->shards[li].gen)
+        if (li < 0 || !l->shards[li].held || !l->shards[li].from_checkpoint ||
+            b->shards[i].gen != l->shards[li].gen)
             continue;
         struct wsh *ws = ws_of(l, hook, li);
         ws->pending++;
@@ -213,6 +222,82 @@ int br_ledger_resume_info(const struct br_ledger *l, int shard_id, char *session
     snprintf(resume_url, url_cap, "%s", s->resume_url);
     *seq = s->ckpt_seq;
     return SH_OK;
+}
+
+/* ---- cluster mode: shards held and released ------------------------------------------------ */
+
+/* The shard's session and acknowledgements are forgotten: its batches no longer count. */
+static void forget(struct br_ledger *l, int li)
+{
+    struct lshard *s = &l->shards[li];
+    s->have_session = s->from_checkpoint = 0;
+    s->session_id[0] = s->resume_url[0] = '\0';
+    s->seen = s->ckpt_seq = 0;
+    s->dirty = 0;
+    s->written = 0;
+    for (size_t i = 0; i < l->n_hooks; i++)
+        *ws_of(l, i, li) = (struct wsh){0, 0, 0, 0};
+}
+
+/*
+ * A hold's generation: unlike session_gen(), different for every hold of the same session, so
+ * batches an earlier hold left (in flight, or in the spool) never count for this one.
+ */
+static uint32_t hold_gen(struct br_ledger *l, const char *session_id, uint32_t old)
+{
+    uint32_t g = session_gen(session_id, NO_GEN) ^ (++l->holds * 2654435761u);
+    if (g == NO_GEN)
+        g--;
+    if (g == old)
+        g = g == 0 ? 1 : g - 1;
+    return g;
+}
+
+void br_ledger_hold(struct br_ledger *l, int li, const struct br_checkpoint *cp)
+{
+    struct lshard *s = &l->shards[li];
+    forget(l, li);
+    s->held = 1;
+    if (cp && (!cp->session_id[0] || cp->total != l->total || cp->shard != s->id)) {
+        if (cp->session_id[0])
+            log_warn("msg=\"checkpoint for another shard count ignored; the shard identifies\" "
+                     "shard=%d checkpoint_shard_count=%d shard_count=%d",
+                     s->id, cp->total, l->total);
+        cp = NULL;
+    }
+    s->gen = hold_gen(l, cp ? cp->session_id : "", s->gen);
+    if (!cp)
+        return; /* nothing to resume: the READY of the IDENTIFY starts the session */
+    s->have_session = s->from_checkpoint = 1;
+    snprintf(s->session_id, sizeof(s->session_id), "%s", cp->session_id);
+    snprintf(s->resume_url, sizeof(s->resume_url), "%s", cp->resume_url);
+    s->seen = s->ckpt_seq = cp->seq;
+    for (size_t i = 0; i < l->n_hooks; i++) {
+        /* `queued` is ignored: this process's spool does not hold what another one saved */
+        const struct br_ckpt_hook *e = br_checkpoint_hook(cp, l->keys[i]);
+        uint64_t acked = e && e->acked > cp->seq ? e->acked : cp->seq;
+        ws_of(l, i, li)->last_acked = ws_of(l, i, li)->floor = acked;
+    }
+    s->dirty = l->any_dirty = 1; /* the first write of this hold: a snapshot here too */
+}
+
+void br_ledger_release(struct br_ledger *l, int li)
+{
+    forget(l, li);
+    l->shards[li].held = 0;
+}
+
+int br_ledger_held(const struct br_ledger *l, int li)
+{
+    return l->shards[li].held;
+}
+
+uint64_t br_ledger_pending(const struct br_ledger *l, int li)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < l->n_hooks; i++)
+        n += ws_of(l, i, li)->pending;
+    return n;
 }
 
 /* ---- events and acknowledgements ---------------------------------------------------------- */
@@ -263,9 +348,14 @@ void br_ledger_routed(struct br_ledger *l, size_t hook, int li, uint64_t s, int 
         ws->routed_max = s;
     if (!first)
         return;
-    /* W's first unacknowledged batch of X: everything of X before it is settled */
-    if (!ws->pending && s && s - 1 > ws->last_acked)
-        ws->last_acked = s - 1;
+    /* W's first unacknowledged batch of X: everything of X before it is settled (for an
+       event without s, all that was seen: it must not pull the floor back) */
+    if (!ws->pending) {
+        const struct lshard *sh = &l->shards[li];
+        uint64_t before = s ? s - 1 : (sh->seen > ws->floor ? sh->seen : ws->floor);
+        if (before > ws->last_acked)
+            ws->last_acked = before;
+    }
     ws->pending++;
 }
 
@@ -274,8 +364,8 @@ void br_ledger_settle(struct br_ledger *l, size_t hook, const struct br_batch *b
     for (uint32_t i = 0; i < b->n_shards; i++) {
         const struct br_batch_shard *e = &b->shards[i];
         int li = br_ledger_local(l, e->shard);
-        if (li < 0 || e->gen != l->shards[li].gen)
-            continue; /* an earlier session's: no longer counts */
+        if (li < 0 || !l->shards[li].held || e->gen != l->shards[li].gen)
+            continue; /* an earlier session's, or of a shard released: no longer counts */
         struct wsh *ws = ws_of(l, hook, li);
         if (ws->pending)
             ws->pending--;
@@ -315,6 +405,7 @@ uint64_t br_ledger_floor(const struct br_ledger *l, int li)
 static void fill(const struct br_ledger *l, int li, int clean, struct br_checkpoint *cp,
                  uint64_t *sum)
 {
+    memset(cp, 0, sizeof(*cp));
     const struct lshard *s = &l->shards[li];
     cp->shard = s->id;
     cp->total = l->total;
@@ -342,8 +433,8 @@ static void fill(const struct br_ledger *l, int li, int clean, struct br_checkpo
 static int write_shard(struct br_ledger *l, int li, int sync, int final)
 {
     struct lshard *s = &l->shards[li];
-    if (!s->have_session)
-        return SH_OK;
+    if (!s->have_session || !s->held)
+        return SH_OK; /* cluster mode: a shard not held here writes nothing */
     struct br_checkpoint *cp = calloc(1, sizeof(*cp));
     if (!cp)
         return SH_ENOMEM;
@@ -401,6 +492,14 @@ void br_ledger_flush(struct br_ledger *l, uint64_t now, int final)
     }
     if (sync && wrote)
         l->last_sync_ms = now;
+}
+
+void br_ledger_checkpoint(const struct br_ledger *l, int li, struct br_checkpoint *cp)
+{
+    uint64_t sum;
+    fill(l, li, 0, cp, &sum);
+    for (size_t i = 0; i < cp->n_hooks; i++)
+        cp->hooks[i].queued = 0; /* never more than acknowledged: the next owner replays it */
 }
 
 uint64_t br_ledger_next_ms(const struct br_ledger *l)

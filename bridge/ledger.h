@@ -44,6 +44,8 @@ void br_ledger_set_metrics(struct br_ledger *l, struct sh_metric_series *writes,
 
 /* The local index of shard, -1 when it is not run here. */
 int br_ledger_local(const struct br_ledger *l, uint32_t shard);
+/* The shard id of local index li. */
+int br_ledger_shard_id(const struct br_ledger *l, int li);
 /* The generation of shard li's current session: batch entries name it. */
 uint32_t br_ledger_gen(const struct br_ledger *l, int li);
 
@@ -79,6 +81,30 @@ void br_ledger_saved(struct br_ledger *l, size_t hook);
  */
 uint64_t br_ledger_acked(const struct br_ledger *l, size_t hook, int li);
 uint64_t br_ledger_floor(const struct br_ledger *l, int li);
+
+/* ---- cluster mode: shards that come and go ------------------------------------------------ */
+
+/*
+ * Every shard is held from br_ledger_new on (single-node mode). Cluster mode releases them all
+ * after new and holds each when the cluster gives it to this process. A shard not held writes
+ * no checkpoint and its batches no longer count (settle ignores them).
+ */
+
+/*
+ * Hold shard li from cp (NULL, or a checkpoint without a session: the shard identifies): its
+ * state is reset from cp: session, RESUME floor, each webhook's acknowledgement (by key; a
+ * webhook cp does not name starts at cp's seq). `queued` is ignored (this process's spool does
+ * not hold what cp's writer saved: those events come again from the replay). A new generation
+ * starts: batches from before the hold (even of the same session) no longer count.
+ */
+void br_ledger_hold(struct br_ledger *l, int li, const struct br_checkpoint *cp);
+/* Forget shard li: no more checkpoints, its pending batches no longer count. */
+void br_ledger_release(struct br_ledger *l, int li);
+int br_ledger_held(const struct br_ledger *l, int li);
+/* Batches of shard li's current generation not yet settled, over every webhook. */
+uint64_t br_ledger_pending(const struct br_ledger *l, int li);
+/* Shard li's checkpoint as it stands (what flush would write), `queued` 0 for every webhook. */
+void br_ledger_checkpoint(const struct br_ledger *l, int li, struct br_checkpoint *cp);
 
 /*
  * Write what changed: at once after an acknowledgement or a new session, otherwise once

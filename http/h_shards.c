@@ -1,8 +1,9 @@
 /*
  * http/h_shards.c: the endpoints of one shard or all of them: GET /v1/shards, GET
  * /v1/shards/{id}, POST /v1/shards/{id}/reconnect (one accepted per shard per
- * http.reconnect_interval_ms) and POST /v1/shards/{id}/send (a raw gateway payload). Owns no
- * state but the reconnect slots in ctx, under ctx->reconnect_lock.
+ * http.reconnect_interval_ms), POST /v1/shards/{id}/send (a raw gateway payload) and, in
+ * cluster mode, POST /v1/shards/{id}/handoff (through ctx->cluster). Owns no state but the
+ * reconnect slots in ctx, under ctx->reconnect_lock.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -213,6 +214,73 @@ int http__post_send(struct http_ctx *ctx, const struct http_req *rq, struct http
         cJSON_AddNumberToObject(j, "shard", id);
         cJSON_AddNumberToObject(j, "op", (double)op);
         cJSON_AddNumberToObject(j, "bytes", (double)len);
+    }
+    return http_reply_json(r, 202, j);
+}
+
+/* ---- handoff (cluster mode) ---------------------------------------------------------------- */
+
+#define NODE_NAME_MAX 128 /* a node name in a handoff's "to" */
+
+/* The body's optional "to" into *to (NULL when absent); 1 with a 400 in *r when it is wrong. */
+static int handoff_target(const cJSON *body, const char **to, struct http_reply *r)
+{
+    static const char *const allowed[] = {"to", NULL};
+    *to = NULL;
+    if (http__unknown_fields(body, allowed, r))
+        return 1;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "to");
+    if (!t || cJSON_IsNull(t))
+        return 0;
+    if (!cJSON_IsString(t) || !t->valuestring[0] || strlen(t->valuestring) > NODE_NAME_MAX)
+        return http__bad_field(r, "to", "a node name (1 to 128 bytes), or null for the best node");
+    for (const unsigned char *p = (const unsigned char *)t->valuestring; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return http__bad_field(r, "to", "a node name without control characters");
+    *to = t->valuestring;
+    return 0;
+}
+
+int http__post_handoff(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
+{
+    int id;
+    if (http_parse_shard_id(rq->param, &id))
+        return http_reply_error(r, 400, "invalid_shard_id", "\"%.32s\" is not a shard id",
+                                rq->param);
+    const struct http_cluster_ops *ops = atomic_load(&ctx->cluster);
+    if (!ops || !ops->handoff)
+        return http_reply_error(r, 409, "not_clustered",
+                                "handoff needs cluster mode (a \"cluster\" block in the config)");
+    const char *to;
+    if (handoff_target(rq->body, &to, r))
+        return 0;
+    int rc = ops->handoff(ops->ud, id, to);
+    switch (rc) {
+    case SH_OK:
+        break;
+    case SH_ENOTFOUND:
+        return http_reply_error(r, 404, "shard_not_found", "shard %d is not held by this node", id);
+    case SH_EAGAIN:
+        return http_reply_error(r, 409, "no_target",
+                                "no other live node has room for shard %d; it stays here", id);
+    case SH_EINVAL:
+        return http_reply_error(r, 400, "unknown_target",
+                                "\"%.128s\" is not a live node of this cluster (nor this one)",
+                                to ? to : "");
+    case SH_ECLOSED:
+        return http_reply_error(r, 503, "shutting_down", "shardhook is stopping");
+    default:
+        return http_reply_error(r, 500, "internal", "%s", sh_strerror(rc));
+    }
+    log_info("msg=\"handoff requested\" shard=%d to=\"%.128s\"", id, to ? to : "(best node)");
+    cJSON *j = cJSON_CreateObject();
+    if (j) {
+        cJSON_AddNumberToObject(j, "shard", id);
+        cJSON_AddStringToObject(j, "handoff", "started");
+        if (to)
+            cJSON_AddStringToObject(j, "to", to);
+        else
+            cJSON_AddNullToObject(j, "to");
     }
     return http_reply_json(r, 202, j);
 }

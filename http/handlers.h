@@ -34,6 +34,7 @@ struct http_ctx {
     int reconnect_slots;    /* entries in reconnect_at (the bot's shard count) */
     const struct http_webhook_ops *_Atomic webhooks;  /* NULL until main() sets them */
     _Atomic(const struct http_deadletter_ops *) dead; /* NULL until bridge/main.c sets it */
+    _Atomic(const struct http_cluster_ops *) cluster; /* NULL without cluster mode */
 };
 
 /* The connection a handler may suspend; server.c fills it. */

@@ -30,6 +30,8 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER }
     X(RECONNECT, HTTP_POST, "/v1/shards/{}/reconnect", "/v1/shards/{id}/reconnect", 1,             \
       http__post_reconnect)                                                                        \
     X(SEND, HTTP_POST, "/v1/shards/{}/send", "/v1/shards/{id}/send", 1, http__post_send)           \
+    X(HANDOFF, HTTP_POST, "/v1/shards/{}/handoff", "/v1/shards/{id}/handoff", 1,                   \
+      http__post_handoff)                                                                          \
     X(PRESENCE, HTTP_POST, "/v1/presence", "/v1/presence", 1, http__post_presence)                 \
     X(MEMBERS, HTTP_POST, "/v1/guilds/{}/members", "/v1/guilds/{guild_id}/members", 1,             \
       http__post_members)                                                                          \

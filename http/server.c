@@ -649,6 +649,11 @@ void http_server_set_webhook_ops(struct http_server *srv, const struct http_webh
     atomic_store(&srv->ctx.webhooks, ops);
 }
 
+void http_server_set_cluster_ops(struct http_server *srv, const struct http_cluster_ops *ops)
+{
+    atomic_store(&srv->ctx.cluster, ops);
+}
+
 struct gw_observer http_server_observer(struct http_server *srv)
 {
     struct gw_observer o = {.on_dispatch = http_pending_observe, .ud = srv->pending};

@@ -104,6 +104,22 @@ struct http_webhook_ops {
     void *ud;
 };
 
+/*
+ * Cluster mode (docs/cluster.md): what POST /v1/shards/{id}/handoff calls; bridge/main.c fills it
+ * from cluster/cluster.h. handoff(ud, shard, target) hands shard to the node named target (NULL:
+ * the best live node with room): 0 once under way, SH_ENOTFOUND when this node does not hold
+ * shard, SH_EAGAIN when no other live node has room, SH_EINVAL for an unknown target, SH_ECLOSED
+ * when stopping. Thread-safe, never blocks on Redis.
+ */
+struct http_cluster_ops {
+    int (*handoff)(void *ud, int shard, const char *target);
+    void *ud;
+};
+
+/* Where the handoff route goes (ops must outlive the server). Until it is called (single-node
+ * mode) the route answers 409 not_clustered. Any thread. */
+void http_server_set_cluster_ops(struct http_server *srv, const struct http_cluster_ops *ops);
+
 struct http_server;
 
 /*

@@ -321,6 +321,85 @@ TEST(a_members_action_answers_through_the_callback_once)
                               "\"shardhook is stopping\"}}");
 }
 
+/* ---- handoff (cluster mode) ---- */
+
+static struct {
+    int calls, shard, answer;
+    char target[200];
+    int target_null;
+} ho;
+
+static int f_handoff(void *ud, int shard, const char *target)
+{
+    if (ud != (void *)&ho)
+        return SH_EINVAL;
+    ho.calls++;
+    ho.shard = shard;
+    ho.target_null = target == NULL;
+    snprintf(ho.target, sizeof(ho.target), "%s", target ? target : "");
+    return ho.answer;
+}
+
+static const struct http_cluster_ops cluster_ops = {f_handoff, &ho};
+
+static int handoff(const char *param, const char *body, int answer)
+{
+    memset(&ho, 0, sizeof(ho));
+    ho.answer = answer;
+    call(HTTP_ROUTE_HANDOFF, param, body);
+    return r.status;
+}
+
+TEST(handoff_needs_cluster_mode)
+{
+    atomic_store(&ctx.cluster, NULL);
+    ASSERT_EQ(handoff("1", "", 0), 409);
+    ASSERT_STR_EQ(code, "not_clustered");
+    ASSERT_EQ(ho.calls, 0);
+    ASSERT_EQ(handoff("x", "", 0), 400); /* a bad id says so first */
+    ASSERT_STR_EQ(code, "invalid_shard_id");
+}
+
+TEST(handoff_calls_the_cluster_and_answers_what_it_said)
+{
+    atomic_store(&ctx.cluster, &cluster_ops);
+    ASSERT_EQ(handoff("1", "", 0), 202); /* no body: the best node */
+    ASSERT_EQ(ho.calls, 1);
+    ASSERT_EQ(ho.shard, 1);
+    ASSERT_EQ(ho.target_null, 1);
+    ASSERT_STR_EQ(r.body.data, "{\"shard\":1,\"handoff\":\"started\",\"to\":null}");
+    ASSERT_EQ(handoff("7", "{\"to\":\"node-b\"}", 0), 202);
+    ASSERT_EQ(ho.shard, 7);
+    ASSERT_STR_EQ(ho.target, "node-b");
+    ASSERT_STR_EQ(r.body.data, "{\"shard\":7,\"handoff\":\"started\",\"to\":\"node-b\"}");
+    ASSERT_EQ(handoff("1", "{\"to\":null}", 0), 202);
+    ASSERT_EQ(ho.target_null, 1);
+    /* what the cluster answers */
+    ASSERT_EQ(handoff("3", "", SH_ENOTFOUND), 404);
+    ASSERT_STR_EQ(code, "shard_not_found");
+    ASSERT_EQ(handoff("1", "", SH_EAGAIN), 409);
+    ASSERT_STR_EQ(code, "no_target");
+    ASSERT_EQ(handoff("1", "{\"to\":\"nobody\"}", SH_EINVAL), 400);
+    ASSERT_STR_EQ(code, "unknown_target");
+    ASSERT_CONTAINS(message, "nobody");
+    ASSERT_EQ(handoff("1", "", SH_ECLOSED), 503);
+    ASSERT_STR_EQ(code, "shutting_down");
+    ASSERT_EQ(handoff("1", "", SH_ENOMEM), 500);
+    /* a bad body never reaches the cluster */
+    const char *bad[] = {"{\"to\":5}", "{\"to\":\"\"}", "{\"to\":\"a\\nb\"}", "{\"node\":\"b\"}",
+                         "{\"to\":\"node-b\",\"x\":1}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ASSERT_EQ(handoff("1", bad[i], 0), 400);
+        ASSERT_EQ(ho.calls, 0);
+    }
+    char longname[300] = "{\"to\":\"";
+    memset(longname + 7, 'n', 129);
+    strcpy(longname + 7 + 129, "\"}");
+    ASSERT_EQ(handoff("1", longname, 0), 400);
+    ASSERT_STR_EQ(code, "invalid_field");
+    atomic_store(&ctx.cluster, NULL);
+}
+
 static void setup(void)
 {
     sh_log_level = SH_LOG_OFF;
@@ -333,4 +412,5 @@ TEST_MAIN(setup(); RUN(every_row_answers_through_its_handler);
           RUN(presence_goes_out_in_the_config_shape_and_literally);
           RUN(metrics_label_every_gateway_status); RUN(an_action_sends_what_its_route_sends);
           RUN(an_action_is_refused_as_its_route_refuses);
-          RUN(a_members_action_answers_through_the_callback_once); http_reply_free(&r);)
+          RUN(a_members_action_answers_through_the_callback_once); RUN(handoff_needs_cluster_mode);
+          RUN(handoff_calls_the_cluster_and_answers_what_it_said); http_reply_free(&r);)

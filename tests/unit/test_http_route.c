@@ -25,6 +25,7 @@ TEST(every_route_matches)
         {HTTP_GET, "/v1/shards/12", HTTP_ROUTE_SHARD, "12", 1},
         {HTTP_POST, "/v1/shards/3/reconnect", HTTP_ROUTE_RECONNECT, "3", 1},
         {HTTP_POST, "/v1/shards/3/send", HTTP_ROUTE_SEND, "3", 1},
+        {HTTP_POST, "/v1/shards/3/handoff", HTTP_ROUTE_HANDOFF, "3", 1},
         {HTTP_POST, "/v1/presence", HTTP_ROUTE_PRESENCE, "", 1},
         {HTTP_POST, "/v1/guilds/81384788765712384/members", HTTP_ROUTE_MEMBERS, "81384788765712384",
          1},

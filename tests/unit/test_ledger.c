@@ -525,6 +525,193 @@ TEST(shards_not_run_here_are_not_counted)
     free(m);
 }
 
+/* An s-less event (SHARDHOOK_SESSION_LOST, SHARDHOOK_MEMBERS) opening a webhook's first pending
+   batch: what the webhook had (all it saw, none of it routed to it) stays acknowledged. */
+TEST(a_null_s_first_batch_keeps_what_was_acknowledged)
+{
+    struct mem_store *m = mem_new();
+    struct br_ledger *l = ledger(m, 2);
+    ASSERT(l);
+    br_ledger_session(l, 0, "sess", "");
+    struct br_batch *a = batch(l, 1, 0, 1, 5); /* webhook 1 routes 1..5, webhook 0 none */
+    settle(l, 1, a);
+    ASSERT_EQ(br_ledger_floor(l, 0), 5);
+    struct br_batch *b = batch(l, 0, 0, 0, 0); /* one "s":null event for webhook 0 */
+    ASSERT(b);
+    ASSERT_EQ(br_ledger_acked(l, 0, 0), 5);
+    ASSERT_EQ(br_ledger_floor(l, 0), 5);
+    struct br_batch *c = batch(l, 1, 0, 6, 7); /* webhook 0 still owes the s-less batch */
+    settle(l, 1, c);
+    ASSERT_EQ(br_ledger_floor(l, 0), 5);
+    settle(l, 0, b);
+    ASSERT_EQ(br_ledger_floor(l, 0), 7);
+    br_ledger_free(l);
+    free(m);
+}
+
+/* ---- cluster mode: holds and releases ----------------------------------------------------- */
+
+static struct br_checkpoint held_cp(int shard, uint64_t seq, uint64_t acked_a, uint64_t queued_b)
+{
+    struct br_checkpoint cp;
+    memset(&cp, 0, sizeof(cp));
+    cp.shard = shard;
+    cp.total = 2;
+    snprintf(cp.session_id, sizeof(cp.session_id), "moved");
+    snprintf(cp.resume_url, sizeof(cp.resume_url), "wss://other");
+    cp.seq = seq;
+    cp.n_hooks = 2;
+    snprintf(cp.hooks[0].key, sizeof(cp.hooks[0].key), "wA");
+    cp.hooks[0].acked = acked_a;
+    snprintf(cp.hooks[1].key, sizeof(cp.hooks[1].key), "wB");
+    cp.hooks[1].acked = seq;
+    cp.hooks[1].queued = queued_b; /* another process's spool: not ours to trust */
+    return cp;
+}
+
+/* A ledger over shards 0 and 1 with none held (cluster mode before the first hold). */
+static struct br_ledger *cluster_ledger(struct mem_store *m)
+{
+    struct br_ledger *l = ledger(m, 2);
+    if (l) {
+        br_ledger_release(l, 0);
+        br_ledger_release(l, 1);
+    }
+    return l;
+}
+
+TEST(a_shard_not_held_writes_nothing)
+{
+    struct mem_store *m = mem_new();
+    struct br_ledger *l = cluster_ledger(m);
+    ASSERT(l);
+    ASSERT_EQ(br_ledger_held(l, 0), 0);
+    br_ledger_session(l, 0, "sess", "wss://r"); /* what delivery never does; still nothing */
+    br_ledger_seen(l, 0, 3);
+    br_ledger_flush(l, 1000, 0);
+    br_ledger_flush(l, 2000, 1);
+    ASSERT_EQ(m->appends + m->snapshots, 0);
+    br_ledger_free(l);
+    free(m);
+}
+
+TEST(hold_resets_the_shard_from_the_checkpoint)
+{
+    struct mem_store *m = mem_new();
+    struct br_ledger *l = cluster_ledger(m);
+    ASSERT(l);
+    struct br_checkpoint cp = held_cp(0, 10, 12, 30);
+    br_ledger_hold(l, 0, &cp);
+    ASSERT_EQ(br_ledger_held(l, 0), 1);
+    ASSERT_EQ(br_ledger_held(l, 1), 0);
+    ASSERT_EQ(br_ledger_wanted(l, 0, 0, 12), 0); /* webhook A had up to 12 */
+    ASSERT_EQ(br_ledger_wanted(l, 0, 0, 13), 1);
+    ASSERT_EQ(br_ledger_wanted(l, 1, 0, 11), 1); /* B's queued 30 was another spool's */
+    ASSERT_EQ(br_ledger_floor(l, 0), 10);
+    char sid[128], url[512];
+    uint64_t seq = 0;
+    ASSERT_EQ(br_ledger_resume_info(l, 0, sid, sizeof(sid), url, sizeof(url), &seq), 0);
+    ASSERT_STR_EQ(sid, "moved");
+    ASSERT_EQ(seq, 10);
+    br_ledger_flush(l, 1000, 0); /* the hold's first write: the checkpoint it came with */
+    ASSERT_EQ(m->snapshots, 1);
+    ASSERT_STR_EQ(m->saved[0].session_id, "moved");
+    ASSERT_EQ(m->saved[0].seq, 10);
+    ASSERT_EQ(m->saved[0].hooks[0].acked, 12);
+    ASSERT_EQ(m->saved[0].hooks[1].queued, 0);
+    ASSERT_EQ(m->have[1], 0);
+    /* the replay: 11..12 is A's already; B gets 11..14 */
+    struct br_batch *b = batch(l, 1, 0, 11, 14);
+    ASSERT(b);
+    for (uint64_t s = 13; s <= 14; s++)
+        br_ledger_routed(l, 0, 0, s, s == 13);
+    ASSERT_EQ(br_ledger_pending(l, 0), 2);
+    settle(l, 1, b);
+    ASSERT_EQ(br_ledger_floor(l, 0), 12); /* A owes 13..14 */
+    /* no session to resume, or a checkpoint for another shard count: identify */
+    br_ledger_hold(l, 1, NULL);
+    ASSERT_EQ(br_ledger_resume_info(l, 1, sid, sizeof(sid), url, sizeof(url), &seq), SH_ENOTFOUND);
+    struct br_checkpoint other = held_cp(1, 5, 5, 0);
+    other.total = 4;
+    br_ledger_hold(l, 1, &other);
+    ASSERT_EQ(br_ledger_resume_info(l, 1, sid, sizeof(sid), url, sizeof(url), &seq), SH_ENOTFOUND);
+    ASSERT_EQ(br_ledger_wanted(l, 0, 1, 1), 1);
+    br_ledger_flush(l, 5000, 1);
+    ASSERT_EQ(m->have[1], 0); /* no session yet: nothing to write */
+    br_ledger_free(l);
+    free(m);
+}
+
+TEST(release_forgets_and_a_new_hold_ignores_earlier_batches)
+{
+    struct mem_store *m = mem_new();
+    struct br_ledger *l = cluster_ledger(m);
+    ASSERT(l);
+    struct br_checkpoint cp = held_cp(0, 10, 10, 0);
+    br_ledger_hold(l, 0, &cp);
+    struct br_batch *early = batch(l, 0, 0, 11, 20); /* in flight when released */
+    ASSERT(early);
+    ASSERT_EQ(br_ledger_pending(l, 0), 1);
+    br_ledger_flush(l, 1000, 0);
+    int writes = m->appends + m->snapshots;
+    br_ledger_release(l, 0);
+    ASSERT_EQ(br_ledger_held(l, 0), 0);
+    ASSERT_EQ(br_ledger_pending(l, 0), 0);
+    settle(l, 0, early); /* its answer comes after the release: no checkpoint moves */
+    br_ledger_flush(l, 2000, 1);
+    ASSERT_EQ(m->appends + m->snapshots, writes);
+    /* held again, same session, from the new owner's checkpoint: a batch from the first hold
+       must not settle one of this hold */
+    br_ledger_hold(l, 0, &cp);
+    struct br_batch *again = batch(l, 0, 0, 11, 12);
+    struct br_batch *stale = NULL;
+    ASSERT_EQ(br_batch_new(4096, &stale), 0);
+    uint32_t gen = br_ledger_gen(l, 0);
+    br_ledger_release(l, 0);
+    br_ledger_hold(l, 0, &cp);
+    ASSERT(br_ledger_gen(l, 0) != gen);
+    struct br_batch *now = batch(l, 0, 0, 11, 15);
+    ASSERT(now);
+    ASSERT_EQ(br_batch_add(stale, "{}", 2, 0, gen, 15, 1, NULL), 0);
+    settle(l, 0, stale); /* of the hold before: ignored */
+    settle(l, 0, again);
+    ASSERT_EQ(br_ledger_pending(l, 0), 1);
+    ASSERT_EQ(br_ledger_floor(l, 0), 10);
+    settle(l, 0, now);
+    ASSERT_EQ(br_ledger_floor(l, 0), 15);
+    br_ledger_free(l);
+    free(m);
+}
+
+TEST(the_checkpoint_handed_over_never_says_queued)
+{
+    struct mem_store *m = mem_new();
+    struct br_ledger *l = ledger(m, 2);
+    ASSERT(l);
+    br_ledger_session(l, 0, "sess", "wss://r");
+    struct br_batch *a = batch(l, 0, 0, 1, 8);
+    struct br_batch *b = batch(l, 1, 0, 1, 4);
+    ASSERT(a && b);
+    settle(l, 1, b);
+    br_ledger_saved(l, 0); /* as a graceful stop would */
+    struct br_checkpoint cp;
+    br_ledger_checkpoint(l, 0, &cp);
+    ASSERT_EQ(cp.shard, 0);
+    ASSERT_EQ(cp.total, 2);
+    ASSERT_STR_EQ(cp.session_id, "sess");
+    ASSERT_EQ(cp.seq, 0);
+    ASSERT_EQ(cp.n_hooks, 2);
+    ASSERT_EQ(cp.hooks[0].acked, 0);
+    ASSERT_EQ(cp.hooks[0].queued, 0);
+    ASSERT_EQ(cp.hooks[1].acked, 8); /* nothing pending: all it saw */
+    ASSERT_EQ(cp.clean, 0);
+    br_ledger_flush(l, 100, 1); /* the stop's own file still records the spool */
+    ASSERT_EQ(m->saved[0].hooks[0].queued, 8);
+    br_batch_free(a);
+    br_ledger_free(l);
+    free(m);
+}
+
 TEST_MAIN(RUN(unrouted_events_count_as_acknowledged);
           RUN(first_pending_batch_settles_what_came_before);
           RUN(null_s_events_never_move_the_floor); RUN(out_of_order_acks_across_lanes);
@@ -535,4 +722,8 @@ TEST_MAIN(RUN(unrouted_events_count_as_acknowledged);
           RUN(saved_spool_is_not_replayed_and_stays_pending);
           RUN(flush_writes_the_floor_append_then_snapshot);
           RUN(unrouted_changes_wait_lazily_and_failures_retry);
-          RUN(saved_webhook_records_what_its_spool_holds); RUN(shards_not_run_here_are_not_counted))
+          RUN(saved_webhook_records_what_its_spool_holds); RUN(shards_not_run_here_are_not_counted);
+          RUN(a_null_s_first_batch_keeps_what_was_acknowledged);
+          RUN(a_shard_not_held_writes_nothing); RUN(hold_resets_the_shard_from_the_checkpoint);
+          RUN(release_forgets_and_a_new_hold_ignores_earlier_batches);
+          RUN(the_checkpoint_handed_over_never_says_queued))

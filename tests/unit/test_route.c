@@ -24,6 +24,18 @@ TEST(patterns)
     ASSERT(!br_route_match_any(list, 0, "READY", 5));
 }
 
+/* shardhook's own events pass every filter: disable_events and each webhook's events */
+TEST(shardhook_events_always_pass)
+{
+    ASSERT(br_route_always("SHARDHOOK_SESSION_LOST", 22));
+    ASSERT(br_route_always("SHARDHOOK_EVENT_SKIPPED", 23));
+    ASSERT(br_route_always("SHARDHOOK_MEMBERS", 17));
+    ASSERT(!br_route_always("SHARDHOOK_", 10)); /* the prefix alone names nothing */
+    ASSERT(!br_route_always("SHARDHOOKS_X", 12));
+    ASSERT(!br_route_always("MESSAGE_CREATE", 14));
+    ASSERT(!br_route_always("shardhook_session_lost", 22));
+}
+
 TEST(chunk_encodes_the_envelope_with_d_verbatim)
 {
     struct gw_chunk *c = gw_chunk_new(1 << 20);
@@ -117,6 +129,7 @@ TEST(chunk_carries_the_session_of_its_ready)
     gw_chunk_free(c);
 }
 
-TEST_MAIN(RUN(patterns); RUN(chunk_encodes_the_envelope_with_d_verbatim);
-          RUN(chunk_numbers_at_their_limits); RUN(chunk_key_of_events_without_s_and_odd_sessions);
+TEST_MAIN(RUN(patterns); RUN(shardhook_events_always_pass);
+          RUN(chunk_encodes_the_envelope_with_d_verbatim); RUN(chunk_numbers_at_their_limits);
+          RUN(chunk_key_of_events_without_s_and_odd_sessions);
           RUN(chunk_cap_leaves_it_unchanged); RUN(chunk_carries_the_session_of_its_ready))

@@ -586,10 +586,15 @@ class Cluster:
 
     def wait_held(self, timeout=30.0, nodes=None):
         """Wait until every shard is held exactly once, ready (see held()); return held()."""
-        for node in (self.live() if nodes is None else nodes):
-            if not node.alive():
-                raise AssertionError("%s exited:\n%s" % (node.name, harness.tail(node.log_text())))
-        return harness.wait_for(lambda: self.held(nodes), timeout, 0.1, "every shard held once")
+        watch = self.live() if nodes is None else nodes
+
+        def probe():
+            for node in watch:
+                if not node.alive():
+                    raise harness.GiveUp("%s exited (code %s):\n%s" % (
+                        node.name, node.returncode(), harness.tail(node.log_text(), 20)))
+            return self.held(nodes)
+        return harness.wait_for(probe, timeout, 0.1, "every shard held once")
 
     def logs(self):
         """Every node's log text, all runs, joined."""

@@ -67,10 +67,8 @@ def save_report(name, rep, **extra):
         f.write(json.dumps(data, sort_keys=True) + "\n")
 
 
-def even_share(counts, total=TOTAL):
-    n = len(counts)
-    lo, hi = total // n, -(-total // n)
-    return all(lo <= c <= hi for c in counts)
+def even_share(counts):
+    return ch.even_share(counts, TOTAL)
 
 
 def no_client_close_1000(fake_log):
@@ -85,12 +83,8 @@ def resumes_after(fake_log, t_ms, shards=None, refused=False):
 
 
 def wait_even(cl, timeout=40):
-    """Wait until every shard is held once and ready, each live node within one of an even
-    share (rule 6); return the held map."""
-    def even():
-        h = cl.held()
-        return h if even_share([len(v) for v in h.values()]) else None
-    return harness.wait_for(even, timeout, 0.25, "shares even again")
+    """Every shard held once and ready, each live node within one of an even share."""
+    return cl.wait_held(timeout=timeout, even=True)
 
 
 class Marker:
@@ -134,6 +128,8 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
     # Redis names the same owners as the nodes' API
     want = {sid: name for name, ids in held.items() for sid in ids}
     harness.wait_for(lambda: ch.owners(redis, TOTAL) == want, 10, 0.2, "owners in Redis")
+    assert sorted(redis.hgetall(ch.key("nodes"))) == ["node-a", "node-b", "node-c"]
+    assert redis.hgetall(ch.key("meta")).get("total") == str(TOTAL)
     # every shard's READY and GUILD_CREATEs reached the receiver, signed and keyed
     assert {r["shard"] for r in rx.of_type("READY")} == set(range(TOTAL))
     rep = rx.report(expected_last=want)
@@ -147,7 +143,7 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
 @harness.timeout(90)
 def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.5)
     victim = cl.nodes[1]
@@ -186,7 +182,7 @@ def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing()
 @harness.timeout(120)
 def test_sigstop_for_three_leases_fences_the_woken_node_out():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[0]
@@ -248,7 +244,7 @@ def _wait_growing(rx, seconds, what):
 @harness.timeout(120)
 def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     log0 = fake.log()
@@ -286,7 +282,7 @@ def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
 @harness.timeout(120)
 def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[2]
@@ -338,10 +334,11 @@ def test_budget_at_reserve_plus_three_identifies_three_then_stops():
     reserve = max(TOTAL, 1000 * 5 // 100)  # max(shards, 5 % of total)
     redis, fake, rx, cl = start(fake_opts={"session_total": 1000,
                                            "session_remaining": reserve + 3})
-    harness.wait_for(lambda: len(ch.accepted_identifies(fake.log())) >= 3, 20, 0.1, "3 IDENTIFYs")
+    harness.wait_for(lambda: cl.check_alive() or len(ch.accepted_identifies(fake.log())) >= 3,
+                     20, 0.1, "3 IDENTIFYs")
     stopped = harness.wait_for(
-        lambda: [n for n in cl.nodes if log_lines(node_log(n), "budget_stop")], 15, 0.2,
-        "the logged stop")
+        lambda: cl.check_alive() or [n for n in cl.nodes if log_lines(node_log(n), "budget_stop")],
+        15, 0.2, "the logged stop")
     time.sleep(harness.scale(2.0))  # no fourth IDENTIFY comes
     log = fake.log()
     assert sum(ch.accepted_identifies(log).values()) == 3, log["identifies"]
@@ -366,7 +363,7 @@ def test_budget_at_reserve_plus_three_identifies_three_then_stops():
 @harness.timeout(150)
 def test_rolling_restart_costs_no_identify_and_no_event():
     redis, fake, rx, cl = start()
-    cl.wait_held(timeout=40)
+    wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     for node in cl.nodes:
@@ -392,7 +389,7 @@ def test_rolling_restart_costs_no_identify_and_no_event():
 @harness.timeout(90)
 def test_session_expired_before_takeover_sends_session_lost_then_the_new_session():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[1]

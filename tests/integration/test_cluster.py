@@ -129,8 +129,8 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
         assert all(t2 - t1 >= ch.IDENTIFY_INTERVAL_MS for t1, t2 in zip(times, times[1:])), times
     assert len(held) == 3
     # Redis names the same owners as the nodes' API
-    want = {sid: name for name, ids in held.items() for sid in ids}
-    harness.wait_for(lambda: ch.owners(redis, TOTAL) == want, 10, 0.2, "owners in Redis")
+    owner = {sid: name for name, ids in held.items() for sid in ids}
+    harness.wait_for(lambda: ch.owners(redis, TOTAL) == owner, 10, 0.2, "owners in Redis")
     assert sorted(redis.hgetall(ch.key("nodes"))) == ["node-a", "node-b", "node-c"]
     assert redis.hgetall(ch.key("meta")).get("total") == str(TOTAL)
     # every shard's READY and GUILD_CREATEs reached the receiver, signed and keyed

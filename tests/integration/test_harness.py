@@ -500,9 +500,10 @@ def test_forwarder_blackhole_keeps_sockets_open_and_forwards_nothing():
     echo = _Echo()
     try:
         fwd = ch.TcpForwarder(echo.port)
-        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=0.3)
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=harness.scale(5))
         s.sendall(b"x")
         assert s.recv(10) == b"x"
+        s.settimeout(0.3)  # from here on, silence is the answer
         fwd.cut("blackhole")
         s.sendall(b"lost")
         try:
@@ -517,6 +518,7 @@ def test_forwarder_blackhole_keeps_sockets_open_and_forwards_nothing():
         except socket.timeout:
             pass
         fwd.restore()  # the stale connections are closed; new ones work
+        s.settimeout(harness.scale(5))
         assert s.recv(10) == b""
         s.close()
         s2.close()

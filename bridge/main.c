@@ -382,7 +382,8 @@ struct daemon {
     struct gw_identify ident;   /* identify slots and the session budget: local, or the cluster's */
     struct cl_cluster *cluster; /* cluster mode only */
     int cluster_stopped;
-    struct br_node node; /* what the cluster acts on */
+    struct br_node node;                 /* what the cluster acts on */
+    struct http_cluster_ops cluster_ops; /* the handoff route's way to the cluster */
     struct gw_gateway *gw;
     struct http_server *api;
     struct http_webhook_ops webhook_ops; /* the API reads and pauses webhooks through these */
@@ -452,6 +453,12 @@ static int start_identify(struct daemon *d, char *err, size_t errlen)
     return SH_OK;
 }
 
+/* POST /v1/shards/{id}/handoff: the cluster picks or checks the target. */
+static int api_handoff(void *ud, int shard, const char *target)
+{
+    return cl_cluster_handoff(ud, shard, target);
+}
+
 /* Cluster mode: join (the meta check), register, and let the coordination thread claim. */
 static int start_cluster(struct daemon *d)
 {
@@ -471,6 +478,8 @@ static int start_cluster(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
+    d->cluster_ops = (struct http_cluster_ops){.handoff = api_handoff, .ud = d->cluster};
+    http_server_set_cluster_ops(d->api, &d->cluster_ops);
     return 0;
 }
 

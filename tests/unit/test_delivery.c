@@ -225,7 +225,8 @@ static void push(struct br_delivery *d, int shard, const char *sid, uint64_t fro
     if (!c)
         return;
     if (sid) {
-        gw_chunk_append(c, shard, 2, "READY", 5, from ? from : 1, "{}", 2, sh_now_ms());
+        struct gw_key k = {.session_id = sid};
+        gw_chunk_append(c, shard, 2, "READY", 5, from ? from : 1, &k, "{}", 2, sh_now_ms());
         struct gw_session sess;
         memset(&sess, 0, sizeof(sess));
         snprintf(sess.session_id, sizeof(sess.session_id), "%s", sid);
@@ -236,7 +237,8 @@ static void push(struct br_delivery *d, int shard, const char *sid, uint64_t fro
     for (uint64_t s = from; s <= to; s++) {
         char d_[64];
         int n = snprintf(d_, sizeof(d_), "{\"mark\":\"%d-%llu\"}", shard, (unsigned long long)s);
-        gw_chunk_append(c, shard, 2, "MESSAGE_CREATE", 14, s, d_, (size_t)n, sh_now_ms());
+        struct gw_key k = {.session_id = sid ? sid : "-"};
+        gw_chunk_append(c, shard, 2, "MESSAGE_CREATE", 14, s, &k, d_, (size_t)n, sh_now_ms());
     }
     struct gw_sink sink = br_delivery_sink(d);
     sink.push(sink.ud, c);
@@ -500,7 +502,8 @@ TEST(session_lost_passes_every_filter)
     struct gw_chunk *c = gw_chunk_new(1 << 16);
     ASSERT(c);
     static const char lost[] = "{\"session_id\":\"S0\",\"seq\":3,\"reason\":\"invalid_session\"}";
-    ASSERT_EQ(gw_chunk_append(c, 0, 2, "SHARDHOOK_SESSION_LOST", 22, 0, lost, sizeof(lost) - 1,
+    struct gw_key k = {.session_id = "S0", .last_s = 3, .n = 1};
+    ASSERT_EQ(gw_chunk_append(c, 0, 2, "SHARDHOOK_SESSION_LOST", 22, 0, &k, lost, sizeof(lost) - 1,
                               sh_now_ms()),
               0);
     struct gw_sink sink = br_delivery_sink(d);

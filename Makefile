@@ -45,6 +45,8 @@ $(BUILD)/obj/%.o: %.c
 
 # the status page is http/status_page.html, put into this object by .incbin (status_page.c)
 $(BUILD)/obj/http/status_page.o build/fuzz/obj/http/status_page.o: http/status_page.html
+# the Redis scripts are cluster/scripts/*.lua, put into this object by .incbin (cluster/redis.c)
+$(BUILD)/obj/cluster/redis.o build/fuzz/obj/cluster/redis.o: $(wildcard cluster/scripts/*.lua)
 
 $(BUILD)/libshardhook.a: $(CORE_OBJ)
 	@mkdir -p $(@D)

@@ -59,8 +59,7 @@ int cl__rank_order(int shard, const struct cl__node *nodes, int n, int *order);
  * within one of an even share where eligibility and room allow, each shard going to the best
  * ranked node still under its share. assigned[i] is the node index for shards[i], or -1.
  */
-void cl__rank_assign(const int *shards, int ns, const struct cl__node *nodes, int n,
-                     int *assigned);
+void cl__rank_assign(const int *shards, int ns, const struct cl__node *nodes, int n, int *assigned);
 /*
  * Rule 6: when node `me` holds more than ceil(share) of what live nodes hold, the live node with
  * room holding the fewest (at least two fewer than me), else -1.
@@ -97,11 +96,11 @@ struct cl__shard {
     uint64_t fence; /* while held */
     uint64_t since_ms;
     uint64_t last_write_ms;
-    struct cl__ck cur; /* the newest checkpoint the thread knows */
-    int unwritten;     /* cur not yet in Redis */
+    struct cl__ck cur;        /* the newest checkpoint the thread knows */
+    int unwritten;            /* cur not yet in Redis */
     char owner[CL__NAME_MAX]; /* the last scan's owner ("" none) */
     uint64_t owner_epoch;
-    uint64_t orphan_ms; /* when the owner was first seen gone; 0 owned by a live node */
+    uint64_t orphan_ms;    /* when the owner was first seen gone; 0 owned by a live node */
     uint64_t claim_due_ms; /* when this node claims it (its rank's wait); 0 not a candidate */
     char target[CL__NAME_MAX];
     uint64_t drain_deadline_ms;
@@ -112,8 +111,8 @@ struct cl__shard {
     int dirty;
     struct cl__ck final; /* from cl_cluster_drained */
     int drained;
-    int req;                         /* cl_cluster_handoff asked */
-    char req_target[CL__NAME_MAX];   /* "" best */
+    int req;                       /* cl_cluster_handoff asked */
+    char req_target[CL__NAME_MAX]; /* "" best */
 };
 
 struct cl_cluster {
@@ -144,9 +143,9 @@ struct cl_cluster {
     pthread_mutex_t mu;
     pthread_t thread;
     int thread_started;
-    int stopping;           /* cl_cluster_stop: hand off, then end */
+    int stopping; /* cl_cluster_stop: hand off, then end */
     uint64_t stop_deadline_ms;
-    int quit;               /* end now (stop's end, or free without stop) */
+    int quit; /* end now (stop's end, or free without stop) */
     int degraded, reachable, held, live;
     struct cl__node pub_nodes[CL__MAX_NODES]; /* the view for cl_cluster_handoff */
     int pub_n;
@@ -154,6 +153,12 @@ struct cl_cluster {
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
     struct sh_metric *m_releases, *m_rtt, *m_held, *m_degraded;
 };
+
+/* ms from then to now; 0 when then is later (a time taken after now was read). */
+static inline uint64_t cl__since(uint64_t now, uint64_t then)
+{
+    return now > then ? now - then : 0;
+}
 
 /* cluster.c: copy a checkpoint in (blob copied; 0 or SH_ENOMEM) / free what it holds. */
 int cl__ck_set(struct cl__ck *dst, const struct cl_checkpoint *src);

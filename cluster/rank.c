@@ -48,8 +48,7 @@ static int order_with(int shard, const struct cl__node *nodes, int n, const int 
     int k = 0;
     for (int i = 0; i < n; i++) {
         const struct cl__node *nd = &nodes[i];
-        if (!nd->epoch || (load ? load[i] : nd->held) >= nd->max_shards ||
-            !cl__node_may(nd, shard))
+        if (!nd->epoch || (load ? load[i] : nd->held) >= nd->max_shards || !cl__node_may(nd, shard))
             continue;
         int j = k++; /* insertion: n is small */
         while (j > 0 && better(shard, nd, &nodes[order[j - 1]])) {
@@ -80,8 +79,7 @@ static int live_count(const struct cl__node *nodes, int n, long *held)
     return live;
 }
 
-void cl__rank_assign(const int *shards, int ns, const struct cl__node *nodes, int n,
-                     int *assigned)
+void cl__rank_assign(const int *shards, int ns, const struct cl__node *nodes, int n, int *assigned)
 {
     long held;
     int load[CL__MAX_NODES], order[CL__MAX_NODES];

@@ -103,7 +103,7 @@ TEST(only_eligible_nodes_with_room_get_shards)
 {
     struct cl__node nodes[3];
     node(&nodes[0], "alpha", 0, 2000, 0, 31);
-    node(&nodes[1], "bravo", 0, 4, 0, 31); /* room for 4 */
+    node(&nodes[1], "bravo", 0, 4, 0, 31);     /* room for 4 */
     node(&nodes[2], "charlie", 0, 2000, 0, 9); /* may hold 0..9 only */
     int ids[32], got[32], count[3] = {0};
     for (int i = 0; i < 32; i++)

@@ -167,16 +167,20 @@ static void judge(struct cl_cluster *c, int i, const redisReply *owner, const re
     s->owner_epoch = e;
 }
 
-/* Claim due times of shards without a live owner: the rank this node has for each. */
-static void plan_claims(struct cl_cluster *c, int *orph, int no)
+/*
+ * Claim due times of shards without a live owner: the rank this node has for each. Returns how
+ * many some live node may take (shards nobody may hold do not hold balance back).
+ */
+static int plan_claims(struct cl_cluster *c, int *orph, int no)
 {
-    int *assigned = malloc(sizeof(int) * (size_t)(no ? no : 1)), order[CL__MAX_NODES];
+    int *assigned = malloc(sizeof(int) * (size_t)(no ? no : 1)), order[CL__MAX_NODES], n_open = 0;
     if (!assigned)
-        return;
+        return no;
     cl__rank_assign(orph, no, c->nodes, c->n_nodes, assigned);
     for (int k = 0; k < no; k++) {
         struct cl__shard *s = &c->shards[orph[k]];
         s->claim_due_ms = 0;
+        n_open += assigned[k] >= 0;
         if (!s->may || s->state != CL__FREE || c->me < 0)
             continue;
         int m = cl__rank_order(orph[k], c->nodes, c->n_nodes, order), r = -1;
@@ -197,6 +201,28 @@ static void plan_claims(struct cl_cluster *c, int *orph, int no)
         s->claim_due_ms = from + (uint64_t)r * CL__CLAIM_STEP_MS;
     }
     free(assigned);
+    return n_open;
+}
+
+/*
+ * Held here, but Redis names another owner (fenced out without a checkpoint write to say so):
+ * let it go. No owner at all (Redis lost the hash), or this node under another epoch: claim it
+ * again.
+ */
+static int check_held(struct cl_cluster *c)
+{
+    for (int i = 0; i < c->total && !c->degraded; i++) {
+        struct cl__shard *s = &c->shards[i];
+        if (s->state != CL__HELD || (!strcmp(s->owner, c->name) && s->owner_epoch == c->epoch))
+            continue;
+        if (!s->owner[0] || !strcmp(s->owner, c->name)) {
+            if (cl__claim(c, i, "reasserted", "-", 0) == SH_ENET)
+                return SH_ENET;
+        } else {
+            cl__release(c, i, "owned_elsewhere");
+        }
+    }
+    return c->degraded ? SH_ENET : 0;
 }
 
 int cl__scan_shards(struct cl_cluster *c)
@@ -221,15 +247,15 @@ int cl__scan_shards(struct cl_cluster *c)
             orph[no++] = i;
         freeReplyObject(r);
     }
+    c->nodes_changed = 0;
+    c->next_shard_scan_ms = now + CL__SHARD_SCAN_MS;
+    c->orphans = orph ? plan_claims(c, orph, no) : 0;
+    free(orph);
+    if (check_held(c) != 0)
+        return SH_ENET;
     for (int n = 0; n < c->n_nodes; n++)
         c->nodes[n].held = n == c->me ? c->held : held[n];
     publish(c);
-    c->orphans = no;
-    c->nodes_changed = 0;
-    c->next_shard_scan_ms = now + CL__SHARD_SCAN_MS;
-    if (orph)
-        plan_claims(c, orph, no);
-    free(orph);
     return 0;
 }
 

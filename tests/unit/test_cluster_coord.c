@@ -147,7 +147,15 @@ static const char *field(int shard, const char *name, char *out, size_t cap)
     return out;
 }
 
+static int start_node_total(struct node *n, const char *name, int total, char *err, size_t cap);
+
 static int start_node(struct node *n, const char *name)
+{
+    char err[256];
+    return start_node_total(n, name, TOTAL, err, sizeof(err));
+}
+
+static int start_node_total(struct node *n, const char *name, int total, char *err, size_t cap)
 {
     static const struct cl_node_ops ops0 = {op_hold, op_release, op_drain, op_deadline, NULL};
     memset(n, 0, sizeof(*n));
@@ -163,14 +171,13 @@ static int start_node(struct node *n, const char *name)
     n->final_seq = 77;
     struct cl_node_ops ops = ops0;
     ops.ud = n;
-    char err[256];
-    int ids[TOTAL];
-    for (int i = 0; i < TOTAL; i++)
+    int ids[64];
+    for (int i = 0; i < total && i < 64; i++)
         ids[i] = i;
     cl__key_prefix("test-token", prefix, sizeof(prefix));
-    if (cl_cluster_new(&n->cfg, &ops, &n->c, err, sizeof(err)))
+    if (cl_cluster_new(&n->cfg, &ops, &n->c, err, cap))
         return -1;
-    return cl_cluster_start(n->c, TOTAL, ids, TOTAL, 1, "hooks", err, sizeof(err));
+    return cl_cluster_start(n->c, total, ids, total < 64 ? total : 64, 1, "hooks", err, cap);
 }
 
 static void end_node(struct node *n)
@@ -190,6 +197,41 @@ static void end_node(struct node *n)
     })
 
 static struct node a, b;
+
+TEST(start_refuses_an_unreachable_redis_and_a_different_shard_total)
+{
+    NEED_REDIS();
+    char err[256] = "";
+    struct node z;
+    memset(&z, 0, sizeof(z));
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", t_redis_free_port());
+    struct cl_node_ops ops = {op_hold, op_release, op_drain, op_deadline, &z};
+    z.cfg.token = "test-token";
+    z.cfg.cluster = 1;
+    z.cfg.cluster_redis = url;
+    z.cfg.cluster_node = "node-z";
+    z.cfg.cluster_lease_ms = 1000;
+    z.cfg.testing_identify_interval_ms = 500;
+    int ids[1] = {0};
+    ASSERT_EQ(cl_cluster_new(&z.cfg, &ops, &z.c, err, sizeof(err)), 0);
+    int rc = cl_cluster_start(z.c, 1, ids, 1, 1, "hooks", err, sizeof(err));
+    cl_cluster_free(z.c);
+    ASSERT_EQ(rc, SH_ENET);
+    ASSERT_CONTAINS(err, "cluster: cannot reach Redis at 127.0.0.1:");
+
+    ASSERT_EQ(start_node(&a, "node-a"), 0);
+    rc = start_node_total(&b, "node-b", 16, err, sizeof(err));
+    int held_b = count_held(&b);
+    end_node(&b);
+    end_node(&a);
+    ASSERT_EQ(rc, SH_ECONFIG);
+    ASSERT_EQ(held_b, 0);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "cluster: this node's shard total 16 differs from the cluster's 8 (%smeta)", prefix);
+    ASSERT_STR_EQ(err, want);
+}
 
 TEST(cold_start_splits_eight_shards_four_and_four)
 {
@@ -393,6 +435,7 @@ TEST(redis_down_then_back_releases_and_moves_nothing)
 
 int main(void)
 {
+    RUN(start_refuses_an_unreachable_redis_and_a_different_shard_total);
     RUN(cold_start_splits_eight_shards_four_and_four);
     RUN(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint);
     RUN(a_node_restarted_under_its_name_takes_its_shards_back_at_once);

@@ -23,6 +23,7 @@
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
 #include "config/config.h"
+#include "config/redis_url.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "lib/errors.h"
@@ -169,6 +170,10 @@ static void register_secrets(const struct cfg_config *cfg)
     for (size_t i = 0; i < cfg->n_webhooks; i++)
         for (size_t j = 0; j < cfg->webhooks[i].n_secrets; j++)
             sh_log_add_secret(cfg->webhooks[i].secrets[j]);
+    struct cfg_redis_url redis;
+    if (cfg->cluster_redis && !cfg_redis_url_parse(cfg->cluster_redis, &redis, NULL, 0))
+        sh_log_add_secret(redis.password); /* the Redis password, and the URL that holds it */
+    sh_log_add_secret(cfg->cluster_redis);
 }
 
 static void apply_log_settings(const struct cfg_config *cfg)

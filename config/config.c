@@ -277,6 +277,46 @@ static const struct directive testing_dirs[] = {
 };
 static const struct section testing_section = {testing_dirs, COUNT(testing_dirs), NULL};
 
+static const struct directive cluster_dirs[] = {
+    {.name = "redis",
+     .set = cfg__set_redis_url,
+     .off = C_OFF(cluster_redis),
+     .flags = D_REQUIRED | D_SECRET,
+     .type = "string `\"redis://[:password@]host:port[/db]\"` or `\"unix:/path\"`",
+     .doc = "the Redis every node of the bot shares (no TLS: a private network or a unix socket)",
+     .missing = "missing: the Redis address, \"redis://[:password@]host:port[/db]\" or "
+                "\"unix:/path\""},
+    {.name = "node",
+     .set = cfg__set_node_name,
+     .off = C_OFF(cluster_node),
+     .type = "string",
+     .def_note = "the host name",
+     .doc = "this node's name, unique among live nodes: 1 to 64 of `A-Z a-z 0-9 . _ -`; "
+            "restarted under the same name, a node takes its shards back at once"},
+    {.name = "lease_ms",
+     .set = cfg__set_int,
+     .off = C_OFF(cluster_lease_ms),
+     .min = 1000,
+     .max = 600000,
+     .def = "10000",
+     .doc = "the node lease: other nodes take its shards over this long after it stops renewing"},
+    {.name = "max_shards",
+     .set = cfg__set_int,
+     .off = C_OFF(cluster_max_shards),
+     .min = 1,
+     .max = MAX_SHARDS,
+     .def = "2000",
+     .doc = "the most shards this node holds"},
+    {.name = "advertise",
+     .set = cfg__set_url,
+     .off = C_OFF(cluster_advertise),
+     .flags = D_STRIP_SLASH | D_NULL_OK,
+     .type = "http(s) URL or null",
+     .doc = "how other nodes and the status page reach this node's control API"},
+};
+static const struct section cluster_section = {cluster_dirs, COUNT(cluster_dirs),
+                                               cfg__check_cluster};
+
 static const struct directive top_dirs[] = {
     {.name = "token",
      .set = cfg__set_token,
@@ -433,6 +473,12 @@ static const struct directive top_dirs[] = {
      .def = "1073741824",
      .doc = "disk spool of all webhooks together; past it the gateway stops reading; 0: no "
             "spool"},
+    {.name = "cluster",
+     .set = cfg__set_cluster,
+     .sub = &cluster_section,
+     .type = "object",
+     .doc = "cluster mode: several nodes hold the bot's shards through one Redis "
+            "([cluster.md](cluster.md)); absent: one node, as without it"},
     {.name = "testing",
      .set = cfg__set_section,
      .sub = &testing_section,
@@ -444,5 +490,5 @@ const struct section cfg__top_section = {top_dirs, COUNT(top_dirs), cfg__check_t
 
 /* cfg__process_object() tracks the keys it saw in a 64-bit mask */
 _Static_assert(COUNT(top_dirs) <= 64 && COUNT(webhook_dirs) <= 64 && COUNT(shards_dirs) <= 64 &&
-                   COUNT(http_dirs) <= 64 && COUNT(testing_dirs) <= 64,
+                   COUNT(http_dirs) <= 64 && COUNT(testing_dirs) <= 64 && COUNT(cluster_dirs) <= 64,
                "a directive table outgrew the seen mask");

@@ -7,7 +7,7 @@
  *   config.c  the directive tables: every key, its handler, range, default and doc line
  *   values.c  handlers for plain values (strings, choices, integers, URLs, tokens, lists)
  *   keys.c    handlers for keys with a shape of their own (intents, compress, shards,
- *             webhooks, secrets, headers, http.listen) and the cross-key rules
+ *             webhooks, secrets, headers, http.listen, cluster) and the cross-key rules
  *   load.c    walking a JSON object against a table, cfg_load(), cfg_free()
  *   diag.c    the key path, one-line messages, did-you-mean hints, JSON syntax positions
  *   diff.c    cfg_diff() and cfg_take_live() for reloads
@@ -194,9 +194,13 @@ CFG__HANDLER(cfg__set_webhook_name);
 CFG__HANDLER(cfg__set_secret);
 CFG__HANDLER(cfg__set_headers);
 CFG__HANDLER(cfg__set_listen);
+CFG__HANDLER(cfg__set_cluster);
+CFG__HANDLER(cfg__set_redis_url);
+CFG__HANDLER(cfg__set_node_name);
 /* Cross-key rules, run once a section's keys and defaults are in. */
 int cfg__check_shards(struct ctx *c, void *base);
 int cfg__check_http(struct ctx *c, void *base);
+int cfg__check_cluster(struct ctx *c, void *base);
 int cfg__check_top(struct ctx *c, void *base);
 
 /* presence (presence.c): its table, and the handler of the config's `presence` key. */

@@ -1,8 +1,9 @@
 /*
  * config/keys.c: the handlers of keys with a shape of their own: intents (names or a bit
  * mask, from the SH_INTENTS table of lib/discord.h), compress, shards ("auto" or an object
- * checked as a whole), webhooks with their signing secrets and headers, http.listen; and the
- * cross-key rules of the shards, http and top-level sections.
+ * checked as a whole), webhooks with their signing secrets and headers, http.listen, the cluster
+ * block (its Redis address and node name); and the cross-key rules of the shards, http, cluster
+ * and top-level sections.
  */
 #include <math.h>
 #include <stddef.h>
@@ -11,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "config/config.h"
 #include "config/config_int.h"
 #include "config/listen.h"
+#include "config/redis_url.h"
 #include "lib/buf.h"
 #include "lib/discord.h"
 #include "lib/errors.h"
@@ -481,6 +484,81 @@ int cfg__check_http(struct ctx *c, void *base)
                              "required when http.listen is not a loopback address "
                              "(listen is %s)",
                              cfg__describe_val(c, cfg->http_listen, buf, sizeof(buf)));
+    return SH_OK;
+}
+
+/* ---- cluster ---- */
+
+int cfg__set_cluster(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    char buf[80];
+    if (!cJSON_IsObject(v))
+        return cfg__fail(c, "must be an object (got %s)", cfg__describe(v, 0, buf, sizeof(buf)));
+    ((struct cfg_config *)base)->cluster = 1;
+    return cfg__process_object(c, d->sub, v, base);
+}
+
+/* The Redis address may hold its password: never echoed. */
+int cfg__set_redis_url(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    struct cfg_redis_url u;
+    char *s, why[200];
+    int rc = cfg__get_string(c, v, MAX_URL, 1, &s);
+    if (rc)
+        return rc;
+    if (cfg_redis_url_parse(s, &u, why, sizeof(why))) {
+        free(s);
+        return cfg__fail(c, "%s", why);
+    }
+    memset(u.password, 0, sizeof(u.password));
+    cfg__store_str(AT(base, d, char *), s);
+    return SH_OK;
+}
+
+/* A node name: 1..64 of A-Z a-z 0-9 . _ - (it goes into Redis key names and log lines). */
+static const char *node_name_problem(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return "must be 1 to 64 characters";
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return "may hold only A-Z a-z 0-9 . _ -";
+    return NULL;
+}
+
+int cfg__set_node_name(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    char *s, buf[80];
+    int rc = cfg__get_string(c, v, 256, 0, &s);
+    if (rc)
+        return rc;
+    const char *why = node_name_problem(s);
+    if (why) {
+        rc = cfg__fail(c, "%s (got %s)", why, cfg__describe_val(c, s, buf, sizeof(buf)));
+        free(s);
+        return rc;
+    }
+    cfg__store_str(AT(base, d, char *), s);
+    return SH_OK;
+}
+
+/* cluster.node left out: the host name, when it makes a valid node name. */
+int cfg__check_cluster(struct ctx *c, void *base)
+{
+    struct cfg_config *cfg = base;
+    if (cfg->cluster_node)
+        return SH_OK;
+    char host[256] = "", buf[80];
+    if (gethostname(host, sizeof(host) - 1))
+        return cfg__fail_key(c, "node", "missing, and the host name cannot be read: set it");
+    const char *why = node_name_problem(host);
+    if (why)
+        return cfg__fail_key(c, "node", "missing, and the host name %s %s: set it",
+                             cfg__describe_str(host, 0, buf, sizeof(buf)), why);
+    if (!(cfg->cluster_node = strdup(host)))
+        return cfg__oom(c);
     return SH_OK;
 }
 

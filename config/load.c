@@ -265,5 +265,8 @@ void cfg_free(struct cfg_config *cfg)
     free(cfg->state_dir);
     free(cfg->log_level);
     free(cfg->log_format);
+    free(cfg->cluster_redis);
+    free(cfg->cluster_node);
+    free(cfg->cluster_advertise);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -1,8 +1,9 @@
 /*
  * tests/unit/redis_server.h: a throwaway redis-server for unit tests: a free loopback port, a
  * temp folder of its own (AOF on, no RDB snapshots, a unix socket there too), an optional
- * password; stopped by its pid (never the system's service). t_redis_start answers -1 when
- * redis-server is not installed, so that a test can SKIP.
+ * password; stopped by its pid (never the system's service), and killed by the kernel when the
+ * test process dies first. t_redis_start answers -1 when redis-server is not installed, so that a
+ * test can SKIP.
  */
 #ifndef SHARDHOOK_TESTS_UNIT_REDIS_SERVER_H
 #define SHARDHOOK_TESTS_UNIT_REDIS_SERVER_H
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -92,6 +94,7 @@ static inline int t_redis_spawn(struct t_redis *rs)
     if (pid < 0)
         return -2;
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies takes its server with it */
         int fd = open("/dev/null", O_RDWR);
         if (fd >= 0) {
             dup2(fd, 0);

@@ -69,6 +69,51 @@ struct bad {
 #define WH_NOSECRET(body) "{'webhooks':[{'url':'https://example.com/h'" body "}]}"
 
 static const struct bad bad_inputs[] = {
+    /* cluster */
+    {"{'cluster':1}", "cluster: must be an object (got 1)"},
+    {"{'cluster':{}}",
+     "cluster.redis: missing: the Redis address, \"redis://[:password@]host:port[/db]\" "
+     "or \"unix:/path\""},
+    {"{'cluster':{'redis':'localhost:6379'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\" "
+     "(rediss://..."},
+    {"{'cluster':{'redis':'redis://h'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": the port is "
+     "missing"},
+    {"{'cluster':{'redis':'redis://h:0'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": the port "
+     "must be a number from 1 to 65535"},
+    {"{'cluster':{'redis':'redis://h:1/x'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": the db "
+     "after '/'..."},
+    {"{'cluster':{'redis':'redis://u:p@h:1'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": credentials "
+     "are..."},
+    {"{'cluster':{'redis':'unix:sock'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": a unix "
+     "socket path must..."},
+    {"{'cluster':{'redis':'unix:/s?db=1'}}",
+     "cluster.redis: must be \"redis://[:password@]host:port[/db]\" or \"unix:/path\": no query "
+     "after..."},
+    {"{'cluster':{'redis':7}}", "cluster.redis: must be a string..."},
+    {"{'cluster':{'redis':'unix:/s','node':''}}",
+     "cluster.node: must be 1 to 64 characters (got \"\")"},
+    {"{'cluster':{'redis':'unix:/s','node':'a b'}}",
+     "cluster.node: may hold only A-Z a-z 0-9 . _ - (got \"a b\")"},
+    {"{'cluster':{'redis':'unix:/s','node':'n:1'}}", "cluster.node: may hold only..."},
+    {"{'cluster':{'redis':'unix:/s','node':'"
+     "0123456789012345678901234567890123456789012345678901234567890123"
+     "4'}}",
+     "cluster.node: must be 1 to 64 characters..."},
+    {"{'cluster':{'redis':'unix:/s','lease_ms':999}}",
+     "cluster.lease_ms: must be an integer from 1000 to 600000 (got 999)"},
+    {"{'cluster':{'redis':'unix:/s','max_shards':0}}",
+     "cluster.max_shards: must be an integer from 1 to 65536 (got 0)"},
+    {"{'cluster':{'redis':'unix:/s','advertise':'10.0.0.1:7878'}}",
+     "cluster.advertise: must be an http:// or https:// URL..."},
+    {"{'cluster':{'redis':'unix:/s','leas_ms':1}}",
+     "cluster.leas_ms: unknown key (did you mean \"lease_ms\"?)"},
+    {"{'lease_ms':1}", "lease_ms: unknown key (did you mean \"cluster.lease_ms\"?)"},
     /* unknown keys, with and without a hint */
     {"{'tokn':'x'}", "tokn: unknown key (did you mean \"token\"?)"},
     {"{'webhook':[]}", "webhook: unknown key (did you mean \"webhooks\"?)"},
@@ -1128,6 +1173,91 @@ TEST(diff_covers_every_key_and_follows_what_runs)
     cfg_free(&b);
 }
 
+/* The cluster block: absent, nothing is set; present, defaults and the host name fill in. */
+TEST(cluster_block)
+{
+    struct cfg_config cfg;
+    env_reset();
+    ASSERT_EQ(load("{}", &cfg), 0);
+    ASSERT_EQ(cfg.cluster, 0);
+    ASSERT(!cfg.cluster_redis && !cfg.cluster_node && !cfg.cluster_advertise);
+    ASSERT_EQ(cfg.cluster_lease_ms, 0);
+    ASSERT_EQ(cfg.cluster_max_shards, 0);
+    cfg_free(&cfg);
+
+    char host[256] = "";
+    ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+    ASSERT_EQ(load("{'cluster':{'redis':'redis://:pw@10.0.0.5:6379/2'}}", &cfg), 0);
+    ASSERT_EQ(cfg.cluster, 1);
+    ASSERT_STR_EQ(cfg.cluster_redis, "redis://:pw@10.0.0.5:6379/2");
+    ASSERT_STR_EQ(cfg.cluster_node, host);
+    ASSERT_EQ(cfg.cluster_lease_ms, 10000);
+    ASSERT_EQ(cfg.cluster_max_shards, 2000);
+    ASSERT(cfg.cluster_advertise == NULL);
+    cfg_free(&cfg);
+
+    setenv("SH_TEST_DIR", "s3cr3t", 1);
+    ASSERT_EQ(load("{'cluster':{'redis':'redis://:${SH_TEST_DIR}@[::1]:7000','node':'node-1.a_b',"
+                   "'lease_ms':2000,'max_shards':16,'advertise':'http://10.0.0.6:7878/'}}",
+                   &cfg),
+              0);
+    ASSERT_STR_EQ(cfg.cluster_redis, "redis://:s3cr3t@[::1]:7000");
+    ASSERT_STR_EQ(cfg.cluster_node, "node-1.a_b");
+    ASSERT_EQ(cfg.cluster_lease_ms, 2000);
+    ASSERT_EQ(cfg.cluster_max_shards, 16);
+    ASSERT_STR_EQ(cfg.cluster_advertise, "http://10.0.0.6:7878");
+    cfg_free(&cfg);
+    ASSERT_EQ(load("{'cluster':{'redis':'unix:/run/redis.sock','advertise':null}}", &cfg), 0);
+    ASSERT_STR_EQ(cfg.cluster_redis, "unix:/run/redis.sock");
+    ASSERT(cfg.cluster_advertise == NULL);
+    cfg_free(&cfg);
+
+    /* the password never shows in a message, from the file or the environment */
+    static const char *const leaks[] = {
+        "{'cluster':{'redis':'redis://:SEKRET@h'}}",
+        "{'cluster':{'redis':'redis://:SEKRET@h:1/x'}}",
+        "{'cluster':{'redis':'redis://:SEKRET@h:1 '}}",
+        "{'cluster':{'redis':'redis://user:SEKRET@h:1'}}",
+        "{'cluster':{'redis':'rediss://:SEKRET@h:1'}}",
+        "{'cluster':{'redis':'redis://:${SH_TEST_EVENT}@h:99999'}}",
+    };
+    setenv("SH_TEST_EVENT", "SEKRET", 1);
+    for (size_t i = 0; i < sizeof(leaks) / sizeof(leaks[0]); i++) {
+        ASSERT_EQ(load(leaks[i], &cfg), SH_ECONFIG);
+        ASSERT(!strncmp(err, "cluster.redis: ", 15));
+        if (strstr(err, "SEKRET"))
+            T_FAIL_("case %zu leaks: %s", i, err);
+    }
+    env_reset();
+}
+
+/* Every cluster key needs a restart; adding or removing the block is a restart too. */
+TEST(cluster_diff_needs_restart)
+{
+    struct cfg_config a, b;
+    char live[256], restart[256];
+    env_reset();
+    ASSERT_EQ(load("{'cluster':{'redis':'unix:/a','node':'n1'}}", &a), 0);
+    ASSERT_EQ(load("{'cluster':{'redis':'unix:/b','node':'n2','lease_ms':2000,'max_shards':5,"
+                   "'advertise':'http://h:1'}}",
+                   &b),
+              0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 5);
+    ASSERT_STR_EQ(live, "");
+    ASSERT_CONTAINS(restart, "cluster.redis");
+    ASSERT_CONTAINS(restart, "cluster.node");
+    ASSERT_CONTAINS(restart, "cluster.lease_ms");
+    ASSERT_CONTAINS(restart, "cluster.max_shards");
+    ASSERT_CONTAINS(restart, "cluster.advertise");
+    ASSERT(!strstr(restart, "unix:"));
+    cfg_free(&b);
+    ASSERT_EQ(load("{}", &b), 0);
+    ASSERT(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)) > 0);
+    ASSERT_CONTAINS(restart, "cluster.redis");
+    cfg_free(&a);
+    cfg_free(&b);
+}
+
 static char *read_doc(void)
 {
     static const char *const paths[] = {"docs/configuration.md", "../../docs/configuration.md",
@@ -1177,4 +1307,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(least_batch_delay_across_webhooks); RUN(free_is_safe); RUN(mutations_never_crash);
           RUN(non_utf8_from_the_environment_is_refused);
           RUN(messages_show_expanded_values_as_written); RUN(diff_sorts_live_and_restart_keys);
-          RUN(diff_covers_every_key_and_follows_what_runs); RUN(docs_match_table);)
+          RUN(diff_covers_every_key_and_follows_what_runs); RUN(docs_match_table);
+          RUN(cluster_block); RUN(cluster_diff_needs_restart);)

@@ -249,12 +249,14 @@ int cl__scan_shards(struct cl_cluster *c)
     }
     c->nodes_changed = 0;
     c->next_shard_scan_ms = now + CL__SHARD_SCAN_MS;
+    for (int n = 0; n < c->n_nodes; n++) /* the plan counts what each node holds now */
+        c->nodes[n].held = n == c->me ? c->held : held[n];
     c->orphans = orph ? plan_claims(c, orph, no) : 0;
     free(orph);
     if (check_held(c) != 0)
         return SH_ENET;
-    for (int n = 0; n < c->n_nodes; n++)
-        c->nodes[n].held = n == c->me ? c->held : held[n];
+    if (c->me >= 0)
+        c->nodes[c->me].held = c->held;
     publish(c);
     return 0;
 }

@@ -198,7 +198,8 @@ static int plan_claims(struct cl_cluster *c, int *orph, int no)
         int n = s->owner[0] ? cl__find_node(c, s->owner) : -1;
         if (n >= 0 && c->nodes[n].epoch) /* restarted under its name: it takes it back first */
             from += (uint64_t)c->lease_ms;
-        s->claim_due_ms = from + (uint64_t)r * CL__CLAIM_STEP_MS;
+        /* nodes see the owner gone up to one scan apart: a lower rank gets that long first */
+        s->claim_due_ms = from + (uint64_t)r * CL__CLAIM_STEP_MS + (r ? CL__SCAN_MS : 0);
     }
     free(assigned);
     return n_open;

@@ -216,6 +216,8 @@ int cl_cluster_start(struct cl_cluster *c, int total, const int *ids, int n, int
         return SH_ENET;
     }
     c->reachable = 1;
+    if (c->ops.lease_deadline)
+        c->ops.lease_deadline(c->ops.ud, c->last_ok_ms + (uint64_t)c->lease_ms);
     log_info("msg=\"cluster joined\" node=\"%s\" epoch=%llu total=%d may=\"%s\" redis=\"%s\" "
              "lease_ms=%d",
              c->name, (unsigned long long)c->epoch, total, c->may_ranges, cl__redis_where(c->redis),

@@ -88,7 +88,17 @@ int cl__register(struct cl_cluster *c)
         return SH_ENET;
     c->registered_ms = sent;
     c->last_renew_ms = sent;
-    lease_ok(c, sent);
+    c->last_ok_ms = sent; /* the deadline moves only once held shards are reasserted */
+    return 0;
+}
+
+/* Register again after the lease or Redis was lost: held shards are checked before any of them
+   may connect again (a shard fenced out meanwhile must not RESUME over its new owner). */
+static int rejoin(struct cl_cluster *c)
+{
+    if (cl__register(c) != 0 || cl__reassert(c) != 0)
+        return SH_ENET;
+    lease_ok(c, c->last_ok_ms);
     return 0;
 }
 
@@ -98,8 +108,7 @@ static void lease_lost(struct cl_cluster *c)
     sh_metric_add(c->m_lease_failures, 1, "lost");
     log_warn("msg=\"lease lost; registering again\" node=\"%s\" epoch=%llu held=%d", c->name,
              (unsigned long long)c->epoch, c->held);
-    if (cl__register(c) == 0)
-        cl__reassert(c);
+    rejoin(c);
     c->nodes_changed = 1;
 }
 
@@ -211,7 +220,7 @@ static void reconnect(struct cl_cluster *c, uint64_t now)
              c->name, (unsigned long long)cl__since(now, c->degraded_since_ms), 2 * c->lease_ms);
     if (cl__meta_check(c, err, sizeof(err)) == SH_ECONFIG)
         log_warn("msg=\"cluster meta differs after Redis came back\" error=\"%s\"", err);
-    if (cl__register(c) != 0 || cl__reassert(c) != 0)
+    if (rejoin(c) != 0)
         return;
     c->quiet_until_ms = sh_now_ms() + 2 * (uint64_t)c->lease_ms;
     c->nodes_changed = 1;
@@ -257,8 +266,12 @@ static void finish_stop(struct cl_cluster *c)
 /* One pass while Redis answers; each step returns early once it is lost. */
 static void pass(struct cl_cluster *c, uint64_t now, int stopping)
 {
-    if (cl__since(now, c->last_renew_ms) >= (uint64_t)c->lease_ms / 5)
+    if (c->lease_gone) {
+        c->lease_gone = 0;
+        lease_lost(c);
+    } else if (cl__since(now, c->last_renew_ms) >= (uint64_t)c->lease_ms / 5) {
         renew(c, now);
+    }
     int busy = stopping || cl__identify_pending(c->ident);
     if (!c->degraded)
         cl__read_commands(c, busy ? 0 : PASS_BLOCK_MS);

@@ -135,6 +135,7 @@ struct cl_cluster {
     uint64_t registered_ms, last_renew_ms, last_ok_ms, next_reconnect_ms, quiet_until_ms;
     uint64_t next_scan_ms, next_shard_scan_ms, next_balance_ms, degraded_since_ms;
     int nodes_changed; /* the live set differs from the last shard scan's */
+    int lease_gone;    /* a claim found node:<me> no longer ours: register again */
     int orphans;       /* shards the last scan found without a live owner */
     char last_cmd_id[64];
     struct cl__node nodes[CL__MAX_NODES];

@@ -339,8 +339,8 @@ int cl__claim(struct cl_cluster *c, int shard, const char *kind, const char *fro
         hold(c, shard, (uint64_t)fence, kind, from, took_ms);
     }
     freeReplyObject(r);
-    if (ok && fence == -2) { /* our own lease is gone: register, then try again later */
-        cl__register(c);
+    if (ok && fence == -2) { /* our own lease is gone: the pass registers again first */
+        c->lease_gone = 1;
         return 1;
     }
     if (ok && fence == -1 && s->state != CL__FREE)

@@ -50,6 +50,8 @@ struct node {
     char blob[TOTAL][64];
     uint64_t final_seq; /* what the drain hands back as the final checkpoint */
     uint64_t deadline;
+    uint64_t watch_after; /* deadlines past this before shard 3 is released count as early */
+    int early_deadlines, released3;
 };
 
 static int op_hold(void *ud, const struct cl_checkpoint *cp)
@@ -72,6 +74,7 @@ static void op_release(void *ud, int shard)
     pthread_mutex_lock(&n->mu);
     n->held[shard] = 0;
     n->releases++;
+    n->released3 |= shard == 3;
     pthread_mutex_unlock(&n->mu);
 }
 
@@ -96,6 +99,8 @@ static void op_deadline(void *ud, uint64_t until)
     struct node *n = ud;
     pthread_mutex_lock(&n->mu);
     n->deadline = until;
+    if (n->watch_after && until > n->watch_after && !n->released3)
+        n->early_deadlines++;
     pthread_mutex_unlock(&n->mu);
 }
 
@@ -382,6 +387,44 @@ TEST(a_checkpoint_refused_for_a_stale_fence_releases_the_shard)
     ASSERT_EQ(held, TOTAL - 1); /* the others stay */
 }
 
+TEST(after_a_lost_lease_a_shard_taken_meanwhile_is_let_go_before_the_deadline_moves)
+{
+    NEED_REDIS();
+    ASSERT_EQ(start_node(&a, "node-a"), 0);
+    ASSERT(WAIT_FOR(count_held(&a) == TOTAL, 8000));
+    t_redis_sleep_ms(700); /* past the scan after the claims: the next is seconds away */
+    /* the lease ran out and live node-z took shard 3 meanwhile; one transaction */
+    redisContext *rc = t_redis_client(&srv);
+    ASSERT(rc != NULL);
+    redisAppendCommand(rc, "MULTI");
+    redisAppendCommand(rc, "SET %snode:node-z 5 PX 60000", prefix);
+    redisAppendCommand(rc, "HSET %snodes node-z {\"may\":\"\",\"max_shards\":0}", prefix);
+    redisAppendCommand(rc, "HSET %sshard:3 owner node-z owner_epoch 5 fence 99999999999999999",
+                       prefix);
+    redisAppendCommand(rc, "DEL %snode:node-a", prefix);
+    redisAppendCommand(rc, "EXEC");
+    for (int i = 0; i < 6; i++) {
+        redisReply *r = NULL;
+        redisGetReply(rc, (void **)&r);
+        if (r)
+            freeReplyObject(r);
+    }
+    redisFree(rc);
+    uint64_t t0 = sh_now_ms(); /* every renewal that still succeeded was sent before this */
+    pthread_mutex_lock(&a.mu);
+    a.watch_after = t0 + 1000;
+    pthread_mutex_unlock(&a.mu);
+    int ok = WAIT_FOR(!is_held(&a, 3), 3000);
+    int moved = WAIT_FOR(a.deadline > t0 + 1000, 3000);
+    t_redis_sleep_ms(300);
+    int held = count_held(&a), early = a.early_deadlines;
+    end_node(&a);
+    ASSERT(ok);
+    ASSERT(moved); /* registered again: the deadline moves on */
+    ASSERT_EQ(early, 0);
+    ASSERT_EQ(held, TOTAL - 1);
+}
+
 TEST(graceful_stop_hands_every_shard_over)
 {
     NEED_REDIS();
@@ -441,6 +484,7 @@ int main(void)
     RUN(a_node_restarted_under_its_name_takes_its_shards_back_at_once);
     RUN(handoff_moves_a_shard_with_a_higher_fence);
     RUN(a_checkpoint_refused_for_a_stale_fence_releases_the_shard);
+    RUN(after_a_lost_lease_a_shard_taken_meanwhile_is_let_go_before_the_deadline_moves);
     RUN(graceful_stop_hands_every_shard_over);
     RUN(redis_down_then_back_releases_and_moves_nothing);
     t_redis_stop(&srv);

@@ -65,8 +65,14 @@ void cl__ck_view(const struct cl__ck *ck, int shard, struct cl_checkpoint *out)
 void cl__set_state(struct cl_cluster *c, int shard, enum cl__state st)
 {
     pthread_mutex_lock(&c->mu);
-    enum cl__state was = c->shards[shard].state;
-    c->shards[shard].state = st;
+    struct cl__shard *s = &c->shards[shard];
+    enum cl__state was = s->state;
+    s->state = st;
+    if (st == CL__FREE) { /* what delivery still sends for it belongs to the holding that ended */
+        cl__ck_clear(&s->pending);
+        cl__ck_clear(&s->final);
+        s->dirty = s->drained = 0;
+    }
     c->held += (st != CL__FREE) - (was != CL__FREE);
     pthread_mutex_unlock(&c->mu);
     sh_metric_set(c->m_held, c->held);
@@ -236,7 +242,7 @@ void cl_cluster_checkpoint(struct cl_cluster *c, const struct cl_checkpoint *cp)
         return;
     pthread_mutex_lock(&c->mu);
     struct cl__shard *s = &c->shards[cp->shard];
-    if (cl__ck_set(&s->pending, cp) == 0)
+    if (s->state != CL__FREE && cl__ck_set(&s->pending, cp) == 0)
         s->dirty = 1;
     pthread_mutex_unlock(&c->mu);
 }

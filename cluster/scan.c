@@ -290,17 +290,18 @@ static void hold(struct cl_cluster *c, int shard, uint64_t fence, const char *ki
     struct cl__shard *s = &c->shards[shard];
     struct cl_checkpoint cp;
     cl__ck_view(&s->cur, shard, &cp);
-    int rc = c->ops.hold(c->ops.ud, &cp);
-    if (rc && rc != SH_EEXIST) {
-        log_error_limited(&lim, "msg=\"claimed shard could not be held\" shard=%d error=\"%s\"",
-                          shard, sh_strerror(rc));
-        return;
-    }
     s->fence = fence;
     s->since_ms = sh_now_ms();
     s->last_write_ms = 0;
     s->unwritten = 0;
-    cl__set_state(c, shard, CL__HELD);
+    cl__set_state(c, shard, CL__HELD); /* first: its first checkpoints may come at once */
+    int rc = c->ops.hold(c->ops.ud, &cp);
+    if (rc && rc != SH_EEXIST) {
+        cl__set_state(c, shard, CL__FREE);
+        log_error_limited(&lim, "msg=\"claimed shard could not be held\" shard=%d error=\"%s\"",
+                          shard, sh_strerror(rc));
+        return;
+    }
     sh_metric_add(c->m_claims, 1, kind);
     if (!strcmp(kind, "takeover"))
         sh_metric_add(c->m_takeovers, 1);

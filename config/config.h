@@ -105,12 +105,12 @@ struct cfg_config {
     int testing_member_window_ms;     /* "testing.member_window_ms": default 30000; tests only */
     int testing_send_window_ms;       /* "testing.send_window_ms": default 60000; tests only */
     /* cluster mode (CLUSTER.md): all unset without a "cluster" block */
-    int cluster;              /* 1 when the config has a "cluster" block */
-    char *cluster_redis;      /* "redis://[:password@]host:port[/db]" or "unix:/path[?db=N]"; secret */
-    char *cluster_node;       /* unique among live nodes; default the host name */
-    int cluster_lease_ms;     /* node lease; default 10000, at least 1000 */
-    int cluster_max_shards;   /* the most this node holds; default 2000 */
-    char *cluster_advertise;  /* how other nodes reach this node's API, or NULL */
+    int cluster;             /* 1 when the config has a "cluster" block */
+    char *cluster_redis;     /* "redis://[:password@]host:port[/db]" or "unix:/path"; secret */
+    char *cluster_node;      /* unique among live nodes; default the host name */
+    int cluster_lease_ms;    /* node lease; default 10000, at least 1000 */
+    int cluster_max_shards;  /* the most this node holds; default 2000 */
+    char *cluster_advertise; /* how other nodes reach this node's API, or NULL */
 };
 
 /* A config file larger than this is refused. */

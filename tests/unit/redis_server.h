@@ -109,9 +109,14 @@ static inline int t_redis_spawn(struct t_redis *rs)
         struct timeval tv = {0, 200000};
         redisContext *c = redisConnectWithTimeout("127.0.0.1", rs->port, tv);
         int up = c && !c->err;
-        if (up) {
-            redisReply *r = rs->password[0] ? redisCommand(c, "AUTH %s", rs->password)
-                                            : redisCommand(c, "PING");
+        if (up && rs->password[0]) {
+            redisReply *r = redisCommand(c, "AUTH %s", rs->password);
+            up = r && r->type != REDIS_REPLY_ERROR;
+            if (r)
+                freeReplyObject(r);
+        }
+        if (up) { /* PING answers -LOADING while the AOF is read back */
+            redisReply *r = redisCommand(c, "PING");
             up = r && r->type != REDIS_REPLY_ERROR;
             if (r)
                 freeReplyObject(r);

@@ -256,8 +256,11 @@ static void begin_stop(struct cl_cluster *c, uint64_t now)
 static void finish_stop(struct cl_cluster *c)
 {
     int kept = 0;
-    for (int i = 0; i < c->total; i++)
+    for (int i = 0; i < c->total; i++) {
         kept += c->shards[i].state != CL__FREE;
+        if (c->shards[i].state == CL__DRAINING)
+            cl__take_final(c, i);
+    }
     if (!c->degraded)
         cl__write_checkpoints(c, sh_now_ms(), 1);
     log_info("msg=\"cluster stopped\" node=\"%s\" kept=%d degraded=%d", c->name, kept, c->degraded);

@@ -202,6 +202,8 @@ int cl__write_one(struct cl_cluster *c, int shard);
 int cl__reassert(struct cl_cluster *c);
 int cl__start_handoff(struct cl_cluster *c, int shard, const char *target, uint64_t now);
 int cl__handoffs(struct cl_cluster *c, uint64_t now);
+/* A drain's final checkpoint, when it came, becomes the shard's newest. */
+void cl__take_final(struct cl_cluster *c, int shard);
 int cl__read_commands(struct cl_cluster *c, int block_ms);
 
 #endif

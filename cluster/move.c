@@ -111,9 +111,10 @@ int cl__start_handoff(struct cl_cluster *c, int shard, const char *target, uint6
         return SH_ENOTFOUND;
     int drain_ms = CL__DRAIN_MS;
     pthread_mutex_lock(&c->mu);
-    if (c->stopping && c->stop_deadline_ms > now + 1000 &&
-        c->stop_deadline_ms - now - 1000 < (uint64_t)drain_ms)
-        drain_ms = (int)(c->stop_deadline_ms - now - 1000);
+    if (c->stopping) { /* half of what is left of the stop: the other half hands off */
+        uint64_t left = cl__since(c->stop_deadline_ms, now) / 2;
+        drain_ms = left < (uint64_t)drain_ms ? (int)left : drain_ms;
+    }
     cl__ck_clear(&s->final);
     s->drained = 0;
     pthread_mutex_unlock(&c->mu);
@@ -238,6 +239,18 @@ static void take_requests(struct cl_cluster *c, uint64_t now)
     }
 }
 
+void cl__take_final(struct cl_cluster *c, int shard)
+{
+    struct cl__shard *s = &c->shards[shard];
+    pthread_mutex_lock(&c->mu);
+    if (s->drained && s->final.valid) {
+        cl__ck_move(&s->cur, &s->final);
+        s->dirty = 0;
+        s->unwritten = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 int cl__handoffs(struct cl_cluster *c, uint64_t now)
 {
     take_requests(c, now);
@@ -247,11 +260,8 @@ int cl__handoffs(struct cl_cluster *c, uint64_t now)
             continue;
         pthread_mutex_lock(&c->mu);
         int drained = s->drained;
-        if (drained && s->final.valid) {
-            cl__ck_move(&s->cur, &s->final);
-            s->dirty = 0;
-        }
         pthread_mutex_unlock(&c->mu);
+        cl__take_final(c, i);
         if (!drained && now < s->drain_deadline_ms)
             continue;
         if (!drained)

@@ -443,6 +443,31 @@ TEST(graceful_stop_hands_every_shard_over)
     ASSERT(took < 4000);
 }
 
+TEST(stop_with_no_other_node_keeps_ownership_and_writes_the_newest_checkpoint)
+{
+    NEED_REDIS();
+    ASSERT_EQ(start_node(&a, "node-a"), 0);
+    ASSERT(WAIT_FOR(count_held(&a) == TOTAL, 8000));
+    struct cl_checkpoint cp = {.shard = 2, .seq = 9, .blob = "last", .blob_len = 4};
+    snprintf(cp.session_id, sizeof(cp.session_id), "sess-2");
+    cl_cluster_checkpoint(a.c, &cp);
+    cl_cluster_stop(a.c, 2000); /* at once: the write is left to the stop */
+    char seq[32], owner[64];
+    field(2, "seq", seq, sizeof(seq));
+    field(2, "owner", owner, sizeof(owner));
+    redisReply *r = cmd("EXISTS %snode:node-a", prefix);
+    long long exists = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    int releases = a.releases, drains = a.drains;
+    end_node(&a);
+    ASSERT_STR_EQ(seq, "9");
+    ASSERT_STR_EQ(owner, "node-a");
+    ASSERT_EQ(exists, 1); /* the lease simply runs out: a restart takes the shards back */
+    ASSERT_EQ(releases, 0);
+    ASSERT_EQ(drains, 0);
+}
+
 TEST(redis_down_then_back_releases_and_moves_nothing)
 {
     NEED_REDIS();
@@ -486,6 +511,7 @@ int main(void)
     RUN(a_checkpoint_refused_for_a_stale_fence_releases_the_shard);
     RUN(after_a_lost_lease_a_shard_taken_meanwhile_is_let_go_before_the_deadline_moves);
     RUN(graceful_stop_hands_every_shard_over);
+    RUN(stop_with_no_other_node_keeps_ownership_and_writes_the_newest_checkpoint);
     RUN(redis_down_then_back_releases_and_moves_nothing);
     t_redis_stop(&srv);
     printf("%d passed, %d failed", t_passed, t_failed);

@@ -19,6 +19,7 @@
 #include "cluster/redis.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
+#include "lib/metrics.h"
 #include "tests/unit/redis_server.h"
 #include "tests/unit/test.h"
 
@@ -285,6 +286,11 @@ TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
     field(s, "fence", fence0, sizeof(fence0));
     int releases = a.releases;
     uint64_t died = sh_now_ms();
+    struct sh_metric *takeovers = sh_metric_counter("shardhook_cluster_takeovers_total",
+                                                    "Shards taken over from a node whose lease "
+                                                    "ended",
+                                                    NULL);
+    double takeovers0 = sh_metric_value(takeovers);
     cl_cluster_free(a.c); /* dies: no handoff, the lease simply runs out */
     a.c = NULL;
     int ok = WAIT_FOR(count_held(&b) == TOTAL, 6000);
@@ -301,6 +307,7 @@ TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
     ASSERT_STR_EQ(b.blob[s], "blob-a");
     ASSERT(strtoull(fence1, NULL, 10) > strtoull(fence0, NULL, 10));
     ASSERT_EQ(a.releases, releases); /* a dead node says nothing */
+    ASSERT_EQ(sh_metric_value(takeovers) - takeovers0, 4);
 }
 
 TEST(a_node_restarted_under_its_name_takes_its_shards_back_at_once)

@@ -262,7 +262,8 @@ int cl__handoffs(struct cl_cluster *c, uint64_t now)
         int drained = s->drained;
         pthread_mutex_unlock(&c->mu);
         cl__take_final(c, i);
-        if (!drained && now < s->drain_deadline_ms)
+        if ((!drained && now < s->drain_deadline_ms) ||
+            cl__since(now, s->move_started_ms) < CL__SETTLE_MS)
             continue;
         if (!drained)
             take_pending(c, s);

@@ -9,7 +9,9 @@ import signal
 import socket
 import statistics
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -138,3 +140,47 @@ def stop_all():
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def run_parts(script, steps, wanted, prof, repeat, results, keep, after=None):
+    """Run each (name, fn) of steps whose name is in wanted, as fn(prof, repeat, tmp, results)
+    in one fresh work folder, with its seconds in results["meta"]; then after(). SIGTERM stops
+    it like Ctrl-C; every child is stopped at the end; the folder goes once all went through,
+    unless keep."""
+    tmp = tempfile.mkdtemp(prefix="shardhook-bench-")
+    t0 = time.monotonic()
+    ok = False
+
+    def on_signal(_sig, _frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for part, fn in steps:
+            if part in wanted:
+                t = time.monotonic()
+                log("%s (%s, %d run%s each)" % (part, results["meta"]["profile"], repeat,
+                                                "s" if repeat > 1 else ""))
+                fn(prof, repeat, tmp, results)
+                results["meta"]["seconds_" + part] = round(time.monotonic() - t, 1)
+        if after:
+            after()
+        results["meta"]["seconds"] = round(time.monotonic() - t0, 1)
+        ok = True
+    finally:
+        stop_all()
+        if ok and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log("%s: logs kept in %s" % (script, tmp))
+
+
+def write_results(script, results, md, markdown_path=None, json_path=None):
+    """Print the tables, and write them (markdown_path) and every figure (json_path)."""
+    print(md)
+    log("%s: %.0f s in all" % (script, results["meta"]["seconds"]))
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(md)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)

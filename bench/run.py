@@ -36,15 +36,13 @@ import base64
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from common import Proc, call, cpu_seconds, free_port, log, median, proc_kib, raise_fd_limit
-from common import stop_all, wait
+from common import run_parts, wait, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
@@ -582,40 +580,12 @@ def main():
     results = {"meta": {"profile": name, "repeat": repeat, "command": command,
                         "when": time.strftime("%Y-%m-%d %H:%M"),
                         "cpus": os.cpu_count(), "settings": prof}}
-    tmp = tempfile.mkdtemp(prefix="shardhook-bench-")
-    t0 = time.monotonic()
-    ok = False
-
-    def on_signal(sig, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        steps = (("delivery", part_delivery), ("roof", part_roof), ("peers", part_peers),
-                 ("shards", part_shards))
-        for part, fn in steps:
-            if part in parts:
-                t = time.monotonic()
-                log("%s (%s, %d run%s each)" % (part, name, repeat, "s" if repeat > 1 else ""))
-                fn(prof, repeat, tmp, results)
-                results["meta"]["seconds_" + part] = round(time.monotonic() - t, 1)
-        summarize(results, prof)
-        results["meta"]["seconds"] = round(time.monotonic() - t0, 1)
-        ok = True
-    finally:
-        stop_all()
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            log("bench/run.py: logs kept in %s" % tmp)
-    md = markdown(results, prof, repeat, command)
-    print(md)
-    log("bench/run.py: %.0f s in all" % results["meta"]["seconds"])
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(md)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    steps = (("delivery", part_delivery), ("roof", part_roof), ("peers", part_peers),
+             ("shards", part_shards))
+    run_parts("bench/run.py", steps, parts, prof, repeat, results, args.keep,
+              after=lambda: summarize(results, prof))
+    write_results("bench/run.py", results, markdown(results, prof, repeat, command),
+                  args.markdown, args.json)
     return 0
 
 

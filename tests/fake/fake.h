@@ -86,6 +86,7 @@ struct fk_conn_rec {
     double closed_ms;      /* < 0: open */
     int close_code;        /* FK_NONE_INT: none */
     const char *closed_by; /* NULL, "client", "server", "drop" */
+    const char *reason;    /* a server close's why (static text), or NULL */
 };
 
 struct fk_session;
@@ -122,6 +123,7 @@ struct fk_session {
     int total;
     uint64_t seq;
     int ended;            /* the client closed with 1000/1001 */
+    int expired;          /* expired by POST /_fake/expire: a RESUME gets op 9 false */
     struct fk_msg **hist; /* ring of plain-JSON events, s = seq - h_len + 1 .. seq */
     size_t h_head, h_len, h_cap;
     struct fk_conn *conn; /* live connection receiving its events, or NULL */
@@ -152,6 +154,9 @@ struct fk_state {
     int rest_hold_count;          /* the next N calls of /gateway/bot are never answered */
     uint64_t next_conn_id;
     uint64_t burst_id;
+    long stream_ms;           /* steady stream period, 0: off (POST /_fake/stream) */
+    unsigned char *streaming; /* o.shards flags: this shard's current session gets the stream */
+    uint64_t stream_n;        /* events the stream emitted */
 };
 
 extern struct fk_state fk;
@@ -176,6 +181,10 @@ struct fk_conn *fk_shard_conn(int shard);
 struct fk_conn *fk_conn_by_id(uint64_t id);
 int fk_conn_withheld(const struct fk_conn *c);
 void fk_trickle_tick(void);
+/* One event of the steady stream to every streaming shard's current session, live or not. */
+void fk_stream_tick(void);
+/* Expire the sessions of shard (-1: every shard); their ids go to out as a JSON array. */
+int fk_expire(long shard, struct sh_buf *out);
 void fk_budget_refresh(void);
 
 /* events.c: each writes JSON into buf (cap bytes) and returns its length, or -1 if too long. */
@@ -201,6 +210,12 @@ int fk_rec_conn_add(struct fk_conn_rec *r);
 void fk_rec_received(uint64_t conn, int op, const char *payload, size_t len);
 void fk_rec_rest(const char *path, int status);
 void fk_rec_violation(int shard, const char *what);
+/* An IDENTIFY: its bucket, and why it was refused (NULL: accepted, session names the new one). */
+void fk_rec_identify(uint64_t conn, int shard, long bucket, const char *refused,
+                     const char *session);
+/* A RESUME: the session and seq it named, why it was refused (NULL: resumed), events replayed. */
+void fk_rec_resume(uint64_t conn, int shard, const char *session, long seq, const char *refused,
+                   size_t replayed);
 void fk_rec_reset(void);
 int fk_rec_json(struct sh_buf *out);
 /* Append s as a JSON string literal. */

@@ -24,7 +24,7 @@ struct fk_state fk;
 
 static volatile sig_atomic_t stop;
 static struct timespec t0;
-static lws_sorted_usec_list_t sul_tick, sul_trickle;
+static lws_sorted_usec_list_t sul_tick, sul_trickle, sul_stream;
 
 /* One HTTP request on a connection (reset at each new transaction). */
 struct http_req {
@@ -394,6 +394,8 @@ static int ctl_close(struct lws *wsi, struct http_req *h, const cJSON *body)
     struct fk_conn *c = body_conn(body, shard);
     if (!c)
         return respondf(wsi, h, 409, "{\"message\":\"no live connection\",\"code\":0}");
+    if (!c->close_code && !c->drop)
+        c->rec->reason = "control";
     fk_conn_request_close(c, (int)code,
                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "drop")));
     return respondf(wsi, h, 200, "{\"conn\":%" PRIu64 "}", c->rec->id);
@@ -464,6 +466,58 @@ static int ctl_quiet(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respondf(wsi, h, 200, "%s", out);
 }
 
+static void stream(lws_sorted_usec_list_t *sul)
+{
+    if (fk.stream_ms <= 0)
+        return;
+    fk_stream_tick();
+    lws_sul_schedule(fk.ctx, 0, sul, stream, (lws_usec_t)fk.stream_ms * LWS_US_PER_MS);
+}
+
+/*
+ * POST /_fake/stream {"period_ms": N, "shard": S}: one MESSAGE_CREATE every N ms to the current
+ * session of shard S (omitted: every shard), whether a connection is live or not, as Discord
+ * keeps a session's events for a RESUME. period_ms 0 stops the stream (of S, or of all).
+ */
+static int ctl_stream(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long shard = body_shard(body), period;
+    if (shard == -2)
+        return bad_request(wsi, h, "shard: not a shard of this fake");
+    if (get_int(body, "period_ms", &period, -1, 0, 3600000) || period < 0)
+        return bad_request(wsi, h, "period_ms: an integer from 0 to 3600000 is required");
+    for (long i = 0; i < fk.o.shards; i++)
+        if (shard < 0 || i == shard)
+            fk.streaming[i] = period > 0;
+    if (period > 0) {
+        fk.stream_ms = period;
+        lws_sul_schedule(fk.ctx, 0, &sul_stream, stream, (lws_usec_t)period * LWS_US_PER_MS);
+    } else if (shard < 0) {
+        fk.stream_ms = 0;
+        lws_sul_cancel(&sul_stream);
+    }
+    return respondf(wsi, h, 200, "{\"period_ms\":%ld,\"emitted\":%" PRIu64 "}", fk.stream_ms,
+                    fk.stream_n);
+}
+
+/* POST /_fake/expire {"shard": S} (omitted: every shard): the sessions' next RESUME gets op 9. */
+static int ctl_expire(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long shard = body_shard(body);
+    if (shard == -2)
+        return bad_request(wsi, h, "shard: not a shard of this fake");
+    struct sh_buf out;
+    sh_buf_init(&out, 1 << 20);
+    int rc = sh_buf_append_str(&out, "{\"expired\":");
+    rc = rc ? rc : fk_expire(shard, &out);
+    rc = rc ? rc : sh_buf_append_str(&out, "}");
+    if (rc) {
+        sh_buf_free(&out);
+        return respondf(wsi, h, 500, "{\"message\":\"%s\",\"code\":0}", sh_strerror(rc));
+    }
+    return respond_buf(wsi, h, 200, &out);
+}
+
 /* GET /_fake/replay: the replay's progress and send times (replay.c) */
 static int ctl_replay(struct lws *wsi, struct http_req *h)
 {
@@ -516,6 +570,8 @@ static const struct route {
     {"/_fake/members", ctl_members},
     {"/_fake/quiet", ctl_quiet},
     {"/_fake/replay/start", ctl_replay_start},
+    {"/_fake/stream", ctl_stream},
+    {"/_fake/expire", ctl_expire},
 };
 
 static int is_gateway_path(const char *p)
@@ -852,7 +908,8 @@ int main(int argc, char **argv)
         return 2;
     fk.shards = calloc((size_t)fk.o.shards, sizeof(*fk.shards));
     fk.bucket_last = malloc((size_t)fk.o.max_concurrency * sizeof(*fk.bucket_last));
-    if (!fk.shards || !fk.bucket_last) {
+    fk.streaming = calloc((size_t)fk.o.shards, 1);
+    if (!fk.shards || !fk.bucket_last || !fk.streaming) {
         fprintf(stderr, "fake-discord: out of memory\n");
         return 1;
     }

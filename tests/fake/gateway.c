@@ -223,6 +223,8 @@ void fk_conn_request_close(struct fk_conn *c, int code, int drop)
 static int close_with(struct fk_conn *c, int code, const char *why)
 {
     fprintf(stderr, "fake-discord: conn=%" PRIu64 " close %d: %s\n", c->rec->id, code, why);
+    if (!c->close_code && !c->drop)
+        c->rec->reason = why;
     fk_conn_request_close(c, code, 0);
     return 0;
 }
@@ -487,10 +489,17 @@ static int on_heartbeat(struct fk_conn *c, const cJSON *d)
     return 0;
 }
 
+/*
+ * c now receives s. An older connection still open on s stops receiving it and is closed with
+ * 4000 (Discord's behaviour is undocumented; cluster mode's takeover assumes this one).
+ */
 static void attach(struct fk_conn *c, struct fk_session *s)
 {
-    if (s->conn && s->conn != c)
-        s->conn->sess = NULL; /* the older connection stops receiving this session */
+    if (s->conn && s->conn != c) {
+        struct fk_conn *old = s->conn;
+        old->sess = NULL;
+        close_with(old, 4000, "superseded");
+    }
     s->conn = c;
     c->sess = s;
     c->authed = 1;
@@ -522,11 +531,13 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
     long bucket = id % fk.o.max_concurrency;
     if (fk.bucket_last[bucket] >= 0 && now - fk.bucket_last[bucket] < fk.o.identify_interval_ms) {
         fk_rec_violation((int)id, "identify bucket");
+        fk_rec_identify(c->rec->id, (int)id, bucket, "identify bucket", NULL);
         return invalid_session(c);
     }
     fk_budget_refresh();
     if (fk.remaining <= 0) {
         fk_rec_violation((int)id, "session budget");
+        fk_rec_identify(c->rec->id, (int)id, bucket, "session budget", NULL);
         return invalid_session(c);
     }
     struct fk_session *s = session_new((int)id, (int)total);
@@ -534,6 +545,7 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
         return close_with(c, 4000, "out of memory");
     fk.remaining--;
     fk.bucket_last[bucket] = now;
+    fk_rec_identify(c->rec->id, (int)id, bucket, NULL, s->id);
     attach(c, s);
     fprintf(stderr, "fake-discord: conn=%" PRIu64 " identify shard=%ld session=%s\n", c->rec->id,
             id, s->id);
@@ -558,7 +570,7 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
 
 static int on_resume(struct fk_conn *c, const cJSON *d)
 {
-    long seq;
+    long seq = -1;
     if (c->authed)
         return close_with(c, 4005, "already authenticated");
     if (!cJSON_IsObject(d))
@@ -573,6 +585,8 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
         why = "unknown session";
     else if (s->ended)
         why = "session ended by a 1000/1001 close";
+    else if (s->expired)
+        why = "session expired";
     else if (!cJSON_IsString(token) || strcmp(token->valuestring, fk.o.token))
         why = "wrong token";
     else if (json_int(cJSON_GetObjectItemCaseSensitive(d, "seq"), &seq) || seq < 0)
@@ -581,12 +595,16 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
         why = "seq beyond the session's last";
     else if ((uint64_t)seq + s->h_len < s->seq)
         why = "seq older than the kept history";
+    const char *named = cJSON_IsString(sid) ? sid->valuestring : "";
+    long named_seq = json_int(cJSON_GetObjectItemCaseSensitive(d, "seq"), &seq) ? -1 : seq;
     if (why) {
         fprintf(stderr, "fake-discord: conn=%" PRIu64 " resume rejected: %s\n", c->rec->id, why);
+        fk_rec_resume(c->rec->id, s ? s->shard : -1, named, named_seq, why, 0);
         return invalid_session(c);
     }
     if (fk.resume_fail_count > 0) { /* scripted: the session stays valid, this attempt fails */
         fk.resume_fail_count--;
+        fk_rec_resume(c->rec->id, s->shard, named, named_seq, "scripted resume failure", 0);
         return close_with(c, 4000, "scripted resume failure");
     }
     attach(c, s);
@@ -601,6 +619,7 @@ static int on_resume(struct fk_conn *c, const cJSON *d)
     fprintf(stderr,
             "fake-discord: conn=%" PRIu64 " resume shard=%d session=%s from=%ld replayed=%zu\n",
             c->rec->id, s->shard, s->id, seq, replayed);
+    fk_rec_resume(c->rec->id, s->shard, s->id, seq, NULL, replayed);
     static const char resumed[] = "{\"_trace\":[\"fake-discord\"]}";
     fk_emit(s, "RESUMED", resumed, sizeof(resumed) - 1);
     return 0;
@@ -791,4 +810,32 @@ void fk_trickle_tick(void)
         if (n > 0)
             fk_emit(s, t, buf, (size_t)n);
     }
+}
+
+void fk_stream_tick(void)
+{
+    char buf[4096];
+    for (int i = 0; i < fk.o.shards; i++) {
+        struct fk_session *s = fk.shards[i].cur;
+        if (!fk.streaming[i] || !s || s->ended || s->expired)
+            continue;
+        uint64_t n = ++fk.stream_n;
+        int len = fk_ev_message(buf, sizeof(buf), s->shard, s->total, n, 11);
+        if (len > 0)
+            fk_emit(s, "MESSAGE_CREATE", buf, (size_t)len);
+    }
+}
+
+int fk_expire(long shard, struct sh_buf *out)
+{
+    int rc = sh_buf_append_str(out, "[");
+    int n = 0;
+    for (struct fk_session *s = fk.sessions; s && !rc; s = s->next) {
+        if ((shard >= 0 && s->shard != shard) || s->expired)
+            continue;
+        s->expired = 1;
+        fprintf(stderr, "fake-discord: session %s of shard %d expired\n", s->id, s->shard);
+        rc = sh_buf_printf(out, "%s\"%s\"", n++ ? "," : "", s->id);
+    }
+    return rc ? rc : sh_buf_append_str(out, "]");
 }

@@ -31,6 +31,18 @@ struct violation {
     const char *what;
 };
 
+/* An IDENTIFY (kind 'i') or RESUME (kind 'r') as the fake judged it. */
+struct attempt {
+    char kind;
+    double t_ms;
+    uint64_t conn;
+    int shard;           /* -1: unknown (a RESUME of a session the fake never had) */
+    long bucket_or_seq;  /* IDENTIFY: its bucket; RESUME: the seq it named (-1: none) */
+    const char *refused; /* static text, NULL: accepted */
+    size_t replayed;     /* RESUME: events replayed */
+    char session[48];    /* IDENTIFY: the new session; RESUME: the one named (cut) */
+};
+
 static struct fk_conn_rec **conns;
 static size_t n_conns, cap_conns;
 static struct received *recv_log;
@@ -39,6 +51,8 @@ static struct rest *rest_log;
 static size_t n_rest, cap_rest;
 static struct violation *viol_log;
 static size_t n_viol, cap_viol;
+static struct attempt *att_log;
+static size_t n_att, cap_att;
 static uint64_t dropped;
 
 /* Make room for one more element in a growable array; 0 or -1 (cap reached / no memory). */
@@ -107,6 +121,41 @@ void fk_rec_violation(int shard, const char *what)
     viol_log[n_viol++] = (struct violation){fk_now_ms(), shard, what};
 }
 
+static void rec_attempt(struct attempt a, const char *session)
+{
+    if (grow((void **)&att_log, &cap_att, n_att, sizeof(*att_log), FK_MAX_RECORDS)) {
+        dropped++;
+        return;
+    }
+    a.t_ms = fk_now_ms();
+    snprintf(a.session, sizeof(a.session), "%s", session ? session : "");
+    for (char *p = a.session; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?'; /* a client's bytes, cut anywhere: keep the log valid UTF-8 */
+    att_log[n_att++] = a;
+}
+
+void fk_rec_identify(uint64_t conn, int shard, long bucket, const char *refused,
+                     const char *session)
+{
+    rec_attempt(
+        (struct attempt){
+            .kind = 'i', .conn = conn, .shard = shard, .bucket_or_seq = bucket, .refused = refused},
+        session);
+}
+
+void fk_rec_resume(uint64_t conn, int shard, const char *session, long seq, const char *refused,
+                   size_t replayed)
+{
+    rec_attempt((struct attempt){.kind = 'r',
+                                 .conn = conn,
+                                 .shard = shard,
+                                 .bucket_or_seq = seq,
+                                 .refused = refused,
+                                 .replayed = replayed},
+                session);
+}
+
 static int rec_is_live(const struct fk_conn_rec *r)
 {
     return r->closed_ms < 0;
@@ -132,6 +181,7 @@ void fk_rec_reset(void)
         free(rest_log[i].path);
     n_rest = 0;
     n_viol = 0;
+    n_att = 0;
     dropped = 0;
 }
 
@@ -178,6 +228,9 @@ static int conns_json(struct sh_buf *out)
         rc = rc ? rc : sh_buf_append_str(out, ",\"closed_by\":");
         if (!rc)
             rc = r->closed_by ? fk_json_str(out, r->closed_by) : sh_buf_append_str(out, "null");
+        rc = rc ? rc : sh_buf_append_str(out, ",\"reason\":");
+        if (!rc)
+            rc = r->reason ? fk_json_str(out, r->reason) : sh_buf_append_str(out, "null");
         rc = rc ? rc : sh_buf_append_str(out, "}");
     }
     return rc ? rc : sh_buf_append_str(out, "]");
@@ -223,9 +276,10 @@ static int sessions_json(struct sh_buf *out)
         const struct fk_session *s = all[--n];
         rc = sh_buf_printf(out,
                            "%s{\"session_id\":\"%s\",\"shard\":%d,\"seq\":%" PRIu64
-                           ",\"live\":%s,\"ended\":%s,\"current\":%s}",
+                           ",\"live\":%s,\"ended\":%s,\"expired\":%s,"
+                           "\"current\":%s}",
                            first ? "" : ",", s->id, s->shard, s->seq, s->conn ? "true" : "false",
-                           s->ended ? "true" : "false",
+                           s->ended ? "true" : "false", s->expired ? "true" : "false",
                            fk.shards[s->shard].cur == s ? "true" : "false");
         first = 0;
     }
@@ -245,6 +299,35 @@ static int violations_json(struct sh_buf *out)
     return rc ? rc : sh_buf_append_str(out, "]");
 }
 
+/* "identifies" and "resumes", each in the order they came. */
+static int attempts_json(struct sh_buf *out, char kind)
+{
+    int rc = sh_buf_append_str(out, kind == 'i' ? ",\"identifies\":[" : ",\"resumes\":[");
+    int n = 0;
+    for (size_t i = 0; !rc && i < n_att; i++) {
+        const struct attempt *a = &att_log[i];
+        if (a->kind != kind)
+            continue;
+        rc = sh_buf_printf(out, "%s{\"t_ms\":%.3f,\"conn\":%" PRIu64 ",\"shard\":", n++ ? "," : "",
+                           a->t_ms, a->conn);
+        rc = rc ? rc : json_int_or_null(out, a->shard < 0 ? FK_NONE_INT : a->shard);
+        if (kind == 'i')
+            rc = rc ? rc : sh_buf_printf(out, ",\"bucket\":%ld", a->bucket_or_seq);
+        else
+            rc = rc ? rc
+                    : sh_buf_printf(out, ",\"seq\":%ld,\"replayed\":%zu", a->bucket_or_seq,
+                                    a->replayed);
+        rc = rc ? rc : sh_buf_append_str(out, ",\"session_id\":");
+        if (!rc)
+            rc = a->session[0] ? fk_json_str(out, a->session) : sh_buf_append_str(out, "null");
+        rc = rc ? rc : sh_buf_append_str(out, ",\"refused\":");
+        if (!rc)
+            rc = a->refused ? fk_json_str(out, a->refused) : sh_buf_append_str(out, "null");
+        rc = rc ? rc : sh_buf_append_str(out, "}");
+    }
+    return rc ? rc : sh_buf_append_str(out, "]");
+}
+
 int fk_rec_json(struct sh_buf *out)
 {
     int rc = sh_buf_append_str(out, "{");
@@ -253,6 +336,11 @@ int fk_rec_json(struct sh_buf *out)
     rc = rc ? rc : rest_json(out);
     rc = rc ? rc : sessions_json(out);
     rc = rc ? rc : violations_json(out);
+    rc = rc ? rc : attempts_json(out, 'i');
+    rc = rc ? rc : attempts_json(out, 'r');
+    rc = rc ? rc
+            : sh_buf_printf(out, ",\"stream\":{\"period_ms\":%ld,\"emitted\":%" PRIu64 "}",
+                            fk.stream_ms, fk.stream_n);
     rc = rc ? rc : sh_buf_printf(out, ",\"dropped\":%" PRIu64 "}", dropped);
     return rc;
 }

@@ -12,6 +12,9 @@ Standard library only (urllib). Every call is JSON in and out on 127.0.0.1:
     f.received(op=2)                                      # IDENTIFY payloads the fake got
     f.members(chunks=3, rate_limited=1)                   # script op 8's answers
     f.quiet(ops=[43])                                     # leave op 43 unanswered
+    f.stream(50)                                          # a MESSAGE_CREATE every 50 ms per shard
+    f.expire(3)                                           # shard 3's next RESUME gets op 9
+    f.identifies(); f.resumes(); f.closes(shard=3)        # what the fake judged, from its log
 
 A call the fake answers with a non-2xx status raises FakeError (status, body); request() gives
 the raw (status, body) instead.
@@ -139,6 +142,17 @@ class Fake:
         CHANNEL_INFO with the guild's voice channel and the requested fields."""
         return self._post("/_fake/quiet", ops=ops, guild_ids=guild_ids)
 
+    def stream(self, period_ms, shard=None):
+        """A steady stream: one MESSAGE_CREATE (d.n counts up) every period_ms to the current
+        session of shard (None: every shard), whether a connection is live or not (Discord keeps
+        a session's events for a RESUME). period_ms 0 stops it. -> {"period_ms", "emitted"}."""
+        return self._post("/_fake/stream", period_ms=period_ms, shard=shard)
+
+    def expire(self, shard=None):
+        """Expire every session of shard (None: all): the next RESUME of one gets op 9 false,
+        and the stream skips it. -> {"expired": [session ids]}."""
+        return self._post("/_fake/expire", shard=shard)
+
     def log(self):
         return self._call("GET", "/_fake/log")
 
@@ -159,6 +173,28 @@ class Fake:
 
     def violations(self):
         return self.log()["violations"]
+
+    def identifies(self, shard=None, refused=None, log=None):
+        """IDENTIFYs as judged: {"t_ms","conn","shard","bucket","session_id","refused"} (refused:
+        null, "identify bucket" or "session budget"). refused=False: accepted only; True:
+        refused only."""
+        return [e for e in (log or self.log())["identifies"]
+                if (shard is None or e["shard"] == shard)
+                and (refused is None or bool(e["refused"]) == refused)]
+
+    def resumes(self, shard=None, refused=None, log=None):
+        """RESUMEs as judged: {"t_ms","conn","shard","seq","replayed","session_id","refused"}
+        (refused: null, or why: "session expired", "unknown session", ...)."""
+        return [e for e in (log or self.log())["resumes"]
+                if (shard is None or e["shard"] == shard)
+                and (refused is None or bool(e["refused"]) == refused)]
+
+    def closes(self, shard=None, log=None):
+        """Closed connections: {"id","shard","close_code","closed_by","reason","opened_ms",
+        "closed_ms",...}; closed_by "client", "server" or "drop"; a server close's reason is
+        "superseded" when a RESUME on another connection took its session."""
+        return [c for c in (log or self.log())["connections"]
+                if c["closed_ms"] is not None and (shard is None or c["shard"] == shard)]
 
     def rest(self):
         return self.log()["rest"]

@@ -465,3 +465,155 @@ if __name__ == "__main__":
             print("FAIL %s: %s" % (name, e))
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+# -- what cluster mode's tests rely on ----------------------------------------------------------
+def resume(fake, sid, seq, path="/resume"):
+    ws = connect(fake, path=path)
+    assert ws.recv_json()["op"] == 10
+    ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": sid, "seq": seq}})
+    return ws
+
+
+def test_identify_window_is_per_bucket_across_connections_and_recorded():
+    # 4 shards over 2 buckets: shards 0 and 2 share bucket 0, 1 and 3 bucket 1.
+    with start(shards=4, max_concurrency=2, identify_interval_ms=int(harness.scale(3000))) as fake:
+        a = connect(fake)
+        a.recv_json()
+        identify(a, 0, 4)
+        assert a.recv_json()["t"] == "READY"
+        b = connect(fake)  # another connection, same bucket, same window: refused
+        b.recv_json()
+        identify(b, 2, 4)
+        assert b.recv_json() == {"t": None, "s": None, "op": 9, "d": False}
+        c = connect(fake)  # the other bucket has its own window
+        c.recv_json()
+        identify(c, 1, 4)
+        assert c.recv_json()["t"] == "READY"
+        ids = fake.identifies()
+        assert [(e["shard"], e["bucket"], e["refused"]) for e in ids] == [
+            (0, 0, None), (2, 0, "identify bucket"), (1, 1, None)]
+        assert ids[0]["session_id"] and ids[1]["session_id"] is None
+        assert ids[0]["t_ms"] <= ids[1]["t_ms"] <= ids[2]["t_ms"]
+        assert len(fake.identifies(refused=False)) == 2 and len(fake.identifies(shard=2)) == 1
+        for w in (a, b, c):
+            w.close(4000)
+
+
+def test_budget_refusal_is_recorded():
+    with start(session_total=10, session_remaining=1, identify_interval_ms=0) as fake:
+        ws, _, _ = ready_session(fake)
+        ws2 = connect(fake)
+        ws2.recv_json()
+        identify(ws2)
+        assert ws2.recv_json()["op"] == 9
+        assert [e["refused"] for e in fake.identifies()] == [None, "session budget"]
+        ws.close(4000)
+        ws2.close(4000)
+
+
+def test_resume_on_a_new_connection_closes_the_older_with_4000():
+    with start() as fake:
+        ws, ready, creates = ready_session(fake)
+        sid = ready["d"]["session_id"]
+        last = creates[-1]["s"]
+        missed = fake.dispatch(0, "MESSAGE_CREATE", {"k": "x"})["s"][0]
+        assert ws.recv_json()["s"] == missed
+        # The old connection is still open: a RESUME from elsewhere takes the session over.
+        ws2 = resume(fake, sid, last)
+        got = ws2.recv_json()
+        assert got["s"] == missed and got["d"]["k"] == "x"  # replayed from the given seq
+        assert ws2.recv_json()["t"] == "RESUMED"
+        expect_close(ws, 4000)
+        old = fake.wait(lambda f: f.closes(), what="the older connection closed")
+        assert len(old) == 1
+        assert old[0]["close_code"] == 4000 and old[0]["closed_by"] == "server"
+        assert old[0]["reason"] == "superseded" and old[0]["shard"] == 0
+        (r,) = fake.resumes()
+        assert r["shard"] == 0 and r["session_id"] == sid and r["seq"] == last
+        assert r["replayed"] == 1 and r["refused"] is None
+        # Events now go only to the new connection.
+        s = fake.dispatch(0, "MESSAGE_CREATE", {"k": "y"})["s"][0]
+        assert ws2.recv_json()["s"] == s
+        ws2.close(4000)
+
+
+def test_resume_from_any_connection_replays_from_the_given_seq():
+    with start(history=50) as fake:
+        ws, ready, creates = ready_session(fake)
+        sid = ready["d"]["session_id"]
+        ws.close(4000)
+        fake.wait(lambda f: f.closes(), what="close")
+        b = fake.burst(30, shard=0)
+        # Two RESUMEs of one session from different seqs, on "/" and "/resume".
+        w1 = resume(fake, sid, b["first_s"] + 9, path="/")
+        got = [w1.recv_json()["s"] for _ in range(b["last_s"] - b["first_s"] - 9)]
+        assert got == list(range(b["first_s"] + 10, b["last_s"] + 1))
+        assert w1.recv_json()["t"] == "RESUMED"
+        w2 = resume(fake, sid, b["last_s"] - 2)
+        assert [w2.recv_json()["s"] for _ in range(3)] == [b["last_s"] - 1, b["last_s"],
+                                                          b["last_s"] + 1]  # incl. RESUMED
+        expect_close(w1, 4000)
+        # Beyond the history (50 events): refused.
+        fake.burst(60, shard=0)
+        w3 = resume(fake, sid, b["last_s"])
+        assert w3.recv_json()["op"] == 9
+        assert fake.resumes()[-1]["refused"] == "seq older than the kept history"
+        for w in (w2, w3):
+            w.close(4000)
+
+
+def test_expire_on_demand():
+    with start(shards=2, identify_interval_ms=0) as fake:
+        s0, r0, c0 = ready_session(fake, 0, 2)
+        s1, r1, c1 = ready_session(fake, 1, 2)
+        for w in (s0, s1):
+            w.close(4000)
+        fake.wait(lambda f: len(f.closes()) == 2, what="closes")
+        assert fake.expire(0) == {"expired": [r0["d"]["session_id"]]}
+        w = resume(fake, r0["d"]["session_id"], c0[-1]["s"])
+        assert w.recv_json() == {"t": None, "s": None, "op": 9, "d": False}
+        assert fake.resumes(shard=0)[-1]["refused"] == "session expired"
+        sessions = {s["session_id"]: s for s in fake.sessions()}
+        assert sessions[r0["d"]["session_id"]]["expired"] is True
+        assert sessions[r1["d"]["session_id"]]["expired"] is False
+        w2 = resume(fake, r1["d"]["session_id"], c1[-1]["s"])  # shard 1 is untouched
+        assert w2.recv_json()["t"] == "RESUMED"
+        assert fake.expire() == {"expired": [r1["d"]["session_id"]]}  # all: the rest
+        for x in (w, w2):
+            x.close(4000)
+
+
+def test_steady_stream_reaches_sessions_without_a_connection():
+    with start(shards=2, identify_interval_ms=0) as fake:
+        s0, r0, c0 = ready_session(fake, 0, 2)
+        s1, r1, c1 = ready_session(fake, 1, 2)
+        assert fake.stream(20)["period_ms"] == 20
+        first = [s0.recv_json() for _ in range(5)]
+        assert [e["t"] for e in first] == ["MESSAGE_CREATE"] * 5
+        assert [e["s"] for e in first] == list(range(c0[-1]["s"] + 1, c0[-1]["s"] + 6))
+        ns = [e["d"]["n"] for e in first]
+        assert ns == sorted(ns) and len(set(ns)) == 5
+        s0.close(4000)  # the stream goes on into shard 0's session while nobody is connected
+        fake.wait(lambda f: f.closes(), what="close")
+        seq_at_close = {s["session_id"]: s["seq"] for s in fake.sessions()}[r0["d"]["session_id"]]
+        fake.wait(lambda f: {s["session_id"]: s["seq"] for s in f.sessions()}[
+            r0["d"]["session_id"]] >= seq_at_close + 5, what="stream while disconnected")
+        fake.stream(0, shard=1)  # shard 1 stops, shard 0 goes on
+        w = resume(fake, r0["d"]["session_id"], first[-1]["s"])
+        got = []
+        while True:
+            e = w.recv_json()
+            if e["t"] == "RESUMED":
+                break
+            got.append(e["s"])
+        assert got == list(range(first[-1]["s"] + 1, first[-1]["s"] + 1 + len(got)))
+        assert len(got) >= 5
+        seq1 = {s["session_id"]: s["seq"] for s in fake.sessions()}[r1["d"]["session_id"]]
+        time.sleep(0.2)
+        assert {s["session_id"]: s["seq"] for s in fake.sessions()}[r1["d"]["session_id"]] == seq1
+        assert fake.stream(0)["emitted"] > 10
+        log = fake.log()
+        assert log["stream"]["period_ms"] == 0
+        for x in (s1, w):
+            x.close(4000)

@@ -425,3 +425,215 @@ def test_runner_says_skipped_never_ok_and_counts_it_apart(tmp):
     last = r.stdout.splitlines()[-1]
     assert r.returncode == 0 and last == "1 passed, 0 failed, 1 skipped", r.stdout
     assert "skip b (why)" in r.stdout, r.stdout
+
+
+# -- cluster_helpers: forwarder, receiver gaps, redis-server ------------------------------------
+import cluster_helpers as ch  # noqa: E402
+
+
+class _Echo:
+    """A loopback TCP server that echoes what it gets, one thread per connection."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _echo(c):
+        with c:
+            while True:
+                try:
+                    data = c.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                c.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def _roundtrip(port, data=b"ping", timeout=2.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=harness.scale(timeout)) as s:
+        s.sendall(data)
+        return s.recv(4096)
+
+
+def test_forwarder_forwards_cuts_and_restores():
+    echo = _Echo()
+    try:
+        fwd = ch.TcpForwarder(echo.port)
+        assert _roundtrip(fwd.port) == b"ping"
+        held = socket.create_connection(("127.0.0.1", fwd.port), timeout=harness.scale(2))
+        held.sendall(b"a")
+        assert held.recv(10) == b"a"
+        harness.wait_for(lambda: fwd.connections() == 1, what="one open connection")
+        fwd.cut()
+        assert fwd.is_cut
+        assert held.recv(10) == b""  # the open connection was closed
+        held.close()
+        try:
+            socket.create_connection(("127.0.0.1", fwd.port), timeout=harness.scale(2)).close()
+            raise AssertionError("a cut forwarder accepted a connection")
+        except ConnectionRefusedError:
+            pass
+        fwd.restore()
+        assert not fwd.is_cut
+        assert _roundtrip(fwd.port, b"again") == b"again"  # same port
+    finally:
+        echo.close()
+
+
+def test_forwarder_blackhole_keeps_sockets_open_and_forwards_nothing():
+    echo = _Echo()
+    try:
+        fwd = ch.TcpForwarder(echo.port)
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=0.3)
+        s.sendall(b"x")
+        assert s.recv(10) == b"x"
+        fwd.cut("blackhole")
+        s.sendall(b"lost")
+        try:
+            got = s.recv(10)
+            raise AssertionError("a blackholed connection answered %r" % got)
+        except socket.timeout:
+            pass
+        s2 = socket.create_connection(("127.0.0.1", fwd.port), timeout=0.3)  # still accepted
+        s2.sendall(b"y")
+        try:
+            raise AssertionError("answered %r" % s2.recv(10))
+        except socket.timeout:
+            pass
+        fwd.restore()  # the stale connections are closed; new ones work
+        assert s.recv(10) == b""
+        s.close()
+        s2.close()
+        assert _roundtrip(fwd.port, b"z") == b"z"
+    finally:
+        echo.close()
+
+
+def test_forwarder_closes_clients_when_nothing_listens_behind():
+    port = harness.free_port()
+    fwd = ch.TcpForwarder(port)
+    with socket.create_connection(("127.0.0.1", fwd.port), timeout=harness.scale(2)) as s:
+        try:
+            s.sendall(b"x")
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass  # closed before our bytes arrived: a reset, as good as an end of stream
+
+
+def _signed_post(rx, events, secret=None):
+    body = json.dumps({"events": events}).encode()
+    mid, ts = "msg_%d" % len(rx.requests), str(int(time.time()))
+    sig = receiver.sign(secret or rx.secret, mid, ts, body)
+    return post(rx.url, body, {"webhook-id": mid, "webhook-timestamp": ts,
+                               "webhook-signature": sig})[0]
+
+
+def _ev(shard, session, s, n=0, t="MESSAGE_CREATE"):
+    k = "%d:%s:%s" % (shard, session, s if not n else "%s.%d" % (s, n))
+    return {"shard": [shard, 4], "op": 0, "t": t, "s": None if n else s, "key": k, "d": {}}
+
+
+def test_cluster_receiver_finds_gaps_and_duplicates_per_session():
+    rx = ch.ClusterReceiver()
+    assert _signed_post(rx, [_ev(0, "aa", s) for s in (1, 2, 3, 5, 6)]) == 200
+    assert _signed_post(rx, [_ev(0, "aa", 3), _ev(0, "aa", 6), _ev(0, "aa", 6)]) == 200
+    assert _signed_post(rx, [_ev(1, "bb", s) for s in (1, 2)]) == 200
+    assert _signed_post(rx, [_ev(1, "bb", 2, n=1, t="SHARDHOOK_SESSION_LOST"),
+                             _ev(1, "cc", 1), _ev(1, "cc", 2)]) == 200
+    # a forged batch is counted, never recorded
+    assert _signed_post(rx, [_ev(2, "zz", 1)], secret="whsec_" + "QUJD" * 8) == 200
+    # an event whose key disagrees with its s is set apart
+    bad = _ev(3, "dd", 1)
+    bad["s"] = 2
+    assert _signed_post(rx, [bad, {"shard": [3, 4], "op": 0, "t": "X", "s": 9, "d": {}}]) == 200
+    rep = rx.report()
+    assert rep["missing"] == {(0, "aa"): [4]}
+    assert rep["duplicates"] == {"0:aa:3": 1, "0:aa:6": 2} and rep["dup_count"] == 3
+    assert rep["sessions"][(1, "bb")] == (1, 2, 2) and rep["sessions"][(1, "cc")] == (1, 2, 2)
+    assert rep["bad_signatures"] == 1 and rep["unkeyed"] == 2
+    assert [r["t"] for r in rx.of_type("SHARDHOOK_SESSION_LOST")] == ["SHARDHOOK_SESSION_LOST"]
+    # against what was sent: the tail and unseen sessions count as missing too
+    rep = rx.report(expected_last={(0, "aa"): 8, (1, "cc"): 2, (2, "ee"): 2})
+    assert rep["missing"][(0, "aa")] == [4, 7, 8] and rep["missing"][(2, "ee")] == [1, 2]
+    assert (1, "cc") not in rep["missing"]
+    assert rx.last_s()[(0, "aa")] == 6
+    assert "missing in" in ch.describe(rep)
+
+
+def test_parse_key_and_app_id():
+    assert ch.parse_key("3:9f2c:42") == (3, "9f2c", 42, 0)
+    assert ch.parse_key("3:9f2c:42.2") == (3, "9f2c", 42, 2)
+    assert ch.parse_key("0:-:-.1") == (0, "-", None, 1)
+    for bad in ("3:42", "x:a:1", "3:a:b"):
+        try:
+            ch.parse_key(bad)
+            raise AssertionError("parsed %r" % bad)
+        except ValueError:
+            pass
+    # "test-token" is no base64 of digits: the hash decides
+    assert ch.app_id("test-token") == __import__("hashlib").sha256(b"test-token").hexdigest()[:16]
+    # a real token's first part is the application id in base64
+    assert ch.app_id("MTEwMDAwMDAwMDAwMDAwMDAwMQ.Gabc.def") == "1100000000000000001"
+    assert ch.key("shard:3").startswith("shardhook:{") and ch.key("shard:3").endswith("}:shard:3")
+
+
+def test_redis_server_auth_aof_kill9_restart():
+    redis = ch.RedisServer()
+    assert redis.cmd("PING") == "PONG"
+    # the password is required, and not on the command line
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=harness.scale(2)) as s:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert s.recv(100).startswith(b"-NOAUTH")
+    assert redis.password not in " ".join(redis.args)
+    cfg = dict(zip(*[iter(redis.cmd("CONFIG", "GET", "*"))] * 2))
+    assert cfg["appendonly"] == "yes" and cfg["appendfsync"] == "everysec"
+    assert cfg["maxmemory-policy"] == "noeviction" and cfg["save"] == ""
+    assert cfg["bind"].startswith("127.0.0.1")
+    assert redis.cmd("HSET", ch.key("shard:1"), "owner", "node-a", "fence", 7) == 2
+    assert redis.shard(1) == {"owner": "node-a", "fence": "7"}
+    try:
+        redis.cmd("NOSUCHCOMMAND")
+        raise AssertionError("no error reply")
+    except ch.RedisError as e:
+        assert "unknown command" in str(e)
+    time.sleep(1.5)  # appendfsync everysec
+    pid = redis.pid
+    redis.kill9()
+    assert redis.returncode() == -signal.SIGKILL
+    try:
+        redis.client()
+        raise AssertionError("redis still answers after kill -9")
+    except OSError:
+        pass
+    redis.restart()
+    assert redis.pid != pid
+    assert redis.shard(1) == {"owner": "node-a", "fence": "7"}  # the AOF brought it back
+    # through a forwarder, as the nodes reach it
+    fwd = ch.TcpForwarder(redis.port)
+    c = ch.RespClient("127.0.0.1", fwd.port, redis.password)
+    assert c.cmd("HGET", ch.key("shard:1"), "owner") == "node-a"
+    fwd.cut()
+    try:
+        c.cmd("PING")
+        raise AssertionError("a cut forwarder passed a command")
+    except (OSError, ConnectionError):
+        pass
+    fwd.restore()
+    assert ch.RespClient("127.0.0.1", fwd.port, redis.password).cmd("PING") == "PONG"
+    assert redis.stop() == 0

@@ -7,6 +7,8 @@
  */
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +25,15 @@ struct action_event {
     struct gw_chunk *c; /* one event */
 };
 
+static char action_key_session[32];
+
+/* "action-<wall ms>": the session part of action answers' keys, once per process. */
+static void name_process_start(void)
+{
+    snprintf(action_key_session, sizeof(action_key_session), "action-%llu",
+             (unsigned long long)sh_wall_ms());
+}
+
 int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, const char *t,
                              const char *dj, size_t len)
 {
@@ -31,9 +42,15 @@ int br_delivery_action_event(struct br_delivery *d, size_t webhook, int shard, c
     if (len > d->cfg->max_payload_bytes)
         return SH_ETOOBIG; /* as a gateway payload past the cap: no spool segment holds it */
     struct action_event *ev = calloc(1, sizeof(*ev));
-    struct gw_chunk *c = ev ? gw_chunk_new(len + strlen(t) + 256) : NULL;
-    int rc =
-        c ? gw_chunk_append(c, shard, d->total, t, strlen(t), 0, dj, len, sh_now_ms()) : SH_ENOMEM;
+    struct gw_chunk *c = ev ? gw_chunk_new(len + strlen(t) + 512) : NULL;
+    /* not a gateway event: its key names this process's start and counts its answers, so no
+       two answers share one and none repeats a gateway event's */
+    static atomic_uint_fast64_t answers;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, name_process_start);
+    struct gw_key key = {action_key_session, 0, atomic_fetch_add(&answers, 1) + 1};
+    int rc = c ? gw_chunk_append(c, shard, d->total, t, strlen(t), 0, &key, dj, len, sh_now_ms())
+               : SH_ENOMEM;
     if (rc) {
         gw_chunk_free(c);
         free(ev);

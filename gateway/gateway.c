@@ -44,7 +44,15 @@
 #define PASS_PAUSE_MIN_US 200
 #define PROGRESS_EVERY_MS 5000
 
-enum { GW_CMD_SEND = 1, GW_CMD_RECONNECT, GW_CMD_BUDGET_READ, GW_CMD_WITHDRAW };
+enum {
+    GW_CMD_SEND = 1,
+    GW_CMD_RECONNECT,
+    GW_CMD_BUDGET_READ,
+    GW_CMD_WITHDRAW,
+    GW_CMD_HOLD, /* data: a struct gw_resume_point, or nothing (IDENTIFY) */
+    GW_CMD_RELEASE,
+    GW_CMD_LEASE, /* the lease deadline moved */
+};
 
 static int protocol_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
@@ -181,7 +189,10 @@ static int discover(struct gw_gateway *gw, volatile int *stop, char *err, size_t
     return rc;
 }
 
-/* Every shard this process runs, prepared (not connected). */
+/*
+ * Every shard this process may hold, prepared (not connected). Single mode holds them all from
+ * the start; cluster mode holds none until gw_gateway_hold (an unheld shard allocates nothing).
+ */
 static int make_shards(struct gw_gateway *gw, char *err, size_t errlen)
 {
     const struct cfg_config *cfg = gw->cfg;
@@ -194,21 +205,25 @@ static int make_shards(struct gw_gateway *gw, char *err, size_t errlen)
     gw->txbuf = malloc(LWS_PRE + SH_GW_MAX_SEND_BYTES);
     if (!gw->shards || !gw->snap_shards || !gw->txbuf)
         rc = SH_ENOMEM;
+    gw->cluster = cfg->cluster;
     for (int i = 0; !rc && i < gw->n_shards; i++) {
-        rc = gw__shard_init(&gw->shards[i], gw, ids[i]);
+        struct gw_shard *s = &gw->shards[i];
+        gw__shard_init(s, gw, ids[i]);
+        if (gw->cluster)
+            continue;
+        rc = gw__shard_prepare(s);
         if (rc)
             snprintf(err, errlen, "shard %d: %s", ids[i], sh_strerror(rc));
+        s->held = 1;
+        atomic_store(&s->runs, 1);
     }
     free(ids);
     if (rc)
         return rc;
-    if (cfg->testing_send_window_ms != GW_SEND_WINDOW_MS) {
+    if (cfg->testing_send_window_ms != GW_SEND_WINDOW_MS)
         log_warn("msg=\"testing.send_window_ms shortens Discord's 60 s send window; use it only "
                  "against a fake gateway\" send_window_ms=%d",
                  cfg->testing_send_window_ms);
-        for (int i = 0; i < gw->n_shards; i++)
-            gw->shards[i].sendq.window_ms = cfg->testing_send_window_ms;
-    }
     return SH_OK;
 }
 
@@ -299,7 +314,7 @@ static int still_to_identify(const struct gw_gateway *gw)
     int n = 0;
     for (int i = 0; i < gw->n_shards; i++) {
         const struct gw_shard *s = &gw->shards[i];
-        n += !s->session_id[0] && !s->budget_token && s->status != GW_FAILED &&
+        n += s->held && !s->session_id[0] && !s->budget_token && s->status != GW_FAILED &&
              s->status != GW_LOADING && s->status != GW_READY;
     }
     return n;
@@ -392,6 +407,19 @@ int gw__budget_hold(struct gw_gateway *gw, struct gw_shard *s)
     return 1;
 }
 
+void gw__budget_refused(struct gw_gateway *gw, struct gw_shard *s)
+{
+    static struct sh_log_limit lim;
+    log_warn_limited(
+        &lim, "msg=\"IDENTIFY refused: the session budget is at its reserve\" shard=%d", s->id);
+    gw__budget_return(gw, s);
+    s->budget_hold = 1;
+    s->identify_at_ms = 0;
+    gw->snap_dirty = 1;
+    if (lws_dll2_is_detached(&gw->sul_budget.list))
+        wait_for_budget(gw);
+}
+
 /* On the loop: the re-read ended with rc (0: the implementation holds the new budget). */
 static void budget_refreshed(struct gw_gateway *gw, int rc)
 {
@@ -404,7 +432,7 @@ static void budget_refreshed(struct gw_gateway *gw, int rc)
     read_budget(gw, &b);
     gw->snap_dirty = 1;
     log_info("msg=\"identify budget refreshed\" remaining=%d total=%d", b.remaining, b.total);
-    if (b.remaining <= 0) {
+    if (b.remaining <= 0 || b.remaining <= b.reserve) {
         uint64_t now = sh_now_ms();
         uint64_t wait = b.reset_at_ms > now + 1000 ? b.reset_at_ms - now : 1000;
         lws_sul_schedule(gw->ctx, 0, &gw->sul_budget, budget_cb, (lws_usec_t)wait * LWS_US_PER_MS);
@@ -412,7 +440,7 @@ static void budget_refreshed(struct gw_gateway *gw, int rc)
     }
     for (int i = 0; i < gw->n_shards; i++) {
         struct gw_shard *s = &gw->shards[i];
-        if (s->budget_hold) {
+        if (s->budget_hold && s->held && !s->wsi) {
             s->budget_hold = 0;
             gw__shard_start(s);
         }
@@ -437,7 +465,19 @@ int gw_gateway_total(const struct gw_gateway *gw)
     return gw->total;
 }
 
+/* The shard with this id when this process holds it now, else NULL: any thread. */
+static struct gw_shard *held_shard(const struct gw_gateway *gw, int id)
+{
+    struct gw_shard *s = find_shard(gw, id);
+    return s && atomic_load(&s->runs) ? s : NULL;
+}
+
 int gw_gateway_runs(const struct gw_gateway *gw, int shard_id)
+{
+    return held_shard(gw, shard_id) != NULL;
+}
+
+int gw_gateway_may_hold(const struct gw_gateway *gw, int shard_id)
 {
     return find_shard(gw, shard_id) != NULL;
 }
@@ -491,7 +531,7 @@ static int post_cmd(struct gw_gateway *gw, int kind, int shard, int arg, const v
 
 int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, size_t len)
 {
-    struct gw_shard *s = find_shard(gw, shard_id);
+    struct gw_shard *s = held_shard(gw, shard_id);
     if (!s)
         return SH_ENOTFOUND;
     if (len > SH_GW_MAX_SEND_BYTES)
@@ -510,7 +550,7 @@ int gw_gateway_send(struct gw_gateway *gw, int shard_id, const char *payload, si
 
 int gw_gateway_withdraw(struct gw_gateway *gw, int shard_id, const char *payload, size_t len)
 {
-    if (!find_shard(gw, shard_id))
+    if (!held_shard(gw, shard_id))
         return SH_ENOTFOUND;
     if (len > SH_GW_MAX_SEND_BYTES)
         return SH_OK; /* never queued */
@@ -519,11 +559,54 @@ int gw_gateway_withdraw(struct gw_gateway *gw, int shard_id, const char *payload
 
 int gw_gateway_reconnect(struct gw_gateway *gw, int shard_id, int resume)
 {
-    if (!find_shard(gw, shard_id))
+    if (!held_shard(gw, shard_id))
         return SH_ENOTFOUND;
     if (atomic_load(&gw->stop_requested))
         return SH_ECLOSED;
     return post_cmd(gw, GW_CMD_RECONNECT, shard_id, resume, NULL, 0);
+}
+
+int gw_gateway_hold(struct gw_gateway *gw, int shard_id, const struct gw_resume_point *from)
+{
+    struct gw_shard *s = find_shard(gw, shard_id);
+    if (!s)
+        return SH_ENOTFOUND;
+    int seeded = from && from->session_id[0];
+    if (seeded && (!memchr(from->session_id, 0, sizeof(from->session_id)) ||
+                   !memchr(from->resume_url, 0, sizeof(from->resume_url))))
+        return SH_EINVAL;
+    if (atomic_load(&gw->stop_requested))
+        return SH_ECLOSED;
+    int was = 0;
+    if (!atomic_compare_exchange_strong(&s->runs, &was, 1))
+        return SH_EEXIST;
+    int rc =
+        post_cmd(gw, GW_CMD_HOLD, shard_id, 0, seeded ? from : NULL, seeded ? sizeof(*from) : 0);
+    if (rc)
+        atomic_store(&s->runs, 0);
+    return rc;
+}
+
+int gw_gateway_release(struct gw_gateway *gw, int shard_id)
+{
+    struct gw_shard *s = find_shard(gw, shard_id);
+    if (!s)
+        return SH_ENOTFOUND;
+    if (!atomic_exchange(&s->runs, 0))
+        return SH_OK; /* not held, or its release is queued already */
+    int rc = post_cmd(gw, GW_CMD_RELEASE, shard_id, 0, NULL, 0);
+    if (rc)
+        atomic_store(&s->runs, 1);
+    return rc;
+}
+
+void gw_gateway_set_lease_deadline(struct gw_gateway *gw, uint64_t until_mono_ms)
+{
+    atomic_store(&gw->lease_until, until_mono_ms);
+    static struct sh_log_limit lim;
+    if (post_cmd(gw, GW_CMD_LEASE, -1, 0, NULL, 0))
+        log_warn_limited(&lim, "msg=\"lease deadline change not queued; shards look again within "
+                               "a second\"");
 }
 
 void gw_gateway_pause_reading(struct gw_gateway *gw, int paused)
@@ -547,6 +630,7 @@ static void apply_pause(struct gw_gateway *gw)
 
 static void run_commands(struct gw_gateway *gw)
 {
+    struct gw_resume_point from;
     struct sh_qnode *n = sh_queue_take(&gw->cmds);
     while (n) {
         struct gw_cmd *c = SH_QUEUE_ITEM(n, struct gw_cmd, node);
@@ -554,7 +638,7 @@ static void run_commands(struct gw_gateway *gw)
         struct gw_shard *s = c->shard >= 0 ? find_shard(gw, c->shard) : NULL;
         switch (c->kind) {
         case GW_CMD_SEND:
-            if (s && s->status != GW_FAILED && !gw->stopping) {
+            if (s && s->held && s->status != GW_FAILED && !gw->stopping) {
                 gw__shard_queue_user(s, c->data, c->len);
             } else if (s) {
                 atomic_fetch_sub(&s->queued_sends, 1);
@@ -562,14 +646,30 @@ static void run_commands(struct gw_gateway *gw)
             }
             break;
         case GW_CMD_RECONNECT:
-            if (s)
+            if (s && s->held)
                 gw__shard_reconnect(s, c->arg);
+            break;
+        case GW_CMD_HOLD:
+            if (s && c->len == sizeof(from)) {
+                memcpy(&from, c->data, sizeof(from));
+                gw__shard_hold(s, &from);
+            } else if (s) {
+                gw__shard_hold(s, NULL);
+            }
+            break;
+        case GW_CMD_RELEASE:
+            if (s)
+                gw__shard_release(s);
+            break;
+        case GW_CMD_LEASE:
+            for (int i = 0; i < gw->n_shards; i++)
+                gw__shard_lease_moved(&gw->shards[i]);
             break;
         case GW_CMD_BUDGET_READ:
             budget_refreshed(gw, c->arg);
             break;
         case GW_CMD_WITHDRAW: /* after the GW_CMD_SEND it follows: commands run in order */
-            if (s && gw__sendq_withdraw(&s->sendq, c->data, c->len) == SH_OK) {
+            if (s && s->held && gw__sendq_withdraw(s->sendq, c->data, c->len) == SH_OK) {
                 atomic_fetch_sub(&s->queued_sends, 1);
                 gw->snap_dirty = 1;
                 log_info("msg=\"queued payload withdrawn: its request gave up\" shard=%d", s->id);
@@ -589,7 +689,6 @@ static void publish(struct gw_gateway *gw)
     memset(&ov, 0, sizeof(ov));
     snprintf(ov.url, sizeof(ov.url), "%s", gw->bot.url);
     ov.total = gw->total;
-    ov.n_shards = gw->n_shards;
     ov.recommended_shards = gw->bot.shards;
     ov.max_concurrency = gw->max_concurrency;
     ov.next_identify_in_ms = -1;
@@ -598,6 +697,9 @@ static void publish(struct gw_gateway *gw)
     int held = 0;
     for (int i = 0; i < gw->n_shards; i++) {
         const struct gw_shard *s = &gw->shards[i];
+        if (!s->held)
+            continue;
+        ov.n_shards++;
         ov.ready += s->status == GW_READY;
         ov.loading += s->status == GW_LOADING;
         ov.queued += s->status == GW_QUEUED;
@@ -619,13 +721,17 @@ static void publish(struct gw_gateway *gw)
     read_budget(gw, &b);
     ov.session_total = b.total;
     ov.session_remaining = b.remaining;
+    ov.session_reserve = b.reserve;
+    ov.identify_stopped = held > 0;
     ov.session_reset_at_ms = b.reset_at_ms > now ? sh_wall_ms() + (b.reset_at_ms - now) : 0;
     ov.started_at_ms = gw->started_wall_ms;
     ov.published_at_ms = sh_wall_ms();
     pthread_mutex_lock(&gw->snap_lock);
     gw->snap_ov = ov;
+    gw->snap_n = 0;
     for (int i = 0; i < gw->n_shards; i++)
-        gw__shard_fill_info(&gw->shards[i], &gw->snap_shards[i]);
+        if (gw->shards[i].held)
+            gw__shard_fill_info(&gw->shards[i], &gw->snap_shards[gw->snap_n++]);
     pthread_mutex_unlock(&gw->snap_lock);
     gw->snap_dirty = 0;
 }
@@ -636,22 +742,29 @@ int gw_gateway_snapshot(struct gw_gateway *gw, struct gw_overview *ov, struct gw
     pthread_mutex_lock(&gw->snap_lock);
     if (ov)
         *ov = gw->snap_ov;
-    int n = gw->n_shards < cap ? gw->n_shards : cap;
+    int held = gw->snap_n;
+    int n = held < cap ? held : cap;
     if (n > 0)
         memcpy(shards, gw->snap_shards, (size_t)n * sizeof(*shards));
     pthread_mutex_unlock(&gw->snap_lock);
-    return gw->n_shards;
+    return held;
+}
+
+static int cmp_info_id(const void *key, const void *elem)
+{
+    int id = *(const int *)key, other = ((const struct gw_shard_info *)elem)->id;
+    return id < other ? -1 : id > other;
 }
 
 int gw_gateway_shard_info(struct gw_gateway *gw, int shard_id, struct gw_shard_info *out)
 {
-    struct gw_shard *s = find_shard(gw, shard_id);
-    if (!s)
-        return SH_ENOTFOUND;
     pthread_mutex_lock(&gw->snap_lock);
-    *out = gw->snap_shards[s - gw->shards];
+    const struct gw_shard_info *hit =
+        bsearch(&shard_id, gw->snap_shards, (size_t)gw->snap_n, sizeof(*hit), cmp_info_id);
+    if (hit)
+        *out = *hit;
     pthread_mutex_unlock(&gw->snap_lock);
-    return SH_OK;
+    return hit ? SH_OK : SH_ENOTFOUND;
 }
 
 static void fmt_duration(char *out, size_t cap, int64_t ms)
@@ -673,10 +786,12 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
     publish(gw);
     uint64_t now = sh_now_ms();
     const struct gw_overview *ov = &gw->snap_ov; /* written by this thread only */
-    if (ov->ready == gw->n_shards) {
+    if (!ov->n_shards) {
+        gw->all_ready_logged = 0; /* cluster mode, nothing held: nothing to report */
+    } else if (ov->ready == ov->n_shards) {
         if (!gw->all_ready_logged) {
             gw->all_ready_logged = 1;
-            log_info("msg=\"all shards ready\" shards=%d elapsed_ms=%llu", gw->n_shards,
+            log_info("msg=\"all shards ready\" shards=%d elapsed_ms=%llu", ov->n_shards,
                      (unsigned long long)(sh_wall_ms() - gw->started_wall_ms));
         }
     } else if (now - gw->last_progress_ms >= PROGRESS_EVERY_MS && !gw->stopping) {
@@ -687,7 +802,7 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
         fmt_duration(eta, sizeof(eta), ov->eta_ms);
         log_info("msg=\"progress\" ready=%d/%d loading=%d queued=%d failed=%d "
                  "next_identify_in=%s eta=%s sessions_remaining=%d",
-                 ov->ready, gw->n_shards, ov->loading, ov->queued, ov->failed,
+                 ov->ready, ov->n_shards, ov->loading, ov->queued, ov->failed,
                  ov->next_identify_in_ms < 0 ? "none" : next, eta, ov->session_remaining);
     }
     if (!gw->done)
@@ -759,9 +874,9 @@ void gw__shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const
     log_error("msg=\"shard stopped by a fatal close\" shard=%d close_code=%d reason=\"%s\" "
               "fix=\"%s\"",
               s->id, code, why, h);
-    int runnable = 0;
+    int runnable = 0; /* of the held shards: an unheld one says nothing about the config */
     for (int i = 0; i < gw->n_shards; i++)
-        runnable += gw->shards[i].status != GW_FAILED;
+        runnable += gw->shards[i].held && gw->shards[i].status != GW_FAILED;
     if (runnable)
         return;
     snprintf(gw->fatal, sizeof(gw->fatal), "gateway closed with %d: %s", code, h);
@@ -787,12 +902,19 @@ uint64_t gw__rx_ms(const struct gw_gateway *gw, uint64_t now)
 void gw__emit(struct gw_gateway *gw, struct gw_shard *s, const char *t, size_t t_len, uint64_t seq,
               const char *d, size_t d_len, uint64_t now_ms, const struct gw_session *session)
 {
+    /* the idempotency key: an event with s names it; one without counts from the last s */
+    struct gw_key key = {s->session_id, s->seq, 0};
+    if (seq)
+        s->sless_n = 0;
+    else
+        key.n = ++s->sless_n;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!gw->pending)
             gw->pending = gw_chunk_new(gw->cfg->max_payload_bytes + CHUNK_SLACK);
         if (!gw->pending)
             break;
-        int rc = gw_chunk_append(gw->pending, s->id, gw->total, t, t_len, seq, d, d_len, now_ms);
+        int rc =
+            gw_chunk_append(gw->pending, s->id, gw->total, t, t_len, seq, &key, d, d_len, now_ms);
         if (!rc && session && gw_chunk_set_session(gw->pending, session))
             log_error("msg=\"the session of a READY could not be handed to delivery\" shard=%d",
                       s->id);
@@ -810,7 +932,8 @@ int gw_gateway_run(struct gw_gateway *gw)
 {
     gw->last_progress_ms = 0; /* the first tick logs a summary */
     for (int i = 0; i < gw->n_shards; i++)
-        gw__shard_start(&gw->shards[i]);
+        if (gw->shards[i].held)
+            gw__shard_start(&gw->shards[i]);
     publish(gw);
     lws_sul_schedule(gw->ctx, 0, &gw->sul_tick, tick_cb, TICK_MS * LWS_US_PER_MS);
     int rc = 0;

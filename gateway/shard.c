@@ -27,6 +27,8 @@
 #define CLOSE_GRACE_MS 2000    /* a close frame that cannot be written in time: drop */
 #define SKIP_PREFIX 4096       /* of a payload over max_payload_bytes: kept to find op, t, s */
 #define SKIPPED_T "SHARDHOOK_EVENT_SKIPPED"
+#define LOST_T "SHARDHOOK_SESSION_LOST"
+#define LEASE_RECHECK_MS 1000 /* a shard held back by the lease deadline looks again this often */
 
 const char *const gw_status_names[GW_STATUS_COUNT] = {
 #define GW_STATUS_NAME_(n, s) s,
@@ -69,9 +71,39 @@ static void drop_session(struct gw_shard *s)
     s->resume_attempts = 0;
     SH_FREE(s->pending_guilds);
     s->n_pending = 0;
+    s->sless_n = 0;
 }
 
-int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
+static int json_escape(char *out, size_t cap, const char *in);
+
+/*
+ * The session cannot be resumed (why: one of the reasons gateway.h's lost() lists): every webhook
+ * gets SHARDHOOK_SESSION_LOST with the session and its last s, the identify source hears of it,
+ * then the session is dropped. Nothing is said when there was no session: once per session.
+ */
+static void lose_session(struct gw_shard *s, const char *why)
+{
+    struct gw_gateway *gw = s->gw;
+    if (s->session_id[0]) {
+        char sid[sizeof(s->session_id) * 6 + 1], d[sizeof(sid) + 128];
+        int n = json_escape(sid, sizeof(sid), s->session_id)
+                    ? -1
+                    : snprintf(d, sizeof(d),
+                               "{\"session_id\":\"%s\",\"seq\":%" PRIu64 ",\"reason\":\"%s\"}", sid,
+                               s->seq, why);
+        log_warn("msg=\"session lost: events after seq may be missing; starting a new session\" "
+                 "shard=%d session_id=\"%s\" seq=%" PRIu64 " reason=%s",
+                 s->id, n > 0 ? sid : "?", s->seq, why);
+        if (n > 0 && (size_t)n < sizeof(d))
+            gw__emit(gw, s, LOST_T, sizeof(LOST_T) - 1, 0, d, (size_t)n, gw__rx_ms(gw, sh_now_ms()),
+                     NULL);
+        if (gw->ident.ops->lost)
+            gw->ident.ops->lost(gw->ident.ud, s->id, s->session_id, s->seq, why);
+    }
+    drop_session(s);
+}
+
+void gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
 {
     memset(s, 0, sizeof(*s));
     s->gw = gw;
@@ -79,18 +111,42 @@ int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id)
     s->status = GW_QUEUED;
     s->latency_ms = -1;
     s->next_delay_ms = -1;
-    gw__sendq_init(&s->sendq);
+    atomic_init(&s->runs, 0);
+    atomic_init(&s->queued_sends, 0);
+}
+
+int gw__shard_prepare(struct gw_shard *s)
+{
+    struct gw_gateway *gw = s->gw;
+    if (!s->sendq) {
+        s->sendq = malloc(sizeof(*s->sendq));
+        if (!s->sendq)
+            return SH_ENOMEM;
+        gw__sendq_init(s->sendq);
+        if (gw->cfg->testing_send_window_ms != GW_SEND_WINDOW_MS)
+            s->sendq->window_ms = gw->cfg->testing_send_window_ms;
+    }
+    if (s->z)
+        return SH_OK;
     int rc = gw__inflate_new(gw->compress, gw->cfg->max_payload_bytes, gw->cfg->max_payload_bytes,
                              &s->z);
     /* an oversized payload costs only itself: skipped, the stream kept in sync */
     return rc ? rc : gw__inflate_skip_oversized(s->z, SKIP_PREFIX);
 }
 
-void gw__shard_destroy(struct gw_shard *s)
+/* Free what gw__shard_prepare allocated (the shard is not connected). */
+static void unprepare(struct gw_shard *s)
 {
     gw__inflate_free(s->z);
     s->z = NULL;
-    gw__sendq_reset(&s->sendq);
+    if (s->sendq)
+        gw__sendq_reset(s->sendq);
+    SH_FREE(s->sendq);
+}
+
+void gw__shard_destroy(struct gw_shard *s)
+{
+    unprepare(s);
     SH_FREE(s->handshake);
     SH_FREE(s->pending_guilds);
     SH_FREE(s->presence);
@@ -244,7 +300,7 @@ static int write_text(struct gw_shard *s, const char *p, size_t len)
     int n = lws_write(s->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
     if (n < (int)len)
         return SH_ENET;
-    gw__sendq_record(&s->sendq, sh_now_ms());
+    gw__sendq_record(s->sendq, sh_now_ms());
     return SH_OK;
 }
 
@@ -257,7 +313,7 @@ static int session_up(const struct gw_shard *s)
 static int window_open(struct gw_shard *s, uint64_t now, int heartbeat)
 {
     uint64_t wait = 0;
-    if (gw__sendq_allowed(&s->sendq, now, heartbeat, &wait))
+    if (gw__sendq_allowed(s->sendq, now, heartbeat, &wait))
         return 1;
     schedule(s, &s->sul_write, write_timer_cb, wait);
     return 0;
@@ -303,16 +359,16 @@ static int on_writeable(struct gw_shard *s)
         log_debug("msg=\"heartbeat\" shard=%d seq=%" PRIu64, s->id, s->seq);
     } else if (session_up(s)) {
         size_t len;
-        const char *p = gw__sendq_peek(&s->sendq, &len);
+        const char *p = gw__sendq_peek(s->sendq, &len);
         if (!p || !window_open(s, now, 0))
             return 0;
         if (write_text(s, p, len))
             return -1;
-        gw__sendq_pop(&s->sendq);
+        gw__sendq_pop(s->sendq);
         atomic_fetch_sub(&s->queued_sends, 1);
         s->gw->snap_dirty = 1;
     }
-    if (s->handshake || s->heartbeat_due || (session_up(s) && gw__sendq_pending(&s->sendq)))
+    if (s->handshake || s->heartbeat_due || (session_up(s) && gw__sendq_pending(s->sendq)))
         lws_callback_on_writable(s->wsi);
     return 0;
 }
@@ -335,7 +391,7 @@ static void keep_presence(struct gw_shard *s, const char *p, size_t len)
 
 void gw__shard_queue_user(struct gw_shard *s, const char *p, size_t len)
 {
-    int rc = gw__sendq_push(&s->sendq, p, len);
+    int rc = gw__sendq_push(s->sendq, p, len);
     if (rc) { /* callers counted the payload in queued_sends, bounded by GW_SENDQ_MAX */
         atomic_fetch_sub(&s->queued_sends, 1);
         log_error("msg=\"payload not queued\" shard=%d bytes=%zu error=\"%s\"", s->id, len,
@@ -431,17 +487,31 @@ static void send_identify(struct gw_shard *s)
     gw__identify_stamp(s->gw, s->id, sh_now_ms()); /* reserve the bucket now */
 }
 
+static void identify_cb(lws_sorted_usec_list_t *sul);
+
+/*
+ * IDENTIFY now if the shard's bucket allows it, else ask again when it says. Refused (the budget
+ * is at its reserve): close with 4000 and wait for the budget, as when take() fails.
+ */
+static void identify_when_allowed(struct gw_shard *s)
+{
+    uint64_t wait = gw__identify_wait(s->gw, s->id, sh_now_ms());
+    if (wait == GW_IDENTIFY_REFUSED) {
+        gw__budget_refused(s->gw, s);
+        close_and_reconnect(s, 0, -1);
+    } else if (wait) {
+        schedule(s, &s->sul_identify, identify_cb, wait);
+    } else {
+        send_identify(s);
+    }
+}
+
 static void identify_cb(lws_sorted_usec_list_t *sul)
 {
     struct gw_shard *s = lws_container_of(sul, struct gw_shard, sul_identify);
     if (!s->wsi || s->status != GW_IDENTIFYING)
         return;
-    uint64_t wait = gw__identify_wait(s->gw, s->id, sh_now_ms());
-    if (wait) {
-        schedule(s, &s->sul_identify, identify_cb, wait);
-        return;
-    }
-    send_identify(s);
+    identify_when_allowed(s);
 }
 
 static void send_resume(struct gw_shard *s)
@@ -513,10 +583,33 @@ static void open_timeout_cb(lws_sorted_usec_list_t *sul)
     drop_connection(s, "connect timeout");
 }
 
+/*
+ * Fail static: past the lease deadline the shard may not connect; it waits, disconnected, and
+ * looks again every LEASE_RECHECK_MS and whenever the deadline moves. 1 when held back.
+ */
+static int lease_holds_back(struct gw_shard *s)
+{
+    uint64_t until = atomic_load(&s->gw->lease_until);
+    if (!until || sh_now_ms() < until) {
+        s->lease_wait = 0;
+        return 0;
+    }
+    if (!s->lease_wait) {
+        s->lease_wait = 1;
+        log_warn("msg=\"lease ran out; not reconnecting\" shard=%d", s->id);
+    }
+    s->identify_at_ms = 0;
+    set_status(s, GW_DISCONNECTED);
+    schedule(s, &s->sul_connect, connect_cb, LEASE_RECHECK_MS);
+    return 1;
+}
+
 static void connect_now(struct gw_shard *s)
 {
     struct gw_gateway *gw = s->gw;
-    if (gw->stopping || s->status == GW_FAILED)
+    if (gw->stopping || s->status == GW_FAILED || !s->held)
+        return;
+    if (lease_holds_back(s))
         return;
     int resume = s->reconnect_resume && s->session_id[0];
     if (!resume && gw__budget_hold(gw, s))
@@ -550,7 +643,7 @@ static void connect_now(struct gw_shard *s)
     s->saw_hello = 0;
     s->ack_pending = 0;
     s->heartbeat_due = 0;
-    gw__sendq_new_window(&s->sendq);
+    gw__sendq_new_window(s->sendq);
     SH_FREE(s->handshake);
     s->handshake_identify = 0;
     if (gw__inflate_reset(s->z)) {
@@ -596,6 +689,19 @@ static int ends_session(int code)
            code == SH_CLOSE_SESSION_TIMED_OUT;
 }
 
+/* Why a close that ends the session ended it, as SHARDHOOK_SESSION_LOST says. */
+static const char *session_end_reason(int code)
+{
+    switch (code) {
+    case SH_CLOSE_NOT_AUTHENTICATED:
+        return "not_authenticated";
+    case SH_CLOSE_INVALID_SEQ:
+        return "invalid_seq";
+    default:
+        return "session_timed_out";
+    }
+}
+
 static void on_connection_lost(struct gw_shard *s, const char *why)
 {
     struct gw_gateway *gw = s->gw;
@@ -620,9 +726,13 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         set_status(s, GW_DISCONNECTED);
         return;
     }
+    if (s->budget_hold) { /* identifying was refused: the budget's refill restarts the shard */
+        set_status(s, GW_QUEUED);
+        return;
+    }
     if (code && !s->self_close && is_fatal(code)) {
-        unsigned dropped = gw__sendq_pending(&s->sendq);
-        gw__sendq_clear(&s->sendq);
+        unsigned dropped = gw__sendq_pending(s->sendq);
+        gw__sendq_clear(s->sendq);
         atomic_fetch_sub(&s->queued_sends, (int)dropped);
         if (dropped)
             log_warn("msg=\"queued payloads dropped with the failed shard\" shard=%d count=%u",
@@ -640,12 +750,16 @@ static void on_connection_lost(struct gw_shard *s, const char *why)
         resume = 1;
     if (resume && !s->session_id[0])
         resume = 0;
+    const char *lost = !s->self_close && ends_session(code) ? session_end_reason(code) : NULL;
     if (resume && s->resume_attempts >= gw->cfg->max_resume_attempts) {
         log_warn("msg=\"resume keeps failing, starting a new session\" shard=%d attempts=%d", s->id,
                  s->resume_attempts);
         resume = 0;
+        lost = "resume_failed";
     }
-    if (!resume)
+    if (!resume && lost)
+        lose_session(s, lost);
+    else if (!resume)
         drop_session(s);
     s->reconnect_resume = resume;
 
@@ -712,6 +826,97 @@ void gw__shard_reconnect(struct gw_shard *s, int resume)
     }
 }
 
+void gw__shard_hold(struct gw_shard *s, const struct gw_resume_point *from)
+{
+    if (s->held || s->gw->stopping)
+        return;
+    int rc = gw__shard_prepare(s);
+    if (rc) {
+        log_error("msg=\"shard not held\" shard=%d error=\"%s\"", s->id, sh_strerror(rc));
+        atomic_store(&s->runs, 0);
+        return;
+    }
+    s->held = 1;
+    drop_session(s);
+    if (from && from->session_id[0]) {
+        snprintf(s->session_id, sizeof(s->session_id), "%s", from->session_id);
+        snprintf(s->resume_url, sizeof(s->resume_url), "%s", from->resume_url);
+        s->seq = from->seq;
+        s->has_seq = 1;
+    }
+    log_info("msg=\"shard held\" shard=%d next=%s seq=%" PRIu64, s->id,
+             s->session_id[0] ? "resume" : "identify", s->seq);
+    s->gw->snap_dirty = 1;
+    gw__shard_start(s);
+}
+
+/* End the connection in progress for good: a close frame with 4000 when the websocket is up. */
+static void let_go_of_socket(struct gw_shard *s)
+{
+    struct lws *wsi = s->wsi;
+    s->wsi = NULL;
+    s->lost_gen = ++s->conn_gen; /* nothing of that connection reaches the shard again */
+    if (!wsi)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    if (s->established && !s->close_code) {
+        /* written by the next writeable callback, which closes a shardless wsi (never 1000) */
+        lws_close_reason(wsi, (enum lws_close_status)SH_CLOSE_RESUMABLE,
+                         (unsigned char *)"shardhook", 9);
+        lws_callback_on_writable(wsi);
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, (CLOSE_GRACE_MS + 999) / 1000);
+    } else {
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+}
+
+void gw__shard_release(struct gw_shard *s)
+{
+    struct gw_gateway *gw = s->gw;
+    if (!s->held)
+        return;
+    let_go_of_socket(s);
+    cancel_timers(s);
+    gw__budget_return(gw, s);
+    unsigned dropped = s->sendq ? gw__sendq_pending(s->sendq) : 0;
+    if (s->sendq)
+        gw__sendq_clear(s->sendq);
+    atomic_fetch_sub(&s->queued_sends, (int)dropped);
+    log_info("msg=\"shard released\" shard=%d status=%s seq=%" PRIu64 " dropped_sends=%u", s->id,
+             gw_status_names[s->status], s->seq, dropped);
+    drop_session(s);
+    SH_FREE(s->handshake);
+    s->handshake_len = 0;
+    s->handshake_identify = 0;
+    s->budget_hold = 0;
+    s->identify_at_ms = 0;
+    s->established = 0;
+    s->close_code = 0;
+    s->peer_close_code = 0;
+    s->self_close = 0;
+    s->saw_hello = 0;
+    s->ack_pending = 0;
+    s->heartbeat_due = 0;
+    s->reconnect_resume = 0;
+    s->reconnect_attempt = 0;
+    s->next_delay_ms = -1;
+    s->lease_wait = 0;
+    s->latency_ms = -1;
+    s->guilds = 0;
+    s->held = 0;
+    s->status = GW_QUEUED;
+    unprepare(s);
+    gw->snap_dirty = 1;
+}
+
+void gw__shard_lease_moved(struct gw_shard *s)
+{
+    if (!s->held || !s->lease_wait || s->wsi)
+        return;
+    lws_sul_cancel(&s->sul_connect);
+    connect_now(s);
+}
+
 void gw__shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
 {
     out->id = s->id;
@@ -731,6 +936,8 @@ void gw__shard_fill_info(const struct gw_shard *s, struct gw_shard_info *out)
 void gw__shard_shutdown(struct gw_shard *s)
 {
     cancel_timers(s);
+    if (!s->held)
+        return;
     if (s->wsi) {
         close_for_stop(s);
     } else if (s->status != GW_FAILED) {
@@ -873,11 +1080,7 @@ static void on_hello(struct gw_shard *s, const char *d, size_t d_len)
         send_resume(s);
     } else {
         set_status(s, GW_IDENTIFYING);
-        uint64_t wait = gw__identify_wait(s->gw, s->id, sh_now_ms());
-        if (wait)
-            schedule(s, &s->sul_identify, identify_cb, wait);
-        else
-            send_identify(s);
+        identify_when_allowed(s);
     }
 }
 
@@ -947,7 +1150,7 @@ static void on_payload(struct gw_shard *s, const char *p, size_t n)
         log_info("msg=\"invalid session (op 9)\" shard=%d resumable=%d delay_ms=%" PRId64, s->id,
                  resumable, delay);
         if (!resumable)
-            drop_session(s);
+            lose_session(s, "invalid_session");
         close_and_reconnect(s, resumable, delay);
         break;
     }

@@ -10,6 +10,10 @@
  *          -> loading (READY seen, guilds still arriving) -> ready
  *   any -> disconnected (socket gone, reconnect scheduled) -> connecting ...
  *   any -> failed (fatal close: 4004, 4010-4014; never reconnects)
+ *
+ * Held and unheld (cluster mode): a prepared shard that is not held has no connection, no
+ * inflate context and no send queue (gw__shard_prepare allocates them on hold, gw__shard_release
+ * frees them), and is left out of the snapshots.
  */
 #ifndef SHARDHOOK_GW_SHARD_H
 #define SHARDHOOK_GW_SHARD_H
@@ -32,6 +36,9 @@ struct gw_shard {
     struct gw_gateway *gw;
     int id;
     enum gw_status status;
+    int held;        /* this process holds it (gateway thread's view) */
+    atomic_int runs; /* held, as other threads see it: set by hold/release at the call */
+    int lease_wait;  /* held back by the lease deadline (logged once per hold-up) */
 
     /* connection */
     struct lws *wsi;   /* the live connection, NULL once it ended (see wsi_gone) */
@@ -54,6 +61,7 @@ struct gw_shard {
     uint64_t seq;
     int has_seq;
     int resume_attempts; /* RESUMEs in a row without a READY/RESUMED */
+    uint64_t sless_n;    /* dispatches without s since the last s (their idempotency keys) */
     unsigned reconnect_attempt;
 
     /* heartbeat */
@@ -77,9 +85,9 @@ struct gw_shard {
        (held until the session is up, kept across reconnects) */
     char *handshake;
     size_t handshake_len;
-    int handshake_identify; /* the handshake slot holds an IDENTIFY */
-    int budget_token;       /* one session of the daily budget is reserved for this shard */
-    struct gw_sendq sendq;
+    int handshake_identify;  /* the handshake slot holds an IDENTIFY */
+    int budget_token;        /* one session of the daily budget is reserved for this shard */
+    struct gw_sendq *sendq;  /* while held */
     atomic_int queued_sends; /* user payloads accepted and not yet written (any thread reads) */
     uint64_t identify_at_ms; /* planned connect for an IDENTIFY while queued, 0 otherwise */
     int budget_hold;         /* waiting for the daily identify budget to refill */
@@ -111,8 +119,10 @@ struct gw_gateway {
     enum gw_compress compress;
     int total; /* shard count of the whole bot */
     struct gw_shard *shards;
-    int n_shards;             /* shards run by this process */
-    struct gw_identify ident; /* identify slots and the session budget (bridge/main.c's) */
+    int n_shards; /* shards this process may hold (all of them held in single mode) */
+    int cluster;  /* cfg->cluster: shards start unheld */
+    _Atomic uint64_t lease_until; /* gw_gateway_set_lease_deadline's, 0: none */
+    struct gw_identify ident;     /* identify slots and the session budget (bridge/main.c's) */
     int max_concurrency;
     struct gw_chunk *pending;  /* events of this service pass */
     unsigned pass_no;          /* counts service passes */
@@ -130,8 +140,9 @@ struct gw_gateway {
     int paused;                /* applied to the sockets by the loop */
     pthread_mutex_t snap_lock; /* guards the snapshot below */
     struct gw_overview snap_ov;
-    struct gw_shard_info *snap_shards;
-    int snap_dirty; /* something changed since the last publish */
+    struct gw_shard_info *snap_shards; /* held shards only, in id order ... */
+    int snap_n;                        /* ... this many */
+    int snap_dirty;                    /* something changed since the last publish */
     uint64_t started_wall_ms;
     uint64_t last_progress_ms;
     int all_ready_logged;
@@ -146,8 +157,17 @@ struct gw_gateway {
 };
 
 /* shard.c */
-int gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id);
+/* Prepare shard id, unheld: nothing allocated (see gw__shard_prepare). */
+void gw__shard_init(struct gw_shard *s, struct gw_gateway *gw, int id);
 void gw__shard_destroy(struct gw_shard *s);
+/* What a held shard needs (its inflate context and send queue): 0 or SH_ENOMEM. */
+int gw__shard_prepare(struct gw_shard *s);
+/* Hold a prepared shard: RESUME from *from (NULL or "" session: IDENTIFY), then start it. */
+void gw__shard_hold(struct gw_shard *s, const struct gw_resume_point *from);
+/* Stop holding: close with 4000, cancel timers, drop queued sends, forget the session. */
+void gw__shard_release(struct gw_shard *s);
+/* The lease deadline moved: a shard it held back tries to connect again. */
+void gw__shard_lease_moved(struct gw_shard *s);
 /* Plan the first connection (identify through the bucket, or resume with a session). */
 void gw__shard_start(struct gw_shard *s);
 /* Close the socket with 4000 and do not reconnect. */
@@ -169,6 +189,11 @@ void gw__identify_stamp(struct gw_gateway *gw, int shard_id, uint64_t now_ms);
 void gw__identify_sent(struct gw_gateway *gw, struct gw_shard *s, uint64_t now_ms);
 /* The shard's connection ended before its IDENTIFY was written: give the token back. */
 void gw__budget_return(struct gw_gateway *gw, struct gw_shard *s);
+/*
+ * wait() answered GW_IDENTIFY_REFUSED: give back the shard's budget token and hold it as when
+ * take() fails (its connection is closed by the caller and not reconnected).
+ */
+void gw__budget_refused(struct gw_gateway *gw, struct gw_shard *s);
 /* Called when a shard failed fatally; ends the run when none can run. */
 void gw__shard_failed(struct gw_gateway *gw, struct gw_shard *s, int code, const char *why);
 /*

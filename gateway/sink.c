@@ -65,8 +65,31 @@ static size_t put_u64(char *out, uint64_t v)
         (p) += sizeof(lit) - 1;                                                                    \
     } while (0)
 
+/* The session id as the inside of a JSON string ("-" when none) at out; returns the length. */
+static size_t put_session(char *out, const char *sid)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!sid || !*sid) {
+        *out = '-';
+        return 1;
+    }
+    char *p = out;
+    for (size_t i = 0; sid[i] && i < GW_KEY_SESSION_MAX; i++) {
+        unsigned char ch = (unsigned char)sid[i];
+        if (ch == '"' || ch == '\\' || ch < 0x20) {
+            PUT_LIT(p, "\\u00");
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 15];
+        } else {
+            *p++ = (char)ch;
+        }
+    }
+    return (size_t)(p - out);
+}
+
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
-                    uint64_t s, const char *d, size_t d_len, uint64_t recv_ms)
+                    uint64_t s, const struct gw_key *key, const char *d, size_t d_len,
+                    uint64_t recv_ms)
 {
     if (t_len > UINT16_MAX || shard < 0 || total < 0)
         return SH_ETOOBIG;
@@ -78,8 +101,9 @@ int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, siz
         c->ev = p;
         c->cap = ncap;
     }
-    /* {"shard":[S,T],"op":0,"t":"NAME","s":N,"d":D} built by hand: this runs once per event */
-    char head[64], mid[40];
+    /* {"shard":[S,T],"op":0,"t":"NAME","s":N,"key":"S:SESSION:N","d":D} built by hand: this
+       runs once per event */
+    char head[64], mid[128 + 6 * GW_KEY_SESSION_MAX];
     char *h = head, *m = mid;
     PUT_LIT(h, "{\"shard\":[");
     h += put_u64(h, (uint64_t)shard);
@@ -91,7 +115,19 @@ int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, siz
         m += put_u64(m, s);
     else
         PUT_LIT(m, "null");
-    PUT_LIT(m, ",\"d\":");
+    PUT_LIT(m, ",\"key\":\"");
+    m += put_u64(m, (uint64_t)shard);
+    *m++ = ':';
+    m += put_session(m, key ? key->session_id : NULL);
+    *m++ = ':';
+    if (s) {
+        m += put_u64(m, s);
+    } else {
+        m += put_u64(m, key ? key->last_s : 0);
+        *m++ = '.';
+        m += put_u64(m, key ? key->n : 0);
+    }
+    PUT_LIT(m, "\",\"d\":");
     size_t hn = (size_t)(h - head), mn = (size_t)(m - mid);
     size_t need = hn + t_len + mn + d_len + 1;
     if (need > UINT32_MAX || c->data.len > UINT32_MAX - need)

@@ -2,8 +2,9 @@
  * gateway/sink.h: how events leave the gateway room.
  *
  * The gateway encodes each dispatch once, in the webhook envelope of docs/delivery.md
- * (`{"shard":[id,total],"op":0,"t":"...","s":N,"d":<d as received>}`; `"s":null` for a
- * dispatch that came without a sequence number), appends it
+ * (`{"shard":[id,total],"op":0,"t":"...","s":N,"key":"...","d":<d as received>}`; `"s":null`
+ * for a dispatch that came without a sequence number; "key" is the idempotency key of struct
+ * gw_key below), appends it
  * to a chunk, and hands the whole chunk to the sink once per service pass: one
  * hand-off per pass, not per event. The sink takes ownership of the chunk and may
  * keep it on another thread; it frees it with gw_chunk_free(). The gateway knows
@@ -53,17 +54,33 @@ struct gw_sink {
     void *ud;
 };
 
+/*
+ * What an event's idempotency key is made of: "<shard>:<session_id>:<s>" for an event with s,
+ * "<shard>:<session_id>:<last_s>.<n>" for one without (n counts the s-less events since last_s,
+ * from 1); session_id NULL or "" is written "-". Unique per (shard, session, s) and the same
+ * bytes whenever the same event is delivered again (a retry, a replay after RESUME).
+ */
+/* Session id bytes a key carries at most (the gateway's session ids are shorter). */
+#define GW_KEY_SESSION_MAX 127
+
+struct gw_key {
+    const char *session_id;
+    uint64_t last_s;
+    uint64_t n;
+};
+
 /* A new empty chunk whose data may grow to max_bytes. NULL when out of memory. */
 struct gw_chunk *gw_chunk_new(size_t max_bytes);
 void gw_chunk_free(struct gw_chunk *c);
 
 /*
  * Append one dispatch. t/t_len is the event name, d/d_len the raw JSON of d, s its sequence
- * number or 0 when it had none (encoded as "s":null). Fails with SH_ETOOBIG or SH_ENOMEM, leaving
- * the chunk as it was.
+ * number or 0 when it had none (encoded as "s":null), key what its "key" is made of (NULL: no
+ * session, last_s 0, n 0). Fails with SH_ETOOBIG or SH_ENOMEM, leaving the chunk as it was.
  */
 int gw_chunk_append(struct gw_chunk *c, int shard, int total, const char *t, size_t t_len,
-                    uint64_t s, const char *d, size_t d_len, uint64_t recv_ms);
+                    uint64_t s, const struct gw_key *key, const char *d, size_t d_len,
+                    uint64_t recv_ms);
 
 /*
  * Attach the session a READY opened to the event appended last (copied). Fails with SH_EINVAL

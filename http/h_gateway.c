@@ -117,6 +117,8 @@ static void add_session_limit(cJSON *j, const struct gw_overview *ov)
                        : 0;
     cJSON_AddNumberToObject(ssl, "reset_after", reset);
     cJSON_AddNumberToObject(ssl, "max_concurrency", ov->max_concurrency);
+    cJSON_AddNumberToObject(ssl, "reserve", ov->session_reserve);
+    cJSON_AddBoolToObject(ssl, "identify_stopped", ov->identify_stopped);
 }
 
 /* A number of milliseconds, null when negative (unknown). */

@@ -80,7 +80,7 @@ def test_ten_thousand_events_over_four_shards_to_two_webhooks(tmp):
     assert_shard_order(b)
     # the event is the dispatch as the fake sent it, with the shard added
     first = a[0]
-    assert set(first) == {"shard", "op", "t", "s", "d"} and first["op"] == 0
+    assert set(first) == {"shard", "op", "t", "s", "key", "d"} and first["op"] == 0
     assert first["shard"][1] == 4 and isinstance(first["d"]["n"], int)
     # every batch, checked by the reference verifier; b with each of its two keys
     ra, rb = ok_requests(rx, "/a"), ok_requests(rx, "/b")

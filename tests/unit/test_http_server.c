@@ -35,6 +35,7 @@ static struct {
     char withdrawn[4200];
     int n_withdrawn;
     const char *status;
+    int reserve, identify_stopped; /* the overview's budget reserve */
 } gw = {.lock = PTHREAD_MUTEX_INITIALIZER, .status = "ready"};
 
 static int st_send(void *g, int shard, const char *p, size_t n)
@@ -82,6 +83,8 @@ static int st_snapshot(void *g, struct gw_overview *ov, struct gw_shard_info *s,
         ov->n_shards = 2;
         ov->session_total = 1000;
         ov->session_remaining = 990;
+        ov->session_reserve = gw.reserve;
+        ov->identify_stopped = gw.identify_stopped;
         ov->eta_ms = -1;
         ov->next_identify_in_ms = -1;
     }
@@ -603,6 +606,24 @@ TEST(a_port_in_use_is_an_error_naming_it)
     stop();
 }
 
+/* /v1/gateway shows the cluster's budget reserve and whether IDENTIFYs stopped at it. */
+TEST(gateway_shows_the_budget_reserve)
+{
+    start(NULL);
+    struct resp r;
+    req("GET", "/v1/gateway", NULL, NULL, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"reserve\":0,\"identify_stopped\":false}");
+    gw.reserve = 50;
+    gw.identify_stopped = 1;
+    req("GET", "/v1/gateway", NULL, NULL, &r);
+    ASSERT_CONTAINS(r.body, "\"remaining\":990,");
+    ASSERT_CONTAINS(r.body, "\"reserve\":50,\"identify_stopped\":true}");
+    gw.reserve = 0;
+    gw.identify_stopped = 0;
+    stop();
+}
+
 TEST(metrics_text)
 {
     start(NULL);
@@ -625,4 +646,5 @@ TEST_MAIN(RUN(auth_and_open_routes); RUN(errors_caps_and_methods);
           RUN(full_send_queue_is_429_or_503); RUN(members_merge_chunks_in_any_order);
           RUN(members_rate_limited_is_retried_then_429); RUN(all_members_window_and_timeout);
           RUN(channel_info_and_soundboard); RUN(stop_answers_suspended_requests);
-          RUN(a_port_in_use_is_an_error_naming_it); RUN(metrics_text);)
+          RUN(a_port_in_use_is_an_error_naming_it); RUN(gateway_shows_the_budget_reserve);
+          RUN(metrics_text);)

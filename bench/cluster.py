@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """bench/cluster.py: cluster mode's figures (`make bench-cluster`; docs/benchmarks.md, "Cluster
 mode"). Three nodes, one throwaway redis-server, the fake Discord and a recording receiver, all on
-loopback (bench/clusterlab.py); every process is stopped by its pid at the end of each run.
+loopback, started by the cluster tests' machinery (bench/clusterlab.py,
+tests/integration/cluster_helpers.py; each node reaches Redis through a TCP forwarder of its own);
+every process is stopped by its pid at the end of each run.
 
   takeover  16 and 256 shards, lease_ms 10000 (the default) and 2000 (a test lease): every shard
             ready, a steady trickle of events, then `kill -9` of the node holding the most
@@ -16,7 +18,7 @@ loopback (bench/clusterlab.py); every process is stopped by its pid at the end o
   redis     on the same 1,000 shards once started: Redis commands per second per node at steady
             state (INFO stats total_commands_processed over a window, less this script's own
             INFO calls, divided by 3), idle and with one event per shard per second
-            (/_fake/burst), and the commands that make it up (INFO commandstats).
+            (the fake's stream), and the commands that make it up (INFO commandstats).
 
   python3 bench/cluster.py [--quick] [--repeat N] [--parts takeover,coldstart]
       [--json FILE] [--markdown FILE] [--keep]
@@ -27,52 +29,66 @@ not a test: it asserts no speed, only that no event went missing. Needs build/sh
 build/fake-discord (`make bench-cluster` builds them) and redis-server.
 """
 import argparse
-import base64
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 
-from common import log, median, raise_fd_limit, run_parts, stop_all, wait, write_results
+from common import log, median, raise_fd_limit, run_parts, write_results
 import clusterlab as lab
+from clusterlab import ch, harness
 
-BUILD = os.path.join(lab.ROOT, os.environ.get("BUILD", "build"))
-SECRET = "whsec_" + base64.b64encode(b"bench secret for the cluster run").decode()
-NODES = ("a", "b", "c")
+NODES = 3
 
 PROFILES = {
     "full": dict(takeover=[(16, 10000), (16, 2000), (256, 10000), (256, 2000)], repeat=3,
                  cold_shards=1000, concurrency=16, cold_interval_ms=500, window_s=30,
-                 trickle_ms=500, steady_s=3),
+                 stream_ms=500, steady_s=3),
     "quick": dict(takeover=[(16, 2000)], repeat=1, cold_shards=96, concurrency=16,
-                  cold_interval_ms=500, window_s=5, trickle_ms=500, steady_s=2),
+                  cold_interval_ms=500, window_s=5, stream_ms=500, steady_s=2),
 }
 
 
-def cluster(tmp, name, shards, lease_ms, interval_ms, batch_delay_ms=5, **fake_opts):
-    """Redis, the fake, the receiver and three nodes (not started); their work folder."""
-    work = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
-    redis = lab.RedisServer(work).start()
-    fake = lab.Fake(BUILD, work, shards=shards, identify_interval_ms=interval_ms,
-                    session_total=100000, session_remaining=100000, **fake_opts)
-    rx = lab.EventLog(SECRET)
-    nodes = [lab.Node(BUILD, work, n,
-                      lab.node_config(n, fake, rx.url, SECRET, work, redis=redis,
-                                      lease_ms=lease_ms, total=shards, interval_ms=interval_ms,
-                                      batch_delay_ms=batch_delay_ms),
-                      env=redis.env()) for n in NODES]
-    return work, redis, fake, rx, nodes
+def parse_info(text):
+    """INFO's `name:value` lines -> dict; `a=1,b=2` values (commandstats) as dicts."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        name, value = line.split(":", 1)
+        if name.startswith("cmdstat_"):
+            out[name] = {k: float(v) for k, _, v in (p.partition("=") for p in value.split(","))}
+        else:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                out[name] = value
+    return out
 
 
-def check_alive(nodes, fake):
-    if not fake.proc.alive():
-        raise RuntimeError("fake-discord exited: " + fake.proc.tail())
+def cluster(tmp, name, shards, lease_ms, interval_ms, concurrency, batch_delay_ms=25,
+            start=True):
+    """In a fresh folder: redis-server, the fake (no stream yet), the receiver, three nodes
+    (started unless start is False)."""
+    lab.begin(tempfile.mkdtemp(prefix=name + "-", dir=tmp))
+    redis = ch.RedisServer()
+    fake = harness.FakeDiscord(shards=shards, max_concurrency=concurrency, guilds=1,
+                               identify_interval_ms=interval_ms, heartbeat_ms=41250,
+                               session_total=100000, session_remaining=100000)
+    rx = ch.ClusterReceiver()
+    cl = lab.start_nodes(NODES, fake, rx, redis, shards, lease_ms, interval_ms,
+                         webhook={"max_batch_delay_ms": batch_delay_ms}, start=start)
+    return redis, fake, rx, cl.nodes
+
+
+def check_alive(nodes, fake, dead=()):
+    if not fake.alive():
+        raise RuntimeError("fake-discord exited: " + harness.tail(fake.log_text(), 20))
     for n in nodes:
-        if n.killed_at is None and not n.alive():
-            raise RuntimeError("node %s exited: %s" % (n.name, n.tail()))
+        if n not in dead and not n.alive():
+            raise RuntimeError("%s exited: %s" % (n.name, harness.tail(n.log_text(), 20)))
 
 
 def all_held(nodes, fake, shards, timeout):
@@ -80,58 +96,53 @@ def all_held(nodes, fake, shards, timeout):
         check_alive(nodes, fake)
         owner, _ = lab.holdings(nodes)
         return owner if len(owner) == shards else None
-    return wait(held, timeout, "all %d shards ready on the nodes" % shards, interval=0.25)
+    return harness.wait_for(held, timeout, 0.25, "all %d shards ready on the nodes" % shards)
 
 
 def audited(fake, rx, what):
-    a = lab.audit(rx.snapshot(), lab.settle(fake, rx, timeout=15))
-    if a["missing"] or rx.bad_signatures:
+    a = lab.audit(rx, lab.settle(fake, rx, timeout=15))
+    if a["missing"] or a["bad_signatures"]:
         raise RuntimeError("%s: the receiver is missing %d events (%s), %d bad signatures"
-                           % (what, a["missing"], a["missing_detail"][:3], rx.bad_signatures))
+                           % (what, a["missing"], a["missing_detail"][:3], a["bad_signatures"]))
     return a
 
 
 # -- takeover -------------------------------------------------------------------------------------
 def takeover_run(tmp, shards, lease_ms, prof):
-    work, redis, fake, rx, nodes = cluster(tmp, "takeover-%d-%d" % (shards, lease_ms), shards,
-                                           lease_ms, 100, max_concurrency=16, guilds=1,
-                                           trickle_ms=prof["trickle_ms"], heartbeat_ms=41250)
     try:
-        for n in nodes:
-            n.start()
-        owner = all_held(nodes, fake, shards, 60 + shards * 0.1)
+        redis, fake, rx, nodes = cluster(tmp, "takeover-%d-%d" % (shards, lease_ms), shards,
+                                         lease_ms, 100, 16, batch_delay_ms=5)
+        all_held(nodes, fake, shards, 60 + shards * 0.1)
+        fake.stream(prof["stream_ms"])
         time.sleep(prof["steady_s"])
-        owner, _ = lab.holdings(nodes)
-        per = lab.by_node(owner)
+        per = lab.by_node(lab.holdings(nodes)[0])
         victim = max(nodes, key=lambda n: len(per.get(n.name, [])))
         moved = per.get(victim.name, [])
-        before = len(lab.identifies(fake.log()))
-        t_kill = victim.kill(signal.SIGKILL)
-        survivors = [n for n in nodes if n is not victim]
+        before = lab.identifies(fake)
+        t_kill = time.monotonic()
+        victim.proc.kill()
 
         def done():
-            check_alive(survivors, fake)
+            check_alive(nodes, fake, dead=(victim,))
             resumed, ready = lab.takeover(rx, moved, t_kill)
             return len(resumed) + len(ready) >= len(moved)
-        wait(done, (lease_ms + 2000) / 1000.0 * 3 + 30, "the takeover of %d shards" % len(moved),
-             interval=0.05)
+        harness.wait_for(done, (lease_ms + 2000) / 1000.0 * 3 + 30, 0.05,
+                         "the takeover of %d shards" % len(moved))
         resumed, ready = lab.takeover(rx, moved, t_kill)
         time.sleep(1.0)
-        after = len(lab.identifies(fake.log())) - before
-        owner, conflicts = lab.holdings(survivors)
+        after = lab.identifies(fake) - before
         a = audited(fake, rx, "takeover %d shards" % shards)
         return {
             "shards": shards, "lease_ms": lease_ms, "moved": len(moved),
             "resumed": len(resumed), "new_sessions": len(ready),
             "last_resumed_s": max(resumed.values()) if resumed else None,
             "first_resumed_s": min(resumed.values()) if resumed else None,
-            "identifies_after_kill": after, "conflicts": len(conflicts),
-            "missing": a["missing"], "duplicates": a["duplicates"],
-            "announced_gap": a["announced_gap"], "events": a["events"],
+            "identifies_after_kill": after, "missing": a["missing"],
+            "duplicates": a["duplicates"], "announced_gap": a["announced_gap"],
+            "events": a["events"],
         }
     finally:
-        stop_all()
-        rx.stop()
+        lab.end()
 
 
 def part_takeover(prof, repeat, tmp, results):
@@ -153,25 +164,25 @@ def part_takeover(prof, repeat, tmp, results):
 
 
 # -- cold start and Redis load ----------------------------------------------------------------------
-def redis_window(redis, fake, seconds, burst):
-    """Commands Redis processed over `seconds`, less our own (AUTH + INFO per info() call), with
-    one event per shard per second when burst; (total, per-command calls)."""
-    s0, c0 = redis.info("stats"), redis.info("commandstats")
+def redis_window(redis, fake, seconds, stream_ms):
+    """Commands Redis processed per second over `seconds` (less this function's own INFO
+    calls), the fake streaming one event per shard every stream_ms (0: idle); and the calls per
+    second of each command."""
+    if stream_ms:
+        fake.stream(stream_ms)
+    s0, c0 = parse_info(redis.cmd("INFO", "stats")), parse_info(redis.cmd("INFO", "commandstats"))
     t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        tick = time.monotonic()
-        if burst:
-            fake.call("/_fake/burst", {"count": 1})
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    time.sleep(seconds)
+    s1, c1 = parse_info(redis.cmd("INFO", "stats")), parse_info(redis.cmd("INFO", "commandstats"))
     took = time.monotonic() - t0
-    s1, c1 = redis.info("stats"), redis.info("commandstats")
-    ours = 4  # AUTH + INFO for s1 and c0 (s0's pair comes before the first reading)
+    if stream_ms:
+        fake.stream(0)
+    ours = 2  # s0's INFO and c0's come after s0's count; s1's own is not in it yet
     total = s1["total_commands_processed"] - s0["total_commands_processed"] - ours
     calls = {}
     for name, f in c1.items():
-        n = f.get("calls", 0) - c0.get(name, {}).get("calls", 0)
-        if name in ("cmdstat_auth", "cmdstat_info"):
-            n -= 2
+        n = f.get("calls", 0) - c0.get(name, {}).get("calls", 0) - (2 if name == "cmdstat_info"
+                                                                     else 0)
         if n > 0:
             calls[name[len("cmdstat_"):]] = n / took
     return total / took, calls
@@ -179,10 +190,9 @@ def redis_window(redis, fake, seconds, burst):
 
 def coldstart_run(tmp, prof):
     shards, conc, interval = prof["cold_shards"], prof["concurrency"], prof["cold_interval_ms"]
-    work, redis, fake, rx, nodes = cluster(tmp, "cold-%d" % shards, shards, None, interval,
-                                           batch_delay_ms=25, max_concurrency=conc, guilds=1,
-                                           heartbeat_ms=41250)
     try:
+        redis, fake, rx, nodes = cluster(tmp, "cold-%d" % shards, shards, 10000, interval, conc,
+                                         start=False)
         t0 = time.monotonic()
         for n in nodes:
             n.start()
@@ -190,52 +200,53 @@ def coldstart_run(tmp, prof):
         def readies():
             check_alive(nodes, fake)
             got = {}
-            for e in rx.snapshot():
-                if e["t"] == "READY" and e["shard"] not in got:
-                    got[e["shard"]] = e["at"] - t0
+            for r in rx.of_type("READY"):
+                got.setdefault(r["shard"], r["at"] - t0)
             return got if len(got) >= shards else None
-        ideal_rounds = math.ceil(shards / conc)
-        got = wait(readies, 120 + ideal_rounds * (interval + 500) / 1000.0 * 3,
-                   "READY of all %d shards" % shards, interval=0.25)
+        rounds = math.ceil(shards / conc)
+        got = harness.wait_for(readies, 120 + rounds * (interval + 500) / 1000.0 * 3, 0.25,
+                               "READY of all %d shards" % shards)
         flog = fake.log()
-        ids = lab.identifies(flog)
         owner = all_held(nodes, fake, shards, 60)
         row = {
-            "shards": shards, "nodes": len(nodes), "max_concurrency": conc,
+            "shards": shards, "nodes": NODES, "max_concurrency": conc,
             "window_ms": interval, "slot_px_ms": interval + 500,
             "seconds": max(got.values()),
-            "ideal_s": ideal_rounds * interval / 1000.0,
-            "ideal_slot_s": ideal_rounds * (interval + 500) / 1000.0,
-            "identifies": len(ids), "violations": len(flog.get("violations", [])),
+            "ideal_s": rounds * interval / 1000.0,
+            "ideal_slot_s": rounds * (interval + 500) / 1000.0,
+            "identifies": len(fake.identifies(refused=False, log=flog)),
+            "refused_identifies": len(fake.identifies(refused=True, log=flog)),
+            "violations": len(flog.get("violations", [])),
             "per_node": {k: len(v) for k, v in lab.by_node(owner).items()},
         }
         time.sleep(5)  # let start-up's checkpoints and status writes settle
         row["redis_idle_per_s"], row["redis_idle_calls"] = redis_window(
-            redis, fake, prof["window_s"], False)
+            redis, fake, prof["window_s"], 0)
         row["redis_busy_per_s"], row["redis_busy_calls"] = redis_window(
-            redis, fake, prof["window_s"], True)
-        row["redis_idle_per_node"] = row["redis_idle_per_s"] / len(nodes)
-        row["redis_busy_per_node"] = row["redis_busy_per_s"] / len(nodes)
+            redis, fake, prof["window_s"], 1000)
+        row["redis_idle_per_node"] = row["redis_idle_per_s"] / NODES
+        row["redis_busy_per_node"] = row["redis_busy_per_s"] / NODES
         audited(fake, rx, "cold start")
         return row
     finally:
-        stop_all()
-        rx.stop()
+        lab.end()
 
 
 def part_coldstart(prof, repeat, tmp, results):
     runs = [coldstart_run(tmp, prof) for _ in range(repeat)]
     row = dict(runs[0])
-    for k in ("seconds", "identifies", "violations", "redis_idle_per_s", "redis_busy_per_s",
-              "redis_idle_per_node", "redis_busy_per_node"):
+    for k in ("seconds", "identifies", "refused_identifies", "violations", "redis_idle_per_s",
+              "redis_busy_per_s", "redis_idle_per_node", "redis_busy_per_node"):
         row[k] = median(r[k] for r in runs)
     row["seconds_all"] = [r["seconds"] for r in runs]
     row["runs"] = runs
     log("  cold start %d shards: %.1f s (runs %s); ideal %.1f s (window), %.1f s (slot); "
-        "IDENTIFYs %s, violations %s; Redis %.0f / %.0f commands/s per node (idle / busy)"
-        % (row["shards"], row["seconds"], ", ".join("%.1f" % v for v in row["seconds_all"]),
-           row["ideal_s"], row["ideal_slot_s"], row["identifies"], row["violations"],
-           row["redis_idle_per_node"], row["redis_busy_per_node"]))
+        "IDENTIFYs %s (refused %s), violations %s; Redis %.0f / %.0f commands/s per node "
+        "(idle / busy)" % (row["shards"], row["seconds"],
+                           ", ".join("%.1f" % v for v in row["seconds_all"]), row["ideal_s"],
+                           row["ideal_slot_s"], row["identifies"], row["refused_identifies"],
+                           row["violations"], row["redis_idle_per_node"],
+                           row["redis_busy_per_node"]))
     results["coldstart"] = row
 
 
@@ -265,13 +276,13 @@ def markdown(results, repeat, command):
         L += ["", "**Cold start** (3 nodes started together; the nodes' start to the last READY "
               "at the receiver):", "",
               "| shards | max_concurrency | window ms | slot PX ms | measured s (each run) | "
-              "ideal s: ceil(shards/mc) x window | ideal s with the slot's PX | IDENTIFYs | "
-              "violations | shards per node |",
-              "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
-        L.append("| %d | %d | %d | %d | %.1f (%s) | %.1f | %.1f | %s | %s | %s |" % (
+              "ideal s: ceil(shards/mc) x window | ideal s with the slot's PX | IDENTIFYs "
+              "accepted / refused | violations | shards per node |",
+              "|---:|---:|---:|---:|---|---:|---:|---|---:|---|"]
+        L.append("| %d | %d | %d | %d | %.1f (%s) | %.1f | %.1f | %s / %s | %s | %s |" % (
             c["shards"], c["max_concurrency"], c["window_ms"], c["slot_px_ms"], c["seconds"],
             ", ".join("%.1f" % v for v in c["seconds_all"]), c["ideal_s"], c["ideal_slot_s"],
-            c["identifies"], c["violations"],
+            c["identifies"], c["refused_identifies"], c["violations"],
             " / ".join("%s %d" % kv for kv in sorted(c["per_node"].items()))))
         L += ["", "**Redis load** (%d shards held by 3 nodes; INFO stats "
               "total_commands_processed over %d s):"
@@ -299,16 +310,16 @@ def main():
     prof = PROFILES[name]
     repeat = args.repeat or prof["repeat"]
     for b in ("shardhook", "fake-discord"):
-        if not os.access(os.path.join(BUILD, b), os.X_OK):
+        if not os.access(str(harness.build_dir() / b), os.X_OK):
             sys.exit("bench/cluster.py: %s is missing: run `make bench-cluster`"
-                     % os.path.join(BUILD, b))
+                     % (harness.build_dir() / b))
     if not shutil.which("redis-server"):
         sys.exit("bench/cluster.py: redis-server is missing (scripts/install-deps installs it)")
     raise_fd_limit()
     tmp = tempfile.mkdtemp(prefix="shardhook-bench-cluster-")
-    why = lab.cluster_refused(BUILD, tmp)
+    why = lab.cluster_refused(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     if why:
-        shutil.rmtree(tmp, ignore_errors=True)
         sys.exit("bench/cluster.py: this build has no cluster mode: %s" % why)
     command = "python3 bench/cluster.py" + (" --quick" if args.quick else "") + (
         " --repeat %d" % args.repeat if args.repeat else "")

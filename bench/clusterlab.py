@@ -166,9 +166,12 @@ def audit(rx, fake_log):
     }
 
 
+MOVES = ("taken", "claimed", "received", "handed", "released", "resumed", "lost", "identif")
+
+
 def log_lines(node, shards, since_wall):
-    """The node's log lines about shards at or after since_wall ("YYYY-MM-DDTHH:MM:SS"), as
-    short strings; of the status changes only resuming, identifying and ready."""
+    """The node's log lines about shards at or after since_wall ("YYYY-MM-DDTHH:MM:SS") that say
+    a shard moved, resumed or lost its session, as short strings."""
     out = []
     for line in node.log_text().splitlines():
         r = harness.parse_logfmt(line)
@@ -178,8 +181,7 @@ def log_lines(node, shards, since_wall):
             continue
         if shard not in shards or r.get("ts", "") < since_wall:
             continue
-        if r.get("msg") == "shard status" and r.get("to") not in ("resuming", "identifying",
-                                                                  "ready"):
+        if not any(w in r.get("msg", "") for w in MOVES):
             continue
         rest = " ".join("%s=%s" % (k, v) for k, v in r.items()
                         if k not in ("ts", "level", "msg", "shard"))

@@ -1,8 +1,11 @@
-"""`make demo-cluster` and what it adds to the cluster tests' machinery (bench/clusterlab.py):
-the audit of the receiver counts a missing event, an announced gap (after a
+"""`make demo-cluster`, `make bench-cluster` and what they add to the cluster tests' machinery
+(bench/clusterlab.py): the audit of the receiver counts a missing event, an announced gap (after a
 SHARDHOOK_SESSION_LOST) and a duplicate as such; the demo fails when the killed node's shards
 stay down (--static, no cluster block: their events go missing) and, with the cluster, shows
-them RESUMEd elsewhere with no event missing and no IDENTIFY after the kill."""
+them RESUMEd elsewhere with no event missing and no IDENTIFY after the kill; bench/cluster.py
+--quick produces every figure (numbers, never checked against a speed)."""
+import json
+import math
 import os
 import re
 import subprocess
@@ -83,3 +86,35 @@ def test_demo_cluster_resumes_the_killed_nodes_shards_elsewhere_with_nothing_mis
     assert "missing         0" in out, out
     assert "IDENTIFYs       0 after the kill" in out, out
     assert "RESUMEd on other nodes" in out, out
+
+
+@harness.timeout(400)
+def test_bench_cluster_quick_produces_every_figure(tmp):
+    why = lab.cluster_refused(str(tmp))
+    if why:
+        raise harness.Skip("this build has no cluster mode: %s" % why)
+    out = tmp / "cluster.json"
+    env = dict(os.environ, BUILD=str(harness.build_dir()))
+    r = subprocess.run([sys.executable, str(harness.ROOT / "bench" / "cluster.py"), "--quick",
+                        "--json", str(out)], env=env, cwd=str(harness.ROOT),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=harness.scale(380))
+    assert r.returncode == 0, harness.tail(r.stdout, 40)
+    res = json.loads(out.read_text())
+
+    def number(row, k):
+        v = row[k]
+        assert isinstance(v, (int, float)) and math.isfinite(v), (k, row)
+        return v
+    for row, (shards, lease) in zip(res["takeover"], res["meta"]["settings"]["takeover"]):
+        assert (row["shards"], row["lease_ms"]) == (shards, lease), row
+        assert number(row, "last_resumed_s") > 0 and number(row, "moved") > 0, row
+        assert row["identifies_after_kill"] == 0, row  # a takeover RESUMEs
+        for run in row["runs"]:
+            assert run["missing"] == 0, run
+    c = res["coldstart"]
+    assert c["identifies"] == c["shards"], c  # every shard identified once, none twice
+    for k in ("seconds", "ideal_s", "ideal_slot_s", "redis_idle_per_node", "redis_busy_per_node"):
+        assert number(c, k) > 0, k
+    assert sum(c["per_node"].values()) == c["shards"], c
+    assert "**Takeover**" in r.stdout and "**Redis load**" in r.stdout, r.stdout[-3000:]

@@ -554,6 +554,13 @@ class Cluster:
             node.start()
         return node
 
+    def check_alive(self, nodes=None):
+        """harness.GiveUp (stop waiting) when one of nodes (default: all) has exited."""
+        for node in self.nodes if nodes is None else nodes:
+            if not node.alive():
+                raise harness.GiveUp("%s exited (code %s):\n%s" % (
+                    node.name, node.returncode(), harness.tail(node.log_text(), 20)))
+
     def node(self, name):
         return next(n for n in self.nodes if n.name == name)
 
@@ -584,17 +591,20 @@ class Cluster:
             raise AssertionError("shards held by no live node: %s" % absent)
         return out
 
-    def wait_held(self, timeout=30.0, nodes=None):
-        """Wait until every shard is held exactly once, ready (see held()); return held()."""
+    def wait_held(self, timeout=30.0, nodes=None, even=False):
+        """Wait until every shard is held exactly once, ready (see held()), and with even=True
+        each node within one of an even share (rule 6); return held(). Gives up at once when a
+        node exits."""
         watch = self.live() if nodes is None else nodes
 
         def probe():
-            for node in watch:
-                if not node.alive():
-                    raise harness.GiveUp("%s exited (code %s):\n%s" % (
-                        node.name, node.returncode(), harness.tail(node.log_text(), 20)))
-            return self.held(nodes)
-        return harness.wait_for(probe, timeout, 0.1, "every shard held once")
+            self.check_alive(watch)
+            held = self.held(nodes)
+            if even and not even_share([len(v) for v in held.values()], self.total):
+                raise AssertionError("shares not even: %s" % {k: len(v) for k, v in held.items()})
+            return held
+        what = "every shard held once" + (", shares even" if even else "")
+        return harness.wait_for(probe, timeout, 0.1, what)
 
     def logs(self):
         """Every node's log text, all runs, joined."""
@@ -609,6 +619,12 @@ class Cluster:
         text = self.logs()
         for secret in (self.redis.password, self.receiver.secret.split("_", 1)[-1]):
             assert secret not in text, "a secret appears in a node's log"
+
+
+def even_share(counts, total):
+    """Every count within one of total / len(counts)."""
+    lo, hi = total // len(counts), -(-total // len(counts))
+    return all(lo <= c <= hi for c in counts)
 
 
 def owners(redis, total, token=APP_TOKEN):

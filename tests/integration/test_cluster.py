@@ -23,20 +23,23 @@ BUCKETS = 8  # max_concurrency: 4 shards per bucket, a cold start of ~2 s per bu
 LEASE_S = ch.LEASE_MS / 1000.0
 STREAM_MS = 100  # the steady stream: one event per shard every 100 ms
 
-# What the daemon's log says, as the scenarios look for it (case-insensitive, one line each).
+# What the daemon's log says, as the scenarios look for it (one line each; cluster/ and gateway/).
 LOG = {
-    "takeover": r"take ?over|took over|taken over",
-    "fenced": r"fenc",
-    "handoff": r"hand ?off|handed",
-    "lease_ran_out": r"lease (ran out|expired|ended)",
-    "budget_stop": r"(?=.*reserve)(?=.*reset)",
-    "session_lost": r"session lost",
+    "takeover": r'msg="shard taken over"',  # shard=N from=<dead node> ...
+    "lease_lost": r'msg="lease lost',  # the woken node's renewal failed
+    "fenced": r'msg="shard released" shard=(\d+) reason=(?:fenced|owned_elsewhere)',
+    "handoff": r'msg="shard handed off"',  # shard=N to="<node>" ...
+    "lease_ran_out": r'msg="lease ran out; not reconnecting"',  # gateway, fail static
+    "budget_stop": r'msg="identify budget at its reserve[^"]*".*resets_at=',
+    "session_lost": r'msg="session lost',  # gateway: SHARDHOOK_SESSION_LOST sent
+    "redis_down": r'msg="redis unreachable',
+    "redis_back": r'msg="redis reachable again',
 }
 
 
 def log_lines(text, what, *words):
     """The lines of text matching LOG[what] that also contain every one of words."""
-    pat = re.compile(LOG[what], re.I)
+    pat = re.compile(LOG[what])
     return [line for line in text.splitlines()
             if pat.search(line) and all(w in line for w in words)]
 
@@ -67,10 +70,8 @@ def save_report(name, rep, **extra):
         f.write(json.dumps(data, sort_keys=True) + "\n")
 
 
-def even_share(counts, total=TOTAL):
-    n = len(counts)
-    lo, hi = total // n, -(-total // n)
-    return all(lo <= c <= hi for c in counts)
+def even_share(counts):
+    return ch.even_share(counts, TOTAL)
 
 
 def no_client_close_1000(fake_log):
@@ -85,12 +86,8 @@ def resumes_after(fake_log, t_ms, shards=None, refused=False):
 
 
 def wait_even(cl, timeout=40):
-    """Wait until every shard is held once and ready, each live node within one of an even
-    share (rule 6); return the held map."""
-    def even():
-        h = cl.held()
-        return h if even_share([len(v) for v in h.values()]) else None
-    return harness.wait_for(even, timeout, 0.25, "shares even again")
+    """Every shard held once and ready, each live node within one of an even share."""
+    return cl.wait_held(timeout=timeout, even=True)
 
 
 class Marker:
@@ -132,8 +129,10 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
         assert all(t2 - t1 >= ch.IDENTIFY_INTERVAL_MS for t1, t2 in zip(times, times[1:])), times
     assert len(held) == 3
     # Redis names the same owners as the nodes' API
-    want = {sid: name for name, ids in held.items() for sid in ids}
-    harness.wait_for(lambda: ch.owners(redis, TOTAL) == want, 10, 0.2, "owners in Redis")
+    owner = {sid: name for name, ids in held.items() for sid in ids}
+    harness.wait_for(lambda: ch.owners(redis, TOTAL) == owner, 10, 0.2, "owners in Redis")
+    assert sorted(redis.hgetall(ch.key("nodes"))) == ["node-a", "node-b", "node-c"]
+    assert redis.hgetall(ch.key("meta")).get("total") == str(TOTAL)
     # every shard's READY and GUILD_CREATEs reached the receiver, signed and keyed
     assert {r["shard"] for r in rx.of_type("READY")} == set(range(TOTAL))
     rep = rx.report(expected_last=want)
@@ -147,7 +146,7 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
 @harness.timeout(90)
 def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.5)
     victim = cl.nodes[1]
@@ -178,7 +177,9 @@ def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing()
     assert rx.of_type("SHARDHOOK_SESSION_LOST") == []
     assert no_client_close_1000(log) == []
     text = "\n".join(node_log(n) for n in survivors)
-    assert log_lines(text, "takeover"), "no takeover in the survivors' logs"
+    for sid in lost:
+        assert log_lines(text, "takeover", "shard=%d " % sid, "from=%s" % victim.name), \
+            "no takeover of shard %d in the survivors' logs" % sid
     save_report("kill9", rep, takeover_s=round(took, 2), lost=len(lost))
 
 
@@ -186,7 +187,7 @@ def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing()
 @harness.timeout(120)
 def test_sigstop_for_three_leases_fences_the_woken_node_out():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[0]
@@ -207,7 +208,9 @@ def test_sigstop_for_three_leases_fences_the_woken_node_out():
         victim.sigcont()
     mark = Marker(fake)
     # the woken node is fenced out and drops them, closing with 4000, never 1000/1001
-    victim.wait_log(re.compile(LOG["fenced"], re.I), timeout=LEASE_S * 2 + 5)
+    victim.wait_log(LOG["lease_lost"], timeout=LEASE_S * 2 + 5)
+    harness.wait_for(lambda: {int(m) for m in re.findall(LOG["fenced"], node_log(victim))} >= lost,
+                     10, 0.1, "the woken node dropping every shard it had")
     harness.wait_for(lambda: all(c["closed_ms"] is not None for c in fake.connections()
                                  if c["id"] in victim_conns), 10, 0.1, "its old sockets closed")
     log = fake.log()
@@ -248,7 +251,7 @@ def _wait_growing(rx, seconds, what):
 @harness.timeout(120)
 def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     log0 = fake.log()
@@ -277,6 +280,10 @@ def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
                 return False
         return True
     harness.wait_for(caught_up, 15, 0.25, "checkpoints in Redis up to the last s")
+    for node in cl.nodes:  # each said so, both times
+        assert len(log_lines(node_log(node), "redis_down")) >= 2, node.name
+        assert len(log_lines(node_log(node), "redis_back")) >= 2, node.name
+        assert not log_lines(node_log(node), "takeover"), node.name
     rep = rx.report(expected_last=want)
     assert rep["missing"] == {} and rep["dup_count"] == 0, ch.describe(rep)
     save_report("redis_kill9", rep)
@@ -286,7 +293,7 @@ def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
 @harness.timeout(120)
 def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[2]
@@ -302,7 +309,8 @@ def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff(
     assert took <= harness.scale(LEASE_S + 2 + 1), "takeover took %.1fs" % took
     # the cut-off node stops resuming them: its own lease has ended
     time.sleep(LEASE_S)
-    victim.wait_log(re.compile(LOG["lease_ran_out"], re.I), timeout=5)
+    victim.wait_log(LOG["lease_ran_out"], timeout=5)
+    assert log_lines(node_log(victim), "redis_down"), "the cut-off node never said Redis is gone"
     log = fake.log()
     per_shard = {}
     for r in resumes_after(log, mark.t_ms, lost):
@@ -316,8 +324,9 @@ def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff(
     back = wait_even(cl)
     assert len(back[victim.name]) >= TOTAL // 3
     log, want = stream_until_delivered(fake, rx)
-    assert [c for c in log["connections"] if c["reason"] == "superseded"
-            and c["closed_ms"] > mark2.t_ms] == [], "a shard came back without a handoff"
+    bounced = sorted({c["shard"] for c in log["connections"] if c["reason"] == "superseded"
+                      and c["closed_ms"] > mark2.t_ms})
+    assert bounced == [], "rejoined, it RESUMEd shards it no longer owns: %s" % bounced
     moved = set(back[victim.name])
     for sid in moved:  # each came back by RESUME after its previous socket closed with 4000
         closes = [c for c in log["connections"] if c["shard"] == sid and c["closed_ms"] is not None
@@ -326,7 +335,10 @@ def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff(
                               for c in closes), closes
     assert ch.accepted_identifies(log) == {i: 1 for i in range(TOTAL)}
     assert no_client_close_1000(log) == []
-    assert log_lines("\n".join(node_log(n) for n in survivors), "handoff")
+    handed = "\n".join(node_log(n) for n in survivors)
+    for sid in moved:  # the survivors held them all: each was handed off, and logged there
+        assert log_lines(handed, "handoff", "shard=%d " % sid, 'to="%s"' % victim.name), sid
+    assert log_lines(node_log(victim), "redis_back")
     rep = rx.report(expected_last=want)
     assert rep["missing"] == {}, ch.describe(rep)
     save_report("cut_off", rep, takeover_s=round(took, 2), lost=len(lost), back=len(moved))
@@ -338,10 +350,11 @@ def test_budget_at_reserve_plus_three_identifies_three_then_stops():
     reserve = max(TOTAL, 1000 * 5 // 100)  # max(shards, 5 % of total)
     redis, fake, rx, cl = start(fake_opts={"session_total": 1000,
                                            "session_remaining": reserve + 3})
-    harness.wait_for(lambda: len(ch.accepted_identifies(fake.log())) >= 3, 20, 0.1, "3 IDENTIFYs")
+    harness.wait_for(lambda: cl.check_alive() or len(ch.accepted_identifies(fake.log())) >= 3,
+                     20, 0.1, "3 IDENTIFYs")
     stopped = harness.wait_for(
-        lambda: [n for n in cl.nodes if log_lines(node_log(n), "budget_stop")], 15, 0.2,
-        "the logged stop")
+        lambda: cl.check_alive() or [n for n in cl.nodes if log_lines(node_log(n), "budget_stop")],
+        15, 0.2, "the logged stop")
     time.sleep(harness.scale(2.0))  # no fourth IDENTIFY comes
     log = fake.log()
     assert sum(ch.accepted_identifies(log).values()) == 3, log["identifies"]
@@ -366,14 +379,14 @@ def test_budget_at_reserve_plus_three_identifies_three_then_stops():
 @harness.timeout(150)
 def test_rolling_restart_costs_no_identify_and_no_event():
     redis, fake, rx, cl = start()
-    cl.wait_held(timeout=40)
+    wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     for node in cl.nodes:
         others = [n for n in cl.nodes if n is not node]
         off = node.log_offset()
         assert node.stop(timeout=15) == 0, harness.tail(node.log_text())
-        assert re.search(LOG["handoff"], node.log_text()[off:], re.I), "no handoff logged"
+        assert re.search(LOG["handoff"], node.log_text()[off:]), "no handoff logged"
         cl.wait_held(nodes=others, timeout=10)
         node.start()
         wait_even(cl)
@@ -392,7 +405,7 @@ def test_rolling_restart_costs_no_identify_and_no_event():
 @harness.timeout(90)
 def test_session_expired_before_takeover_sends_session_lost_then_the_new_session():
     redis, fake, rx, cl = start()
-    held = cl.wait_held(timeout=40)
+    held = wait_even(cl)
     fake.stream(STREAM_MS)
     time.sleep(1.0)
     victim = cl.nodes[1]

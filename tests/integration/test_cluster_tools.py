@@ -54,6 +54,27 @@ def test_audit_counts_missing_announced_gaps_and_duplicates():
     assert lab.audit(rx, fake_log)["missing"] == 3
 
 
+def test_receiver_stays_quiet_when_a_killed_sender_resets_its_connection():
+    """A node killed with SIGKILL resets its keep-alive connections to the receiver; the demo's
+    and the benchmark's output must not fill with tracebacks for it."""
+    import contextlib
+    import io
+    import socket
+    import time
+    rx = ch.ClusterReceiver()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        s = socket.create_connection(("127.0.0.1", rx.port))
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        harness.wait_for(lambda: rx.requests, 5, what="the request")
+        s.recv(4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        s.close()  # an RST, as from a killed process
+        time.sleep(0.5)
+        rx.stop()
+    assert err.getvalue() == "", err.getvalue()
+
+
 def run_demo(tmp, *args, seconds=3):
     env = dict(os.environ, BUILD=str(harness.build_dir()), DEMO_SECONDS=str(seconds),
                DEMO_SHARDS="6", DEMO_LEASE_MS="2000", TMPDIR=str(tmp))

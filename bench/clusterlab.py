@@ -118,19 +118,20 @@ def takeover(rx, shards, since):
 
 def settle(fake, rx, timeout, quiet=2.0):
     """The fake's log once the receiver has every s the fake had sent when this was called, or
-    nothing new arrived for quiet seconds, or timeout: the audit's yardstick. (A session nobody
-    holds keeps receiving from the fake's stream and never catches up: that is what it shows.)"""
+    the sessions still behind made no progress for quiet seconds, or timeout: the audit's
+    yardstick. (A session nobody holds keeps receiving from the fake's stream and never catches
+    up: that is what the audit then shows.)"""
     log = fake.log()
     want = {(s["shard"], s["session_id"]): s["seq"] for s in log["sessions"]}
     deadline = time.monotonic() + harness.scale(timeout)
-    count, changed = -1, time.monotonic()
+    last, changed = None, time.monotonic()
     while time.monotonic() < deadline:
         got = rx.last_s()
-        if all(got.get(k, 0) >= v for k, v in want.items()):
+        behind = {k: got.get(k, 0) for k, v in want.items() if got.get(k, 0) < v}
+        if not behind:
             break
-        n = len(rx.snapshot())
-        if n != count:
-            count, changed = n, time.monotonic()
+        if behind != last:
+            last, changed = behind, time.monotonic()
         elif time.monotonic() - changed > quiet:
             break
         time.sleep(0.1)

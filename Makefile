@@ -2,6 +2,7 @@
 #
 #   make                 build build/shardhook
 #   make demo            install what is missing, then run fake Discord -> shardhook -> receiver
+#   make demo-cluster    the same with Redis and three nodes, one of them killed (docs/cluster.md)
 #   make test            install what is missing, then run every test (unit + integration)
 #   make SANITIZE=address,undefined test   the same under sanitizers (objects in build/sanitize)
 #   make valgrind        unit tests under valgrind
@@ -36,7 +37,7 @@ FAKE_OBJ := $(FAKE_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test check unit integration demo valgrind clean fake tests-bin bench-bin fuzz fuzz-smoke
+.PHONY: all deps test check unit integration demo demo-cluster valgrind clean fake tests-bin bench-bin fuzz fuzz-smoke
 all: $(BUILD)/shardhook
 
 $(BUILD)/obj/%.o: %.c
@@ -83,6 +84,9 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory all fake
 	@BUILD=$(BUILD) scripts/demo
+demo-cluster: deps
+	@$(MAKE) --no-print-directory all fake
+	@BUILD=$(BUILD) scripts/demo-cluster
 
 check: tests-bin
 	@BUILD=$(BUILD) scripts/run-tests
@@ -146,7 +150,8 @@ clean:
 
 # every benchmark figure in one run: delivery, latency, the inflate roof, the Node peers, idle
 # shards (bench/run.py; figures in docs/benchmarks.md). bench-smoke only proves it works.
-.PHONY: bench bench-smoke bench-peers
+# bench-cluster: cluster mode's takeover, cold start and Redis load (bench/cluster.py, redis-server).
+.PHONY: bench bench-smoke bench-peers bench-cluster
 bench: bench-bin bench/peers/node_modules
 	BUILD=$(BUILD) python3 bench/run.py --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
 bench-smoke: bench-bin bench/peers/node_modules
@@ -155,3 +160,6 @@ bench-peers: bench/peers/node_modules
 bench/peers/node_modules: bench/peers/package-lock.json
 	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+bench-cluster: $(BUILD)/shardhook $(BUILD)/fake-discord
+	@mkdir -p $(BUILD)/bench
+	BUILD=$(BUILD) python3 bench/cluster.py --json $(BUILD)/bench/cluster.json --markdown $(BUILD)/bench/cluster.md

@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.request
 
-from common import cpu_seconds as proc_cpu_s, free_port, proc_kib, raise_fd_limit
+from common import cpu_seconds as proc_cpu_s, free_port, proc_kib, raise_fd_limit, wait
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
@@ -51,17 +51,6 @@ def get_json(url, timeout=5.0, method="GET", body=None):
     req = urllib.request.Request(url, data=data, method=method)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
-
-
-def wait_until(pred, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(interval)
 
 
 class Fake:
@@ -136,7 +125,7 @@ def run_shardhook(fake, shards, compress, timeout, workdir):
     sh = subprocess.Popen([os.path.join(ROOT, BUILD, "shardhook"), "-c", path], stdout=log,
                           stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit)
     try:
-        wait_until(lambda: sh.poll() is not None or fake.replay()["waiting"] == shards, timeout,
+        wait(lambda: sh.poll() is not None or fake.replay()["waiting"] == shards, timeout,
                    "every shard parked after READY")
         if sh.poll() is not None:
             raise RuntimeError("shardhook exited %s" % sh.returncode)
@@ -153,7 +142,7 @@ def run_shardhook(fake, shards, compress, timeout, workdir):
             got = get_json("http://127.0.0.1:%d/v1/shards" % http_port)["shards"]
             return len(got) == shards and all(s["seq"] == last_s for s in got)
 
-        wait_until(finished, timeout, "shardhook to reach the last s", interval=0.01)
+        wait(finished, timeout, "shardhook to reach the last s", interval=0.01)
         wall = time.monotonic() - t0
         cpu = proc_cpu_s(sh.pid) - cpu0
         events = state["events"] * shards

@@ -36,16 +36,13 @@ import base64
 import json
 import os
 import re
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from common import cpu_seconds, free_port, proc_kib, raise_fd_limit
+from common import Proc, call, cpu_seconds, free_port, log, median, proc_kib, raise_fd_limit
+from common import run_parts, wait, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
@@ -76,92 +73,6 @@ PROFILES = {
                   peer_shards=[1, 2], peer_events=4000, shard_counts=[1, 3],
                   roof_runs=1, repeat=1, timeout=60),
 }
-
-CHILDREN = []  # process groups started here, stopped on the way out
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def call(url, body=None, timeout=30, raw=False):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        out = r.read()
-    return out if raw else json.loads(out or b"{}")
-
-
-def wait(pred, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-class Proc:
-    """A child in its own process group, its output in a log file."""
-
-    def __init__(self, argv, log_path, env=None, stdout_pipe=False):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE if stdout_pipe else self.log,
-                                     stderr=self.log, stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True, preexec_fn=raise_fd_limit)
-        CHILDREN.append(self)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def tail(self, n=1500):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
-
-    def stop(self, grace=20):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # whatever the child started in its group goes too
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.log.close()
-        if self in CHILDREN:
-            CHILDREN.remove(self)
-
-
-def stop_all():
-    for p in list(reversed(CHILDREN)):
-        p.stop(grace=5)
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
 
 def pct(sorted_values, q):
     if not sorted_values:
@@ -669,40 +580,12 @@ def main():
     results = {"meta": {"profile": name, "repeat": repeat, "command": command,
                         "when": time.strftime("%Y-%m-%d %H:%M"),
                         "cpus": os.cpu_count(), "settings": prof}}
-    tmp = tempfile.mkdtemp(prefix="shardhook-bench-")
-    t0 = time.monotonic()
-    ok = False
-
-    def on_signal(sig, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        steps = (("delivery", part_delivery), ("roof", part_roof), ("peers", part_peers),
-                 ("shards", part_shards))
-        for part, fn in steps:
-            if part in parts:
-                t = time.monotonic()
-                log("%s (%s, %d run%s each)" % (part, name, repeat, "s" if repeat > 1 else ""))
-                fn(prof, repeat, tmp, results)
-                results["meta"]["seconds_" + part] = round(time.monotonic() - t, 1)
-        summarize(results, prof)
-        results["meta"]["seconds"] = round(time.monotonic() - t0, 1)
-        ok = True
-    finally:
-        stop_all()
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            log("bench/run.py: logs kept in %s" % tmp)
-    md = markdown(results, prof, repeat, command)
-    print(md)
-    log("bench/run.py: %.0f s in all" % results["meta"]["seconds"])
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(md)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    steps = (("delivery", part_delivery), ("roof", part_roof), ("peers", part_peers),
+             ("shards", part_shards))
+    run_parts("bench/run.py", steps, parts, prof, repeat, results, args.keep,
+              after=lambda: summarize(results, prof))
+    write_results("bench/run.py", results, markdown(results, prof, repeat, command),
+                  args.markdown, args.json)
     return 0
 
 

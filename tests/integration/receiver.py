@@ -192,6 +192,13 @@ class _Server(ThreadingHTTPServer):
             self.open_sockets.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request, client_address):
+        """A sender that went away mid-request (a killed shardhook) is not the receiver's error:
+        the connection just ends. Anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def drop_connections(self):
         with self.sockets_lock:
             sockets = list(self.open_sockets)

@@ -156,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         receiver._answered(request, status)
+        receiver._notify(request)  # before the answer leaves: a client that saw it finds it counted
         try:
             self.send_response(status)
             for name, value in out_headers.items():
@@ -166,7 +167,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             self.close_connection = True
-        receiver._notify(request)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET = _handle
 
@@ -223,7 +223,7 @@ class Receiver:
         self._default = _Rule(status, delay, 200)
         self._rules = {}
         self._stopping = threading.Event()
-        self.on_answer = on_answer  # called with each Request after it was answered
+        self.on_answer = on_answer  # called with each Request once its answer is decided, before it is sent
         self._server = _Server((host, port), self)
         self.host = host
         self.port = self._server.server_address[1]

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bridge/node.h"
@@ -116,13 +117,46 @@ static void drained(void *arg, int rc, const struct br_checkpoint *b)
     sh_buf_free(&buf);
 }
 
+/*
+ * A handoff's drain waits for the shard's socket to be gone (the close with 4000 done), so the
+ * next owner's RESUME never meets this connection still open and nothing new arrives here.
+ */
+struct drain_wait {
+    struct br_node *n;
+    int timeout_ms;
+};
+
+/* Gateway thread: the released shard's socket is gone; delivery drains it now. */
+static void socket_closed(void *arg, int shard)
+{
+    struct drain_wait *w = arg;
+    struct br_node *n = w->n;
+    int rc = br_delivery_drain(n->delivery, shard, w->timeout_ms, drained, n);
+    free(w);
+    if (rc) {
+        log_error("msg=\"handoff drain could not start; the newest checkpoint goes instead\" "
+                  "shard=%d error=\"%s\"",
+                  shard, sh_strerror(rc));
+        br_delivery_release(n->delivery, shard);
+        cl_cluster_drained(n->cluster, shard, NULL);
+    }
+}
+
 static int node_drain(void *ud, int shard, int timeout_ms)
 {
     struct br_node *n = ud;
-    gw_gateway_release(n->gw, shard); /* close with 4000 first: nothing new arrives */
-    int rc = br_delivery_drain(n->delivery, shard, timeout_ms, drained, n);
-    if (rc)
-        br_delivery_release(n->delivery, shard);
+    struct drain_wait *w = malloc(sizeof(*w));
+    if (!w) {
+        node_release(n, shard);
+        return SH_ENOMEM;
+    }
+    *w = (struct drain_wait){.n = n, .timeout_ms = timeout_ms};
+    struct gw_released then = {.closed = socket_closed, .arg = w};
+    int rc = gw_gateway_release_then(n->gw, shard, &then); /* closes with 4000 */
+    if (rc) {
+        free(w);
+        node_release(n, shard);
+    }
     return rc;
 }
 

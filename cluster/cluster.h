@@ -45,9 +45,10 @@ struct cl_node_ops {
     /* Stop holding shard at once: close with 4000, discard its unacknowledged events. */
     void (*release)(void *ud, int shard);
     /*
-     * Handoff, step one: close shard's socket with 4000 and wait up to timeout_ms for its
-     * in-flight acknowledgements; then call cl_cluster_drained() (any thread) with the final
-     * checkpoint. 0, or negative when it cannot start (the shard is then released).
+     * Handoff, step one: close shard's socket with 4000, and once it is gone wait up to
+     * timeout_ms for its in-flight acknowledgements; then call cl_cluster_drained() (any
+     * thread) with the final checkpoint (NULL: none; the newest written goes instead). 0, or
+     * negative when it cannot start (the shard is then released).
      */
     int (*drain)(void *ud, int shard, int timeout_ms);
     /* Fail static: held shards may connect again only before until_mono_ms (0: no limit). */

@@ -23,12 +23,6 @@
 #define CL__CLAIM_STEP_MS 300
 #define CL__WRITE_EVERY_MS 200 /* at most one checkpoint write per shard this often */
 #define CL__DRAIN_MS 5000      /* rule 5: in-flight acknowledgements awaited this long */
-/*
- * The least time from a drain's start to the handoff: the gateway closes the socket on its own
- * thread, and a drain with nothing in flight can end before it did; the target's RESUME must not
- * find the old connection still open.
- */
-#define CL__SETTLE_MS 100
 #define CL__RECONNECT_MS 500
 #define CL__SCAN_MS 500        /* `nodes` and the node keys */
 #define CL__SHARD_SCAN_MS 5000 /* every shard's owner, when nothing changed meanwhile */

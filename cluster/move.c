@@ -120,7 +120,8 @@ int cl__start_handoff(struct cl_cluster *c, int shard, const char *target, uint6
     pthread_mutex_unlock(&c->mu);
     snprintf(s->target, sizeof(s->target), "%s", target);
     s->move_started_ms = now;
-    s->drain_deadline_ms = now + (uint64_t)drain_ms + 2000;
+    /* the socket's close (up to ~3 s when the peer is slow) comes before the drain */
+    s->drain_deadline_ms = now + (uint64_t)drain_ms + 4000;
     cl__set_state(c, shard, CL__DRAINING);
     log_info("msg=\"shard handing off\" shard=%d to=\"%s\" drain_ms=%d", shard, target, drain_ms);
     if (c->ops.drain(c->ops.ud, shard, drain_ms) < 0) {
@@ -262,8 +263,7 @@ int cl__handoffs(struct cl_cluster *c, uint64_t now)
         int drained = s->drained;
         pthread_mutex_unlock(&c->mu);
         cl__take_final(c, i);
-        if ((!drained && now < s->drain_deadline_ms) ||
-            cl__since(now, s->move_started_ms) < CL__SETTLE_MS)
+        if (!drained && now < s->drain_deadline_ms)
             continue;
         if (!drained)
             take_pending(c, s);

@@ -593,17 +593,25 @@ int gw_gateway_hold(struct gw_gateway *gw, int shard_id, const struct gw_resume_
     return rc;
 }
 
-int gw_gateway_release(struct gw_gateway *gw, int shard_id)
+int gw_gateway_release_then(struct gw_gateway *gw, int shard_id, const struct gw_released *then)
 {
     struct gw_shard *s = find_shard(gw, shard_id);
     if (!s)
         return SH_ENOTFOUND;
-    if (!atomic_exchange(&s->runs, 0))
+    int was = atomic_exchange(&s->runs, 0);
+    if (!was && !then)
         return SH_OK; /* not held, or its release is queued already */
-    int rc = post_cmd(gw, GW_CMD_RELEASE, shard_id, 0, NULL, 0);
-    if (rc)
+    /* a release that waits for the close goes through the loop even when it is queued already:
+       the loop answers it after the first one, in order */
+    int rc = post_cmd(gw, GW_CMD_RELEASE, shard_id, 0, then, then ? sizeof(*then) : 0);
+    if (rc && was)
         atomic_store(&s->runs, 1);
     return rc;
+}
+
+int gw_gateway_release(struct gw_gateway *gw, int shard_id)
+{
+    return gw_gateway_release_then(gw, shard_id, NULL);
 }
 
 void gw_gateway_set_lease_deadline(struct gw_gateway *gw, uint64_t until_mono_ms)
@@ -664,8 +672,10 @@ static void run_commands(struct gw_gateway *gw)
             }
             break;
         case GW_CMD_RELEASE:
-            if (s)
-                gw__shard_release(s);
+            if (s && c->len == sizeof(struct gw_released))
+                gw__shard_release(s, (const struct gw_released *)(const void *)c->data);
+            else if (s)
+                gw__shard_release(s, NULL);
             break;
         case GW_CMD_LEASE:
             for (int i = 0; i < gw->n_shards; i++)
@@ -999,6 +1009,7 @@ int gw_gateway_run(struct gw_gateway *gw)
     lws_sul_cancel(&gw->sul_stop_deadline);
     lws_sul_cancel(&gw->sul_tick);
     lws_sul_cancel(&gw->sul_budget);
+    lws_sul_cancel(&gw->sul_orphans);
     gw->ident.ops->stop(gw->ident.ud); /* a budget re-read under way ends here */
     return rc ? rc : gw->fatal_rc;
 }
@@ -1023,7 +1034,9 @@ void gw_gateway_free(struct gw_gateway *gw)
     if (gw->ident.ops) /* a budget re-read calls back into gw: joined first */
         gw->ident.ops->stop(gw->ident.ud);
     if (gw->ctx)
-        lws_context_destroy(gw->ctx);
+        lws_context_destroy(gw->ctx); /* sockets still closing report their end here */
+    gw__orphans_flush(gw);
+    free(gw->orphans);
     for (int i = 0; gw->shards && i < gw->n_shards; i++)
         gw__shard_destroy(&gw->shards[i]);
     free(gw->shards);
@@ -1032,7 +1045,13 @@ void gw_gateway_free(struct gw_gateway *gw)
     gw_chunk_free(gw->pending);
     for (struct sh_qnode *n = sh_queue_take(&gw->cmds), *next; n; n = next) {
         next = n->next;
-        free(SH_QUEUE_ITEM(n, struct gw_cmd, node));
+        struct gw_cmd *c = SH_QUEUE_ITEM(n, struct gw_cmd, node);
+        if (c->kind == GW_CMD_RELEASE && c->len == sizeof(struct gw_released)) {
+            struct gw_released then; /* never run: its waiter hears of it all the same */
+            memcpy(&then, c->data, sizeof(then));
+            then.closed(then.arg, c->shard);
+        }
+        free(c);
     }
     sh_queue_destroy(&gw->cmds);
     pthread_mutex_destroy(&gw->snap_lock);

@@ -228,6 +228,17 @@ int gw_gateway_hold(struct gw_gateway *gw, int shard_id, const struct gw_resume_
  */
 int gw_gateway_release(struct gw_gateway *gw, int shard_id);
 /*
+ * The same, and then closed(arg, shard_id) runs once, on the gateway thread, when the shard's
+ * socket is gone (its close handshake done, or dropped after a grace period; at once when it
+ * had none or was not held): a handoff must not let the next owner RESUME while this
+ * connection is still open. closed must not block. SH_ENOTFOUND/SH_ENOMEM (closed never runs).
+ */
+struct gw_released {
+    void (*closed)(void *arg, int shard_id);
+    void *arg;
+};
+int gw_gateway_release_then(struct gw_gateway *gw, int shard_id, const struct gw_released *then);
+/*
  * Fail static: a held shard whose socket drops may connect again (RESUME or IDENTIFY) only
  * before until_mono_ms (sh_now_ms clock); later it waits, disconnected, until the deadline moves
  * past now again. 0: no deadline (the default).
@@ -284,8 +295,8 @@ struct gw_overview {
     int64_t next_identify_in_ms;        /* -1 when no shard waits to identify */
     int64_t eta_ms;                     /* until every shard should have identified; -1 unknown */
     int session_total, session_remaining;
-    int session_reserve;             /* cluster mode: IDENTIFYs stop at this remaining; 0 */
-    int identify_stopped;            /* 1 while shards wait because the budget is at its reserve */
+    int session_reserve;          /* cluster mode: IDENTIFYs stop at this remaining; 0 */
+    int identify_stopped;         /* 1 while shards wait because the budget is at its reserve */
     uint64_t session_reset_at_ms; /* wall clock when the identify budget refills, 0 unknown */
     uint64_t started_at_ms;       /* wall clock */
     uint64_t published_at_ms;     /* wall clock of this snapshot */

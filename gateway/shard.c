@@ -860,14 +860,17 @@ void gw__shard_hold(struct gw_shard *s, const struct gw_resume_point *from)
     gw__shard_start(s);
 }
 
-/* End the connection in progress for good: a close frame with 4000 when the websocket is up. */
-static void let_go_of_socket(struct gw_shard *s)
+/*
+ * End the connection in progress for good: a close frame with 4000 when the websocket is up.
+ * Returns the socket let go of (it ends on its own, shardless), or NULL when there was none.
+ */
+static struct lws *let_go_of_socket(struct gw_shard *s)
 {
     struct lws *wsi = s->wsi;
     s->wsi = NULL;
     s->lost_gen = ++s->conn_gen; /* nothing of that connection reaches the shard again */
     if (!wsi)
-        return;
+        return NULL;
     lws_set_opaque_user_data(wsi, NULL);
     if (s->established && !s->close_code) {
         /* written by the next writeable callback, which closes a shardless wsi (never 1000) */
@@ -878,14 +881,102 @@ static void let_go_of_socket(struct gw_shard *s)
     } else {
         lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
     }
+    return wsi;
 }
 
-void gw__shard_release(struct gw_shard *s)
+/* ---- releases that wait for their socket to be gone ---------------------------------------- */
+
+static void orphans_cb(lws_sorted_usec_list_t *sul);
+
+static void schedule_orphans(struct gw_gateway *gw)
+{
+    uint64_t first = UINT64_MAX, now = sh_now_ms();
+    for (size_t i = 0; i < gw->n_orphans; i++)
+        if (gw->orphans[i].deadline_ms < first)
+            first = gw->orphans[i].deadline_ms;
+    if (first == UINT64_MAX)
+        lws_sul_cancel(&gw->sul_orphans);
+    else
+        lws_sul_schedule(gw->ctx, 0, &gw->sul_orphans, orphans_cb,
+                         (lws_usec_t)(first > now ? first - now : 0) * LWS_US_PER_MS);
+}
+
+/* Tell orphan i's waiter and forget it (the list's last entry takes its place). */
+static void orphan_done(struct gw_gateway *gw, size_t i)
+{
+    struct gw_orphan o = gw->orphans[i];
+    gw->orphans[i] = gw->orphans[--gw->n_orphans];
+    o.then.closed(o.then.arg, o.shard);
+}
+
+static void orphans_cb(lws_sorted_usec_list_t *sul)
+{
+    struct gw_gateway *gw = lws_container_of(sul, struct gw_gateway, sul_orphans);
+    uint64_t now = sh_now_ms();
+    for (size_t i = gw->n_orphans; i-- > 0;) {
+        if (gw->orphans[i].deadline_ms > now)
+            continue;
+        log_warn("msg=\"a released shard's socket did not report its end in time; going on\" "
+                 "shard=%d",
+                 gw->orphans[i].shard);
+        orphan_done(gw, i);
+    }
+    schedule_orphans(gw);
+}
+
+/* then waits for wsi to be gone; told at once when it cannot be kept. */
+static void add_orphan(struct gw_gateway *gw, struct lws *wsi, int shard,
+                       const struct gw_released *then)
+{
+    if (gw->n_orphans == gw->cap_orphans) {
+        size_t cap = gw->cap_orphans ? gw->cap_orphans * 2 : 8;
+        struct gw_orphan *o = realloc(gw->orphans, cap * sizeof(*o));
+        if (!o) {
+            then->closed(then->arg, shard); /* the close frame is on its way all the same */
+            return;
+        }
+        gw->orphans = o;
+        gw->cap_orphans = cap;
+    }
+    gw->orphans[gw->n_orphans++] = (struct gw_orphan){
+        .wsi = wsi,
+        .shard = shard,
+        .then = *then,
+        .deadline_ms = sh_now_ms() + CLOSE_GRACE_MS + 1000,
+    };
+    schedule_orphans(gw);
+}
+
+void gw__orphan_gone(struct gw_gateway *gw, struct lws *wsi)
+{
+    for (size_t i = 0; gw && i < gw->n_orphans; i++) {
+        if (gw->orphans[i].wsi == wsi) {
+            orphan_done(gw, i);
+            schedule_orphans(gw);
+            return;
+        }
+    }
+}
+
+void gw__orphans_flush(struct gw_gateway *gw)
+{
+    while (gw->n_orphans)
+        orphan_done(gw, gw->n_orphans - 1);
+}
+
+void gw__shard_release(struct gw_shard *s, const struct gw_released *then)
 {
     struct gw_gateway *gw = s->gw;
-    if (!s->held)
+    if (!s->held) {
+        if (then) /* released before: its socket went with that release */
+            then->closed(then->arg, s->id);
         return;
-    let_go_of_socket(s);
+    }
+    struct lws *wsi = let_go_of_socket(s);
+    if (then && wsi)
+        add_orphan(gw, wsi, s->id, then);
+    else if (then)
+        then->closed(then->arg, s->id);
     cancel_timers(s);
     gw__budget_return(gw, s);
     unsigned dropped = s->sendq ? gw__sendq_pending(s->sendq) : 0;
@@ -1311,6 +1402,8 @@ int gw__shard_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         wsi_gone(wsi, s, "connection closed before the websocket upgrade");
         break;
     case LWS_CALLBACK_WSI_DESTROY:
+        if (!s) /* perhaps a released shard's socket that a handoff waits for */
+            gw__orphan_gone(lws_context_user(lws_get_context(wsi)), wsi);
         wsi_gone(wsi, s, "connection destroyed");
         break;
     default:

@@ -102,6 +102,14 @@ struct gw_shard {
     lws_sorted_usec_list_t sul_open;     /* connect_timeout_ms: TCP, TLS and upgrade */
 };
 
+/* A released shard's socket still closing, and who waits for it to be gone. */
+struct gw_orphan {
+    struct lws *wsi;
+    int shard;
+    struct gw_released then;
+    uint64_t deadline_ms; /* told then even if libwebsockets never reports the end */
+};
+
 struct gw_cmd {
     struct sh_qnode node;
     int kind; /* GW_CMD_* in gateway.c */
@@ -122,7 +130,10 @@ struct gw_gateway {
     int n_shards; /* shards this process may hold (all of them held in single mode) */
     int cluster;  /* cfg->cluster: shards start unheld */
     _Atomic uint64_t lease_until; /* gw_gateway_set_lease_deadline's, 0: none */
-    struct gw_identify ident;     /* identify slots and the session budget (bridge/main.c's) */
+    struct gw_orphan *orphans;    /* sockets of released shards still closing, with their then */
+    size_t n_orphans, cap_orphans;
+    lws_sorted_usec_list_t sul_orphans; /* the earliest orphan's grace runs out */
+    struct gw_identify ident; /* identify slots and the session budget (bridge/main.c's) */
     int max_concurrency;
     struct gw_chunk *pending;  /* events of this service pass */
     unsigned pass_no;          /* counts service passes */
@@ -165,7 +176,11 @@ int gw__shard_prepare(struct gw_shard *s);
 /* Hold a prepared shard: RESUME from *from (NULL or "" session: IDENTIFY), then start it. */
 void gw__shard_hold(struct gw_shard *s, const struct gw_resume_point *from);
 /* Stop holding: close with 4000, cancel timers, drop queued sends, forget the session. */
-void gw__shard_release(struct gw_shard *s);
+void gw__shard_release(struct gw_shard *s, const struct gw_released *then);
+/* A connection let go by a release ended (WSI_DESTROY of a shardless wsi): run its then. */
+void gw__orphan_gone(struct gw_gateway *gw, struct lws *wsi);
+/* The gateway is freed (its context destroyed): every release still waiting is told now. */
+void gw__orphans_flush(struct gw_gateway *gw);
 /* The lease deadline moved: a shard it held back tries to connect again. */
 void gw__shard_lease_moved(struct gw_shard *s);
 /* Plan the first connection (identify through the bucket, or resume with a session). */

@@ -479,6 +479,39 @@ TEST(lease_deadline_keeps_a_dropped_shard_away_until_it_moves)
 }
 
 /* Sends queued for a held shard that never connected (its lease ran out) go with the release. */
+/* A handoff's release: told once the socket is gone, and the peer saw it closed by then. */
+static atomic_int closed_calls, closed_open_then = -1, closed_shard = -1;
+
+static void on_closed(void *arg, int shard)
+{
+    (void)arg;
+    atomic_store(&closed_open_then, wire_of(shard, 2).open); /* what the fake saw by now */
+    atomic_store(&closed_shard, shard);
+    atomic_fetch_add(&closed_calls, 1);
+}
+
+TEST(release_then_tells_once_the_socket_is_gone)
+{
+    ASSERT_EQ(gateway_up(4, 1, 0), 0);
+    ASSERT_EQ(gw_gateway_hold(gw, 1, NULL), SH_OK);
+    WAIT_FOR(shard_status_is(1, "ready"));
+    ASSERT_EQ(wire_of(1, 2).open, 1);
+    struct gw_released then = {.closed = on_closed, .arg = NULL};
+    atomic_store(&closed_calls, 0);
+    ASSERT_EQ(gw_gateway_release_then(gw, 1, &then), SH_OK);
+    WAIT_FOR(atomic_load(&closed_calls) == 1);
+    ASSERT_EQ(atomic_load(&closed_shard), 1);
+    ASSERT_EQ(atomic_load(&closed_open_then), 0); /* the connection had ended at the fake */
+    ASSERT_EQ(wire_of(1, 2).closed_4000_by_client, 1);
+    /* a shard not held (any more): told at once, still exactly once per call */
+    ASSERT_EQ(gw_gateway_release_then(gw, 1, &then), SH_OK);
+    WAIT_FOR(atomic_load(&closed_calls) == 2);
+    ASSERT_EQ(gw_gateway_release_then(gw, 9, &then), SH_ENOTFOUND);
+    usleep(200000);
+    ASSERT_EQ(atomic_load(&closed_calls), 2);
+    gateway_down();
+}
+
 TEST(release_drops_queued_sends_and_says_how_many)
 {
     ASSERT_EQ(gateway_up(4, 1, 0), 0);
@@ -560,6 +593,7 @@ static void all(void)
     CASE(a_hold_whose_session_is_gone_reports_it_lost_once);
     CASE(release_while_connecting_gives_back_the_budget_token);
     CASE(lease_deadline_keeps_a_dropped_shard_away_until_it_moves);
+    CASE(release_then_tells_once_the_socket_is_gone);
     CASE(release_drops_queued_sends_and_says_how_many);
     CASE(identify_refused_closes_with_4000_and_waits_for_the_budget);
     CASE(an_unheld_shard_costs_little);

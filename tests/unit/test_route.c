@@ -131,5 +131,5 @@ TEST(chunk_carries_the_session_of_its_ready)
 
 TEST_MAIN(RUN(patterns); RUN(shardhook_events_always_pass);
           RUN(chunk_encodes_the_envelope_with_d_verbatim); RUN(chunk_numbers_at_their_limits);
-          RUN(chunk_key_of_events_without_s_and_odd_sessions);
-          RUN(chunk_cap_leaves_it_unchanged); RUN(chunk_carries_the_session_of_its_ready))
+          RUN(chunk_key_of_events_without_s_and_odd_sessions); RUN(chunk_cap_leaves_it_unchanged);
+          RUN(chunk_carries_the_session_of_its_ready))

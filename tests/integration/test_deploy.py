@@ -347,3 +347,79 @@ def test_compose_env_example_names_every_variable(tmp):
                if l and not l.startswith("#")}
     assert refs == example == set(FAKE_ENV), (refs, example)
     assert "/docker/.env" in (ROOT / ".gitignore").read_text().split()
+
+
+# ---- examples/systemd --------------------------------------------------------------------------
+
+UNIT = ROOT / "examples/systemd/shardhook.service"
+
+
+def unit_settings():
+    """{(section, key): [values]} of the unit, comments left out."""
+    out, section = {}, None
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault((section, key.strip()), []).append(value.strip())
+    return out
+
+
+def default_shutdown_timeout_ms():
+    row = [l for l in (ROOT / "docs/configuration.md").read_text().splitlines()
+           if l.startswith("| `shutdown_timeout_ms` |")]
+    return int(re.search(r"\| `(\d+)` \|", row[0]).group(1))
+
+
+def test_systemd_unit_verifies(tmp):
+    exe = shutil.which("systemd-analyze")
+    if not exe:
+        raise harness.Skip("systemd-analyze is not installed")
+    binary = (build_dir() / "shardhook").resolve()
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/local/bin/shardhook " in text
+    d = Path(tmp) / "unit"
+    d.mkdir()
+    (d / "shardhook.service").write_text(text.replace("/usr/local/bin/shardhook", str(binary)))
+    p = subprocess.run([exe, "verify", str(d / "shardhook.service")], capture_output=True,
+                       text=True, timeout=scale(60), env=dict(os.environ, SYSTEMD_LOG_COLOR="0"))
+    # verify answers 0 even for unknown keys and unparsable values: it must say nothing at all
+    assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), (p.stdout, p.stderr)
+
+
+def test_systemd_unit_settings(tmp):
+    u = unit_settings()
+
+    def get(key, section="Service"):
+        v = u.get((section, key))
+        assert v, "%s= missing" % key
+        return v[-1]
+    assert get("Type") == "simple"
+    assert get("Restart") == "on-failure"
+    assert set(get("RestartPreventExitStatus").split()) == {"64", "78"}
+    assert get("KillSignal") == "SIGTERM"
+    assert seconds(get("TimeoutStopSec")) > 2 * default_shutdown_timeout_ms() / 1000
+    assert get("ExecStart").split()[1:] == ["-c", "/etc/shardhook/config.json"]
+    assert get("ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert get("EnvironmentFile").startswith("/etc/shardhook/")
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices"):
+        assert get(key) == "yes", key
+    assert get("ProtectSystem") == "strict"
+    assert get("StateDirectory") == "shardhook"
+    assert get("WorkingDirectory") == "/var/lib/shardhook"
+    assert get("DynamicUser") == "yes" or u.get(("Service", "User"))
+    families = get("RestrictAddressFamilies").split()
+    assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= set(families) and "AF_PACKET" not in families
+    fd_want = int(re.search(r"#define FD_WANT (\d+)", (ROOT / "bridge/main.c").read_text()).group(1))
+    assert int(get("LimitNOFILE")) >= fd_want
+    # setrlimit (the daemon raises its open-file limit) is in @system-service, not filtered out
+    assert "@resources" not in " ".join(u.get(("Service", "SystemCallFilter"), []))
+    assert get("WantedBy", "Install") == "multi-user.target"
+    # examples/config.json, which the unit's README installs, keeps its state where the unit
+    # lets it write
+    assert json.loads((ROOT / "examples/config.json").read_text())["state_dir"] == \
+        get("WorkingDirectory")

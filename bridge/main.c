@@ -7,7 +7,8 @@
  * SIGTERM/SIGINT into a graceful stop and SIGHUP into a config reload (what can
  * change live is applied, what needs a restart is named), and picks the exit code:
  *   0 after a stop, 1 when the gateway cannot run (one line says what to fix),
- *   78 for an invalid config (EX_CONFIG), 64 for a bad command line (EX_USAGE).
+ *   78 for an invalid config (EX_CONFIG), 64 for a bad command line (EX_USAGE);
+ *   `--probe URL` (bridge/probe.h) answers 0 or 1 and starts nothing.
  * Signal handlers only set a flag; this thread polls it.
  */
 #include <curl/curl.h>
@@ -25,6 +26,7 @@
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
 #include "bridge/node.h"
+#include "bridge/probe.h"
 #include "cluster/cluster.h"
 #include "config/config.h"
 #include "config/redis_url.h"
@@ -36,6 +38,7 @@
 
 #define EX_USAGE 64
 #define EX_CONFIG 78
+#define PROBE_TIMEOUT_MS 3000L
 
 #define FD_WANT 65536 /* a socket per shard, a checkpoint journal per shard, webhooks, the API */
 
@@ -74,6 +77,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: shardhook -c FILE        run with the config in FILE\n"
             "       shardhook --check -c FILE   validate FILE and exit (0 valid, 78 invalid)\n"
+            "       shardhook --probe URL    GET URL; exit 0 on a 2xx answer, else 1 (health\n"
+            "                                checks; $SHARDHOOK_API_TOKEN is sent as Bearer)\n"
             "       shardhook --version | --help\n"
             "\n"
             "Holds a Discord bot's Gateway shards and delivers dispatch events to webhooks.\n"
@@ -288,6 +293,12 @@ static int parse_args(int argc, char **argv, const char **path, int *check)
             *path = argv[i];
         } else if (!strcmp(argv[i], "--check")) {
             *check = 1;
+        } else if (!strcmp(argv[i], "--probe")) {
+            if (++i == argc) {
+                usage(stderr);
+                return EX_USAGE;
+            }
+            return br_probe(argv[i], PROBE_TIMEOUT_MS);
         } else if (!strcmp(argv[i], "--version")) {
             printf("shardhook %s\n", SHARDHOOK_VERSION);
             return 0;

@@ -113,6 +113,10 @@ struct http_webhook_ops {
  */
 struct http_cluster_ops {
     int (*handoff)(void *ud, int shard, const char *target);
+    /* The cluster view (cluster/cluster.h's cl_cluster_view): a cJSON object the caller frees,
+     * NULL out of memory. Without it (NULL) /v1/shards, /v1/shards/{id} and /readyz answer as in
+     * single-node mode and /v1/cluster answers 404 not_clustered. */
+    cJSON *(*view)(void *ud);
     void *ud;
 };
 

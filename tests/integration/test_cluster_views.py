@@ -6,6 +6,7 @@ them over; with Redis down each node answers for its own shards only and says "d
 /v1/shards, /v1/cluster and /readyz; /metrics carries the cluster series.
 
 Three nodes against one real redis-server (cluster_helpers), 12 shards, the fake Discord."""
+import re
 import time
 
 import cluster_helpers as ch
@@ -192,3 +193,30 @@ def test_redis_down_each_node_answers_for_its_own_shards_and_says_degraded():
         sid: name for name, ids in held.items() for sid in ids}
     for node in cl.nodes:
         node.wait_http("/readyz", 200, timeout=15)
+
+
+@harness.timeout(240)
+def test_status_page_shows_every_node_and_which_shards_each_holds():
+    from test_status_page import dump_dom, screenshot
+    redis, fake, rx, cl = start()
+    held = cl.wait_held(timeout=40)
+    same_everywhere(cl)
+    node = cl.node("node-c")
+    url = node.http_url + "/"
+
+    def page():
+        dom = dump_dom(url)
+        rows = re.findall(r'<tr class="alive" data-node="([^"]+)" data-held="(\d+)" '
+                          r'data-ready="(\d+)" data-alive="true">', dom)
+        tiles = re.findall(r'<div class="shard s-(\w+)" data-shard="(\d+)" data-status="\w+" '
+                           r'data-node="([^"]+)">', dom)
+        return (dom, rows, tiles) if len(rows) == 3 and len(tiles) == TOTAL else None
+    dom, rows, tiles = harness.wait_for(page, 120, 1, "three nodes and every shard on the page")
+    assert sorted((n, int(h), int(r)) for n, h, r in rows) == sorted(
+        (n, len(ids), len(ids)) for n, ids in held.items()), rows
+    owner = {sid: name for name, ids in held.items() for sid in ids}
+    assert {int(sid): n for _, sid, n in tiles} == owner
+    assert all(st == "ready" for st, _, _ in tiles), tiles
+    assert '<section id="cluster">' in dom and "identify budget (cluster-wide)" in dom
+    assert "cluster ok" in dom and "this node node-c" in dom
+    screenshot(url, harness.test_dir(), "status-page-cluster")

@@ -105,6 +105,13 @@ def test_every_node_shows_the_whole_cluster():
         code, r = get(node, "/readyz")
         assert code == 200 and r["ready"] is True and r["cluster"] == "ok", r
         assert r["shards"] == len(held[node.name]) and r["unclaimed"] == 0, r
+    # a line in the gaps stream shows on every node
+    redis.cmd("XADD", ch.key("gaps"), "*", "shard", "3", "session_id", "gone", "seq", "41",
+              "reason", "invalid_session", "node", "node-b")
+    for node in cl.nodes:
+        gaps = harness.wait_for(lambda: get(node, "/v1/cluster")[1]["gaps"], 5, 0.1, "a gap")
+        assert [(g["shard"], g["session_id"], g["seq"], g["reason"], g["node"]) for g in gaps] \
+            == [(3, "gone", 41, "invalid_session", "node-b")], gaps
     # Redis holds one status entry per shard, naming its owner
     st = redis.hgetall(ch.key("status"))
     assert sorted(int(k) for k in st) == list(range(TOTAL)), st.keys()

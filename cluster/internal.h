@@ -154,10 +154,10 @@ struct cl_cluster {
     /* status.c: the status hash and the cluster view */
     int (*status_src)(void *ud, struct gw_overview *ov, struct gw_shard_info *s, int cap);
     void *status_ud;
-    uint64_t next_status_ms;      /* coordination thread only */
-    unsigned char *status_mine;   /* per shard: this node wrote its entry; coordination thread */
-    char *view;                   /* under mu: the last cluster view read (JSON text), NULL none */
-    int unclaimed;                /* under mu: shards this node should hold and does not */
+    uint64_t next_status_ms;    /* coordination thread only */
+    unsigned char *status_mine; /* per shard: this node wrote its entry; coordination thread */
+    char *view;                 /* under mu: the last cluster view read (JSON text), NULL none */
+    int unclaimed;              /* under mu: shards this node should hold and does not */
     struct sh_metric *m_budget, *m_nodes_live;
     /* metrics */
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
@@ -216,7 +216,7 @@ void cl__take_final(struct cl_cluster *c, int shard);
 int cl__read_commands(struct cl_cluster *c, int block_ms);
 
 /* status.c: the status hash and the cluster view. */
-#define CL__STATUS_MS 1000      /* status written and the view read this often */
+#define CL__STATUS_MS 1000       /* status written and the view read this often */
 #define CL__STATUS_STALE_MS 3000 /* a status older than this is stale */
 /* Write this node's shards' statuses and read the cluster view when due; SH_ENET when lost. */
 int cl__status_pass(struct cl_cluster *c, uint64_t now);

@@ -237,7 +237,8 @@ static int count_unclaimed(struct cl_cluster *c)
         const struct cl__shard *s = &c->shards[i];
         if (!s->may || s->state != CL__FREE)
             continue;
-        n += (s->claim_due_ms && s->claim_rank == 0) || (s->owner[0] && !strcmp(s->owner, c->name));
+        n += (s->orphan_ms && s->claim_due_ms && s->claim_rank == 0) ||
+             (s->owner[0] && !strcmp(s->owner, c->name));
     }
     return n;
 }

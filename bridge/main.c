@@ -470,6 +470,18 @@ static int api_handoff(void *ud, int shard, const char *target)
     return cl_cluster_handoff(ud, shard, target);
 }
 
+/* GET /v1/shards, /v1/cluster, /readyz: the cluster as the coordination thread last read it. */
+static cJSON *api_view(void *ud)
+{
+    return cl_cluster_view(ud);
+}
+
+/* The cluster's `status` hash: this node's shards as the gateway's snapshot has them. */
+static int status_source(void *ud, struct gw_overview *ov, struct gw_shard_info *s, int cap)
+{
+    return gw_gateway_snapshot(ud, ov, s, cap);
+}
+
 /* Cluster mode: join (the meta check), register, and let the coordination thread claim. */
 static int start_cluster(struct daemon *d)
 {
@@ -481,6 +493,7 @@ static int start_cluster(struct daemon *d)
         return d->exit_code = 1;
     }
     br_node_webhooks_fingerprint(&d->cfg, fp, sizeof(fp));
+    cl_cluster_set_status_source(d->cluster, status_source, d->gw);
     rc = cl_cluster_start(d->cluster, gw_gateway_total(d->gw), ids, n,
                           gw_gateway_max_concurrency(d->gw), fp, err, sizeof(err));
     free(ids);
@@ -489,7 +502,8 @@ static int start_cluster(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
-    d->cluster_ops = (struct http_cluster_ops){.handoff = api_handoff, .ud = d->cluster};
+    d->cluster_ops =
+        (struct http_cluster_ops){.handoff = api_handoff, .view = api_view, .ud = d->cluster};
     http_server_set_cluster_ops(d->api, &d->cluster_ops);
     return 0;
 }

@@ -118,6 +118,10 @@ static void register_metrics(struct cl_cluster *c)
     c->m_held = sh_metric_gauge("shardhook_cluster_shards_held", "Shards this node holds", NULL);
     c->m_degraded = sh_metric_gauge("shardhook_cluster_degraded",
                                     "1 while Redis is unreachable (fail static)", NULL);
+    c->m_budget = sh_metric_gauge("shardhook_cluster_budget_remaining",
+                                  "IDENTIFYs left in the cluster-wide daily budget", NULL);
+    c->m_nodes_live = sh_metric_gauge("shardhook_cluster_nodes_live",
+                                      "Nodes with a live lease, this one included", NULL);
 }
 
 int cl_cluster_new(const struct cfg_config *cfg, const struct cl_node_ops *ops,
@@ -345,6 +349,7 @@ void cl_cluster_free(struct cl_cluster *c)
         cl__ck_clear(&c->shards[i].pending);
         cl__ck_clear(&c->shards[i].final);
     }
+    cl__status_free(c);
     free(c->shards);
     cl__identify_free(c->ident);
     cl__redis_free(c->redis);

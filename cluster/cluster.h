@@ -112,6 +112,28 @@ void cl_cluster_stop(struct cl_cluster *c, int timeout_ms);
 
 void cl_cluster_status(struct cl_cluster *c, struct cl_status *out);
 
+/*
+ * Where the coordination thread reads this node's shard statuses for the cluster's `status`
+ * hash (about once a second): gw_gateway_snapshot's shape, called on that thread. Before
+ * cl_cluster_start; without it the node writes no statuses (the view still lists the others).
+ */
+void cl_cluster_set_status_source(struct cl_cluster *c,
+                                  int (*snapshot)(void *ud, struct gw_overview *ov,
+                                                  struct gw_shard_info *shards, int cap),
+                                  void *ud);
+
+/*
+ * Any thread, never blocks on Redis: the cluster as the coordination thread last read it (about
+ * once a second), a cJSON object the caller frees (cJSON_Delete); NULL when out of memory.
+ * {"node","total","degraded","reachable","read_at" (wall ms, 0 never),"redis_rtt_ms","lease_ms",
+ *  "unclaimed" (shards this node should hold and does not),
+ *  "nodes":[{"name","api","epoch","alive","lease_age_ms","held","max_shards","version",
+ *            "started"}],
+ *  "statuses":[{"id",...the status entry...,"stale"}],"gaps":[{"id","shard","session_id","seq",
+ *  "reason","node"}],"budget":{"total","remaining","reserve","identify_stopped","reset_at"}}
+ */
+struct cJSON *cl_cluster_view(struct cl_cluster *c);
+
 /* After cl_cluster_stop (or when start failed). */
 void cl_cluster_free(struct cl_cluster *c);
 

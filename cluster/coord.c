@@ -293,6 +293,8 @@ static void pass(struct cl_cluster *c, uint64_t now, int stopping)
     }
     if (!c->degraded && !stopping)
         cl__claims(c, now);
+    if (!c->degraded)
+        cl__status_pass(c, sh_now_ms());
     if (!c->degraded && !stopping)
         cl__balance(c, now);
 }

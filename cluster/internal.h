@@ -102,6 +102,7 @@ struct cl__shard {
     uint64_t owner_epoch;
     uint64_t orphan_ms;    /* when the owner was first seen gone; 0 owned by a live node */
     uint64_t claim_due_ms; /* when this node claims it (its rank's wait); 0 not a candidate */
+    int claim_rank;        /* with claim_due_ms: this node's rank for it (0: first in line) */
     char target[CL__NAME_MAX];
     uint64_t drain_deadline_ms;
     uint64_t move_started_ms;
@@ -150,6 +151,14 @@ struct cl_cluster {
     int degraded, reachable, held, live;
     struct cl__node pub_nodes[CL__MAX_NODES]; /* the view for cl_cluster_handoff */
     int pub_n;
+    /* status.c: the status hash and the cluster view */
+    int (*status_src)(void *ud, struct gw_overview *ov, struct gw_shard_info *s, int cap);
+    void *status_ud;
+    uint64_t next_status_ms;    /* coordination thread only */
+    unsigned char *status_mine; /* per shard: this node wrote its entry; coordination thread */
+    char *view;                 /* under mu: the last cluster view read (JSON text), NULL none */
+    int unclaimed;              /* under mu: shards this node should hold and does not */
+    struct sh_metric *m_budget, *m_nodes_live;
     /* metrics */
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
     struct sh_metric *m_releases, *m_rtt, *m_held, *m_degraded;
@@ -205,5 +214,16 @@ int cl__handoffs(struct cl_cluster *c, uint64_t now);
 /* A drain's final checkpoint, when it came, becomes the shard's newest. */
 void cl__take_final(struct cl_cluster *c, int shard);
 int cl__read_commands(struct cl_cluster *c, int block_ms);
+
+/* status.c: the status hash and the cluster view. */
+#define CL__STATUS_MS 1000       /* status written and the view read this often */
+#define CL__STATUS_STALE_MS 3000 /* a status older than this is stale */
+/* Write this node's shards' statuses and read the cluster view when due; SH_ENET when lost. */
+int cl__status_pass(struct cl_cluster *c, uint64_t now);
+/* A shard's status entry: {"node",...the snapshot's fields...,"at"} (malloc'd; NULL: no memory). */
+char *cl__status_encode(const char *node, const struct gw_shard_info *s, uint64_t at_wall_ms);
+/* 1 when a status written at at_wall_ms by an owner whose lease is (alive) is stale at now. */
+int cl__status_stale(uint64_t at_wall_ms, uint64_t now_wall_ms, int owner_alive);
+void cl__status_free(struct cl_cluster *c);
 
 #endif

@@ -200,6 +200,7 @@ static int plan_claims(struct cl_cluster *c, int *orph, int no)
             from += (uint64_t)c->lease_ms;
         /* nodes see the owner gone up to one scan apart: a lower rank gets that long first */
         s->claim_due_ms = from + (uint64_t)r * CL__CLAIM_STEP_MS + (r ? CL__SCAN_MS : 0);
+        s->claim_rank = r;
     }
     free(assigned);
     return n_open;

@@ -69,6 +69,8 @@ static int list_not_ready(const struct gw_shard_info *s, int n, cJSON *not_ready
 int http__get_readyz(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     (void)rq;
+    if (http__cluster_readyz(ctx, r) == 0)
+        return 0;
     struct gw_overview ov;
     int n = 0, rc;
     struct gw_shard_info *s = http__snapshot(ctx, &ov, &n);

@@ -27,7 +27,7 @@ static void add_string_or_null(cJSON *obj, const char *key, const char *s)
         cJSON_AddNullToObject(obj, key);
 }
 
-static cJSON *shard_json(const struct gw_shard_info *s)
+cJSON *http__shard_json(const struct gw_shard_info *s)
 {
     cJSON *j = cJSON_CreateObject();
     if (!j)
@@ -56,6 +56,8 @@ static cJSON *shard_json(const struct gw_shard_info *s)
 int http__get_shards(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     (void)rq;
+    if (http__cluster_shards(ctx, r) == 0)
+        return 0;
     struct gw_overview ov;
     int n = 0, rc;
     struct gw_shard_info *s = http__snapshot(ctx, &ov, &n);
@@ -68,7 +70,7 @@ int http__get_shards(struct http_ctx *ctx, const struct http_req *rq, struct htt
         goto out;
     }
     for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(arr, shard_json(&s[i]));
+        cJSON_AddItemToArray(arr, http__shard_json(&s[i]));
     rc = http_reply_json(r, 200, j);
     j = NULL;
 out:
@@ -80,13 +82,15 @@ out:
 int http__get_shard(struct http_ctx *ctx, const struct http_req *rq, struct http_reply *r)
 {
     int id;
+    if (!http_parse_shard_id(rq->param, &id) && http__cluster_shard(ctx, id, r) == 0)
+        return 0;
     if (http__route_shard(ctx, rq->param, &id, r))
         return 0;
     struct gw_shard_info si;
     if (ctx->ops->shard_info(ctx->gw, id, &si))
         return http_reply_error(r, 404, "shard_not_found", "shard %d does not run in this process",
                                 id);
-    return http_reply_json(r, 200, shard_json(&si));
+    return http_reply_json(r, 200, http__shard_json(&si));
 }
 
 /* ---- reconnect ----------------------------------------------------------------------------- */

@@ -111,6 +111,15 @@ const char *http__status_name(const struct gw_shard_info *s);
 /* 1 when the shard is ready (may take commands and counts for /readyz). */
 int http__shard_ready(const struct gw_shard_info *s);
 
+/* One shard's snapshot as the API shows it (GET /v1/shards); NULL when out of memory. */
+cJSON *http__shard_json(const struct gw_shard_info *s);
+
+/* ---- cluster mode (h_cluster.c): each returns 0 with *r filled, 1 when not clustered ------- */
+
+int http__cluster_shards(struct http_ctx *ctx, struct http_reply *r);
+int http__cluster_shard(struct http_ctx *ctx, int id, struct http_reply *r);
+int http__cluster_readyz(struct http_ctx *ctx, struct http_reply *r);
+
 /* ---- gateway payloads ---------------------------------------------------------------------- */
 
 /* Print {"op":op,"d":d} into out (SH_GW_MAX_SEND_BYTES + 1 bytes); 1 with a 413 (or 500) in *r

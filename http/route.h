@@ -32,6 +32,7 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER }
     X(SEND, HTTP_POST, "/v1/shards/{}/send", "/v1/shards/{id}/send", 1, http__post_send)           \
     X(HANDOFF, HTTP_POST, "/v1/shards/{}/handoff", "/v1/shards/{id}/handoff", 1,                   \
       http__post_handoff)                                                                          \
+    X(CLUSTER, HTTP_GET, "/v1/cluster", "/v1/cluster", 1, http__get_cluster)                       \
     X(PRESENCE, HTTP_POST, "/v1/presence", "/v1/presence", 1, http__post_presence)                 \
     X(MEMBERS, HTTP_POST, "/v1/guilds/{}/members", "/v1/guilds/{guild_id}/members", 1,             \
       http__post_members)                                                                          \

@@ -114,6 +114,10 @@ struct http_webhook_ops {
 struct http_cluster_ops {
     int (*handoff)(void *ud, int shard, const char *target);
     void *ud;
+    /* The cluster view (cluster/cluster.h's cl_cluster_view): a cJSON object the caller frees,
+     * NULL out of memory. Without it (NULL) /v1/shards, /v1/shards/{id} and /readyz answer as in
+     * single-node mode and /v1/cluster answers 404 not_clustered. */
+    cJSON *(*view)(void *ud);
 };
 
 /* Where the handoff route goes (ops must outlive the server). Until it is called (single-node

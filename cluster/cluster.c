@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/forward.h"
 #include "cluster/internal.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
@@ -233,6 +234,9 @@ int cl_cluster_start(struct cl_cluster *c, int total, const int *ids, int n, int
         return SH_ENOMEM;
     }
     c->thread_started = 1;
+    if (cl__fwd_start(c) != 0)
+        log_warn("msg=\"cannot start the forwarding worker; commands for other nodes' shards "
+                 "answer 503\"");
     return 0;
 }
 
@@ -307,6 +311,7 @@ void cl_cluster_stop(struct cl_cluster *c, int timeout_ms)
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
     c->thread_started = 0;
+    cl__fwd_stop(c);
 }
 
 void cl_cluster_status(struct cl_cluster *c, struct cl_status *out)
@@ -345,6 +350,7 @@ void cl_cluster_free(struct cl_cluster *c)
         cl__ck_clear(&c->shards[i].pending);
         cl__ck_clear(&c->shards[i].final);
     }
+    cl__fwd_free(c);
     free(c->shards);
     cl__identify_free(c->ident);
     cl__redis_free(c->redis);

@@ -46,6 +46,7 @@ struct http_call {
     int suspended;                /* set by the handler when it suspended the connection */
     /* the query string's value of key, NULL when absent (may be NULL: no query at all) */
     const char *(*query)(void *token, const char *key);
+    int local; /* cluster mode: a command forwarded here, never forwarded again */
 };
 
 /*

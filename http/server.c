@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "config/listen.h"
+#include "http/forward.h"
 #include "http/guard.h"
 #include "http/handlers.h"
 #include "http/internal.h"
@@ -642,6 +643,12 @@ int http_server_action(struct http_server *srv, const cJSON *action,
                        const struct http_action_to *to, const char **type, char *msg, size_t cap)
 {
     return http__action_run(&srv->ctx, action, to, type, msg, cap);
+}
+
+int http_server_execute(struct http_server *srv, const char *route, const char *param,
+                        const char *body, size_t len, http_answer_fn *done, void *ud)
+{
+    return http__execute(&srv->ctx, route, param, body, len, done, ud);
 }
 
 void http_server_set_webhook_ops(struct http_server *srv, const struct http_webhook_ops *ops)

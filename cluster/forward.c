@@ -321,20 +321,30 @@ static void got_answer(struct cl__fwd *f, const redisReply *fields)
     req_free(q);
 }
 
+/*
+ * Where reading reply:<me> starts: its newest entry now, before any command is sent (a reply
+ * arriving between a send and this would be skipped). Older entries are a former life's.
+ */
+static int reply_start(struct cl__fwd *f)
+{
+    if (f->last_id[0])
+        return 0;
+    redisReply *r =
+        cl__redis_cmd(f->redis, "XREVRANGE %sreply:%s + - COUNT 1", f->c->prefix, f->c->name);
+    if (!r)
+        return SH_ENET;
+    snprintf(f->last_id, sizeof(f->last_id), "%s",
+             r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2
+                 ? r->element[0]->element[0]->str
+                 : "0-0");
+    freeReplyObject(r);
+    return 0;
+}
+
 /* Read reply:<me> (blocking a little when nothing else is to do). SH_ENET, 0. */
 static int read_answers(struct cl__fwd *f, int block_ms)
 {
     redisReply *r;
-    if (!f->last_id[0]) {
-        r = cl__redis_cmd(f->redis, "XREVRANGE %sreply:%s + - COUNT 1", f->c->prefix, f->c->name);
-        if (!r)
-            return SH_ENET;
-        snprintf(f->last_id, sizeof(f->last_id), "%s",
-                 r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2
-                     ? r->element[0]->element[0]->str
-                     : "0-0");
-        freeReplyObject(r);
-    }
     r = cl__redis_cmd(f->redis, "XREAD COUNT 64 BLOCK %d STREAMS %sreply:%s %s", block_ms,
                       f->c->prefix, f->c->name, f->last_id);
     if (!r)
@@ -372,14 +382,18 @@ static void expire(struct cl__fwd *f, uint64_t now, int all)
     }
 }
 
-static void fail_all(struct cl__fwd *f, struct fwd_req *list)
+/* Answer every command of list: Redis unreachable, or (stopping) shardhook is stopping. */
+static void fail_all(struct cl__fwd *f, struct fwd_req *list, int stopping)
 {
     while (list) {
         struct fwd_req *q = list;
         list = q->next;
-        answer_error(q, 503, "cluster_degraded",
-                     "Redis is unreachable: this node answers for its own shards only");
-        sh_metric_add(f->m_answered, 1, "degraded");
+        if (stopping)
+            answer_error(q, 503, "shutting_down", "shardhook is stopping");
+        else
+            answer_error(q, 503, "cluster_degraded",
+                         "Redis is unreachable: this node answers for its own shards only");
+        sh_metric_add(f->m_answered, 1, stopping ? "stopping" : "degraded");
         req_free(q);
     }
 }
@@ -415,13 +429,17 @@ static void *worker(void *arg)
         f->answers_tail = &f->answers;
         pthread_mutex_unlock(&f->mu);
         if (quit) {
-            fail_all(f, news);
-            expire(f, 0, 1);
+            fail_all(f, news, 1);
+            fail_all(f, f->inflight, 1);
+            f->inflight = NULL;
             answers_free(ans);
             break;
         }
-        if (!cl__redis_connected(f->redis) && cl__redis_connect(f->redis) != 0) {
-            fail_all(f, news);
+        if ((!cl__redis_connected(f->redis) && cl__redis_connect(f->redis) != 0) ||
+            reply_start(f) != 0) {
+            fail_all(f, news, 0);
+            fail_all(f, f->inflight, 0); /* their answers cannot come back now */
+            f->inflight = NULL;
             answers_free(ans);
             f->last_id[0] = '\0';
             expire(f, sh_now_ms(), 0);
@@ -499,7 +517,7 @@ void cl__fwd_free(struct cl_cluster *c)
     if (!f)
         return;
     cl__fwd_stop(c);
-    fail_all(f, f->queue);
+    fail_all(f, f->queue, 1);
     answers_free(f->answers);
     cl__redis_free(f->redis);
     free(f->owners);

@@ -70,7 +70,44 @@ static void sort_numbers(cJSON *obj, const char *key)
     free(v);
 }
 
-int http__merge_answers(const struct http__part *parts, int n, struct http__part *out, char **body)
+/* The position of guild id text in order (a JSON array of strings); n when absent. */
+static int rank_in(const cJSON *order, const cJSON *item)
+{
+    const cJSON *id =
+        cJSON_IsString(item) ? item : cJSON_GetObjectItemCaseSensitive(item, "guild_id");
+    int k = 0;
+    for (const cJSON *it = order ? order->child : NULL; it; it = it->next, k++)
+        if (cJSON_IsString(it) && cJSON_IsString(id) && !strcmp(it->valuestring, id->valuestring))
+            return k;
+    return k;
+}
+
+/* Put obj[key]'s items (guilds or guild ids) in the order the request listed them. */
+static void reorder(cJSON *obj, const char *key, const cJSON *order)
+{
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
+    int n = cJSON_GetArraySize(a);
+    if (!order || n < 2)
+        return;
+    cJSON **v = malloc(sizeof(*v) * (size_t)n);
+    if (!v)
+        return;
+    int k = 0;
+    while (a->child && k < n)
+        v[k++] = cJSON_DetachItemViaPointer(a, a->child);
+    for (int i = 1; i < k; i++) /* insertion sort: stable, and n is at most 100 */
+        for (int j = i; j > 0 && rank_in(order, v[j - 1]) > rank_in(order, v[j]); j--) {
+            cJSON *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    for (int i = 0; i < k; i++)
+        cJSON_AddItemToArray(a, v[i]);
+    free(v);
+}
+
+int http__merge_answers(const struct http__part *parts, int n, const cJSON *order,
+                        struct http__part *out, char **body)
 {
     int fail = -1;
     for (int i = 0; i < n && fail < 0; i++)
@@ -96,6 +133,8 @@ int http__merge_answers(const struct http__part *parts, int n, struct http__part
     }
     sort_numbers(j, "shards");
     sort_numbers(j, "queued");
+    reorder(j, "guilds", order);
+    reorder(j, "missing", order);
     *body = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!*body)
@@ -116,6 +155,7 @@ struct fwd {
     struct http_reply *r;
     pthread_mutex_t mu;
     int n, left;
+    cJSON *order; /* soundboard: the request's guild_ids, the answer's order */
     struct http__part parts[MAX_PARTS];
 };
 
@@ -133,6 +173,7 @@ static void fwd_free(struct fwd *f)
 {
     for (int i = 0; i < f->n; i++)
         free((char *)f->parts[i].body);
+    cJSON_Delete(f->order);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -146,7 +187,7 @@ static void finish(struct fwd *f)
     } else {
         struct http__part m;
         char *body = NULL;
-        if (http__merge_answers(f->parts, f->n, &m, &body))
+        if (http__merge_answers(f->parts, f->n, f->order, &m, &body))
             http_reply_error(f->r, 502, "bad_answer", "a node's answer could not be merged");
         else
             fill_reply(f->r, m.status, m.retry_after, m.body, m.len);
@@ -393,6 +434,8 @@ static int run_shares(struct http_ctx *ctx, const struct http_cluster_ops *ops,
             cJSON_free(texts[i]);
         return http__oom(r), 1;
     }
+    if (route == HTTP_ROUTE_SOUNDBOARD)
+        f->order = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(body, "guild_ids"), 1);
     int timeout = route_timeout(ctx, route, body);
     const char *label = http_route_name(route);
     for (int i = 0; i < n; i++) {

@@ -25,10 +25,12 @@ struct http__part {
  * Merge the answers of a presence or soundboard request split by owner, as one node merges
  * them: all 2xx: the first one's status, with every part's "shards" (sorted) and "guilds";
  * else the first failure's status, error and Retry-After, with every other part's shards added
- * to its "queued" (sorted) and every part's "guilds" and "missing". *body (cJSON_free it) holds
+ * to its "queued" (sorted) and every part's "guilds" and "missing", in the order of the
+ * request's guild ids (order, a JSON array; NULL: as they come). *body (cJSON_free it) holds
  * out->body. 0, SH_EINVAL (the base answer is not a JSON object), SH_ENOMEM.
  */
-int http__merge_answers(const struct http__part *parts, int n, struct http__part *out, char **body);
+int http__merge_answers(const struct http__part *parts, int n, const cJSON *order,
+                        struct http__part *out, char **body);
 
 /*
  * From http_handle: when route targets a shard (or guilds, or shards) another node holds and

@@ -229,14 +229,14 @@ int cl_cluster_start(struct cl_cluster *c, int total, const int *ids, int n, int
              "lease_ms=%d",
              c->name, (unsigned long long)c->epoch, total, c->may_ranges, cl__redis_where(c->redis),
              c->lease_ms);
+    if (cl__fwd_start(c) != 0) /* before the thread: it reads c->fwd */
+        log_warn("msg=\"cannot start the forwarding worker; commands for other nodes' shards "
+                 "answer 503\"");
     if (pthread_create(&c->thread, NULL, cl__coord_main, c) != 0) {
         snprintf(err, errlen, "cluster: cannot start the coordination thread");
         return SH_ENOMEM;
     }
     c->thread_started = 1;
-    if (cl__fwd_start(c) != 0)
-        log_warn("msg=\"cannot start the forwarding worker; commands for other nodes' shards "
-                 "answer 503\"");
     return 0;
 }
 

@@ -340,7 +340,7 @@ static int f_handoff(void *ud, int shard, const char *target)
     return ho.answer;
 }
 
-static const struct http_cluster_ops cluster_ops = {f_handoff, &ho};
+static const struct http_cluster_ops cluster_ops = {.handoff = f_handoff, .ud = &ho};
 
 static int handoff(const char *param, const char *body, int answer)
 {

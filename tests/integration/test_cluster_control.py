@@ -2,6 +2,7 @@
 shard or a guild, called on a node that does not hold the shard, answers as the owner answers,
 and the op arrives on the owner's socket (the fake's log of what each connection received).
 Two nodes, four shards, a real redis-server each test."""
+import threading
 import time
 
 import cluster_helpers as ch
@@ -47,20 +48,20 @@ def test_single_shard_commands_from_the_other_node_reach_the_owners_socket():
     redis, fake, cl, held = start()
     own, other = owner_and_other(cl, held, 1)
     g = guild_id(1)
-#send : the op lands on shard 1's connection, and the answer is the owner's
+    # send: the op lands on shard 1's connection, and the answer is the owner's
     payload = {"op": 3, "d": {"since": None, "activities": [], "status": "idle", "afk": False}}
     code, _, body = other.api("POST", "/v1/shards/1/send", payload)
     assert code == 202, body
     harness.wait_for(lambda: sent(fake, 3, 1), 5, what="op 3 on shard 1")
     code2, _, body2 = own.api("POST", "/v1/shards/1/send", payload)
     assert (code2, body2) == (code, body)
-#voice state
+    # voice state
     vs = {"channel_id": None}
     code, _, body = other.api("POST", "/v1/guilds/%s/voice-state" % g, vs)
     assert code == 202 and body == {"guild_id": g, "shard": 1}, body
     harness.wait_for(lambda: sent(fake, 4, 1), 5, what="op 4 on shard 1")
     assert own.api("POST", "/v1/guilds/%s/voice-state" % g, vs)[2] == body
-#members with chunks, through the forward
+    # members with chunks, through the forward
     fake.members(chunks=3, count=7)
     code, _, body = other.api("POST", "/v1/guilds/%s/members" % g, {"query": "", "limit": 0},
                               timeout=15)
@@ -69,22 +70,28 @@ def test_single_shard_commands_from_the_other_node_reach_the_owners_socket():
     assert [m["user"]["username"] for m in body["members"]] == ["member-%d" % k
                                                                for k in range(1, 8)]
     assert [op["d"]["guild_id"] for op in sent(fake, 8, 1)] == [g]
-#channel info
+    # channel info
     code, _, body = other.api("POST", "/v1/guilds/%s/channel-info" % g, {"fields": ["status"]})
     assert code == 200 and body["guild_id"] == g and body["channels"][0]["status"] == \
         "fake status", body
     assert sent(fake, 43, 1)[-1]["d"] == {"guild_id": g, "fields": ["status"]}
-#an error answer comes back as is
+    # an error answer comes back as is
     code, _, body = other.api("POST", "/v1/guilds/%s/channel-info" % g, {"fields": ["topic"]})
     assert code == 400 and is_error(body, "invalid_field"), body
-#reconnect
+    # reconnect: run on the owner, whose once-per-interval limit then refuses the next one
     code, _, body = other.api("POST", "/v1/shards/1/reconnect")
-    assert code in (202, 429), body
-#handoff, asked of the node that does not hold it : the owner hands it off
+    assert code == 202, body
+    code2, headers, body2 = own.api("POST", "/v1/shards/1/reconnect")
+    assert code2 == 429 and is_error(body2, "rate_limited") and headers.get("retry-after"), body2
+    code3, headers3, body3 = other.api("POST", "/v1/shards/1/reconnect")
+    assert code3 == 429 and is_error(body3, "rate_limited") and headers3.get("retry-after"), body3
+    harness.wait_for(lambda: own.api("GET", "/v1/shards/1")[2].get("status") == "ready", 20,
+                     what="shard 1 ready again")
+    # handoff, asked of the node that does not hold it: the owner hands it off
     code, _, body = other.api("POST", "/v1/shards/1/handoff", {"to": other.name})
     assert code == 202 and body.get("handoff") == "started", body
     harness.wait_for(lambda: 1 in other.held(), 20, what="shard 1 handed to the asker")
-#the asker counted what it forwarded and how it was answered
+    # the asker counted what it forwarded and how it was answered
     code, _, text = other.api("GET", "/metrics")
     assert 'shardhook_cluster_commands_forwarded_total{route="/v1/shards/{id}/send"} 1' in text
     assert 'shardhook_cluster_commands_answered_total{outcome="answered"}' in text
@@ -144,7 +151,6 @@ def test_in_flight_during_takeover_is_answered_or_503():
     redis, fake, cl, held = start()
     own, other = owner_and_other(cl, held, 3)
     fake.quiet(ops=[43])  # the owner waits for Discord; then it dies
-    import threading
     out = {}
     th = threading.Thread(target=lambda: out.update(r=other.api(
         "POST", "/v1/guilds/%s/channel-info" % guild_id(3), {"timeout_ms": 1500}, timeout=20)))

@@ -149,7 +149,10 @@ int http__merge_answers(const struct http__part *parts, int n, const cJSON *orde
 /* ---- a request answered from elsewhere ------------------------------------------------------ */
 
 /* One suspended request waiting for its parts' answers. */
-struct fwd {
+struct http__fwd {
+    struct http__fwd *prev, *next; /* in ctx->fwds until answered */
+    struct http_ctx *ctx;
+    int detached; /* the server stopped and answered it: the connection is no longer ours */
     void *token;
     void (*resume)(void *token);
     struct http_reply *r;
@@ -169,7 +172,7 @@ static void fill_reply(struct http_reply *r, int status, const char *retry_after
     snprintf(r->retry_after, sizeof(r->retry_after), "%s", retry_after ? retry_after : "");
 }
 
-static void fwd_free(struct fwd *f)
+static void fwd_free(struct http__fwd *f)
 {
     for (int i = 0; i < f->n; i++)
         free((char *)f->parts[i].body);
@@ -179,35 +182,68 @@ static void fwd_free(struct fwd *f)
 }
 
 /* All parts answered: the merged answer into the reply, and the connection resumed. */
-static void finish(struct fwd *f)
+static void unlink_fwd(struct http__fwd *f)
 {
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        f->ctx->fwds = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+}
+
+/* All parts answered: the merged answer into the reply, and the connection resumed. */
+static void finish(struct http__fwd *f)
+{
+    struct http_reply tmp;
+    http_reply_init(&tmp);
     if (f->n == 1) {
-        fill_reply(f->r, f->parts[0].status, f->parts[0].retry_after, f->parts[0].body,
+        fill_reply(&tmp, f->parts[0].status, f->parts[0].retry_after, f->parts[0].body,
                    f->parts[0].len);
     } else {
         struct http__part m;
         char *body = NULL;
         if (http__merge_answers(f->parts, f->n, f->order, &m, &body))
-            http_reply_error(f->r, 502, "bad_answer", "a node's answer could not be merged");
+            http_reply_error(&tmp, 502, "bad_answer", "a node's answer could not be merged");
         else
-            fill_reply(f->r, m.status, m.retry_after, m.body, m.len);
+            fill_reply(&tmp, m.status, m.retry_after, m.body, m.len);
         cJSON_free(body);
     }
-    void *token = f->token;
-    void (*resume)(void *) = f->resume;
+    pthread_mutex_lock(&f->ctx->fwd_lock);
+    if (!f->detached) {
+        unlink_fwd(f);
+        struct http_reply old = *f->r;
+        *f->r = tmp;
+        tmp = old;
+        f->resume(f->token);
+    }
+    pthread_mutex_unlock(&f->ctx->fwd_lock);
+    http_reply_free(&tmp);
     fwd_free(f);
-    resume(token);
+}
+
+void http__forward_stop(struct http_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->fwd_lock);
+    ctx->fwd_stopped = 1;
+    for (struct http__fwd *f = ctx->fwds; f; f = f->next) {
+        f->detached = 1; /* its parts' answers, when they come, only free it */
+        http_reply_error(f->r, 503, "shutting_down", "shardhook is stopping");
+        f->resume(f->token);
+    }
+    ctx->fwds = NULL;
+    pthread_mutex_unlock(&ctx->fwd_lock);
 }
 
 struct part_ud {
-    struct fwd *f;
+    struct http__fwd *f;
     int i;
 };
 
 static void part_done(void *ud, int status, const char *retry_after, const char *body, size_t len)
 {
     struct part_ud *p = ud;
-    struct fwd *f = p->f;
+    struct http__fwd *f = p->f;
     struct http__part *pt = &f->parts[p->i];
     free(p);
     char *copy = malloc(len + 1);
@@ -242,9 +278,9 @@ static void degraded(struct http_reply *r, int shard)
 }
 
 /* Start part i (shard, body) of f; on failure its answer is made here. */
-static void start_part(struct http_ctx *ctx, const struct http_cluster_ops *ops, struct fwd *f,
-                       int i, int shard, const char *route, const char *param, const char *body,
-                       size_t len, int timeout_ms, int local)
+static void start_part(struct http_ctx *ctx, const struct http_cluster_ops *ops,
+                       struct http__fwd *f, int i, int shard, const char *route, const char *param,
+                       const char *body, size_t len, int timeout_ms, int local)
 {
     struct part_ud *p = malloc(sizeof(*p));
     int rc = p ? 0 : SH_ENOMEM;
@@ -313,11 +349,25 @@ static int target_shard(struct http_ctx *ctx, enum http_route route, const char 
     return shard < ctx->ops->total(ctx->gw) ? shard : -1;
 }
 
-static struct fwd *fwd_new(struct http_call *call, struct http_reply *r, int n)
+/* A suspended request waiting for n parts; NULL (not suspended) when stopping or out of memory. */
+static struct http__fwd *fwd_new(struct http_ctx *ctx, struct http_call *call, struct http_reply *r,
+                                 int n)
 {
-    struct fwd *f = calloc(1, sizeof(*f));
+    struct http__fwd *f = calloc(1, sizeof(*f));
     if (!f)
         return NULL;
+    pthread_mutex_lock(&ctx->fwd_lock);
+    if (ctx->fwd_stopped) {
+        pthread_mutex_unlock(&ctx->fwd_lock);
+        free(f);
+        return NULL;
+    }
+    f->ctx = ctx;
+    f->next = ctx->fwds;
+    if (ctx->fwds)
+        ctx->fwds->prev = f;
+    ctx->fwds = f;
+    pthread_mutex_unlock(&ctx->fwd_lock);
     pthread_mutex_init(&f->mu, NULL);
     f->token = call->token;
     f->resume = call->resume;
@@ -327,6 +377,19 @@ static struct fwd *fwd_new(struct http_call *call, struct http_reply *r, int n)
     call->waiter = NULL;
     call->suspend(call->token);
     return f;
+}
+
+/* fwd_new failed: 1 with the answer in *r. */
+static int no_fwd(struct http_ctx *ctx, struct http_reply *r)
+{
+    pthread_mutex_lock(&ctx->fwd_lock);
+    int stopped = ctx->fwd_stopped;
+    pthread_mutex_unlock(&ctx->fwd_lock);
+    if (stopped)
+        http_reply_error(r, 503, "shutting_down", "shardhook is stopping");
+    else
+        http__oom(r);
+    return 1;
 }
 
 /* ---- split requests: presence, soundboard ---------------------------------------------------- */
@@ -428,11 +491,11 @@ static int run_shares(struct http_ctx *ctx, const struct http_cluster_ops *ops,
         bad = bad || !texts[i];
         cJSON_Delete(b);
     }
-    struct fwd *f = bad ? NULL : fwd_new(call, r, n);
+    struct http__fwd *f = bad ? NULL : fwd_new(ctx, call, r, n);
     if (!f) {
         for (int i = 0; i < n; i++)
             cJSON_free(texts[i]);
-        return http__oom(r), 1;
+        return no_fwd(ctx, r);
     }
     if (route == HTTP_ROUTE_SOUNDBOARD)
         f->order = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(body, "guild_ids"), 1);
@@ -467,9 +530,9 @@ int http__forward(struct http_ctx *ctx, struct http_call *call, enum http_route 
     int shard = target_shard(ctx, route, param);
     if (shard < 0 || ctx->ops->runs(ctx->gw, shard))
         return 0;
-    struct fwd *f = fwd_new(call, r, 1);
+    struct http__fwd *f = fwd_new(ctx, call, r, 1);
     if (!f)
-        return http__oom(r), 1;
+        return no_fwd(ctx, r);
     start_part(ctx, ops, f, 0, shard, http_route_name(route), param, body, len,
                route_timeout(ctx, route, j), 0);
     return 1;

@@ -41,6 +41,12 @@ int http__forward(struct http_ctx *ctx, struct http_call *call, enum http_route 
                   const char *param, const char *body, size_t len, const cJSON *j,
                   struct http_reply *r);
 
+/*
+ * The server stops: every forwarded request still waiting answers 503 shutting_down and is
+ * resumed now (answers that come later are dropped); new ones answer the same at once.
+ */
+void http__forward_stop(struct http_ctx *ctx);
+
 /* http_server_execute on ctx. */
 int http__execute(struct http_ctx *ctx, const char *route, const char *param, const char *body,
                   size_t len, http_answer_fn *done, void *ud);

@@ -493,6 +493,7 @@ static void init_ctx(struct http_server *srv, const struct cfg_config *cfg,
     srv->ctx.pending = srv->pending;
     srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms;
     pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
+    pthread_mutex_init(&srv->ctx.fwd_lock, NULL);
     srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
     int total = ops->total(gw);
     if (total > 0 && total <= 65536) {
@@ -585,6 +586,7 @@ static void server_release(struct http_server *srv)
     http_pending_free(srv->pending);
     free(srv->ctx.reconnect_at);
     pthread_mutex_destroy(&srv->ctx.reconnect_lock);
+    pthread_mutex_destroy(&srv->ctx.fwd_lock);
     pthread_mutex_destroy(&srv->token_lock);
     free(srv);
 }
@@ -673,6 +675,7 @@ void http_server_stop(struct http_server *srv)
         return;
     /* answer what waits (503) and let MHD's threads send those answers before closing */
     http_pending_shutdown(srv->pending);
+    http__forward_stop(&srv->ctx);
     uint64_t until = sh_now_ms() + STOP_DRAIN_MS;
     while (atomic_load(&srv->suspended) > 0 && sh_now_ms() < until) {
         struct timespec ts = {0, 5 * 1000000L};

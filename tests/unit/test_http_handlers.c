@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "gateway/gateway.h"
+#include "http/forward.h"
 #include "http/handlers.h"
 #include "http/internal.h"
 #include "http/stats.h"
@@ -437,6 +438,19 @@ static int f_forward(void *ud, int shard, const char *route, const char *param, 
     return 0;
 }
 
+static http_answer_fn *held_done; /* f_forward_later keeps the answer for later */
+static void *held_dud;
+
+static int f_forward_later(void *ud, int shard, const char *route, const char *param,
+                           const char *body, size_t len, int timeout_ms, http_answer_fn *done,
+                           void *dud)
+{
+    (void)ud, (void)shard, (void)route, (void)param, (void)body, (void)len, (void)timeout_ms;
+    held_done = done;
+    held_dud = dud;
+    return 0;
+}
+
 static int f_owner(void *ud, int shard, char *name, size_t cap)
 {
     (void)ud;
@@ -486,6 +500,26 @@ TEST(another_nodes_shard_is_answered_by_its_owner)
     atomic_store(&ctx.cluster, NULL);
 }
 
+TEST(a_stop_answers_what_waits_for_another_node)
+{
+    static const struct http_cluster_ops later = {.forward = f_forward_later, .ud = &ho};
+    atomic_store(&ctx.cluster, &later);
+    runs_only_0 = 1;
+    ASSERT_EQ(call(HTTP_ROUTE_SEND, "1", "{\"op\":3,\"d\":{}}"), 1);
+    ASSERT_EQ(r.status, 0); /* waiting */
+    http__forward_stop(&ctx);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_CONTAINS(r.body.data, "shutting_down");
+    held_done(held_dud, 202, "", "{}", 2); /* the late answer is dropped */
+    ASSERT_EQ(r.status, 503);
+    ASSERT_EQ(call(HTTP_ROUTE_SEND, "1", "{\"op\":3,\"d\":{}}"), 0);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STR_EQ(code, "shutting_down");
+    ctx.fwd_stopped = 0;
+    runs_only_0 = 0;
+    atomic_store(&ctx.cluster, NULL);
+}
+
 TEST(presence_is_split_by_owner_and_merged)
 {
     atomic_store(&ctx.cluster, &fwd_ops);
@@ -511,4 +545,5 @@ TEST_MAIN(setup(); RUN(every_row_answers_through_its_handler);
           RUN(a_members_action_answers_through_the_callback_once); RUN(handoff_needs_cluster_mode);
           RUN(handoff_calls_the_cluster_and_answers_what_it_said);
           RUN(another_nodes_shard_is_answered_by_its_owner);
-          RUN(presence_is_split_by_owner_and_merged); http_reply_free(&r);)
+          RUN(presence_is_split_by_owner_and_merged);
+          RUN(a_stop_answers_what_waits_for_another_node); http_reply_free(&r);)

@@ -455,6 +455,8 @@ static int split(struct http_ctx *ctx, const struct http_cluster_ops *ops, enum 
         return n;
     }
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(body, "guild_ids");
+    if (cJSON_GetArraySize(g) > HTTP_MAX_SOUNDBOARD_GUILDS)
+        return 0; /* the handler says how many fit */
     for (const cJSON *it = cJSON_IsArray(g) ? g->child : NULL; it; it = it->next) {
         uint64_t gid;
         if (http__get_snowflake(it, &gid))

@@ -446,6 +446,14 @@ static int start_store(struct daemon *d)
     return SH_OK;
 }
 
+/* A control command another node forwarded: the control API runs it as its own. */
+static int node_execute(void *ud, const char *route, const char *param, const char *body,
+                        size_t len, cl_answer_fn *done, void *dud)
+{
+    struct br_node *n = ud;
+    return n->api ? http_server_execute(n->api, route, param, body, len, done, dud) : SH_EAGAIN;
+}
+
 /* Where shards get permission to IDENTIFY: this process, or the cluster (connects later). */
 static int start_identify(struct daemon *d, char *err, size_t errlen)
 {
@@ -456,12 +464,26 @@ static int start_identify(struct daemon *d, char *err, size_t errlen)
         return rc;
     }
     struct cl_node_ops ops = br_node_ops(&d->node);
+    ops.execute = node_execute;
     int rc = cl_cluster_new(&d->cfg, &ops, &d->cluster, err, errlen);
     if (rc)
         return rc;
     d->node.cluster = d->cluster;
     cl_cluster_identify(d->cluster, &d->ident);
     return SH_OK;
+}
+
+/* A command for another node's shard: to its owner through the cluster. */
+static int api_forward(void *ud, int shard, const char *route, const char *param, const char *body,
+                       size_t len, int timeout_ms, http_answer_fn *done, void *dud)
+{
+    struct cl_forward f = {shard, route, param, body, len, timeout_ms};
+    return cl_cluster_forward(ud, &f, done, dud);
+}
+
+static int api_owner(void *ud, int shard, char *name, size_t cap)
+{
+    return cl_cluster_owner(ud, shard, name, cap);
 }
 
 /* POST /v1/shards/{id}/handoff: the cluster picks or checks the target. */
@@ -502,8 +524,11 @@ static int start_cluster(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
-    d->cluster_ops =
-        (struct http_cluster_ops){.handoff = api_handoff, .view = api_view, .ud = d->cluster};
+    d->cluster_ops = (struct http_cluster_ops){.handoff = api_handoff,
+                                               .view = api_view,
+                                               .forward = api_forward,
+                                               .owner = api_owner,
+                                               .ud = d->cluster};
     http_server_set_cluster_ops(d->api, &d->cluster_ops);
     return 0;
 }
@@ -556,6 +581,7 @@ static int start_all(struct daemon *d)
         snprintf(d->final_line, sizeof(d->final_line), "%s", err);
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
+    d->node.api = d->api; /* forwarded commands run through it from now on */
     d->webhook_ops = (struct http_webhook_ops){webhook_status, webhook_pause, d->delivery};
     http_server_set_webhook_ops(d->api, &d->webhook_ops);
     d->dead_ops = (struct http_deadletter_ops){

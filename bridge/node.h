@@ -14,10 +14,13 @@
 #include "cluster/cluster.h"
 #include "gateway/gateway.h"
 
+struct http_server;
+
 struct br_node {
     struct br_delivery *delivery;
     struct gw_gateway *gw;      /* set once the gateway exists, before the cluster starts */
     struct cl_cluster *cluster; /* set once created, before any checkpoint is written */
+    struct http_server *api;    /* set once the control API serves (forwarded commands) */
 };
 
 /* The ops the cluster's coordination thread acts through; n must outlive the cluster. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/forward.h"
 #include "cluster/internal.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
@@ -232,6 +233,9 @@ int cl_cluster_start(struct cl_cluster *c, int total, const int *ids, int n, int
              "lease_ms=%d",
              c->name, (unsigned long long)c->epoch, total, c->may_ranges, cl__redis_where(c->redis),
              c->lease_ms);
+    if (cl__fwd_start(c) != 0) /* before the thread: it reads c->fwd */
+        log_warn("msg=\"cannot start the forwarding worker; commands for other nodes' shards "
+                 "answer 503\"");
     if (pthread_create(&c->thread, NULL, cl__coord_main, c) != 0) {
         snprintf(err, errlen, "cluster: cannot start the coordination thread");
         return SH_ENOMEM;
@@ -311,6 +315,7 @@ void cl_cluster_stop(struct cl_cluster *c, int timeout_ms)
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
     c->thread_started = 0;
+    cl__fwd_stop(c);
 }
 
 void cl_cluster_status(struct cl_cluster *c, struct cl_status *out)
@@ -350,6 +355,7 @@ void cl_cluster_free(struct cl_cluster *c)
         cl__ck_clear(&c->shards[i].final);
     }
     cl__status_free(c);
+    cl__fwd_free(c);
     free(c->shards);
     cl__identify_free(c->ident);
     cl__redis_free(c->redis);

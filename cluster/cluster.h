@@ -23,6 +23,13 @@
 struct cl_cluster;
 
 /*
+ * A control command's answer as the route would give it locally (cluster/forward.c): status,
+ * Retry-After seconds ("" none), the body's JSON text (len bytes); borrowed for the call.
+ */
+typedef void cl_answer_fn(void *ud, int status, const char *retry_after, const char *body,
+                          size_t len);
+
+/*
  * A shard's checkpoint as the cluster keeps it: the resume point, plus the bridge's own
  * encoding of the whole checkpoint (per-webhook acknowledgements), opaque here.
  */
@@ -53,6 +60,14 @@ struct cl_node_ops {
     int (*drain)(void *ud, int shard, int timeout_ms);
     /* Fail static: held shards may connect again only before until_mono_ms (0: no limit). */
     void (*lease_deadline)(void *ud, uint64_t until_mono_ms);
+    /*
+     * Run a control command another node forwarded for a shard held here, exactly as the API
+     * would (route: its label, e.g. "/v1/shards/{id}/send"; param: the path parameter; body:
+     * len bytes, 0 none). done(dud, ...) runs once, on any thread, possibly before this
+     * returns; a negative return means it will not. NULL: forwarded commands answer 500.
+     */
+    int (*execute)(void *ud, const char *route, const char *param, const char *body, size_t len,
+                   cl_answer_fn *done, void *dud);
     void *ud;
 };
 
@@ -133,6 +148,32 @@ void cl_cluster_set_status_source(struct cl_cluster *c,
  *  "reason","node"}],"budget":{"total","remaining","reserve","identify_stopped","reset_at"}}
  */
 struct cJSON *cl_cluster_view(struct cl_cluster *c);
+
+/* A control command for a shard another node holds (cl_cluster_forward). */
+struct cl_forward {
+    int shard;
+    const char *route; /* the route's label */
+    const char *param;
+    const char *body; /* copied */
+    size_t len;
+    int timeout_ms; /* past it: 503 owner_unreachable naming the owner */
+};
+
+/*
+ * Any thread, never blocks on Redis: send fw to the node holding its shard (read from Redis
+ * with its fence, by the forwarding worker), which runs it through ops->execute; done(ud, ...)
+ * runs once on the worker with its answer, or 503 owner_unreachable / owner_unknown /
+ * cluster_degraded; a `moved` answer is retried once on the new owner. 0 queued; SH_EAGAIN while
+ * Redis is unreachable (degraded); SH_ECLOSED when stopping; SH_EINVAL, SH_ENOMEM: done not run.
+ */
+int cl_cluster_forward(struct cl_cluster *c, const struct cl_forward *fw, cl_answer_fn *done,
+                       void *ud);
+
+/*
+ * The owner of shard as the coordination thread's latest scan saw it, into name (cap bytes).
+ * 0, or SH_ENOTFOUND (no owner known). Any thread; a short lock.
+ */
+int cl_cluster_owner(struct cl_cluster *c, int shard, char *name, size_t cap);
 
 /* After cl_cluster_stop (or when start failed). */
 void cl_cluster_free(struct cl_cluster *c);

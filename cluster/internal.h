@@ -162,6 +162,7 @@ struct cl_cluster {
     /* metrics */
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
     struct sh_metric *m_releases, *m_rtt, *m_held, *m_degraded;
+    struct cl__fwd *fwd; /* forwarded control commands (forward.c) */
 };
 
 /* ms from then to now; 0 when then is later (a time taken after now was read). */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/forward.h"
 #include "cluster/internal.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
@@ -287,6 +288,8 @@ static void command(struct cl_cluster *c, const redisReply *fields)
         else if (!strcmp(f->str, "shard"))
             shard = atoi(v->str);
     }
+    if (type && !strcmp(type, "api"))
+        cl__api_command(c, fields);
     if (!type || strcmp(type, "hold") || shard < 0 || shard >= c->total)
         return;
     if (c->shards[shard].may && c->shards[shard].state == CL__FREE)

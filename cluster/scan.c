@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/forward.h"
 #include "cluster/internal.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
@@ -85,6 +86,7 @@ static void publish(struct cl_cluster *c)
     c->pub_n = c->n_nodes;
     c->live = live;
     pthread_mutex_unlock(&c->mu);
+    cl__fwd_publish(c);
 }
 
 /* Fill c->nodes from HGETALL's pairs and MGET's epochs; note a change of the live set. */

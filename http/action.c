@@ -214,7 +214,9 @@ int http__action_run(struct http_ctx *ctx, const cJSON *action, const struct htt
         w->wk.wake = on_wake;
         atomic_init(&w->refs, 1);
         w->to = *to;
-        w->call = (struct http_call){.token = w, .suspend = on_suspend, .resume = on_resume};
+        /* local: an action runs here or answers as single-node mode does, never forwarded */
+        w->call =
+            (struct http_call){.token = w, .suspend = on_suspend, .resume = on_resume, .local = 1};
         run_handler(ctx, k, action, w, &r);
     }
     /* suspended with no answer: the waiter exists and answers through on_wake */

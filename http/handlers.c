@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "http/forward.h"
 #include "http/handlers.h"
 #include "http/internal.h"
 #include "lib/errors.h"
@@ -313,6 +314,10 @@ int http_handle(struct http_ctx *ctx, struct http_call *call, enum http_route ro
     cJSON *j = NULL;
     if (row->method == HTTP_POST && parse_body(body, len, &j, r))
         return 0;
+    if (http__forward(ctx, call, route, param, body, len, j, r)) { /* another node's shard */
+        cJSON_Delete(j);
+        return call->suspended;
+    }
     struct http_req rq = {.param = param, .body = j, .call = call};
     row->handle(ctx, &rq, r);
     cJSON_Delete(j);

@@ -35,6 +35,9 @@ struct http_ctx {
     const struct http_webhook_ops *_Atomic webhooks;  /* NULL until main() sets them */
     _Atomic(const struct http_deadletter_ops *) dead; /* NULL until bridge/main.c sets it */
     _Atomic(const struct http_cluster_ops *) cluster; /* NULL without cluster mode */
+    pthread_mutex_t fwd_lock; /* guards the forwarded requests waiting (http/forward.c) */
+    struct http__fwd *fwds;
+    int fwd_stopped;
 };
 
 /* The connection a handler may suspend; server.c fills it. */
@@ -46,6 +49,7 @@ struct http_call {
     int suspended;                /* set by the handler when it suspended the connection */
     /* the query string's value of key, NULL when absent (may be NULL: no query at all) */
     const char *(*query)(void *token, const char *key);
+    int local; /* cluster mode: a command forwarded here, never forwarded again */
 };
 
 /*

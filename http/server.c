@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "config/listen.h"
+#include "http/forward.h"
 #include "http/guard.h"
 #include "http/handlers.h"
 #include "http/internal.h"
@@ -492,6 +493,7 @@ static void init_ctx(struct http_server *srv, const struct cfg_config *cfg,
     srv->ctx.pending = srv->pending;
     srv->ctx.request_timeout_ms = cfg->http_request_timeout_ms;
     pthread_mutex_init(&srv->ctx.reconnect_lock, NULL);
+    pthread_mutex_init(&srv->ctx.fwd_lock, NULL);
     srv->ctx.reconnect_interval_ms = cfg->http_reconnect_interval_ms;
     int total = ops->total(gw);
     if (total > 0 && total <= 65536) {
@@ -584,6 +586,7 @@ static void server_release(struct http_server *srv)
     http_pending_free(srv->pending);
     free(srv->ctx.reconnect_at);
     pthread_mutex_destroy(&srv->ctx.reconnect_lock);
+    pthread_mutex_destroy(&srv->ctx.fwd_lock);
     pthread_mutex_destroy(&srv->token_lock);
     free(srv);
 }
@@ -644,6 +647,12 @@ int http_server_action(struct http_server *srv, const cJSON *action,
     return http__action_run(&srv->ctx, action, to, type, msg, cap);
 }
 
+int http_server_execute(struct http_server *srv, const char *route, const char *param,
+                        const char *body, size_t len, http_answer_fn *done, void *ud)
+{
+    return http__execute(&srv->ctx, route, param, body, len, done, ud);
+}
+
 void http_server_set_webhook_ops(struct http_server *srv, const struct http_webhook_ops *ops)
 {
     atomic_store(&srv->ctx.webhooks, ops);
@@ -666,6 +675,7 @@ void http_server_stop(struct http_server *srv)
         return;
     /* answer what waits (503) and let MHD's threads send those answers before closing */
     http_pending_shutdown(srv->pending);
+    http__forward_stop(&srv->ctx);
     uint64_t until = sh_now_ms() + STOP_DRAIN_MS;
     while (atomic_load(&srv->suspended) > 0 && sh_now_ms() < until) {
         struct timespec ts = {0, 5 * 1000000L};

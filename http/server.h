@@ -111,8 +111,22 @@ struct http_webhook_ops {
  * shard, SH_EAGAIN when no other live node has room, SH_EINVAL for an unknown target, SH_ECLOSED
  * when stopping. Thread-safe, never blocks on Redis.
  */
+/* A command's whole answer: status, Retry-After seconds ("" none), the JSON body (len bytes). */
+typedef void http_answer_fn(void *ud, int status, const char *retry_after, const char *body,
+                            size_t len);
+
 struct http_cluster_ops {
     int (*handoff)(void *ud, int shard, const char *target);
+    /*
+     * Send a command for shard, which this node does not hold, to its owner (route: its label;
+     * timeout_ms: the most to wait). 0: done(dud, ...) runs once later, on any thread; SH_EAGAIN
+     * while the cluster is degraded (Redis unreachable); SH_ECLOSED stopping; other negative
+     * codes: done is not called. NULL: such commands answer as in single-node mode (404).
+     */
+    int (*forward)(void *ud, int shard, const char *route, const char *param, const char *body,
+                   size_t len, int timeout_ms, http_answer_fn *done, void *dud);
+    /* The owner of shard in the cluster's latest view into name: 0, or negative (unknown). */
+    int (*owner)(void *ud, int shard, char *name, size_t cap);
     void *ud;
     /* The cluster view (cluster/cluster.h's cl_cluster_view): a cJSON object the caller frees,
      * NULL out of memory. Without it (NULL) /v1/shards, /v1/shards/{id} and /readyz answer as in
@@ -168,6 +182,16 @@ struct http_action_to {
  */
 int http_server_action(struct http_server *srv, const cJSON *action,
                        const struct http_action_to *to, const char **type, char *msg, size_t cap);
+
+/*
+ * Cluster mode: run a command another node forwarded (route: its label, e.g.
+ * "/v1/shards/{id}/send"; param: the path parameter; body: len bytes) through the route's own
+ * handler, exactly as the API would answer it here, waits for Discord included; done gets the
+ * whole answer once, on any thread, possibly before this returns. 0, or SH_ENOMEM (done not
+ * called). Any thread but libmicrohttpd's; never blocks.
+ */
+int http_server_execute(struct http_server *srv, const char *route, const char *param,
+                        const char *body, size_t len, http_answer_fn *done, void *ud);
 
 /* Answer every suspended request with 503 and stop serving. Idempotent; NULL is ignored. */
 void http_server_stop(struct http_server *srv);

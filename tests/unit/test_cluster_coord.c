@@ -163,7 +163,8 @@ static int start_node(struct node *n, const char *name)
 
 static int start_node_total(struct node *n, const char *name, int total, char *err, size_t cap)
 {
-    static const struct cl_node_ops ops0 = {op_hold, op_release, op_drain, op_deadline, NULL};
+    static const struct cl_node_ops ops0 = {
+        .hold = op_hold, .release = op_release, .drain = op_drain, .lease_deadline = op_deadline};
     memset(n, 0, sizeof(*n));
     pthread_mutex_init(&n->mu, NULL);
     n->cfg.token = "test-token";
@@ -212,7 +213,11 @@ TEST(start_refuses_an_unreachable_redis_and_a_different_shard_total)
     memset(&z, 0, sizeof(z));
     char url[64];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", t_redis_free_port());
-    struct cl_node_ops ops = {op_hold, op_release, op_drain, op_deadline, &z};
+    struct cl_node_ops ops = {.hold = op_hold,
+                              .release = op_release,
+                              .drain = op_drain,
+                              .lease_deadline = op_deadline,
+                              .ud = &z};
     z.cfg.token = "test-token";
     z.cfg.cluster = 1;
     z.cfg.cluster_redis = url;

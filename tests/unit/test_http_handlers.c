@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "gateway/gateway.h"
+#include "http/forward.h"
 #include "http/handlers.h"
 #include "http/internal.h"
 #include "http/stats.h"
@@ -28,10 +29,12 @@ static struct {
     char payload[8192];
 } gw;
 
+static int runs_only_0; /* cluster mode: shard 1 is another node's */
+
 static int f_runs(void *g, int id)
 {
     (void)g;
-    return id >= 0 && id < TOTAL;
+    return id >= 0 && id < TOTAL && !(runs_only_0 && id != 0);
 }
 
 static int f_send(void *g, int id, const char *payload, size_t len)
@@ -407,10 +410,140 @@ static void setup(void)
     http_reply_init(&r);
 }
 
+/* ---- forwarding (cluster mode) ---- */
+
+static struct {
+    int calls, shard, timeout_ms, rc, status;
+    char route[64], param[64], body[512];
+} fw;
+
+static int f_forward(void *ud, int shard, const char *route, const char *param, const char *body,
+                     size_t len, int timeout_ms, http_answer_fn *done, void *dud)
+{
+    (void)ud;
+    fw.calls++;
+    fw.shard = shard;
+    fw.timeout_ms = timeout_ms;
+    snprintf(fw.route, sizeof(fw.route), "%s", route);
+    snprintf(fw.param, sizeof(fw.param), "%s", param);
+    snprintf(fw.body, sizeof(fw.body), "%.*s", (int)len, body);
+    if (fw.rc)
+        return fw.rc;
+    static const char ok[] = "{\"shards\":[1]}";
+    static const char limited[] = "{\"error\":{\"code\":\"rate_limited\",\"message\":\"m\"}}";
+    if (fw.status == 202)
+        done(dud, 202, "", ok, sizeof(ok) - 1);
+    else
+        done(dud, 429, "3", limited, sizeof(limited) - 1);
+    return 0;
+}
+
+static http_answer_fn *held_done; /* f_forward_later keeps the answer for later */
+static void *held_dud;
+
+static int f_forward_later(void *ud, int shard, const char *route, const char *param,
+                           const char *body, size_t len, int timeout_ms, http_answer_fn *done,
+                           void *dud)
+{
+    (void)ud, (void)shard, (void)route, (void)param, (void)body, (void)len, (void)timeout_ms;
+    held_done = done;
+    held_dud = dud;
+    return 0;
+}
+
+static int f_owner(void *ud, int shard, char *name, size_t cap)
+{
+    (void)ud;
+    snprintf(name, cap, "%s", shard == 1 ? "node-b" : "node-a");
+    return 0;
+}
+
+static const struct http_cluster_ops fwd_ops = {
+    .handoff = f_handoff, .forward = f_forward, .owner = f_owner, .ud = &ho};
+
+TEST(another_nodes_shard_is_answered_by_its_owner)
+{
+    atomic_store(&ctx.cluster, &fwd_ops);
+    runs_only_0 = 1;
+    memset(&fw, 0, sizeof(fw));
+    const char *send = "{\"op\":3,\"d\":{\"since\":null,\"activities\":[],\"status\":\"idle\","
+                       "\"afk\":false}}";
+    ASSERT_EQ(call(HTTP_ROUTE_SEND, "1", send), 1); /* suspended until the owner answers */
+    ASSERT_EQ(fw.calls, 1);
+    ASSERT_EQ(fw.shard, 1);
+    ASSERT_STR_EQ(fw.route, "/v1/shards/{id}/send");
+    ASSERT_STR_EQ(fw.param, "1");
+    ASSERT_STR_EQ(fw.body, send);
+    ASSERT_EQ(fw.timeout_ms, 1000);
+    ASSERT_EQ(gw.sends, 0);
+    ASSERT_EQ(r.status, 429); /* the owner's answer, Retry-After included */
+    ASSERT_STR_EQ(r.retry_after, "3");
+    ASSERT_STR_EQ(code, "rate_limited");
+    /* a guild's shard; a wait for Discord gets the request's own timeout and a margin */
+    char path[32];
+    snprintf(path, sizeof(path), "%llu", (unsigned long long)((uint64_t)1 << 22));
+    call(HTTP_ROUTE_CHANNEL_INFO, path, "{\"timeout_ms\":3000}");
+    ASSERT_EQ(fw.shard, 1);
+    ASSERT_EQ(fw.timeout_ms, 5000);
+    /* shard 0 is here: answered here */
+    fw.calls = 0;
+    call(HTTP_ROUTE_SEND, "0", send);
+    ASSERT_EQ(fw.calls, 0);
+    ASSERT_EQ(r.status, 202);
+    /* Redis unreachable: only this node's shards */
+    fw.rc = SH_EAGAIN;
+    call(HTTP_ROUTE_SEND, "1", send);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STR_EQ(code, "cluster_degraded");
+    ASSERT_CONTAINS(r.body.data, "\"cluster\":\"degraded\"");
+    runs_only_0 = 0;
+    atomic_store(&ctx.cluster, NULL);
+}
+
+TEST(a_stop_answers_what_waits_for_another_node)
+{
+    static const struct http_cluster_ops later = {.forward = f_forward_later, .ud = &ho};
+    atomic_store(&ctx.cluster, &later);
+    runs_only_0 = 1;
+    ASSERT_EQ(call(HTTP_ROUTE_SEND, "1", "{\"op\":3,\"d\":{}}"), 1);
+    ASSERT_EQ(r.status, 0); /* waiting */
+    http__forward_stop(&ctx);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_CONTAINS(r.body.data, "shutting_down");
+    held_done(held_dud, 202, "", "{}", 2); /* the late answer is dropped */
+    ASSERT_EQ(r.status, 503);
+    ASSERT_EQ(call(HTTP_ROUTE_SEND, "1", "{\"op\":3,\"d\":{}}"), 0);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STR_EQ(code, "shutting_down");
+    ctx.fwd_stopped = 0;
+    runs_only_0 = 0;
+    atomic_store(&ctx.cluster, NULL);
+}
+
+TEST(presence_is_split_by_owner_and_merged)
+{
+    atomic_store(&ctx.cluster, &fwd_ops);
+    runs_only_0 = 1;
+    memset(&fw, 0, sizeof(fw));
+    fw.status = 202;
+    ASSERT_EQ(call(HTTP_ROUTE_PRESENCE, "", "{\"status\":\"idle\"}"), 1);
+    ASSERT_EQ(fw.calls, 1);
+    ASSERT_STR_EQ(fw.route, "/v1/presence");
+    ASSERT_STR_EQ(fw.body, "{\"status\":\"idle\",\"shards\":[1]}");
+    ASSERT_EQ(gw.shard, 0); /* this node's part went out here */
+    ASSERT_EQ(r.status, 202);
+    ASSERT_STR_EQ(r.body.data, "{\"shards\":[0,1]}");
+    runs_only_0 = 0;
+    atomic_store(&ctx.cluster, NULL);
+}
+
 TEST_MAIN(setup(); RUN(every_row_answers_through_its_handler);
           RUN(presence_follows_the_config_rules);
           RUN(presence_goes_out_in_the_config_shape_and_literally);
           RUN(metrics_label_every_gateway_status); RUN(an_action_sends_what_its_route_sends);
           RUN(an_action_is_refused_as_its_route_refuses);
           RUN(a_members_action_answers_through_the_callback_once); RUN(handoff_needs_cluster_mode);
-          RUN(handoff_calls_the_cluster_and_answers_what_it_said); http_reply_free(&r);)
+          RUN(handoff_calls_the_cluster_and_answers_what_it_said);
+          RUN(another_nodes_shard_is_answered_by_its_owner);
+          RUN(presence_is_split_by_owner_and_merged);
+          RUN(a_stop_answers_what_waits_for_another_node); http_reply_free(&r);)

@@ -314,6 +314,11 @@ redisReply *cl__redis_script(struct cl__redis *r, enum cl__script s, int nkeys, 
     return rep;
 }
 
+const char *cl__redis_script_sha(const struct cl__redis *r, enum cl__script s)
+{
+    return (unsigned)s < CL_SCRIPT_COUNT ? r->sha[s] : "";
+}
+
 int cl__redis_rtt_ms(const struct cl__redis *r)
 {
     return r->rtt_ms;

@@ -227,6 +227,14 @@ static void end_node(struct node *n)
 
 static struct node a, b;
 
+/* Nodes a and b started and holding 4 shards each (else the test fails here). */
+#define START_TWO()                                                                                \
+    do {                                                                                           \
+        ASSERT_EQ(start_node(&a, "node-a"), 0);                                                    \
+        ASSERT_EQ(start_node(&b, "node-b"), 0);                                                    \
+        ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));                        \
+    } while (0)
+
 TEST(start_refuses_an_unreachable_redis_and_a_different_shard_total)
 {
     NEED_REDIS();
@@ -294,9 +302,7 @@ TEST(cold_start_splits_eight_shards_four_and_four)
 TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int s = 0;
     while (!is_held(&a, s))
         s++;
@@ -336,9 +342,7 @@ TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
 TEST(a_node_restarted_under_its_name_takes_its_shards_back_at_once)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int mine[TOTAL];
     for (int i = 0; i < TOTAL; i++)
         mine[i] = is_held(&a, i);
@@ -365,9 +369,7 @@ TEST(a_node_restarted_under_its_name_takes_its_shards_back_at_once)
 TEST(handoff_moves_a_shard_with_a_higher_fence)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int s = 0;
     while (!is_held(&a, s))
         s++;
@@ -458,9 +460,7 @@ TEST(after_a_lost_lease_a_shard_taken_meanwhile_is_let_go_before_the_deadline_mo
 TEST(graceful_stop_hands_every_shard_over)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     uint64_t t0 = sh_now_ms();
     cl_cluster_stop(a.c, 5000);
     uint64_t took = sh_now_ms() - t0;
@@ -501,9 +501,7 @@ TEST(stop_with_no_other_node_keeps_ownership_and_writes_the_newest_checkpoint)
 TEST(redis_down_then_back_releases_and_moves_nothing)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     t_redis_sleep_ms(300);
     pthread_mutex_lock(&a.mu);
     uint64_t deadline0 = a.deadline;

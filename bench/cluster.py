@@ -15,7 +15,10 @@ every process is stopped by its pid at the end of each run.
             the time from the nodes' start to the last READY at the receiver, against the
             identify rule's ideal, ceil(1000 / 16) x the window, and the same with the slot's
             lifetime; IDENTIFYs (expected exactly 1,000), the fake's violations, shards per node.
-  redis     on the same 1,000 shards once started: Redis commands per second per node at steady
+  balance   after the cold start: the shards per node right after the last READY, and the time
+            until balance (rule 6) has every node within one of an even share (the Redis
+            commands meanwhile).
+  redis     on the same 1,000 shards once started and balanced: Redis commands per second per node at steady
             state (INFO stats total_commands_processed over a window, less this script's own
             INFO calls, divided by 3), idle and with one event per shard per second
             (the fake's stream), and the commands that make it up (INFO commandstats).
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from common import log, median, raise_fd_limit, run_parts, write_results
+from common import headline, log, median, raise_fd_limit, run_parts, write_results
 import clusterlab as lab
 from clusterlab import ch, harness
 
@@ -45,9 +48,9 @@ NODES = 3
 PROFILES = {
     "full": dict(takeover=[(16, 10000), (16, 2000), (256, 10000), (256, 2000)], repeat=3,
                  cold_shards=1000, concurrency=16, cold_interval_ms=500, window_s=30,
-                 stream_ms=500, steady_s=3),
+                 stream_ms=500, steady_s=3, balance_s=400),
     "quick": dict(takeover=[(16, 2000)], repeat=1, cold_shards=96, concurrency=16,
-                  cold_interval_ms=500, window_s=5, stream_ms=500, steady_s=2),
+                  cold_interval_ms=500, window_s=5, stream_ms=500, steady_s=2, balance_s=120),
 }
 
 
@@ -164,19 +167,14 @@ def part_takeover(prof, repeat, tmp, results):
 
 
 # -- cold start and Redis load ----------------------------------------------------------------------
-def redis_window(redis, fake, seconds, stream_ms):
-    """Commands Redis processed per second over `seconds` (less this function's own INFO
-    calls), the fake streaming one event per shard every stream_ms (0: idle); and the calls per
-    second of each command."""
-    if stream_ms:
-        fake.stream(stream_ms)
-    s0, c0 = parse_info(redis.cmd("INFO", "stats")), parse_info(redis.cmd("INFO", "commandstats"))
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    s1, c1 = parse_info(redis.cmd("INFO", "stats")), parse_info(redis.cmd("INFO", "commandstats"))
-    took = time.monotonic() - t0
-    if stream_ms:
-        fake.stream(0)
+def redis_counts(redis):
+    return parse_info(redis.cmd("INFO", "stats")), parse_info(redis.cmd("INFO", "commandstats"))
+
+
+def redis_rates(before, after, took):
+    """Commands per second between two redis_counts (less the two INFO calls of `before` that
+    `after` counts), and the calls per second of each command."""
+    (s0, c0), (s1, c1) = before, after
     ours = 2  # s0's INFO and c0's come after s0's count; s1's own is not in it yet
     total = s1["total_commands_processed"] - s0["total_commands_processed"] - ours
     calls = {}
@@ -186,6 +184,35 @@ def redis_window(redis, fake, seconds, stream_ms):
         if n > 0:
             calls[name[len("cmdstat_"):]] = n / took
     return total / took, calls
+
+
+def redis_window(redis, fake, seconds, stream_ms):
+    """Commands Redis processed per second over `seconds` (less this function's own INFO
+    calls), the fake streaming one event per shard every stream_ms (0: idle); and the calls per
+    second of each command."""
+    if stream_ms:
+        fake.stream(stream_ms)
+    before, t0 = redis_counts(redis), time.monotonic()
+    time.sleep(seconds)
+    after, took = redis_counts(redis), time.monotonic() - t0
+    if stream_ms:
+        fake.stream(0)
+    return redis_rates(before, after, took)
+
+
+def balanced(nodes, fake, shards, timeout):
+    """Wait (up to timeout s) until balance (rule 6) has every node within one of an even share:
+    (seconds waited or None when it did not get there, shards per node then)."""
+    t0, share = time.monotonic(), shards / float(NODES)
+    while True:
+        check_alive(nodes, fake)
+        per = {k: len(v) for k, v in lab.by_node(lab.holdings(nodes)[0]).items()}
+        if sum(per.values()) == shards and all(
+                math.floor(share) - 1 <= v <= math.ceil(share) + 1 for v in per.values()):
+            return time.monotonic() - t0, per
+        if time.monotonic() - t0 > timeout:
+            return None, per
+        time.sleep(1)
 
 
 def coldstart_run(tmp, prof):
@@ -219,6 +246,11 @@ def coldstart_run(tmp, prof):
             "violations": len(flog.get("violations", [])),
             "per_node": {k: len(v) for k, v in lab.by_node(owner).items()},
         }
+        row["per_node_start"] = row["per_node"]
+        before, t0 = redis_counts(redis), time.monotonic()
+        row["balanced_s"], row["per_node"] = balanced(nodes, fake, shards, prof["balance_s"])
+        row["redis_balance_per_s"], row["redis_balance_calls"] = redis_rates(
+            before, redis_counts(redis), time.monotonic() - t0)
         time.sleep(5)  # let start-up's checkpoints and status writes settle
         row["redis_idle_per_s"], row["redis_idle_calls"] = redis_window(
             redis, fake, prof["window_s"], 0)
@@ -257,8 +289,7 @@ def top(calls, n=5):
 
 
 def markdown(results, repeat, command):
-    L = ["Command: `%s`; medians of %d run%s; %s." % (command, repeat, "s" if repeat > 1 else "",
-                                                      results["meta"]["when"])]
+    L = [headline(command, repeat, results["meta"]["when"])]
     if results.get("takeover"):
         L += ["", "**Takeover** (`kill -9` of the node holding the most shards, 3 nodes; from the "
               "kill to the last of its shards RESUMED at the receiver):", "",
@@ -277,14 +308,27 @@ def markdown(results, repeat, command):
               "at the receiver):", "",
               "| shards | max_concurrency | window ms | slot PX ms | measured s (each run) | "
               "ideal s: ceil(shards/mc) x window | ideal s with the slot's PX | IDENTIFYs "
-              "accepted / refused | violations | shards per node |",
-              "|---:|---:|---:|---:|---|---:|---:|---|---:|---|"]
-        L.append("| %d | %d | %d | %d | %.1f (%s) | %.1f | %.1f | %s / %s | %s | %s |" % (
+              "accepted / refused | violations |",
+              "|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+        L.append("| %d | %d | %d | %d | %.1f (%s) | %.1f | %.1f | %s / %s | %s |" % (
             c["shards"], c["max_concurrency"], c["window_ms"], c["slot_px_ms"], c["seconds"],
             ", ".join("%.1f" % v for v in c["seconds_all"]), c["ideal_s"], c["ideal_slot_s"],
-            c["identifies"], c["refused_identifies"], c["violations"],
-            " / ".join("%s %d" % kv for kv in sorted(c["per_node"].items()))))
-        L += ["", "**Redis load** (%d shards held by 3 nodes; INFO stats "
+            c["identifies"], c["refused_identifies"], c["violations"]))
+        L += ["", "**Balance after the cold start** (rule 6; shards per node right after the last "
+              "READY, then once every node is within one of an even share):", "",
+              "| run | right after the start | balanced | seconds to balance | Redis commands/s "
+              "per node meanwhile | the largest, per s |", "|---:|---|---|---:|---:|---|"]
+        for i, r in enumerate(c["runs"]):
+            per = lambda d: " / ".join("%s %d" % kv for kv in sorted(d.items()))
+            took = r["balanced_s"]
+            quick = took is not None and took < 1  # balanced at once: no window to speak of
+            L.append("| %d | %s | %s | %s | %s | %s |" % (
+                i + 1, per(r["per_node_start"]), per(r["per_node"]),
+                "%.0f" % took if took is not None else "not within %d s"
+                % results["meta"]["settings"]["balance_s"],
+                "-" if quick else "%.1f" % (r["redis_balance_per_s"] / NODES),
+                "-" if quick else top(r["redis_balance_calls"], 4)))
+        L += ["", "**Redis load** (%d shards held by 3 nodes, balanced; INFO stats "
               "total_commands_processed over %d s):"
               % (c["shards"], results["meta"]["settings"]["window_s"]), "",
               "| traffic | commands/s, all nodes | per node | the largest, per s (first run) |",

@@ -142,6 +142,12 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def headline(command, repeat, when):
+    """The first line of a benchmark's tables: how to reproduce them and when."""
+    return "Command: `%s`; medians of %d run%s; %s." % (command, repeat,
+                                                       "s" if repeat > 1 else "", when)
+
+
 def run_parts(script, steps, wanted, prof, repeat, results, keep, after=None):
     """Run each (name, fn) of steps whose name is in wanted, as fn(prof, repeat, tmp, results)
     in one fresh work folder, with its seconds in results["meta"]; then after(). SIGTERM stops

@@ -42,7 +42,7 @@ import tempfile
 import time
 
 from common import Proc, call, cpu_seconds, free_port, log, median, proc_kib, raise_fd_limit
-from common import run_parts, wait, write_results
+from common import headline, run_parts, wait, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
@@ -481,9 +481,7 @@ def fmt(v, spec="%.0f"):
 
 
 def markdown(results, prof, repeat, command):
-    L = []
-    L.append("Command: `%s`; medians of %d run%s; %s." % (
-        command, repeat, "s" if repeat > 1 else "", results["meta"]["when"]))
+    L = [headline(command, repeat, results["meta"]["when"])]
     if results.get("delivery"):
         L += ["", "**Through delivery, unpaced** (fake replay -> shardhook -> C sink, realistic "
               "mix, every event to one webhook):", "",

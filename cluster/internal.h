@@ -21,12 +21,12 @@
 #define CL__MAX_NODES 64  /* nodes the view keeps; more are ignored */
 #define CL__MAX_RANGES 64 /* ranges of shard ids a node announces it may hold */
 #define CL__CLAIM_STEP_MS 300
-#define CL__WRITE_EVERY_MS 200 /* at most one checkpoint write per shard this often */
-#define CL__DRAIN_MS 5000      /* rule 5: in-flight acknowledgements awaited this long */
+#define CL__WRITE_EVERY_MS 1000 /* at most one checkpoint write per shard this often */
+#define CL__DRAIN_MS 5000       /* rule 5: in-flight acknowledgements awaited this long */
 #define CL__RECONNECT_MS 500
-#define CL__SCAN_MS 500        /* `nodes` and the node keys */
-#define CL__SHARD_SCAN_MS 5000 /* every shard's owner, when nothing changed meanwhile */
-#define CL__BALANCE_MS 1000    /* rule 6: at most one move per second */
+#define CL__SCAN_MS 500     /* `nodes` and the node keys */
+#define CL__SWEEP_LEASES 3  /* every shard's owner every 3 x lease_ms when nothing changed */
+#define CL__BALANCE_MS 1000 /* rule 6: at most one move per second */
 
 /* ---- rank.c: who should hold what (pure) ----------------------------------------------- */
 

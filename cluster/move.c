@@ -1,7 +1,8 @@
 /*
  * cluster/move.c: what the coordination thread writes for held shards and how they leave: the
  * newest checkpoint per shard written by the fenced `checkpoint` script (at most one write per
- * shard per 200 ms; a stale fence releases the shard, a lost hash claims it again), the
+ * shard per second, the due ones pipelined; a stale fence releases the shard, a lost hash claims
+ * it again), the
  * reassertion of every held shard after the lease or Redis came back, handoffs (rule 5: drain,
  * then `handoff` with the final checkpoint, then forget), and this node's command stream
  * (`hold` entries a handoff to this node leaves).
@@ -18,6 +19,7 @@
 #include "lib/metrics.h"
 
 #define WRITE_PASS_MS 30 /* checkpoint writes per pass stop after this long (renewals first) */
+#define WRITE_BATCH 64   /* checkpoint writes per pipeline */
 
 /* Under mu: the newest checkpoint from delivery becomes cur. */
 static void take_pending(struct cl_cluster *c, struct cl__shard *s)
@@ -31,19 +33,36 @@ static void take_pending(struct cl_cluster *c, struct cl__shard *s)
     pthread_mutex_unlock(&c->mu);
 }
 
-int cl__write_one(struct cl_cluster *c, int shard)
+/* The checkpoint script's arguments for shard's newest checkpoint (pointing into bufs). */
+struct write_args {
+    char key[160], fence[24], seq[24];
+    const char *argv[6];
+    size_t lens[6];
+};
+
+static void write_args(struct cl_cluster *c, int shard, struct write_args *w)
 {
     struct cl__shard *s = &c->shards[shard];
-    char key[160], fence[24], seq[24];
-    snprintf(key, sizeof(key), "%sshard:%d", c->prefix, shard);
-    snprintf(fence, sizeof(fence), "%llu", (unsigned long long)s->fence);
-    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)s->cur.seq);
-    const char *argv[] = {
-        key, fence, s->cur.session_id, s->cur.resume_url, seq, s->cur.blob ? s->cur.blob : ""};
-    size_t lens[] = {
-        strlen(key), strlen(fence),  strlen(s->cur.session_id), strlen(s->cur.resume_url),
-        strlen(seq), s->cur.blob_len};
-    redisReply *r = cl__redis_script(c->redis, CL_SCRIPT_CHECKPOINT, 1, 6, argv, lens);
+    snprintf(w->key, sizeof(w->key), "%sshard:%d", c->prefix, shard);
+    snprintf(w->fence, sizeof(w->fence), "%llu", (unsigned long long)s->fence);
+    snprintf(w->seq, sizeof(w->seq), "%llu", (unsigned long long)s->cur.seq);
+    const char *argv[] = {w->key,
+                          w->fence,
+                          s->cur.session_id,
+                          s->cur.resume_url,
+                          w->seq,
+                          s->cur.blob ? s->cur.blob : ""};
+    for (int i = 0; i < 6; i++) {
+        w->argv[i] = argv[i];
+        w->lens[i] = i == 5 ? s->cur.blob_len : strlen(argv[i]);
+    }
+}
+
+/* What the checkpoint script answered for shard (r freed here): 0, 1 released or reclaimed,
+   SH_ENET. */
+static int written(struct cl_cluster *c, int shard, redisReply *r)
+{
+    struct cl__shard *s = &c->shards[shard];
     if (!r) {
         cl__redis_lost(c, "checkpoint");
         return SH_ENET;
@@ -71,9 +90,73 @@ int cl__write_one(struct cl_cluster *c, int shard)
     return 1;
 }
 
+int cl__write_one(struct cl_cluster *c, int shard)
+{
+    struct write_args w;
+    write_args(c, shard, &w);
+    return written(c, shard,
+                   cl__redis_script(c->redis, CL_SCRIPT_CHECKPOINT, 1, 6, w.argv, w.lens));
+}
+
+/* EVALSHA of `checkpoint` for shard appended to the pipeline: 0, or SH_ENET / SH_ENOMEM. */
+static int append_write(struct cl_cluster *c, int shard)
+{
+    struct write_args w;
+    write_args(c, shard, &w);
+    const char *av[9] = {"EVALSHA", cl__redis_script_sha(c->redis, CL_SCRIPT_CHECKPOINT), "1"};
+    size_t al[9];
+    for (int i = 0; i < 9; i++) {
+        if (i >= 3)
+            av[i] = w.argv[i - 3];
+        al[i] = i >= 3 ? w.lens[i - 3] : strlen(av[i]);
+    }
+    return cl__redis_append_argv(c->redis, 9, av, al);
+}
+
+/*
+ * One pipeline of the writes of shards[0..n): every reply read before any is acted on (acting
+ * may call Redis). A script Redis no longer knows (NOSCRIPT: it restarted) is written again one
+ * by one, which loads the scripts. 0 or SH_ENET.
+ */
+static int write_batch(struct cl_cluster *c, const int *shards, int n)
+{
+    redisReply *rep[WRITE_BATCH] = {0};
+    int rc = 0, got = 0;
+    for (int k = 0; k < n && rc == 0; k++)
+        rc = append_write(c, shards[k]);
+    for (; rc == 0 && got < n; got++)
+        if (!(rep[got] = cl__redis_read(c->redis)))
+            rc = SH_ENET;
+    for (int k = 0; k < n; k++) {
+        if (rc != 0 || c->degraded || c->shards[shards[k]].state == CL__FREE) {
+            if (rep[k])
+                freeReplyObject(rep[k]);
+            continue;
+        }
+        if (rep[k]->type == REDIS_REPLY_ERROR && !strncmp(rep[k]->str, "NOSCRIPT", 8)) {
+            freeReplyObject(rep[k]);
+            if (cl__write_one(c, shards[k]) == SH_ENET)
+                rc = SH_ENET;
+        } else if (written(c, shards[k], rep[k]) == SH_ENET) {
+            rc = SH_ENET;
+        }
+    }
+    if (rc == SH_ENET || c->degraded) {
+        cl__redis_lost(c, "checkpoint");
+        return SH_ENET;
+    }
+    return 0;
+}
+
+/*
+ * Every held shard whose newest checkpoint is not in Redis yet and whose last write is at least
+ * CL__WRITE_EVERY_MS old (all: every one), in pipelines of WRITE_BATCH, until WRITE_PASS_MS is
+ * spent (renewals come first; the rest wait for the next pass).
+ */
 int cl__write_checkpoints(struct cl_cluster *c, uint64_t now, int all)
 {
     uint64_t until = sh_now_ms() + WRITE_PASS_MS;
+    int batch[WRITE_BATCH], n = 0;
     for (int i = 0; i < c->total; i++) {
         struct cl__shard *s = &c->shards[i];
         if (s->state == CL__FREE || (!all && cl__since(now, s->last_write_ms) < CL__WRITE_EVERY_MS))
@@ -81,12 +164,16 @@ int cl__write_checkpoints(struct cl_cluster *c, uint64_t now, int all)
         take_pending(c, s);
         if (!s->unwritten)
             continue;
-        if (cl__write_one(c, i) == SH_ENET)
+        batch[n++] = i;
+        if (n < WRITE_BATCH)
+            continue;
+        if (write_batch(c, batch, n) == SH_ENET)
             return SH_ENET;
+        n = 0;
         if (!all && sh_now_ms() >= until)
-            break;
+            return 0;
     }
-    return 0;
+    return n ? write_batch(c, batch, n) : 0;
 }
 
 int cl__reassert(struct cl_cluster *c)

@@ -132,37 +132,34 @@ static int load_scripts(struct cl__redis *r)
     return SH_OK;
 }
 
+/* One handshake command's reply (freed here): 0, else the connection dropped and fail_rc
+   (SH_ENET when there was no reply). */
+static int handshake_step(struct cl__redis *r, redisReply *rep, const char *what, int fail_rc)
+{
+    if (!rep) {
+        drop(r, what);
+        return SH_ENET;
+    }
+    int bad = expect(r, rep, REDIS_REPLY_STATUS, what);
+    freeReplyObject(rep);
+    if (bad) {
+        drop(r, NULL);
+        return fail_rc;
+    }
+    return SH_OK;
+}
+
 /* AUTH and SELECT on a fresh connection: 0, SH_EAUTH or SH_ENET (dropped either way). */
 static int handshake(struct cl__redis *r)
 {
+    int rc = SH_OK;
     if (r->url.password[0]) {
         const char *argv[] = {"AUTH", r->url.password};
-        redisReply *rep = redisCommandArgv(r->ctx, 2, argv, NULL);
-        if (!rep) {
-            drop(r, "auth");
-            return SH_ENET;
-        }
-        int bad = expect(r, rep, REDIS_REPLY_STATUS, "auth");
-        freeReplyObject(rep);
-        if (bad) {
-            drop(r, NULL);
-            return SH_EAUTH;
-        }
+        rc = handshake_step(r, redisCommandArgv(r->ctx, 2, argv, NULL), "auth", SH_EAUTH);
     }
-    if (r->url.db) {
-        redisReply *rep = redisCommand(r->ctx, "SELECT %d", r->url.db);
-        if (!rep) {
-            drop(r, "select");
-            return SH_ENET;
-        }
-        int bad = expect(r, rep, REDIS_REPLY_STATUS, "select");
-        freeReplyObject(rep);
-        if (bad) {
-            drop(r, NULL);
-            return SH_ENET;
-        }
-    }
-    return SH_OK;
+    if (rc == SH_OK && r->url.db)
+        rc = handshake_step(r, redisCommand(r->ctx, "SELECT %d", r->url.db), "select", SH_ENET);
+    return rc;
 }
 
 int cl__redis_connect(struct cl__redis *r)
@@ -312,6 +309,11 @@ redisReply *cl__redis_script(struct cl__redis *r, enum cl__script s, int nkeys, 
         rep = evalsha(r, s, nkeys, argc, argv, lens);
     }
     return rep;
+}
+
+const char *cl__redis_script_sha(const struct cl__redis *r, enum cl__script s)
+{
+    return (unsigned)s < CL_SCRIPT_COUNT ? r->sha[s] : "";
 }
 
 int cl__redis_rtt_ms(const struct cl__redis *r)

@@ -113,6 +113,10 @@ redisReply *cl__redis_read(struct cl__redis *r);
 redisReply *cl__redis_script(struct cl__redis *r, enum cl__script s, int nkeys, int argc,
                              const char **argv, const size_t *lens);
 
+/* The SHA1 of script s as loaded (for an EVALSHA in a pipeline; NOSCRIPT then means: call
+   cl__redis_script, which loads them again). */
+const char *cl__redis_script_sha(const struct cl__redis *r, enum cl__script s);
+
 /* Round-trip time of the last command (or pipeline read), ms; -1 before any. */
 int cl__redis_rtt_ms(const struct cl__redis *r);
 /* A short description of the last error ("connect: Connection refused"), "" none; no secrets. */

@@ -252,7 +252,7 @@ int cl__scan_shards(struct cl_cluster *c)
         freeReplyObject(r);
     }
     c->nodes_changed = 0;
-    c->next_shard_scan_ms = now + CL__SHARD_SCAN_MS;
+    c->next_shard_scan_ms = now + CL__SWEEP_LEASES * (uint64_t)c->lease_ms;
     for (int n = 0; n < c->n_nodes; n++) /* the plan counts what each node holds now */
         c->nodes[n].held = n == c->me ? c->held : held[n];
     c->orphans = orph ? plan_claims(c, orph, no) : 0;
@@ -405,6 +405,17 @@ static int movable(struct cl_cluster *c, uint64_t now, int *out)
     return n;
 }
 
+/* The shard a move to the view's balance target would take, or -1 (*t: the target). */
+static int balance_move(struct cl_cluster *c, uint64_t now, int *t)
+{
+    c->nodes[c->me].held = c->held;
+    *t = cl__balance_target(c->nodes, c->n_nodes, c->me);
+    int *mv = *t >= 0 ? malloc(sizeof(int) * (size_t)c->total) : NULL;
+    int shard = mv ? cl__balance_shard(mv, movable(c, now, mv), &c->nodes[*t]) : -1;
+    free(mv);
+    return shard;
+}
+
 void cl__balance(struct cl_cluster *c, uint64_t now)
 {
     if (now < c->next_balance_ms || now < c->quiet_until_ms || c->orphans || c->me < 0)
@@ -413,15 +424,14 @@ void cl__balance(struct cl_cluster *c, uint64_t now)
     for (int i = 0; i < c->total; i++)
         if (c->shards[i].state == CL__DRAINING)
             return; /* one move at a time */
-    c->nodes[c->me].held = c->held;
-    if (cl__balance_target(c->nodes, c->n_nodes, c->me) < 0)
+    int t;
+    /* the view's counts (each node's own, as of its last renewal) say whether a move could be
+       made at all; only then are the owners read, to decide on fresh counts */
+    if (balance_move(c, now, &t) < 0)
         return;
-    if (cl__scan_shards(c) != 0 || c->orphans) /* decide on fresh counts */
+    if (cl__scan_shards(c) != 0 || c->orphans)
         return;
-    int t = cl__balance_target(c->nodes, c->n_nodes, c->me);
-    int *mv = malloc(sizeof(int) * (size_t)c->total);
-    int shard = t >= 0 && mv ? cl__balance_shard(mv, movable(c, now, mv), &c->nodes[t]) : -1;
-    free(mv);
+    int shard = balance_move(c, now, &t);
     if (shard < 0)
         return;
     log_info("msg=\"rebalancing\" shard=%d to=\"%s\" held=%d target_held=%d", shard,

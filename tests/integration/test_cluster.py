@@ -60,6 +60,19 @@ def start(n=3, fake_opts=None, **cluster_opts):
     return redis, fake, rx, cl
 
 
+def streaming(victim=None, settle_s=1.0):
+    """start(), every shard held within one of an even share, the fake streaming for settle_s:
+    (redis, fake, rx, cl, held, victim, survivors, lost), victim the node of that index (None:
+    no victim, survivors every node, lost empty) and lost the shards it holds."""
+    redis, fake, rx, cl = start()
+    held = wait_even(cl)
+    fake.stream(STREAM_MS)
+    time.sleep(settle_s)
+    node = cl.nodes[victim] if victim is not None else None
+    survivors = [n for n in cl.nodes if n is not node]
+    return redis, fake, rx, cl, held, node, survivors, set(held[node.name]) if node else set()
+
+
 def save_report(name, rep, **extra):
     """Print and keep (cluster-report.json in the test folder) what the receiver saw."""
     data = dict(extra, scenario=name, missing={"%s:%s" % k: v for k, v in rep["missing"].items()},
@@ -145,13 +158,7 @@ def test_cold_start_identifies_each_shard_once_within_bucket_windows():
 # -- 2 -----------------------------------------------------------------------------------------
 @harness.timeout(90)
 def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing():
-    redis, fake, rx, cl = start()
-    held = wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.5)
-    victim = cl.nodes[1]
-    survivors = [n for n in cl.nodes if n is not victim]
-    lost = set(held[victim.name])
+    redis, fake, rx, cl, held, victim, survivors, lost = streaming(1, settle_s=1.5)
     before = ch.current_sessions(fake.log())
     mark = Marker(fake)
     t_kill = time.monotonic()
@@ -186,13 +193,7 @@ def test_kill9_during_steady_stream_resumes_on_the_others_with_nothing_missing()
 # -- 3 -----------------------------------------------------------------------------------------
 @harness.timeout(120)
 def test_sigstop_for_three_leases_fences_the_woken_node_out():
-    redis, fake, rx, cl = start()
-    held = wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.0)
-    victim = cl.nodes[0]
-    survivors = [n for n in cl.nodes if n is not victim]
-    lost = set(held[victim.name])
+    redis, fake, rx, cl, held, victim, survivors, lost = streaming(0)
     log0 = fake.log()
     victim_conns = {c["id"] for c in log0["connections"]
                     if c["closed_ms"] is None and c["shard"] in lost}
@@ -250,10 +251,7 @@ def _wait_growing(rx, seconds, what):
 
 @harness.timeout(120)
 def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
-    redis, fake, rx, cl = start()
-    held = wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.0)
+    redis, fake, rx, cl, held = streaming()[:5]
     log0 = fake.log()
     mark = Marker(fake)
     for outage in (1.0, 3 * LEASE_S):
@@ -292,13 +290,7 @@ def test_redis_kill9_and_restart_moves_nothing_and_catches_up():
 # -- 5 -----------------------------------------------------------------------------------------
 @harness.timeout(120)
 def test_node_cut_off_from_redis_is_taken_over_then_gets_shards_back_by_handoff():
-    redis, fake, rx, cl = start()
-    held = wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.0)
-    victim = cl.nodes[2]
-    survivors = [n for n in cl.nodes if n is not victim]
-    lost = set(held[victim.name])
+    redis, fake, rx, cl, held, victim, survivors, lost = streaming(2)
     mark = Marker(fake)
     t_cut = time.monotonic()
     victim.forwarder.cut()
@@ -378,10 +370,7 @@ def test_budget_at_reserve_plus_three_identifies_three_then_stops():
 # -- 7 -----------------------------------------------------------------------------------------
 @harness.timeout(150)
 def test_rolling_restart_costs_no_identify_and_no_event():
-    redis, fake, rx, cl = start()
-    wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.0)
+    redis, fake, rx, cl = streaming()[:4]
     for node in cl.nodes:
         others = [n for n in cl.nodes if n is not node]
         off = node.log_offset()
@@ -404,13 +393,7 @@ def test_rolling_restart_costs_no_identify_and_no_event():
 # -- 8 -----------------------------------------------------------------------------------------
 @harness.timeout(90)
 def test_session_expired_before_takeover_sends_session_lost_then_the_new_session():
-    redis, fake, rx, cl = start()
-    held = wait_even(cl)
-    fake.stream(STREAM_MS)
-    time.sleep(1.0)
-    victim = cl.nodes[1]
-    survivors = [n for n in cl.nodes if n is not victim]
-    lost = set(held[victim.name])
+    redis, fake, rx, cl, held, victim, survivors, lost = streaming(1)
     x = min(lost)
     old_session = ch.current_sessions(fake.log())[x][0]
     victim.kill()

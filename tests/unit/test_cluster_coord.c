@@ -6,7 +6,8 @@
  * after its lease, resumed from the checkpoint it wrote; a handoff moves a shard with a higher
  * fence and the target holds it from the final checkpoint without bumping it again; a checkpoint
  * refused for a stale fence releases the shard; a graceful stop hands every shard over; Redis
- * down then back releases nothing and moves nothing.
+ * down then back releases nothing and moves nothing; idle nodes read no shard owner between
+ * sweeps; a busy shard's checkpoint is written at most once a second.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 static struct t_redis srv;
 static int srv_state; /* 0 not tried, 1 up, -1 not installed, -2 failed */
 static char prefix[96];
+static int lease_ms = 1000; /* the next started node's */
 
 #define NEED_REDIS()                                                                               \
     do {                                                                                           \
@@ -143,6 +145,27 @@ static void flush(void)
         freeReplyObject(r);
 }
 
+/* Redis' count of calls of command (lower case) since the last CONFIG RESETSTAT (scripts'
+   commands included); -1 unknown. */
+static long calls(const char *command)
+{
+    redisReply *r = cmd("INFO commandstats");
+    char want[64];
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", command);
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+    long n = p ? atol(p + strlen(want)) : r ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+static void reset_stats(void)
+{
+    redisReply *r = cmd("CONFIG RESETSTAT");
+    if (r)
+        freeReplyObject(r);
+}
+
 /* A shard hash field as a string (into out). */
 static const char *field(int shard, const char *name, char *out, size_t cap)
 {
@@ -172,7 +195,7 @@ static int start_node_total(struct node *n, const char *name, int total, char *e
     n->cfg.cluster = 1;
     n->cfg.cluster_redis = srv.url;
     n->cfg.cluster_node = (char *)name;
-    n->cfg.cluster_lease_ms = 1000;
+    n->cfg.cluster_lease_ms = lease_ms;
     n->cfg.cluster_max_shards = 2000;
     n->cfg.testing_identify_interval_ms = 500;
     n->final_seq = 77;
@@ -204,6 +227,14 @@ static void end_node(struct node *n)
     })
 
 static struct node a, b;
+
+/* Nodes a and b started and holding 4 shards each (else the test fails here). */
+#define START_TWO()                                                                                \
+    do {                                                                                           \
+        ASSERT_EQ(start_node(&a, "node-a"), 0);                                                    \
+        ASSERT_EQ(start_node(&b, "node-b"), 0);                                                    \
+        ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));                        \
+    } while (0)
 
 TEST(start_refuses_an_unreachable_redis_and_a_different_shard_total)
 {
@@ -276,9 +307,7 @@ TEST(cold_start_splits_eight_shards_four_and_four)
 TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int s = 0;
     while (!is_held(&a, s))
         s++;
@@ -318,9 +347,7 @@ TEST(a_dead_nodes_shards_are_taken_over_after_its_lease_from_its_checkpoint)
 TEST(a_node_restarted_under_its_name_takes_its_shards_back_at_once)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int mine[TOTAL];
     for (int i = 0; i < TOTAL; i++)
         mine[i] = is_held(&a, i);
@@ -347,9 +374,7 @@ TEST(a_node_restarted_under_its_name_takes_its_shards_back_at_once)
 TEST(handoff_moves_a_shard_with_a_higher_fence)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     int s = 0;
     while (!is_held(&a, s))
         s++;
@@ -440,9 +465,7 @@ TEST(after_a_lost_lease_a_shard_taken_meanwhile_is_let_go_before_the_deadline_mo
 TEST(graceful_stop_hands_every_shard_over)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     uint64_t t0 = sh_now_ms();
     cl_cluster_stop(a.c, 5000);
     uint64_t took = sh_now_ms() - t0;
@@ -483,9 +506,7 @@ TEST(stop_with_no_other_node_keeps_ownership_and_writes_the_newest_checkpoint)
 TEST(redis_down_then_back_releases_and_moves_nothing)
 {
     NEED_REDIS();
-    ASSERT_EQ(start_node(&a, "node-a"), 0);
-    ASSERT_EQ(start_node(&b, "node-b"), 0);
-    ASSERT(WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 8000));
+    START_TWO();
     t_redis_sleep_ms(300);
     pthread_mutex_lock(&a.mu);
     uint64_t deadline0 = a.deadline;
@@ -513,6 +534,52 @@ TEST(redis_down_then_back_releases_and_moves_nothing)
     ASSERT_EQ(rel, rel0);
 }
 
+/* Nothing changed (no lease ended, no node joined, nothing to claim or balance): no node reads
+   the shards' owners until its sweep (every 3 leases). */
+TEST(idle_nodes_read_the_owners_only_when_something_changed)
+{
+    NEED_REDIS();
+    lease_ms = 4000; /* the sweep: every 12 s */
+    int ok = start_node(&a, "node-a") == 0 && start_node(&b, "node-b") == 0;
+    ok = ok && WAIT_FOR(count_held(&a) == 4 && count_held(&b) == 4, 10000);
+    t_redis_sleep_ms(1500); /* the scans after the last claims */
+    reset_stats();
+    t_redis_sleep_ms(6000);
+    long owner_reads = calls("hmget"), renewals = calls("evalsha");
+    end_node(&a);
+    end_node(&b);
+    lease_ms = 1000;
+    ASSERT(ok);
+    ASSERT(renewals > 0); /* the nodes were alive and talking to Redis */
+    ASSERT_EQ(owner_reads, 0);
+}
+
+/* A shard whose checkpoint moves 20 times a second is written at most once a second (each write
+   runs the script's TIME once), and its newest checkpoint still arrives. */
+TEST(a_busy_shards_checkpoints_are_written_at_most_once_a_second)
+{
+    NEED_REDIS();
+    ASSERT_EQ(start_node(&a, "node-a"), 0);
+    int ok = WAIT_FOR(count_held(&a) == TOTAL, 8000);
+    t_redis_sleep_ms(700);
+    reset_stats();
+    uint64_t t0 = sh_now_ms();
+    for (int k = 1; ok && k <= 40; k++) {
+        struct cl_checkpoint cp = {.shard = 2, .seq = (uint64_t)k};
+        snprintf(cp.session_id, sizeof(cp.session_id), "sess-busy");
+        cl_cluster_checkpoint(a.c, &cp);
+        t_redis_sleep_ms(50);
+    }
+    double secs = (double)(sh_now_ms() - t0) / 1000.0;
+    char v[32];
+    ok = ok && WAIT_FOR(!strcmp(field(2, "seq", v, sizeof(v)), "40"), 3000);
+    long writes = calls("time");
+    end_node(&a);
+    ASSERT(ok);
+    ASSERT(writes >= 2);
+    ASSERT(writes <= (long)secs + 2); /* one a second, the first at once, the newest last */
+}
+
 int main(void)
 {
     RUN(start_refuses_an_unreachable_redis_and_a_different_shard_total);
@@ -525,6 +592,8 @@ int main(void)
     RUN(graceful_stop_hands_every_shard_over);
     RUN(stop_with_no_other_node_keeps_ownership_and_writes_the_newest_checkpoint);
     RUN(redis_down_then_back_releases_and_moves_nothing);
+    RUN(idle_nodes_read_the_owners_only_when_something_changed);
+    RUN(a_busy_shards_checkpoints_are_written_at_most_once_a_second);
     t_redis_stop(&srv);
     printf("%d passed, %d failed", t_passed, t_failed);
     if (t_skipped)

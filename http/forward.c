@@ -45,14 +45,13 @@ static void concat(cJSON *dst, const char *key, const cJSON *src, const char *sr
         cJSON_AddItemToArray(d, cJSON_Duplicate(it, 1));
 }
 
-static int cmp_num(const void *a, const void *b)
-{
-    double x = (*(cJSON *const *)a)->valuedouble, y = (*(cJSON *const *)b)->valuedouble;
-    return x < y ? -1 : x > y;
-}
-
-/* Sort an array of numbers in place ("shards", "queued"). */
-static void sort_numbers(cJSON *obj, const char *key)
+/*
+ * Detach obj[key]'s items, sort them with before (stable: insertion sort, so items that compare
+ * equal keep the order the merge gave them; the arrays are a request's worth) and put them back.
+ */
+static void sort_items(cJSON *obj, const char *key,
+                       int (*before)(const cJSON *x, const cJSON *y, const cJSON *ctx),
+                       const cJSON *ctx)
 {
     cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
     int n = cJSON_GetArraySize(a);
@@ -64,10 +63,27 @@ static void sort_numbers(cJSON *obj, const char *key)
     int k = 0;
     while (a->child && k < n)
         v[k++] = cJSON_DetachItemViaPointer(a, a->child);
-    qsort(v, (size_t)k, sizeof(*v), cmp_num);
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && before(v[j], v[j - 1], ctx); j--) {
+            cJSON *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
     for (int i = 0; i < k; i++)
         cJSON_AddItemToArray(a, v[i]);
     free(v);
+}
+
+static int smaller(const cJSON *x, const cJSON *y, const cJSON *ctx)
+{
+    (void)ctx;
+    return x->valuedouble < y->valuedouble;
+}
+
+/* Sort an array of numbers in place ("shards", "queued"). */
+static void sort_numbers(cJSON *obj, const char *key)
+{
+    sort_items(obj, key, smaller, NULL);
 }
 
 /* The position of guild id text in order (a JSON array of strings); n when absent. */
@@ -82,28 +98,16 @@ static int rank_in(const cJSON *order, const cJSON *item)
     return k;
 }
 
+static int listed_first(const cJSON *x, const cJSON *y, const cJSON *order)
+{
+    return rank_in(order, x) < rank_in(order, y);
+}
+
 /* Put obj[key]'s items (guilds or guild ids) in the order the request listed them. */
 static void reorder(cJSON *obj, const char *key, const cJSON *order)
 {
-    cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
-    int n = cJSON_GetArraySize(a);
-    if (!order || n < 2)
-        return;
-    cJSON **v = malloc(sizeof(*v) * (size_t)n);
-    if (!v)
-        return;
-    int k = 0;
-    while (a->child && k < n)
-        v[k++] = cJSON_DetachItemViaPointer(a, a->child);
-    for (int i = 1; i < k; i++) /* insertion sort: stable, and n is at most 100 */
-        for (int j = i; j > 0 && rank_in(order, v[j - 1]) > rank_in(order, v[j]); j--) {
-            cJSON *t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    for (int i = 0; i < k; i++)
-        cJSON_AddItemToArray(a, v[i]);
-    free(v);
+    if (order)
+        sort_items(obj, key, listed_first, order);
 }
 
 int http__merge_answers(const struct http__part *parts, int n, const cJSON *order,

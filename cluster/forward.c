@@ -28,6 +28,7 @@
 #define TEXT_RMAXLEN "1000" /* reply stream entries kept */
 #define TEXT_MAXLEN "1000"  /* cmd stream entries kept */
 #define READ_BLOCK_MS 20
+#define MOVE_RECHECK_MS 50 /* a moving shard's owner is read again this often */
 
 /* One command forwarded from here, from cl_cluster_forward until its done call. */
 struct fwd_req {
@@ -41,6 +42,10 @@ struct fwd_req {
     uint64_t sent_ms, deadline_ms;
     int tries;
     char owner[CL__NAME_MAX];
+    uint64_t fence;                /* the owner's fence it was sent with */
+    char moved_from[CL__NAME_MAX]; /* who answered `moved`, and with which fence: ... */
+    uint64_t moved_fence;          /* ... the retry waits until Redis names another */
+    uint64_t recheck_ms;           /* when to read the owner again (while moving) */
     cl_answer_fn *done;
     void *ud;
 };
@@ -65,6 +70,7 @@ struct cl__fwd {
     int started, quit;
     struct fwd_req *queue;    /* new, under mu */
     struct fwd_req *inflight; /* worker only */
+    struct fwd_req *moving;   /* worker only: answered `moved`, waiting for the new owner */
     struct fwd_answer *answers, **answers_tail;
     uint64_t counter;
     char last_id[64];             /* reply:<me>, worker only */
@@ -237,6 +243,7 @@ static int send_req(struct cl__fwd *f, struct fwd_req *q)
         return -1;
     }
     q->tries++;
+    q->fence = fence;
     q->sent_ms = sh_now_ms();
     sh_metric_add(f->m_forwarded, 1, q->route);
     q->next = f->inflight;
@@ -308,7 +315,12 @@ static void got_answer(struct cl__fwd *f, const redisReply *fields)
         log_info("msg=\"forwarded command: the shard moved; asking its new owner\" shard=%d "
                  "was=\"%s\"",
                  q->shard, q->owner);
-        send_req(f, q);
+        /* a handoff answers `moved` before Redis names the new owner: wait for that */
+        snprintf(q->moved_from, sizeof(q->moved_from), "%s", q->owner);
+        q->moved_fence = q->fence;
+        q->recheck_ms = sh_now_ms();
+        q->next = f->moving;
+        f->moving = q;
         return;
     }
     if (moved) {
@@ -363,6 +375,39 @@ static int read_answers(struct cl__fwd *f, int block_ms)
     return 0;
 }
 
+/*
+ * Commands whose owner answered `moved`: sent again once Redis names another owner or fence
+ * (a handoff passes ownership a few milliseconds to a few seconds after the old owner stopped
+ * taking commands), or answered 503 at their deadline. 0, or SH_ENET (Redis unreachable).
+ */
+static int recheck_moving(struct cl__fwd *f, uint64_t now)
+{
+    for (struct fwd_req **p = &f->moving; *p;) {
+        struct fwd_req *q = *p;
+        uint64_t fence = 0;
+        int rc = now >= q->recheck_ms ? read_owner(f, q, &fence) : 1;
+        if (rc == SH_ENET)
+            return SH_ENET;
+        int named = rc == 0 && (strcmp(q->owner, q->moved_from) || fence != q->moved_fence);
+        if (!named && now < q->deadline_ms) {
+            if (now >= q->recheck_ms)
+                q->recheck_ms = now + MOVE_RECHECK_MS;
+            p = &q->next;
+            continue;
+        }
+        *p = q->next;
+        if (named) {
+            send_req(f, q); /* reads the owner once more: the newest wins */
+        } else {
+            answer_error(q, 503, "owner_unreachable",
+                         "the shard is moving and no new owner was named in time");
+            sh_metric_add(f->m_answered, 1, "moved");
+            req_free(q);
+        }
+    }
+    return 0;
+}
+
 /* Commands past their deadline answer 503 naming the owner. */
 static void expire(struct cl__fwd *f, uint64_t now, int all)
 {
@@ -413,7 +458,7 @@ static void *worker(void *arg)
     struct cl__fwd *f = arg;
     for (;;) {
         pthread_mutex_lock(&f->mu);
-        if (!f->quit && !f->queue && !f->answers && !f->inflight) {
+        if (!f->quit && !f->queue && !f->answers && !f->inflight && !f->moving) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -431,7 +476,8 @@ static void *worker(void *arg)
         if (quit) {
             fail_all(f, news, 1);
             fail_all(f, f->inflight, 1);
-            f->inflight = NULL;
+            fail_all(f, f->moving, 1);
+            f->inflight = f->moving = NULL;
             answers_free(ans);
             break;
         }
@@ -439,7 +485,8 @@ static void *worker(void *arg)
             reply_start(f) != 0) {
             fail_all(f, news, 0);
             fail_all(f, f->inflight, 0); /* their answers cannot come back now */
-            f->inflight = NULL;
+            fail_all(f, f->moving, 0);
+            f->inflight = f->moving = NULL;
             answers_free(ans);
             f->last_id[0] = '\0';
             expire(f, sh_now_ms(), 0);
@@ -458,6 +505,10 @@ static void *worker(void *arg)
         }
         if (f->inflight && read_answers(f, READ_BLOCK_MS))
             f->last_id[0] = '\0';
+        else if (!f->inflight && f->moving) /* nothing to block on: pace the re-reads */
+            nanosleep(&(struct timespec){0, READ_BLOCK_MS * 1000000L}, NULL);
+        if (f->moving && recheck_moving(f, sh_now_ms()))
+            f->last_id[0] = '\0'; /* Redis went away: the next pass reconnects and fails them */
         expire(f, sh_now_ms(), 0);
     }
     return NULL;

@@ -212,6 +212,7 @@ static long long rint_of(redisContext *rc, const char *fmt, const char *arg)
 
 enum stub_mode {
     STUB_MOVE_TO_REAL, /* the shard hash is rewritten to owner "real", fence 11, then `moved` */
+    STUB_MOVE_LATER,   /* `moved` first, the rewrite 400 ms later (a handoff still passing) */
     STUB_MOVED,        /* `moved` */
     STUB_ANSWER,       /* 202 ANSWER */
 };
@@ -227,14 +228,17 @@ struct stub {
     char id[4][64], route[4][64], param[4][128], body[4][128];
 };
 
+static void move_to_real(redisContext *rc, int shard)
+{
+    redisReply *r = rcmd(rc, "HSET %sshard:%d owner real owner_epoch 2 fence 11", prefix, shard);
+    if (r)
+        freeReplyObject(r);
+}
+
 static void stub_reply(redisContext *rc, struct stub *s, const struct cl__api_cmd *cmd)
 {
-    if (s->mode == STUB_MOVE_TO_REAL) {
-        redisReply *r =
-            rcmd(rc, "HSET %sshard:%d owner real owner_epoch 2 fence 11", prefix, cmd->shard);
-        if (r)
-            freeReplyObject(r);
-    }
+    if (s->mode == STUB_MOVE_TO_REAL)
+        move_to_real(rc, cmd->shard);
     char key[256];
     snprintf(key, sizeof(key), "%sreply:%s", prefix, cmd->from);
     int moved = s->mode != STUB_ANSWER;
@@ -252,6 +256,10 @@ static void stub_reply(redisContext *rc, struct stub *s, const struct cl__api_cm
     redisReply *r = redisCommandArgv(rc, 11, argv, NULL);
     if (r)
         freeReplyObject(r);
+    if (s->mode == STUB_MOVE_LATER) {
+        t_redis_sleep_ms(400);
+        move_to_real(rc, cmd->shard);
+    }
 }
 
 static void stub_entry(redisContext *rc, struct stub *s, const redisReply *fields)
@@ -351,12 +359,12 @@ struct outcome {
     long long cmds_ghost, cmds_real;
 };
 
-static void run_moved(enum stub_mode real_mode, struct outcome *o)
+static void run_moved(enum stub_mode ghost_mode, enum stub_mode real_mode, struct outcome *o)
 {
     memset(o, 0, sizeof(*o));
     pthread_mutex_init(&o->rec.mu, NULL);
     struct stub *stubs[] = {&o->ghost, &o->real};
-    o->ghost.name = "ghost", o->ghost.mode = STUB_MOVE_TO_REAL;
+    o->ghost.name = "ghost", o->ghost.mode = ghost_mode;
     o->real.name = "real", o->real.mode = real_mode;
     cl__key_prefix("test-token", prefix, sizeof(prefix));
     redisContext *rc = t_redis_client(&srv);
@@ -425,7 +433,7 @@ TEST(a_moved_command_is_asked_once_more_of_the_new_owner)
 {
     NEED_REDIS();
     static struct outcome o;
-    run_moved(STUB_ANSWER, &o);
+    run_moved(STUB_MOVE_TO_REAL, STUB_ANSWER, &o);
     ASSERT_EQ(o.setup, 0);
     /* the requester got the new owner's answer, once */
     ASSERT_EQ(o.rec.calls, 1);
@@ -448,7 +456,7 @@ TEST(a_second_moved_answers_owner_unreachable_without_a_third_try)
 {
     NEED_REDIS();
     static struct outcome o;
-    run_moved(STUB_MOVED, &o);
+    run_moved(STUB_MOVE_TO_REAL, STUB_MOVED, &o);
     ASSERT_EQ(o.setup, 0);
     ASSERT_EQ(o.rec.calls, 1);
     ASSERT_EQ(o.rec.status, 503);
@@ -466,6 +474,23 @@ TEST(a_second_moved_answers_owner_unreachable_without_a_third_try)
     ASSERT_EQ(o.cmds_real, 1);
 }
 
+/* A handoff: the old owner answers `moved` before Redis names the new one; the retry waits. */
+TEST(a_moved_command_waits_until_the_new_owner_is_named)
+{
+    NEED_REDIS();
+    static struct outcome o;
+    run_moved(STUB_MOVE_LATER, STUB_ANSWER, &o);
+    ASSERT_EQ(o.setup, 0);
+    ASSERT_EQ(o.rec.calls, 1);
+    ASSERT_EQ(o.rec.status, 202);
+    ASSERT_STR_EQ(o.rec.body, ANSWER);
+    ASSERT_EQ(o.ghost.got, 1); /* not asked again while it was still named */
+    ASSERT_EQ(o.real.got, 1);
+    ASSERT(o.real.fence[0] == 11);
+    ASSERT_EQ(o.cmds_ghost, 1);
+    ASSERT_EQ(o.cmds_real, 1);
+}
+
 TEST(stop_server)
 {
     if (srv_state == 1)
@@ -478,4 +503,5 @@ TEST_MAIN(RUN(a_command_round_trips_through_stream_fields);
           RUN(presence_parts_merge_their_shards_or_say_what_was_queued);
           RUN(soundboard_parts_merge_in_the_requests_order_with_partial_results);
           RUN(a_moved_command_is_asked_once_more_of_the_new_owner);
-          RUN(a_second_moved_answers_owner_unreachable_without_a_third_try); RUN(stop_server);)
+          RUN(a_second_moved_answers_owner_unreachable_without_a_third_try);
+          RUN(a_moved_command_waits_until_the_new_owner_is_named); RUN(stop_server);)

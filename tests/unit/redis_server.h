@@ -222,4 +222,18 @@ static inline redisContext *t_redis_client(const struct t_redis *rs)
     return c;
 }
 
+/*
+ * In a test (tests/unit/test.h): start *srv the first time (state: 0 not tried, 1 up, -1 not
+ * installed, -2 failed to start), SKIP when redis-server is not installed, fail when it would
+ * not start.
+ */
+#define T_NEED_REDIS(srv, state)                                                                   \
+    do {                                                                                           \
+        if (!(state))                                                                              \
+            (state) = t_redis_start(&(srv), NULL) == 0 ? 1 : t_redis_installed() ? -2 : -1;        \
+        if ((state) == -1)                                                                         \
+            SKIP("redis-server is not installed");                                                 \
+        ASSERT_EQ((state), 1);                                                                     \
+    } while (0)
+
 #endif

@@ -33,11 +33,7 @@ static int lease_ms = 1000; /* the next started node's */
 
 #define NEED_REDIS()                                                                               \
     do {                                                                                           \
-        if (!srv_state)                                                                            \
-            srv_state = t_redis_start(&srv, NULL) == 0 ? 1 : t_redis_installed() ? -2 : -1;        \
-        if (srv_state == -1)                                                                       \
-            SKIP("redis-server is not installed");                                                 \
-        ASSERT_EQ(srv_state, 1);                                                                   \
+        T_NEED_REDIS(srv, srv_state);                                                              \
         flush();                                                                                   \
     } while (0)
 

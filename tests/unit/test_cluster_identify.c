@@ -28,14 +28,7 @@
 static struct t_redis srv;
 static int srv_state;
 
-#define NEED_REDIS()                                                                               \
-    do {                                                                                           \
-        if (!srv_state)                                                                            \
-            srv_state = t_redis_start(&srv, NULL) == 0 ? 1 : t_redis_installed() ? -2 : -1;        \
-        if (srv_state == -1)                                                                       \
-            SKIP("redis-server is not installed");                                                 \
-        ASSERT_EQ(srv_state, 1);                                                                   \
-    } while (0)
+#define NEED_REDIS() T_NEED_REDIS(srv, srv_state)
 
 /* ---- a one-request /gateway/bot on loopback ---- */
 

@@ -146,16 +146,41 @@ static void free_merged(cJSON **by_id, int total)
     free(by_id);
 }
 
-int http__cluster_shards(struct http_ctx *ctx, struct http_reply *r)
+/*
+ * The cluster's shards merged with this node's, by id: *by_id (total entries, NULL where none) and
+ * the view they came from. 1: not clustered (the caller answers as one node); 0 with *v NULL: the
+ * error is answered; 0 otherwise: the caller frees both (free_merged, cJSON_Delete).
+ */
+static int merged_view(struct http_ctx *ctx, struct http_reply *r, cJSON **v, cJSON ***by_id,
+                       int *total)
 {
     int failed;
-    cJSON *v = get_view(ctx, r, &failed);
-    if (!v)
+    *by_id = NULL;
+    *v = get_view(ctx, r, &failed);
+    if (!*v)
         return failed ? 0 : 1;
-    int total = view_total(ctx, v);
-    cJSON **by_id = calloc((size_t)(total > 0 ? total : 1), sizeof(*by_id));
+    *total = view_total(ctx, *v);
+    *by_id = calloc((size_t)(*total > 0 ? *total : 1), sizeof(**by_id));
+    if (*by_id && !merge(ctx, *v, *by_id, *total))
+        return 0;
+    http__oom(r);
+    free_merged(*by_id, *total);
+    *by_id = NULL;
+    cJSON_Delete(*v);
+    *v = NULL;
+    return 0;
+}
+
+int http__cluster_shards(struct http_ctx *ctx, struct http_reply *r)
+{
+    cJSON *v, **by_id;
+    int total;
+    if (merged_view(ctx, r, &v, &by_id, &total))
+        return 1;
+    if (!v)
+        return 0;
     cJSON *j = cJSON_CreateObject(), *arr = j ? cJSON_AddArrayToObject(j, "shards") : NULL;
-    if (!by_id || !arr || merge(ctx, v, by_id, total)) {
+    if (!arr) {
         http__oom(r);
         goto out;
     }
@@ -178,15 +203,13 @@ out:
 
 int http__cluster_shard(struct http_ctx *ctx, int id, struct http_reply *r)
 {
-    int failed;
-    cJSON *v = get_view(ctx, r, &failed);
+    cJSON *v, **by_id;
+    int total;
+    if (merged_view(ctx, r, &v, &by_id, &total))
+        return 1;
     if (!v)
-        return failed ? 0 : 1;
-    int total = view_total(ctx, v);
-    cJSON **by_id = calloc((size_t)(total > 0 ? total : 1), sizeof(*by_id));
-    if (!by_id || merge(ctx, v, by_id, total))
-        http__oom(r);
-    else if (id < total && by_id[id]) {
+        return 0;
+    if (id < total && by_id[id]) {
         cJSON_AddStringToObject(by_id[id], "cluster", degraded(v) ? "degraded" : "ok");
         http_reply_json(r, 200, by_id[id]);
         by_id[id] = NULL;

@@ -27,7 +27,7 @@ override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
-CORE_SRC := $(wildcard lib/*.c config/*.c gateway/*.c http/*.c cluster/*.c) \
+CORE_SRC := $(wildcard lib/*.c config/*.c gateway/*.c http/*.c cluster/*.c cache/*.c) \
             $(filter-out bridge/main.c,$(wildcard bridge/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

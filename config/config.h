@@ -111,6 +111,32 @@ struct cfg_config {
     int cluster_lease_ms;    /* node lease; default 10000, at least 1000 */
     int cluster_max_shards;  /* the most this node holds; default 2000 */
     char *cluster_advertise; /* how other nodes reach this node's API, or NULL */
+    /* entity cache (docs/cache.md): all unset without a "cache" block */
+    int cache;                      /* 1 when the config has a "cache" block */
+    unsigned cache_kinds;           /* (1u << CFG_CACHE_<KIND>) for every kind kept */
+    size_t cache_max_bytes;         /* hard bound on what the cache holds; default 1 GiB */
+    int cache_snapshot_interval_ms; /* periodic snapshots; default 60000, 0: only at stops */
+};
+
+/*
+ * The entity cache's kinds: X(ID, config key, intent it needs). A kind left out of the block
+ * is kept when the bot asks for its intent (presences: only when set true); a kind set true
+ * without its intent is refused at --check with one line naming the intent. Users are kept
+ * with any kind (every user object the kept entities carry).
+ */
+#define CFG_CACHE_KINDS(X)                                                                         \
+    X(GUILDS, "guilds", GUILDS)                                                                    \
+    X(CHANNELS, "channels", GUILDS)                                                                \
+    X(ROLES, "roles", GUILDS)                                                                      \
+    X(EMOJIS, "emojis", GUILD_EXPRESSIONS)                                                         \
+    X(MEMBERS, "members", GUILD_MEMBERS)                                                           \
+    X(VOICE_STATES, "voice_states", GUILD_VOICE_STATES)                                            \
+    X(PRESENCES, "presences", GUILD_PRESENCES)
+enum cfg_cache_kind {
+#define CFG_CACHE_ENUM_(id, key, intent) CFG_CACHE_##id,
+    CFG_CACHE_KINDS(CFG_CACHE_ENUM_)
+#undef CFG_CACHE_ENUM_
+        CFG_CACHE_KIND_COUNT_
 };
 
 /* A config file larger than this is refused. */

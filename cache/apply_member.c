@@ -46,16 +46,19 @@ void ca__put_user(struct ca_cache *c, const cJSON *u)
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
-    struct ca__blob *old = ca__map_get(&c->st.users, id), *b;
+    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, 0);
+    if (same(old, b)) { /* the same user as kept: nothing to merge */
+        free(b);
+        return;
+    }
     if (old) {
+        free(b);
         cJSON *t = ca__blob_tree(old, 0);
         if (!t)
             return;
         ca__merge(t, u);
         b = ca__blob_of(t, 0);
         cJSON_Delete(t);
-    } else {
-        b = ca__blob_of(u, 0);
     }
     if (same(old, b))
         free(b);
@@ -320,6 +323,20 @@ void ca__dedup_event(struct ca_cache *c, enum ca__ev ev)
     }
 }
 
+/* 1 when (key, h) is remembered; else remember it. Two ways per set, the newest first. */
+static int dedup_seen(struct ca_cache *c, uint64_t key, uint64_t h)
+{
+    uint64_t(*set)[2] = &c->dedup[(key >> 32) & (CA__DEDUP_SLOTS - 2)];
+    for (int w = 0; w < 2; w++)
+        if (set[w][0] == key && set[w][1] == h)
+            return 1;
+    set[1][0] = set[0][0];
+    set[1][1] = set[0][1];
+    set[0][0] = key;
+    set[0][1] = h;
+    return 0;
+}
+
 void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
 {
     struct msg_spans m = {0};
@@ -333,11 +350,8 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
         uint64_t key = ca__hash(ca__hash(0, &gid, sizeof gid), m.author, m.al);
         key = ca__hash(key, &gen, sizeof gen) | 1;
         uint64_t h = want_member ? ca__hash(0, m.member, m.ml) : 1;
-        uint64_t *slot = c->dedup[key & (CA__DEDUP_SLOTS - 1)];
-        if (slot[0] == key && slot[1] == h)
+        if (dedup_seen(c, key, h))
             return; /* the same author and member as this (guild, author)'s last message */
-        slot[0] = key;
-        slot[1] = h;
     }
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;

@@ -63,7 +63,7 @@ const char *ca__skip_value(const char *p, const char *end);
 int ca__each_member(const char *p, const char *end,
                     void (*fn)(void *ud, const char *k, size_t kl, const char *v, size_t vl),
                     void *ud);
-/* 64-bit FNV-1a of n bytes, continuing from h (start with 0). */
+/* A 64-bit hash of n bytes, continuing from h (start with 0); not for adversaries' use. */
 uint64_t ca__hash(uint64_t h, const void *p, size_t n);
 
 /* A snowflake from a cJSON string or number item (0 when neither). */

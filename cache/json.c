@@ -3,6 +3,7 @@
  * (value spans of an object's top-level members, without building a tree), and turning entity
  * trees into blobs and blobs back into Discord's shapes (cache/cache_int.h).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,16 @@ static const char *ws(const char *p, const char *end)
 
 static const char *skip_string(const char *p, const char *end)
 {
-    for (p++; p < end; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
+    for (p++; p < end;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            return NULL;
+        size_t bs = 0; /* backslashes right before the quote: odd means it is escaped */
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (!(bs & 1))
+            return q + 1;
+        p = q + 1;
     }
     return NULL;
 }
@@ -103,12 +109,15 @@ int ca__each_member(const char *p, const char *end,
 uint64_t ca__hash(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *b = p;
-    if (!h)
-        h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
+    h ^= 0xcbf29ce484222325ULL + n;
+    for (; n >= 8; b += 8, n -= 8) { /* a word at a time; the tail byte by byte */
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
     }
+    for (; n; b++, n--)
+        h = (h ^ *b) * 0x100000001b3ULL;
     return h;
 }
 

@@ -112,10 +112,11 @@ static int st_total(void *g)
     (void)g;
     return 2;
 }
+static int only_shard_0; /* cluster mode: shard 1 is node-b's */
 static int st_runs(void *g, int shard)
 {
     (void)g;
-    return shard == 0 || shard == 1;
+    return shard == 0 || (shard == 1 && !only_shard_0);
 }
 static const struct http_gateway_ops stub_ops = {
     .send = st_send,
@@ -133,13 +134,13 @@ static struct http_server *srv;
 static char base[64];
 static int fake_cache; /* its address is the cache the server is given */
 
-static void start(const char *cache_block, int set_cache)
+static void start_with(const char *cache_block, int set_cache, const char *extra)
 {
     char json[512], err[256];
     snprintf(json, sizeof(json),
              "{\"token\":\"bot\",\"intents\":[\"GUILDS\",\"GUILD_MEMBERS\"],"
-             "\"http\":{\"listen\":\"127.0.0.1:0\",\"request_timeout_ms\":200}%s%s}",
-             cache_block ? ",\"cache\":" : "", cache_block ? cache_block : "");
+             "\"http\":{\"listen\":\"127.0.0.1:0\",\"request_timeout_ms\":200}%s%s%s}",
+             cache_block ? ",\"cache\":" : "", cache_block ? cache_block : "", extra);
     cfg_free(&cfg);
     if (cfg_load_string(json, strlen(json), &cfg, err, sizeof(err)))
         fprintf(stderr, "config: %s\n", err);
@@ -151,6 +152,11 @@ static void start(const char *cache_block, int set_cache)
         http_server_set_cache(srv, (struct ca_cache *)(void *)&fake_cache);
     if (srv)
         snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(srv));
+}
+
+static void start(const char *cache_block, int set_cache)
+{
+    start_with(cache_block, set_cache, "");
 }
 
 static void stop(void)
@@ -508,9 +514,194 @@ TEST(etag_and_if_none_match)
     ASSERT_EQ(again.status, 200);
     ASSERT(again.etag[0] == '\0');
     stop();
-    curl_global_cleanup();
+}
+
+/* ---- cluster mode: node-a (this one) holds shard 0, node-b shard 1 ---- */
+
+static struct {
+    pthread_mutex_t lock;
+    int calls, shard, status;
+    char route[96], param[96], body[512];
+    const char *answer;
+} fw = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int f_forward(void *ud, int shard, const char *route, const char *param, const char *body,
+                     size_t len, int timeout_ms, http_answer_fn *done, void *dud)
+{
+    (void)ud, (void)timeout_ms;
+    pthread_mutex_lock(&fw.lock);
+    fw.calls++;
+    fw.shard = shard;
+    snprintf(fw.route, sizeof(fw.route), "%s", route);
+    snprintf(fw.param, sizeof(fw.param), "%s", param);
+    snprintf(fw.body, sizeof(fw.body), "%.*s", (int)len, body);
+    int status = fw.status;
+    const char *answer = fw.answer;
+    pthread_mutex_unlock(&fw.lock);
+    done(dud, status, "", answer, strlen(answer));
+    return 0;
+}
+
+static int f_owner(void *ud, int shard, char *name, size_t cap)
+{
+    (void)ud;
+    snprintf(name, cap, "%s", shard == 1 ? "node-b" : "node-a");
+    return 0;
+}
+
+static const struct http_cluster_ops cl_ops = {.forward = f_forward, .owner = f_owner};
+
+static void owner_answers(int status, const char *answer)
+{
+    pthread_mutex_lock(&fw.lock);
+    fw.calls = 0;
+    fw.status = status;
+    fw.answer = answer;
+    fw.route[0] = fw.param[0] = fw.body[0] = '\0';
+    pthread_mutex_unlock(&fw.lock);
+}
+
+static struct {
+    int status;
+    char body[512];
+} executed;
+
+static void on_executed(void *ud, int status, const char *retry_after, const char *body, size_t len)
+{
+    (void)ud, (void)retry_after;
+    executed.status = status;
+    snprintf(executed.body, sizeof(executed.body), "%.*s", (int)len, body);
+}
+
+#define G0 "8388608" /* 2 << 22: shard 0, here */
+
+/* A guild's read goes to its shard's owner with its query; the answer gets its ETag here. */
+TEST(cluster_guild_reads_go_to_the_owner)
+{
+    struct resp r, again;
+    only_shard_0 = 1;
+    start_with("{}", 1, ",\"cluster\":{\"redis\":\"unix:/nowhere\",\"node\":\"node-a\"}");
+    ASSERT(srv);
+    http_server_set_cluster_ops(srv, &cl_ops);
+    script(0, "{\"here\":true}", 0);
+    owner_answers(200, "[{\"user\":{\"id\":\"" U "\"}}]");
+    get("/v1/guilds/" G "/members?limit=5&after=" U "&other=x", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "[{\"user\":{\"id\":\"" U "\"}}]");
+    ASSERT_EQ(fw.calls, 1);
+    ASSERT_EQ(fw.shard, 1);
+    ASSERT_STR_EQ(fw.route, "GET /v1/guilds/{guild_id}/members");
+    ASSERT_STR_EQ(fw.param, G);
+    ASSERT_STR_EQ(fw.body, "{\"limit\":\"5\",\"after\":\"" U "\"}");
+    ASSERT_EQ(cache.reads, 0);
+    ASSERT_EQ(strlen(r.etag), 18u);
+    req("GET", "/v1/guilds/" G "/members?limit=5&after=" U, r.etag, &again);
+    ASSERT_EQ(again.status, 304);
+    /* two captures travel as one parameter */
+    owner_answers(200, "{\"permissions\":\"8\",\"names\":[\"ADMINISTRATOR\"]}");
+    get("/v1/guilds/" G "/members/" U "/permissions?channel_id=5", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(fw.route, "GET /v1/guilds/{guild_id}/members/{user_id}/permissions");
+    ASSERT_STR_EQ(fw.param, G "/" U);
+    ASSERT_STR_EQ(fw.body, "{\"channel_id\":\"5\"}");
+    /* the owner's errors come back as they are */
+    owner_answers(503, "{\"error\":{\"code\":\"guild_loading\",\"message\":\"m\"}}");
+    get("/v1/guilds/" G, &r);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STR_EQ(code_of(&r), "guild_loading");
+    ASSERT(r.etag[0] == '\0');
+    /* a guild of this node's shard is read here; a bad id is refused here */
+    owner_answers(200, "{}");
+    get("/v1/guilds/" G0 "/roles", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"here\":true}");
+    get("/v1/guilds/x/roles", &r);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_EQ(fw.calls, 0);
+
+    /* the owner's side: a forwarded read runs here with the query it carries */
+    script(0, "[]", 1);
+    ASSERT_EQ(http_server_execute(srv, "GET /v1/guilds/{guild_id}/members", G,
+                                  "{\"limit\":\"7\",\"after\":\"9\"}", 30, on_executed, NULL),
+              0);
+    ASSERT_EQ(executed.status, 200);
+    ASSERT_STR_EQ(executed.body, "[]");
+    ASSERT_EQ(cache.last.what, CA_MEMBERS);
+    ASSERT_EQ(cache.last.limit, 7);
+    ASSERT_EQ(cache.last.after, 9u);
+    ASSERT_EQ(fw.calls, 0); /* never forwarded again */
+    ASSERT_EQ(http_server_execute(srv, "GET /v1/guilds/{guild_id}/members", G, "{\"limit\":\"0\"}",
+                                  14, on_executed, NULL),
+              0);
+    ASSERT_EQ(executed.status, 400);
+    ASSERT_EQ(http_server_execute(srv, "GET /v1/shards/{id}", "1", "", 0, on_executed, NULL), 0);
+    ASSERT_EQ(executed.status, 404);
+    stop();
+    only_shard_0 = 0;
+}
+
+/* Channels and users: this node first, then the others; the guild list merges every page. */
+TEST(cluster_fan_out_for_channels_users_and_the_guild_list)
+{
+    struct resp r;
+    only_shard_0 = 1;
+    start_with("{}", 1, ",\"cluster\":{\"redis\":\"unix:/nowhere\",\"node\":\"node-a\"}");
+    ASSERT(srv);
+    http_server_set_cluster_ops(srv, &cl_ops);
+    /* held here: no one else is asked */
+    script(0, "{\"id\":\"5\"}", 0);
+    owner_answers(200, "{\"id\":\"elsewhere\"}");
+    get("/v1/channels/5", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"id\":\"5\"}");
+    ASSERT_EQ(fw.calls, 0);
+    /* not held here: node-b is asked through its shard */
+    script(CA_UNKNOWN, NULL, -1);
+    get("/v1/users/" U, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"id\":\"elsewhere\"}");
+    ASSERT_EQ(fw.calls, 1);
+    ASSERT_EQ(fw.shard, 1);
+    ASSERT_STR_EQ(fw.route, "GET /v1/users/{user_id}");
+    ASSERT_STR_EQ(fw.param, U);
+    ASSERT_EQ(strlen(r.etag), 18u);
+    /* nobody holds it: this node's 404 */
+    owner_answers(404, "{\"error\":{\"code\":\"unknown_channel\",\"message\":\"b\"}}");
+    get("/v1/channels/5", &r);
+    ASSERT_EQ(r.status, 404);
+    ASSERT_STR_EQ(code_of(&r), "unknown_channel");
+    ASSERT(strcmp(message, "b") != 0);
+    ASSERT_EQ(fw.calls, 1);
+
+    /* the guild list: both pages, by id, limit applied after merging */
+    script(0, "{\"guilds\":[{\"id\":\"10\",\"shard\":0},{\"id\":\"30\",\"shard\":0}]}", 0);
+    owner_answers(200, "{\"guilds\":[{\"id\":\"9\",\"shard\":1},{\"id\":\"20\",\"shard\":1}]}");
+    get("/v1/cache/guilds?limit=3&after=5", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"guilds\":[{\"id\":\"9\",\"shard\":1},{\"id\":\"10\",\"shard\":0},"
+                          "{\"id\":\"20\",\"shard\":1}]}");
+    ASSERT_STR_EQ(fw.route, "GET /v1/cache/guilds");
+    ASSERT_STR_EQ(fw.body, "{\"limit\":\"3\",\"after\":\"5\"}");
+    ASSERT_EQ(cache.last.limit, 3);
+    ASSERT_EQ(cache.last.after, 5u);
+    /* a node that cannot answer makes the list fail rather than look complete */
+    owner_answers(503, "{\"error\":{\"code\":\"owner_unreachable\",\"message\":\"m\"}}");
+    get("/v1/cache/guilds", &r);
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STR_EQ(code_of(&r), "owner_unreachable");
+
+    /* /v1/cache is this node's own, named */
+    script(0, "{\"bytes\":1}", 0);
+    owner_answers(200, "{}");
+    get("/v1/cache", &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"bytes\":1,\"node\":\"node-a\"}");
+    ASSERT_EQ(fw.calls, 0);
+    stop();
+    only_shard_0 = 0;
 }
 
 TEST_MAIN(RUN(routes_read_what_their_path_names); RUN(bad_ids_and_queries_are_400);
           RUN(cache_answers_map_to_statuses); RUN(no_cache_block_is_cache_disabled);
-          RUN(etag_and_if_none_match);)
+          RUN(etag_and_if_none_match); RUN(cluster_guild_reads_go_to_the_owner);
+          RUN(cluster_fan_out_for_channels_users_and_the_guild_list); curl_global_cleanup();)

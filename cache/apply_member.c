@@ -174,6 +174,10 @@ static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 
 static void message(struct ca_cache *c, struct ca__item *it)
 {
+    if (it->channel_id && it->msg_id)
+        ca__touch_channel(c, it->channel_id, it->msg_id);
+    if (!it->author)
+        return;
     uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(it->author, "id"));
     ca__put_user(c, it->author);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
@@ -284,8 +288,8 @@ int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
 }
 
 struct msg_spans {
-    const char *gid, *author, *member;
-    size_t gl, al, ml;
+    const char *gid, *author, *member, *id, *cid;
+    size_t gl, al, ml, il, cl;
 };
 
 static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -300,6 +304,12 @@ static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t
     } else if (kl == 6 && !memcmp(k, "member", 6)) {
         m->member = v;
         m->ml = vl;
+    } else if (kl == 2 && !memcmp(k, "id", 2)) {
+        m->id = v;
+        m->il = vl;
+    } else if (kl == 10 && !memcmp(k, "channel_id", 10)) {
+        m->cid = v;
+        m->cl = vl;
     }
 }
 
@@ -345,6 +355,11 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
         return;
     uint64_t gid = m.gid ? ca__id(m.gid, m.gl) : 0;
     int want_member = gid && m.member && ca__on(c, CFG_CACHE_MEMBERS);
+    if (gid && m.id && m.cid && ca__on(c, CFG_CACHE_CHANNELS)) {
+        it->ev = CA__EV_MESSAGE; /* the channel's last_message_id, even when the rest is known */
+        it->channel_id = ca__id(m.cid, m.cl);
+        it->msg_id = ca__id(m.id, m.il);
+    }
     if (c->dedup) {
         uint64_t gen = c->dedup_seen ^ ((uint64_t)atomic_load(&c->dedup_gen) << 32);
         uint64_t key = ca__hash(ca__hash(0, &gid, sizeof gid), m.author, m.al);
@@ -361,6 +376,7 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     if (!cJSON_IsObject(it->author)) {
         ca__item_free(it);
         it->author = it->member = NULL;
-        it->ev = CA__EV_NONE;
+        if (!it->channel_id)
+            it->ev = CA__EV_NONE;
     }
 }

@@ -80,6 +80,13 @@ int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *ou
 /* Parse blob b back into a tree (member defaults restored when member is set); NULL on error. */
 cJSON *ca__blob_tree(const struct ca__blob *b, int member);
 
+/* The value of top-level key (a key of b's, by text: blobs are compact JSON) in v and vl:
+   0, SH_ENOTFOUND or SH_EPARSE. */
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl);
+/* A copy of b with key's value replaced by the len bytes at val; NULL when absent / no memory. */
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len);
+
 /* ---- apply.c ---- */
 
 /* Apply every event of chunk (cache thread): parse outside the write lock, apply under it. */

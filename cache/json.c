@@ -218,3 +218,51 @@ cJSON *ca__blob_tree(const struct ca__blob *b, int member)
     sh_buf_free(&t);
     return o;
 }
+
+/* b grown to hold n bytes (its length set to n); NULL (b freed) when out of memory. */
+static struct ca__blob *realloc_blob(struct ca__blob *b, size_t n)
+{
+    struct ca__blob *nb = realloc(b, sizeof *b + n);
+    if (!nb) {
+        free(b);
+        return NULL;
+    }
+    nb->len = (uint32_t)n;
+    return nb;
+}
+
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl)
+{
+    char pat[64];
+    int n = snprintf(pat, sizeof pat, "\"%s\":", key);
+    if (n < 0 || (size_t)n >= sizeof pat)
+        return SH_EINVAL;
+    /* a quote inside a string is written \", so `"key":` only ever matches a key */
+    const char *p = memmem(b->data, b->len, pat, (size_t)n), *end = b->data + b->len;
+    if (!p)
+        return SH_ENOTFOUND;
+    *v = p + n;
+    const char *ve = ca__skip_value(*v, end);
+    if (!ve)
+        return SH_EPARSE;
+    *vl = (size_t)(ve - *v);
+    return 0;
+}
+
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len)
+{
+    const char *v;
+    size_t vl;
+    if (ca__blob_find(b, key, &v, &vl) < 0)
+        return NULL;
+    size_t head = (size_t)(v - b->data), n = b->len - vl + len;
+    struct ca__blob *nb = ca__blob_new(b->data, head, b->strip);
+    if (nb && !(nb = realloc_blob(nb, n)))
+        return NULL;
+    if (!nb)
+        return NULL;
+    memcpy(nb->data + head, val, len);
+    memcpy(nb->data + head + len, v + vl, b->len - head - vl);
+    return nb;
+}

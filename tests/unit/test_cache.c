@@ -378,6 +378,9 @@ TEST(ready_drops_stale_guilds_and_lists_loading)
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), 0);
     feed(c, 0, "GUILD_DELETE", "{\"id\":\"102\",\"unavailable\":true}");
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), CA_LOADING);
+    ASSERT_READ(c, CA_GUILD_LIST, 0, 0, /* only available guilds are listed */
+                "{\"guilds\":[{\"id\":\"101\",\"name\":\"other shard\",\"shard\":1,"
+                "\"member_count\":0}]}");
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
     ASSERT_CONTAINS(got, "\"loading\":1}");

@@ -279,6 +279,7 @@ static void ready(struct ca_cache *c, const struct ca__item *it)
     }
     ca__map_free(&keep);
     ca__put_user(c, cJSON_GetObjectItemCaseSensitive(it->d, "user"));
+    ca__clear_lossy(c, it->shard, c->cur_seq); /* a new session: the state comes whole again */
     if (it->sess && it->shard < s->total)
         snprintf(s->shards[it->shard].session_id, sizeof s->shards[0].session_id, "%s",
                  it->sess->session_id);

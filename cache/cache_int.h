@@ -36,6 +36,10 @@ struct ca_cache {
     struct sh_queue q;
     size_t q_bytes, q_events;
     uint64_t pushed, applied; /* chunks queued / applied, in order */
+    uint64_t *lossy_at; /* [shard]: 0, or the chunk number after which events of the shard were
+                           dropped: its snapshots would claim an s the cache does not reflect, so
+                           none is written until a READY at or after it */
+    uint64_t cur_seq;   /* the number of the chunk being applied (cache thread) */
     int stopping, started;
     int dropping; /* within a drop episode (one log line each) */
     pthread_t th;
@@ -115,6 +119,11 @@ int ca__read_permissions(struct ca_cache *c, const struct ca__guild *g, const st
 uint64_t ca__iso8601_ms(const char *s);
 
 /* ---- cache.c ---- */
+/* A READY (seq: its chunk's number; UINT64_MAX: a load or forget) ends shard's lossy state when
+   it came after the drop. */
+void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq);
+/* 1 while shard's snapshots are held back (events of it were dropped). */
+int ca__lossy(struct ca_cache *c, int shard);
 /* CA_STATS (takes the locks it needs). */
 int ca__read_stats(struct ca_cache *c, struct sh_buf *out);
 

@@ -55,8 +55,9 @@ int ca__snapshot_write(struct ca_cache *c, int shard)
         return 0;
     if (ca__lossy(c, shard)) { /* the last snapshot written stays: it is still consistent */
         static struct sh_log_limit lim;
-        log_warn_limited(&lim, "msg=\"cache snapshot held back: events of the shard were dropped "
-                               "for the cache; its next session rebuilds it\" shard=%d",
+        log_warn_limited(&lim,
+                         "msg=\"cache snapshot held back: events of the shard were dropped "
+                         "for the cache; its next session rebuilds it\" shard=%d",
                          shard);
         count("skipped");
         return 0;

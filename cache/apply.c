@@ -28,6 +28,7 @@ static const struct {
     {"CHANNEL_CREATE", CA__EV_CHANNEL_SET},
     {"CHANNEL_UPDATE", CA__EV_CHANNEL_SET},
     {"CHANNEL_DELETE", CA__EV_CHANNEL_DELETE},
+    {"CHANNEL_PINS_UPDATE", CA__EV_PINS},
     {"THREAD_CREATE", CA__EV_THREAD_SET},
     {"THREAD_UPDATE", CA__EV_THREAD_SET},
     {"THREAD_DELETE", CA__EV_THREAD_DELETE},
@@ -313,6 +314,28 @@ static void channel_delete(struct ca_cache *c, cJSON *d, int map)
         ca__gdel(&c->st, g, CA__M_THREAD_MEMBERS, id);
 }
 
+/* CHANNEL_PINS_UPDATE: the channel's (or thread's) last_pin_timestamp. */
+static void pins_update(struct ca_cache *c, cJSON *d)
+{
+    struct ca__guild *g = ca__event_guild(c, d);
+    uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(d, "channel_id"));
+    int map = CA__M_CHANNELS;
+    const struct ca__blob *b = g ? ca__map_get(&g->maps[map], id) : NULL;
+    if (g && !b)
+        b = ca__map_get(&g->maps[map = CA__M_THREADS], id);
+    cJSON *t = b ? ca__blob_tree(b, CA__CHANNEL) : NULL;
+    if (!t)
+        return;
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(d, "last_pin_timestamp");
+    cJSON *v = ts ? cJSON_Duplicate(ts, 1) : cJSON_CreateNull();
+    if (v && cJSON_GetObjectItemCaseSensitive(t, "last_pin_timestamp"))
+        cJSON_ReplaceItemInObjectCaseSensitive(t, "last_pin_timestamp", v);
+    else if (v)
+        cJSON_AddItemToObject(t, "last_pin_timestamp", v);
+    ca__gput(&c->st, g, map, id, shaped(t, CA__CHANNEL));
+    cJSON_Delete(t);
+}
+
 /* 1 when the thread blob's parent_id is among ids (NULL: every parent). */
 static int parent_in(const struct ca__blob *b, const cJSON *ids)
 {
@@ -408,6 +431,9 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
         break;
     case CA__EV_CHANNEL_DELETE:
         channel_delete(c, d, CA__M_CHANNELS);
+        break;
+    case CA__EV_PINS:
+        pins_update(c, d);
         break;
     case CA__EV_THREAD_SET:
         channel_set(c, d, CA__M_THREADS);

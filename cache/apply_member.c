@@ -247,6 +247,7 @@ int ca__wanted(const struct ca_cache *c, enum ca__ev ev)
         return ca__on(c, CFG_CACHE_VOICE_STATES) || ca__on(c, CFG_CACHE_MEMBERS);
     case CA__EV_CHANNEL_SET:
     case CA__EV_CHANNEL_DELETE:
+    case CA__EV_PINS:
     case CA__EV_THREAD_SET:
     case CA__EV_THREAD_DELETE:
     case CA__EV_THREAD_SYNC:

@@ -35,11 +35,9 @@ static int write_map(const struct ca__store *s, const struct ca__guild *g, int i
                      uint64_t after, long limit, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&g->maps[i], after, &keys);
+    long n = ca__map_sorted_keys(&g->maps[i], after, limit > 0 ? (size_t)limit : 0, &keys);
     if (n < 0)
         return (int)n;
-    if (limit > 0 && n > limit)
-        n = limit;
     int rc = sh_buf_append(out, "[", 1);
     for (long k = 0; rc == 0 && k < n; k++) {
         if (k && (rc = sh_buf_append(out, ",", 1)) < 0)
@@ -85,7 +83,7 @@ static int write_guild(const struct ca__store *s, const struct ca__guild *g, str
 static int write_threads_full(const struct ca__guild *g, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&g->maps[CA__M_THREADS], 0, &keys);
+    long n = ca__map_sorted_keys(&g->maps[CA__M_THREADS], 0, 0, &keys);
     if (n < 0)
         return (int)n;
     int rc = sh_buf_append(out, "[", 1);
@@ -134,7 +132,7 @@ int ca__write_guild_full(const struct ca__store *s, const struct ca__guild *g, s
 static int write_guild_list(struct ca__store *s, const struct ca_query *q, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&s->guilds, q->after, &keys);
+    long n = ca__map_sorted_keys(&s->guilds, q->after, 0, &keys);
     if (n < 0)
         return (int)n;
     long limit = q->limit > 0 ? q->limit : 100, w = 0;
@@ -249,7 +247,8 @@ int ca_cache_read(struct ca_cache *c, const struct ca_query *q, struct sh_buf *o
     int kind = needed_kind(q->what);
     if (kind >= 0 && !ca__on(c, kind))
         return CA_NOT_CACHED;
-    if (q->what == CA_PERMISSIONS && !ca__on(c, CFG_CACHE_ROLES))
+    if (q->what == CA_PERMISSIONS &&
+        (!ca__on(c, CFG_CACHE_ROLES) || (q->channel_id && !ca__on(c, CFG_CACHE_CHANNELS))))
         return CA_NOT_CACHED;
     if (q->what == CA_STATS)
         return ca__read_stats(c, out);

@@ -34,7 +34,7 @@ static int build(struct ca_cache *c, int shard, struct sh_buf *out)
     rc = rc ?: sh_json_quote(out, sh->session_id, strlen(sh->session_id), 0);
     rc = rc ?: sh_buf_printf(out, ",\"s\":%llu,\"guilds\":[", (unsigned long long)sh->s);
     uint64_t *keys = NULL;
-    long n = rc ? 0 : ca__map_sorted_keys(&c->st.guilds, 0, &keys);
+    long n = rc ? 0 : ca__map_sorted_keys(&c->st.guilds, 0, 0, &keys);
     if (n < 0)
         return (int)n;
     for (long k = 0, w = 0; rc == 0 && k < n; k++) {

@@ -55,8 +55,9 @@ void *ca__map_put(struct ca__map *m, uint64_t key, void *val, int *err);
 /* Remove key; returns its value or NULL. */
 void *ca__map_del(struct ca__map *m, uint64_t key);
 void ca__map_free(struct ca__map *m);
-/* The keys held, sorted ascending, those > after only; caller frees *out. Count or negative. */
-long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, uint64_t **out);
+/* The keys held, sorted ascending, those > after only, the first limit of them (0: all); caller
+   frees *out. Count or negative. */
+long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, size_t limit, uint64_t **out);
 
 enum ca__gstate { CA__G_LOADED = 0, CA__G_LOADING };
 

@@ -190,6 +190,11 @@ TEST(partial_updates_merge_and_deletes_remove)
          "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
     ASSERT_READ(c, CA_CHANNEL, 0, 300,
                 "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
+    feed(c, 0, "CHANNEL_PINS_UPDATE",
+         "{\"guild_id\":\"100\",\"channel_id\":\"300\",\"last_pin_timestamp\":\"2024-01-01\"}");
+    ASSERT_READ(c, CA_CHANNEL, 0, 300,
+                "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\","
+                "\"last_pin_timestamp\":\"2024-01-01\"}");
     feed(c, 0, "CHANNEL_CREATE", "{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}");
     feed(c, 0, "CHANNEL_DELETE", "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0}");
     ASSERT_READ(c, CA_CHANNELS, 100, 0, "[{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}]");

@@ -16,8 +16,8 @@
 
 /* Bytes of chunks waiting for the cache thread; past it a chunk is dropped for the cache. */
 #define CA__QUEUE_MAX_BYTES ((size_t)64 << 20)
-/* Slots of the MESSAGE_CREATE dedup table (a power of two). */
-#define CA__DEDUP_SLOTS 65536
+/* Slots of the MESSAGE_CREATE dedup table (a power of two; 16 bytes each, two per set). */
+#define CA__DEDUP_SLOTS 262144
 
 struct ca__snapreq;
 

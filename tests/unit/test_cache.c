@@ -5,6 +5,8 @@
  * kinds, max_bytes, snapshots round-tripped through an in-memory store, bad input.
  */
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -541,6 +543,66 @@ TEST(timed_out_members_keep_only_view_and_history)
     ca_cache_free(c);
 }
 
+static atomic_int reading, bad_reads, reads;
+
+/* Read while the cache thread writes: every answer is a code, every 200 body parses. */
+static void *reader(void *arg)
+{
+    struct ca_cache *c = arg;
+    static const enum ca_what whats[] = {CA_GUILD,       CA_MEMBERS,    CA_MEMBER, CA_STATS,
+                                         CA_PERMISSIONS, CA_GUILD_LIST, CA_USER,   CA_CHANNEL};
+    struct sh_buf b;
+    sh_buf_init(&b, 1 << 22);
+    for (unsigned i = 0; atomic_load(&reading); i++) {
+        struct ca_query q = {.what = whats[i % 8],
+                             .guild_id = 100,
+                             .id = 1000 + i % 50,
+                             .limit = 100,
+                             .channel_id = i % 3 ? 300 : 0};
+        if (q.what == CA_CHANNEL)
+            q.id = 300;
+        sh_buf_reset(&b);
+        int rc = ca_cache_read(c, &q, &b);
+        cJSON *j = rc == 0 ? cJSON_ParseWithLength(b.data, b.len) : NULL;
+        if ((rc == 0 && !j) || (rc != 0 && rc != CA_UNKNOWN && rc != CA_LOADING))
+            atomic_fetch_add(&bad_reads, 1);
+        cJSON_Delete(j);
+        atomic_fetch_add(&reads, 1);
+    }
+    sh_buf_free(&b);
+    return NULL;
+}
+
+TEST(reads_while_events_apply)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    pthread_t th;
+    atomic_store(&reading, 1);
+    ASSERT_EQ(pthread_create(&th, NULL, reader, c), 0);
+    char d[512];
+    for (int i = 0; i < 600; i++) {
+        int u = 1000 + i % 50;
+        const char *t = i % 3 == 0   ? "GUILD_MEMBER_ADD"
+                        : i % 3 == 1 ? "MESSAGE_CREATE"
+                                     : "GUILD_MEMBER_REMOVE";
+        snprintf(d, sizeof d,
+                 "{\"guild_id\":\"100\",\"id\":\"%d\",\"channel_id\":\"300\",\"user\":"
+                 "{\"id\":\"%d\",\"username\":\"u%d\"},\"author\":{\"id\":\"%d\","
+                 "\"username\":\"u%d\"},\"member\":{\"roles\":[\"200\"]},\"roles\":[]}",
+                 5000 + i, u, i, u, i);
+        struct gw_chunk *ch = gw_chunk_new(1 << 16);
+        gw_chunk_append(ch, 0, 2, t, strlen(t), ++seq, NULL, d, strlen(d), 0);
+        ca_cache_push(c, ch);
+    }
+    ca_cache_snapshot(c, -1, 10000);
+    atomic_store(&reading, 0);
+    pthread_join(th, NULL);
+    ASSERT(atomic_load(&reads) > 0);
+    ASSERT_EQ(atomic_load(&bad_reads), 0);
+    ca_cache_free(c);
+}
+
 TEST(malformed_events_are_skipped)
 {
     struct ca_cache *c = with_guild(ALL_KINDS);
@@ -576,6 +638,7 @@ TEST_MAIN({
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
     RUN(timed_out_members_keep_only_view_and_history);
+    RUN(reads_while_events_apply);
     RUN(malformed_events_are_skipped);
     for (int i = 0; i < 4; i++)
         sh_buf_free(&mem.snap[i]);

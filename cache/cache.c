@@ -341,19 +341,23 @@ void ca_cache_free(struct ca_cache *c)
 
 static int write_shards(struct ca_cache *c, struct sh_buf *out)
 {
+    long long *loading = calloc((size_t)c->total, sizeof *loading);
+    if (!loading)
+        return SH_ENOMEM;
+    for (size_t j = 0; j < c->st.guilds.cap; j++) { /* one pass, not one per shard */
+        const struct ca__guild *g = c->st.guilds.keys[j] ? c->st.guilds.vals[j] : NULL;
+        if (g && g->state == CA__G_LOADING && g->shard >= 0 && g->shard < c->total)
+            loading[g->shard]++;
+    }
     int rc = sh_buf_append_str(out, "\"shards\":[");
     for (int i = 0, k = 0; rc == 0 && i < c->total; i++) {
         const struct ca__shard *sh = &c->st.shards[i];
         if (!sh->guilds && !sh->s)
             continue;
-        long long loading = 0;
-        for (size_t j = 0; j < c->st.guilds.cap; j++) {
-            const struct ca__guild *g = c->st.guilds.keys[j] ? c->st.guilds.vals[j] : NULL;
-            loading += g && g->shard == i && g->state == CA__G_LOADING;
-        }
         rc = sh_buf_printf(out, "%s{\"id\":%d,\"s\":%llu,\"guilds\":%lld,\"loading\":%lld}",
-                           k++ ? "," : "", i, (unsigned long long)sh->s, sh->guilds, loading);
+                           k++ ? "," : "", i, (unsigned long long)sh->s, sh->guilds, loading[i]);
     }
+    free(loading);
     return rc ?: sh_buf_append(out, "]", 1);
 }
 

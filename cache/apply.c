@@ -505,8 +505,14 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
     for (size_t i = 0; i < ch->n; i++)
         parse_one(c, ch, i, &items[i]);
     pthread_rwlock_wrlock(&c->rw);
+    uint64_t held = sh_now_ms();
     for (size_t i = 0; i < ch->n; i++) {
         struct ca__item *it = &items[i];
+        if (it->ev != CA__EV_NONE && sh_now_ms() - held >= 5) { /* let readers in meanwhile */
+            pthread_rwlock_unlock(&c->rw);
+            pthread_rwlock_wrlock(&c->rw);
+            held = sh_now_ms();
+        }
         if (it->ev != CA__EV_NONE)
             apply_one(c, it);
         if (it->shard < c->st.total) {

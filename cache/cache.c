@@ -60,7 +60,11 @@ static int init_sync(struct ca_cache *c)
     int rc = pthread_cond_init(&c->wake, &ca) || pthread_cond_init(&c->done, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_rwlock_init(&c->rw, NULL);
+    pthread_rwlockattr_t ra; /* readers never starve the cache thread (glibc prefers readers) */
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&c->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
     sh_queue_init(&c->q);
     return rc ? SH_ENOMEM : 0;
 }

@@ -45,7 +45,12 @@ struct ca__item {
     const struct gw_session *sess; /* READY: the session it opened */
     uint64_t guild_id;             /* MESSAGE_CREATE */
     uint64_t channel_id, msg_id;   /* MESSAGE_CREATE: the channel's last_message_id */
-    cJSON *author, *member;        /* MESSAGE_CREATE: the two parts it keeps */
+    /* MESSAGE_CREATE: the author and member as blobs made from their text (the spans stay in
+       the chunk, which outlives the item: parsed only when what is kept must merge them) */
+    const char *author_p, *member_p;
+    size_t author_n, member_n;
+    struct ca__blob *ublob, *mblob;
+    uint64_t uid;
 };
 
 void ca__item_free(struct ca__item *it);

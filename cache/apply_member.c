@@ -15,8 +15,8 @@
 void ca__item_free(struct ca__item *it)
 {
     cJSON_Delete(it->d);
-    cJSON_Delete(it->author);
-    cJSON_Delete(it->member);
+    free(it->ublob);
+    free(it->mblob);
 }
 
 void ca__merge(cJSON *dst, const cJSON *src)
@@ -175,17 +175,45 @@ static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
         ca__put_presence(c, g, o);
 }
 
+/* MESSAGE_CREATE's author: new, the same, or merged into what is kept. */
+static void message_user(struct ca_cache *c, struct ca__item *it)
+{
+    const struct ca__blob *old = ca__map_get(&c->st.users, it->uid);
+    if (!old) {
+        ca__uput(&c->st, it->uid, it->ublob); /* takes it */
+        it->ublob = NULL;
+    } else if (!same(old, it->ublob)) {
+        cJSON *u = cJSON_ParseWithLength(it->author_p, it->author_n);
+        ca__put_user(c, u);
+        cJSON_Delete(u);
+    }
+}
+
+/* MESSAGE_CREATE's member (a partial member: merged into what is kept). */
+static void message_member(struct ca_cache *c, struct ca__guild *g, struct ca__item *it)
+{
+    const struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], it->uid);
+    if (!old) {
+        ca__gput(&c->st, g, CA__M_MEMBERS, it->uid, it->mblob); /* takes it */
+        it->mblob = NULL;
+    } else if (!same(old, it->mblob)) {
+        cJSON *m = cJSON_ParseWithLength(it->member_p, it->member_n);
+        if (m)
+            ca__put_member(c, g, m, it->uid, 1);
+        cJSON_Delete(m);
+    }
+}
+
 static void message(struct ca_cache *c, struct ca__item *it)
 {
     if (it->channel_id && it->msg_id)
         ca__touch_channel(c, it->channel_id, it->msg_id);
-    if (!it->author)
+    if (!it->ublob || !it->uid)
         return;
-    uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(it->author, "id"));
-    ca__put_user(c, it->author);
+    message_user(c, it);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
-    if (g && it->member && uid)
-        ca__put_member(c, g, it->member, uid, 1);
+    if (g && it->mblob)
+        message_member(c, g, it);
 }
 
 void ca__apply_member_event(struct ca_cache *c, struct ca__item *it)
@@ -337,6 +365,26 @@ void ca__dedup_event(struct ca_cache *c, enum ca__ev ev)
     }
 }
 
+/* The author and member of a message as blobs, straight from their text once it is valid JSON. */
+static void parse_people(struct ca__item *it, const struct msg_spans *m, int want_member)
+{
+    static const char *const member_drop[] = {"user", "guild_id", NULL};
+    const char *v;
+    size_t vl;
+    if (*m->author != '{' || !ca__json_valid(m->author, m->al))
+        return;
+    it->author_p = m->author;
+    it->author_n = m->al;
+    it->ublob = ca__blob_text(m->author, m->al, CA__USER, NULL);
+    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
+        it->uid = ca__id(v, vl);
+    if (want_member && *m->member == '{' && ca__json_valid(m->member, m->ml)) {
+        it->member_p = m->member;
+        it->member_n = m->ml;
+        it->mblob = ca__blob_text(m->member, m->ml, CA__MEMBER, member_drop);
+    }
+}
+
 /* 1 when (key, h) is remembered; else remember it. Two ways per set, the newest first. */
 static int dedup_seen(struct ca_cache *c, uint64_t key, uint64_t h)
 {
@@ -374,13 +422,5 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     }
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;
-    it->author = cJSON_ParseWithLength(m.author, m.al);
-    if (want_member)
-        it->member = cJSON_ParseWithLength(m.member, m.ml);
-    if (!cJSON_IsObject(it->author)) {
-        ca__item_free(it);
-        it->author = it->member = NULL;
-        if (!it->channel_id)
-            it->ev = CA__EV_NONE;
-    }
+    parse_people(it, &m, want_member);
 }

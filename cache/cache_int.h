@@ -100,6 +100,14 @@ int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, siz
 struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
                                 size_t len);
 
+/* 1 when [p, p+n) is one whole valid JSON value (strict: strings, escapes, numbers). */
+int ca__json_valid(const char *p, size_t n);
+/* A blob of the valid object text [p, p+n), written as given but for the top-level keys that
+   hold their default of shape (noted in the mask) and those named in drop (NULL-ended, or
+   NULL); NULL when out of memory. Same answer as ca__blob_of over its tree, without one. */
+struct ca__blob *ca__blob_text(const char *p, size_t n, enum ca__shape shape,
+                               const char *const *drop);
+
 /* ---- apply.c ---- */
 
 /* Apply every event of chunk (cache thread): parse outside the write lock, apply under it. */

@@ -328,3 +328,163 @@ struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const
     memcpy(nb->data + head + len, v + vl, b->len - head - vl);
     return nb;
 }
+
+/* ---- a strict JSON check of a span (no tree built) ---- */
+
+static const char *v_value(const char *p, const char *e, int depth);
+
+static const char *v_string(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"')
+            return p + 1;
+        if (ch < 0x20)
+            return NULL;
+        if (ch != '\\')
+            continue;
+        if (++p >= e)
+            return NULL;
+        if (*p == 'u') {
+            for (int i = 0; i < 4; i++)
+                if (++p >= e || !strchr("0123456789abcdefABCDEF", *p) || !*p)
+                    return NULL;
+        } else if (!strchr("\"\\/bfnrt", *p) || !*p) {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *v_digits(const char *p, const char *e)
+{
+    const char *s = p;
+    while (p < e && *p >= '0' && *p <= '9')
+        p++;
+    return p > s ? p : NULL;
+}
+
+static const char *v_number(const char *p, const char *e)
+{
+    if (p < e && *p == '-')
+        p++;
+    if (p < e && *p == '0')
+        p++;
+    else if (!(p = v_digits(p, e)))
+        return NULL;
+    if (p < e && *p == '.' && !(p = v_digits(p + 1, e)))
+        return NULL;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p = v_digits(p, e)))
+            return NULL;
+    }
+    return p;
+}
+
+/* An object (close '}') or an array (close ']') after its opening bracket. */
+static const char *v_container(const char *p, const char *e, char close, int depth)
+{
+    p = ws(p + 1, e);
+    if (p < e && *p == close)
+        return p + 1;
+    for (;;) {
+        if (close == '}') {
+            if (p >= e || *p != '"' || !(p = v_string(p, e)))
+                return NULL;
+            p = ws(p, e);
+            if (p >= e || *p != ':')
+                return NULL;
+            p++;
+        }
+        if (!(p = v_value(p, e, depth + 1)))
+            return NULL;
+        p = ws(p, e);
+        if (p < e && *p == close)
+            return p + 1;
+        if (p >= e || *p != ',')
+            return NULL;
+        p = ws(p + 1, e);
+    }
+}
+
+static const char *v_value(const char *p, const char *e, int depth)
+{
+    p = ws(p, e);
+    if (p >= e || depth > 64)
+        return NULL;
+    switch (*p) {
+    case '{':
+        return v_container(p, e, '}', depth);
+    case '[':
+        return v_container(p, e, ']', depth);
+    case '"':
+        return v_string(p, e);
+    case 't':
+        return e - p >= 4 && !memcmp(p, "true", 4) ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && !memcmp(p, "false", 5) ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && !memcmp(p, "null", 4) ? p + 4 : NULL;
+    default:
+        return v_number(p, e);
+    }
+}
+
+int ca__json_valid(const char *p, size_t n)
+{
+    const char *e = p + n, *q = v_value(p, e, 0);
+    return q && ws(q, e) == e;
+}
+
+/* ---- a blob straight from an object's text ---- */
+
+struct text_blob {
+    struct sh_buf out;
+    const char *const *dflt;
+    int n_dflt;
+    const char *const *drop;
+    uint16_t mask;
+    int err;
+};
+
+/* 1 when key k (kl bytes) with value v is default i: `"k":v` is its text exactly. */
+static int text_default(const char *d, const char *k, size_t kl, const char *v, size_t vl)
+{
+    return strlen(d) == kl + 3 + vl && d[kl + 1] == '"' && !memcmp(d + 1, k, kl) &&
+           !memcmp(d + kl + 3, v, vl);
+}
+
+static void text_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct text_blob *t = ud;
+    for (const char *const *d = t->drop; d && *d; d++)
+        if (strlen(*d) == kl && !memcmp(*d, k, kl))
+            return;
+    for (int i = 0; i < t->n_dflt; i++)
+        if (text_default(t->dflt[i], k, kl, v, vl)) {
+            t->mask |= (uint16_t)(1u << i);
+            return;
+        }
+    int rc = t->out.len > 1 ? sh_buf_append(&t->out, ",", 1) : 0;
+    rc = rc ?: sh_buf_append(&t->out, "\"", 1) ?: sh_buf_append(&t->out, k, kl);
+    rc = rc ?: sh_buf_append(&t->out, "\":", 2) ?: sh_buf_append(&t->out, v, vl);
+    if (rc)
+        t->err = rc;
+}
+
+struct ca__blob *ca__blob_text(const char *p, size_t n, enum ca__shape shape,
+                               const char *const *drop)
+{
+    struct text_blob t = {.drop = drop};
+    t.dflt = defaults(shape, &t.n_dflt);
+    sh_buf_init(&t.out, n + 2);
+    struct ca__blob *b = NULL;
+    if (sh_buf_append(&t.out, "{", 1) == 0 && ca__each_member(p, p + n, text_member, &t) == 0 &&
+        !t.err && sh_buf_append(&t.out, "}", 1) == 0)
+        b = ca__blob_new(t.out.data, t.out.len, t.mask);
+    sh_buf_free(&t.out);
+    return b;
+}

@@ -621,6 +621,28 @@ TEST(malformed_events_are_skipped)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         feed(c, 1, bad[i][0], bad[i][1]);
     ASSERT_READ(c, CA_MEMBER, 100, 11, MEMBER1);
+    /* what the message scanner passes but is not JSON is never kept as text */
+    static const char *const bad_authors[] = {
+        "{\"id\":\"77\",\"username\":tru}", "{\"id\":\"77\",\"x\":\"\\u12\"}",
+        "{\"id\":\"77\",\"x\":[1,}",        "{\"id\":\"77\",\"x\":01}",
+        "{\"id\":\"77\",\"x\":\"\t\"}",
+    };
+    char d[256];
+    for (size_t i = 0; i < sizeof bad_authors / sizeof bad_authors[0]; i++) {
+        snprintf(d, sizeof d, "{\"guild_id\":\"100\",\"author\":%s,\"member\":%s}", bad_authors[i],
+                 bad_authors[i]);
+        feed(c, 0, "MESSAGE_CREATE", d);
+        ASSERT_EQ(rd(c, CA_USER, 0, 77), CA_UNKNOWN);
+        ASSERT_EQ(rd(c, CA_MEMBER, 100, 77), CA_UNKNOWN);
+    }
+    feed(c, 0, "MESSAGE_CREATE",
+         "{\"guild_id\":\"100\",\"author\": {\"id\" : \"77\", \"avatar\": null, \"n\":-1.5e3,"
+         "\"s\":\"\\u00e9\\n\"}, \"member\":{\"roles\":[ ],\"nick\":null}}");
+    ASSERT_READ(c, CA_USER, 0, 77,
+                "{\"id\":\"77\",\"avatar\":null,\"n\":-1.5e3,\"s\":\"\\u00e9\\n\"}");
+    ASSERT_READ(c, CA_MEMBER, 100, 77,
+                "{\"user\":{\"id\":\"77\",\"avatar\":null,\"n\":-1.5e3,\"s\":\"\\u00e9\\n\"},"
+                "\"roles\":[],\"nick\":null}");
     ca_cache_free(c);
 }
 

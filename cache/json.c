@@ -132,6 +132,9 @@ uint64_t ca__jid(const cJSON *item)
 
 struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip)
 {
+    static _Thread_local char scratch[32768]; /* most entities print here, with no allocation */
+    if (cJSON_PrintPreallocated((cJSON *)o, scratch, (int)sizeof scratch, 0))
+        return ca__blob_new(scratch, strlen(scratch), strip);
     char *text = cJSON_PrintUnformatted(o);
     if (!text)
         return NULL;
@@ -191,13 +194,18 @@ uint16_t ca__strip(cJSON *o, enum ca__shape shape)
     int n;
     const char *const *d = defaults(shape, &n);
     uint16_t mask = 0;
-    char key[64];
-    for (int i = 0; i < n; i++) {
-        const char *val = split(d[i], key, sizeof key);
-        cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-        if (v && is_default(v, val)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(o, key);
-            mask |= (uint16_t)(1u << i);
+    for (cJSON *v = o ? o->child : NULL, *next; v; v = next) { /* one pass over the keys */
+        next = v->next;
+        size_t kl = v->string ? strlen(v->string) : 0;
+        for (int i = 0; kl && i < n; i++) {
+            /* strncmp stops at the default's end, so the two reads after it stay inside */
+            if (strncmp(d[i] + 1, v->string, kl) || d[i][kl + 1] != '"' || d[i][kl + 2] != ':')
+                continue;
+            if (is_default(v, d[i] + kl + 3)) {
+                cJSON_Delete(cJSON_DetachItemViaPointer(o, v));
+                mask |= (uint16_t)(1u << i);
+            }
+            break;
         }
     }
     return mask;

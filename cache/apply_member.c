@@ -251,6 +251,8 @@ void ca__apply_member_event(struct ca_cache *c, struct ca__item *it)
         break;
     case CA__EV_INTERACTION: {
         cJSON *m = cJSON_GetObjectItemCaseSensitive(d, "member");
+        cJSON_DeleteItemFromObjectCaseSensitive(m,
+                                                "permissions"); /* the interaction's, not REST's */
         if (m)
             ca__put_member(c, g, m, 0, 1);
         break;

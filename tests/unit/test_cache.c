@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache/cache.h"
 #include "lib/errors.h"
@@ -579,6 +580,7 @@ TEST(reads_while_events_apply)
     ASSERT(c);
     pthread_t th;
     atomic_store(&reading, 1);
+    atomic_store(&reads, 0);
     ASSERT_EQ(pthread_create(&th, NULL, reader, c), 0);
     char d[512];
     for (int i = 0; i < 600; i++) {
@@ -596,6 +598,8 @@ TEST(reads_while_events_apply)
         ca_cache_push(c, ch);
     }
     ca_cache_snapshot(c, -1, 10000);
+    for (int i = 0; i < 500 && atomic_load(&reads) < 200; i++) /* a slow machine: let it read */
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
     atomic_store(&reading, 0);
     pthread_join(th, NULL);
     ASSERT(atomic_load(&reads) > 0);

@@ -621,6 +621,7 @@ static int start_all(struct daemon *d)
         .discard = dl_discard,
     };
     http_server_set_deadletters(d->api, &d->dead_ops);
+    http_server_set_cache(d->api, d->cache); /* NULL without a cache block: 404 cache_disabled */
     struct gw_observer obs = http_server_observer(d->api);
     gw_gateway_set_observer(d->gw, &obs);
     struct br_action_ops actions = {.run = run_action, .ud = d};

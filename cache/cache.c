@@ -178,10 +178,13 @@ static void periodic(struct ca_cache *c, uint64_t now)
     int every = c->cfg->cache_snapshot_interval_ms;
     if (!c->has_io || every <= 0 || now < c->next_snap_ms)
         return;
-    if (c->next_snap_ms)
-        for (int i = 0; i < c->total; i++)
-            if (c->st.shards[i].changed && c->st.shards[i].guilds > 0)
-                ca__snapshot_write(c, i);
+    for (int i = 0; c->next_snap_ms && i < c->total; i++) {
+        pthread_rwlock_rdlock(&c->rw);
+        int due = c->st.shards[i].changed && c->st.shards[i].guilds > 0;
+        pthread_rwlock_unlock(&c->rw);
+        if (due)
+            ca__snapshot_write(c, i);
+    }
     c->next_snap_ms = now + (uint64_t)every;
 }
 

@@ -2,9 +2,11 @@
  * cluster/cache.c: the entity cache's snapshots in Redis (cluster.h's cl_cluster_cache_put and
  * cl_cluster_cache_get): key `cache:<id>`, a string, written by the fenced `cache` script only
  * while this node holds the shard under the fence Redis has for it, read with GET. Runs on the
- * caller's thread (the cache thread puts; a hold's load gets) over a connection of its own,
- * under its own mutex, so the coordination thread's lease renewals never wait behind a snapshot
- * of megabytes. Owns that connection (made in cl_cluster_new, freed in cl_cluster_free).
+ * caller's thread (the cache thread and the handoff worker put; a hold's load gets) over two
+ * connections of their own, one for puts and one for gets, each under its own mutex, so the
+ * coordination thread's lease renewals never wait behind a snapshot of megabytes and a hold's
+ * load never waits behind a put. Owns those connections (made in cl_cluster_new, freed in
+ * cl_cluster_free).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,16 +16,16 @@
 #include "lib/errors.h"
 #include "lib/log.h"
 
-/* Under cache_mu: connected, or SH_ENET (logged, rate-limited). */
-static int cache_connect(struct cl_cluster *c)
+/* Under r's mutex: connected, or SH_ENET (logged, rate-limited). */
+static int cache_connect(struct cl__redis *r)
 {
-    if (cl__redis_connected(c->cache_redis))
+    if (cl__redis_connected(r))
         return 0;
-    if (cl__redis_connect(c->cache_redis) == 0)
+    if (cl__redis_connect(r) == 0)
         return 0;
     static struct sh_log_limit lim;
     log_warn_limited(&lim, "msg=\"cache snapshots: redis unreachable\" redis=\"%s\" error=\"%s\"",
-                     cl__redis_where(c->cache_redis), cl__redis_error(c->cache_redis));
+                     cl__redis_where(r), cl__redis_error(r));
     return SH_ENET;
 }
 
@@ -52,7 +54,7 @@ int cl_cluster_cache_put(struct cl_cluster *c, int shard, const void *data, size
     const char *argv[] = {skey, ckey, f, len ? (const char *)data : ""};
     size_t lens[] = {strlen(skey), strlen(ckey), strlen(f), len};
     pthread_mutex_lock(&c->cache_mu);
-    int rc = cache_connect(c);
+    int rc = cache_connect(c->cache_redis);
     redisReply *r = rc ? NULL : cl__redis_script(c->cache_redis, CL_SCRIPT_CACHE, 2, 4, argv, lens);
     if (!rc && !r) {
         static struct sh_log_limit lim;
@@ -68,10 +70,10 @@ int cl_cluster_cache_put(struct cl_cluster *c, int shard, const void *data, size
     return v == 0 ? 0 : v == -1 || v == -2 ? SH_EFENCED : SH_EIO;
 }
 
-/* Under cache_mu: the STRLEN of key, or a negative code. */
-static long long stored_len(struct cl_cluster *c, const char *key)
+/* Under r's mutex: the STRLEN of key, or a negative code. */
+static long long stored_len(struct cl__redis *redis, const char *key)
 {
-    redisReply *r = cl__redis_cmd(c->cache_redis, "STRLEN %s", key);
+    redisReply *r = cl__redis_cmd(redis, "STRLEN %s", key);
     if (!r)
         return SH_ENET;
     long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : SH_EIO;
@@ -85,10 +87,10 @@ int cl_cluster_cache_get(struct cl_cluster *c, int shard, struct sh_buf *out)
         return SH_EINVAL;
     char key[160];
     snprintf(key, sizeof(key), "%scache:%d", c->prefix, shard);
-    pthread_mutex_lock(&c->cache_mu);
-    int rc = cache_connect(c);
+    pthread_mutex_lock(&c->cache_get_mu);
+    int rc = cache_connect(c->cache_get_redis);
     /* the length first: a snapshot past the cap is never read into memory */
-    long long n = rc ? rc : stored_len(c, key);
+    long long n = rc ? rc : stored_len(c->cache_get_redis, key);
     redisReply *r = NULL;
     if (n == 0)
         rc = SH_ENOTFOUND; /* STRLEN of a missing key; an empty snapshot is none either */
@@ -96,14 +98,14 @@ int cl_cluster_cache_get(struct cl_cluster *c, int shard, struct sh_buf *out)
         rc = (int)n;
     else if (n > (long long)CL_CACHE_MAX_BYTES)
         rc = SH_ETOOBIG;
-    else if (!(r = cl__redis_cmd(c->cache_redis, "GET %s", key)))
+    else if (!(r = cl__redis_cmd(c->cache_get_redis, "GET %s", key)))
         rc = SH_ENET;
     if (rc == SH_ENET) {
         static struct sh_log_limit lim;
         log_warn_limited(&lim, "msg=\"cache snapshot not read\" shard=%d error=\"%s\"", shard,
-                         cl__redis_error(c->cache_redis));
+                         cl__redis_error(c->cache_get_redis));
     }
-    pthread_mutex_unlock(&c->cache_mu);
+    pthread_mutex_unlock(&c->cache_get_mu);
     if (rc)
         return rc;
     if (r->type == REDIS_REPLY_NIL)

@@ -160,9 +160,13 @@ int cl_cluster_new(const struct cfg_config *cfg, const struct cl_node_ops *ops,
     cl__app_id(cfg->token, c->app, sizeof(c->app));
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->cache_mu, NULL);
+    pthread_mutex_init(&c->cache_get_mu, NULL);
     int rc = cl__redis_new(cfg->cluster_redis, 1000, &c->redis, err, errlen);
     if (rc == 0)
         rc = cl__redis_new(cfg->cluster_redis, CL__CACHE_TIMEOUT_MS, &c->cache_redis, err, errlen);
+    if (rc == 0)
+        rc = cl__redis_new(cfg->cluster_redis, CL__CACHE_TIMEOUT_MS, &c->cache_get_redis, err,
+                           errlen);
     if (rc == 0 && (rc = cl__identify_new(cfg, &c->ident)) != 0)
         snprintf(err, errlen, "cluster: %s", sh_strerror(rc));
     if (rc) {
@@ -373,7 +377,9 @@ void cl_cluster_free(struct cl_cluster *c)
     cl__identify_free(c->ident);
     cl__redis_free(c->redis);
     cl__redis_free(c->cache_redis);
+    cl__redis_free(c->cache_get_redis);
     pthread_mutex_destroy(&c->cache_mu);
+    pthread_mutex_destroy(&c->cache_get_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

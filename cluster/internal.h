@@ -165,9 +165,11 @@ struct cl_cluster {
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
     struct sh_metric *m_releases, *m_rtt, *m_held, *m_degraded;
     struct cl__fwd *fwd; /* forwarded control commands (forward.c) */
-    /* cache.c: entity cache snapshots, on a connection of their own (never this thread's) */
-    pthread_mutex_t cache_mu;
-    struct cl__redis *cache_redis; /* under cache_mu */
+    /* cache.c: entity cache snapshots, on connections of their own (never this thread's): one
+       for writes (the cache thread, the handoff worker), one for reads (holds load) */
+    pthread_mutex_t cache_mu, cache_get_mu;
+    struct cl__redis *cache_redis;                              /* under cache_mu */
+    struct cl__redis *cache_get_redis; /* under cache_get_mu */ /* under cache_mu */
 };
 
 /* ms from then to now; 0 when then is later (a time taken after now was read). */

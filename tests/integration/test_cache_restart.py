@@ -310,5 +310,6 @@ def test_cluster_handoff_keeps_the_cache_warm(tmp):
     owner.wait_log(r'msg="cache snapshot written for the handoff" shard=2', 10)
     wait_guild(other, gid, "handed off")
     assert not fake.identifies(shard=2)
-    # the old owner forgot it: its answer now comes from the owner (forwarded) or says so
+    # what the new owner loaded: the handoff's snapshot in Redis
     assert redis.cmd("EXISTS", ch.key("cache:2")) == 1
+    owner.wait_log(r'msg="shard handed off" shard=2 ', 5)

@@ -605,6 +605,7 @@ TEST(cache_snapshots_are_written_under_the_holders_fence_and_read_back_whole)
     long long exists3 = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r)
         freeReplyObject(r);
+    sh_buf_free(&got);
     sh_buf_init(&got, 16); /* a reader's cap holds */
     int capped = cl_cluster_cache_get(a.c, 2, &got);
     sh_buf_free(&got);

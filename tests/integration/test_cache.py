@@ -201,7 +201,7 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     news = truth.channel_create(a, "announcements", type_=5, position=3, parent_id=ga["category"])
     th1 = truth.thread_create(a, ga["general"], u0, "thread one")
     th2 = truth.thread_create(a, ga["general"], u1, "thread two")
-    th3 = truth.thread_create(a, news, u0, "news thread")
+    th3 = truth.thread_create(a, ga["staff"], u0, "staff thread")
     truth.thread_update(a, th1, name="thread one renamed",
                         thread_metadata={"archived": True, "locked": True})
     truth.emojis_update(a, ga["emojis"] + [truth.emoji_object("partyblob", roles=[mod])])
@@ -224,12 +224,12 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     c.same("/v1/users/%s" % truth.bot_id, truth.user(truth.bot_id))
 
     # deletions: a channel, a thread, a role, a member; THREAD_LIST_SYNC of one parent
-    truth.channel_delete(a, news)  # its thread th3 stays until the sync below says otherwise
+    truth.channel_delete(a, news)
     truth.thread_delete(a, th1)
     truth.role_delete(a, extra_role)
     truth.member_remove(a, users[5]["id"])
     fresh = truth.thread_object(a, ga["general"], u3, "synced thread")
-    truth.thread_list_sync(a, [ga["general"]], [fresh])  # th2 is gone, th3 (other parent) stays
+    truth.thread_list_sync(a, [ga["general"]], [fresh])  # th2 goes; th3 (in staff) stays
     truth.voice_leave(a, u3)
     sync()
     check_guild(c, truth, a)
@@ -551,3 +551,34 @@ def test_check_refuses_a_kind_whose_intent_is_missing(tmp):
     # kinds left out are simply not kept when their intent is missing: accepted
     code, out = Shardhook.check(base_config(None, None, tmp, intents=["GUILDS"], cache={}), tmp)
     assert code == 0, out
+
+
+@timeout(180)
+def test_restart_resumes_with_a_warm_cache(tmp):
+    """A SIGTERM writes the shard's snapshot; the restarted daemon RESUMEs (Discord sends no
+    GUILD_CREATE then) and still answers what only the first session's GUILD_CREATE carried,
+    plus what the replay brings."""
+    truth = Truth()
+    users = [truth.new_user("warm%d" % i) for i in range(3)]
+    gid = truth.add_guild("Warm", members=users)
+    fake, rx, sh = start(tmp, truth, [truth.guild_create(gid)], wait_guild=gid)
+    sh.wait_ready(timeout=20)
+    g = truth.guilds[gid]
+    truth.member_update(gid, users[0]["id"], nick="before")
+    sync = Sync(sh, truth, gid)
+    sync()
+    assert sh.stop() == 0
+    # while it is down: events the RESUME replays
+    truth.member_update(gid, users[1]["id"], nick="while-down")
+    truth.role_create(gid, "while-down", P["SPEAK"])
+    fake.guilds(0, [])  # an IDENTIFY now would bring no guild back: only the snapshot can
+    sh.start()
+    fake.wait(lambda f: len(f.received(op=6)) >= 1, 15, what="RESUME")
+    sh.wait_ready(timeout=20)
+    assert len(fake.identifies(shard=0, refused=False)) == 1, "the restart identified again"
+    sync()
+    c = Checker(sh)
+    check_guild(c, truth, gid)
+    c.same("/v1/cache/guilds", truth.cache_guilds())
+    c.done()
+    assert g["members"][users[0]["id"]]["nick"] == "before"

@@ -317,6 +317,37 @@ static const struct directive cluster_dirs[] = {
 static const struct section cluster_section = {cluster_dirs, COUNT(cluster_dirs),
                                                cfg__check_cluster};
 
+/* The kinds have no default: left out, a kind follows the intents (keys.c, after the intents). */
+#define CACHE_KIND_ROW_(id, key_, intent)                                                          \
+    {.name = key_,                                                                                 \
+     .set = cfg__set_cache_kind,                                                                   \
+     .min = CFG_CACHE_##id,                                                                        \
+     .type = "boolean",                                                                            \
+     .def_note = CFG_CACHE_##id == CFG_CACHE_PRESENCES ? "`false`"                                 \
+                                                       : "`true` with the `" #intent "` intent",   \
+     .doc = "keep " key_ "; `true` without the `" #intent "` intent is refused"},
+static const struct directive cache_dirs[] = {
+    CFG_CACHE_KINDS(CACHE_KIND_ROW_){.name = "max_bytes",
+                                     .set = cfg__set_size,
+                                     .off = C_OFF(cache_max_bytes),
+                                     .min = 1048576,
+                                     .max = 1099511627776LL,
+                                     .def = "1073741824",
+                                     .doc = "hard bound on what the cache holds: past it new "
+                                            "members, then users, are not kept (guilds, "
+                                            "channels and roles always are)"},
+    {.name = "snapshot_interval_ms",
+     .set = cfg__set_int,
+     .off = C_OFF(cache_snapshot_interval_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "60000",
+     .doc = "each shard's cache is snapshotted this often (and at a stop or handoff); 0: only "
+            "at stops and handoffs"},
+};
+#undef CACHE_KIND_ROW_
+static const struct section cache_section = {cache_dirs, COUNT(cache_dirs), NULL};
+
 static const struct directive top_dirs[] = {
     {.name = "token",
      .set = cfg__set_token,
@@ -479,6 +510,12 @@ static const struct directive top_dirs[] = {
      .type = "object",
      .doc = "cluster mode: several nodes hold the bot's shards through one Redis "
             "([cluster.md](cluster.md)); absent: one node, as without it"},
+    {.name = "cache",
+     .set = cfg__set_cache,
+     .sub = &cache_section,
+     .type = "object",
+     .doc = "the entity cache read through `/v1/guilds/...` ([api.md](api.md)); absent: no "
+            "cache"},
     {.name = "testing",
      .set = cfg__set_section,
      .sub = &testing_section,
@@ -490,5 +527,6 @@ const struct section cfg__top_section = {top_dirs, COUNT(top_dirs), cfg__check_t
 
 /* cfg__process_object() tracks the keys it saw in a 64-bit mask */
 _Static_assert(COUNT(top_dirs) <= 64 && COUNT(webhook_dirs) <= 64 && COUNT(shards_dirs) <= 64 &&
-                   COUNT(http_dirs) <= 64 && COUNT(testing_dirs) <= 64 && COUNT(cluster_dirs) <= 64,
+                   COUNT(http_dirs) <= 64 && COUNT(testing_dirs) <= 64 &&
+                   COUNT(cluster_dirs) <= 64 && COUNT(cache_dirs) <= 64,
                "a directive table outgrew the seen mask");

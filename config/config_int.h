@@ -197,11 +197,18 @@ CFG__HANDLER(cfg__set_listen);
 CFG__HANDLER(cfg__set_cluster);
 CFG__HANDLER(cfg__set_redis_url);
 CFG__HANDLER(cfg__set_node_name);
+CFG__HANDLER(cfg__set_cache);
+CFG__HANDLER(cfg__set_cache_kind);
 /* Cross-key rules, run once a section's keys and defaults are in. */
 int cfg__check_shards(struct ctx *c, void *base);
 int cfg__check_http(struct ctx *c, void *base);
 int cfg__check_cluster(struct ctx *c, void *base);
 int cfg__check_top(struct ctx *c, void *base);
+/*
+ * While loading, cache_kinds holds the kinds set true (bit k) and set false (bit
+ * CFG__CACHE_OFF + k); cfg__check_top turns it into the kinds kept, from the intents.
+ */
+#define CFG__CACHE_OFF 16
 
 /* presence (presence.c): its table, and the handler of the config's `presence` key. */
 extern const struct section cfg__presence_section;

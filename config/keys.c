@@ -2,8 +2,8 @@
  * config/keys.c: the handlers of keys with a shape of their own: intents (names or a bit
  * mask, from the SH_INTENTS table of lib/discord.h), compress, shards ("auto" or an object
  * checked as a whole), webhooks with their signing secrets and headers, http.listen, the cluster
- * block (its Redis address and node name); and the cross-key rules of the shards, http, cluster
- * and top-level sections.
+ * block (its Redis address and node name), the cache block (which kinds it keeps, from the
+ * intents); and the cross-key rules of the shards, http, cluster and top-level sections.
  */
 #include <math.h>
 #include <stddef.h>
@@ -562,6 +562,61 @@ int cfg__check_cluster(struct ctx *c, void *base)
     return SH_OK;
 }
 
+/* ---- cache ---- */
+
+int cfg__set_cache(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    char buf[80];
+    if (!cJSON_IsObject(v))
+        return cfg__fail(c, "must be an object (got %s)", cfg__describe(v, 0, buf, sizeof(buf)));
+    ((struct cfg_config *)base)->cache = 1;
+    return cfg__process_object(c, d->sub, v, base);
+}
+
+/* One kind's boolean (d->min is its CFG_CACHE_<KIND>): noted as set true or set false. */
+int cfg__set_cache_kind(struct ctx *c, const struct directive *d, const cJSON *v, void *base)
+{
+    struct cfg_config *cfg = base;
+    char buf[80];
+    if (!cJSON_IsBool(v))
+        return cfg__fail(c, "must be true or false (got %s)",
+                         cfg__describe(v, 0, buf, sizeof(buf)));
+    int k = (int)d->min;
+    cfg->cache_kinds |= 1u << (cJSON_IsTrue(v) ? k : CFG__CACHE_OFF + k);
+    return SH_OK;
+}
+
+/*
+ * The kinds kept: a kind set true needs its intent (refused without it), a kind left out is kept
+ * when the intents have it (presences only when set true).
+ */
+static int check_cache(struct ctx *c, struct cfg_config *cfg)
+{
+#define CACHE_KIND_(id, key, intent) {CFG_CACHE_##id, key, #intent},
+    static const struct {
+        int kind;
+        const char *key, *intent;
+    } kinds[] = {CFG_CACHE_KINDS(CACHE_KIND_)};
+#undef CACHE_KIND_
+    unsigned set = cfg->cache_kinds, kept = 0;
+    for (size_t i = 0; cfg->cache && i < COUNT(kinds); i++) {
+        int k = kinds[i].kind, bit = cfg_intent_bit(kinds[i].intent);
+        int has = bit >= 0 && (cfg->intents >> bit & 1);
+        int on = set >> k & 1, off = set >> (CFG__CACHE_OFF + k) & 1;
+        if (on && !has) {
+            char key[64];
+            snprintf(key, sizeof(key), "cache.%s", kinds[i].key);
+            return cfg__fail_key(c, key,
+                                 "needs the %s intent (add it to \"intents\" or set \"%s\": false)",
+                                 kinds[i].intent, kinds[i].key);
+        }
+        if (on || (!off && has && k != CFG_CACHE_PRESENCES))
+            kept |= 1u << k;
+    }
+    cfg->cache_kinds = kept;
+    return SH_OK;
+}
+
 /* ---- top-level cross-key rules ---- */
 
 int cfg__check_top(struct ctx *c, void *base)
@@ -586,5 +641,5 @@ int cfg__check_top(struct ctx *c, void *base)
                              "must not be less than reconnect_base_ms (%d) "
                              "(got %d)",
                              cfg->reconnect_base_ms, cfg->reconnect_max_ms);
-    return SH_OK;
+    return check_cache(c, cfg);
 }

@@ -152,6 +152,12 @@ int http__merge_answers(const struct http__part *parts, int n, const cJSON *orde
 
 /* ---- a request answered from elsewhere ------------------------------------------------------ */
 
+/*
+ * How the parts' answers become one: merged as presence and soundboard answers are, the first
+ * 200 of the parts (else part 0's answer: this node's own), or the guild lists merged.
+ */
+enum { FWD_MERGE = 0, FWD_FIRST_OK, FWD_GUILD_LIST };
+
 /* One suspended request waiting for its parts' answers. */
 struct http__fwd {
     struct http__fwd *prev, *next; /* in ctx->fwds until answered */
@@ -162,6 +168,8 @@ struct http__fwd {
     struct http_reply *r;
     pthread_mutex_t mu;
     int n, left;
+    int mode;     /* FWD_MERGE, FWD_FIRST_OK, FWD_GUILD_LIST: how finish() makes one answer */
+    int limit;    /* FWD_GUILD_LIST: the request's page size */
     cJSON *order; /* soundboard: the request's guild_ids, the answer's order */
     struct http__part parts[MAX_PARTS];
 };
@@ -196,14 +204,65 @@ static void unlink_fwd(struct http__fwd *f)
         f->next->prev = f->prev;
 }
 
+/* Snowflake text order: shorter is smaller, then byte order. */
+static int id_before(const cJSON *x, const cJSON *y, const cJSON *ctx)
+{
+    (void)ctx;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(x, "id");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(y, "id");
+    const char *sa = cJSON_IsString(a) ? a->valuestring : "",
+               *sb = cJSON_IsString(b) ? b->valuestring : "";
+    size_t na = strlen(sa), nb = strlen(sb);
+    return na != nb ? na < nb : strcmp(sa, sb) < 0;
+}
+
+/*
+ * GET /v1/cache/guilds in cluster mode: every node's page ({"guilds":[...]}, each asked with the
+ * same limit and after) merged by id, each guild once, cut to limit. A part that failed makes
+ * the answer its failure: a page without a node's guilds would look complete.
+ */
+static void merge_guild_lists(const struct http__part *parts, int n, int limit,
+                              struct http_reply *out)
+{
+    for (int i = 0; i < n; i++)
+        if (parts[i].status != 200) {
+            fill_reply(out, parts[i].status, parts[i].retry_after, parts[i].body, parts[i].len);
+            return;
+        }
+    cJSON *all = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(all, "guilds");
+    for (int i = 0; i < n && list; i++) {
+        cJSON *p = cJSON_ParseWithLength(parts[i].body, parts[i].len);
+        concat(all, "guilds", p, "guilds");
+        cJSON_Delete(p);
+    }
+    sort_items(all, "guilds", id_before, NULL);
+    int kept = 0;
+    for (cJSON *it = list ? list->child : NULL, *next; it; it = next) {
+        next = it->next;
+        if (kept >= limit || (it != list->child && !id_before(it->prev, it, NULL)))
+            cJSON_Delete(cJSON_DetachItemViaPointer(list, it)); /* past the page, or a repeat */
+        else
+            kept++;
+    }
+    if (!list || http_reply_json(out, 200, all))
+        http_reply_error(out, 500, "internal", "out of memory while merging the guild lists");
+    if (!list)
+        cJSON_Delete(all);
+}
+
 /* All parts answered: the merged answer into the reply, and the connection resumed. */
 static void finish(struct http__fwd *f)
 {
     struct http_reply tmp;
     http_reply_init(&tmp);
-    if (f->n == 1) {
-        fill_reply(&tmp, f->parts[0].status, f->parts[0].retry_after, f->parts[0].body,
-                   f->parts[0].len);
+    if (f->n == 1 || f->mode == FWD_FIRST_OK) {
+        int k = 0;
+        for (int i = 1; i < f->n && f->mode == FWD_FIRST_OK && !k; i++)
+            k = f->parts[i].status == 200 ? i : 0;
+        fill_reply(&tmp, f->parts[k].status, f->parts[k].retry_after, f->parts[k].body,
+                   f->parts[k].len);
+    } else if (f->mode == FWD_GUILD_LIST) {
+        merge_guild_lists(f->parts, f->n, f->limit, &tmp);
     } else {
         struct http__part m;
         char *body = NULL;
@@ -343,7 +402,17 @@ static int target_shard(struct http_ctx *ctx, enum http_route route, const char 
     case HTTP_ROUTE_VOICE_STATE:
     case HTTP_ROUTE_MEMBERS:
     case HTTP_ROUTE_CHANNEL_INFO:
-        if (sh_parse_snowflake(param, strlen(param), &gid))
+    case HTTP_ROUTE_CACHE_GUILD:
+    case HTTP_ROUTE_CACHE_CHANNELS:
+    case HTTP_ROUTE_CACHE_THREADS:
+    case HTTP_ROUTE_CACHE_ROLES:
+    case HTTP_ROUTE_CACHE_EMOJIS:
+    case HTTP_ROUTE_CACHE_MEMBERS:
+    case HTTP_ROUTE_CACHE_MEMBER:
+    case HTTP_ROUTE_CACHE_PERMISSIONS:
+    case HTTP_ROUTE_CACHE_VOICE_STATES:
+    case HTTP_ROUTE_CACHE_VOICE_STATE: /* the guild id comes first: "guild" or "guild/user" */
+        if (sh_parse_snowflake(param, strcspn(param, "/"), &gid))
             return -1;
         shard = http__guild_shard(ctx, gid);
         break;
@@ -515,6 +584,109 @@ static int run_shares(struct http_ctx *ctx, const struct http_cluster_ops *ops,
     return 1;
 }
 
+/* ---- the entity cache's reads ---------------------------------------------------------------- */
+
+/*
+ * A cache read travels as "GET <label>" with its query's values in the body, an object of
+ * strings ({"limit":"5","after":"..."}), which http__execute hands back to the handler as its
+ * query. NULL out of memory.
+ */
+static char *query_body(const struct http_call *call)
+{
+    static const char *const keys[] = {"limit", "after", "channel_id"};
+    cJSON *q = cJSON_CreateObject();
+    for (size_t i = 0; q && call->query && i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *v = call->query(call->token, keys[i]);
+        if (v && !cJSON_AddStringToObject(q, keys[i], v)) {
+            cJSON_Delete(q);
+            return NULL;
+        }
+    }
+    char *text = q ? cJSON_PrintUnformatted(q) : NULL;
+    cJSON_Delete(q);
+    return text;
+}
+
+/*
+ * One shard of each other node that holds shards (its owner answers for the node), as the
+ * cluster's latest view names the owners; at most cap. Returns the count.
+ */
+static int other_nodes(struct http_ctx *ctx, const struct http_cluster_ops *ops, int *shards,
+                       int cap)
+{
+    char names[MAX_PARTS][128];
+    int n = 0, total = ctx->ops->total(ctx->gw);
+    const char *me = ctx->cfg->cluster_node ? ctx->cfg->cluster_node : "";
+    for (int s = 0; s < total && n < cap && ops->owner; s++) {
+        char owner[128] = "";
+        if (ctx->ops->runs(ctx->gw, s) || ops->owner(ops->ud, s, owner, sizeof(owner)) ||
+            !owner[0] || !strcmp(owner, me))
+            continue;
+        int seen = 0;
+        for (int k = 0; k < n && !seen; k++)
+            seen = !strcmp(names[k], owner);
+        if (seen)
+            continue;
+        snprintf(names[n], sizeof(names[n]), "%s", owner);
+        shards[n++] = s;
+    }
+    return n;
+}
+
+/*
+ * /v1/channels/{id}, /v1/users/{id} and /v1/cache/guilds: this node answers first; a channel or
+ * user it does not hold is asked of every other node (the first 200 wins, else this node's 404),
+ * and the guild list is every node's page merged. 1 with the answer in *r or to come by resume,
+ * 0 when the route is not one of these.
+ */
+static int fan_out(struct http_ctx *ctx, const struct http_cluster_ops *ops, struct http_call *call,
+                   enum http_route route, const char *param, struct http_reply *r)
+{
+    if (route != HTTP_ROUTE_CACHE_CHANNEL && route != HTTP_ROUTE_CACHE_USER &&
+        route != HTTP_ROUTE_CACHE_GUILD_LIST)
+        return 0;
+    struct http_req rq = {.route = route, .param = param, .call = call};
+    http__get_cache(ctx, &rq, r);
+    int list = route == HTTP_ROUTE_CACHE_GUILD_LIST;
+    int again =
+        list ? r->status == 200
+             : r->status == 404 && r->body.data && strstr(r->body.data, "\"code\":\"unknown_");
+    int shards[MAX_PARTS - 1];
+    int n = again ? other_nodes(ctx, ops, shards, MAX_PARTS - 1) : 0;
+    char *q = n ? query_body(call) : NULL;
+    struct http__fwd *f = q ? fwd_new(ctx, call, r, n + 1) : NULL;
+    if (!f) {
+        cJSON_free(q);
+        return n ? no_fwd(ctx, r) : 1; /* nobody else to ask: this node's answer */
+    }
+    f->mode = list ? FWD_GUILD_LIST : FWD_FIRST_OK;
+    const char *l = call->query ? call->query(call->token, "limit") : NULL;
+    f->limit = l ? atoi(l) : 100; /* checked by the handler's own answer above */
+    struct http__part *p0 = &f->parts[0];
+    p0->status = r->status;
+    snprintf(p0->retry_after, sizeof(p0->retry_after), "%s", r->retry_after);
+    p0->len = r->body.len;
+    p0->body = malloc(p0->len + 1);
+    if (p0->body) {
+        memcpy((char *)p0->body, r->body.data ? r->body.data : "", p0->len);
+        ((char *)p0->body)[p0->len] = '\0';
+    } else {
+        p0->status = 500;
+        p0->body = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"oom\"}}");
+        p0->len = p0->body ? strlen(p0->body) : 0;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->left = n;
+    pthread_mutex_unlock(&f->mu);
+    char label[80];
+    snprintf(label, sizeof(label), "GET %s", http_route_name(route));
+    for (int i = 0; i < n; i++)
+        start_part(ctx, ops, f, i + 1, shards[i], label, param, q, strlen(q),
+                   route_timeout(ctx, route, NULL), 0);
+    cJSON_free(q);
+    return 1;
+}
+
 int http__forward(struct http_ctx *ctx, struct http_call *call, enum http_route route,
                   const char *param, const char *body, size_t len, const cJSON *j,
                   struct http_reply *r)
@@ -533,14 +705,24 @@ int http__forward(struct http_ctx *ctx, struct http_call *call, enum http_route 
         shares_free(sh, n);
         return rc;
     }
+    if (fan_out(ctx, ops, call, route, param, r))
+        return 1;
     int shard = target_shard(ctx, route, param);
     if (shard < 0 || ctx->ops->runs(ctx->gw, shard))
         return 0;
+    char label[80], *q = NULL;
+    int get = http__cache_route(route);
+    snprintf(label, sizeof(label), "%s%s", get ? "GET " : "", http_route_name(route));
+    if (get && !(q = query_body(call)))
+        return http__oom(r), 1;
     struct http__fwd *f = fwd_new(ctx, call, r, 1);
-    if (!f)
+    if (!f) {
+        cJSON_free(q);
         return no_fwd(ctx, r);
-    start_part(ctx, ops, f, 0, shard, http_route_name(route), param, body, len,
+    }
+    start_part(ctx, ops, f, 0, shard, label, param, get ? q : body, get ? strlen(q) : len,
                route_timeout(ctx, route, j), 0);
+    cJSON_free(q);
     return 1;
 }
 
@@ -551,6 +733,7 @@ struct exec {
     struct http__wakeable wk; /* first: the pending table's token */
     struct http_call call;
     struct http_reply r;
+    cJSON *query; /* a cache read: its query's values, as the forwarding node sent them */
     atomic_int refs;
     http_answer_fn *done;
     void *ud;
@@ -560,6 +743,7 @@ static void exec_release(struct exec *e)
 {
     if (atomic_fetch_sub(&e->refs, 1) == 1) {
         http_reply_free(&e->r);
+        cJSON_Delete(e->query);
         free(e);
     }
 }
@@ -594,13 +778,32 @@ static void exec_wake(struct http__wakeable *wk)
     exec_release(e);
 }
 
+static const char *exec_query(void *token, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(((struct exec *)token)->query, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/*
+ * The route a forwarded label names: a command's (POST) label, or "GET <label>" for a cache
+ * read (a GET and a POST may share a path). HTTP_ROUTE_NONE for any other.
+ */
+static enum http_route route_of(const char *label)
+{
+    int get = !strncmp(label, "GET ", 4);
+    for (int i = HTTP_ROUTE_NONE + 1; i < HTTP_ROUTE_COUNT_; i++) {
+        enum http_route rt = (enum http_route)i;
+        if (!strcmp(http_route_name(rt), get ? label + 4 : label) &&
+            (get ? http__cache_route(rt) : http__route_row(rt)->method == HTTP_POST))
+            return rt;
+    }
+    return HTTP_ROUTE_NONE;
+}
+
 int http__execute(struct http_ctx *ctx, const char *route, const char *param, const char *body,
                   size_t len, http_answer_fn *done, void *ud)
 {
-    enum http_route rt = HTTP_ROUTE_NONE;
-    for (int i = HTTP_ROUTE_NONE + 1; i < HTTP_ROUTE_COUNT_; i++)
-        if (!strcmp(http_route_name((enum http_route)i), route))
-            rt = (enum http_route)i;
+    enum http_route rt = route ? route_of(route) : HTTP_ROUTE_NONE;
     struct exec *e = calloc(1, sizeof(*e));
     if (!e)
         return SH_ENOMEM;
@@ -611,7 +814,11 @@ int http__execute(struct http_ctx *ctx, const char *route, const char *param, co
     http_reply_init(&e->r);
     e->call =
         (struct http_call){.token = e, .suspend = exec_suspend, .resume = exec_resume, .local = 1};
-    if (rt == HTTP_ROUTE_NONE || http__route_row(rt)->method != HTTP_POST)
+    if (rt != HTTP_ROUTE_NONE && http__cache_route(rt)) {
+        e->query = cJSON_ParseWithLength(body ? body : "", len);
+        e->call.query = exec_query;
+    }
+    if (rt == HTTP_ROUTE_NONE)
         http_reply_error(&e->r, 404, "not_found", "no such command route");
     else
         http_handle(ctx, &e->call, rt, param ? param : "", body ? body : "", len, &e->r);

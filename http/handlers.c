@@ -318,7 +318,7 @@ int http_handle(struct http_ctx *ctx, struct http_call *call, enum http_route ro
         cJSON_Delete(j);
         return call->suspended;
     }
-    struct http_req rq = {.param = param, .body = j, .call = call};
+    struct http_req rq = {.route = route, .param = param, .body = j, .call = call};
     row->handle(ctx, &rq, r);
     cJSON_Delete(j);
     return call->suspended;

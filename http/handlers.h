@@ -19,6 +19,8 @@
 #include "http/route.h"
 #include "http/server.h"
 
+struct ca_cache;
+
 #define HTTP_MAX_TIMEOUT_MS 120000 /* the most a request may ask to wait for Discord */
 
 struct http_ctx {
@@ -35,7 +37,8 @@ struct http_ctx {
     const struct http_webhook_ops *_Atomic webhooks;  /* NULL until main() sets them */
     _Atomic(const struct http_deadletter_ops *) dead; /* NULL until bridge/main.c sets it */
     _Atomic(const struct http_cluster_ops *) cluster; /* NULL without cluster mode */
-    pthread_mutex_t fwd_lock; /* guards the forwarded requests waiting (http/forward.c) */
+    _Atomic(struct ca_cache *) cache; /* the entity cache's reads; NULL until main() sets it */
+    pthread_mutex_t fwd_lock;         /* guards the forwarded requests waiting (http/forward.c) */
     struct http__fwd *fwds;
     int fwd_stopped;
 };

@@ -22,6 +22,7 @@
 
 /* One request as a handler sees it. */
 struct http_req {
+    enum http_route route;  /* the row answered (one handler serves the cache's routes) */
     const char *param;      /* the {id} or {guild_id} segment, "" when the route has none */
     const cJSON *body;      /* POST routes: the body, an object, NULL when it was empty */
     struct http_call *call; /* the connection, for the handlers that suspend it */
@@ -119,6 +120,15 @@ cJSON *http__shard_json(const struct gw_shard_info *s);
 int http__cluster_shards(struct http_ctx *ctx, struct http_reply *r);
 int http__cluster_shard(struct http_ctx *ctx, int id, struct http_reply *r);
 int http__cluster_readyz(struct http_ctx *ctx, struct http_reply *r);
+
+/* ---- the entity cache's reads (h_cache.c) ------------------------------------------------ */
+
+/* 1 when route is one of HTTP_CACHE_ROUTES: its 200s carry an ETag (server.c). */
+int http__cache_route(enum http_route route);
+/* ETag value ("\"<16 hex>\"", 19 bytes with the NUL) of a body: FNV-1a 64 of its bytes. */
+void http__etag(const void *body, size_t len, char out[19]);
+/* 1 when an If-None-Match header value (a tag, a list of tags, or *) matches etag. */
+int http__etag_matches(const char *if_none_match, const char *etag);
 
 /* ---- gateway payloads ---------------------------------------------------------------------- */
 

@@ -46,18 +46,25 @@ static size_t param_cap(const struct http__route *row)
     return strstr(row->name, "{dead_letter_id}") ? HTTP_PARAM_MAX : 32;
 }
 
-/* 1 when path fits pattern; the "{}" segment (at most one) is copied into param. */
+/*
+ * 1 when path fits pattern; the "{}" segments (at most two, each under cap bytes) are copied
+ * into param, joined by '/'.
+ */
 static int fits(const char *pattern, const char *path, char *param, size_t cap)
 {
     const char *p = pattern, *s = path;
+    size_t used = 0;
     param[0] = '\0';
     while (*p) {
         if (p[0] == '{' && p[1] == '}') {
             size_t n = strcspn(s, "/");
-            if (n == 0 || n >= cap)
+            if (n == 0 || n >= cap || used + n + 2 > HTTP_PARAM_MAX)
                 return 0;
-            memcpy(param, s, n);
-            param[n] = '\0';
+            if (used)
+                param[used++] = '/';
+            memcpy(param + used, s, n);
+            used += n;
+            param[used] = '\0';
             s += n;
             p += 2;
             continue;
@@ -70,6 +77,17 @@ static int fits(const char *pattern, const char *path, char *param, size_t cap)
     return *s == '\0';
 }
 
+/* Add method m to a 405's Allow list (in GET, HEAD, POST, DELETE order), once. */
+static void allow_add(unsigned *methods, enum http_method m, char *allow, size_t cap)
+{
+    *methods |= 1u << m;
+    snprintf(allow, cap, "%s%s%s%s%s", *methods & 1u << HTTP_GET ? "GET, HEAD" : "",
+             *methods & 1u << HTTP_GET && *methods & ~(1u << HTTP_GET) ? ", " : "",
+             *methods & 1u << HTTP_POST ? "POST" : "",
+             *methods & 1u << HTTP_POST && *methods & 1u << HTTP_DELETE ? ", " : "",
+             *methods & 1u << HTTP_DELETE ? "DELETE" : "");
+}
+
 void http_route_match(enum http_method method, const char *path, struct http_match *out)
 {
     memset(out, 0, sizeof(*out));
@@ -78,6 +96,7 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
         return;
     enum http_method want = method == HTTP_HEAD ? HTTP_GET : method;
     char param[HTTP_PARAM_MAX];
+    unsigned methods = 0;
     for (size_t i = 0; i < N_ROUTES; i++) {
         if (!fits(table[i].pattern, path, param, param_cap(&table[i])))
             continue;
@@ -92,10 +111,7 @@ void http_route_match(enum http_method method, const char *path, struct http_mat
         /* the path exists under another method: remember it for a 405 */
         out->status = 405;
         out->auth = table[i].auth;
-        snprintf(out->allow, sizeof(out->allow), "%s",
-                 table[i].method == HTTP_GET    ? "GET, HEAD"
-                 : table[i].method == HTTP_POST ? "POST"
-                                                : "DELETE");
+        allow_add(&methods, table[i].method, out->allow, sizeof(out->allow));
     }
 }
 

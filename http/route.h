@@ -14,10 +14,10 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER }
 
 /*
  * The route table, one row per endpoint: X(ID, method, pattern, label, auth, handler).
- * pattern: literal segments and at most one "{}", which captures one path segment; label: the
- * stable, low-cardinality name for metrics and logs; auth: 1 when the route needs the bearer
- * token (if one is set); handler: the function that answers it (http/internal.h). Adding an
- * endpoint is one row here and one handler.
+ * pattern: literal segments and at most two "{}", each capturing one path segment (two captures
+ * come out as "first/second" in one parameter); label: the stable, low-cardinality name for
+ * metrics and logs; auth: 1 when the route needs the bearer token (if one is set); handler: the
+ * function that answers it (http/internal.h). Adding an endpoint is one row here and one handler.
  */
 #define HTTP_ROUTES(X)                                                                             \
     X(STATUS_PAGE, HTTP_GET, "/", "/", 0, http__get_status_page)                                   \
@@ -54,7 +54,38 @@ enum http_method { HTTP_GET = 1, HTTP_HEAD, HTTP_POST, HTTP_DELETE, HTTP_OTHER }
     X(DEAD_LETTER_DELETE, HTTP_DELETE, "/v1/dead-letters/{}", "/v1/dead-letters/{dead_letter_id}", \
       1, http__delete_dead_letter)                                                                 \
     X(WEBHOOK_REDELIVER, HTTP_POST, "/v1/webhooks/{}/redeliver", "/v1/webhooks/{name}/redeliver",  \
-      1, http__post_webhook_redeliver)
+      1, http__post_webhook_redeliver)                                                             \
+    HTTP_CACHE_ROUTES(X)
+
+/*
+ * The entity cache's reads (http/h_cache.c, docs/api.md): every one a GET answered with an ETag
+ * (http__cache_route). A GET /v1/guilds/{guild_id}/members is the cache's member list, a POST
+ * the gateway's member request (MEMBERS above).
+ */
+#define HTTP_CACHE_ROUTES(X)                                                                       \
+    X(CACHE_GUILD, HTTP_GET, "/v1/guilds/{}", "/v1/guilds/{guild_id}", 1, http__get_cache)         \
+    X(CACHE_CHANNELS, HTTP_GET, "/v1/guilds/{}/channels", "/v1/guilds/{guild_id}/channels", 1,     \
+      http__get_cache)                                                                             \
+    X(CACHE_THREADS, HTTP_GET, "/v1/guilds/{}/threads", "/v1/guilds/{guild_id}/threads", 1,        \
+      http__get_cache)                                                                             \
+    X(CACHE_ROLES, HTTP_GET, "/v1/guilds/{}/roles", "/v1/guilds/{guild_id}/roles", 1,              \
+      http__get_cache)                                                                             \
+    X(CACHE_EMOJIS, HTTP_GET, "/v1/guilds/{}/emojis", "/v1/guilds/{guild_id}/emojis", 1,           \
+      http__get_cache)                                                                             \
+    X(CACHE_MEMBERS, HTTP_GET, "/v1/guilds/{}/members", "/v1/guilds/{guild_id}/members", 1,        \
+      http__get_cache)                                                                             \
+    X(CACHE_MEMBER, HTTP_GET, "/v1/guilds/{}/members/{}",                                          \
+      "/v1/guilds/{guild_id}/members/{user_id}", 1, http__get_cache)                               \
+    X(CACHE_PERMISSIONS, HTTP_GET, "/v1/guilds/{}/members/{}/permissions",                         \
+      "/v1/guilds/{guild_id}/members/{user_id}/permissions", 1, http__get_cache)                   \
+    X(CACHE_VOICE_STATES, HTTP_GET, "/v1/guilds/{}/voice-states",                                  \
+      "/v1/guilds/{guild_id}/voice-states", 1, http__get_cache)                                    \
+    X(CACHE_VOICE_STATE, HTTP_GET, "/v1/guilds/{}/voice-states/{}",                                \
+      "/v1/guilds/{guild_id}/voice-states/{user_id}", 1, http__get_cache)                          \
+    X(CACHE_CHANNEL, HTTP_GET, "/v1/channels/{}", "/v1/channels/{channel_id}", 1, http__get_cache) \
+    X(CACHE_USER, HTTP_GET, "/v1/users/{}", "/v1/users/{user_id}", 1, http__get_cache)             \
+    X(CACHE_GUILD_LIST, HTTP_GET, "/v1/cache/guilds", "/v1/cache/guilds", 1, http__get_cache)      \
+    X(CACHE_STATS, HTTP_GET, "/v1/cache", "/v1/cache", 1, http__get_cache)
 
 /* HTTP_ROUTE_<ID> for every row, in table order: a stable name for a route (metrics, tests). */
 enum http_route {
@@ -72,8 +103,8 @@ enum http_route {
 struct http_match {
     enum http_route route; /* HTTP_ROUTE_NONE when status is 404 or 405 */
     int status;            /* 0 matched, 404 no such path, 405 path known but not this method */
-    char allow[32];        /* with 405: the Allow header value */
-    char param[HTTP_PARAM_MAX]; /* the {id} segment, "" when the route has none */
+    char allow[32];        /* with 405: the Allow header value (every method the path has) */
+    char param[HTTP_PARAM_MAX]; /* the {id} segment ("a/b" for two), "" when the route has none */
     int auth;                   /* 1 when the route needs the bearer token (if one is set) */
 };
 

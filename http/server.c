@@ -117,6 +117,8 @@ const struct http_gateway_ops http_gateway_default_ops = {
     .withdraw = op_withdraw,
 };
 
+static const char *header(struct request *rq, const char *name);
+
 /* ---- responses ----------------------------------------------------------------------------- */
 
 static void log_answer(int status, const struct request *rq)
@@ -132,11 +134,30 @@ static void log_answer(int status, const struct request *rq)
                   http_route_name(rq->match.route), status, ms);
 }
 
+/*
+ * The cache routes' 200s (forwarded ones too) carry an ETag, a hash of the body; a request whose
+ * If-None-Match names it gets 304 with no body.
+ */
+static void add_etag(struct request *rq, char etag[19])
+{
+    struct http_reply *r = &rq->reply;
+    etag[0] = '\0';
+    if (r->status != 200 || r->static_body || !http__cache_route(rq->match.route))
+        return;
+    http__etag(r->body.data ? r->body.data : "", r->body.len, etag);
+    if (http__etag_matches(header(rq, MHD_HTTP_HEADER_IF_NONE_MATCH), etag)) {
+        r->status = 304;
+        sh_buf_reset(&r->body);
+    }
+}
+
 static enum MHD_Result queue_reply(struct request *rq)
 {
     struct http_reply *r = &rq->reply;
+    char etag[19];
     if (!r->status)
         http_reply_error(r, 500, "internal", "no answer was produced");
+    add_etag(rq, etag);
     struct MHD_Response *resp;
     if (r->static_body)
         resp = MHD_create_response_from_buffer(r->static_len, (void *)r->static_body,
@@ -153,6 +174,8 @@ static enum MHD_Result queue_reply(struct request *rq)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, r->retry_after);
     if (r->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (etag[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
     if (r->www_authenticate)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"shardhook\"");
@@ -239,6 +262,11 @@ static const char *query_arg(void *token, const char *key)
 void http_server_set_deadletters(struct http_server *srv, const struct http_deadletter_ops *ops)
 {
     atomic_store(&srv->ctx.dead, ops);
+}
+
+void http_server_set_cache(struct http_server *srv, struct ca_cache *c)
+{
+    atomic_store(&srv->ctx.cache, c);
 }
 
 /* ---- the access handler -------------------------------------------------------------------- */

@@ -138,6 +138,13 @@ struct http_cluster_ops {
  * mode) the route answers 409 not_clustered. Any thread. */
 void http_server_set_cluster_ops(struct http_server *srv, const struct http_cluster_ops *ops);
 
+struct ca_cache;
+/*
+ * Where the cache routes read (cache/cache.h; c must outlive the server). With a `cache` block
+ * they answer 503 until this is called; without one, 404 cache_disabled. Any thread.
+ */
+void http_server_set_cache(struct http_server *srv, struct ca_cache *c);
+
 struct http_server;
 
 /*

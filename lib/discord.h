@@ -1,7 +1,8 @@
 /*
  * lib/discord.h: the Discord Gateway's constants, defined once for every room: opcodes, close
- * codes, the cap on one payload a client sends, and the intent bits with their names. Owns no
- * state and no behaviour; the rules that use these live in gateway/ (see the Gateway docs).
+ * codes, the cap on one payload a client sends, the intent bits and the permission bits with
+ * their names. Owns no state and no behaviour; the rules that use these live in gateway/ (see
+ * the Gateway docs) and cache/perms.c.
  */
 #ifndef SHARDHOOK_LIB_DISCORD_H
 #define SHARDHOOK_LIB_DISCORD_H
@@ -74,5 +75,65 @@ enum sh_gw_close {
 #define SH_INTENT_ENUM_(name, bit, priv) SH_INTENT_##name = bit,
 enum sh_intent { SH_INTENTS(SH_INTENT_ENUM_) };
 #undef SH_INTENT_ENUM_
+
+/* Permission bits as Discord's permissions topic names them: X(name, bit). Bit 47 is not
+   defined (Discord retired it); a bit outside this list is kept but has no name. */
+#define SH_PERMISSIONS(X)                                                                          \
+    X(CREATE_INSTANT_INVITE, 0)                                                                    \
+    X(KICK_MEMBERS, 1)                                                                             \
+    X(BAN_MEMBERS, 2)                                                                              \
+    X(ADMINISTRATOR, 3)                                                                            \
+    X(MANAGE_CHANNELS, 4)                                                                          \
+    X(MANAGE_GUILD, 5)                                                                             \
+    X(ADD_REACTIONS, 6)                                                                            \
+    X(VIEW_AUDIT_LOG, 7)                                                                           \
+    X(PRIORITY_SPEAKER, 8)                                                                         \
+    X(STREAM, 9)                                                                                   \
+    X(VIEW_CHANNEL, 10)                                                                            \
+    X(SEND_MESSAGES, 11)                                                                           \
+    X(SEND_TTS_MESSAGES, 12)                                                                       \
+    X(MANAGE_MESSAGES, 13)                                                                         \
+    X(EMBED_LINKS, 14)                                                                             \
+    X(ATTACH_FILES, 15)                                                                            \
+    X(READ_MESSAGE_HISTORY, 16)                                                                    \
+    X(MENTION_EVERYONE, 17)                                                                        \
+    X(USE_EXTERNAL_EMOJIS, 18)                                                                     \
+    X(VIEW_GUILD_INSIGHTS, 19)                                                                     \
+    X(CONNECT, 20)                                                                                 \
+    X(SPEAK, 21)                                                                                   \
+    X(MUTE_MEMBERS, 22)                                                                            \
+    X(DEAFEN_MEMBERS, 23)                                                                          \
+    X(MOVE_MEMBERS, 24)                                                                            \
+    X(USE_VAD, 25)                                                                                 \
+    X(CHANGE_NICKNAME, 26)                                                                         \
+    X(MANAGE_NICKNAMES, 27)                                                                        \
+    X(MANAGE_ROLES, 28)                                                                            \
+    X(MANAGE_WEBHOOKS, 29)                                                                         \
+    X(MANAGE_GUILD_EXPRESSIONS, 30)                                                                \
+    X(USE_APPLICATION_COMMANDS, 31)                                                                \
+    X(REQUEST_TO_SPEAK, 32)                                                                        \
+    X(MANAGE_EVENTS, 33)                                                                           \
+    X(MANAGE_THREADS, 34)                                                                          \
+    X(CREATE_PUBLIC_THREADS, 35)                                                                   \
+    X(CREATE_PRIVATE_THREADS, 36)                                                                  \
+    X(USE_EXTERNAL_STICKERS, 37)                                                                   \
+    X(SEND_MESSAGES_IN_THREADS, 38)                                                                \
+    X(USE_EMBEDDED_ACTIVITIES, 39)                                                                 \
+    X(MODERATE_MEMBERS, 40)                                                                        \
+    X(VIEW_CREATOR_MONETIZATION_ANALYTICS, 41)                                                     \
+    X(USE_SOUNDBOARD, 42)                                                                          \
+    X(CREATE_GUILD_EXPRESSIONS, 43)                                                                \
+    X(CREATE_EVENTS, 44)                                                                           \
+    X(USE_EXTERNAL_SOUNDS, 45)                                                                     \
+    X(SEND_VOICE_MESSAGES, 46)                                                                     \
+    X(SET_VOICE_CHANNEL_STATUS, 48)                                                                \
+    X(SEND_POLLS, 49)                                                                              \
+    X(USE_EXTERNAL_APPS, 50)                                                                       \
+    X(PIN_MESSAGES, 51)                                                                            \
+    X(BYPASS_SLOWMODE, 52)
+
+#define SH_PERM_ENUM_(name, bit) SH_PERM_##name = bit,
+enum sh_permission { SH_PERMISSIONS(SH_PERM_ENUM_) };
+#undef SH_PERM_ENUM_
 
 #endif

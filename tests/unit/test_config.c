@@ -69,6 +69,23 @@ struct bad {
 #define WH_NOSECRET(body) "{'webhooks':[{'url':'https://example.com/h'" body "}]}"
 
 static const struct bad bad_inputs[] = {
+    /* cache */
+    {"{'cache':1}", "cache: must be an object (got 1)"},
+    {"{'cache':{'members':1}}", "cache.members: must be true or false (got 1)"},
+    {"{'cache':{'member':true}}", "cache.member: unknown key (did you mean \"members\"?)"},
+    {"{'cache':{'members':true}}",
+     "cache.members: needs the GUILD_MEMBERS intent (add it to \"intents\" or set \"members\": "
+     "false)"},
+    {"{'intents':['GUILD_MEMBERS'],'cache':{'guilds':true}}",
+     "cache.guilds: needs the GUILDS intent (add it to \"intents\" or set \"guilds\": false)"},
+    {"{'cache':{'emojis':true}}", "cache.emojis: needs the GUILD_EXPRESSIONS intent..."},
+    {"{'cache':{'voice_states':true}}",
+     "cache.voice_states: needs the GUILD_VOICE_STATES intent..."},
+    {"{'cache':{'presences':true}}", "cache.presences: needs the GUILD_PRESENCES intent..."},
+    {"{'cache':{'max_bytes':1048575}}",
+     "cache.max_bytes: must be an integer from 1048576 to 1099511627776 (got 1048575)"},
+    {"{'cache':{'snapshot_interval_ms':-1}}", "cache.snapshot_interval_ms: must be an integer..."},
+    {"{'max_bytes':1}", "max_bytes: unknown key (did you mean \"cache.max_bytes\"?)"},
     /* cluster */
     {"{'cluster':1}", "cluster: must be an object (got 1)"},
     {"{'cluster':{}}",
@@ -1258,6 +1275,76 @@ TEST(cluster_diff_needs_restart)
     cfg_free(&b);
 }
 
+/* The cache block: absent, no cache; present, each kind follows the intents unless set. */
+TEST(cache_block)
+{
+    struct cfg_config cfg;
+    env_reset();
+    ASSERT_EQ(load("{}", &cfg), 0);
+    ASSERT_EQ(cfg.cache, 0);
+    ASSERT_EQ(cfg.cache_kinds, 0u);
+    ASSERT_EQ(cfg.cache_max_bytes, 0u);
+    ASSERT_EQ(cfg.cache_snapshot_interval_ms, 0);
+    cfg_free(&cfg);
+
+    /* GUILDS only (the default intents): guilds, channels, roles */
+    ASSERT_EQ(load("{'cache':{}}", &cfg), 0);
+    ASSERT_EQ(cfg.cache, 1);
+    ASSERT_EQ(cfg.cache_kinds,
+              1u << CFG_CACHE_GUILDS | 1u << CFG_CACHE_CHANNELS | 1u << CFG_CACHE_ROLES);
+    ASSERT_EQ(cfg.cache_max_bytes, (size_t)1073741824);
+    ASSERT_EQ(cfg.cache_snapshot_interval_ms, 60000);
+    cfg_free(&cfg);
+
+    /* every intent: every kind but presences, which must be asked for; false leaves one out */
+    ASSERT_EQ(load("{'cache':{'roles':false,'max_bytes':1048576,'snapshot_interval_ms':0},"
+                   "'intents':['GUILDS','GUILD_MEMBERS','GUILD_EXPRESSIONS','GUILD_VOICE_STATES',"
+                   "'GUILD_PRESENCES']}",
+                   &cfg),
+              0);
+    ASSERT_EQ(cfg.cache_kinds, 1u << CFG_CACHE_GUILDS | 1u << CFG_CACHE_CHANNELS |
+                                   1u << CFG_CACHE_EMOJIS | 1u << CFG_CACHE_MEMBERS |
+                                   1u << CFG_CACHE_VOICE_STATES);
+    ASSERT_EQ(cfg.cache_max_bytes, (size_t)1048576);
+    ASSERT_EQ(cfg.cache_snapshot_interval_ms, 0);
+    cfg_free(&cfg);
+    ASSERT_EQ(load("{'intents':['GUILDS','GUILD_PRESENCES'],'cache':{'presences':true,"
+                   "'channels':false,'guilds':true}}",
+                   &cfg),
+              0);
+    ASSERT_EQ(cfg.cache_kinds,
+              1u << CFG_CACHE_GUILDS | 1u << CFG_CACHE_ROLES | 1u << CFG_CACHE_PRESENCES);
+    cfg_free(&cfg);
+    /* a kind set false needs no intent */
+    ASSERT_EQ(load("{'cache':{'members':false,'presences':false}}", &cfg), 0);
+    ASSERT_EQ(cfg.cache_kinds,
+              1u << CFG_CACHE_GUILDS | 1u << CFG_CACHE_CHANNELS | 1u << CFG_CACHE_ROLES);
+    cfg_free(&cfg);
+}
+
+/* Every cache key needs a restart; adding or removing the block is a restart too. */
+TEST(cache_diff_needs_restart)
+{
+    struct cfg_config a, b;
+    char live[256], restart[256];
+    env_reset();
+    ASSERT_EQ(load("{'cache':{}}", &a), 0);
+    ASSERT_EQ(load("{'cache':{'roles':false,'max_bytes':2097152,'snapshot_interval_ms':5}}", &b),
+              0);
+    ASSERT_EQ(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)), 3);
+    ASSERT_STR_EQ(live, "");
+    ASSERT_CONTAINS(restart, "cache.roles");
+    ASSERT_CONTAINS(restart, "cache.max_bytes");
+    ASSERT_CONTAINS(restart, "cache.snapshot_interval_ms");
+    cfg_free(&b);
+    ASSERT_EQ(load("{}", &b), 0);
+    ASSERT(cfg_diff(&a, &b, live, sizeof(live), restart, sizeof(restart)) > 0);
+    ASSERT_CONTAINS(restart, "cache");
+    ASSERT_STR_EQ(live, "");
+    cfg_free(&a);
+    cfg_free(&b);
+}
+
 static char *read_doc(void)
 {
     static const char *const paths[] = {"docs/configuration.md", "../../docs/configuration.md",
@@ -1308,4 +1395,5 @@ TEST_MAIN(RUN(bad_inputs_name_the_key); RUN(missing_token); RUN(defaults); RUN(f
           RUN(non_utf8_from_the_environment_is_refused);
           RUN(messages_show_expanded_values_as_written); RUN(diff_sorts_live_and_restart_keys);
           RUN(diff_covers_every_key_and_follows_what_runs); RUN(docs_match_table);
-          RUN(cluster_block); RUN(cluster_diff_needs_restart);)
+          RUN(cluster_block); RUN(cluster_diff_needs_restart); RUN(cache_block);
+          RUN(cache_diff_needs_restart);)

@@ -1,6 +1,7 @@
 /* tests/unit/test_http_route.c: the control API's route table and path parameters (http/route.c).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "http/route.h"
@@ -39,6 +40,23 @@ TEST(every_route_matches)
          1},
         {HTTP_DELETE, "/v1/dead-letters/x", HTTP_ROUTE_DEAD_LETTER_DELETE, "x", 1},
         {HTTP_POST, "/v1/webhooks/audit/redeliver", HTTP_ROUTE_WEBHOOK_REDELIVER, "audit", 1},
+        /* the entity cache: a GET of members is the cache, a POST the gateway's request */
+        {HTTP_GET, "/v1/guilds/81384788765712384", HTTP_ROUTE_CACHE_GUILD, "81384788765712384", 1},
+        {HTTP_HEAD, "/v1/guilds/5/channels", HTTP_ROUTE_CACHE_CHANNELS, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/threads", HTTP_ROUTE_CACHE_THREADS, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/roles", HTTP_ROUTE_CACHE_ROLES, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/emojis", HTTP_ROUTE_CACHE_EMOJIS, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/members", HTTP_ROUTE_CACHE_MEMBERS, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/members/80351110224678912", HTTP_ROUTE_CACHE_MEMBER,
+         "5/80351110224678912", 1},
+        {HTTP_GET, "/v1/guilds/5/members/7/permissions", HTTP_ROUTE_CACHE_PERMISSIONS, "5/7", 1},
+        {HTTP_GET, "/v1/guilds/5/voice-states", HTTP_ROUTE_CACHE_VOICE_STATES, "5", 1},
+        {HTTP_GET, "/v1/guilds/5/voice-states/9", HTTP_ROUTE_CACHE_VOICE_STATE, "5/9", 1},
+        {HTTP_GET, "/v1/channels/41771983423143937", HTTP_ROUTE_CACHE_CHANNEL, "41771983423143937",
+         1},
+        {HTTP_GET, "/v1/users/8", HTTP_ROUTE_CACHE_USER, "8", 1},
+        {HTTP_GET, "/v1/cache/guilds", HTTP_ROUTE_CACHE_GUILD_LIST, "", 1},
+        {HTTP_GET, "/v1/cache", HTTP_ROUTE_CACHE_STATS, "", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct http_match m;
@@ -62,7 +80,12 @@ TEST(unknown_paths_are_404_and_wrong_methods_405)
                              "/v1/shards/",
                              "/v1/shards//send",
                              "/v1/shards/1/x",
-                             "/v1/guilds/1",
+                             "/v1/guilds/1/",
+                             "/v1/guilds/1/members/",
+                             "/v1/guilds/1/members//permissions",
+                             "/v1/guilds/1/members/2/permissions/3",
+                             "/v1/users",
+                             "/v1/cache/",
                              "/healthz/",
                              "",
                              "/v1/shards/1/send/more",
@@ -86,6 +109,40 @@ TEST(unknown_paths_are_404_and_wrong_methods_405)
     ASSERT_STR_EQ(m.allow, "DELETE");
     http_route_match(HTTP_GET, NULL, &m);
     ASSERT_EQ(m.status, 404);
+    /* a path with a GET and a POST lists both */
+    http_route_match(HTTP_DELETE, "/v1/guilds/5/members", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "GET, HEAD, POST");
+    http_route_match(HTTP_POST, "/v1/guilds/5", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "GET, HEAD");
+    http_route_match(HTTP_POST, "/v1/guilds/5/members/6", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "GET, HEAD");
+    http_route_match(HTTP_OTHER, "/v1/guilds/5/members", &m);
+    ASSERT_EQ(m.status, 405);
+    ASSERT_STR_EQ(m.allow, "GET, HEAD, POST");
+}
+
+/* Two captures: each segment is capped on its own and both come out joined by '/'. */
+TEST(two_captures)
+{
+    struct http_match m;
+    char path[256];
+    /* two 20-digit snowflakes (the longest) fit */
+    http_route_match(HTTP_GET, "/v1/guilds/18446744073709551615/members/18446744073709551614", &m);
+    ASSERT_EQ(m.status, 0);
+    ASSERT_EQ(m.route, HTTP_ROUTE_CACHE_MEMBER);
+    ASSERT_STR_EQ(m.param, "18446744073709551615/18446744073709551614");
+    /* a segment over 31 bytes matches nothing */
+    snprintf(path, sizeof(path), "/v1/guilds/5/members/%040d", 1);
+    http_route_match(HTTP_GET, path, &m);
+    ASSERT_EQ(m.status, 404);
+    snprintf(path, sizeof(path), "/v1/guilds/%040d/members/5", 1);
+    http_route_match(HTTP_GET, path, &m);
+    ASSERT_EQ(m.status, 404);
+    ASSERT_STR_EQ(http_route_name(HTTP_ROUTE_CACHE_PERMISSIONS),
+                  "/v1/guilds/{guild_id}/members/{user_id}/permissions");
 }
 
 TEST(methods_parse)
@@ -119,4 +176,5 @@ TEST(shard_ids)
 }
 
 TEST_MAIN(RUN(every_route_matches); RUN(unknown_paths_are_404_and_wrong_methods_405);
-          RUN(methods_parse); RUN(route_names_are_stable_labels); RUN(shard_ids);)
+          RUN(methods_parse); RUN(two_captures); RUN(route_names_are_stable_labels);
+          RUN(shard_ids);)

@@ -521,7 +521,7 @@ def test_kinds_turned_off_answer_not_cached(tmp):
 
 def test_no_cache_block_answers_cache_disabled(tmp):
     fake = FakeDiscord(tmp, identify_interval_ms=200, shards=1)
-    sh = Shardhook(base_config(fake, None, tmp, intents=INTENTS), tmp)
+    sh = Shardhook(base_config(fake, Receiver(), tmp, intents=INTENTS), tmp)
     sh.wait_ready(timeout=20)
     c = Checker(sh)
     ts = 300000000000  # the fake's first guild (tests/fake/events.c fk_guild_id), which it sent

@@ -163,6 +163,13 @@ void br_delivery_set_flow(struct br_delivery *d, void (*fn)(void *ud, int paused
     d->flow_ud = ud;
 }
 
+void br_delivery_set_chunk_consumer(struct br_delivery *d,
+                                    void (*fn)(void *ud, struct gw_chunk *chunk), void *ud)
+{
+    d->consume = fn;
+    d->consume_ud = ud;
+}
+
 void br_delivery_use_ckstore(struct br_delivery *d, struct br_ckstore *store)
 {
     br_ckstore_free(d->store);
@@ -707,7 +714,10 @@ static void route_chunks(struct br_delivery *d, struct sh_qnode *chunks, uint64_
         struct gw_chunk *c = SH_QUEUE_ITEM(n, struct gw_chunk, node);
         for (size_t i = 0; d->prepared && i < c->n; i++)
             route_event(d, c, i, now);
-        gw_chunk_free(c);
+        if (d->consume)
+            d->consume(d->consume_ud, c);
+        else
+            gw_chunk_free(c);
     }
 }
 

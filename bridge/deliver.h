@@ -76,6 +76,14 @@ int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *ses
  */
 void br_delivery_set_flow(struct br_delivery *d, void (*fn)(void *ud, int paused), void *ud);
 
+/*
+ * After routing, hand each chunk to fn (which takes ownership: the entity cache's
+ * ca_cache_push) instead of freeing it. Set before br_delivery_start; called on the delivery
+ * thread; fn must never block.
+ */
+void br_delivery_set_chunk_consumer(struct br_delivery *d,
+                                    void (*fn)(void *ud, struct gw_chunk *chunk), void *ud);
+
 int br_delivery_start(struct br_delivery *d);
 
 /*

@@ -72,6 +72,8 @@ struct br_delivery {
     struct br_action_ops act_now; /* act_ops as of this pass */
     void (*flow)(void *ud, int paused);
     void *flow_ud;
+    void (*consume)(void *ud, struct gw_chunk *chunk); /* NULL: chunks are freed */
+    void *consume_ud;
     int paused;
     uint64_t last_gauge_ms;
     uint64_t last_pub_ms;  /* the status for the control API was published then */

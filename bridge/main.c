@@ -27,6 +27,7 @@
 #include "bridge/deliver.h"
 #include "bridge/node.h"
 #include "bridge/probe.h"
+#include "cache/cache.h"
 #include "cluster/cluster.h"
 #include "config/config.h"
 #include "config/redis_url.h"
@@ -397,6 +398,7 @@ struct daemon {
     struct http_cluster_ops cluster_ops; /* the handoff route's way to the cluster */
     struct gw_gateway *gw;
     struct http_server *api;
+    struct ca_cache *cache;              /* the entity cache, with a "cache" block only */
     struct http_webhook_ops webhook_ops; /* the API reads and pauses webhooks through these */
     int exit_code;
     char final_line[1024]; /* what to fix, printed last so it is the line users see */
@@ -542,6 +544,24 @@ static void stop_cluster(struct daemon *d)
     cl_cluster_stop(d->cluster, d->cfg.shutdown_timeout_ms);
 }
 
+static void cache_push(void *ud, struct gw_chunk *chunk)
+{
+    ca_cache_push(ud, chunk);
+}
+
+/* With a "cache" block: the entity cache's thread, fed every chunk after routing. */
+static int start_cache(struct daemon *d, char *err, size_t errlen)
+{
+    if (!d->cfg.cache)
+        return 0;
+    int rc = ca_cache_new(&d->cfg, gw_gateway_total(d->gw), NULL, &d->cache, err, errlen);
+    if (rc == 0 && (rc = ca_cache_start(d->cache)) < 0)
+        snprintf(err, errlen, "cache: cannot start its thread");
+    if (rc == 0)
+        br_delivery_set_chunk_consumer(d->delivery, cache_push, d->cache);
+    return rc;
+}
+
 /* Delivery, the gateway (discovery, checkpoints), the control API. 0, or d->exit_code is set. */
 static int start_all(struct daemon *d)
 {
@@ -568,6 +588,11 @@ static int start_all(struct daemon *d)
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
     d->node.gw = d->gw;
+    rc = start_cache(d, err, sizeof(err));
+    if (rc) {
+        log_error("msg=\"entity cache unavailable\" error=\"%s\"", err);
+        return d->exit_code = 1;
+    }
     /* checkpoints: shards that have one RESUME; then delivery starts before any event flows */
     rc = start_delivery(d->delivery, d->gw, d->cluster != NULL);
     if (rc) {
@@ -646,7 +671,9 @@ static void stop_all(struct daemon *d)
         if (left)
             log_error("msg=\"events not delivered at exit\" events=%llu", (unsigned long long)left);
     }
+    ca_cache_stop(d->cache); /* after delivery: it applies the last chunks delivery handed it */
     http_server_free(d->api);
+    ca_cache_free(d->cache); /* after the API: its readers are gone */
     gw_gateway_free(d->gw);
     if (d->cluster) {
         d->node.cluster = NULL;      /* no more checkpoints for it */

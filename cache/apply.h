@@ -1,0 +1,74 @@
+/*
+ * cache/apply.h: what the two halves of event application (apply.c: guilds, channels, threads,
+ * roles, emojis; apply_member.c: members, users, voice states, presences, messages) share.
+ * Everything but the parse-phase helpers runs under the cache's write lock.
+ */
+#ifndef SHARDHOOK_CA_APPLY_H
+#define SHARDHOOK_CA_APPLY_H
+
+#include "cache/cache_int.h"
+
+enum ca__ev {
+    CA__EV_NONE = 0,
+    CA__EV_READY,
+    CA__EV_GUILD_CREATE,
+    CA__EV_GUILD_UPDATE,
+    CA__EV_GUILD_DELETE,
+    CA__EV_CHANNEL_SET,
+    CA__EV_CHANNEL_DELETE,
+    CA__EV_THREAD_SET,
+    CA__EV_THREAD_DELETE,
+    CA__EV_THREAD_SYNC,
+    CA__EV_THREAD_MEMBER,
+    CA__EV_ROLE_SET,
+    CA__EV_ROLE_DELETE,
+    CA__EV_EMOJIS,
+    CA__EV_STICKERS,
+    CA__EV_MEMBER_ADD,
+    CA__EV_MEMBER_UPDATE,
+    CA__EV_MEMBER_REMOVE,
+    CA__EV_MEMBERS_CHUNK,
+    CA__EV_MESSAGE,
+    CA__EV_INTERACTION,
+    CA__EV_VOICE,
+    CA__EV_PRESENCE,
+    CA__EV_USER_UPDATE,
+};
+
+/* One event as parsed before the write lock. */
+struct ca__item {
+    enum ca__ev ev;
+    int shard;
+    uint64_t s;
+    cJSON *d;                      /* the event's d (not MESSAGE_CREATE) */
+    const struct gw_session *sess; /* READY: the session it opened */
+    uint64_t guild_id;             /* MESSAGE_CREATE */
+    cJSON *author, *member;        /* MESSAGE_CREATE: the two parts it keeps */
+};
+
+void ca__item_free(struct ca__item *it);
+
+/* 1 when some part of ev is kept with this config (parse phase). */
+int ca__wanted(const struct ca_cache *c, enum ca__ev ev);
+/* The d of the encoded envelope at [env, env+len): 0 or SH_EPARSE. */
+int ca__find_d(const char *env, size_t len, const char **d, size_t *dl);
+/* MESSAGE_CREATE's guild_id, author and member, unless they are what was seen last time. */
+void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it);
+/* Parse phase: an event that changes members forgets what the dedup table remembers. */
+void ca__dedup_event(struct ca_cache *c, enum ca__ev ev);
+
+struct ca__guild *ca__event_guild(struct ca_cache *c, const cJSON *d);
+/* Replace dst's members by those of src (a partial update). */
+void ca__merge(cJSON *dst, const cJSON *src);
+
+void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o);
+/* Keep member object m (its user apart) of user uid (0: m's user's id); merge: a partial
+   update of what is kept. */
+void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge);
+void ca__put_user(struct ca_cache *c, const cJSON *u);
+void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
+void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);
+/* The events of apply_member.c. */
+void ca__apply_member_event(struct ca_cache *c, struct ca__item *it);
+
+#endif

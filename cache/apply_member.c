@@ -1,0 +1,352 @@
+/*
+ * cache/apply_member.c: the events that carry members, users, voice states and presences
+ * (GUILD_MEMBER_*, GUILD_MEMBERS_CHUNK, MESSAGE_CREATE, INTERACTION_CREATE, VOICE_STATE_UPDATE,
+ * PRESENCE_UPDATE, USER_UPDATE), and MESSAGE_CREATE's fast path: the scanner finds guild_id,
+ * author and member without parsing the message, and a dedup table skips the update when
+ * those bytes are what the last message of that (guild, author) carried.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/apply.h"
+#include "lib/errors.h"
+
+void ca__item_free(struct ca__item *it)
+{
+    cJSON_Delete(it->d);
+    cJSON_Delete(it->author);
+    cJSON_Delete(it->member);
+}
+
+void ca__merge(cJSON *dst, const cJSON *src)
+{
+    const cJSON *o;
+    cJSON_ArrayForEach(o, src)
+    {
+        if (!o->string)
+            continue;
+        cJSON *dup = cJSON_Duplicate(o, 1);
+        if (!dup)
+            continue;
+        if (cJSON_GetObjectItemCaseSensitive(dst, o->string))
+            cJSON_ReplaceItemInObjectCaseSensitive(dst, o->string, dup);
+        else
+            cJSON_AddItemToObject(dst, o->string, dup);
+    }
+}
+
+static int same(const struct ca__blob *a, const struct ca__blob *b)
+{
+    return a && b && a->len == b->len && a->strip == b->strip && !memcmp(a->data, b->data, a->len);
+}
+
+void ca__put_user(struct ca_cache *c, const cJSON *u)
+{
+    uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
+    if (!id || !cJSON_IsObject(u))
+        return;
+    struct ca__blob *old = ca__map_get(&c->st.users, id), *b;
+    if (old) {
+        cJSON *t = ca__blob_tree(old, 0);
+        if (!t)
+            return;
+        ca__merge(t, u);
+        b = ca__blob_of(t, 0);
+        cJSON_Delete(t);
+    } else {
+        b = ca__blob_of(u, 0);
+    }
+    if (same(old, b))
+        free(b);
+    else
+        ca__uput(&c->st, id, b);
+}
+
+void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge)
+{
+    cJSON *u = cJSON_GetObjectItemCaseSensitive(m, "user");
+    if (!uid)
+        uid = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
+    if (!uid || !cJSON_IsObject(m))
+        return;
+    if (u)
+        ca__put_user(c, u);
+    if (!ca__on(c, CFG_CACHE_MEMBERS))
+        return;
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "user");
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "guild_id");
+    struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], uid);
+    cJSON *t = m, *owned = NULL;
+    if (merge && old) {
+        if (!(owned = ca__blob_tree(old, 1)))
+            return;
+        ca__merge(owned, m);
+        t = owned;
+    }
+    uint16_t strip = ca__strip_member(t);
+    struct ca__blob *b = ca__blob_of(t, strip);
+    cJSON_Delete(owned);
+    if (same(old, b))
+        free(b);
+    else
+        ca__gput(&c->st, g, CA__M_MEMBERS, uid, b);
+}
+
+void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v)
+{
+    uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(v, "user_id"));
+    if (!uid)
+        return;
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "member");
+    if (m)
+        ca__put_member(c, g, m, uid, 1);
+    if (!ca__on(c, CFG_CACHE_VOICE_STATES))
+        return;
+    cJSON_DeleteItemFromObjectCaseSensitive(v, "member");
+    cJSON_DeleteItemFromObjectCaseSensitive(v, "guild_id");
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(v, "channel_id");
+    if (!ch || cJSON_IsNull(ch))
+        ca__gdel(&c->st, g, CA__M_VOICE, uid);
+    else
+        ca__gput(&c->st, g, CA__M_VOICE, uid, ca__blob_of(v, 0));
+}
+
+void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p)
+{
+    if (!ca__on(c, CFG_CACHE_PRESENCES))
+        return;
+    cJSON *u = cJSON_GetObjectItemCaseSensitive(p, "user");
+    uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
+    if (!uid)
+        return;
+    if (cJSON_GetArraySize(u) > 1) {
+        ca__put_user(c, u); /* a partial user: what changed */
+        cJSON *keep = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(u, "id"), 1);
+        cJSON *only = cJSON_CreateObject();
+        if (!keep || !only) {
+            cJSON_Delete(keep);
+            cJSON_Delete(only);
+            return;
+        }
+        cJSON_AddItemToObject(only, "id", keep);
+        cJSON_ReplaceItemInObjectCaseSensitive(p, "user", only);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(p, "guild_id");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(p, "status");
+    if (cJSON_IsString(st) && !strcmp(st->valuestring, "offline"))
+        ca__gdel(&c->st, g, CA__M_PRESENCES, uid);
+    else
+        ca__gput(&c->st, g, CA__M_PRESENCES, uid, ca__blob_of(p, 0));
+}
+
+static void member_add(struct ca_cache *c, struct ca__guild *g, cJSON *d)
+{
+    uint64_t uid = ca__jid(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "user"), "id"));
+    if (!ca__on(c, CFG_CACHE_MEMBERS) || !ca__map_get(&g->maps[CA__M_MEMBERS], uid))
+        g->member_count++;
+    ca__put_member(c, g, d, 0, 0);
+}
+
+static void member_remove(struct ca_cache *c, struct ca__guild *g, cJSON *d)
+{
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(d, "user");
+    ca__put_user(c, u);
+    int had =
+        ca__gdel(&c->st, g, CA__M_MEMBERS, ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id")));
+    if ((had || !ca__on(c, CFG_CACHE_MEMBERS)) && g->member_count > 0)
+        g->member_count--;
+    ca__store_check_full(&c->st);
+}
+
+static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
+{
+    cJSON *o;
+    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(d, "members"))
+        ca__put_member(c, g, o, 0, 0);
+    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(d, "presences"))
+        ca__put_presence(c, g, o);
+}
+
+static void message(struct ca_cache *c, struct ca__item *it)
+{
+    uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(it->author, "id"));
+    ca__put_user(c, it->author);
+    struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
+    if (g && it->member && uid)
+        ca__put_member(c, g, it->member, uid, 1);
+}
+
+void ca__apply_member_event(struct ca_cache *c, struct ca__item *it)
+{
+    if (it->ev == CA__EV_MESSAGE) {
+        message(c, it);
+        return;
+    }
+    cJSON *d = it->d;
+    if (it->ev == CA__EV_USER_UPDATE) {
+        ca__put_user(c, d);
+        return;
+    }
+    struct ca__guild *g = ca__event_guild(c, d);
+    if (it->ev == CA__EV_INTERACTION)
+        ca__put_user(c, cJSON_GetObjectItemCaseSensitive(d, "user"));
+    if (!g) {
+        if (it->ev == CA__EV_INTERACTION || it->ev == CA__EV_MEMBER_UPDATE)
+            ca__put_user(c, cJSON_GetObjectItemCaseSensitive(
+                                cJSON_GetObjectItemCaseSensitive(d, "member"), "user"));
+        return;
+    }
+    switch (it->ev) {
+    case CA__EV_MEMBER_ADD:
+        member_add(c, g, d);
+        break;
+    case CA__EV_MEMBER_UPDATE:
+        ca__put_member(c, g, d, 0, 1);
+        break;
+    case CA__EV_MEMBER_REMOVE:
+        member_remove(c, g, d);
+        break;
+    case CA__EV_MEMBERS_CHUNK:
+        members_chunk(c, g, d);
+        break;
+    case CA__EV_INTERACTION: {
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(d, "member");
+        if (m)
+            ca__put_member(c, g, m, 0, 1);
+        break;
+    }
+    case CA__EV_VOICE:
+        ca__put_voice(c, g, d);
+        break;
+    case CA__EV_PRESENCE:
+        ca__put_presence(c, g, d);
+        break;
+    default:
+        break;
+    }
+}
+
+int ca__wanted(const struct ca_cache *c, enum ca__ev ev)
+{
+    switch (ev) {
+    case CA__EV_PRESENCE:
+        return ca__on(c, CFG_CACHE_PRESENCES);
+    case CA__EV_VOICE:
+        return ca__on(c, CFG_CACHE_VOICE_STATES) || ca__on(c, CFG_CACHE_MEMBERS);
+    case CA__EV_CHANNEL_SET:
+    case CA__EV_CHANNEL_DELETE:
+    case CA__EV_THREAD_SET:
+    case CA__EV_THREAD_DELETE:
+    case CA__EV_THREAD_SYNC:
+    case CA__EV_THREAD_MEMBER:
+        return ca__on(c, CFG_CACHE_CHANNELS);
+    case CA__EV_ROLE_SET:
+    case CA__EV_ROLE_DELETE:
+        return ca__on(c, CFG_CACHE_ROLES);
+    case CA__EV_EMOJIS:
+    case CA__EV_STICKERS:
+        return ca__on(c, CFG_CACHE_EMOJIS);
+    default:
+        return 1;
+    }
+}
+
+int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
+{
+    const char *p = env, *end = env + len;
+    while (end > p && end[-1] != '}')
+        end--;
+    if (end == p || *p != '{')
+        return SH_EPARSE;
+    end--; /* the envelope's closing brace */
+    for (p++; p < end;) {
+        if (*p == ',' || *p == ' ') {
+            p++;
+            continue;
+        }
+        const char *ke = *p == '"' ? ca__skip_value(p, end) : NULL;
+        if (!ke || ke >= end || *ke != ':')
+            return SH_EPARSE;
+        if (ke - p == 3 && p[1] == 'd') { /* "d" is the envelope's last member */
+            *d = ke + 1;
+            *dl = (size_t)(end - *d);
+            return 0;
+        }
+        if (!(p = ca__skip_value(ke + 1, end)))
+            return SH_EPARSE;
+    }
+    return SH_EPARSE;
+}
+
+struct msg_spans {
+    const char *gid, *author, *member;
+    size_t gl, al, ml;
+};
+
+static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct msg_spans *m = ud;
+    if (kl == 8 && !memcmp(k, "guild_id", 8)) {
+        m->gid = v;
+        m->gl = vl;
+    } else if (kl == 6 && !memcmp(k, "author", 6)) {
+        m->author = v;
+        m->al = vl;
+    } else if (kl == 6 && !memcmp(k, "member", 6)) {
+        m->member = v;
+        m->ml = vl;
+    }
+}
+
+void ca__dedup_event(struct ca_cache *c, enum ca__ev ev)
+{
+    switch (ev) {
+    case CA__EV_READY:
+    case CA__EV_GUILD_CREATE:
+    case CA__EV_GUILD_DELETE:
+    case CA__EV_MEMBER_ADD:
+    case CA__EV_MEMBER_UPDATE:
+    case CA__EV_MEMBER_REMOVE:
+    case CA__EV_MEMBERS_CHUNK:
+    case CA__EV_INTERACTION:
+    case CA__EV_VOICE:
+    case CA__EV_USER_UPDATE:
+        c->dedup_seen++;
+        break;
+    default:
+        break;
+    }
+}
+
+void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
+{
+    struct msg_spans m = {0};
+    it->ev = CA__EV_NONE;
+    if (ca__each_member(d, d + dl, msg_member, &m) < 0 || !m.author)
+        return;
+    uint64_t gid = m.gid ? ca__id(m.gid, m.gl) : 0;
+    int want_member = gid && m.member && ca__on(c, CFG_CACHE_MEMBERS);
+    if (c->dedup) {
+        uint64_t gen = c->dedup_seen ^ ((uint64_t)atomic_load(&c->dedup_gen) << 32);
+        uint64_t key = ca__hash(ca__hash(0, &gid, sizeof gid), m.author, m.al);
+        key = ca__hash(key, &gen, sizeof gen) | 1;
+        uint64_t h = want_member ? ca__hash(0, m.member, m.ml) : 1;
+        uint64_t *slot = c->dedup[key & (CA__DEDUP_SLOTS - 1)];
+        if (slot[0] == key && slot[1] == h)
+            return; /* the same author and member as this (guild, author)'s last message */
+        slot[0] = key;
+        slot[1] = h;
+    }
+    it->ev = CA__EV_MESSAGE;
+    it->guild_id = gid;
+    it->author = cJSON_ParseWithLength(m.author, m.al);
+    if (want_member)
+        it->member = cJSON_ParseWithLength(m.member, m.ml);
+    if (!cJSON_IsObject(it->author)) {
+        ca__item_free(it);
+        it->author = it->member = NULL;
+        it->ev = CA__EV_NONE;
+    }
+}

@@ -1,0 +1,112 @@
+/*
+ * cache/cache_int.h: the cache object and the functions the files of cache/ share: the thread
+ * and its queue (cache.c), applying events (apply.c), the JSON text helpers (json.c), the read
+ * shapes (shape.c) and snapshots (snapshot.c). Lock order: c->lock (queue) is never held while
+ * taking c->rw.
+ */
+#ifndef SHARDHOOK_CA_CACHE_INT_H
+#define SHARDHOOK_CA_CACHE_INT_H
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cache/cache.h"
+#include "cache/store.h"
+
+/* Bytes of chunks waiting for the cache thread; past it a chunk is dropped for the cache. */
+#define CA__QUEUE_MAX_BYTES ((size_t)64 << 20)
+/* Slots of the MESSAGE_CREATE dedup table (a power of two). */
+#define CA__DEDUP_SLOTS 65536
+
+struct ca__snapreq;
+
+struct ca_cache {
+    const struct cfg_config *cfg;
+    int total;
+    struct ca_snapshot_io io;
+    int has_io;
+
+    pthread_rwlock_t rw; /* readers: ca_cache_read; writer: whoever applies */
+    struct ca__store st;
+
+    pthread_mutex_t lock; /* the queue, its totals, snapshot requests, stopping */
+    pthread_cond_t wake;  /* the cache thread waits on it */
+    pthread_cond_t done;  /* snapshot requesters wait on it */
+    struct sh_queue q;
+    size_t q_bytes, q_events;
+    uint64_t pushed, applied; /* chunks queued / applied, in order */
+    int stopping, started;
+    int dropping; /* within a drop episode (one log line each) */
+    pthread_t th;
+    struct ca__snapreq *reqs;
+
+    _Atomic uint64_t lag_ms;
+    _Atomic uint64_t dropped;
+    _Atomic unsigned dedup_gen; /* bumped to clear the dedup table (other threads) */
+    unsigned dedup_seen;
+    uint64_t (*dedup)[2]; /* [slot] = {guild ^ user key, hash}; cache thread only */
+    uint64_t next_snap_ms;
+};
+
+/* 1 when kind (CFG_CACHE_<KIND>) is kept (apply.c). */
+int ca__on(const struct ca_cache *c, int kind);
+
+/* ---- json.c: scanning encoded events and the text of blobs ---- */
+
+/* The end of the JSON value starting at p (whitespace skipped first), or NULL when malformed. */
+const char *ca__skip_value(const char *p, const char *end);
+/*
+ * Walk the top-level members of the object at [p, end): for each, fn(ud, key, klen, value,
+ * vlen) (key without quotes, value as its text). 0, or SH_EPARSE when not an object.
+ */
+int ca__each_member(const char *p, const char *end,
+                    void (*fn)(void *ud, const char *k, size_t kl, const char *v, size_t vl),
+                    void *ud);
+/* 64-bit FNV-1a of n bytes, continuing from h (start with 0). */
+uint64_t ca__hash(uint64_t h, const void *p, size_t n);
+
+/* A snowflake from a cJSON string or number item (0 when neither). */
+uint64_t ca__jid(const cJSON *item);
+/* Blob of o printed compactly (strip as given); NULL when out of memory. */
+struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip);
+/* The member's defaults left out of o (removed from it), as a strip mask. */
+uint16_t ca__strip_member(cJSON *o);
+/* Append blob b as a member object: the defaults it left out, "user" when known, the rest. */
+int ca__write_member(const struct ca__store *s, uint64_t uid, const struct ca__blob *b,
+                     struct sh_buf *out);
+/* Append b with "guild_id":"gid" put back as its first key. */
+int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *out);
+/* Parse blob b back into a tree (member defaults restored when member is set); NULL on error. */
+cJSON *ca__blob_tree(const struct ca__blob *b, int member);
+
+/* ---- apply.c ---- */
+
+/* Apply every event of chunk (cache thread): parse outside the write lock, apply under it. */
+void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *chunk);
+/* Apply d as a GUILD_CREATE of shard (write lock held). */
+void ca__apply_guild_create(struct ca_cache *c, int shard, cJSON *d);
+
+/* ---- shape.c ---- */
+
+/* Append the guild as a GUILD_CREATE-shaped object (snapshots; read lock held). */
+int ca__write_guild_full(const struct ca__store *s, const struct ca__guild *g, struct sh_buf *out);
+
+/* ---- perms_read.c: CA_PERMISSIONS of member q->id in g (read lock held) ---- */
+int ca__read_permissions(struct ca_cache *c, const struct ca__guild *g, const struct ca_query *q,
+                         struct sh_buf *out);
+/* Wall-clock ms of an ISO 8601 timestamp ("2021-12-01T12:00:00.000000+00:00"), 0 when bad. */
+uint64_t ca__iso8601_ms(const char *s);
+
+/* ---- cache.c ---- */
+/* CA_STATS (takes the locks it needs). */
+int ca__read_stats(struct ca_cache *c, struct sh_buf *out);
+
+/* ---- snapshot.c ---- */
+
+/* Write shard's snapshot through c->io (cache thread or a caller; takes the read lock). */
+int ca__snapshot_write(struct ca_cache *c, int shard);
+/* The same for shard, or (-1) every shard holding guilds: 0 or the first error. */
+int ca__snapshot_shards(struct ca_cache *c, int shard);
+
+#endif

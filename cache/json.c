@@ -1,0 +1,211 @@
+/*
+ * cache/json.c: the JSON text work of the entity cache: a small scanner over encoded events
+ * (value spans of an object's top-level members, without building a tree), and turning entity
+ * trees into blobs and blobs back into Discord's shapes (cache/cache_int.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache_int.h"
+#include "lib/errors.h"
+
+static const char *ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Skip an object or array: strings skipped whole, brackets counted (depth bounded). */
+static const char *skip_nested(const char *p, const char *end)
+{
+    int depth = 0;
+    while (p < end) {
+        char ch = *p;
+        if (ch == '"') {
+            if (!(p = skip_string(p, end)))
+                return NULL;
+            continue;
+        }
+        if (ch == '{' || ch == '[') {
+            if (++depth > 1000)
+                return NULL;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth == 0)
+                return p + 1;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+const char *ca__skip_value(const char *p, const char *end)
+{
+    p = ws(p, end);
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p == '{' || *p == '[')
+        return skip_nested(p, end);
+    const char *q = p;
+    while (q < end && *q != ',' && *q != '}' && *q != ']' && *q != ' ' && *q != '\n' &&
+           *q != '\r' && *q != '\t')
+        q++;
+    return q > p ? q : NULL;
+}
+
+int ca__each_member(const char *p, const char *end,
+                    void (*fn)(void *ud, const char *k, size_t kl, const char *v, size_t vl),
+                    void *ud)
+{
+    p = ws(p, end);
+    if (p >= end || *p != '{')
+        return SH_EPARSE;
+    p = ws(p + 1, end);
+    if (p < end && *p == '}')
+        return 0;
+    while (p < end) {
+        if (*p != '"')
+            return SH_EPARSE;
+        const char *k = p + 1, *ke = skip_string(p, end);
+        if (!ke)
+            return SH_EPARSE;
+        p = ws(ke, end);
+        if (p >= end || *p != ':')
+            return SH_EPARSE;
+        const char *v = ws(p + 1, end), *ve = ca__skip_value(v, end);
+        if (!ve)
+            return SH_EPARSE;
+        fn(ud, k, (size_t)(ke - 1 - k), v, (size_t)(ve - v));
+        p = ws(ve, end);
+        if (p < end && *p == '}')
+            return 0;
+        if (p >= end || *p != ',')
+            return SH_EPARSE;
+        p = ws(p + 1, end);
+    }
+    return SH_EPARSE;
+}
+
+uint64_t ca__hash(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    if (!h)
+        h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+uint64_t ca__jid(const cJSON *item)
+{
+    if (cJSON_IsString(item))
+        return ca__id(item->valuestring, strlen(item->valuestring));
+    if (cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble < 1.8e19)
+        return (uint64_t)item->valuedouble;
+    return 0;
+}
+
+struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip)
+{
+    char *text = cJSON_PrintUnformatted(o);
+    if (!text)
+        return NULL;
+    struct ca__blob *b = ca__blob_new(text, strlen(text), strip);
+    cJSON_free(text);
+    return b;
+}
+
+/* 1 when v is the default ca__member_defaults[i] names. */
+static int is_default(const cJSON *v, int i)
+{
+    const char *d = strchr(ca__member_defaults[i], ':') + 1;
+    if (!strcmp(d, "null"))
+        return cJSON_IsNull(v);
+    if (!strcmp(d, "false"))
+        return cJSON_IsFalse(v);
+    return cJSON_IsNumber(v) && v->valuedouble == 0;
+}
+
+uint16_t ca__strip_member(cJSON *o)
+{
+    uint16_t mask = 0;
+    char key[64];
+    for (int i = 0; i < CA__N_MEMBER_DEFAULTS; i++) {
+        const char *d = ca__member_defaults[i];
+        size_t kl = (size_t)(strchr(d, ':') - d) - 2;
+        memcpy(key, d + 1, kl);
+        key[kl] = 0;
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+        if (v && is_default(v, i)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+            mask |= (uint16_t)(1u << i);
+        }
+    }
+    return mask;
+}
+
+/* Append a comma unless out just opened the object. */
+static int sep(struct sh_buf *out)
+{
+    return out->len && out->data[out->len - 1] != '{' ? sh_buf_append(out, ",", 1) : 0;
+}
+
+int ca__write_member(const struct ca__store *s, uint64_t uid, const struct ca__blob *b,
+                     struct sh_buf *out)
+{
+    int rc = sh_buf_append(out, "{", 1);
+    for (int i = 0; rc == 0 && i < CA__N_MEMBER_DEFAULTS; i++)
+        if (b->strip & (1u << i)) {
+            if ((rc = sep(out)) == 0)
+                rc = sh_buf_append_str(out, ca__member_defaults[i]);
+        }
+    const struct ca__blob *u = ca__map_get(&s->users, uid);
+    if (rc == 0 && u && (rc = sep(out)) == 0 && (rc = sh_buf_append_str(out, "\"user\":")) == 0)
+        rc = sh_buf_append(out, u->data, u->len);
+    if (rc == 0 && b->len > 2 && (rc = sep(out)) == 0)
+        rc = sh_buf_append(out, b->data + 1, b->len - 2);
+    return rc ? rc : sh_buf_append(out, "}", 1);
+}
+
+int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *out)
+{
+    int rc = sh_buf_printf(out, "{\"guild_id\":\"%llu\"", (unsigned long long)gid);
+    if (rc == 0 && b->len > 2)
+        rc = sh_buf_append(out, ",", 1) ?: sh_buf_append(out, b->data + 1, b->len - 2);
+    return rc ? rc : sh_buf_append(out, "}", 1);
+}
+
+cJSON *ca__blob_tree(const struct ca__blob *b, int member)
+{
+    if (!member || !b->strip)
+        return cJSON_ParseWithLength(b->data, b->len);
+    struct sh_buf t;
+    sh_buf_init(&t, (size_t)b->len + 512);
+    cJSON *o = NULL;
+    int rc = sh_buf_append(&t, "{", 1);
+    for (int i = 0; rc == 0 && i < CA__N_MEMBER_DEFAULTS; i++)
+        if (b->strip & (1u << i))
+            rc = sep(&t) ?: sh_buf_append_str(&t, ca__member_defaults[i]);
+    if (rc == 0 && b->len > 2)
+        rc = sep(&t) ?: sh_buf_append(&t, b->data + 1, b->len - 2);
+    if (rc == 0 && sh_buf_append(&t, "}", 1) == 0)
+        o = cJSON_ParseWithLength(t.data, t.len);
+    sh_buf_free(&t);
+    return o;
+}

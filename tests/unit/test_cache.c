@@ -1,0 +1,491 @@
+/*
+ * tests/unit/test_cache.c: the entity cache (cache/cache.h) fed real envelopes through chunks,
+ * asserting what ca_cache_read answers: guilds, channels, threads, roles, emojis, members,
+ * voice states, users, permissions, READY dropping stale guilds, loading guilds, disabled
+ * kinds, max_bytes, snapshots round-tripped through an in-memory store, bad input.
+ */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache.h"
+#include "lib/errors.h"
+#include "lib/metrics.h"
+#include "tests/unit/test.h"
+
+#define ALL_KINDS ((1u << CFG_CACHE_KIND_COUNT_) - 1u)
+
+/* An in-memory snapshot store: one slot per shard. */
+struct mem_io {
+    struct sh_buf snap[4];
+    int puts;
+};
+
+static int mem_put(void *ud, int shard, const void *data, size_t len)
+{
+    struct mem_io *m = ud;
+    sh_buf_reset(&m->snap[shard]);
+    m->puts++;
+    return sh_buf_append(&m->snap[shard], data, len);
+}
+
+static int mem_get(void *ud, int shard, struct sh_buf *out)
+{
+    struct mem_io *m = ud;
+    if (!m->snap[shard].len)
+        return SH_ENOTFOUND;
+    return sh_buf_append(out, m->snap[shard].data, m->snap[shard].len);
+}
+
+static struct mem_io mem;
+static struct cfg_config cfg;
+static uint64_t seq;
+
+static struct ca_cache *new_cache(unsigned kinds, size_t max_bytes)
+{
+    for (int i = 0; i < 4; i++) {
+        sh_buf_free(&mem.snap[i]);
+        sh_buf_init(&mem.snap[i], 1 << 24);
+    }
+    mem.puts = 0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.cache = 1;
+    cfg.cache_kinds = kinds;
+    cfg.cache_max_bytes = max_bytes;
+    struct ca_snapshot_io io = {mem_put, mem_get, &mem};
+    struct ca_cache *c = NULL;
+    char err[128];
+    if (ca_cache_new(&cfg, 2, &io, &c, err, sizeof err) < 0 || ca_cache_start(c) < 0)
+        return NULL;
+    seq = 0;
+    return c;
+}
+
+/* Push one event of shard as the gateway would, and wait until it is applied. */
+static void feed(struct ca_cache *c, int shard, const char *t, const char *d)
+{
+    struct gw_chunk *ch = gw_chunk_new(1 << 22);
+    struct gw_key k = {"sess", seq, 0};
+    gw_chunk_append(ch, shard, 2, t, strlen(t), ++seq, &k, d, strlen(d), 0);
+    if (!strcmp(t, "READY")) {
+        struct gw_session s = {.event = 0, .session_id = "sess-new"};
+        gw_chunk_set_session(ch, &s);
+    }
+    ca_cache_push(c, ch);
+    ca_cache_snapshot(c, -1, 5000); /* returns once everything pushed is applied */
+}
+
+static char got[1 << 16];
+
+/* Read q into got; returns the answer code. */
+static int rd(struct ca_cache *c, enum ca_what w, uint64_t gid, uint64_t id)
+{
+    struct ca_query q = {.what = w, .guild_id = gid, .id = id, .limit = 1000};
+    struct sh_buf b;
+    sh_buf_init(&b, sizeof got - 1);
+    int rc = ca_cache_read(c, &q, &b);
+    memcpy(got, b.data ? b.data : "", b.len);
+    got[b.len] = 0;
+    sh_buf_free(&b);
+    return rc;
+}
+
+static int json_eq(const char *a, const char *b)
+{
+    cJSON *x = cJSON_Parse(a), *y = cJSON_Parse(b);
+    int eq = x && y && cJSON_Compare(x, y, 1);
+    if (!eq)
+        fprintf(stderr, "  got:    %s\n  wanted: %s\n", a, b);
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+    return eq;
+}
+
+#define ASSERT_READ(c, w, gid, id, want)                                                           \
+    do {                                                                                           \
+        ASSERT_EQ(rd((c), (w), (gid), (id)), 0);                                                   \
+        ASSERT(json_eq(got, (want)));                                                              \
+    } while (0)
+
+#define USER1 "{\"id\":\"11\",\"username\":\"ann\",\"global_name\":null,\"avatar\":null}"
+#define USER2 "{\"id\":\"12\",\"username\":\"bob\",\"global_name\":\"Bob\",\"avatar\":\"ab\"}"
+#define MEMBER1                                                                                    \
+    "{\"user\":" USER1 ",\"nick\":null,\"avatar\":null,\"roles\":[\"200\"],"                       \
+    "\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"premium_since\":null,\"deaf\":false,"           \
+    "\"mute\":false,\"flags\":0,\"pending\":false,\"communication_disabled_until\":null}"
+#define CHAN1                                                                                      \
+    "{\"id\":\"300\",\"type\":0,\"name\":\"general\",\"position\":0,\"parent_id\":null,"           \
+    "\"permission_overwrites\":[{\"id\":\"100\",\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},"    \
+    "{\"id\":\"200\",\"type\":0,\"allow\":\"1024\",\"deny\":\"0\"}]}"
+#define ROLE_EVERYONE                                                                              \
+    "{\"id\":\"100\",\"name\":\"@everyone\",\"permissions\":\"1024\",\"position\":0}"
+#define ROLE_MOD "{\"id\":\"200\",\"name\":\"mod\",\"permissions\":\"8192\",\"position\":1}"
+#define GUILD1                                                                                     \
+    "{\"id\":\"100\",\"name\":\"G\",\"owner_id\":\"12\",\"icon\":null,\"member_count\":2,"         \
+    "\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"large\":false,\"unavailable\":false,"           \
+    "\"roles\":[" ROLE_MOD "," ROLE_EVERYONE "],\"emojis\":[{\"id\":\"400\",\"name\":\"e\"}],"     \
+    "\"stickers\":[],\"channels\":[" CHAN1 "],"                                                    \
+    "\"threads\":[{\"id\":\"301\",\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11,"         \
+    "\"name\":\"t\"}],\"members\":[" MEMBER1 "],\"voice_states\":[{\"user_id\":\"11\","            \
+    "\"channel_id\":\"300\",\"session_id\":\"v\",\"deaf\":false,\"mute\":false}],"                 \
+    "\"presences\":[]}"
+
+static struct ca_cache *with_guild(unsigned kinds)
+{
+    struct ca_cache *c = new_cache(kinds, 1 << 26);
+    if (c)
+        feed(c, 0, "GUILD_CREATE", GUILD1);
+    return c;
+}
+
+TEST(guild_create_answers_rest_shapes)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    ASSERT_READ(c, CA_GUILD, 100, 0,
+                "{\"id\":\"100\",\"name\":\"G\",\"owner_id\":\"12\",\"icon\":null,"
+                "\"roles\":[" ROLE_EVERYONE "," ROLE_MOD "],\"emojis\":[{\"id\":\"400\","
+                "\"name\":\"e\"}],\"stickers\":[]}");
+    ASSERT_READ(c, CA_CHANNELS, 100, 0,
+                "[{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"general\","
+                "\"position\":0,\"parent_id\":null,\"permission_overwrites\":[{\"id\":\"100\","
+                "\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},{\"id\":\"200\",\"type\":0,"
+                "\"allow\":\"1024\",\"deny\":\"0\"}]}]");
+    ASSERT_READ(c, CA_CHANNEL, 0, 301,
+                "{\"id\":\"301\",\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11,"
+                "\"name\":\"t\"}");
+    ASSERT_READ(c, CA_MEMBER, 100, 11, MEMBER1);
+    ASSERT_READ(c, CA_USER, 0, 11, USER1);
+    ASSERT_READ(c, CA_VOICE_STATE, 100, 11,
+                "{\"guild_id\":\"100\",\"user_id\":\"11\",\"channel_id\":\"300\","
+                "\"session_id\":\"v\",\"deaf\":false,\"mute\":false}");
+    ASSERT_READ(c, CA_ROLES, 100, 0, "[" ROLE_EVERYONE "," ROLE_MOD "]");
+    ASSERT_READ(c, CA_EMOJIS, 100, 0, "[{\"id\":\"400\",\"name\":\"e\"}]");
+    ASSERT_READ(c, CA_GUILD_LIST, 0, 0,
+                "{\"guilds\":[{\"id\":\"100\",\"name\":\"G\",\"shard\":0,\"member_count\":2}]}");
+    ASSERT_EQ(ca_cache_guild_shard(c, 100), 0);
+    ASSERT_EQ(ca_cache_guild_shard(c, 999), -1);
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 99), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_GUILD, 999, 0), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 999), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_USER, 0, 999), CA_UNKNOWN);
+    ca_cache_free(c);
+}
+
+TEST(partial_updates_merge_and_deletes_remove)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "GUILD_UPDATE", "{\"id\":\"100\",\"name\":\"G2\",\"owner_id\":\"12\"}");
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
+    ASSERT_CONTAINS(got, "\"name\":\"G2\"");
+    ASSERT_CONTAINS(got, "\"icon\":null");
+    feed(c, 0, "CHANNEL_UPDATE",
+         "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
+    ASSERT_READ(c, CA_CHANNEL, 0, 300,
+                "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
+    feed(c, 0, "CHANNEL_CREATE", "{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}");
+    feed(c, 0, "CHANNEL_DELETE", "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0}");
+    ASSERT_READ(c, CA_CHANNELS, 100, 0, "[{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}]");
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), CA_UNKNOWN);
+    feed(
+        c, 0, "GUILD_ROLE_UPDATE",
+        "{\"guild_id\":\"100\",\"role\":{\"id\":\"200\",\"name\":\"mods\",\"permissions\":\"0\"}}");
+    feed(c, 0, "GUILD_ROLE_CREATE", "{\"guild_id\":\"100\",\"role\":{\"id\":\"201\"}}");
+    feed(c, 0, "GUILD_ROLE_DELETE", "{\"guild_id\":\"100\",\"role_id\":\"100\"}");
+    ASSERT_READ(c, CA_ROLES, 100, 0,
+                "[{\"id\":\"200\",\"name\":\"mods\",\"permissions\":\"0\"},{\"id\":\"201\"}]");
+    feed(c, 0, "GUILD_EMOJIS_UPDATE", "{\"guild_id\":\"100\",\"emojis\":[{\"id\":\"401\"}]}");
+    ASSERT_READ(c, CA_EMOJIS, 100, 0, "[{\"id\":\"401\"}]");
+    feed(c, 0, "GUILD_STICKERS_UPDATE",
+         "{\"guild_id\":\"100\",\"stickers\":[{\"id\":\"500\",\"guild_id\":\"100\"}]}");
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
+    ASSERT_CONTAINS(got, "\"stickers\":[{\"id\":\"500\"}]");
+    feed(c, 0, "GUILD_DELETE", "{\"id\":\"100\"}");
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
+    ASSERT_EQ(ca_cache_guild_shard(c, 100), -1);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 302), CA_UNKNOWN);
+    ca_cache_free(c);
+}
+
+TEST(members_add_update_remove_chunk_and_count)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "GUILD_MEMBER_ADD",
+         "{\"guild_id\":\"100\",\"user\":" USER2 ",\"roles\":[],\"nick\":\"b\",\"deaf\":false,"
+         "\"mute\":true,\"joined_at\":\"2021-01-01T00:00:00+00:00\"}");
+    ASSERT_READ(c, CA_MEMBER, 100, 12,
+                "{\"user\":" USER2 ",\"roles\":[],\"nick\":\"b\",\"deaf\":false,\"mute\":true,"
+                "\"joined_at\":\"2021-01-01T00:00:00+00:00\"}");
+    feed(c, 0, "GUILD_MEMBER_UPDATE",
+         "{\"guild_id\":\"100\",\"user\":{\"id\":\"12\",\"username\":\"bobby\"},"
+         "\"roles\":[\"200\"],\"nick\":null}");
+    ASSERT_READ(c, CA_MEMBER, 100, 12,
+                "{\"user\":{\"id\":\"12\",\"username\":\"bobby\",\"global_name\":\"Bob\","
+                "\"avatar\":\"ab\"},\"roles\":[\"200\"],\"nick\":null,\"deaf\":false,"
+                "\"mute\":true,\"joined_at\":\"2021-01-01T00:00:00+00:00\"}");
+    ASSERT_EQ(rd(c, CA_GUILD_LIST, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"member_count\":3");
+    struct ca_query q = {.what = CA_MEMBERS, .guild_id = 100, .after = 11, .limit = 5};
+    struct sh_buf b;
+    sh_buf_init(&b, 1 << 16);
+    ASSERT_EQ(ca_cache_read(c, &q, &b), 0);
+    ASSERT(b.len > 10 && !strncmp(b.data, "[{", 2) && strstr(b.data, "bobby") &&
+           !memmem(b.data, b.len, "\"ann\"", 5));
+    sh_buf_free(&b);
+    feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":" USER1 "}");
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 11), CA_UNKNOWN);
+    ASSERT_READ(c, CA_USER, 0, 11, USER1); /* the user stays known */
+    feed(c, 0, "GUILD_MEMBERS_CHUNK",
+         "{\"guild_id\":\"100\",\"chunk_index\":0,\"chunk_count\":1,\"members\":[{\"user\":"
+         "{\"id\":\"13\",\"username\":\"cy\"},\"roles\":[],\"pending\":true}]}");
+    ASSERT_READ(c, CA_MEMBER, 100, 13,
+                "{\"user\":{\"id\":\"13\",\"username\":\"cy\"},\"roles\":[],\"pending\":true}");
+    ASSERT_READ(c, CA_GUILD_LIST, 0, 0,
+                "{\"guilds\":[{\"id\":\"100\",\"name\":\"G\",\"shard\":0,\"member_count\":2}]}");
+    ca_cache_free(c);
+}
+
+TEST(message_and_interaction_members)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    const char *msg = "{\"id\":\"900\",\"channel_id\":\"300\",\"guild_id\":\"100\",\"content\":"
+                      "\"hi \\\"member\\\": {}\",\"author\":{\"id\":\"14\",\"username\":\"dee\"},"
+                      "\"member\":{\"roles\":[\"200\"],\"nick\":\"D\",\"deaf\":false},"
+                      "\"embeds\":[{\"member\":1}]}";
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    ASSERT_READ(c, CA_MEMBER, 100, 14,
+                "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[\"200\"],"
+                "\"nick\":\"D\",\"deaf\":false}");
+    feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":{\"id\":\"14\"}}");
+    feed(c, 0, "MESSAGE_CREATE", msg); /* the same bytes again after a removal: kept again */
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 14), 0);
+    feed(c, 0, "MESSAGE_CREATE",
+         "{\"id\":\"901\",\"channel_id\":\"1\",\"author\":{\"id\":\"15\",\"username\":\"dm\"}}");
+    ASSERT_READ(c, CA_USER, 0, 15, "{\"id\":\"15\",\"username\":\"dm\"}");
+    feed(c, 0, "INTERACTION_CREATE",
+         "{\"id\":\"1\",\"type\":2,\"guild_id\":\"100\",\"member\":{\"user\":{\"id\":\"16\","
+         "\"username\":\"int\"},\"roles\":[],\"permissions\":\"8\"}}");
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 16), 0);
+    ASSERT_CONTAINS(got, "\"username\":\"int\"");
+    ca_cache_free(c);
+}
+
+TEST(voice_join_move_leave)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "VOICE_STATE_UPDATE",
+         "{\"guild_id\":\"100\",\"user_id\":\"12\",\"channel_id\":\"300\",\"session_id\":\"a\","
+         "\"member\":{\"user\":" USER2 ",\"roles\":[]}}");
+    ASSERT_READ(c, CA_VOICE_STATE, 100, 12,
+                "{\"guild_id\":\"100\",\"user_id\":\"12\",\"channel_id\":\"300\","
+                "\"session_id\":\"a\"}");
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 12), 0);
+    feed(c, 0, "VOICE_STATE_UPDATE",
+         "{\"guild_id\":\"100\",\"user_id\":\"12\",\"channel_id\":\"302\",\"session_id\":\"a\"}");
+    ASSERT_EQ(rd(c, CA_VOICE_STATES, 100, 0), 0);
+    ASSERT_CONTAINS(got, "\"channel_id\":\"302\"");
+    feed(c, 0, "VOICE_STATE_UPDATE",
+         "{\"guild_id\":\"100\",\"user_id\":\"12\",\"channel_id\":null,\"session_id\":\"a\"}");
+    ASSERT_EQ(rd(c, CA_VOICE_STATE, 100, 12), CA_UNKNOWN);
+    ASSERT_READ(c, CA_VOICE_STATES, 100, 0,
+                "[{\"guild_id\":\"100\",\"user_id\":\"11\",\"channel_id\":\"300\","
+                "\"session_id\":\"v\",\"deaf\":false,\"mute\":false}]");
+    ca_cache_free(c);
+}
+
+TEST(threads_and_thread_list_sync)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "THREAD_CREATE",
+         "{\"id\":\"305\",\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11,"
+         "\"newly_created\":true,\"member\":{\"id\":\"305\",\"user_id\":\"1\",\"flags\":0}}");
+    ASSERT_READ(c, CA_THREADS, 100, 0,
+                "{\"threads\":[{\"guild_id\":\"100\",\"id\":\"301\",\"parent_id\":\"300\","
+                "\"type\":11,\"name\":\"t\"},{\"guild_id\":\"100\",\"id\":\"305\","
+                "\"parent_id\":\"300\",\"type\":11}],\"members\":[{\"id\":\"305\","
+                "\"user_id\":\"1\",\"flags\":0}]}");
+    feed(c, 0, "THREAD_LIST_SYNC",
+         "{\"guild_id\":\"100\",\"channel_ids\":[\"300\"],\"threads\":[{\"id\":\"306\","
+         "\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11}],\"members\":[]}");
+    ASSERT_READ(c, CA_THREADS, 100, 0,
+                "{\"threads\":[{\"guild_id\":\"100\",\"id\":\"306\",\"parent_id\":\"300\","
+                "\"type\":11}],\"members\":[]}");
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 301), CA_UNKNOWN);
+    feed(c, 0, "THREAD_DELETE",
+         "{\"id\":\"306\",\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11}");
+    ASSERT_READ(c, CA_THREADS, 100, 0, "{\"threads\":[],\"members\":[]}");
+    ca_cache_free(c);
+}
+
+TEST(permissions_from_roles_and_overwrites)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    struct ca_query q = {.what = CA_PERMISSIONS, .guild_id = 100, .id = 11};
+    struct sh_buf b;
+    sh_buf_init(&b, 1 << 16);
+    ASSERT_EQ(ca_cache_read(c, &q, &b), 0); /* guild level: @everyone 1024 | mod 8192 */
+    ASSERT_CONTAINS(b.data, "\"permissions\":\"9216\"");
+    ASSERT_CONTAINS(b.data, "\"MANAGE_MESSAGES\"");
+    sh_buf_reset(&b);
+    q.channel_id = 301; /* a thread: its parent's overwrites (deny @everyone, allow mod) */
+    ASSERT_EQ(ca_cache_read(c, &q, &b), 0);
+    ASSERT_CONTAINS(b.data, "\"VIEW_CHANNEL\"");
+    sh_buf_reset(&b);
+    q.channel_id = 999;
+    ASSERT_EQ(ca_cache_read(c, &q, &b), CA_UNKNOWN);
+    q.id = 12; /* the owner, not a cached member */
+    ASSERT_EQ(ca_cache_read(c, &q, &b), CA_UNKNOWN);
+    sh_buf_free(&b);
+    ca_cache_free(c);
+}
+
+TEST(ready_drops_stale_guilds_and_lists_loading)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 1, "GUILD_CREATE", "{\"id\":\"101\",\"name\":\"other shard\"}");
+    feed(c, 0, "READY",
+         "{\"v\":10,\"user\":{\"id\":\"1\",\"username\":\"bot\",\"bot\":true},\"session_id\":"
+         "\"x\",\"guilds\":[{\"id\":\"102\",\"unavailable\":true}]}");
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_GUILD, 102, 0), CA_LOADING);
+    ASSERT_EQ(rd(c, CA_MEMBERS, 102, 0), CA_LOADING);
+    ASSERT_EQ(rd(c, CA_GUILD, 101, 0), 0); /* another shard's guild stays */
+    ASSERT_EQ(rd(c, CA_USER, 0, 1), 0);
+    feed(c, 0, "GUILD_CREATE", "{\"id\":\"102\",\"name\":\"back\"}");
+    ASSERT_EQ(rd(c, CA_GUILD, 102, 0), 0);
+    feed(c, 0, "GUILD_DELETE", "{\"id\":\"102\",\"unavailable\":true}");
+    ASSERT_EQ(rd(c, CA_GUILD, 102, 0), CA_LOADING);
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
+    ASSERT_CONTAINS(got, "\"loading\":1}");
+    ca_cache_free(c);
+}
+
+TEST(disabled_kinds_answer_not_cached)
+{
+    unsigned kinds = ALL_KINDS & ~(1u << CFG_CACHE_MEMBERS) & ~(1u << CFG_CACHE_VOICE_STATES);
+    struct ca_cache *c = with_guild(kinds);
+    ASSERT(c);
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 11), CA_NOT_CACHED);
+    ASSERT_EQ(rd(c, CA_MEMBERS, 100, 0), CA_NOT_CACHED);
+    ASSERT_EQ(rd(c, CA_VOICE_STATES, 100, 0), CA_NOT_CACHED);
+    ASSERT_EQ(rd(c, CA_PERMISSIONS, 100, 11), CA_NOT_CACHED);
+    ASSERT_READ(c, CA_USER, 0, 11, USER1); /* users come with any kind */
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"members\":{\"enabled\":false,\"count\":0,\"bytes\":0}");
+    ca_cache_free(c);
+}
+
+TEST(max_bytes_stops_new_members_not_channels)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS, 3000);
+    ASSERT(c);
+    feed(c, 0, "GUILD_CREATE", GUILD1);
+    char d[512];
+    for (int i = 0; i < 40; i++) {
+        snprintf(d, sizeof d,
+                 "{\"guild_id\":\"100\",\"user\":{\"id\":\"%d\",\"username\":\"user%d\"},"
+                 "\"roles\":[],\"joined_at\":\"2021-01-01T00:00:00+00:00\"}",
+                 1000 + i, i);
+        feed(c, 0, "GUILD_MEMBER_ADD", d);
+    }
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 1000), 0);
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 1039), CA_UNKNOWN);
+    feed(c, 0, "CHANNEL_CREATE",
+         "{\"id\":\"399\",\"guild_id\":\"100\",\"type\":0,\"name\":\"a channel past the bound\"}");
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 399), 0);
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"full\":true");
+    ca_cache_free(c);
+}
+
+TEST(snapshot_round_trip_gives_the_same_answers)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "THREAD_CREATE",
+         "{\"id\":\"305\",\"guild_id\":\"100\",\"parent_id\":\"300\",\"type\":11,"
+         "\"member\":{\"id\":\"305\",\"user_id\":\"1\",\"flags\":0}}");
+    feed(c, 0, "READY", "{\"guilds\":[{\"id\":\"100\"},{\"id\":\"103\"}]}");
+    feed(c, 0, "GUILD_CREATE", GUILD1);
+    ASSERT_EQ(ca_cache_snapshot(c, 0, 5000), 0);
+    static const enum ca_what whats[] = {CA_GUILD,  CA_CHANNELS, CA_THREADS,     CA_ROLES,
+                                         CA_EMOJIS, CA_MEMBERS,  CA_VOICE_STATES};
+    static char before[8][sizeof got];
+    for (size_t i = 0; i < 7; i++) {
+        ASSERT_EQ(rd(c, whats[i], 100, 0), 0);
+        snprintf(before[i], sizeof before[i], "%s", got);
+    }
+    ASSERT_EQ(rd(c, CA_MEMBER, 100, 11), 0);
+    snprintf(before[7], sizeof before[7], "%s", got);
+    uint64_t s_before = seq;
+    struct mem_io keep = mem;
+    memset(&mem, 0, sizeof mem); /* new_cache must not free the snapshot */
+    ca_cache_free(c);
+    c = new_cache(ALL_KINDS, 1 << 26);
+    ASSERT(c);
+    sh_buf_append(&mem.snap[0], keep.snap[0].data, keep.snap[0].len);
+    struct ca_snapshot_info info;
+    ASSERT_EQ(ca_cache_load(c, 0, &info), 0);
+    ASSERT_STR_EQ(info.session_id, "sess-new");
+    ASSERT_EQ(info.s, s_before);
+    for (size_t i = 0; i < 7; i++) {
+        ASSERT_EQ(rd(c, whats[i], 100, 0), 0);
+        ASSERT_STR_EQ(got, before[i]);
+    }
+    ASSERT_READ(c, CA_MEMBER, 100, 11, before[7]);
+    ASSERT_EQ(rd(c, CA_GUILD, 103, 0), CA_LOADING);
+    ASSERT_EQ(ca_cache_load(c, 1, &info), SH_ENOTFOUND);
+    for (int i = 0; i < 4; i++)
+        sh_buf_free(&keep.snap[i]);
+    sh_buf_reset(&mem.snap[1]);
+    sh_buf_append(&mem.snap[1], "not zstd", 8);
+    ASSERT(ca_cache_load(c, 1, &info) < 0);
+    ca_cache_free(c);
+}
+
+TEST(malformed_events_are_skipped)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    static const char *const bad[][2] = {
+        {"GUILD_CREATE", "{\"id\":"},
+        {"GUILD_MEMBER_ADD", "[1,2]"},
+        {"MESSAGE_CREATE", "{\"author\":}"},
+        {"MESSAGE_CREATE", "{\"author\":[],\"x\":1}"},
+        {"CHANNEL_CREATE", "{\"id\":{}}"},
+        {"VOICE_STATE_UPDATE", "null"},
+        {"GUILD_ROLE_CREATE", "{\"guild_id\":\"100\",\"role\":7}"},
+        {"THREAD_LIST_SYNC", "{\"guild_id\":\"100\",\"threads\":{\"a\":1}}"},
+        {"READY", "{\"guilds\":5}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        feed(c, 1, bad[i][0], bad[i][1]);
+    ASSERT_READ(c, CA_MEMBER, 100, 11, MEMBER1);
+    ca_cache_free(c);
+}
+
+TEST_MAIN({
+    RUN(guild_create_answers_rest_shapes);
+    RUN(partial_updates_merge_and_deletes_remove);
+    RUN(members_add_update_remove_chunk_and_count);
+    RUN(message_and_interaction_members);
+    RUN(voice_join_move_leave);
+    RUN(threads_and_thread_list_sync);
+    RUN(permissions_from_roles_and_overwrites);
+    RUN(ready_drops_stale_guilds_and_lists_loading);
+    RUN(disabled_kinds_answer_not_cached);
+    RUN(max_bytes_stops_new_members_not_channels);
+    RUN(snapshot_round_trip_gives_the_same_answers);
+    RUN(malformed_events_are_skipped);
+    for (int i = 0; i < 4; i++)
+        sh_buf_free(&mem.snap[i]);
+})

@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bridge/cachestore.h"
 #include "bridge/ckstore.h"
 #include "bridge/deadletter.h"
 #include "bridge/deliver.h"
@@ -159,10 +160,12 @@ static int shard_ids(struct gw_gateway *gw, int **ids, int *n)
 }
 
 /*
- * Load checkpoints for the shards run here, seed those that can RESUME, start delivery. In
- * cluster mode delivery knows every shard this node may hold, and the cluster holds them.
+ * Load checkpoints for the shards run here, seed those that can RESUME (from the cache's
+ * snapshot when it is older: bridge/cachestore.h), start delivery. In cluster mode delivery
+ * knows every shard this node may hold, and the cluster holds them.
  */
-static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw, int clustered)
+static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw, int clustered,
+                          struct ca_cache *cache)
 {
     int total = gw_gateway_total(gw), n = 0, *ids;
     int rc = shard_ids(gw, &ids, &n);
@@ -174,7 +177,10 @@ static int start_delivery(struct br_delivery *delivery, struct gw_gateway *gw, i
         uint64_t seq;
         if (br_delivery_resume_info(delivery, ids[i], sid, sizeof(sid), url, sizeof(url), &seq))
             continue;
+        seq = br_cache_warm(cache, ids[i], sid, seq); /* the snapshot's s when lower */
         int src = gw_gateway_seed(gw, ids[i], sid, url, seq);
+        if (src && cache)
+            ca_cache_forget_shard(cache, ids[i]); /* a new session rebuilds it */
         if (src)
             log_warn("msg=\"checkpoint not usable; the shard identifies\" shard=%d error=\"%s\"",
                      ids[i], sh_strerror(src));
@@ -399,6 +405,7 @@ struct daemon {
     struct gw_gateway *gw;
     struct http_server *api;
     struct ca_cache *cache;              /* the entity cache, with a "cache" block only */
+    struct br_cachestore *snaps;         /* where its snapshots go; the handoff worker */
     struct http_webhook_ops webhook_ops; /* the API reads and pauses webhooks through these */
     int exit_code;
     char final_line[1024]; /* what to fix, printed last so it is the line users see */
@@ -554,11 +561,18 @@ static int start_cache(struct daemon *d, char *err, size_t errlen)
 {
     if (!d->cfg.cache)
         return 0;
-    int rc = ca_cache_new(&d->cfg, gw_gateway_total(d->gw), NULL, &d->cache, err, errlen);
+    int rc = br_cachestore_new(d->cfg.state_dir, d->cfg.cluster ? &d->cluster : NULL, &d->snaps);
+    struct ca_snapshot_io io = rc ? (struct ca_snapshot_io){0} : br_cachestore_io(d->snaps);
+    rc = rc ? rc : ca_cache_new(&d->cfg, gw_gateway_total(d->gw), &io, &d->cache, err, errlen);
     if (rc == 0 && (rc = ca_cache_start(d->cache)) < 0)
         snprintf(err, errlen, "cache: cannot start its thread");
-    if (rc == 0)
+    if (rc == 0 && (rc = br_cachestore_start(d->snaps, d->cache)) < 0)
+        snprintf(err, errlen, "cache: cannot start its snapshot worker");
+    if (rc == 0) {
         br_delivery_set_chunk_consumer(d->delivery, cache_push, d->cache);
+        d->node.cache = d->cache; /* cluster mode: holds load, handoffs snapshot */
+        d->node.snaps = d->snaps;
+    }
     return rc;
 }
 
@@ -594,7 +608,7 @@ static int start_all(struct daemon *d)
         return d->exit_code = 1;
     }
     /* checkpoints: shards that have one RESUME; then delivery starts before any event flows */
-    rc = start_delivery(d->delivery, d->gw, d->cluster != NULL);
+    rc = start_delivery(d->delivery, d->gw, d->cluster != NULL, d->cache);
     if (rc) {
         fprintf(stderr, "shardhook: cannot start delivery: %s\n", sh_strerror(rc));
         return d->exit_code = 1;
@@ -659,6 +673,26 @@ static void run_gateway(struct daemon *d)
 }
 
 /*
+ * After delivery flushed (every chunk handed over): snapshot every shard's cache (cluster mode:
+ * the shards this node kept) for a warm restart, then stop its threads. The cache thread is
+ * joined before the cluster is freed (its periodic snapshots write through it); the cache itself
+ * is freed after the API (its readers).
+ */
+static void stop_cache(struct daemon *d)
+{
+    if (!d->cache)
+        return;
+    int rc = ca_cache_snapshot(d->cache, -1, d->cfg.shutdown_timeout_ms);
+    if (rc)
+        log_warn("msg=\"cache snapshot not written at exit; the next start's cache is colder\" "
+                 "error=\"%s\"",
+                 sh_strerror(rc));
+    br_cachestore_free(d->snaps); /* the handoff worker: the cluster's stop is over */
+    d->snaps = d->node.snaps = NULL;
+    ca_cache_stop(d->cache); /* it applied the last chunks delivery handed it */
+}
+
+/*
  * Flush delivery, then free in the order that keeps every thread's data alive until it was
  * joined: the API after the gateway thread (it calls the observer), the identify source after
  * the gateway (gw_gateway_free joins its budget re-read), delivery last.
@@ -671,9 +705,10 @@ static void stop_all(struct daemon *d)
         if (left)
             log_error("msg=\"events not delivered at exit\" events=%llu", (unsigned long long)left);
     }
-    ca_cache_stop(d->cache); /* after delivery: it applies the last chunks delivery handed it */
+    stop_cache(d);
     http_server_free(d->api);
-    ca_cache_free(d->cache); /* after the API: its readers are gone */
+    ca_cache_free(d->cache);      /* after the API: its readers are gone */
+    br_cachestore_free(d->snaps); /* when stop_cache did not run */
     gw_gateway_free(d->gw);
     if (d->cluster) {
         d->node.cluster = NULL;      /* no more checkpoints for it */

@@ -79,7 +79,9 @@ static int node_hold(void *ud, const struct cl_checkpoint *cp)
     if (resume) {
         snprintf(rp.session_id, sizeof(rp.session_id), "%s", b.session_id);
         snprintf(rp.resume_url, sizeof(rp.resume_url), "%s", b.resume_url);
-        rp.seq = b.seq;
+        /* the cache's snapshot may be older: the replay from there brings it up to date, and
+           the ledger (held at b.seq) keeps what webhooks acknowledged from coming again */
+        rp.seq = br_cache_warm(n->cache, cp->shard, b.session_id, b.seq);
     }
     rc = gw_gateway_hold(n->gw, cp->shard, resume ? &rp : NULL);
     if (rc && rc != SH_EEXIST)
@@ -92,16 +94,13 @@ static void node_release(void *ud, int shard)
     struct br_node *n = ud;
     gw_gateway_release(n->gw, shard);
     br_delivery_release(n->delivery, shard);
+    if (n->cache)
+        ca_cache_forget_shard(n->cache, shard); /* its owner's cache answers for it now */
 }
 
-/* Delivery thread: the drain of a handoff ended; the cluster passes ownership on. */
-static void drained(void *arg, int rc, const struct br_checkpoint *b)
+/* The drain of a handoff ended (and the cache's snapshot is written): pass ownership on. */
+static void pass_on(struct br_node *n, const struct br_checkpoint *b)
 {
-    struct br_node *n = arg;
-    if (rc)
-        log_warn("msg=\"handoff drain ended before every event was acknowledged\" shard=%d "
-                 "seq=%" PRIu64 " error=\"%s\"",
-                 b->shard, b->seq, sh_strerror(rc));
     struct sh_buf buf;
     sh_buf_init(&buf, BR_CKPT_MAX_BYTES);
     struct cl_checkpoint cp;
@@ -115,6 +114,43 @@ static void drained(void *arg, int rc, const struct br_checkpoint *b)
     }
     cl_cluster_drained(n->cluster, b->shard, &cp);
     sh_buf_free(&buf);
+}
+
+struct after_snapshot {
+    struct br_node *n;
+    struct br_checkpoint b;
+};
+
+/* Cache worker: the handoff's snapshot is in Redis (or could not be written). */
+static void snapshot_done(void *arg)
+{
+    struct after_snapshot *a = arg;
+    pass_on(a->n, &a->b);
+    free(a);
+}
+
+/*
+ * Delivery thread: the drain of a handoff ended. With a cache, its snapshot of the shard goes
+ * to Redis first (on the cache store's worker, bounded by BR_NODE_CACHE_SNAPSHOT_MS, inside the
+ * coordination thread's wait for the drain), so the next owner loads it warm.
+ */
+static void drained(void *arg, int rc, const struct br_checkpoint *b)
+{
+    struct br_node *n = arg;
+    if (rc)
+        log_warn("msg=\"handoff drain ended before every event was acknowledged\" shard=%d "
+                 "seq=%" PRIu64 " error=\"%s\"",
+                 b->shard, b->seq, sh_strerror(rc));
+    struct after_snapshot *a = n->cache && n->snaps ? malloc(sizeof(*a)) : NULL;
+    if (a) {
+        a->n = n;
+        a->b = *b;
+        if (br_cachestore_snapshot_then(n->snaps, b->shard, BR_NODE_CACHE_SNAPSHOT_MS,
+                                        snapshot_done, a) == 0)
+            return;
+        free(a);
+    }
+    pass_on(n, b);
 }
 
 /*

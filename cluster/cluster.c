@@ -74,9 +74,19 @@ void cl__set_state(struct cl_cluster *c, int shard, enum cl__state st)
         cl__ck_clear(&s->final);
         s->dirty = s->drained = 0;
     }
+    s->pub_fence = st == CL__FREE ? 0 : s->fence;
     c->held += (st != CL__FREE) - (was != CL__FREE);
     pthread_mutex_unlock(&c->mu);
     sh_metric_set(c->m_held, c->held);
+}
+
+void cl__publish_fence(struct cl_cluster *c, int shard)
+{
+    pthread_mutex_lock(&c->mu);
+    struct cl__shard *s = &c->shards[shard];
+    if (s->state != CL__FREE)
+        s->pub_fence = s->fence;
+    pthread_mutex_unlock(&c->mu);
 }
 
 void cl__node_info(struct cl_cluster *c, char *out, size_t cap)
@@ -149,7 +159,10 @@ int cl_cluster_new(const struct cfg_config *cfg, const struct cl_node_ops *ops,
     cl__key_prefix(cfg->token, c->prefix, sizeof(c->prefix));
     cl__app_id(cfg->token, c->app, sizeof(c->app));
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->cache_mu, NULL);
     int rc = cl__redis_new(cfg->cluster_redis, 1000, &c->redis, err, errlen);
+    if (rc == 0)
+        rc = cl__redis_new(cfg->cluster_redis, CL__CACHE_TIMEOUT_MS, &c->cache_redis, err, errlen);
     if (rc == 0 && (rc = cl__identify_new(cfg, &c->ident)) != 0)
         snprintf(err, errlen, "cluster: %s", sh_strerror(rc));
     if (rc) {
@@ -359,6 +372,8 @@ void cl_cluster_free(struct cl_cluster *c)
     free(c->shards);
     cl__identify_free(c->ident);
     cl__redis_free(c->redis);
+    cl__redis_free(c->cache_redis);
+    pthread_mutex_destroy(&c->cache_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

@@ -19,6 +19,7 @@
 
 #include "config/config.h"
 #include "gateway/gateway.h"
+#include "lib/buf.h"
 
 struct cl_cluster;
 
@@ -174,6 +175,26 @@ int cl_cluster_forward(struct cl_cluster *c, const struct cl_forward *fw, cl_ans
  * 0, or SH_ENOTFOUND (no owner known). Any thread; a short lock.
  */
 int cl_cluster_owner(struct cl_cluster *c, int shard, char *name, size_t cap);
+
+/* ---- the entity cache's snapshots (../docs/cache.md), key `cache:<id>` ------------------- */
+
+/* Snapshots past this are refused (put) and never read (get): under proto-max-bulk-len. */
+#define CL_CACHE_MAX_BYTES ((size_t)256 << 20)
+
+/*
+ * Store shard's snapshot (len bytes, replacing the last), written by a script only while this
+ * node holds shard under the fence Redis has for it. 0; SH_EFENCED when not held here (or
+ * Redis names another fence: the shard moved on); SH_ETOOBIG past CL_CACHE_MAX_BYTES; SH_ENET.
+ * Any thread but the gateway's and delivery's: blocks on a connection of its own (up to about
+ * 5 s when Redis is slow or gone), never on the coordination thread's.
+ */
+int cl_cluster_cache_put(struct cl_cluster *c, int shard, const void *data, size_t len);
+/*
+ * Read shard's snapshot into out (appended). 0; SH_ENOTFOUND when there is none; SH_ETOOBIG
+ * (past CL_CACHE_MAX_BYTES, or out's cap); SH_ENET. Blocks like put; any thread, the
+ * coordination thread's ops->hold included.
+ */
+int cl_cluster_cache_get(struct cl_cluster *c, int shard, struct sh_buf *out);
 
 /* After cl_cluster_stop (or when start failed). */
 void cl_cluster_free(struct cl_cluster *c);

@@ -24,9 +24,10 @@
 #define CL__WRITE_EVERY_MS 1000 /* at most one checkpoint write per shard this often */
 #define CL__DRAIN_MS 5000       /* rule 5: in-flight acknowledgements awaited this long */
 #define CL__RECONNECT_MS 500
-#define CL__SCAN_MS 500     /* `nodes` and the node keys */
-#define CL__SWEEP_LEASES 3  /* every shard's owner every 3 x lease_ms when nothing changed */
-#define CL__BALANCE_MS 1000 /* rule 6: at most one move per second */
+#define CL__SCAN_MS 500           /* `nodes` and the node keys */
+#define CL__SWEEP_LEASES 3        /* every shard's owner every 3 x lease_ms when nothing changed */
+#define CL__BALANCE_MS 1000       /* rule 6: at most one move per second */
+#define CL__CACHE_TIMEOUT_MS 5000 /* a snapshot of megabytes: connect and each command */
 
 /* ---- rank.c: who should hold what (pure) ----------------------------------------------- */
 
@@ -112,6 +113,7 @@ struct cl__shard {
     int dirty;
     struct cl__ck final; /* from cl_cluster_drained */
     int drained;
+    uint64_t pub_fence;            /* fence while held here, 0 free: cache.c's snapshot writes */
     int req;                       /* cl_cluster_handoff asked */
     char req_target[CL__NAME_MAX]; /* "" best */
 };
@@ -163,6 +165,9 @@ struct cl_cluster {
     struct sh_metric *m_renewals, *m_lease_failures, *m_claims, *m_takeovers, *m_handoffs;
     struct sh_metric *m_releases, *m_rtt, *m_held, *m_degraded;
     struct cl__fwd *fwd; /* forwarded control commands (forward.c) */
+    /* cache.c: entity cache snapshots, on a connection of their own (never this thread's) */
+    pthread_mutex_t cache_mu;
+    struct cl__redis *cache_redis; /* under cache_mu */
 };
 
 /* ms from then to now; 0 when then is later (a time taken after now was read). */
@@ -179,8 +184,10 @@ void cl__ck_clear(struct cl__ck *ck);
 void cl__ck_view(const struct cl__ck *ck, int shard, struct cl_checkpoint *out);
 /* this node's `nodes` JSON into out. */
 void cl__node_info(struct cl_cluster *c, char *out, size_t cap);
-/* Change shard's state under mu (and the held count). */
+/* Change shard's state under mu (and the held count); a shard held publishes its fence. */
 void cl__set_state(struct cl_cluster *c, int shard, enum cl__state st);
+/* Coordination thread: shard's fence changed while held; publish it for cache.c. */
+void cl__publish_fence(struct cl_cluster *c, int shard);
 
 /* coord.c: the thread. */
 void *cl__coord_main(void *arg);

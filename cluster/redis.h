@@ -37,6 +37,8 @@
  * gap        KEYS P gaps; ARGV shard, session_id, seq, reason, node.
  *            XADD gaps MAXLEN ~ 10000 * shard .. session_id .. seq .. reason .. node .. ; returns
  *            the entry id.
+ * cache      KEYS P shard:<id>, P cache:<id>; ARGV fence, snapshot bytes. -2 when the hash has no
+ *            owner/fence; -1 when its fence ~= ARGV fence; else SET cache:<id>, return 0.
  *
  * A fence is an integer reply up to 2^63: read it with reply->integer (claim: element[0]).
  */
@@ -57,7 +59,8 @@
     X(HANDOFF, handoff)                                                                            \
     X(IDENTIFY, identify)                                                                          \
     X(BUDGET, budget)                                                                              \
-    X(GAP, gap)
+    X(GAP, gap)                                                                                    \
+    X(CACHE, cache)
 
 enum cl__script {
 #define CL_SCRIPT_ENUM_(name, file) CL_SCRIPT_##name,

@@ -336,6 +336,7 @@ int cl__claim(struct cl_cluster *c, int shard, const char *kind, const char *fro
     long long fence = ok ? r->element[0]->integer : 0;
     if (ok && fence > 0 && r->elements == 5 && s->state != CL__FREE) {
         s->fence = (uint64_t)fence; /* reasserted: ours is newer than what Redis had */
+        cl__publish_fence(c, shard);
         s->unwritten = 1;
         log_info("msg=\"shard claimed again\" shard=%d fence=%lld", shard, fence);
     } else if (ok && fence > 0 && r->elements == 5) {

@@ -7,7 +7,8 @@
  * fence and the target holds it from the final checkpoint without bumping it again; a checkpoint
  * refused for a stale fence releases the shard; a graceful stop hands every shard over; Redis
  * down then back releases nothing and moves nothing; idle nodes read no shard owner between
- * sweeps; a busy shard's checkpoint is written at most once a second.
+ * sweeps; a busy shard's checkpoint is written at most once a second; the entity cache's
+ * snapshots (cluster/cache.c) are written only under the holder's fence and read back whole.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -576,6 +577,50 @@ TEST(a_busy_shards_checkpoints_are_written_at_most_once_a_second)
     ASSERT(writes <= (long)secs + 2); /* one a second, the first at once, the newest last */
 }
 
+TEST(cache_snapshots_are_written_under_the_holders_fence_and_read_back_whole)
+{
+    NEED_REDIS();
+    ASSERT_EQ(start_node(&a, "node-a"), 0);
+    ASSERT(WAIT_FOR(count_held(&a) == TOTAL, 8000));
+    ASSERT_EQ(start_node(&b, "node-b"), 0);
+    size_t big = (size_t)3 << 20; /* megabytes, NUL bytes inside */
+    unsigned char *blob = malloc(big);
+    ASSERT(blob);
+    for (size_t i = 0; i < big; i++)
+        blob[i] = (unsigned char)(i * 2654435761u >> 13);
+    int put = cl_cluster_cache_put(a.c, 2, blob, big);
+    struct sh_buf got;
+    sh_buf_init(&got, (size_t)16 << 20);
+    int get = cl_cluster_cache_get(b.c, 2, &got); /* any node reads it */
+    int same = get == 0 && got.len == big && !memcmp(got.data, blob, big);
+    sh_buf_reset(&got);
+    int none = cl_cluster_cache_get(a.c, 5, &got);
+    int not_mine = cl_cluster_cache_put(b.c, 0, "x", 1); /* b holds nothing */
+    int too_big = cl_cluster_cache_put(a.c, 1, "x", CL_CACHE_MAX_BYTES + 1);
+    redisReply *r = cmd("HSET %sshard:3 fence 99999999999999999", prefix); /* moved on */
+    if (r)
+        freeReplyObject(r);
+    int fenced = cl_cluster_cache_put(a.c, 3, "stale", 5);
+    r = cmd("EXISTS %scache:3", prefix);
+    long long exists3 = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    sh_buf_init(&got, 16); /* a reader's cap holds */
+    int capped = cl_cluster_cache_get(a.c, 2, &got);
+    sh_buf_free(&got);
+    free(blob);
+    end_node(&b);
+    end_node(&a);
+    ASSERT_EQ(put, 0);
+    ASSERT(same);
+    ASSERT_EQ(none, SH_ENOTFOUND);
+    ASSERT_EQ(not_mine, SH_EFENCED);
+    ASSERT_EQ(too_big, SH_ETOOBIG);
+    ASSERT_EQ(fenced, SH_EFENCED);
+    ASSERT_EQ(exists3, 0);
+    ASSERT_EQ(capped, SH_ETOOBIG);
+}
+
 int main(void)
 {
     RUN(start_refuses_an_unreachable_redis_and_a_different_shard_total);
@@ -590,6 +635,7 @@ int main(void)
     RUN(redis_down_then_back_releases_and_moves_nothing);
     RUN(idle_nodes_read_the_owners_only_when_something_changed);
     RUN(a_busy_shards_checkpoints_are_written_at_most_once_a_second);
+    RUN(cache_snapshots_are_written_under_the_holders_fence_and_read_back_whole);
     t_redis_stop(&srv);
     printf("%d passed, %d failed", t_passed, t_failed);
     if (t_skipped)

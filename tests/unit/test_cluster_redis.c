@@ -513,6 +513,31 @@ TEST(checkpoint_fence)
     cl__redis_free(r);
 }
 
+TEST(cache_fence)
+{
+    NEED_REDIS();
+    struct cl__redis *r = connect_srv();
+    ASSERT(r != NULL);
+    char buf[64], f[32];
+    struct claim_answer a;
+    /* no owner: -2, nothing written */
+    ASSERT_EQ(integer_of(run(r, CL_SCRIPT_CACHE, 2, P "shard:11", P "cache:11", "5", "x", NULL)),
+              -2);
+    ASSERT_EQ(cmd_int(r, "EXISTS %s", P "cache:11"), 0);
+    reg(r, "k2", "1", "60000");
+    ASSERT_EQ(claim(r, P "shard:11", "k2", "1", "0", &a), 0);
+    snprintf(f, sizeof(f), "%lld", a.fence);
+    ASSERT_EQ(integer_of(run(r, CL_SCRIPT_CACHE, 2, P "shard:11", P "cache:11", f, "snap1", NULL)),
+              0);
+    ASSERT_STR_EQ(cmd_str(r, buf, sizeof(buf), "GET " P "cache:11"), "snap1");
+    /* a stale fence changes nothing */
+    snprintf(f, sizeof(f), "%lld", a.fence - 1);
+    ASSERT_EQ(integer_of(run(r, CL_SCRIPT_CACHE, 2, P "shard:11", P "cache:11", f, "old", NULL)),
+              -1);
+    ASSERT_STR_EQ(cmd_str(r, buf, sizeof(buf), "GET " P "cache:11"), "snap1");
+    cl__redis_free(r);
+}
+
 TEST(handoff_rules)
 {
     NEED_REDIS();
@@ -703,5 +728,6 @@ TEST(stop_server)
 
 TEST_MAIN(RUN(url_forms); RUN(app_id); RUN(connect_auth_select_unix); RUN(unix_socket_with_scripts);
           RUN(dead_redis_bounded); RUN(pipeline); RUN(noscript_reload); RUN(redis_restart);
-          RUN(register_renew); RUN(claim_rules); RUN(checkpoint_fence); RUN(handoff_rules);
-          RUN(identify_slots_and_reserve); RUN(budget_merge); RUN(gap_stream); RUN(stop_server);)
+          RUN(register_renew); RUN(claim_rules); RUN(checkpoint_fence); RUN(cache_fence);
+          RUN(handoff_rules); RUN(identify_slots_and_reserve); RUN(budget_merge); RUN(gap_stream);
+          RUN(stop_server);)

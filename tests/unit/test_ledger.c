@@ -2,8 +2,10 @@
  * tests/unit/test_ledger.c: the acknowledgement ledger driven directly: events routed and
  * filtered, batches settled out of order across lanes, retries, dead letters, a new session
  * restarting s at 1, "s":null events, checkpoints loaded and the floor that is written,
- * through an in-memory checkpoint store that records every call.
+ * through an in-memory checkpoint store that records every call; a RESUME from below the
+ * checkpoint (the entity cache's older snapshot) sends no webhook what it acknowledged.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -712,6 +714,78 @@ TEST(the_checkpoint_handed_over_never_says_queued)
     free(m);
 }
 
+/*
+ * The replay of from..to of local shard li as delivery routes it: each webhook gets the events
+ * the ledger wants it to (one batch each, settled at the end); first[h] and n[h] say which.
+ * Returns the lowest floor seen meanwhile.
+ */
+static uint64_t replay(struct br_ledger *l, int li, uint64_t from, uint64_t to, uint64_t first[2],
+                       int n[2])
+{
+    struct br_batch *b[2] = {NULL, NULL};
+    uint64_t low = UINT64_MAX;
+    for (uint64_t s = from; s <= to; s++) {
+        br_ledger_seen(l, li, s);
+        for (size_t h = 0; h < 2; h++) {
+            if (!br_ledger_wanted(l, h, li, s))
+                continue;
+            if (!n[h]++)
+                first[h] = s;
+            int fresh = 0;
+            if (!b[h] && br_batch_new(1 << 16, &b[h]))
+                return 0;
+            if (br_batch_add(b[h], "{}", 2, (uint32_t)li, br_ledger_gen(l, li), s, 1, &fresh))
+                return 0;
+            br_ledger_routed(l, h, li, s, fresh);
+        }
+        uint64_t f = br_ledger_floor(l, li);
+        low = f < low ? f : low;
+    }
+    for (size_t h = 0; h < 2; h++)
+        if (b[h]) {
+            br_batch_close(b[h]);
+            settle(l, h, b[h]);
+        }
+    return low;
+}
+
+TEST(a_resume_from_below_the_checkpoint_sends_nothing_acknowledged_again)
+{
+    /* the cache's snapshot reflects s 4: the shard RESUMEs from 4, not from the checkpoint's 10 */
+    struct mem_store *m = mem_new();
+    loadable(m, 0, 2, 10, 15, 0); /* webhook A acknowledged up to 10, B up to 15 */
+    struct br_ledger *l = ledger(m, 2);
+    ASSERT(l);
+    br_ledger_load(l, NULL);
+    uint64_t first[2] = {0, 0};
+    int n[2] = {0, 0};
+    uint64_t low = replay(l, 0, 5, 20, first, n);
+    ASSERT_EQ(first[0], 11);
+    ASSERT_EQ(n[0], 10); /* 11..20 */
+    ASSERT_EQ(first[1], 16);
+    ASSERT_EQ(n[1], 5); /* 16..20 */
+    ASSERT_EQ(low, 10); /* the replay below it never pulled the checkpoint back */
+    ASSERT_EQ(br_ledger_floor(l, 0), 20);
+    br_ledger_free(l);
+    free(m);
+    /* the same after a cluster hold: a takeover RESUMEs from the new owner's loaded snapshot */
+    m = mem_new();
+    l = cluster_ledger(m);
+    ASSERT(l);
+    struct br_checkpoint cp = held_cp(0, 10, 12, 0);
+    br_ledger_hold(l, 0, &cp);
+    memset(first, 0, sizeof(first));
+    memset(n, 0, sizeof(n));
+    low = replay(l, 0, 3, 14, first, n);
+    ASSERT_EQ(first[0], 13); /* A had up to 12 */
+    ASSERT_EQ(n[0], 2);
+    ASSERT_EQ(first[1], 11); /* B up to the checkpoint's 10 */
+    ASSERT_EQ(n[1], 4);
+    ASSERT_EQ(low, 10);
+    br_ledger_free(l);
+    free(m);
+}
+
 TEST_MAIN(RUN(unrouted_events_count_as_acknowledged);
           RUN(first_pending_batch_settles_what_came_before);
           RUN(null_s_events_never_move_the_floor); RUN(out_of_order_acks_across_lanes);
@@ -726,4 +800,5 @@ TEST_MAIN(RUN(unrouted_events_count_as_acknowledged);
           RUN(a_null_s_first_batch_keeps_what_was_acknowledged);
           RUN(a_shard_not_held_writes_nothing); RUN(hold_resets_the_shard_from_the_checkpoint);
           RUN(release_forgets_and_a_new_hold_ignores_earlier_batches);
-          RUN(the_checkpoint_handed_over_never_says_queued))
+          RUN(the_checkpoint_handed_over_never_says_queued);
+          RUN(a_resume_from_below_the_checkpoint_sends_nothing_acknowledged_again))

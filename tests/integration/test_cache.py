@@ -56,8 +56,9 @@ class Checker:
     def same(self, path, expected):
         code, headers, body = self.get(path)
         if code != 200 or body != expected:
-            self.diffs.append("GET %s\n  expected 200 %s\n  got %d %s%s" % (
-                path, _short(expected), code, _short(body), _where(expected, body)))
+            self.diffs.append("GET %s%s\n  expected 200 %s\n  got %d %s" % (
+                path, _where(expected, body) if code == 200 else "", _short(expected), code,
+                _short(body)))
         elif not re.fullmatch(r'"[0-9a-f]{16}"', headers.get("etag", "")):
             self.diffs.append("GET %s: ETag %r is not a quoted 16-hex tag" % (
                 path, headers.get("etag")))

@@ -505,6 +505,33 @@ class Truth:
             "author": copy.deepcopy(self.users[uid]), "attachments": [], "guild_id": gid})
         return mid
 
+    def interaction_create(self, gid, cid, uid, **member_fields):
+        """A slash command by uid in channel cid: Discord sends the member (user inside, plus
+        the computed "permissions" REST's member object has not) and a partial channel (with
+        its own "permissions"). member_fields: the member as it is now (e.g. a new nick)."""
+        g = self.guilds[gid]
+        m = g["members"][uid]
+        m.update(member_fields)
+        member = self._with_user(m, uid)
+        perms = self.permissions(gid, uid, cid)["permissions"]
+        member["permissions"] = perms
+        ch = g["channels"][cid]
+        channel = {k: copy.deepcopy(ch[k]) for k in ("id", "type", "guild_id", "name", "topic",
+                                                     "nsfw", "parent_id", "position", "flags",
+                                                     "last_message_id", "rate_limit_per_user")
+                   if k in ch}
+        channel["permissions"] = perms
+        iid = self.snowflake()
+        self.emit("INTERACTION_CREATE", {
+            "version": 1, "type": 2, "token": "aW50ZXJhY3Rpb24t" + iid, "member": member,
+            "locale": "en-US", "id": iid, "guild_locale": "en-US", "guild_id": gid,
+            "guild": {"id": gid, "locale": "en-US", "features": g["fields"]["features"]},
+            "entitlements": [], "entitlement_sku_ids": [], "data": {
+                "type": 1, "name": "ping", "id": self.snowflake()},
+            "context": 0, "channel_id": cid, "channel": channel, "attachment_size_limit": 10485760,
+            "authorizing_integration_owners": {"0": gid}, "application_id": "1100000000000000001",
+            "app_permissions": "2248473465835073"})
+
     def voice_join(self, gid, uid, channel_id, **kw):
         g = self.guilds[gid]
         v = self.voice_object(gid, uid, channel_id, **kw)

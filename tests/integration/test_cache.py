@@ -219,6 +219,8 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     truth._set_user(late)
     truth.message_create(a, ga["general"], late["id"], "first words")
     truth.message_create(a, th2, u1, "in a thread")
+    truth.interaction_create(a, ga["general"], users[4]["id"], nick="slasher",
+                             avatar="b_0123456789abcdef")
     sync()
     for gid in (a, b, c_gid):
         check_guild(c, truth, gid)
@@ -381,7 +383,8 @@ def check_etag(c, sh, truth, gid, sync):
     code, h, body = sh.api("GET", path, headers={"If-None-Match": tag})
     if code != 200 or body != truth.guild(gid) or h.get("etag") in (None, tag):
         c.diffs.append("GET %s after GUILD_UPDATE with the old tag: expected 200, the new guild "
-                       "and a new ETag; got %d, ETag %s (old %s)" % (path, code, h.get("etag"), tag))
+                       "and a new ETag; got %d, ETag %s (old %s)%s" % (
+                           path, code, h.get("etag"), tag, _where(truth.guild(gid), body)))
     mpath = "/v1/guilds/%s/members?limit=5" % gid
     code, h, _ = sh.api("GET", mpath)
     code2, _, body2 = sh.api("GET", mpath, headers={"If-None-Match": h.get("etag", "")})

@@ -555,13 +555,18 @@ class Truth:
         d["member"] = self._with_user(g["members"][uid], uid)
         self.emit("VOICE_STATE_UPDATE", d)
 
-    def presence_update(self, gid, uid, status, activities=()):
+    def presence_update(self, gid, uid, status, activities=(), **user_fields):
+        """PRESENCE_UPDATE: its user carries only the id, plus the user's fields that changed
+        (Discord tells of a new username or avatar this way)."""
         g = self.guilds[gid]
         p = {"user": {"id": uid}, "status": status, "activities": list(activities),
              "client_status": {"desktop": status}}
         g["presences"][uid] = p
         d = copy.deepcopy(p)
         d["guild_id"] = gid
+        if user_fields:
+            self._set_user(dict(user_fields, id=uid))
+            d["user"].update(user_fields)
         self.emit("PRESENCE_UPDATE", d)
 
     def user_update(self, **fields):

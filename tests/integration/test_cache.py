@@ -210,7 +210,7 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     truth.voice_join(a, u2, ga["voice_ch"], self_mute=True)
     truth.voice_join(a, u3, ga["voice_ch"])
     truth.voice_update(a, u2, self_mute=False, self_video=True)
-    truth.presence_update(a, u0, "online")
+    truth.presence_update(a, u0, "online", username="zero-renamed", avatar="c_0123456789abcdef")
     truth.presence_update(a, u2, "dnd", [{"name": "Chess", "type": 0, "created_at": 1700000000000}])
     truth.user_update(username="cache-bot-2", avatar="0123456789abcdef0123456789abcdef")
     # a member the cache first sees in a message (author + member), and one already known

@@ -174,7 +174,7 @@ class Truth:
                       "default_auto_archive_duration": 4320, "last_pin_timestamp": None})
         elif type_ == 2:
             c.update({"nsfw": False, "bitrate": 64000, "user_limit": 0, "rtc_region": None,
-                      "last_message_id": None, "rate_limit_per_user": 0, "voice_background_display": None})
+                      "last_message_id": None, "rate_limit_per_user": 0})
         c.update(kw)
         return c
 
@@ -273,7 +273,8 @@ class Truth:
         g["members"][owner["id"]] = self._strip_user(self.member_object(owner))
         self._set_user(self.users[self.bot_id])
         g["members"][self.bot_id] = self._strip_user(
-            self.member_object(self.users[self.bot_id], joined_at="2025-01-02T00:00:00.000000+00:00"))
+            self.member_object(self.users[self.bot_id],
+                               joined_at="2025-01-02T00:00:00.000000+00:00"))
         for u in members:
             self._set_user(u)
             g["members"][u["id"]] = self._strip_user(self.member_object(u))
@@ -332,7 +333,7 @@ class Truth:
         m["user"] = copy.deepcopy(self.users[uid])
         return m
 
-    # ---- mutations: each emits Discord's dispatch -------------------------------------------------
+    # ---- mutations: each emits Discord's dispatch ----------------------------------------------
     def send_guild_create(self, gid, with_members=True):
         self.guilds[gid]["unavailable"] = False
         self.emit("GUILD_CREATE", self.guild_create(gid, with_members))
@@ -578,7 +579,7 @@ class Truth:
         self.users[self.bot_id] = u
         self.emit("USER_UPDATE", copy.deepcopy(u))
 
-    # ---- readers: what Discord's REST API answers -------------------------------------------------
+    # ---- readers: what Discord's REST API answers ----------------------------------------------
     def _g(self, gid):
         g = self.guilds.get(gid)
         return g if g and not g["unavailable"] else None

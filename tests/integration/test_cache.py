@@ -26,11 +26,18 @@ def is_error(body, code):
 
 
 def start(tmp, truth, guilds, cache=None, intents=INTENTS, wait_guild=None, **cfg):
-    """The fake (its READY lists guilds: GUILD_CREATE bodies), a receiver and shardhook with a
-    cache block; truth.emit sends through the fake. Waits until wait_guild is answered."""
-    fake = FakeDiscord(tmp, identify_interval_ms=200, shards=1, guilds=0)
-    fake.guilds(0, guilds)
-    truth.emit = lambda t, d: fake.dispatch(0, t, d)
+    """The fake (its READY lists guilds: GUILD_CREATE bodies; a dict: shard -> its list), a
+    receiver and shardhook with a cache block; truth.emit sends each event to its guild's shard.
+    Waits until wait_guild is answered."""
+    per_shard = guilds if isinstance(guilds, dict) else {0: guilds}
+    fake = FakeDiscord(tmp, identify_interval_ms=200, shards=truth.shards, guilds=0)
+    for shard in range(truth.shards):
+        fake.guilds(shard, per_shard.get(shard, []))
+
+    def emit(t, d):
+        gid = d.get("guild_id") or (d.get("id") if t.startswith("GUILD_") else None)
+        fake.dispatch(truth.shard_of(gid) if gid else 0, t, d)
+    truth.emit = emit
     rx = Receiver()
     conf = dict(cfg, intents=intents)
     if cache is not False:
@@ -282,6 +289,44 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     c.error("/v1/guilds/%s" % c_gid, 404, "unknown_guild")
     c.error("/v1/channels/%s" % c_channel, 404, "unknown_channel")
     check_guild(c, truth, a)
+    c.same("/v1/cache/guilds", truth.cache_guilds())
+    c.done()
+
+
+@timeout(120)
+def test_new_session_drops_only_that_shards_stale_guilds(tmp):
+    truth = Truth(shards=2)
+    kept = truth.add_guild("Kept", shard=0, members=[truth.new_user("k0")])
+    stale = truth.add_guild("Stale", shard=0, members=[truth.new_user("s0")])
+    other = truth.add_guild("Other shard", shard=1, members=[truth.new_user("o0")])
+    fake, rx, sh = start(tmp, truth, {0: [truth.guild_create(kept), truth.guild_create(stale)],
+                                      1: [truth.guild_create(other)]}, wait_guild=other)
+    sh.wait_ready(timeout=20)
+    sync0, sync1 = Sync(sh, truth, kept), Sync(sh, truth, other)
+    sync0()
+    sync1()
+    c = Checker(sh)
+    c.same("/v1/cache/guilds", truth.cache_guilds())
+    stale_channel = next(iter(truth.guilds[stale]["channels"]))
+    stale_member = next(u for u in truth.guilds[stale]["members"] if u != truth.bot_id)
+    # shard 0 starts a new session whose READY lists only Kept; shard 1 goes on as it was
+    truth.drop_guild(stale)
+    truth.guilds[kept]["fields"]["name"] = "Kept (new session)"
+    fake.guilds(0, [truth.guild_create(kept)])
+    n_identify = len(fake.identifies(shard=0, refused=False))
+    fake.expire(0)
+    fake.close(0, 4000)
+    wait_for(lambda: len(fake.identifies(shard=0, refused=False)) > n_identify, 20,
+             what="shard 0 to IDENTIFY again")
+    sh.wait_ready(timeout=20)
+    sync0()
+    sync1()
+    assert len(fake.identifies(shard=1, refused=False)) == 1, "shard 1 identified again"
+    c.error("/v1/guilds/%s" % stale, 404, "unknown_guild")
+    c.error("/v1/channels/%s" % stale_channel, 404, "unknown_channel")
+    c.error("/v1/guilds/%s/members/%s" % (stale, stale_member), 404, "unknown_guild")
+    for gid in (kept, other):
+        check_guild(c, truth, gid)
     c.same("/v1/cache/guilds", truth.cache_guilds())
     c.done()
 

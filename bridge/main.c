@@ -621,6 +621,8 @@ static int start_all(struct daemon *d)
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
     d->node.api = d->api; /* forwarded commands run through it from now on */
+    if (d->cache)
+        http_server_set_cache(d->api, d->cache); /* the cache routes read it from now on */
     d->webhook_ops = (struct http_webhook_ops){webhook_status, webhook_pause, d->delivery};
     http_server_set_webhook_ops(d->api, &d->webhook_ops);
     d->dead_ops = (struct http_deadletter_ops){
@@ -633,6 +635,7 @@ static int start_all(struct daemon *d)
         .discard = dl_discard,
     };
     http_server_set_deadletters(d->api, &d->dead_ops);
+    http_server_set_cache(d->api, d->cache); /* NULL without a cache block: 404 cache_disabled */
     struct gw_observer obs = http_server_observer(d->api);
     gw_gateway_set_observer(d->gw, &obs);
     struct br_action_ops actions = {.run = run_action, .ud = d};

@@ -100,7 +100,8 @@ static void put_list(struct ca_cache *c, struct ca__guild *g, int i, cJSON *arr)
         uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(o, "id"));
         if (!id)
             continue;
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
+        if (i == CA__M_CHANNELS) /* stickers keep theirs, as REST writes them */
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
         ca__gput(&c->st, g, i, id, ca__blob_of(o, 0));
     }
 }
@@ -489,4 +490,40 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
         atomic_store(&c->lag_ms, sh_now_ms() - ch->ev[ch->n - 1].recv_ms);
     if (items != stack)
         free(items);
+}
+
+/* b with the number under key one higher (b freed); b as it was when it has none. */
+static struct ca__blob *count_up(struct ca__blob *b, const char *key)
+{
+    const char *v;
+    size_t vl;
+    if (!b || ca__blob_find(b, key, &v, &vl) < 0)
+        return b;
+    char num[32];
+    int n = snprintf(num, sizeof num, "%llu", strtoull(v, NULL, 10) + 1);
+    struct ca__blob *nb = ca__blob_patch(b, key, num, (size_t)n);
+    if (!nb)
+        return b;
+    free(b);
+    return nb;
+}
+
+void ca__touch_channel(struct ca_cache *c, uint64_t channel_id, uint64_t msg_id)
+{
+    struct ca__guild *g = ca__map_get(&c->st.chan, channel_id);
+    int map = CA__M_CHANNELS;
+    const struct ca__blob *b = g ? ca__map_get(&g->maps[map], channel_id) : NULL;
+    if (g && !b)
+        b = ca__map_get(&g->maps[map = CA__M_THREADS], channel_id);
+    const char *v;
+    size_t vl;
+    if (!b || ca__blob_find(b, "last_message_id", &v, &vl) < 0 || ca__id(v, vl) >= msg_id)
+        return; /* not kept, or a replayed message: counted once */
+    char id[32];
+    int n = snprintf(id, sizeof id, "\"%llu\"", (unsigned long long)msg_id);
+    struct ca__blob *nb = ca__blob_patch(b, "last_message_id", id, (size_t)n);
+    if (map == CA__M_THREADS)
+        nb = count_up(count_up(nb, "message_count"), "total_message_sent");
+    if (nb)
+        ca__gput(&c->st, g, map, channel_id, nb);
 }

@@ -43,6 +43,7 @@ struct ca__item {
     cJSON *d;                      /* the event's d (not MESSAGE_CREATE) */
     const struct gw_session *sess; /* READY: the session it opened */
     uint64_t guild_id;             /* MESSAGE_CREATE */
+    uint64_t channel_id, msg_id;   /* MESSAGE_CREATE: the channel's last_message_id */
     cJSON *author, *member;        /* MESSAGE_CREATE: the two parts it keeps */
 };
 
@@ -68,6 +69,8 @@ void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t 
 void ca__put_user(struct ca_cache *c, const cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
 void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);
+/* MESSAGE_CREATE in a kept channel or thread: its last_message_id (a thread's message counts). */
+void ca__touch_channel(struct ca_cache *c, uint64_t channel_id, uint64_t msg_id);
 /* The events of apply_member.c. */
 void ca__apply_member_event(struct ca_cache *c, struct ca__item *it);
 

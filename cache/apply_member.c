@@ -46,16 +46,19 @@ void ca__put_user(struct ca_cache *c, const cJSON *u)
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
-    struct ca__blob *old = ca__map_get(&c->st.users, id), *b;
+    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, 0);
+    if (same(old, b)) { /* the same user as kept: nothing to merge */
+        free(b);
+        return;
+    }
     if (old) {
+        free(b);
         cJSON *t = ca__blob_tree(old, 0);
         if (!t)
             return;
         ca__merge(t, u);
         b = ca__blob_of(t, 0);
         cJSON_Delete(t);
-    } else {
-        b = ca__blob_of(u, 0);
     }
     if (same(old, b))
         free(b);
@@ -171,6 +174,10 @@ static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 
 static void message(struct ca_cache *c, struct ca__item *it)
 {
+    if (it->channel_id && it->msg_id)
+        ca__touch_channel(c, it->channel_id, it->msg_id);
+    if (!it->author)
+        return;
     uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(it->author, "id"));
     ca__put_user(c, it->author);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
@@ -281,8 +288,8 @@ int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
 }
 
 struct msg_spans {
-    const char *gid, *author, *member;
-    size_t gl, al, ml;
+    const char *gid, *author, *member, *id, *cid;
+    size_t gl, al, ml, il, cl;
 };
 
 static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -297,6 +304,12 @@ static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t
     } else if (kl == 6 && !memcmp(k, "member", 6)) {
         m->member = v;
         m->ml = vl;
+    } else if (kl == 2 && !memcmp(k, "id", 2)) {
+        m->id = v;
+        m->il = vl;
+    } else if (kl == 10 && !memcmp(k, "channel_id", 10)) {
+        m->cid = v;
+        m->cl = vl;
     }
 }
 
@@ -320,6 +333,20 @@ void ca__dedup_event(struct ca_cache *c, enum ca__ev ev)
     }
 }
 
+/* 1 when (key, h) is remembered; else remember it. Two ways per set, the newest first. */
+static int dedup_seen(struct ca_cache *c, uint64_t key, uint64_t h)
+{
+    uint64_t(*set)[2] = &c->dedup[(key >> 32) & (CA__DEDUP_SLOTS - 2)];
+    for (int w = 0; w < 2; w++)
+        if (set[w][0] == key && set[w][1] == h)
+            return 1;
+    set[1][0] = set[0][0];
+    set[1][1] = set[0][1];
+    set[0][0] = key;
+    set[0][1] = h;
+    return 0;
+}
+
 void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
 {
     struct msg_spans m = {0};
@@ -328,16 +355,18 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
         return;
     uint64_t gid = m.gid ? ca__id(m.gid, m.gl) : 0;
     int want_member = gid && m.member && ca__on(c, CFG_CACHE_MEMBERS);
+    if (gid && m.id && m.cid && ca__on(c, CFG_CACHE_CHANNELS)) {
+        it->ev = CA__EV_MESSAGE; /* the channel's last_message_id, even when the rest is known */
+        it->channel_id = ca__id(m.cid, m.cl);
+        it->msg_id = ca__id(m.id, m.il);
+    }
     if (c->dedup) {
         uint64_t gen = c->dedup_seen ^ ((uint64_t)atomic_load(&c->dedup_gen) << 32);
         uint64_t key = ca__hash(ca__hash(0, &gid, sizeof gid), m.author, m.al);
         key = ca__hash(key, &gen, sizeof gen) | 1;
         uint64_t h = want_member ? ca__hash(0, m.member, m.ml) : 1;
-        uint64_t *slot = c->dedup[key & (CA__DEDUP_SLOTS - 1)];
-        if (slot[0] == key && slot[1] == h)
+        if (dedup_seen(c, key, h))
             return; /* the same author and member as this (guild, author)'s last message */
-        slot[0] = key;
-        slot[1] = h;
     }
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;
@@ -347,6 +376,7 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     if (!cJSON_IsObject(it->author)) {
         ca__item_free(it);
         it->author = it->member = NULL;
-        it->ev = CA__EV_NONE;
+        if (!it->channel_id)
+            it->ev = CA__EV_NONE;
     }
 }

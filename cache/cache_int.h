@@ -63,7 +63,7 @@ const char *ca__skip_value(const char *p, const char *end);
 int ca__each_member(const char *p, const char *end,
                     void (*fn)(void *ud, const char *k, size_t kl, const char *v, size_t vl),
                     void *ud);
-/* 64-bit FNV-1a of n bytes, continuing from h (start with 0). */
+/* A 64-bit hash of n bytes, continuing from h (start with 0); not for adversaries' use. */
 uint64_t ca__hash(uint64_t h, const void *p, size_t n);
 
 /* A snowflake from a cJSON string or number item (0 when neither). */
@@ -79,6 +79,13 @@ int ca__write_member(const struct ca__store *s, uint64_t uid, const struct ca__b
 int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *out);
 /* Parse blob b back into a tree (member defaults restored when member is set); NULL on error. */
 cJSON *ca__blob_tree(const struct ca__blob *b, int member);
+
+/* The value of top-level key (a key of b's, by text: blobs are compact JSON) in v and vl:
+   0, SH_ENOTFOUND or SH_EPARSE. */
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl);
+/* A copy of b with key's value replaced by the len bytes at val; NULL when absent / no memory. */
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len);
 
 /* ---- apply.c ---- */
 

@@ -3,6 +3,7 @@
  * (value spans of an object's top-level members, without building a tree), and turning entity
  * trees into blobs and blobs back into Discord's shapes (cache/cache_int.h).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,16 @@ static const char *ws(const char *p, const char *end)
 
 static const char *skip_string(const char *p, const char *end)
 {
-    for (p++; p < end; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
+    for (p++; p < end;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            return NULL;
+        size_t bs = 0; /* backslashes right before the quote: odd means it is escaped */
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (!(bs & 1))
+            return q + 1;
+        p = q + 1;
     }
     return NULL;
 }
@@ -103,12 +109,15 @@ int ca__each_member(const char *p, const char *end,
 uint64_t ca__hash(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *b = p;
-    if (!h)
-        h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
+    h ^= 0xcbf29ce484222325ULL + n;
+    for (; n >= 8; b += 8, n -= 8) { /* a word at a time; the tail byte by byte */
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
     }
+    for (; n; b++, n--)
+        h = (h ^ *b) * 0x100000001b3ULL;
     return h;
 }
 
@@ -208,4 +217,52 @@ cJSON *ca__blob_tree(const struct ca__blob *b, int member)
         o = cJSON_ParseWithLength(t.data, t.len);
     sh_buf_free(&t);
     return o;
+}
+
+/* b grown to hold n bytes (its length set to n); NULL (b freed) when out of memory. */
+static struct ca__blob *realloc_blob(struct ca__blob *b, size_t n)
+{
+    struct ca__blob *nb = realloc(b, sizeof *b + n);
+    if (!nb) {
+        free(b);
+        return NULL;
+    }
+    nb->len = (uint32_t)n;
+    return nb;
+}
+
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl)
+{
+    char pat[64];
+    int n = snprintf(pat, sizeof pat, "\"%s\":", key);
+    if (n < 0 || (size_t)n >= sizeof pat)
+        return SH_EINVAL;
+    /* a quote inside a string is written \", so `"key":` only ever matches a key */
+    const char *p = memmem(b->data, b->len, pat, (size_t)n), *end = b->data + b->len;
+    if (!p)
+        return SH_ENOTFOUND;
+    *v = p + n;
+    const char *ve = ca__skip_value(*v, end);
+    if (!ve)
+        return SH_EPARSE;
+    *vl = (size_t)(ve - *v);
+    return 0;
+}
+
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len)
+{
+    const char *v;
+    size_t vl;
+    if (ca__blob_find(b, key, &v, &vl) < 0)
+        return NULL;
+    size_t head = (size_t)(v - b->data), n = b->len - vl + len;
+    struct ca__blob *nb = ca__blob_new(b->data, head, b->strip);
+    if (nb && !(nb = realloc_blob(nb, n)))
+        return NULL;
+    if (!nb)
+        return NULL;
+    memcpy(nb->data + head, val, len);
+    memcpy(nb->data + head + len, v + vl, b->len - head - vl);
+    return nb;
 }

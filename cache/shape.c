@@ -128,13 +128,13 @@ static int write_guild_list(struct ca__store *s, const struct ca_query *q, struc
     long n = ca__map_sorted_keys(&s->guilds, q->after, &keys);
     if (n < 0)
         return (int)n;
-    long limit = q->limit > 0 ? q->limit : 100;
-    if (n > limit)
-        n = limit;
+    long limit = q->limit > 0 ? q->limit : 100, w = 0;
     int rc = sh_buf_append_str(out, "{\"guilds\":[");
-    for (long k = 0; rc == 0 && k < n; k++) {
+    for (long k = 0; rc == 0 && k < n && w < limit; k++) {
         const struct ca__guild *g = ca__map_get(&s->guilds, keys[k]);
-        rc = sh_buf_printf(out, "%s{\"id\":\"%llu\",\"name\":", k ? "," : "",
+        if (g->state == CA__G_LOADING)
+            continue; /* listed once it is available */
+        rc = sh_buf_printf(out, "%s{\"id\":\"%llu\",\"name\":", w++ ? "," : "",
                            (unsigned long long)g->id);
         if (rc == 0)
             rc = g->name ? sh_json_quote(out, g->name, strlen(g->name), 0)

@@ -287,7 +287,9 @@ int http__get_cache(struct http_ctx *ctx, const struct http_req *rq, struct http
         const char *key = missing_key(ctx->cfg, row, &q);
         sh_buf_reset(&r->body);
         return http_reply_error(r, 404, "not_cached",
-                                "the cache does not keep this: \"%s\" is off in the config", key);
+                                "the cache does not keep this: \"%s\" is false in the config, or "
+                                "its intent is not in \"intents\"",
+                                key);
     }
     case CA_UNKNOWN:
         return unknown(ctx, c, row, &q, r);

@@ -200,7 +200,7 @@ TEST(partial_updates_merge_and_deletes_remove)
     feed(c, 0, "GUILD_STICKERS_UPDATE",
          "{\"guild_id\":\"100\",\"stickers\":[{\"id\":\"500\",\"guild_id\":\"100\"}]}");
     ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
-    ASSERT_CONTAINS(got, "\"stickers\":[{\"id\":\"500\"}]");
+    ASSERT_CONTAINS(got, "\"stickers\":[{\"id\":\"500\",\"guild_id\":\"100\"}]");
     feed(c, 0, "GUILD_DELETE", "{\"id\":\"100\"}");
     ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
     ASSERT_EQ(ca_cache_guild_shard(c, 100), -1);
@@ -259,6 +259,21 @@ TEST(message_and_interaction_members)
     ASSERT_READ(c, CA_MEMBER, 100, 14,
                 "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[\"200\"],"
                 "\"nick\":\"D\",\"deaf\":false}");
+    feed(c, 0, "CHANNEL_UPDATE",
+         "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"last_message_id\":null}");
+    feed(c, 0, "THREAD_UPDATE",
+         "{\"id\":\"301\",\"guild_id\":\"100\",\"type\":11,\"last_message_id\":\"5\","
+         "\"message_count\":1,\"total_message_sent\":1}");
+    feed(c, 0, "MESSAGE_CREATE", msg); /* the same author and member: the channel still moves */
+    ASSERT_READ(c, CA_CHANNEL, 0, 300,
+                "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"last_message_id\":\"900\"}");
+    for (int i = 0; i < 2; i++) /* a replay counts once */
+        feed(c, 0, "MESSAGE_CREATE",
+             "{\"id\":\"902\",\"channel_id\":\"301\",\"guild_id\":\"100\",\"author\":"
+             "{\"id\":\"14\",\"username\":\"dee\"}}");
+    ASSERT_READ(c, CA_CHANNEL, 0, 301,
+                "{\"id\":\"301\",\"guild_id\":\"100\",\"type\":11,\"last_message_id\":\"902\","
+                "\"message_count\":2,\"total_message_sent\":2}");
     feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":{\"id\":\"14\"}}");
     feed(c, 0, "MESSAGE_CREATE", msg); /* the same bytes again after a removal: kept again */
     ASSERT_EQ(rd(c, CA_MEMBER, 100, 14), 0);
@@ -363,6 +378,9 @@ TEST(ready_drops_stale_guilds_and_lists_loading)
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), 0);
     feed(c, 0, "GUILD_DELETE", "{\"id\":\"102\",\"unavailable\":true}");
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), CA_LOADING);
+    ASSERT_READ(c, CA_GUILD_LIST, 0, 0, /* only available guilds are listed */
+                "{\"guilds\":[{\"id\":\"101\",\"name\":\"other shard\",\"shard\":1,"
+                "\"member_count\":0}]}");
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
     ASSERT_CONTAINS(got, "\"loading\":1}");

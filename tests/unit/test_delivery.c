@@ -175,6 +175,7 @@ static int port;
 static const char *extra_top = "", *extra_hook = "";
 
 /* A cluster-mode delivery over shards 0 and 1 of 2, one webhook at the receiver. */
+static void (*consumer)(void *ud, struct gw_chunk *chunk); /* set on the next delivery() */
 static int keep_dir; /* 1: the next delivery() uses dir again (a restart) */
 
 static struct br_delivery *delivery(int delay_ms, struct br_ckstore *store)
@@ -202,6 +203,8 @@ static struct br_delivery *delivery(int delay_ms, struct br_ckstore *store)
         return NULL;
     if (store)
         br_delivery_use_ckstore(d, store);
+    if (consumer)
+        br_delivery_set_chunk_consumer(d, consumer, NULL);
     static const int ids[] = {0, 1};
     if (br_delivery_prepare(d, 2, ids, 2) || br_delivery_start(d)) {
         br_delivery_free(d);
@@ -527,6 +530,47 @@ TEST(session_lost_passes_every_filter)
     finish(d);
 }
 
+static struct {
+    pthread_mutex_t lock;
+    size_t events;
+} consumed = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void on_chunk(void *ud, struct gw_chunk *c)
+{
+    (void)ud;
+    pthread_mutex_lock(&consumed.lock);
+    consumed.events += c->n;
+    pthread_mutex_unlock(&consumed.lock);
+    gw_chunk_free(c);
+}
+
+static size_t consumed_events(void)
+{
+    pthread_mutex_lock(&consumed.lock);
+    size_t n = consumed.events;
+    pthread_mutex_unlock(&consumed.lock);
+    return n;
+}
+
+/* With a chunk consumer (the entity cache), every routed chunk reaches it, and the webhook still
+   gets every event. */
+TEST(routed_chunks_go_to_the_chunk_consumer)
+{
+    rx_reset(200);
+    consumer = on_chunk;
+    struct br_delivery *d = delivery(10, NULL);
+    consumer = NULL;
+    ASSERT(d);
+    ASSERT_EQ(br_delivery_hold(d, 0, NULL), 0);
+    push(d, 0, "C0", 0, 3);
+    push(d, 0, NULL, 4, 5);
+    WAIT_FOR(rx_acked_with(mark(0, 5)) && consumed_events() == 6);
+    ASSERT_EQ(consumed_events(), 6); /* the READY and five events */
+    ASSERT_EQ(rx_acked_with(mark(0, 2)), 1);
+    ASSERT_EQ(rx_acked_with(mark(0, 5)), 1);
+    finish(d);
+}
+
 static struct br_ckstore *mirrored(const char *state_dir)
 {
     struct br_ckstore *files = NULL, *st = NULL;
@@ -608,5 +652,6 @@ TEST_MAIN(if (setup()) return 1; RUN(calls_are_checked_before_they_queue);
           RUN(hold_resumes_from_the_checkpoint_it_is_given);
           RUN(release_keeps_the_other_shards_events); RUN(drain_hands_over_what_was_acknowledged);
           RUN(drain_times_out_with_the_acknowledged_floor); RUN(session_lost_passes_every_filter);
+          RUN(routed_chunks_go_to_the_chunk_consumer);
           RUN(a_stop_saves_held_shards_and_the_checkpoint_stays_at_acknowledged);
           MHD_stop_daemon(daemon_))

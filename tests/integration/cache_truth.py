@@ -644,12 +644,12 @@ class Truth:
         return copy.deepcopy(self.users.get(uid))
 
     def cache_guilds(self, limit=100, after="0"):
-        """shardhook's own list (not a REST route): every guild of the bot's the cache knows,
-        an unavailable one included (it is still the bot's, with what it was last seen as)."""
+        """shardhook's own list (not a REST route): the available guilds (a loading or
+        unavailable one has no answer yet)."""
         out = []
         for gid in sorted(self.guilds, key=int):
             g = self.guilds[gid]
-            if int(gid) <= int(after):
+            if int(gid) <= int(after) or g["unavailable"]:
                 continue
             out.append({"id": gid, "name": g["fields"]["name"], "shard": self.shard_of(gid),
                         "member_count": g["member_count"]})

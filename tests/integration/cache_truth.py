@@ -312,6 +312,13 @@ class Truth:
             self.forget_members(gid, keep=[self.bot_id])
         return d
 
+    def unseen_member(self, gid, user, **kw):
+        """A member of gid no event has shown yet (a large guild's GUILD_CREATE leaves most
+        out): GUILD_MEMBERS_CHUNK or a message brings it."""
+        self._set_user(user)
+        m = self._strip_user(self.member_object(user, **kw))
+        self.guilds[gid].setdefault("hidden", {})[user["id"]] = m
+
     def forget_members(self, gid, keep=()):
         g = self.guilds[gid]
         g["hidden"] = {u: m for u, m in g["members"].items() if u not in keep}

@@ -222,8 +222,7 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     truth.user_update(username="cache-bot-2", avatar="0123456789abcdef0123456789abcdef")
     # a member the cache first sees in a message (author + member), and one already known
     late = truth.new_user("talker")
-    truth.guilds[a]["hidden"] = {late["id"]: truth._strip_user(truth.member_object(late))}
-    truth._set_user(late)
+    truth.unseen_member(a, late)
     truth.message_create(a, ga["general"], late["id"], "first words")
     truth.message_create(a, th2, u1, "in a thread")
     truth.interaction_create(a, ga["general"], users[4]["id"], nick="slasher",
@@ -503,8 +502,7 @@ def test_cache_over_max_bytes_keeps_guilds_channels_and_roles(tmp):
     for k in range(8):
         batch = [truth.new_user("crowd%d" % (k * 1000 + i)) for i in range(1000)]
         for u in batch:
-            truth._set_user(u)
-            g.setdefault("hidden", {})[u["id"]] = truth._strip_user(truth.member_object(u))
+            truth.unseen_member(gid, u)
         truth.members_chunk(gid, [u["id"] for u in batch], k, 8)
 
     def full():

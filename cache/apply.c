@@ -81,6 +81,12 @@ int ca__on(const struct ca_cache *c, int kind)
     return (c->st.kinds >> kind) & 1u;
 }
 
+/* o as a blob without the defaults of shape (they come back on output). */
+static struct ca__blob *shaped(cJSON *o, enum ca__shape shape)
+{
+    return ca__blob_of(o, ca__strip(o, shape));
+}
+
 /* The guild of an event's d (its "guild_id"), or NULL. */
 struct ca__guild *ca__event_guild(struct ca_cache *c, const cJSON *d)
 {
@@ -102,7 +108,7 @@ static void put_list(struct ca_cache *c, struct ca__guild *g, int i, cJSON *arr)
             continue;
         if (i == CA__M_CHANNELS) /* stickers keep theirs, as REST writes them */
             cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
-        ca__gput(&c->st, g, i, id, ca__blob_of(o, 0));
+        ca__gput(&c->st, g, i, id, shaped(o, ca__gmap_shape(i)));
     }
 }
 
@@ -119,7 +125,7 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o)
     }
     cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
     cJSON_DeleteItemFromObjectCaseSensitive(o, "newly_created");
-    ca__gput(&c->st, g, CA__M_THREADS, id, ca__blob_of(o, 0));
+    ca__gput(&c->st, g, CA__M_THREADS, id, shaped(o, CA__CHANNEL));
 }
 
 static void set_name(struct ca__guild *g, const cJSON *d)
@@ -221,7 +227,7 @@ static void guild_update(struct ca_cache *c, cJSON *d)
     }
     if (!ca__on(c, CFG_CACHE_GUILDS))
         return;
-    cJSON *t = g->fields ? ca__blob_tree(g->fields, 0) : cJSON_CreateObject();
+    cJSON *t = g->fields ? ca__blob_tree(g->fields, CA__PLAIN) : cJSON_CreateObject();
     if (!t)
         return;
     for (size_t i = 0; i < sizeof guild_skip / sizeof guild_skip[0]; i++)
@@ -292,7 +298,7 @@ static void channel_set(struct ca_cache *c, cJSON *d, int map)
     if (!id)
         return;
     cJSON_DeleteItemFromObjectCaseSensitive(d, "guild_id");
-    ca__gput(&c->st, g, map, id, ca__blob_of(d, 0));
+    ca__gput(&c->st, g, map, id, shaped(d, CA__CHANNEL));
 }
 
 static void channel_delete(struct ca_cache *c, cJSON *d, int map)
@@ -311,7 +317,7 @@ static int parent_in(const struct ca__blob *b, const cJSON *ids)
 {
     if (!ids)
         return 1;
-    cJSON *t = ca__blob_tree(b, 0);
+    cJSON *t = ca__blob_tree(b, CA__PLAIN);
     uint64_t parent = ca__jid(cJSON_GetObjectItemCaseSensitive(t, "parent_id"));
     cJSON_Delete(t);
     const cJSON *o;
@@ -368,7 +374,7 @@ static void role_event(struct ca_cache *c, cJSON *d, int del)
     cJSON *r = cJSON_GetObjectItemCaseSensitive(d, "role");
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(r, "id"));
     if (id)
-        ca__gput(&c->st, g, CA__M_ROLES, id, ca__blob_of(r, 0));
+        ca__gput(&c->st, g, CA__M_ROLES, id, shaped(r, CA__ROLE));
 }
 
 static void list_replace(struct ca_cache *c, cJSON *d, int map, const char *key)

@@ -66,7 +66,8 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o);
 /* Keep member object m (its user apart) of user uid (0: m's user's id); merge: a partial
    update of what is kept. */
 void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge);
-void ca__put_user(struct ca_cache *c, const cJSON *u);
+/* Keep user u (merged into what is kept; u's defaults are taken out of it). */
+void ca__put_user(struct ca_cache *c, cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
 void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);
 /* MESSAGE_CREATE in a kept channel or thread: its last_message_id (a thread's message counts). */

@@ -41,23 +41,26 @@ static int same(const struct ca__blob *a, const struct ca__blob *b)
     return a && b && a->len == b->len && a->strip == b->strip && !memcmp(a->data, b->data, a->len);
 }
 
-void ca__put_user(struct ca_cache *c, const cJSON *u)
+void ca__put_user(struct ca_cache *c, cJSON *u)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
-    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, 0);
+    uint16_t mask = ca__strip(u, CA__USER);
+    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, mask);
     if (same(old, b)) { /* the same user as kept: nothing to merge */
         free(b);
         return;
     }
-    if (old) {
+    if (old) { /* a partial user merges into what is kept */
         free(b);
-        cJSON *t = ca__blob_tree(old, 0);
+        cJSON *t = ca__blob_tree(old, CA__USER);
         if (!t)
             return;
+        ca__unstrip(u, mask, CA__USER);
         ca__merge(t, u);
-        b = ca__blob_of(t, 0);
+        mask = ca__strip(t, CA__USER);
+        b = ca__blob_of(t, mask);
         cJSON_Delete(t);
     }
     if (same(old, b))
@@ -82,12 +85,12 @@ void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t 
     struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], uid);
     cJSON *t = m, *owned = NULL;
     if (merge && old) {
-        if (!(owned = ca__blob_tree(old, 1)))
+        if (!(owned = ca__blob_tree(old, CA__MEMBER)))
             return;
         ca__merge(owned, m);
         t = owned;
     }
-    uint16_t strip = ca__strip_member(t);
+    uint16_t strip = ca__strip(t, CA__MEMBER);
     struct ca__blob *b = ca__blob_of(t, strip);
     cJSON_Delete(owned);
     if (same(old, b))
@@ -124,7 +127,7 @@ void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p)
     if (!uid)
         return;
     if (cJSON_GetArraySize(u) > 1) {
-        ca__put_user(c, u); /* a partial user: what changed */
+        ca__put_user(c, u); /* a partial user: what changed (defaults it held taken out) */
         cJSON *keep = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(u, "id"), 1);
         cJSON *only = cJSON_CreateObject();
         if (!keep || !only) {
@@ -154,7 +157,7 @@ static void member_add(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 
 static void member_remove(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 {
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(d, "user");
+    cJSON *u = cJSON_GetObjectItemCaseSensitive(d, "user");
     ca__put_user(c, u);
     int had =
         ca__gdel(&c->st, g, CA__M_MEMBERS, ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id")));

@@ -32,6 +32,45 @@ const char *const ca__member_defaults[CA__N_MEMBER_DEFAULTS] = {
     "\"avatar_decoration_data\":null",
 };
 
+const char *const ca__user_defaults[CA__N_USER_DEFAULTS] = {
+    "\"global_name\":null",
+    "\"avatar\":null",
+    "\"discriminator\":\"0\"",
+    "\"public_flags\":0",
+    "\"flags\":0",
+    "\"avatar_decoration_data\":null",
+    "\"banner\":null",
+    "\"accent_color\":null",
+    "\"clan\":null",
+    "\"primary_guild\":null",
+    "\"collectibles\":null",
+    "\"bot\":false",
+    "\"system\":false",
+    "\"display_name_styles\":null",
+};
+
+const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS] = {
+    "\"topic\":null",
+    "\"nsfw\":false",
+    "\"last_pin_timestamp\":null",
+    "\"rate_limit_per_user\":0",
+    "\"flags\":0",
+    "\"default_thread_rate_limit_per_user\":0",
+    "\"icon_emoji\":null",
+    "\"theme_color\":null",
+    "\"user_limit\":0",
+    "\"rtc_region\":null",
+    "\"video_quality_mode\":1",
+    "\"bitrate\":64000",
+};
+
+const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS] = {
+    "\"icon\":null",         "\"unicode_emoji\":null",
+    "\"hoist\":false",       "\"managed\":false",
+    "\"mentionable\":false", "\"flags\":0",
+    "\"description\":null",  "\"color\":0",
+};
+
 static uint64_t mix(uint64_t x)
 {
     x ^= x >> 30;

@@ -115,11 +115,14 @@ static int json_eq(const char *a, const char *b)
     "\"mute\":false,\"flags\":0,\"pending\":false,\"communication_disabled_until\":null}"
 #define CHAN1                                                                                      \
     "{\"id\":\"300\",\"type\":0,\"name\":\"general\",\"position\":0,\"parent_id\":null,"           \
+    "\"topic\":null,\"nsfw\":false,\"rate_limit_per_user\":0,"                                     \
     "\"permission_overwrites\":[{\"id\":\"100\",\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},"    \
     "{\"id\":\"200\",\"type\":0,\"allow\":\"1024\",\"deny\":\"0\"}]}"
 #define ROLE_EVERYONE                                                                              \
     "{\"id\":\"100\",\"name\":\"@everyone\",\"permissions\":\"1024\",\"position\":0}"
-#define ROLE_MOD "{\"id\":\"200\",\"name\":\"mod\",\"permissions\":\"8192\",\"position\":1}"
+#define ROLE_MOD                                                                                   \
+    "{\"id\":\"200\",\"name\":\"mod\",\"permissions\":\"8192\",\"position\":1,\"hoist\":false,"    \
+    "\"color\":0,\"icon\":null}"
 #define GUILD1                                                                                     \
     "{\"id\":\"100\",\"name\":\"G\",\"owner_id\":\"12\",\"icon\":null,\"member_count\":2,"         \
     "\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"large\":false,\"unavailable\":false,"           \
@@ -148,7 +151,8 @@ TEST(guild_create_answers_rest_shapes)
                 "\"name\":\"e\"}],\"stickers\":[]}");
     ASSERT_READ(c, CA_CHANNELS, 100, 0,
                 "[{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"general\","
-                "\"position\":0,\"parent_id\":null,\"permission_overwrites\":[{\"id\":\"100\","
+                "\"position\":0,\"parent_id\":null,\"topic\":null,\"nsfw\":false,"
+                "\"rate_limit_per_user\":0,\"permission_overwrites\":[{\"id\":\"100\","
                 "\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},{\"id\":\"200\",\"type\":0,"
                 "\"allow\":\"1024\",\"deny\":\"0\"}]}]");
     ASSERT_READ(c, CA_CHANNEL, 0, 301,
@@ -234,6 +238,9 @@ TEST(members_add_update_remove_chunk_and_count)
     ASSERT(b.len > 10 && !strncmp(b.data, "[{", 2) && strstr(b.data, "bobby") &&
            !memmem(b.data, b.len, "\"ann\"", 5));
     sh_buf_free(&b);
+    feed(c, 0, "USER_UPDATE", "{\"id\":\"12\",\"avatar\":null,\"global_name\":\"B\"}");
+    ASSERT_READ(c, CA_USER, 0, 12, /* back to a default, and away from one: both kept */
+                "{\"id\":\"12\",\"username\":\"bobby\",\"global_name\":\"B\",\"avatar\":null}");
     feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":" USER1 "}");
     ASSERT_EQ(rd(c, CA_MEMBER, 100, 11), CA_UNKNOWN);
     ASSERT_READ(c, CA_USER, 0, 11, USER1); /* the user stays known */

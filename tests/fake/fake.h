@@ -133,6 +133,9 @@ struct fk_session {
 struct fk_shard {
     struct fk_session *cur;
     int withhold_ack;
+    /* POST /_fake/guilds: the GUILD_CREATE bodies a new session of this shard lists in READY and
+       sends (an {"id","unavailable":true} entry: listed only); NULL: the generated guilds */
+    cJSON *guilds;
 };
 
 struct fk_state {
@@ -185,6 +188,8 @@ void fk_trickle_tick(void);
 void fk_stream_tick(void);
 /* Expire the sessions of shard (-1: every shard); their ids go to out as a JSON array. */
 int fk_expire(long shard, struct sh_buf *out);
+/* Set (guilds an array, taken over) or clear (NULL) shard's scripted guilds (struct fk_shard). */
+void fk_set_guilds(int shard, cJSON *guilds);
 void fk_budget_refresh(void);
 
 /* events.c: each writes JSON into buf (cap bytes) and returns its length, or -1 if too long. */

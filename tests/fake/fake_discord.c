@@ -518,6 +518,30 @@ static int ctl_expire(struct lws *wsi, struct http_req *h, const cJSON *body)
     return respond_buf(wsi, h, 200, &out);
 }
 
+/*
+ * POST /_fake/guilds {"shard": S, "guilds": [GUILD_CREATE d, ...]}: every later IDENTIFY of S
+ * gets a READY listing exactly these guilds, then their GUILD_CREATEs (an entry that is
+ * {"id", "unavailable": true} is listed and never sent). "guilds": null: back to --guilds.
+ */
+static int ctl_guilds(struct lws *wsi, struct http_req *h, const cJSON *body)
+{
+    long shard = body_shard(body);
+    const cJSON *guilds = cJSON_GetObjectItemCaseSensitive(body, "guilds");
+    if (shard < 0)
+        return bad_request(wsi, h, "shard: one shard of this fake is required");
+    if (!cJSON_IsArray(guilds) && !cJSON_IsNull(guilds))
+        return bad_request(wsi, h, "guilds: an array of guild objects or null is required");
+    const cJSON *g;
+    cJSON_ArrayForEach(g, guilds)
+    {
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(g, "id")))
+            return bad_request(wsi, h, "guilds: every guild needs a string id");
+    }
+    fk_set_guilds((int)shard, cJSON_IsArray(guilds) ? cJSON_Duplicate(guilds, 1) : NULL);
+    return respondf(wsi, h, 200, "{\"guilds\":%d}",
+                    cJSON_IsArray(guilds) ? cJSON_GetArraySize(guilds) : -1);
+}
+
 /* GET /_fake/replay: the replay's progress and send times (replay.c) */
 static int ctl_replay(struct lws *wsi, struct http_req *h)
 {
@@ -572,6 +596,7 @@ static const struct route {
     {"/_fake/replay/start", ctl_replay_start},
     {"/_fake/stream", ctl_stream},
     {"/_fake/expire", ctl_expire},
+    {"/_fake/guilds", ctl_guilds},
 };
 
 static int is_gateway_path(const char *p)

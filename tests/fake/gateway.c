@@ -507,6 +507,62 @@ static void attach(struct fk_conn *c, struct fk_session *s)
     fk.shards[s->shard].cur = s;
 }
 
+/* READY listing each of guilds (GUILD_CREATE bodies) as unavailable, then one GUILD_CREATE per
+   guild that is not itself {"unavailable": true}, as Discord starts a session. */
+static int scripted_guilds(struct fk_conn *c, struct fk_session *s, const cJSON *guilds)
+{
+    cJSON *ready = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(ready, "guilds");
+    const cJSON *g;
+    cJSON_ArrayForEach(g, guilds)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(g, "id");
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "id", cJSON_IsString(id) ? id->valuestring : "0");
+        cJSON_AddTrueToObject(item, "unavailable");
+        cJSON_AddItemToArray(list, item);
+    }
+    char *tmpl = cJSON_PrintUnformatted(ready);
+    cJSON_Delete(ready);
+    /* the generated READY with no guilds, its "guilds":[] replaced by the list */
+    char buf[2048];
+    int saved = fk.o.guilds;
+    fk.o.guilds = 0;
+    int n = fk_ev_ready(buf, sizeof(buf), s);
+    fk.o.guilds = saved;
+    const char *at = n > 0 ? strstr(buf, "\"guilds\":[]") : NULL;
+    const char *inner = tmpl ? strchr(tmpl, '[') : NULL;
+    if (!at || !inner) {
+        cJSON_free(tmpl);
+        return close_with(c, 4000, "out of memory");
+    }
+    struct sh_buf out;
+    sh_buf_init(&out, FK_MAX_BODY * 4);
+    int rc = sh_buf_append(&out, buf, (size_t)(at - buf));
+    rc = rc ? rc : sh_buf_append_str(&out, "\"guilds\":");
+    rc = rc ? rc : sh_buf_append(&out, inner, strlen(inner) - 1); /* without tmpl's last } */
+    rc = rc ? rc : sh_buf_append_str(&out, at + strlen("\"guilds\":[]"));
+    cJSON_free(tmpl);
+    if (!rc)
+        fk_emit(s, "READY", (const char *)out.data, out.len);
+    sh_buf_free(&out);
+    cJSON_ArrayForEach(g, guilds)
+    {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "unavailable")))
+            continue;
+        char *text = cJSON_PrintUnformatted(g);
+        if (text)
+            fk_emit(s, "GUILD_CREATE", text, strlen(text));
+        cJSON_free(text);
+    }
+    return 0;
+}
+
+void fk_set_guilds(int shard, cJSON *guilds)
+{
+    cJSON_Delete(fk.shards[shard].guilds);
+    fk.shards[shard].guilds = guilds;
+}
+
 static int on_identify(struct fk_conn *c, const cJSON *d)
 {
     long id, total, intents;
@@ -551,6 +607,8 @@ static int on_identify(struct fk_conn *c, const cJSON *d)
             id, s->id);
     if (fk_replay_identify(c, s))
         return 0; /* replay mode: READY and the events come pre-built (replay.c) */
+    if (fk.shards[id].guilds)
+        return scripted_guilds(c, s, fk.shards[id].guilds);
 
     size_t cap = 1024 + (size_t)fk.o.guilds * 64;
     char *buf = malloc(cap);

@@ -14,6 +14,7 @@ Standard library only (urllib). Every call is JSON in and out on 127.0.0.1:
     f.quiet(ops=[43])                                     # leave op 43 unanswered
     f.stream(50)                                          # a MESSAGE_CREATE every 50 ms per shard
     f.expire(3)                                           # shard 3's next RESUME gets op 9
+    f.guilds(0, [guild_create_d, ...])                    # what READY lists on later IDENTIFYs
     f.identifies(); f.resumes(); f.closes(shard=3)        # what the fake judged, from its log
 
 A call the fake answers with a non-2xx status raises FakeError (status, body); request() gives
@@ -152,6 +153,12 @@ class Fake:
         """Expire every session of shard (None: all): the next RESUME of one gets op 9 false,
         and the stream skips it. -> {"expired": [session ids]}."""
         return self._post("/_fake/expire", shard=shard)
+
+    def guilds(self, shard, guilds):
+        """From now on every IDENTIFY of shard gets a READY listing exactly guilds (GUILD_CREATE
+        bodies), then one GUILD_CREATE per guild (an {"id", "unavailable": true} entry is listed
+        and never sent), as Discord starts a session. None: back to the generated guilds."""
+        return self._call("POST", "/_fake/guilds", {"shard": shard, "guilds": guilds})
 
     def log(self):
         return self._call("GET", "/_fake/log")

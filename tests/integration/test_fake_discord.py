@@ -617,3 +617,29 @@ def test_steady_stream_reaches_sessions_without_a_connection():
         assert log["stream"]["period_ms"] == 0
         for x in (s1, w):
             x.close(4000)
+
+
+def test_scripted_guilds_make_ready_and_guild_creates():
+    from cache_truth import Truth
+    truth = Truth()
+    a = truth.add_guild("Alpha", members=[truth.new_user("m0")])
+    b = truth.add_guild("Beta")
+    gc_a = truth.guild_create(a)
+    with start(guilds=2, identify_interval_ms=1) as fake:
+        assert fake.guilds(0, [gc_a, {"id": b, "unavailable": True}]) == {"guilds": 2}
+        ws, ready, creates = ready_session(fake, unavailable=1)
+        assert ready["d"]["guilds"] == [{"id": a, "unavailable": True},
+                                        {"id": b, "unavailable": True}]
+        assert ready["d"]["session_id"] and ready["d"]["user"]["id"] == truth.bot_id
+        assert [(c["t"], c["d"]) for c in creates] == [("GUILD_CREATE", gc_a)]
+        assert creates[0]["s"] == ready["s"] + 1
+        ws.close()
+        # null: back to the generated guilds (--guilds 2)
+        fake.guilds(0, None)
+        ws, ready, creates = ready_session(fake)
+        assert len(ready["d"]["guilds"]) == 2 and a not in [g["id"] for g in ready["d"]["guilds"]]
+        assert [c["d"]["name"] for c in creates] == ["Fake Guild 0-0", "Fake Guild 0-1"]
+        ws.close()
+        for bad in ({"shard": 0, "guilds": 5}, {"guilds": []}, {"shard": 0, "guilds": [{"x": 1}]}):
+            status, _ = fake.ctl.request("POST", "/_fake/guilds", bad)
+            assert status == 400, bad

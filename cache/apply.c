@@ -28,6 +28,7 @@ static const struct {
     {"CHANNEL_CREATE", CA__EV_CHANNEL_SET},
     {"CHANNEL_UPDATE", CA__EV_CHANNEL_SET},
     {"CHANNEL_DELETE", CA__EV_CHANNEL_DELETE},
+    {"CHANNEL_PINS_UPDATE", CA__EV_PINS},
     {"THREAD_CREATE", CA__EV_THREAD_SET},
     {"THREAD_UPDATE", CA__EV_THREAD_SET},
     {"THREAD_DELETE", CA__EV_THREAD_DELETE},
@@ -81,6 +82,12 @@ int ca__on(const struct ca_cache *c, int kind)
     return (c->st.kinds >> kind) & 1u;
 }
 
+/* o as a blob without the defaults of shape (they come back on output). */
+static struct ca__blob *shaped(cJSON *o, enum ca__shape shape)
+{
+    return ca__blob_of(o, ca__strip(o, shape));
+}
+
 /* The guild of an event's d (its "guild_id"), or NULL. */
 struct ca__guild *ca__event_guild(struct ca_cache *c, const cJSON *d)
 {
@@ -100,8 +107,9 @@ static void put_list(struct ca_cache *c, struct ca__guild *g, int i, cJSON *arr)
         uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(o, "id"));
         if (!id)
             continue;
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
-        ca__gput(&c->st, g, i, id, ca__blob_of(o, 0));
+        if (i == CA__M_CHANNELS) /* stickers keep theirs, as REST writes them */
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
+        ca__gput(&c->st, g, i, id, shaped(o, ca__gmap_shape(i)));
     }
 }
 
@@ -118,7 +126,7 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o)
     }
     cJSON_DeleteItemFromObjectCaseSensitive(o, "guild_id");
     cJSON_DeleteItemFromObjectCaseSensitive(o, "newly_created");
-    ca__gput(&c->st, g, CA__M_THREADS, id, ca__blob_of(o, 0));
+    ca__gput(&c->st, g, CA__M_THREADS, id, shaped(o, CA__CHANNEL));
 }
 
 static void set_name(struct ca__guild *g, const cJSON *d)
@@ -220,7 +228,7 @@ static void guild_update(struct ca_cache *c, cJSON *d)
     }
     if (!ca__on(c, CFG_CACHE_GUILDS))
         return;
-    cJSON *t = g->fields ? ca__blob_tree(g->fields, 0) : cJSON_CreateObject();
+    cJSON *t = g->fields ? ca__blob_tree(g->fields, CA__PLAIN) : cJSON_CreateObject();
     if (!t)
         return;
     for (size_t i = 0; i < sizeof guild_skip / sizeof guild_skip[0]; i++)
@@ -272,6 +280,7 @@ static void ready(struct ca_cache *c, const struct ca__item *it)
     }
     ca__map_free(&keep);
     ca__put_user(c, cJSON_GetObjectItemCaseSensitive(it->d, "user"));
+    ca__clear_lossy(c, it->shard, c->cur_seq); /* a new session: the state comes whole again */
     if (it->sess && it->shard < s->total)
         snprintf(s->shards[it->shard].session_id, sizeof s->shards[0].session_id, "%s",
                  it->sess->session_id);
@@ -291,7 +300,7 @@ static void channel_set(struct ca_cache *c, cJSON *d, int map)
     if (!id)
         return;
     cJSON_DeleteItemFromObjectCaseSensitive(d, "guild_id");
-    ca__gput(&c->st, g, map, id, ca__blob_of(d, 0));
+    ca__gput(&c->st, g, map, id, shaped(d, CA__CHANNEL));
 }
 
 static void channel_delete(struct ca_cache *c, cJSON *d, int map)
@@ -305,12 +314,34 @@ static void channel_delete(struct ca_cache *c, cJSON *d, int map)
         ca__gdel(&c->st, g, CA__M_THREAD_MEMBERS, id);
 }
 
+/* CHANNEL_PINS_UPDATE: the channel's (or thread's) last_pin_timestamp. */
+static void pins_update(struct ca_cache *c, cJSON *d)
+{
+    struct ca__guild *g = ca__event_guild(c, d);
+    uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(d, "channel_id"));
+    int map = CA__M_CHANNELS;
+    const struct ca__blob *b = g ? ca__map_get(&g->maps[map], id) : NULL;
+    if (g && !b)
+        b = ca__map_get(&g->maps[map = CA__M_THREADS], id);
+    cJSON *t = b ? ca__blob_tree(b, CA__CHANNEL) : NULL;
+    if (!t)
+        return;
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(d, "last_pin_timestamp");
+    cJSON *v = ts ? cJSON_Duplicate(ts, 1) : cJSON_CreateNull();
+    if (v && cJSON_GetObjectItemCaseSensitive(t, "last_pin_timestamp"))
+        cJSON_ReplaceItemInObjectCaseSensitive(t, "last_pin_timestamp", v);
+    else if (v)
+        cJSON_AddItemToObject(t, "last_pin_timestamp", v);
+    ca__gput(&c->st, g, map, id, shaped(t, CA__CHANNEL));
+    cJSON_Delete(t);
+}
+
 /* 1 when the thread blob's parent_id is among ids (NULL: every parent). */
 static int parent_in(const struct ca__blob *b, const cJSON *ids)
 {
     if (!ids)
         return 1;
-    cJSON *t = ca__blob_tree(b, 0);
+    cJSON *t = ca__blob_tree(b, CA__PLAIN);
     uint64_t parent = ca__jid(cJSON_GetObjectItemCaseSensitive(t, "parent_id"));
     cJSON_Delete(t);
     const cJSON *o;
@@ -367,7 +398,7 @@ static void role_event(struct ca_cache *c, cJSON *d, int del)
     cJSON *r = cJSON_GetObjectItemCaseSensitive(d, "role");
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(r, "id"));
     if (id)
-        ca__gput(&c->st, g, CA__M_ROLES, id, ca__blob_of(r, 0));
+        ca__gput(&c->st, g, CA__M_ROLES, id, shaped(r, CA__ROLE));
 }
 
 static void list_replace(struct ca_cache *c, cJSON *d, int map, const char *key)
@@ -400,6 +431,9 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
         break;
     case CA__EV_CHANNEL_DELETE:
         channel_delete(c, d, CA__M_CHANNELS);
+        break;
+    case CA__EV_PINS:
+        pins_update(c, d);
         break;
     case CA__EV_THREAD_SET:
         channel_set(c, d, CA__M_THREADS);
@@ -489,4 +523,40 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
         atomic_store(&c->lag_ms, sh_now_ms() - ch->ev[ch->n - 1].recv_ms);
     if (items != stack)
         free(items);
+}
+
+/* b with the number under key one higher (b freed); b as it was when it has none. */
+static struct ca__blob *count_up(struct ca__blob *b, const char *key)
+{
+    const char *v;
+    size_t vl;
+    if (!b || ca__blob_find(b, key, &v, &vl) < 0)
+        return b;
+    char num[32];
+    int n = snprintf(num, sizeof num, "%llu", strtoull(v, NULL, 10) + 1);
+    struct ca__blob *nb = ca__blob_patch(b, key, num, (size_t)n);
+    if (!nb)
+        return b;
+    free(b);
+    return nb;
+}
+
+void ca__touch_channel(struct ca_cache *c, uint64_t channel_id, uint64_t msg_id)
+{
+    struct ca__guild *g = ca__map_get(&c->st.chan, channel_id);
+    int map = CA__M_CHANNELS;
+    const struct ca__blob *b = g ? ca__map_get(&g->maps[map], channel_id) : NULL;
+    if (g && !b)
+        b = ca__map_get(&g->maps[map = CA__M_THREADS], channel_id);
+    const char *v;
+    size_t vl;
+    if (!b || ca__blob_find(b, "last_message_id", &v, &vl) < 0 || ca__id(v, vl) >= msg_id)
+        return; /* not kept, or a replayed message: counted once */
+    char id[32];
+    int n = snprintf(id, sizeof id, "\"%llu\"", (unsigned long long)msg_id);
+    struct ca__blob *nb = ca__blob_patch(b, "last_message_id", id, (size_t)n);
+    if (map == CA__M_THREADS)
+        nb = count_up(count_up(nb, "message_count"), "total_message_sent");
+    if (nb)
+        ca__gput(&c->st, g, map, channel_id, nb);
 }

@@ -16,6 +16,7 @@ enum ca__ev {
     CA__EV_GUILD_DELETE,
     CA__EV_CHANNEL_SET,
     CA__EV_CHANNEL_DELETE,
+    CA__EV_PINS,
     CA__EV_THREAD_SET,
     CA__EV_THREAD_DELETE,
     CA__EV_THREAD_SYNC,
@@ -43,6 +44,7 @@ struct ca__item {
     cJSON *d;                      /* the event's d (not MESSAGE_CREATE) */
     const struct gw_session *sess; /* READY: the session it opened */
     uint64_t guild_id;             /* MESSAGE_CREATE */
+    uint64_t channel_id, msg_id;   /* MESSAGE_CREATE: the channel's last_message_id */
     cJSON *author, *member;        /* MESSAGE_CREATE: the two parts it keeps */
 };
 
@@ -65,9 +67,12 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o);
 /* Keep member object m (its user apart) of user uid (0: m's user's id); merge: a partial
    update of what is kept. */
 void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge);
-void ca__put_user(struct ca_cache *c, const cJSON *u);
+/* Keep user u (merged into what is kept; u's defaults are taken out of it). */
+void ca__put_user(struct ca_cache *c, cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
 void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);
+/* MESSAGE_CREATE in a kept channel or thread: its last_message_id (a thread's message counts). */
+void ca__touch_channel(struct ca_cache *c, uint64_t channel_id, uint64_t msg_id);
 /* The events of apply_member.c. */
 void ca__apply_member_event(struct ca_cache *c, struct ca__item *it);
 

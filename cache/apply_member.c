@@ -41,23 +41,26 @@ static int same(const struct ca__blob *a, const struct ca__blob *b)
     return a && b && a->len == b->len && a->strip == b->strip && !memcmp(a->data, b->data, a->len);
 }
 
-void ca__put_user(struct ca_cache *c, const cJSON *u)
+void ca__put_user(struct ca_cache *c, cJSON *u)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
-    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, 0);
+    uint16_t mask = ca__strip(u, CA__USER);
+    struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, mask);
     if (same(old, b)) { /* the same user as kept: nothing to merge */
         free(b);
         return;
     }
-    if (old) {
+    if (old) { /* a partial user merges into what is kept */
         free(b);
-        cJSON *t = ca__blob_tree(old, 0);
+        cJSON *t = ca__blob_tree(old, CA__USER);
         if (!t)
             return;
+        ca__unstrip(u, mask, CA__USER);
         ca__merge(t, u);
-        b = ca__blob_of(t, 0);
+        mask = ca__strip(t, CA__USER);
+        b = ca__blob_of(t, mask);
         cJSON_Delete(t);
     }
     if (same(old, b))
@@ -82,12 +85,12 @@ void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t 
     struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], uid);
     cJSON *t = m, *owned = NULL;
     if (merge && old) {
-        if (!(owned = ca__blob_tree(old, 1)))
+        if (!(owned = ca__blob_tree(old, CA__MEMBER)))
             return;
         ca__merge(owned, m);
         t = owned;
     }
-    uint16_t strip = ca__strip_member(t);
+    uint16_t strip = ca__strip(t, CA__MEMBER);
     struct ca__blob *b = ca__blob_of(t, strip);
     cJSON_Delete(owned);
     if (same(old, b))
@@ -124,7 +127,7 @@ void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p)
     if (!uid)
         return;
     if (cJSON_GetArraySize(u) > 1) {
-        ca__put_user(c, u); /* a partial user: what changed */
+        ca__put_user(c, u); /* a partial user: what changed (defaults it held taken out) */
         cJSON *keep = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(u, "id"), 1);
         cJSON *only = cJSON_CreateObject();
         if (!keep || !only) {
@@ -154,7 +157,7 @@ static void member_add(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 
 static void member_remove(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 {
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(d, "user");
+    cJSON *u = cJSON_GetObjectItemCaseSensitive(d, "user");
     ca__put_user(c, u);
     int had =
         ca__gdel(&c->st, g, CA__M_MEMBERS, ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id")));
@@ -174,6 +177,10 @@ static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 
 static void message(struct ca_cache *c, struct ca__item *it)
 {
+    if (it->channel_id && it->msg_id)
+        ca__touch_channel(c, it->channel_id, it->msg_id);
+    if (!it->author)
+        return;
     uint64_t uid = ca__jid(cJSON_GetObjectItemCaseSensitive(it->author, "id"));
     ca__put_user(c, it->author);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
@@ -240,6 +247,7 @@ int ca__wanted(const struct ca_cache *c, enum ca__ev ev)
         return ca__on(c, CFG_CACHE_VOICE_STATES) || ca__on(c, CFG_CACHE_MEMBERS);
     case CA__EV_CHANNEL_SET:
     case CA__EV_CHANNEL_DELETE:
+    case CA__EV_PINS:
     case CA__EV_THREAD_SET:
     case CA__EV_THREAD_DELETE:
     case CA__EV_THREAD_SYNC:
@@ -284,8 +292,8 @@ int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
 }
 
 struct msg_spans {
-    const char *gid, *author, *member;
-    size_t gl, al, ml;
+    const char *gid, *author, *member, *id, *cid;
+    size_t gl, al, ml, il, cl;
 };
 
 static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -300,6 +308,12 @@ static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t
     } else if (kl == 6 && !memcmp(k, "member", 6)) {
         m->member = v;
         m->ml = vl;
+    } else if (kl == 2 && !memcmp(k, "id", 2)) {
+        m->id = v;
+        m->il = vl;
+    } else if (kl == 10 && !memcmp(k, "channel_id", 10)) {
+        m->cid = v;
+        m->cl = vl;
     }
 }
 
@@ -345,6 +359,11 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
         return;
     uint64_t gid = m.gid ? ca__id(m.gid, m.gl) : 0;
     int want_member = gid && m.member && ca__on(c, CFG_CACHE_MEMBERS);
+    if (gid && m.id && m.cid && ca__on(c, CFG_CACHE_CHANNELS)) {
+        it->ev = CA__EV_MESSAGE; /* the channel's last_message_id, even when the rest is known */
+        it->channel_id = ca__id(m.cid, m.cl);
+        it->msg_id = ca__id(m.id, m.il);
+    }
     if (c->dedup) {
         uint64_t gen = c->dedup_seen ^ ((uint64_t)atomic_load(&c->dedup_gen) << 32);
         uint64_t key = ca__hash(ca__hash(0, &gid, sizeof gid), m.author, m.al);
@@ -361,6 +380,7 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     if (!cJSON_IsObject(it->author)) {
         ca__item_free(it);
         it->author = it->member = NULL;
-        it->ev = CA__EV_NONE;
+        if (!it->channel_id)
+            it->ev = CA__EV_NONE;
     }
 }

@@ -77,11 +77,13 @@ int ca_cache_new(const struct cfg_config *cfg, int total, const struct ca_snapsh
     if (c) {
         c->st.shards = calloc((size_t)total, sizeof *c->st.shards);
         c->dedup = calloc(CA__DEDUP_SLOTS, sizeof *c->dedup);
+        c->lossy_at = calloc((size_t)total, sizeof *c->lossy_at);
     }
-    if (!c || !c->st.shards || !c->dedup || init_sync(c) < 0) {
+    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || init_sync(c) < 0) {
         if (c) {
             free(c->st.shards);
             free(c->dedup);
+            free(c->lossy_at);
         }
         free(c);
         snprintf(err, errlen, "cache: out of memory");
@@ -115,8 +117,12 @@ void ca_cache_push(struct ca_cache *c, struct gw_chunk *chunk)
         c->pushed++;
         if (sh_queue_push(&c->q, &chunk->node))
             pthread_cond_signal(&c->wake);
-    } else if (!c->dropping) {
-        c->dropping = first = 1;
+    } else {
+        first = !c->dropping;
+        c->dropping = 1;
+        for (size_t i = 0; i < chunk->n; i++)
+            if (chunk->ev[i].shard < c->total)
+                c->lossy_at[chunk->ev[i].shard] = c->pushed + 1;
     }
     pthread_mutex_unlock(&c->lock);
     if (!drop)
@@ -135,9 +141,13 @@ void ca_cache_push(struct ca_cache *c, struct gw_chunk *chunk)
 static void apply_all(struct ca_cache *c, struct sh_qnode *n)
 {
     uint64_t k = 0;
+    pthread_mutex_lock(&c->lock);
+    uint64_t base = c->applied;
+    pthread_mutex_unlock(&c->lock);
     for (struct sh_qnode *nx; n; n = nx) {
         nx = n->next;
         struct gw_chunk *ch = SH_QUEUE_ITEM(n, struct gw_chunk, node);
+        c->cur_seq = base + k + 1;
         ca__apply_chunk(c, ch);
         gw_chunk_free(ch);
         k++;
@@ -231,6 +241,7 @@ static void *run(void *arg)
 
 int ca_cache_start(struct ca_cache *c)
 {
+    c->stopping = 0; /* a stopped cache may start again */
     if (pthread_create(&c->th, NULL, run, c) != 0)
         return SH_ENOMEM;
     c->started = 1;
@@ -273,7 +284,26 @@ void ca_cache_forget_shard(struct ca_cache *c, int shard)
         memset(&c->st.shards[shard], 0, sizeof c->st.shards[shard]);
     ca__store_check_full(&c->st);
     pthread_rwlock_unlock(&c->rw);
+    ca__clear_lossy(c, shard, UINT64_MAX);
     atomic_fetch_add(&c->dedup_gen, 1);
+}
+
+void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq)
+{
+    if (shard < 0 || shard >= c->total)
+        return;
+    pthread_mutex_lock(&c->lock);
+    if (c->lossy_at[shard] && seq >= c->lossy_at[shard])
+        c->lossy_at[shard] = 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+int ca__lossy(struct ca_cache *c, int shard)
+{
+    pthread_mutex_lock(&c->lock);
+    int lossy = c->lossy_at[shard] != 0;
+    pthread_mutex_unlock(&c->lock);
+    return lossy;
 }
 
 void ca_cache_stop(struct ca_cache *c)
@@ -301,6 +331,7 @@ void ca_cache_free(struct ca_cache *c)
     sh_queue_destroy(&c->q);
     ca__store_free(&c->st);
     free(c->dedup);
+    free(c->lossy_at);
     pthread_rwlock_destroy(&c->rw);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);

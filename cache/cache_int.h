@@ -36,6 +36,10 @@ struct ca_cache {
     struct sh_queue q;
     size_t q_bytes, q_events;
     uint64_t pushed, applied; /* chunks queued / applied, in order */
+    uint64_t *lossy_at; /* [shard]: 0, or the chunk number after which events of the shard were
+                           dropped: its snapshots would claim an s the cache does not reflect, so
+                           none is written until a READY at or after it */
+    uint64_t cur_seq;   /* the number of the chunk being applied (cache thread) */
     int stopping, started;
     int dropping; /* within a drop episode (one log line each) */
     pthread_t th;
@@ -70,15 +74,31 @@ uint64_t ca__hash(uint64_t h, const void *p, size_t n);
 uint64_t ca__jid(const cJSON *item);
 /* Blob of o printed compactly (strip as given); NULL when out of memory. */
 struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip);
-/* The member's defaults left out of o (removed from it), as a strip mask. */
-uint16_t ca__strip_member(cJSON *o);
+/* Which defaults a blob's strip bits name. */
+enum ca__shape { CA__PLAIN = 0, CA__MEMBER, CA__USER, CA__CHANNEL, CA__ROLE };
+/* The defaults of shape left out of o (removed from it), as a strip mask. */
+uint16_t ca__strip(cJSON *o, enum ca__shape shape);
+/* Put the defaults of mask back into o (what ca__strip took out). */
+void ca__unstrip(cJSON *o, uint16_t mask, enum ca__shape shape);
+/* Append b as an object of shape: the defaults it left out, then its own members. */
+int ca__write_blob(const struct ca__blob *b, enum ca__shape shape, struct sh_buf *out);
 /* Append blob b as a member object: the defaults it left out, "user" when known, the rest. */
 int ca__write_member(const struct ca__store *s, uint64_t uid, const struct ca__blob *b,
                      struct sh_buf *out);
-/* Append b with "guild_id":"gid" put back as its first key. */
-int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *out);
-/* Parse blob b back into a tree (member defaults restored when member is set); NULL on error. */
-cJSON *ca__blob_tree(const struct ca__blob *b, int member);
+/* Append b (of shape) with "guild_id":"gid" put back as its first key. */
+int ca__write_with_gid(const struct ca__blob *b, enum ca__shape shape, uint64_t gid,
+                       struct sh_buf *out);
+/* The shape of what map i (enum ca__gmap) of a guild holds. */
+enum ca__shape ca__gmap_shape(int i);
+/* Parse blob b of shape back into a tree (its defaults restored); NULL on error. */
+cJSON *ca__blob_tree(const struct ca__blob *b, enum ca__shape shape);
+
+/* The value of top-level key (a key of b's, by text: blobs are compact JSON) in v and vl:
+   0, SH_ENOTFOUND or SH_EPARSE. */
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl);
+/* A copy of b with key's value replaced by the len bytes at val; NULL when absent / no memory. */
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len);
 
 /* ---- apply.c ---- */
 
@@ -99,6 +119,11 @@ int ca__read_permissions(struct ca_cache *c, const struct ca__guild *g, const st
 uint64_t ca__iso8601_ms(const char *s);
 
 /* ---- cache.c ---- */
+/* A READY (seq: its chunk's number; UINT64_MAX: a load or forget) ends shard's lossy state when
+   it came after the drop. */
+void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq);
+/* 1 while shard's snapshots are held back (events of it were dropped). */
+int ca__lossy(struct ca_cache *c, int shard);
 /* CA_STATS (takes the locks it needs). */
 int ca__read_stats(struct ca_cache *c, struct sh_buf *out);
 

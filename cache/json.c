@@ -140,33 +140,83 @@ struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip)
     return b;
 }
 
-/* 1 when v is the default ca__member_defaults[i] names. */
-static int is_default(const cJSON *v, int i)
+static const char *const *defaults(enum ca__shape shape, int *n)
 {
-    const char *d = strchr(ca__member_defaults[i], ':') + 1;
+    switch (shape) {
+    case CA__MEMBER:
+        *n = CA__N_MEMBER_DEFAULTS;
+        return ca__member_defaults;
+    case CA__USER:
+        *n = CA__N_USER_DEFAULTS;
+        return ca__user_defaults;
+    case CA__CHANNEL:
+        *n = CA__N_CHANNEL_DEFAULTS;
+        return ca__channel_defaults;
+    case CA__ROLE:
+        *n = CA__N_ROLE_DEFAULTS;
+        return ca__role_defaults;
+    default:
+        *n = 0;
+        return ca__user_defaults;
+    }
+}
+
+/* 1 when v is the default value text d (`null`, `false`, `0` or `"0"`) stands for. */
+static int is_default(const cJSON *v, const char *d)
+{
     if (!strcmp(d, "null"))
         return cJSON_IsNull(v);
     if (!strcmp(d, "false"))
         return cJSON_IsFalse(v);
-    return cJSON_IsNumber(v) && v->valuedouble == 0;
+    if (*d == '"')
+        return cJSON_IsString(v) && !strncmp(v->valuestring, d + 1, strlen(d) - 2) &&
+               strlen(v->valuestring) == strlen(d) - 2;
+    return cJSON_IsNumber(v) && v->valuedouble == strtod(d, NULL);
 }
 
-uint16_t ca__strip_member(cJSON *o)
+/* The key of default text d (`"key":value`) into key; the value text's start. */
+static const char *split(const char *d, char *key, size_t cap)
 {
+    const char *colon = strchr(d, ':');
+    size_t kl = (size_t)(colon - d) - 2;
+    if (kl >= cap)
+        kl = cap - 1;
+    memcpy(key, d + 1, kl);
+    key[kl] = 0;
+    return colon + 1;
+}
+
+uint16_t ca__strip(cJSON *o, enum ca__shape shape)
+{
+    int n;
+    const char *const *d = defaults(shape, &n);
     uint16_t mask = 0;
     char key[64];
-    for (int i = 0; i < CA__N_MEMBER_DEFAULTS; i++) {
-        const char *d = ca__member_defaults[i];
-        size_t kl = (size_t)(strchr(d, ':') - d) - 2;
-        memcpy(key, d + 1, kl);
-        key[kl] = 0;
+    for (int i = 0; i < n; i++) {
+        const char *val = split(d[i], key, sizeof key);
         cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-        if (v && is_default(v, i)) {
+        if (v && is_default(v, val)) {
             cJSON_DeleteItemFromObjectCaseSensitive(o, key);
             mask |= (uint16_t)(1u << i);
         }
     }
     return mask;
+}
+
+void ca__unstrip(cJSON *o, uint16_t mask, enum ca__shape shape)
+{
+    int n;
+    const char *const *d = defaults(shape, &n);
+    char key[64];
+    for (int i = 0; i < n; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        cJSON *v = cJSON_Parse(split(d[i], key, sizeof key));
+        if (v && !cJSON_GetObjectItemCaseSensitive(o, key))
+            cJSON_AddItemToObject(o, key, v);
+        else
+            cJSON_Delete(v);
+    }
 }
 
 /* Append a comma unless out just opened the object. */
@@ -175,46 +225,106 @@ static int sep(struct sh_buf *out)
     return out->len && out->data[out->len - 1] != '{' ? sh_buf_append(out, ",", 1) : 0;
 }
 
+/* Append the defaults of b's strip bits, each after a comma when needed. */
+static int write_defaults(const struct ca__blob *b, enum ca__shape shape, struct sh_buf *out)
+{
+    int n, rc = 0;
+    const char *const *d = defaults(shape, &n);
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (b->strip & (1u << i))
+            rc = sep(out) ?: sh_buf_append_str(out, d[i]);
+    return rc;
+}
+
+int ca__write_blob(const struct ca__blob *b, enum ca__shape shape, struct sh_buf *out)
+{
+    if (shape == CA__PLAIN || !b->strip)
+        return sh_buf_append(out, b->data, b->len);
+    int rc = sh_buf_append(out, "{", 1) ?: write_defaults(b, shape, out);
+    if (rc == 0 && b->len > 2)
+        rc = sep(out) ?: sh_buf_append(out, b->data + 1, b->len - 2);
+    return rc ?: sh_buf_append(out, "}", 1);
+}
+
 int ca__write_member(const struct ca__store *s, uint64_t uid, const struct ca__blob *b,
                      struct sh_buf *out)
 {
-    int rc = sh_buf_append(out, "{", 1);
-    for (int i = 0; rc == 0 && i < CA__N_MEMBER_DEFAULTS; i++)
-        if (b->strip & (1u << i)) {
-            if ((rc = sep(out)) == 0)
-                rc = sh_buf_append_str(out, ca__member_defaults[i]);
-        }
+    int rc = sh_buf_append(out, "{", 1) ?: write_defaults(b, CA__MEMBER, out);
     const struct ca__blob *u = ca__map_get(&s->users, uid);
-    if (rc == 0 && u && (rc = sep(out)) == 0 && (rc = sh_buf_append_str(out, "\"user\":")) == 0)
-        rc = sh_buf_append(out, u->data, u->len);
-    if (rc == 0 && b->len > 2 && (rc = sep(out)) == 0)
-        rc = sh_buf_append(out, b->data + 1, b->len - 2);
-    return rc ? rc : sh_buf_append(out, "}", 1);
+    if (rc == 0 && u)
+        rc = sep(out) ?: sh_buf_append_str(out, "\"user\":") ?: ca__write_blob(u, CA__USER, out);
+    if (rc == 0 && b->len > 2)
+        rc = sep(out) ?: sh_buf_append(out, b->data + 1, b->len - 2);
+    return rc ?: sh_buf_append(out, "}", 1);
 }
 
-int ca__write_with_gid(const struct ca__blob *b, uint64_t gid, struct sh_buf *out)
+int ca__write_with_gid(const struct ca__blob *b, enum ca__shape shape, uint64_t gid,
+                       struct sh_buf *out)
 {
     int rc = sh_buf_printf(out, "{\"guild_id\":\"%llu\"", (unsigned long long)gid);
+    rc = rc ?: write_defaults(b, shape, out);
     if (rc == 0 && b->len > 2)
         rc = sh_buf_append(out, ",", 1) ?: sh_buf_append(out, b->data + 1, b->len - 2);
-    return rc ? rc : sh_buf_append(out, "}", 1);
+    return rc ?: sh_buf_append(out, "}", 1);
 }
 
-cJSON *ca__blob_tree(const struct ca__blob *b, int member)
+cJSON *ca__blob_tree(const struct ca__blob *b, enum ca__shape shape)
 {
-    if (!member || !b->strip)
+    if (shape == CA__PLAIN || !b->strip)
         return cJSON_ParseWithLength(b->data, b->len);
     struct sh_buf t;
-    sh_buf_init(&t, (size_t)b->len + 512);
+    sh_buf_init(&t, (size_t)b->len + 1024);
     cJSON *o = NULL;
-    int rc = sh_buf_append(&t, "{", 1);
-    for (int i = 0; rc == 0 && i < CA__N_MEMBER_DEFAULTS; i++)
-        if (b->strip & (1u << i))
-            rc = sep(&t) ?: sh_buf_append_str(&t, ca__member_defaults[i]);
-    if (rc == 0 && b->len > 2)
-        rc = sep(&t) ?: sh_buf_append(&t, b->data + 1, b->len - 2);
-    if (rc == 0 && sh_buf_append(&t, "}", 1) == 0)
+    if (ca__write_blob(b, shape, &t) == 0)
         o = cJSON_ParseWithLength(t.data, t.len);
     sh_buf_free(&t);
     return o;
+}
+
+/* b grown to hold n bytes (its length set to n); NULL (b freed) when out of memory. */
+static struct ca__blob *realloc_blob(struct ca__blob *b, size_t n)
+{
+    struct ca__blob *nb = realloc(b, sizeof *b + n);
+    if (!nb) {
+        free(b);
+        return NULL;
+    }
+    nb->len = (uint32_t)n;
+    return nb;
+}
+
+int ca__blob_find(const struct ca__blob *b, const char *key, const char **v, size_t *vl)
+{
+    char pat[64];
+    int n = snprintf(pat, sizeof pat, "\"%s\":", key);
+    if (n < 0 || (size_t)n >= sizeof pat)
+        return SH_EINVAL;
+    /* a quote inside a string is written \", so `"key":` only ever matches a key */
+    const char *p = memmem(b->data, b->len, pat, (size_t)n), *end = b->data + b->len;
+    if (!p)
+        return SH_ENOTFOUND;
+    *v = p + n;
+    const char *ve = ca__skip_value(*v, end);
+    if (!ve)
+        return SH_EPARSE;
+    *vl = (size_t)(ve - *v);
+    return 0;
+}
+
+struct ca__blob *ca__blob_patch(const struct ca__blob *b, const char *key, const char *val,
+                                size_t len)
+{
+    const char *v;
+    size_t vl;
+    if (ca__blob_find(b, key, &v, &vl) < 0)
+        return NULL;
+    size_t head = (size_t)(v - b->data), n = b->len - vl + len;
+    struct ca__blob *nb = ca__blob_new(b->data, head, b->strip);
+    if (nb && !(nb = realloc_blob(nb, n)))
+        return NULL;
+    if (!nb)
+        return NULL;
+    memcpy(nb->data + head, val, len);
+    memcpy(nb->data + head + len, v + vl, b->len - head - vl);
+    return nb;
 }

@@ -57,7 +57,7 @@ static uint64_t role_perms(const struct ca__guild *g, uint64_t id, int *found)
     *found = b != NULL;
     if (!b)
         return 0;
-    cJSON *t = ca__blob_tree(b, 0);
+    cJSON *t = ca__blob_tree(b, CA__PLAIN);
     uint64_t bits = perm_bits(cJSON_GetObjectItemCaseSensitive(t, "permissions"));
     cJSON_Delete(t);
     return bits;
@@ -69,14 +69,14 @@ static long overwrites(const struct ca__guild *g, uint64_t channel_id, struct ca
     const struct ca__blob *b = ca__map_get(&g->maps[CA__M_CHANNELS], channel_id);
     cJSON *t = NULL;
     if (!b && (b = ca__map_get(&g->maps[CA__M_THREADS], channel_id))) {
-        t = ca__blob_tree(b, 0);
+        t = ca__blob_tree(b, CA__PLAIN);
         b = ca__map_get(&g->maps[CA__M_CHANNELS],
                         ca__jid(cJSON_GetObjectItemCaseSensitive(t, "parent_id")));
         cJSON_Delete(t);
     }
     if (!b)
         return -1;
-    t = ca__blob_tree(b, 0);
+    t = ca__blob_tree(b, CA__PLAIN);
     long n = 0;
     const cJSON *o;
     cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(t, "permission_overwrites"))
@@ -108,7 +108,7 @@ int ca__read_permissions(struct ca_cache *c, const struct ca__guild *g, const st
     struct ca_perm_input in = {.guild_id = g->id, .owner_id = g->owner_id, .user_id = q->id};
     int found;
     in.everyone = role_perms(g, g->id, &found);
-    cJSON *m = ca__blob_tree(mb, 1);
+    cJSON *m = ca__blob_tree(mb, CA__MEMBER);
     if (!m)
         return SH_ENOMEM;
     const cJSON *r;

@@ -13,14 +13,21 @@
 
 enum wr { WR_RAW = 0, WR_GID, WR_MEMBER };
 
-static int write_one(const struct ca__store *s, const struct ca__guild *g, enum wr how, uint64_t id,
-                     const struct ca__blob *b, struct sh_buf *out)
+enum ca__shape ca__gmap_shape(int i)
+{
+    if (i == CA__M_CHANNELS || i == CA__M_THREADS)
+        return CA__CHANNEL;
+    return i == CA__M_ROLES ? CA__ROLE : i == CA__M_MEMBERS ? CA__MEMBER : CA__PLAIN;
+}
+
+static int write_one(const struct ca__store *s, const struct ca__guild *g, int map, enum wr how,
+                     uint64_t id, const struct ca__blob *b, struct sh_buf *out)
 {
     if (how == WR_MEMBER)
         return ca__write_member(s, id, b, out);
     if (how == WR_GID)
-        return ca__write_with_gid(b, g->id, out);
-    return sh_buf_append(out, b->data, b->len);
+        return ca__write_with_gid(b, ca__gmap_shape(map), g->id, out);
+    return ca__write_blob(b, ca__gmap_shape(map), out);
 }
 
 /* Append map i of g as a JSON array (ids above after, at most limit when limit > 0). */
@@ -28,16 +35,14 @@ static int write_map(const struct ca__store *s, const struct ca__guild *g, int i
                      uint64_t after, long limit, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&g->maps[i], after, &keys);
+    long n = ca__map_sorted_keys(&g->maps[i], after, limit > 0 ? (size_t)limit : 0, &keys);
     if (n < 0)
         return (int)n;
-    if (limit > 0 && n > limit)
-        n = limit;
     int rc = sh_buf_append(out, "[", 1);
     for (long k = 0; rc == 0 && k < n; k++) {
         if (k && (rc = sh_buf_append(out, ",", 1)) < 0)
             break;
-        rc = write_one(s, g, how, keys[k], ca__map_get(&g->maps[i], keys[k]), out);
+        rc = write_one(s, g, i, how, keys[k], ca__map_get(&g->maps[i], keys[k]), out);
     }
     free(keys);
     return rc ? rc : sh_buf_append(out, "]", 1);
@@ -78,7 +83,7 @@ static int write_guild(const struct ca__store *s, const struct ca__guild *g, str
 static int write_threads_full(const struct ca__guild *g, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&g->maps[CA__M_THREADS], 0, &keys);
+    long n = ca__map_sorted_keys(&g->maps[CA__M_THREADS], 0, 0, &keys);
     if (n < 0)
         return (int)n;
     int rc = sh_buf_append(out, "[", 1);
@@ -86,7 +91,9 @@ static int write_threads_full(const struct ca__guild *g, struct sh_buf *out)
         const struct ca__blob *b = ca__map_get(&g->maps[CA__M_THREADS], keys[k]);
         const struct ca__blob *m = ca__map_get(&g->maps[CA__M_THREAD_MEMBERS], keys[k]);
         rc = k ? sh_buf_append(out, ",", 1) : 0;
-        rc = rc ?: sh_buf_append(out, b->data, b->len - 1);
+        rc = rc ?: ca__write_blob(b, CA__CHANNEL, out);
+        if (rc == 0)
+            out->len--; /* reopened for its member */
         if (rc == 0 && m)
             rc = sep(out) ?: sh_buf_append_str(out, "\"member\":") ?: sh_buf_append(out, m->data, m->len);
         rc = rc ?: sh_buf_append(out, "}", 1);
@@ -125,16 +132,16 @@ int ca__write_guild_full(const struct ca__store *s, const struct ca__guild *g, s
 static int write_guild_list(struct ca__store *s, const struct ca_query *q, struct sh_buf *out)
 {
     uint64_t *keys;
-    long n = ca__map_sorted_keys(&s->guilds, q->after, &keys);
+    long n = ca__map_sorted_keys(&s->guilds, q->after, 0, &keys);
     if (n < 0)
         return (int)n;
-    long limit = q->limit > 0 ? q->limit : 100;
-    if (n > limit)
-        n = limit;
+    long limit = q->limit > 0 ? q->limit : 100, w = 0;
     int rc = sh_buf_append_str(out, "{\"guilds\":[");
-    for (long k = 0; rc == 0 && k < n; k++) {
+    for (long k = 0; rc == 0 && k < n && w < limit; k++) {
         const struct ca__guild *g = ca__map_get(&s->guilds, keys[k]);
-        rc = sh_buf_printf(out, "%s{\"id\":\"%llu\",\"name\":", k ? "," : "",
+        if (g->state == CA__G_LOADING)
+            continue; /* listed once it is available */
+        rc = sh_buf_printf(out, "%s{\"id\":\"%llu\",\"name\":", w++ ? "," : "",
                            (unsigned long long)g->id);
         if (rc == 0)
             rc = g->name ? sh_json_quote(out, g->name, strlen(g->name), 0)
@@ -181,7 +188,7 @@ static int read_channel(struct ca__store *s, uint64_t id, struct sh_buf *out)
     const struct ca__blob *b = ca__map_get(&g->maps[CA__M_CHANNELS], id);
     if (!b)
         b = ca__map_get(&g->maps[CA__M_THREADS], id);
-    return b ? ca__write_with_gid(b, g->id, out) : CA_UNKNOWN;
+    return b ? ca__write_with_gid(b, CA__CHANNEL, g->id, out) : CA_UNKNOWN;
 }
 
 static int read_threads(struct ca__store *s, struct ca__guild *g, struct sh_buf *out)
@@ -197,7 +204,7 @@ static int read_one(struct ca__store *s, struct ca__guild *g, int map, enum wr h
                     struct sh_buf *out)
 {
     const struct ca__blob *b = ca__map_get(&g->maps[map], id);
-    return b ? write_one(s, g, how, id, b, out) : CA_UNKNOWN;
+    return b ? write_one(s, g, map, how, id, b, out) : CA_UNKNOWN;
 }
 
 static int read_guild_scoped(struct ca_cache *c, const struct ca_query *q, struct sh_buf *out)
@@ -240,7 +247,8 @@ int ca_cache_read(struct ca_cache *c, const struct ca_query *q, struct sh_buf *o
     int kind = needed_kind(q->what);
     if (kind >= 0 && !ca__on(c, kind))
         return CA_NOT_CACHED;
-    if (q->what == CA_PERMISSIONS && !ca__on(c, CFG_CACHE_ROLES))
+    if (q->what == CA_PERMISSIONS &&
+        (!ca__on(c, CFG_CACHE_ROLES) || (q->channel_id && !ca__on(c, CFG_CACHE_CHANNELS))))
         return CA_NOT_CACHED;
     if (q->what == CA_STATS)
         return ca__read_stats(c, out);
@@ -251,7 +259,7 @@ int ca_cache_read(struct ca_cache *c, const struct ca_query *q, struct sh_buf *o
         rc = read_channel(&c->st, q->id, out);
     } else if (q->what == CA_USER) {
         const struct ca__blob *b = ca__map_get(&c->st.users, q->id);
-        rc = b ? sh_buf_append(out, b->data, b->len) : CA_UNKNOWN;
+        rc = b ? ca__write_blob(b, CA__USER, out) : CA_UNKNOWN;
     } else if (q->what == CA_GUILD_LIST) {
         rc = write_guild_list(&c->st, q, out);
     } else {

@@ -34,7 +34,7 @@ static int build(struct ca_cache *c, int shard, struct sh_buf *out)
     rc = rc ?: sh_json_quote(out, sh->session_id, strlen(sh->session_id), 0);
     rc = rc ?: sh_buf_printf(out, ",\"s\":%llu,\"guilds\":[", (unsigned long long)sh->s);
     uint64_t *keys = NULL;
-    long n = rc ? 0 : ca__map_sorted_keys(&c->st.guilds, 0, &keys);
+    long n = rc ? 0 : ca__map_sorted_keys(&c->st.guilds, 0, 0, &keys);
     if (n < 0)
         return (int)n;
     for (long k = 0, w = 0; rc == 0 && k < n; k++) {
@@ -53,6 +53,15 @@ int ca__snapshot_write(struct ca_cache *c, int shard)
 {
     if (!c->has_io || !c->io.put || shard < 0 || shard >= c->total)
         return 0;
+    if (ca__lossy(c, shard)) { /* the last snapshot written stays: it is still consistent */
+        static struct sh_log_limit lim;
+        log_warn_limited(&lim,
+                         "msg=\"cache snapshot held back: events of the shard were dropped "
+                         "for the cache; its next session rebuilds it\" shard=%d",
+                         shard);
+        count("skipped");
+        return 0;
+    }
     struct sh_buf json;
     sh_buf_init(&json, SNAP_MAX_BYTES);
     pthread_rwlock_rdlock(&c->rw);
@@ -140,6 +149,7 @@ static int apply(struct ca_cache *c, int shard, cJSON *root, struct ca_snapshot_
     st->s = info->s;
     st->changed = 0;
     pthread_rwlock_unlock(&c->rw);
+    ca__clear_lossy(c, shard, UINT64_MAX);
     atomic_fetch_add(&c->dedup_gen, 1);
     return 0;
 }

@@ -32,6 +32,45 @@ const char *const ca__member_defaults[CA__N_MEMBER_DEFAULTS] = {
     "\"avatar_decoration_data\":null",
 };
 
+const char *const ca__user_defaults[CA__N_USER_DEFAULTS] = {
+    "\"global_name\":null",
+    "\"avatar\":null",
+    "\"discriminator\":\"0\"",
+    "\"public_flags\":0",
+    "\"flags\":0",
+    "\"avatar_decoration_data\":null",
+    "\"banner\":null",
+    "\"accent_color\":null",
+    "\"clan\":null",
+    "\"primary_guild\":null",
+    "\"collectibles\":null",
+    "\"bot\":false",
+    "\"system\":false",
+    "\"display_name_styles\":null",
+};
+
+const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS] = {
+    "\"topic\":null",
+    "\"nsfw\":false",
+    "\"last_pin_timestamp\":null",
+    "\"rate_limit_per_user\":0",
+    "\"flags\":0",
+    "\"default_thread_rate_limit_per_user\":0",
+    "\"icon_emoji\":null",
+    "\"theme_color\":null",
+    "\"user_limit\":0",
+    "\"rtc_region\":null",
+    "\"video_quality_mode\":1",
+    "\"bitrate\":64000",
+};
+
+const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS] = {
+    "\"icon\":null",         "\"unicode_emoji\":null",
+    "\"hoist\":false",       "\"managed\":false",
+    "\"mentionable\":false", "\"flags\":0",
+    "\"description\":null",  "\"color\":0",
+};
+
 static uint64_t mix(uint64_t x)
 {
     x ^= x >> 30;
@@ -140,17 +179,49 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, uint64_t **out)
+static void swap_u64(uint64_t *a, uint64_t *b)
+{
+    uint64_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Move the k smallest of a[0..n) (0 < k < n) to its front, in any order (quickselect). */
+static void select_smallest(uint64_t *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n; /* what is left to split: [lo, hi) */
+    while (hi - lo > 1) {
+        swap_u64(&a[lo + (hi - lo) / 2], &a[hi - 1]);
+        uint64_t pivot = a[hi - 1];
+        size_t at = lo;
+        for (size_t i = lo; i < hi - 1; i++)
+            if (a[i] < pivot)
+                swap_u64(&a[i], &a[at++]);
+        swap_u64(&a[at], &a[hi - 1]); /* below at: smaller; above: larger */
+        if (at == k || at + 1 == k)
+            return;
+        if (at > k)
+            hi = at;
+        else
+            lo = at + 1;
+    }
+}
+
+long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, size_t limit, uint64_t **out)
 {
     *out = malloc((m->n ? m->n : 1) * sizeof **out);
     if (!*out)
         return SH_ENOMEM;
-    long n = 0;
+    size_t n = 0;
     for (size_t i = 0; i < m->cap; i++)
         if (m->keys[i] && m->keys[i] > after)
             (*out)[n++] = m->keys[i];
-    qsort(*out, (size_t)n, sizeof **out, cmp_u64);
-    return n;
+    if (limit && n > limit) { /* a page of a large map: select, then sort only the page */
+        select_smallest(*out, n, limit);
+        n = limit;
+    }
+    qsort(*out, n, sizeof **out, cmp_u64);
+    return (long)n;
 }
 
 struct ca__blob *ca__blob_new(const char *text, size_t len, uint16_t strip)

@@ -39,7 +39,7 @@ extern const char *const ca__kind_names[CA__K_COUNT];
 /* One entity: len bytes of JSON text (no NUL), strip notes what the output restores. */
 struct ca__blob {
     uint32_t len;
-    uint16_t strip; /* members: bit i set = ca__member_defaults[i] was left out */
+    uint16_t strip; /* bit i set: defaults[i] of the blob's kind was left out */
     char data[];
 };
 
@@ -55,8 +55,9 @@ void *ca__map_put(struct ca__map *m, uint64_t key, void *val, int *err);
 /* Remove key; returns its value or NULL. */
 void *ca__map_del(struct ca__map *m, uint64_t key);
 void ca__map_free(struct ca__map *m);
-/* The keys held, sorted ascending, those > after only; caller frees *out. Count or negative. */
-long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, uint64_t **out);
+/* The keys held, sorted ascending, those > after only, the first limit of them (0: all); caller
+   frees *out. Count or negative. */
+long ca__map_sorted_keys(const struct ca__map *m, uint64_t after, size_t limit, uint64_t **out);
 
 enum ca__gstate { CA__G_LOADED = 0, CA__G_LOADING };
 
@@ -108,6 +109,14 @@ struct ca__store {
 /* Documented member defaults left out of member blobs ("nick":null, ...), restored on output. */
 #define CA__N_MEMBER_DEFAULTS 10
 extern const char *const ca__member_defaults[CA__N_MEMBER_DEFAULTS]; /* `"key":value` text */
+/* The same for users (kept once, whatever guilds they are in). */
+#define CA__N_USER_DEFAULTS 14
+extern const char *const ca__user_defaults[CA__N_USER_DEFAULTS];
+/* Channels and threads; roles. */
+#define CA__N_CHANNEL_DEFAULTS 12
+extern const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS];
+#define CA__N_ROLE_DEFAULTS 8
+extern const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS];
 
 /* A new blob holding text (len bytes); NULL when out of memory. */
 struct ca__blob *ca__blob_new(const char *text, size_t len, uint16_t strip);

@@ -41,6 +41,8 @@ static struct mem_io mem;
 static struct cfg_config cfg;
 static uint64_t seq;
 
+static int no_start; /* set: new_cache leaves the thread unstarted */
+
 static struct ca_cache *new_cache(unsigned kinds, size_t max_bytes)
 {
     for (int i = 0; i < 4; i++) {
@@ -55,7 +57,7 @@ static struct ca_cache *new_cache(unsigned kinds, size_t max_bytes)
     struct ca_snapshot_io io = {mem_put, mem_get, &mem};
     struct ca_cache *c = NULL;
     char err[128];
-    if (ca_cache_new(&cfg, 2, &io, &c, err, sizeof err) < 0 || ca_cache_start(c) < 0)
+    if (ca_cache_new(&cfg, 2, &io, &c, err, sizeof err) < 0 || (!no_start && ca_cache_start(c) < 0))
         return NULL;
     seq = 0;
     return c;
@@ -115,11 +117,14 @@ static int json_eq(const char *a, const char *b)
     "\"mute\":false,\"flags\":0,\"pending\":false,\"communication_disabled_until\":null}"
 #define CHAN1                                                                                      \
     "{\"id\":\"300\",\"type\":0,\"name\":\"general\",\"position\":0,\"parent_id\":null,"           \
+    "\"topic\":null,\"nsfw\":false,\"rate_limit_per_user\":0,"                                     \
     "\"permission_overwrites\":[{\"id\":\"100\",\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},"    \
     "{\"id\":\"200\",\"type\":0,\"allow\":\"1024\",\"deny\":\"0\"}]}"
 #define ROLE_EVERYONE                                                                              \
     "{\"id\":\"100\",\"name\":\"@everyone\",\"permissions\":\"1024\",\"position\":0}"
-#define ROLE_MOD "{\"id\":\"200\",\"name\":\"mod\",\"permissions\":\"8192\",\"position\":1}"
+#define ROLE_MOD                                                                                   \
+    "{\"id\":\"200\",\"name\":\"mod\",\"permissions\":\"8192\",\"position\":1,\"hoist\":false,"    \
+    "\"color\":0,\"icon\":null}"
 #define GUILD1                                                                                     \
     "{\"id\":\"100\",\"name\":\"G\",\"owner_id\":\"12\",\"icon\":null,\"member_count\":2,"         \
     "\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"large\":false,\"unavailable\":false,"           \
@@ -148,7 +153,8 @@ TEST(guild_create_answers_rest_shapes)
                 "\"name\":\"e\"}],\"stickers\":[]}");
     ASSERT_READ(c, CA_CHANNELS, 100, 0,
                 "[{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"general\","
-                "\"position\":0,\"parent_id\":null,\"permission_overwrites\":[{\"id\":\"100\","
+                "\"position\":0,\"parent_id\":null,\"topic\":null,\"nsfw\":false,"
+                "\"rate_limit_per_user\":0,\"permission_overwrites\":[{\"id\":\"100\","
                 "\"type\":0,\"allow\":\"0\",\"deny\":\"1024\"},{\"id\":\"200\",\"type\":0,"
                 "\"allow\":\"1024\",\"deny\":\"0\"}]}]");
     ASSERT_READ(c, CA_CHANNEL, 0, 301,
@@ -184,6 +190,11 @@ TEST(partial_updates_merge_and_deletes_remove)
          "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
     ASSERT_READ(c, CA_CHANNEL, 0, 300,
                 "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\"}");
+    feed(c, 0, "CHANNEL_PINS_UPDATE",
+         "{\"guild_id\":\"100\",\"channel_id\":\"300\",\"last_pin_timestamp\":\"2024-01-01\"}");
+    ASSERT_READ(c, CA_CHANNEL, 0, 300,
+                "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"name\":\"renamed\","
+                "\"last_pin_timestamp\":\"2024-01-01\"}");
     feed(c, 0, "CHANNEL_CREATE", "{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}");
     feed(c, 0, "CHANNEL_DELETE", "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0}");
     ASSERT_READ(c, CA_CHANNELS, 100, 0, "[{\"id\":\"302\",\"guild_id\":\"100\",\"type\":2}]");
@@ -200,7 +211,7 @@ TEST(partial_updates_merge_and_deletes_remove)
     feed(c, 0, "GUILD_STICKERS_UPDATE",
          "{\"guild_id\":\"100\",\"stickers\":[{\"id\":\"500\",\"guild_id\":\"100\"}]}");
     ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
-    ASSERT_CONTAINS(got, "\"stickers\":[{\"id\":\"500\"}]");
+    ASSERT_CONTAINS(got, "\"stickers\":[{\"id\":\"500\",\"guild_id\":\"100\"}]");
     feed(c, 0, "GUILD_DELETE", "{\"id\":\"100\"}");
     ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
     ASSERT_EQ(ca_cache_guild_shard(c, 100), -1);
@@ -234,6 +245,9 @@ TEST(members_add_update_remove_chunk_and_count)
     ASSERT(b.len > 10 && !strncmp(b.data, "[{", 2) && strstr(b.data, "bobby") &&
            !memmem(b.data, b.len, "\"ann\"", 5));
     sh_buf_free(&b);
+    feed(c, 0, "USER_UPDATE", "{\"id\":\"12\",\"avatar\":null,\"global_name\":\"B\"}");
+    ASSERT_READ(c, CA_USER, 0, 12, /* back to a default, and away from one: both kept */
+                "{\"id\":\"12\",\"username\":\"bobby\",\"global_name\":\"B\",\"avatar\":null}");
     feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":" USER1 "}");
     ASSERT_EQ(rd(c, CA_MEMBER, 100, 11), CA_UNKNOWN);
     ASSERT_READ(c, CA_USER, 0, 11, USER1); /* the user stays known */
@@ -259,6 +273,21 @@ TEST(message_and_interaction_members)
     ASSERT_READ(c, CA_MEMBER, 100, 14,
                 "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[\"200\"],"
                 "\"nick\":\"D\",\"deaf\":false}");
+    feed(c, 0, "CHANNEL_UPDATE",
+         "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"last_message_id\":null}");
+    feed(c, 0, "THREAD_UPDATE",
+         "{\"id\":\"301\",\"guild_id\":\"100\",\"type\":11,\"last_message_id\":\"5\","
+         "\"message_count\":1,\"total_message_sent\":1}");
+    feed(c, 0, "MESSAGE_CREATE", msg); /* the same author and member: the channel still moves */
+    ASSERT_READ(c, CA_CHANNEL, 0, 300,
+                "{\"id\":\"300\",\"guild_id\":\"100\",\"type\":0,\"last_message_id\":\"900\"}");
+    for (int i = 0; i < 2; i++) /* a replay counts once */
+        feed(c, 0, "MESSAGE_CREATE",
+             "{\"id\":\"902\",\"channel_id\":\"301\",\"guild_id\":\"100\",\"author\":"
+             "{\"id\":\"14\",\"username\":\"dee\"}}");
+    ASSERT_READ(c, CA_CHANNEL, 0, 301,
+                "{\"id\":\"301\",\"guild_id\":\"100\",\"type\":11,\"last_message_id\":\"902\","
+                "\"message_count\":2,\"total_message_sent\":2}");
     feed(c, 0, "GUILD_MEMBER_REMOVE", "{\"guild_id\":\"100\",\"user\":{\"id\":\"14\"}}");
     feed(c, 0, "MESSAGE_CREATE", msg); /* the same bytes again after a removal: kept again */
     ASSERT_EQ(rd(c, CA_MEMBER, 100, 14), 0);
@@ -363,6 +392,9 @@ TEST(ready_drops_stale_guilds_and_lists_loading)
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), 0);
     feed(c, 0, "GUILD_DELETE", "{\"id\":\"102\",\"unavailable\":true}");
     ASSERT_EQ(rd(c, CA_GUILD, 102, 0), CA_LOADING);
+    ASSERT_READ(c, CA_GUILD_LIST, 0, 0, /* only available guilds are listed */
+                "{\"guilds\":[{\"id\":\"101\",\"name\":\"other shard\",\"shard\":1,"
+                "\"member_count\":0}]}");
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
     ASSERT_CONTAINS(got, "\"loading\":1}");
@@ -452,6 +484,63 @@ TEST(snapshot_round_trip_gives_the_same_answers)
     ca_cache_free(c);
 }
 
+/* Push one event without waiting. */
+static void push_only(struct ca_cache *c, int shard, const char *t, const char *d, size_t n)
+{
+    struct gw_chunk *ch = gw_chunk_new(4u << 20);
+    struct gw_key k = {"sess", seq, 0};
+    gw_chunk_append(ch, shard, 2, t, strlen(t), ++seq, &k, d, n, 0);
+    ca_cache_push(c, ch);
+}
+
+/* Past its queue bound the cache drops chunks (counted), and holds back the shard's snapshots
+   until a new session's READY came after the drop. */
+TEST(a_full_queue_drops_for_the_cache_and_holds_snapshots_back)
+{
+    no_start = 1; /* nothing applies while the queue fills */
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    no_start = 0;
+    ASSERT(c);
+    static char big[1 << 20];
+    memset(big, 'x', sizeof big);
+    memcpy(big, "{\"content\":\"", 12);
+    memcpy(big + sizeof big - 2, "\"}", 2);
+    for (int i = 0; i < 70; i++)
+        push_only(c, 0, "MESSAGE_CREATE", big, sizeof big);
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"dropped_events\":");
+    ASSERT(!strstr(got, "\"dropped_events\":0,"));
+    ASSERT(!strstr(got, "\"queued_events\":0,")); /* the first 64 MiB wait in the queue */
+    ASSERT_EQ(ca_cache_start(c), 0);
+    feed(c, 0, "GUILD_CREATE", GUILD1);
+    int puts = mem.puts;
+    ASSERT_EQ(ca_cache_snapshot(c, 0, 5000), 0);
+    ASSERT_EQ(mem.puts, puts); /* held back */
+    feed(c, 0, "READY", "{\"guilds\":[{\"id\":\"100\"}]}");
+    feed(c, 0, "GUILD_CREATE", GUILD1);
+    puts = mem.puts;
+    ASSERT_EQ(ca_cache_snapshot(c, 0, 5000), 0);
+    ASSERT_EQ(mem.puts, puts + 1);
+    ca_cache_free(c);
+}
+
+TEST(timed_out_members_keep_only_view_and_history)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    feed(c, 0, "GUILD_MEMBER_UPDATE",
+         "{\"guild_id\":\"100\",\"user\":" USER1 ",\"roles\":[\"200\"],"
+         "\"communication_disabled_until\":\"2999-01-01T00:00:00.000000+00:00\"}");
+    ASSERT_READ(c, CA_PERMISSIONS, 100, 11,
+                "{\"permissions\":\"1024\",\"names\":[\"VIEW_CHANNEL\"]}");
+    feed(c, 0, "GUILD_MEMBER_UPDATE",
+         "{\"guild_id\":\"100\",\"user\":" USER1 ",\"roles\":[\"200\"],"
+         "\"communication_disabled_until\":\"2001-01-01T00:00:00+00:00\"}");
+    ASSERT_EQ(rd(c, CA_PERMISSIONS, 100, 11), 0);
+    ASSERT_CONTAINS(got, "\"permissions\":\"9216\"");
+    ca_cache_free(c);
+}
+
 TEST(malformed_events_are_skipped)
 {
     struct ca_cache *c = with_guild(ALL_KINDS);
@@ -485,6 +574,8 @@ TEST_MAIN({
     RUN(disabled_kinds_answer_not_cached);
     RUN(max_bytes_stops_new_members_not_channels);
     RUN(snapshot_round_trip_gives_the_same_answers);
+    RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
+    RUN(timed_out_members_keep_only_view_and_history);
     RUN(malformed_events_are_skipped);
     for (int i = 0; i < 4; i++)
         sh_buf_free(&mem.snap[i]);

@@ -149,13 +149,16 @@ clean:
 -include $(shell find build/fuzz/obj -name '*.d' 2>/dev/null)
 
 # every benchmark figure in one run: delivery, latency, the inflate roof, the Node peers, idle
-# shards (bench/run.py; figures in docs/benchmarks.md). bench-smoke only proves it works.
+# shards (bench/run.py), then the entity cache's memory, CPU and reads (bench/cache.py); figures in
+# docs/benchmarks.md. bench-smoke only proves it works.
 # bench-cluster: cluster mode's takeover, cold start and Redis load (bench/cluster.py, redis-server).
 .PHONY: bench bench-smoke bench-peers bench-cluster
 bench: bench-bin bench/peers/node_modules
 	BUILD=$(BUILD) python3 bench/run.py --json $(BUILD)/bench/results.json --markdown $(BUILD)/bench/results.md
+	BUILD=$(BUILD) python3 bench/cache.py --json $(BUILD)/bench/cache.json --markdown $(BUILD)/bench/cache.md
 bench-smoke: bench-bin bench/peers/node_modules
 	BUILD=$(BUILD) python3 bench/run.py --smoke
+	BUILD=$(BUILD) python3 bench/cache.py --smoke
 bench-peers: bench/peers/node_modules
 bench/peers/node_modules: bench/peers/package-lock.json
 	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error

@@ -91,8 +91,12 @@ def read_pairs(text):
     return out
 
 
-def delivery_run(compress, shards, batch, events_per_shard, rate_per_shard, mix, timeout, tmp):
-    """One run; returns its figures. Raises when delivery was wrong or a wait timed out."""
+def delivery_run(compress, shards, batch, events_per_shard, rate_per_shard, mix, timeout, tmp,
+                 extra_cfg=None, settle=None):
+    """One run; returns its figures. Raises when delivery was wrong or a wait timed out.
+    extra_cfg is merged into shardhook's config; settle(cfg, pid), when given, is called once
+    every event reached the sink and before shardhook's CPU clock is read again (bench/cache.py
+    waits there for the cache to apply what it was handed)."""
     times_path = os.path.join(tmp, "replay-times.txt")
     sink = fake = sh = None
     try:
@@ -129,6 +133,7 @@ def delivery_run(compress, shards, batch, events_per_shard, rate_per_shard, mix,
             "state_dir": os.path.join(tmp, "state"), "log_level": "warn",
             "testing": {"identify_interval_ms": 0},
         }
+        cfg.update(extra_cfg or {})
         if batch > 100:  # let the event count close the batch, not the default 256 KiB
             cfg["webhooks"][0]["max_batch_bytes"] = 4 << 20
         cfg_path = os.path.join(tmp, "shardhook.json")
@@ -172,6 +177,8 @@ def delivery_run(compress, shards, batch, events_per_shard, rate_per_shard, mix,
             st = call(sink_url + "/stats")
             return st if st["events"] >= expected else None
         st = wait(all_in, lim, "%d events at the sink" % expected, interval=0.01)
+        if settle:
+            settle(cfg, sh.pid)
         cpu1 = cpu_seconds(sh.pid)
         others1 = cpu_seconds(fake.pid), cpu_seconds(sink.pid)
         peak_rss = proc_kib(sh.pid, "VmHWM")

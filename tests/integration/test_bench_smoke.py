@@ -102,3 +102,45 @@ def test_bench_smoke_produces_every_figure(tmp):
     if not peers:
         raise harness.Skip("bench/peers/node_modules is missing (make bench-peers): every figure "
                            "but the Node peers' checked")
+
+
+CACHE = harness.ROOT / "bench" / "cache.py"
+
+
+@harness.timeout(300)
+def test_cache_bench_smoke_produces_every_figure(tmp):
+    """bench/cache.py --smoke: the cache's memory per kind against the JSON, CPU per event with
+    the cache on and off, and the read routes' latency, each a number (no value asserted)."""
+    out = tmp / "cache.json"
+    env = dict(os.environ, BUILD=str(harness.build_dir()))
+    r = subprocess.run([sys.executable, str(CACHE), "--smoke", "--json", str(out)], env=env,
+                       cwd=str(harness.ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=harness.scale(280))
+    assert r.returncode == 0, "bench/cache.py --smoke exited %d:\n%s" % (
+        r.returncode, harness.tail(r.stderr.decode(errors="replace"), 30))
+    res = json.loads(out.read_text())
+    mem = res["memory"]
+    assert [row["kind"] for row in mem["rows"]] == ["guilds", "channels", "roles", "emojis",
+                                                    "members"]
+    for row in mem["rows"]:
+        assert number(row, "count") > 0
+        for key in ("held_per", "json_per", "ratio"):
+            assert number(row, key) > 0, (row["kind"], key)
+    assert number(mem, "rss_growth_bytes") > 0
+    cpu = res["cpu"]
+    for key in ("off_cpu_s_per_million", "on_cpu_s_per_million", "ratio"):
+        assert number(cpu, key) > 0, key
+    assert number(cpu, "on_cache_members") > 0  # the "on" runs did cache what the replay sent
+    rows = res["reads"]["rows"]
+    assert {(x["route"], x["conns"], x["traffic"]) for x in rows} == {
+        (route, conns, traffic) for route in ("member", "permissions")
+        for conns, traffic in ((1, False), (4, False), (4, True))}
+    for x in rows:
+        assert 0 < number(x, "p50_us") <= number(x, "p99_us") <= number(x, "max_us")
+        assert number(x, "per_s") > 0
+        if x["traffic"]:
+            assert number(x, "events_per_s") > 0
+    assert len(res["summary"]) == 5  # four kinds' bytes and the CPU ratio, each PASS or MISS
+    text = r.stdout.decode()
+    for heading in ("**Memory**", "**CPU per event", "**Reads under load**", "**Targets:**"):
+        assert heading in text, heading

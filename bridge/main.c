@@ -621,8 +621,6 @@ static int start_all(struct daemon *d)
         return d->exit_code = rc == SH_ECONFIG ? EX_CONFIG : 1;
     }
     d->node.api = d->api; /* forwarded commands run through it from now on */
-    if (d->cache)
-        http_server_set_cache(d->api, d->cache); /* the cache routes read it from now on */
     d->webhook_ops = (struct http_webhook_ops){webhook_status, webhook_pause, d->delivery};
     http_server_set_webhook_ops(d->api, &d->webhook_ops);
     d->dead_ops = (struct http_deadletter_ops){

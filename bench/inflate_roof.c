@@ -7,6 +7,9 @@
  *
  *   inflate only   zlib inflate(Z_SYNC_FLUSH) / ZSTD_decompressStream per message into one
  *                  preallocated buffer: the least any client can spend;
+ *   signed roof    inflate only plus SHA-256 over every decompressed byte (one digest over the
+ *                  whole stream, OpenSSL EVP): the least a bridge that signs what it delivers
+ *                  must spend;
  *   hot path       gw__inflate_feed + gw__envelope_scan (gateway/inflate.c, gateway/envelope.c):
  *                  shardhook's own per-event work before routing, without the network.
  *
@@ -24,6 +27,8 @@
 #include <time.h>
 #include <zlib.h>
 #include <zstd.h>
+
+#include <openssl/evp.h>
 
 #include "gateway/envelope.h"
 #include "gateway/inflate.h"
@@ -52,7 +57,7 @@ struct pass {
     uint64_t events; /* dispatch payloads (op 0): every payload after HELLO */
     uint64_t payloads;
     uint64_t bytes; /* decompressed */
-    uint64_t check; /* folds what the scan found, so nothing can be optimised away */
+    uint64_t check; /* folds what the scan found (or the digest), so nothing is optimised away */
     double cpu_s;
 };
 
@@ -61,6 +66,25 @@ static double cpu_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The signed roof's digest: md NULL for inflate only. */
+static int digest_bytes(EVP_MD_CTX *md, const unsigned char *p, size_t n)
+{
+    return !md || EVP_DigestUpdate(md, p, n) ? SH_OK : SH_ENOMEM;
+}
+
+static int digest_end(EVP_MD_CTX *md, struct pass *r)
+{
+    unsigned char sum[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!md)
+        return SH_OK;
+    if (!EVP_DigestFinal_ex(md, sum, &len))
+        return SH_ENOMEM;
+    for (unsigned int i = 0; i < len; i++)
+        r->check = r->check * 31 + sum[i];
+    return SH_OK;
 }
 
 static int load(const char *path, const char *name, enum gw_compress kind, struct dump *d)
@@ -121,13 +145,17 @@ static int ends_with_flush(const struct msg *m)
     return m->len >= 4 && !memcmp(m->p + m->len - 4, suffix, 4);
 }
 
-/* zlib: one inflate context, every message straight into the payload's room in out. */
-static int pass_zlib(const struct dump *d, unsigned char *out, size_t cap, struct pass *r)
+/* zlib: one inflate context, every message straight into the payload's room in out; with md,
+ * every payload's bytes also go through the digest. */
+static int pass_zlib(const struct dump *d, unsigned char *out, size_t cap, EVP_MD_CTX *md,
+                     struct pass *r)
 {
     z_stream zs;
     memset(&zs, 0, sizeof(zs));
     memset(r, 0, sizeof(*r));
     double t0 = cpu_now();
+    if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+        return SH_ENOMEM;
     if (inflateInit(&zs) != Z_OK)
         return SH_ENOMEM;
     size_t produced = 0;
@@ -149,6 +177,10 @@ static int pass_zlib(const struct dump *d, unsigned char *out, size_t cap, struc
             }
         }
         if (ends_with_flush(&d->msgs[i])) {
+            if (digest_bytes(md, out, produced)) {
+                inflateEnd(&zs);
+                return SH_ENOMEM;
+            }
             r->payloads++;
             r->bytes += produced;
             r->check += out[produced / 2];
@@ -156,16 +188,20 @@ static int pass_zlib(const struct dump *d, unsigned char *out, size_t cap, struc
         }
     }
     inflateEnd(&zs);
+    int rc = digest_end(md, r);
     r->cpu_s = cpu_now() - t0;
     r->events = r->payloads ? r->payloads - 1 : 0;
-    return SH_OK;
+    return rc;
 }
 
-/* zstd: one decompression context, every message one payload. */
-static int pass_zstd(const struct dump *d, unsigned char *out, size_t cap, struct pass *r)
+/* zstd: one decompression context, every message one payload; with md, digested as above. */
+static int pass_zstd(const struct dump *d, unsigned char *out, size_t cap, EVP_MD_CTX *md,
+                     struct pass *r)
 {
     memset(r, 0, sizeof(*r));
     double t0 = cpu_now();
+    if (md && !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+        return SH_ENOMEM;
     ZSTD_DCtx *dc = ZSTD_createDCtx();
     if (!dc)
         return SH_ENOMEM;
@@ -185,14 +221,19 @@ static int pass_zstd(const struct dump *d, unsigned char *out, size_t cap, struc
                 return SH_ETOOBIG;
             }
         }
+        if (digest_bytes(md, out, ob.pos)) {
+            ZSTD_freeDCtx(dc);
+            return SH_ENOMEM;
+        }
         r->payloads++;
         r->bytes += ob.pos;
         r->check += ob.pos ? out[ob.pos / 2] : 0;
     }
     ZSTD_freeDCtx(dc);
+    int rc = digest_end(md, r);
     r->cpu_s = cpu_now() - t0;
     r->events = r->payloads ? r->payloads - 1 : 0;
-    return SH_OK;
+    return rc;
 }
 
 /* shardhook's hot path: gw__inflate_feed, then gw__envelope_scan on every payload. */
@@ -263,71 +304,106 @@ static void json_line(FILE *j, const char *key, const struct figures *f, const s
             s * 1e9 / (double)p->events);
 }
 
-/* Runs both paths on one dump; prints the figures and appends them to j when given. */
+/* One run of the three paths, inflate only, signed roof and hot path, into pr, ps, ph. */
+static int run_paths(const struct dump *d, unsigned char *out, EVP_MD_CTX *md, struct pass *pr,
+                     struct pass *ps, struct pass *ph)
+{
+    int zlib = d->kind == GW_COMPRESS_ZLIB;
+    int rc =
+        zlib ? pass_zlib(d, out, MAX_PAYLOAD, NULL, pr) : pass_zstd(d, out, MAX_PAYLOAD, NULL, pr);
+    if (!rc)
+        rc = zlib ? pass_zlib(d, out, MAX_PAYLOAD, md, ps) : pass_zstd(d, out, MAX_PAYLOAD, md, ps);
+    return rc ? rc : pass_hot(d, ph);
+}
+
+/* Whether the paths of the first run saw the same payloads, bytes and events. */
+static int paths_agree(const struct dump *d, const struct pass *pr, const struct pass *ps,
+                       const struct pass *ph)
+{
+    if (pr->payloads == ph->payloads && pr->bytes == ph->bytes && pr->events == ph->events &&
+        ps->payloads == pr->payloads && ps->bytes == pr->bytes)
+        return 1;
+    fprintf(stderr,
+            "inflate_roof: %s: the paths disagree (payloads %llu/%llu, bytes "
+            "%llu/%llu, events %llu/%llu)\n",
+            d->name, (unsigned long long)pr->payloads, (unsigned long long)ph->payloads,
+            (unsigned long long)pr->bytes, (unsigned long long)ph->bytes,
+            (unsigned long long)pr->events, (unsigned long long)ph->events);
+    return 0;
+}
+
+static struct figures figures_of(double *v, int runs)
+{
+    struct figures f = {0, v[0]};
+    for (int i = 1; i < runs; i++)
+        f.best_s = v[i] < f.best_s ? v[i] : f.best_s;
+    f.median_s = median(v, runs);
+    return f;
+}
+
+static void report(const struct dump *d, int runs, const struct pass *p, const struct figures *fr,
+                   const struct figures *fs, const struct figures *fh, FILE *j, int first)
+{
+    printf("%s: %zu messages, %llu events, %.1f MB decompressed from %.1f MB (%.2fx), "
+           "median of %d runs\n",
+           d->name, d->n, (unsigned long long)p->events, (double)p->bytes / 1e6,
+           (double)d->compressed / 1e6, (double)p->bytes / (double)d->compressed, runs);
+    print_line(d->kind == GW_COMPRESS_ZLIB ? "inflate only (zlib)" : "inflate only (zstd)", fr, p);
+    print_line("signed roof (+ SHA-256)", fs, p);
+    print_line("gw_inflate + gw__envelope_scan", fh, p);
+    printf("  hot path / inflate only: %.2fx, signed roof / inflate only: %.2fx\n",
+           fh->median_s / fr->median_s, fs->median_s / fr->median_s);
+    if (!j)
+        return;
+    fprintf(j,
+            "%s\"%s\":{\"messages\":%zu,\"events\":%llu,\"raw_bytes\":%llu,"
+            "\"compressed_bytes\":%zu,\"runs\":%d,",
+            first ? "" : ",", d->name, d->n, (unsigned long long)p->events,
+            (unsigned long long)p->bytes, d->compressed, runs);
+    json_line(j, "inflate_only", fr, p);
+    fputc(',', j);
+    json_line(j, "signed_roof", fs, p);
+    fputc(',', j);
+    json_line(j, "hot_path", fh, p);
+    fprintf(j, ",\"hot_over_inflate\":%.3f,\"signed_over_inflate\":%.3f}",
+            fh->median_s / fr->median_s, fs->median_s / fr->median_s);
+}
+
+/* Runs the three paths on one dump; prints the figures and appends them to j when given. */
 static int bench(const struct dump *d, int runs, FILE *j, int first)
 {
     unsigned char *out = malloc(MAX_PAYLOAD);
-    double roof[MAX_RUNS], hot[MAX_RUNS];
-    struct pass pr, ph, ref_r = {0}, ref_h = {0};
-    int rc = out ? SH_OK : SH_ENOMEM;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    double roof[MAX_RUNS], sig[MAX_RUNS], hot[MAX_RUNS];
+    struct pass pr, ps, ph, ref_r = {0}, ref_s = {0}, ref_h = {0};
+    int rc = out && md ? SH_OK : SH_ENOMEM;
     for (int i = 0; i <= runs && !rc; i++) { /* run 0 warms the caches and is not counted */
-        rc = d->kind == GW_COMPRESS_ZLIB ? pass_zlib(d, out, MAX_PAYLOAD, &pr)
-                                         : pass_zstd(d, out, MAX_PAYLOAD, &pr);
-        rc = rc ? rc : pass_hot(d, &ph);
-        if (rc)
+        if ((rc = run_paths(d, out, md, &pr, &ps, &ph)))
             break;
         if (i == 0) {
             ref_r = pr;
+            ref_s = ps;
             ref_h = ph;
-            if (pr.payloads != ph.payloads || pr.bytes != ph.bytes || pr.events != ph.events) {
-                fprintf(stderr,
-                        "inflate_roof: %s: the paths disagree (payloads %llu/%llu, bytes "
-                        "%llu/%llu, events %llu/%llu)\n",
-                        d->name, (unsigned long long)pr.payloads, (unsigned long long)ph.payloads,
-                        (unsigned long long)pr.bytes, (unsigned long long)ph.bytes,
-                        (unsigned long long)pr.events, (unsigned long long)ph.events);
-                rc = SH_ECORRUPT;
-            }
+            rc = paths_agree(d, &pr, &ps, &ph) ? SH_OK : SH_ECORRUPT;
             continue;
         }
-        if (pr.check != ref_r.check || ph.check != ref_h.check) {
+        if (pr.check != ref_r.check || ps.check != ref_s.check || ph.check != ref_h.check) {
             rc = SH_ECORRUPT;
             break;
         }
         roof[i - 1] = pr.cpu_s;
+        sig[i - 1] = ps.cpu_s;
         hot[i - 1] = ph.cpu_s;
     }
     free(out);
+    EVP_MD_CTX_free(md);
     if (rc) {
         fprintf(stderr, "inflate_roof: %s: %s\n", d->name, sh_strerror(rc));
         return rc;
     }
-    struct figures fr = {0, roof[0]}, fh = {0, hot[0]};
-    for (int i = 1; i < runs; i++) {
-        fr.best_s = roof[i] < fr.best_s ? roof[i] : fr.best_s;
-        fh.best_s = hot[i] < fh.best_s ? hot[i] : fh.best_s;
-    }
-    fr.median_s = median(roof, runs);
-    fh.median_s = median(hot, runs);
-    printf("%s: %zu messages, %llu events, %.1f MB decompressed from %.1f MB (%.2fx), "
-           "median of %d runs\n",
-           d->name, d->n, (unsigned long long)ref_r.events, (double)ref_r.bytes / 1e6,
-           (double)d->compressed / 1e6, (double)ref_r.bytes / (double)d->compressed, runs);
-    print_line(d->kind == GW_COMPRESS_ZLIB ? "inflate only (zlib)" : "inflate only (zstd)", &fr,
-               &ref_r);
-    print_line("gw_inflate + gw__envelope_scan", &fh, &ref_h);
-    printf("  hot path / inflate only: %.2fx\n", fh.median_s / fr.median_s);
-    if (j) {
-        fprintf(j,
-                "%s\"%s\":{\"messages\":%zu,\"events\":%llu,\"raw_bytes\":%llu,"
-                "\"compressed_bytes\":%zu,\"runs\":%d,",
-                first ? "" : ",", d->name, d->n, (unsigned long long)ref_r.events,
-                (unsigned long long)ref_r.bytes, d->compressed, runs);
-        json_line(j, "inflate_only", &fr, &ref_r);
-        fputc(',', j);
-        json_line(j, "hot_path", &fh, &ref_h);
-        fprintf(j, ",\"hot_over_inflate\":%.3f}", fh.median_s / fr.median_s);
-    }
+    struct figures fr = figures_of(roof, runs), fs = figures_of(sig, runs),
+                   fh = figures_of(hot, runs);
+    report(d, runs, &ref_r, &fr, &fs, &fh, j, first);
     return SH_OK;
 }
 

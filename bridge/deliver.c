@@ -268,9 +268,13 @@ static int alloc_lanes(struct br_delivery *d, int n)
         struct br__hook *h = &d->hooks[i];
         int lanes = h->cfg->max_in_flight < n ? h->cfg->max_in_flight : n;
         h->n_lanes = lanes < 1 ? 1 : lanes;
-        h->open = calloc((size_t)h->n_lanes, sizeof(*h->open));
+        h->n_open = n > 1 ? 2 * h->n_lanes : h->n_lanes;
+        h->open = calloc((size_t)h->n_open, sizeof(*h->open));
         h->mark = calloc((size_t)n + 1, sizeof(*h->mark));
-        if (!h->open || !h->mark)
+        h->slot_of = calloc((size_t)n + 1, sizeof(*h->slot_of));
+        h->in = calloc((size_t)n + 1, sizeof(*h->in));
+        h->alone_seq = calloc((size_t)n + 1, sizeof(*h->alone_seq));
+        if (!h->open || !h->mark || !h->slot_of || !h->in || !h->alone_seq)
             return SH_ENOMEM;
     }
     return SH_OK;
@@ -317,11 +321,31 @@ int br_delivery_resume_info(const struct br_delivery *d, int shard_id, char *ses
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
+/*
+ * The open slot for the next event of shard li. While the shard's last event sits in a batch
+ * still open, the next one follows it there (a shard's events close in the order they came).
+ * Otherwise every earlier event of the shard is in a closed batch, ordered before any batch open
+ * now, and the slot is free to choose: its lane's, or while a batch of it that travelled alone
+ * (a large event) is not yet acknowledged, the lane's second slot, so that the events which must
+ * wait for it do not share a batch with the lane's other shards and hold them too.
+ */
+static int pick_slot(const struct br__hook *h, int li)
+{
+    if (h->in[li] && h->open[h->slot_of[li]] == h->in[li])
+        return h->slot_of[li];
+    int slot = li % h->n_lanes;
+    uint64_t alone = h->alone_seq[li];
+    /* the queue is oldest first: a head past that batch means it is gone */
+    if (alone && h->n_open > h->n_lanes && h->head && h->head->seq < alone)
+        slot += h->n_lanes;
+    return slot;
+}
+
 /* Add event e of shard li to h's open batch; 0, or a negative code (not delivered). */
 int br__add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const struct gw_chunk *c,
                     const struct gw_event *e, uint64_t now)
 {
-    int lane = li % h->n_lanes;
+    int lane = pick_slot(h, li);
     struct br_batch *b = br__hook_open_batch(h, lane, e);
     if (!b)
         return SH_ENOMEM;
@@ -338,8 +362,14 @@ int br__add_to_hook(struct br_delivery *d, struct br__hook *h, int li, const str
         return rc;
     }
     br_ledger_routed(d->ledger, h->idx, li, e->s, fresh);
-    if ((int)b->n_events >= h->cfg->max_batch_events)
+    h->slot_of[li] = lane;
+    h->in[li] = b;
+    if (BR_BATCH_BODY_FOR(e->len) > h->cfg->max_batch_bytes) { /* it travels alone: now */
+        h->alone_seq[li] = h->next_seq + 1; /* the seq closing gives it (b may go to the spool) */
         br__hook_close_lane(h, lane);
+    } else if ((int)b->n_events >= h->cfg->max_batch_events) {
+        br__hook_close_lane(h, lane);
+    }
     return SH_OK;
 }
 
@@ -392,7 +422,7 @@ static uint64_t close_due(struct br_delivery *d, uint64_t now, int flush)
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < d->n_hooks; i++) {
         struct br__hook *h = &d->hooks[i];
-        for (int l = 0; l < h->n_lanes; l++) {
+        for (int l = 0; l < h->n_open; l++) {
             struct br_batch *b = h->open[l];
             if (!b)
                 continue;
@@ -686,7 +716,7 @@ static void sleep_lazily(struct br_delivery *d, uint64_t now, uint64_t wake)
     size_t events = SIZE_MAX, bytes = SIZE_MAX;
     for (size_t i = 0; i < d->n_hooks; i++) {
         const struct br__hook *h = &d->hooks[i];
-        for (int l = 0; l < h->n_lanes; l++) {
+        for (int l = 0; l < h->n_open; l++) {
             const struct br_batch *b = h->open[l];
             size_t ev = (size_t)h->cfg->max_batch_events, by = h->cfg->max_batch_bytes;
             if (b) {

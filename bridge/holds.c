@@ -127,7 +127,7 @@ static void close_lanes_of(struct br_delivery *d, int li)
     uint32_t shard = (uint32_t)br_ledger_shard_id(d->ledger, li);
     for (size_t i = 0; i < d->n_hooks; i++) {
         struct br__hook *h = &d->hooks[i];
-        for (int l = 0; l < h->n_lanes; l++) {
+        for (int l = 0; l < h->n_open; l++) {
             const struct br_batch *b = h->open[l];
             for (uint32_t k = 0; b && k < b->n_shards; k++)
                 if (b->shards[k].shard == shard) {

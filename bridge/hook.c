@@ -443,12 +443,18 @@ void br__hook_release(struct br__hook *h)
     free_list(h->head);
     free_list(h->over_head);
     h->head = h->tail = h->over_head = h->over_tail = NULL;
-    for (int l = 0; h->open && l < h->n_lanes; l++)
+    for (int l = 0; h->open && l < h->n_open; l++)
         br_batch_free(h->open[l]);
     free(h->open);
     free(h->mark);
+    free(h->slot_of);
+    free(h->in);
+    free(h->alone_seq);
     h->open = NULL;
     h->mark = NULL;
+    h->slot_of = NULL;
+    h->in = NULL;
+    h->alone_seq = NULL;
     br_spool_close(h->spool);
     h->spool = NULL;
 }
@@ -465,7 +471,7 @@ int br__hook_idle(const struct br__hook *h)
 {
     if (h->head || h->over_head || br__hook_spool_has(h))
         return 0;
-    for (int l = 0; l < h->n_lanes; l++)
+    for (int l = 0; l < h->n_open; l++)
         if (h->open[l])
             return 0;
     return 1;
@@ -568,7 +574,7 @@ int br__hook_purge_batch(struct br__hook *h, struct br_batch *b,
 uint64_t br__hook_purge(struct br__hook *h, int (*drop)(void *ud, uint32_t shard), void *ud)
 {
     uint64_t removed = 0;
-    for (int l = 0; l < h->n_lanes; l++) {
+    for (int l = 0; l < h->n_open; l++) {
         struct br_batch *b = h->open[l];
         uint32_t n = 0;
         if (b && !br_batch_drop_shards(b, drop, ud, &n)) {

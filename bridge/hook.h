@@ -39,7 +39,14 @@ struct br__hook {
     char label[CFG_WEBHOOK_NAME_MAX + 1];
     char key[BR_CKPT_KEY_MAX]; /* names it in checkpoints, spool folders, dead letters */
     int n_lanes;
-    struct br_batch **open;       /* per lane, NULL when none is open */
+    /* open batches: n_lanes slots by shard id, then (with more than one shard) n_lanes more for
+       shards whose last event travelled alone and is not yet acknowledged, so that their next
+       events, which must wait for it, do not hold the other shards of their lane */
+    int n_open;
+    struct br_batch **open;       /* per slot, NULL when none is open */
+    int *slot_of;                 /* per local shard: the slot its last event went to ... */
+    const struct br_batch **in;   /* ... and the batch: while still open there, the next follows */
+    uint64_t *alone_seq;          /* per local shard: seq + 1 of its last batch alone, 0 none */
     struct br_batch *head, *tail; /* closed batches in memory, oldest first */
     size_t n_mem;
     uint64_t mem_bytes;

@@ -122,7 +122,7 @@ static void fill_pub(const struct br__hook *h, struct br__hook_pub *p)
         st->queued_events += b->n_events;
         st->queued_bytes += b->body.len;
     }
-    for (int l = 0; h->open && l < h->n_lanes; l++)
+    for (int l = 0; h->open && l < h->n_open; l++)
         if (h->open[l] && h->open[l]->first_ms && h->open[l]->first_ms < oldest)
             oldest = h->open[l]->first_ms;
     p->oldest_ms = oldest == UINT64_MAX ? 0 : oldest;

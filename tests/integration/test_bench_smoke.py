@@ -62,9 +62,11 @@ def test_bench_smoke_produces_every_figure(tmp):
         # the roof, and shardhook's CPU per event as a multiple of it
         assert number(res["roof"][compress], "inflate_ns_per_event") > 0
         assert number(res["roof"][compress], "hot_ns_per_event") > 0
+        assert number(res["roof"][compress], "signed_ns_per_event") > 0
         for d in res["delivery"]:
             if d["compress"] == compress and d["batch"] == 100:
                 assert number(d, "x_roof") > 0
+                assert number(d, "x_signed") > 0
 
     # the peers, unpaced and at a steady rate, each against shardhook on the same mix and rate
     if peers:

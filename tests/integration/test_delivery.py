@@ -160,6 +160,41 @@ def test_max_in_flight_requests_run_at_once_and_never_share_a_shard(tmp):
     assert_shard_order(rx.events())
 
 
+@timeout(120)
+def test_an_event_travelling_alone_does_not_hold_the_other_shards_of_its_lane(tmp):
+    """4 shards over 2 lanes (shards 0 and 2 share one): an event larger than max_batch_bytes
+    travels alone, and while the receiver holds it, the events of shard 2 that came after it
+    are still delivered; those of shard 0 wait for it, in order."""
+    fake = make_fake(tmp, shards=4)
+    rx = Receiver()
+    held = threading.Event()
+
+    def answer(req):
+        if not held.is_set() and any(e["t"] == "GUILD_UPDATE" for e in req.events):
+            held.set()
+            rx._stopping.wait(scale(4.0))  # hold the large one once; stop() cuts it short
+        return 200
+
+    rx.respond(answer)
+    cfg = base_config(fake, rx, tmp, webhook={"max_in_flight": 2, "max_batch_events": 1000,
+                                              "max_batch_bytes": 8192, "timeout_ms": 60000,
+                                              "events": ["MESSAGE_CREATE", "GUILD_UPDATE"]})
+    Shardhook(cfg, tmp)
+    wait_sessions(fake, 4)
+    fake.dispatch(0, "GUILD_UPDATE", {"id": "1", "description": "x" * 10000})
+    assert held.wait(scale(10)), "the large event never reached the receiver"
+    # both shards' events fit one batch together: before, shard 2's waited with shard 0's
+    want0 = burst_keys(fake.burst(3, shard=0, t="MESSAGE_CREATE"), 3)
+    want2 = {(2, s) for _, s in burst_keys(fake.burst(3, shard=2, t="MESSAGE_CREATE"), 3)}
+    wait_for(lambda: want2 <= set(keys(rx.events())), 3, what="shard 2 while shard 0 waits")
+    big = [r for r in rx.requests if any(e["t"] == "GUILD_UPDATE" for e in r.events)]
+    assert len(big) == 1 and len(big[0].events) == 1, "the large event travels alone"
+    assert big[0].answered_at is None, "shard 2 waited for shard 0's large event"
+    assert not want0 & set(keys(rx.events())), "shard 0's later events went before its large one"
+    wait_for(lambda: want0 <= set(keys(rx.events())), 15, what="shard 0 after it")
+    assert_shard_order(rx.events())
+
+
 class _PortRecorder(ThreadingHTTPServer):
     """A keep-alive receiver that notes the client port of every request."""
     daemon_threads = True

@@ -47,8 +47,10 @@ static const struct {
 
 static enum ca__ev lookup(const char *t, size_t n)
 {
+    if (memchr(t, '\0', n)) /* then strncmp below may stop early */
+        return CA__EV_NONE;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i].name) == n && !memcmp(names[i].name, t, n))
+        if (!strncmp(names[i].name, t, n) && !names[i].name[n]) /* no strlen per name */
             return names[i].ev;
     return CA__EV_NONE;
 }
@@ -98,6 +100,7 @@ struct ca__guild *ca__event_guild(struct ca_cache *c, const cJSON *d)
 static void put_list(struct ca_cache *c, struct ca__guild *g, int i, cJSON *arr)
 {
     cJSON *o;
+    ca__map_reserve(&g->maps[i], g->maps[i].n + (size_t)cJSON_GetArraySize(arr));
     cJSON_ArrayForEach(o, arr)
     {
         if (i == CA__M_THREADS) {
@@ -171,7 +174,9 @@ static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
     for (size_t i = 0; i < sizeof kids / sizeof kids[0]; i++)
         if (ca__on(c, kids[i].kind))
             put_list(c, g, kids[i].map, cJSON_GetObjectItemCaseSensitive(d, kids[i].key));
-    cJSON *o;
+    cJSON *o, *members = cJSON_GetObjectItemCaseSensitive(d, "members");
+    if (ca__on(c, CFG_CACHE_MEMBERS))
+        ca__map_reserve(&g->maps[CA__M_MEMBERS], (size_t)cJSON_GetArraySize(members));
     if (ca__on(c, CFG_CACHE_MEMBERS))
         cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(d, "members"))
             ca__put_member(c, g, o, 0, 0);
@@ -473,11 +478,13 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
     it->shard = e->shard;
     it->s = e->s;
     it->ev = lookup(ch->data.data + e->t_off, e->t_len);
-    if (it->ev == CA__EV_NONE)
+    if (it->ev == CA__EV_NONE || !ca__wanted(c, it->ev)) {
+        it->ev = CA__EV_NONE;
         return;
+    }
     const char *dp;
     size_t dl;
-    if (ca__find_d(ch->data.data + e->off, e->len, &dp, &dl) < 0 || !ca__wanted(c, it->ev)) {
+    if (ca__find_d(ch->data.data + e->off, e->len, &dp, &dl) < 0) {
         it->ev = CA__EV_NONE;
         return;
     }
@@ -486,6 +493,8 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
         return;
     }
     ca__dedup_event(c, it->ev);
+    if (it->ev == CA__EV_MEMBER_UPDATE && ca__parse_member_update(c, dp, dl, it) == 0)
+        return;
     it->d = cJSON_ParseWithLength(dp, dl);
     if (!cJSON_IsObject(it->d)) {
         cJSON_Delete(it->d);
@@ -499,9 +508,16 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
 
 void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
 {
-    struct ca__item stack[64], *items = ch->n <= 64 ? stack : calloc(ch->n, sizeof *items);
-    if (!items)
-        return;
+    if (ch->n > c->items_cap) { /* kept from chunk to chunk: a large calloc per chunk made
+                                   glibc consolidate every small block cJSON had freed */
+        size_t cap = ch->n < 256 ? 256 : ch->n;
+        struct ca__item *n = realloc(c->items, cap * sizeof *n);
+        if (!n)
+            return;
+        c->items = n;
+        c->items_cap = cap;
+    }
+    struct ca__item *items = c->items;
     for (size_t i = 0; i < ch->n; i++)
         parse_one(c, ch, i, &items[i]);
     pthread_rwlock_wrlock(&c->rw);
@@ -527,8 +543,6 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
         ca__item_free(&items[i]);
     if (ch->n)
         atomic_store(&c->lag_ms, sh_now_ms() - ch->ev[ch->n - 1].recv_ms);
-    if (items != stack)
-        free(items);
 }
 
 /* b with the number under key one higher (b freed); b as it was when it has none. */

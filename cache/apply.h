@@ -61,6 +61,9 @@ int ca__wanted(const struct ca_cache *c, enum ca__ev ev);
 int ca__find_d(const char *env, size_t len, const char **d, size_t *dl);
 /* MESSAGE_CREATE's guild_id, author and member, unless they are what was seen last time. */
 void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it);
+/* GUILD_MEMBER_UPDATE's user and member as blobs from their text (no tree): 0, or SH_EPARSE
+   when the event must take the tree path. */
+int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it);
 /* Parse phase: an event that changes members forgets what the dedup table remembers. */
 void ca__dedup_event(struct ca_cache *c, enum ca__ev ev);
 

@@ -216,10 +216,26 @@ static void message(struct ca_cache *c, struct ca__item *it)
         message_member(c, g, it);
 }
 
+/* GUILD_MEMBER_UPDATE read by ca__parse_member_update: the same as the tree path, which runs
+   only when what is kept must merge it. */
+static void member_update_text(struct ca_cache *c, struct ca__item *it)
+{
+    if (!it->ublob || !it->uid)
+        return;
+    message_user(c, it);
+    struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
+    if (g && it->mblob)
+        message_member(c, g, it);
+}
+
 void ca__apply_member_event(struct ca_cache *c, struct ca__item *it)
 {
     if (it->ev == CA__EV_MESSAGE) {
         message(c, it);
+        return;
+    }
+    if (it->ev == CA__EV_MEMBER_UPDATE && !it->d) {
+        member_update_text(c, it);
         return;
     }
     cJSON *d = it->d;
@@ -322,8 +338,8 @@ int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
 }
 
 struct msg_spans {
-    const char *gid, *author, *member, *id, *cid;
-    size_t gl, al, ml, il, cl;
+    const char *gid, *author, *member, *id, *cid, *user;
+    size_t gl, al, ml, il, cl, ul;
 };
 
 static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -344,6 +360,9 @@ static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t
     } else if (kl == 10 && !memcmp(k, "channel_id", 10)) {
         m->cid = v;
         m->cl = vl;
+    } else if (kl == 4 && !memcmp(k, "user", 4)) {
+        m->user = v;
+        m->ul = vl;
     }
 }
 
@@ -425,4 +444,27 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;
     parse_people(it, &m, want_member);
+}
+
+int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
+{
+    struct msg_spans m = {0};
+    if (!ca__json_valid(d, dl) || ca__each_member(d, d + dl, msg_member, &m) < 0 || !m.gid ||
+        !m.user || *m.user != '{')
+        return SH_EPARSE; /* the tree path says what to make of it */
+    static const char *const member_drop[] = {"user", "guild_id", NULL};
+    const char *v;
+    size_t vl;
+    it->guild_id = ca__id(m.gid, m.gl);
+    it->author_p = m.user;
+    it->author_n = m.ul;
+    it->ublob = ca__blob_text(m.user, m.ul, CA__USER, NULL);
+    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
+        it->uid = ca__id(v, vl);
+    if (ca__on(c, CFG_CACHE_MEMBERS)) {
+        it->member_p = d;
+        it->member_n = dl;
+        it->mblob = ca__blob_text(d, dl, CA__MEMBER, member_drop);
+    }
+    return 0;
 }

@@ -336,6 +336,7 @@ void ca_cache_free(struct ca_cache *c)
     ca__store_free(&c->st);
     free(c->dedup);
     free(c->lossy_at);
+    free(c->items);
     pthread_rwlock_destroy(&c->rw);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);

@@ -20,6 +20,7 @@
 #define CA__DEDUP_SLOTS 262144
 
 struct ca__snapreq;
+struct ca__item;
 
 struct ca_cache {
     const struct cfg_config *cfg;
@@ -51,6 +52,8 @@ struct ca_cache {
     unsigned dedup_seen;
     uint64_t (*dedup)[2]; /* [slot] = {guild ^ user key, hash}; cache thread only */
     uint64_t next_snap_ms;
+    struct ca__item *items; /* the chunk being applied (cache thread; kept between chunks) */
+    size_t items_cap;
 };
 
 /* 1 when kind (CFG_CACHE_<KIND>) is kept (apply.c). */

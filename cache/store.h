@@ -52,6 +52,8 @@ struct ca__map {
 void *ca__map_get(const struct ca__map *m, uint64_t key);
 /* Put (replace) key -> val; returns the old value or NULL. SH_ENOMEM: *err set, nothing put. */
 void *ca__map_put(struct ca__map *m, uint64_t key, void *val, int *err);
+/* Room for n entries without growing again: 0 or SH_ENOMEM (the map unchanged). */
+int ca__map_reserve(struct ca__map *m, size_t n);
 /* Remove key; returns its value or NULL. */
 void *ca__map_del(struct ca__map *m, uint64_t key);
 void ca__map_free(struct ca__map *m);

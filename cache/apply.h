@@ -75,7 +75,10 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o);
 /* Keep member object m (its user apart) of user uid (0: m's user's id); merge: a partial
    update of what is kept. */
 void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge);
-/* Keep user u (merged into what is kept; u's defaults are taken out of it). */
+/* The user fields only the user itself sees (USER_UPDATE and READY's user carry them for the
+   bot); REST's user object as others see it has none, so they are not kept. NULL-ended. */
+extern const char *const ca__user_private[];
+/* Keep user u (merged into what is kept; u's defaults and private fields are taken out). */
 void ca__put_user(struct ca_cache *c, cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
 void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);

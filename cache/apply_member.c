@@ -41,11 +41,16 @@ static int same(const struct ca__blob *a, const struct ca__blob *b)
     return a && b && a->len == b->len && a->strip == b->strip && !memcmp(a->data, b->data, a->len);
 }
 
+const char *const ca__user_private[] = {"email",  "verified",     "mfa_enabled",
+                                        "locale", "premium_type", NULL};
+
 void ca__put_user(struct ca_cache *c, cJSON *u)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
+    for (const char *const *k = ca__user_private; *k; k++)
+        cJSON_DeleteItemFromObjectCaseSensitive(u, *k);
     uint16_t mask = ca__strip(u, CA__USER);
     struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, mask);
     if (same(old, b)) { /* the same user as kept: nothing to merge */
@@ -396,7 +401,7 @@ static void parse_people(struct ca__item *it, const struct msg_spans *m, int wan
         return;
     it->author_p = m->author;
     it->author_n = m->al;
-    it->ublob = ca__blob_text(m->author, m->al, CA__USER, NULL);
+    it->ublob = ca__blob_text(m->author, m->al, CA__USER, ca__user_private);
     if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
         it->uid = ca__id(v, vl);
     if (want_member && *m->member == '{' && ca__json_valid(m->member, m->ml)) {
@@ -458,7 +463,7 @@ int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct
     it->guild_id = ca__id(m.gid, m.gl);
     it->author_p = m.user;
     it->author_n = m.ul;
-    it->ublob = ca__blob_text(m.user, m.ul, CA__USER, NULL);
+    it->ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
     if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
         it->uid = ca__id(v, vl);
     if (ca__on(c, CFG_CACHE_MEMBERS)) {

@@ -419,6 +419,33 @@ TEST(disabled_kinds_answer_not_cached)
     ca_cache_free(c);
 }
 
+/* The account fields only the user itself sees are not kept: REST's user object as another
+   user sees it has none, so /users/{id} and a member's "user" answer without them. */
+TEST(users_keep_no_private_fields)
+{
+    struct ca_cache *c = with_guild(~0u);
+    ASSERT(c);
+    feed(c, 0, "USER_UPDATE",
+         "{\"id\":\"11\",\"username\":\"ann\",\"global_name\":null,\"avatar\":null,"
+         "\"email\":\"a@example.com\",\"verified\":true,\"mfa_enabled\":true,"
+         "\"locale\":\"en-US\",\"premium_type\":2}");
+    ASSERT_READ(c, CA_USER, 0, 11, USER1);
+    ASSERT_READ(c, CA_MEMBER, 100, 11, MEMBER1);
+    /* the same from a member update's and a message's text */
+    feed(c, 0, "GUILD_MEMBER_UPDATE",
+         "{\"guild_id\":\"100\",\"user\":{\"id\":\"12\",\"username\":\"bob\","
+         "\"global_name\":\"Bob\",\"avatar\":\"ab\",\"email\":null,\"verified\":true},"
+         "\"roles\":[],\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"deaf\":false,"
+         "\"mute\":false,\"flags\":0}");
+    ASSERT_READ(c, CA_USER, 0, 12, USER2);
+    feed(c, 0, "MESSAGE_CREATE",
+         "{\"id\":\"900\",\"channel_id\":\"300\",\"guild_id\":\"100\",\"author\":"
+         "{\"id\":\"13\",\"username\":\"cy\",\"locale\":\"fr\",\"mfa_enabled\":false},"
+         "\"content\":\"x\"}");
+    ASSERT_READ(c, CA_USER, 0, 13, "{\"id\":\"13\",\"username\":\"cy\"}");
+    ca_cache_free(c);
+}
+
 TEST(max_bytes_stops_new_members_not_channels)
 {
     struct ca_cache *c = new_cache(ALL_KINDS, 3000);
@@ -660,6 +687,7 @@ TEST_MAIN({
     RUN(permissions_from_roles_and_overwrites);
     RUN(ready_drops_stale_guilds_and_lists_loading);
     RUN(disabled_kinds_answer_not_cached);
+    RUN(users_keep_no_private_fields);
     RUN(max_bytes_stops_new_members_not_channels);
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);

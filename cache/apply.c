@@ -524,6 +524,9 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
     uint64_t held = sh_now_ms();
     for (size_t i = 0; i < ch->n; i++) {
         struct ca__item *it = &items[i];
+        uint64_t fmax = atomic_load(&c->forgot_max);
+        if (fmax && c->cur_seq <= fmax && ca__forgotten(c, it->shard))
+            continue; /* queued before its shard was forgotten (released) */
         if (it->ev != CA__EV_NONE && sh_now_ms() - held >= 5) { /* let readers in meanwhile */
             pthread_rwlock_unlock(&c->rw);
             pthread_rwlock_wrlock(&c->rw);

@@ -82,12 +82,14 @@ int ca_cache_new(const struct cfg_config *cfg, int total, const struct ca_snapsh
         c->st.shards = calloc((size_t)total, sizeof *c->st.shards);
         c->dedup = calloc(CA__DEDUP_SLOTS, sizeof *c->dedup);
         c->lossy_at = calloc((size_t)total, sizeof *c->lossy_at);
+        c->forgot_at = calloc((size_t)total, sizeof *c->forgot_at);
     }
-    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || init_sync(c) < 0) {
+    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || !c->forgot_at || init_sync(c) < 0) {
         if (c) {
             free(c->st.shards);
             free(c->dedup);
             free(c->lossy_at);
+            free((void *)c->forgot_at);
         }
         free(c);
         snprintf(err, errlen, "cache: out of memory");
@@ -282,6 +284,17 @@ int ca_cache_snapshot(struct ca_cache *c, int shard, int timeout_ms)
 
 void ca_cache_forget_shard(struct ca_cache *c, int shard)
 {
+    if (shard >= 0 && shard < c->total) {
+        /* ordered with the queue: the chunks pushed so far (some perhaps being applied now)
+           carry the shard's events from before the forget, and the cache thread drops them;
+           set before the store is cleared, so an apply that resumes after it sees it */
+        pthread_mutex_lock(&c->lock);
+        uint64_t at = c->pushed;
+        pthread_mutex_unlock(&c->lock);
+        atomic_store(&c->forgot_at[shard], at);
+        if (at > atomic_load(&c->forgot_max))
+            atomic_store(&c->forgot_max, at);
+    }
     pthread_rwlock_wrlock(&c->rw);
     ca__store_forget_shard(&c->st, shard);
     if (shard >= 0 && shard < c->total)
@@ -300,6 +313,14 @@ void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq)
     if (c->lossy_at[shard] && seq >= c->lossy_at[shard])
         c->lossy_at[shard] = 0;
     pthread_mutex_unlock(&c->lock);
+}
+
+int ca__forgotten(struct ca_cache *c, int shard)
+{
+    if (shard < 0 || shard >= c->total)
+        return 0;
+    uint64_t at = atomic_load(&c->forgot_at[shard]);
+    return at && c->cur_seq <= at;
 }
 
 int ca__lossy(struct ca_cache *c, int shard)
@@ -336,6 +357,7 @@ void ca_cache_free(struct ca_cache *c)
     ca__store_free(&c->st);
     free(c->dedup);
     free(c->lossy_at);
+    free((void *)c->forgot_at);
     free(c->items);
     pthread_rwlock_destroy(&c->rw);
     pthread_mutex_destroy(&c->lock);

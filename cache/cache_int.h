@@ -41,6 +41,10 @@ struct ca_cache {
                            dropped: its snapshots would claim an s the cache does not reflect, so
                            none is written until a READY at or after it */
     uint64_t cur_seq;   /* the number of the chunk being applied (cache thread) */
+    _Atomic uint64_t *forgot_at; /* [shard]: c->pushed when the shard was last forgotten: its
+                                    events in chunks up to that one are dropped (queued before
+                                    the forget, they would bring its guilds back) */
+    _Atomic uint64_t forgot_max; /* the highest of them (0: none), checked per chunk */
     int stopping, started;
     int dropping; /* within a drop episode (one log line each) */
     pthread_t th;
@@ -133,6 +137,8 @@ uint64_t ca__iso8601_ms(const char *s);
 /* A READY (seq: its chunk's number; UINT64_MAX: a load or forget) ends shard's lossy state when
    it came after the drop. */
 void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq);
+/* 1 when an event of shard in the chunk being applied came before the shard was forgotten. */
+int ca__forgotten(struct ca_cache *c, int shard);
 /* 1 while shard's snapshots are held back (events of it were dropped). */
 int ca__lossy(struct ca_cache *c, int shard);
 /* CA_STATS (takes the locks it needs). */

@@ -554,6 +554,29 @@ TEST(a_full_queue_drops_for_the_cache_and_holds_snapshots_back)
     ca_cache_free(c);
 }
 
+/* A released shard's chunks still queued do not bring its guilds back: the forget is ordered
+   with the queue (the other shard's events and those pushed after it apply). */
+TEST(forget_drops_the_shards_chunks_queued_before_it)
+{
+    no_start = 1; /* the chunks wait in the queue */
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    no_start = 0;
+    ASSERT(c);
+    push_only(c, 0, "GUILD_CREATE", GUILD1, strlen(GUILD1));
+    push_only(c, 1, "GUILD_CREATE", "{\"id\":\"101\",\"name\":\"H\"}", 23);
+    ca_cache_forget_shard(c, 0);
+    ASSERT_EQ(ca_cache_start(c), 0);
+    ASSERT_EQ(ca_cache_snapshot(c, -1, 5000), 0); /* everything pushed is applied */
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_GUILD_LIST, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"101\"");
+    ASSERT(!strstr(got, "\"100\""));
+    feed(c, 0, "GUILD_CREATE", GUILD1); /* the shard held again: its new events apply */
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
+    ca_cache_free(c);
+}
+
 TEST(timed_out_members_keep_only_view_and_history)
 {
     struct ca_cache *c = with_guild(ALL_KINDS);
@@ -691,6 +714,7 @@ TEST_MAIN({
     RUN(max_bytes_stops_new_members_not_channels);
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
+    RUN(forget_drops_the_shards_chunks_queued_before_it);
     RUN(timed_out_members_keep_only_view_and_history);
     RUN(reads_while_events_apply);
     RUN(malformed_events_are_skipped);

@@ -401,6 +401,8 @@ TEST(ready_drops_stale_guilds_and_lists_loading)
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
     ASSERT_CONTAINS(got, "\"loading\":1}");
+    /* both guilds are held, one is loading: the list's one guild is count - loading */
+    ASSERT_CONTAINS(got, "\"guilds\":{\"enabled\":true,\"count\":2,\"loading\":1,");
     ca_cache_free(c);
 }
 
@@ -416,6 +418,7 @@ TEST(disabled_kinds_answer_not_cached)
     ASSERT_READ(c, CA_USER, 0, 11, USER1); /* users come with any kind */
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "\"members\":{\"enabled\":false,\"count\":0,\"bytes\":0}");
+    ASSERT_CONTAINS(got, "\"guilds\":{\"enabled\":true,\"count\":1,\"loading\":0,");
     ca_cache_free(c);
 }
 

@@ -82,7 +82,7 @@ uint64_t ca__jid(const cJSON *item);
 /* Blob of o printed compactly (strip as given); NULL when out of memory. */
 struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip);
 /* Which defaults a blob's strip bits name. */
-enum ca__shape { CA__PLAIN = 0, CA__MEMBER, CA__USER, CA__CHANNEL, CA__ROLE };
+enum ca__shape { CA__PLAIN = 0, CA__MEMBER, CA__USER, CA__CHANNEL, CA__ROLE, CA__EMOJI };
 /* The defaults of shape left out of o (removed from it), as a strip mask. */
 uint16_t ca__strip(cJSON *o, enum ca__shape shape);
 /* Put the defaults of mask back into o (what ca__strip took out). */

@@ -63,6 +63,14 @@ const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS] = {
     "\"rtc_region\":null",
     "\"video_quality_mode\":1",
     "\"bitrate\":64000",
+    "\"permission_overwrites\":[]",
+    "\"topic\":\"\"",
+    "\"parent_id\":null",
+};
+
+const char *const ca__emoji_defaults[CA__N_EMOJI_DEFAULTS] = {
+    "\"roles\":[]",       "\"require_colons\":true", "\"managed\":false",
+    "\"animated\":false", "\"available\":true",
 };
 
 const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS] = {

@@ -115,8 +115,10 @@ extern const char *const ca__member_defaults[CA__N_MEMBER_DEFAULTS]; /* `"key":v
 #define CA__N_USER_DEFAULTS 14
 extern const char *const ca__user_defaults[CA__N_USER_DEFAULTS];
 /* Channels and threads; roles. */
-#define CA__N_CHANNEL_DEFAULTS 12
+#define CA__N_CHANNEL_DEFAULTS 15
 extern const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS];
+#define CA__N_EMOJI_DEFAULTS 5
+extern const char *const ca__emoji_defaults[CA__N_EMOJI_DEFAULTS];
 #define CA__N_ROLE_DEFAULTS 8
 extern const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS];
 

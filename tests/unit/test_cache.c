@@ -580,6 +580,36 @@ TEST(forget_drops_the_shards_chunks_queued_before_it)
     ca_cache_free(c);
 }
 
+/* Restorable defaults of channels (no overwrites, an empty topic, no parent) and emojis are
+   not held, and come back on every read. */
+TEST(channel_and_emoji_defaults_are_left_out_and_restored)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    ASSERT(c);
+    const char *chan = "{\"id\":\"300\",\"type\":0,\"name\":\"general\",\"position\":0,"
+                       "\"parent_id\":null,\"topic\":\"\",\"nsfw\":false,"
+                       "\"permission_overwrites\":[]}";
+    const char *emoji = "{\"id\":\"400\",\"name\":\"e\",\"roles\":[],\"require_colons\":true,"
+                        "\"managed\":false,\"animated\":false,\"available\":true}";
+    char gc[1024];
+    snprintf(gc, sizeof gc,
+             "{\"id\":\"100\",\"name\":\"G\",\"roles\":[],\"emojis\":[%s],"
+             "\"channels\":[%s],\"members\":[]}",
+             emoji, chan);
+    feed(c, 0, "GUILD_CREATE", gc);
+    char want[1024];
+    snprintf(want, sizeof want, "[%s]", emoji);
+    ASSERT_READ(c, CA_EMOJIS, 100, 0, want);
+    snprintf(want, sizeof want, "{\"guild_id\":\"100\",%s", chan + 1);
+    ASSERT_READ(c, CA_CHANNEL, 0, 300, want);
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    /* {"id":"300","type":0,"name":"general","position":0} and {"id":"400","name":"e"}, and
+       48 bytes an entry */
+    ASSERT_CONTAINS(got, "\"channels\":{\"enabled\":true,\"count\":1,\"bytes\":99}");
+    ASSERT_CONTAINS(got, "\"emojis\":{\"enabled\":true,\"count\":1,\"bytes\":71}");
+    ca_cache_free(c);
+}
+
 TEST(timed_out_members_keep_only_view_and_history)
 {
     struct ca_cache *c = with_guild(ALL_KINDS);
@@ -718,6 +748,7 @@ TEST_MAIN({
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
     RUN(forget_drops_the_shards_chunks_queued_before_it);
+    RUN(channel_and_emoji_defaults_are_left_out_and_restored);
     RUN(timed_out_members_keep_only_view_and_history);
     RUN(reads_while_events_apply);
     RUN(malformed_events_are_skipped);

@@ -11,6 +11,7 @@
 
 #include "cache/apply.h"
 #include "lib/clock.h"
+#include "lib/errors.h"
 
 static const struct {
     const char *name;
@@ -78,6 +79,8 @@ static const char *const guild_skip[] = {
     "hashes",
     "guild_hashes",
 };
+
+static void guild_create(struct ca_cache *c, int shard, cJSON *d, const struct ca__item *it);
 
 int ca__on(const struct ca_cache *c, int kind)
 {
@@ -159,7 +162,8 @@ static void set_fields(struct ca_cache *c, struct ca__guild *g, cJSON *d)
         ca__set_fields(&c->st, g, b);
 }
 
-static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
+static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d,
+                         const struct ca__item *it)
 {
     static const struct {
         const char *key;
@@ -177,7 +181,9 @@ static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
     cJSON *o, *members = cJSON_GetObjectItemCaseSensitive(d, "members");
     if (ca__on(c, CFG_CACHE_MEMBERS))
         ca__map_reserve(&g->maps[CA__M_MEMBERS], (size_t)cJSON_GetArraySize(members));
-    if (ca__on(c, CFG_CACHE_MEMBERS))
+    if (it && it->member_p) /* the members were cut out of the text before parsing */
+        ca__put_members_text(c, g, it->member_p, it->member_n);
+    else if (ca__on(c, CFG_CACHE_MEMBERS))
         cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(d, "members"))
             ca__put_member(c, g, o, 0, 0);
     else
@@ -190,6 +196,11 @@ static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 }
 
 void ca__apply_guild_create(struct ca_cache *c, int shard, cJSON *d)
+{
+    guild_create(c, shard, d, NULL);
+}
+
+static void guild_create(struct ca_cache *c, int shard, cJSON *d, const struct ca__item *it)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(d, "id"));
     struct ca__guild *g = ca__guild_get(&c->st, id, shard, 1);
@@ -210,7 +221,7 @@ void ca__apply_guild_create(struct ca_cache *c, int shard, cJSON *d)
     set_name(g, d);
     const cJSON *mc = cJSON_GetObjectItemCaseSensitive(d, "member_count");
     g->member_count = cJSON_IsNumber(mc) ? (long long)mc->valuedouble : 0;
-    put_children(c, g, d);
+    put_children(c, g, d, it);
     set_fields(c, g, d);
     g->state = unavailable ? CA__G_LOADING : CA__G_LOADED;
     ca__store_check_full(&c->st);
@@ -423,7 +434,7 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
         ready(c, it);
         break;
     case CA__EV_GUILD_CREATE:
-        ca__apply_guild_create(c, it->shard, d);
+        guild_create(c, it->shard, d, it);
         break;
     case CA__EV_GUILD_UPDATE:
         guild_update(c, d);
@@ -470,6 +481,45 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
     }
 }
 
+static void find_members(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct ca__item *it = ud;
+    if (kl == 7 && !memcmp(k, "members", 7) && *v == '[') {
+        it->member_p = v;
+        it->member_n = vl;
+    }
+}
+
+/* GUILD_CREATE: the tree of d without its members (most of its bytes), which are put from
+   their text (ca__put_members_text); 0, or SH_EPARSE for the whole tree's path. */
+static int parse_guild_create(const char *d, size_t dl, struct ca__item *it)
+{
+    it->member_p = NULL;
+    if (ca__each_member(d, d + dl, find_members, it) < 0 || !it->member_p ||
+        !ca__json_valid(it->member_p, it->member_n)) {
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    size_t head = (size_t)(it->member_p - d), tail = dl - head - it->member_n;
+    char *t = malloc(head + 2 + tail);
+    if (!t) {
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    memcpy(t, d, head);
+    memcpy(t + head, "[]", 2);
+    memcpy(t + head + 2, it->member_p + it->member_n, tail);
+    it->d = cJSON_ParseWithLength(t, head + 2 + tail);
+    free(t);
+    if (!cJSON_IsObject(it->d)) {
+        cJSON_Delete(it->d);
+        it->d = NULL;
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    return 0;
+}
+
 /* Parse event i of chunk into it (no lock held); it->ev NONE when the cache skips it. */
 static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, struct ca__item *it)
 {
@@ -494,6 +544,8 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
     }
     ca__dedup_event(c, it->ev);
     if (it->ev == CA__EV_MEMBER_UPDATE && ca__parse_member_update(c, dp, dl, it) == 0)
+        return;
+    if (it->ev == CA__EV_GUILD_CREATE && parse_guild_create(dp, dl, it) == 0)
         return;
     it->d = cJSON_ParseWithLength(dp, dl);
     if (!cJSON_IsObject(it->d)) {

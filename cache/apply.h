@@ -78,6 +78,9 @@ void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t 
 /* The user fields only the user itself sees (USER_UPDATE and READY's user carry them for the
    bot); REST's user object as others see it has none, so they are not kept. NULL-ended. */
 extern const char *const ca__user_private[];
+/* GUILD_CREATE's members from the text of their (valid) array: users and members as blobs
+   made from it, a tree only for a user that merges into what is kept. */
+void ca__put_members_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n);
 /* Keep user u (merged into what is kept; u's defaults and private fields are taken out). */
 void ca__put_user(struct ca_cache *c, cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);

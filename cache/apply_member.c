@@ -473,3 +473,48 @@ int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct
     }
     return 0;
 }
+
+/* One member object's text of a GUILD_CREATE (no merge: the guild was just cleared). */
+static void put_member_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n)
+{
+    static const char *const member_drop[] = {"user", "guild_id", NULL};
+    struct msg_spans m = {0};
+    if (*p != '{' || ca__each_member(p, p + n, msg_member, &m) < 0 || !m.user || *m.user != '{')
+        return;
+    struct ca__item it = {.author_p = m.user, .author_n = m.ul};
+    const char *v;
+    size_t vl;
+    it.ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
+    if (it.ublob && ca__blob_find(it.ublob, "id", &v, &vl) == 0)
+        it.uid = ca__id(v, vl);
+    if (it.uid) {
+        message_user(c, &it);
+        if (ca__on(c, CFG_CACHE_MEMBERS)) {
+            struct ca__blob *b = ca__blob_text(p, n, CA__MEMBER, member_drop);
+            const struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], it.uid);
+            if (b && same(old, b))
+                free(b);
+            else if (b)
+                ca__gput(&c->st, g, CA__M_MEMBERS, it.uid, b);
+        }
+    }
+    ca__item_free(&it);
+}
+
+void ca__put_members_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end && *p != '[')
+        p++;
+    for (p++; p < end;) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r'))
+            p++;
+        if (p >= end || *p == ']')
+            return;
+        const char *e = ca__skip_value(p, end);
+        if (!e)
+            return;
+        put_member_text(c, g, p, (size_t)(e - p));
+        p = e;
+    }
+}

@@ -468,15 +468,16 @@ struct text_blob {
 /* 1 when key k (kl bytes) with value v is default i: `"k":v` is its text exactly. */
 static int text_default(const char *d, const char *k, size_t kl, const char *v, size_t vl)
 {
-    return strlen(d) == kl + 3 + vl && d[kl + 1] == '"' && !memcmp(d + 1, k, kl) &&
-           !memcmp(d + kl + 3, v, vl);
+    /* no strlen: strncmp stops at d's end (the text is valid JSON: no NUL in k or v) */
+    return kl && d[1] == *k && !strncmp(d + 1, k, kl) && d[kl + 1] == '"' && d[kl + 2] == ':' &&
+           !strncmp(d + kl + 3, v, vl) && !d[kl + 3 + vl];
 }
 
 static void text_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct text_blob *t = ud;
     for (const char *const *d = t->drop; d && *d; d++)
-        if (strlen(*d) == kl && !memcmp(*d, k, kl))
+        if (!strncmp(*d, k, kl) && !(*d)[kl])
             return;
     for (int i = 0; i < t->n_dflt; i++)
         if (text_default(t->dflt[i], k, kl, v, vl)) {

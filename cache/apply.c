@@ -11,6 +11,7 @@
 
 #include "cache/apply.h"
 #include "lib/clock.h"
+#include "lib/errors.h"
 
 static const struct {
     const char *name;
@@ -47,8 +48,10 @@ static const struct {
 
 static enum ca__ev lookup(const char *t, size_t n)
 {
+    if (memchr(t, '\0', n)) /* then strncmp below may stop early */
+        return CA__EV_NONE;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i].name) == n && !memcmp(names[i].name, t, n))
+        if (!strncmp(names[i].name, t, n) && !names[i].name[n]) /* no strlen per name */
             return names[i].ev;
     return CA__EV_NONE;
 }
@@ -77,6 +80,8 @@ static const char *const guild_skip[] = {
     "guild_hashes",
 };
 
+static void guild_create(struct ca_cache *c, int shard, cJSON *d, const struct ca__item *it);
+
 int ca__on(const struct ca_cache *c, int kind)
 {
     return (c->st.kinds >> kind) & 1u;
@@ -98,6 +103,7 @@ struct ca__guild *ca__event_guild(struct ca_cache *c, const cJSON *d)
 static void put_list(struct ca_cache *c, struct ca__guild *g, int i, cJSON *arr)
 {
     cJSON *o;
+    ca__map_reserve(&g->maps[i], g->maps[i].n + (size_t)cJSON_GetArraySize(arr));
     cJSON_ArrayForEach(o, arr)
     {
         if (i == CA__M_THREADS) {
@@ -156,7 +162,8 @@ static void set_fields(struct ca_cache *c, struct ca__guild *g, cJSON *d)
         ca__set_fields(&c->st, g, b);
 }
 
-static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
+static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d,
+                         const struct ca__item *it)
 {
     static const struct {
         const char *key;
@@ -171,8 +178,12 @@ static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
     for (size_t i = 0; i < sizeof kids / sizeof kids[0]; i++)
         if (ca__on(c, kids[i].kind))
             put_list(c, g, kids[i].map, cJSON_GetObjectItemCaseSensitive(d, kids[i].key));
-    cJSON *o;
+    cJSON *o, *members = cJSON_GetObjectItemCaseSensitive(d, "members");
     if (ca__on(c, CFG_CACHE_MEMBERS))
+        ca__map_reserve(&g->maps[CA__M_MEMBERS], (size_t)cJSON_GetArraySize(members));
+    if (it && it->member_p) /* the members were cut out of the text before parsing */
+        ca__put_members_text(c, g, it->member_p, it->member_n);
+    else if (ca__on(c, CFG_CACHE_MEMBERS))
         cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(d, "members"))
             ca__put_member(c, g, o, 0, 0);
     else
@@ -185,6 +196,11 @@ static void put_children(struct ca_cache *c, struct ca__guild *g, cJSON *d)
 }
 
 void ca__apply_guild_create(struct ca_cache *c, int shard, cJSON *d)
+{
+    guild_create(c, shard, d, NULL);
+}
+
+static void guild_create(struct ca_cache *c, int shard, cJSON *d, const struct ca__item *it)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(d, "id"));
     struct ca__guild *g = ca__guild_get(&c->st, id, shard, 1);
@@ -205,7 +221,7 @@ void ca__apply_guild_create(struct ca_cache *c, int shard, cJSON *d)
     set_name(g, d);
     const cJSON *mc = cJSON_GetObjectItemCaseSensitive(d, "member_count");
     g->member_count = cJSON_IsNumber(mc) ? (long long)mc->valuedouble : 0;
-    put_children(c, g, d);
+    put_children(c, g, d, it);
     set_fields(c, g, d);
     g->state = unavailable ? CA__G_LOADING : CA__G_LOADED;
     ca__store_check_full(&c->st);
@@ -418,7 +434,7 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
         ready(c, it);
         break;
     case CA__EV_GUILD_CREATE:
-        ca__apply_guild_create(c, it->shard, d);
+        guild_create(c, it->shard, d, it);
         break;
     case CA__EV_GUILD_UPDATE:
         guild_update(c, d);
@@ -465,6 +481,45 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
     }
 }
 
+static void find_members(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct ca__item *it = ud;
+    if (kl == 7 && !memcmp(k, "members", 7) && *v == '[') {
+        it->member_p = v;
+        it->member_n = vl;
+    }
+}
+
+/* GUILD_CREATE: the tree of d without its members (most of its bytes), which are put from
+   their text (ca__put_members_text); 0, or SH_EPARSE for the whole tree's path. */
+static int parse_guild_create(const char *d, size_t dl, struct ca__item *it)
+{
+    it->member_p = NULL;
+    if (ca__each_member(d, d + dl, find_members, it) < 0 || !it->member_p ||
+        !ca__json_valid(it->member_p, it->member_n)) {
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    size_t head = (size_t)(it->member_p - d), tail = dl - head - it->member_n;
+    char *t = malloc(head + 2 + tail);
+    if (!t) {
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    memcpy(t, d, head);
+    memcpy(t + head, "[]", 2);
+    memcpy(t + head + 2, it->member_p + it->member_n, tail);
+    it->d = cJSON_ParseWithLength(t, head + 2 + tail);
+    free(t);
+    if (!cJSON_IsObject(it->d)) {
+        cJSON_Delete(it->d);
+        it->d = NULL;
+        it->member_p = NULL;
+        return SH_EPARSE;
+    }
+    return 0;
+}
+
 /* Parse event i of chunk into it (no lock held); it->ev NONE when the cache skips it. */
 static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, struct ca__item *it)
 {
@@ -473,11 +528,13 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
     it->shard = e->shard;
     it->s = e->s;
     it->ev = lookup(ch->data.data + e->t_off, e->t_len);
-    if (it->ev == CA__EV_NONE)
+    if (it->ev == CA__EV_NONE || !ca__wanted(c, it->ev)) {
+        it->ev = CA__EV_NONE;
         return;
+    }
     const char *dp;
     size_t dl;
-    if (ca__find_d(ch->data.data + e->off, e->len, &dp, &dl) < 0 || !ca__wanted(c, it->ev)) {
+    if (ca__find_d(ch->data.data + e->off, e->len, &dp, &dl) < 0) {
         it->ev = CA__EV_NONE;
         return;
     }
@@ -486,6 +543,10 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
         return;
     }
     ca__dedup_event(c, it->ev);
+    if (it->ev == CA__EV_MEMBER_UPDATE && ca__parse_member_update(c, dp, dl, it) == 0)
+        return;
+    if (it->ev == CA__EV_GUILD_CREATE && parse_guild_create(dp, dl, it) == 0)
+        return;
     it->d = cJSON_ParseWithLength(dp, dl);
     if (!cJSON_IsObject(it->d)) {
         cJSON_Delete(it->d);
@@ -499,15 +560,25 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
 
 void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
 {
-    struct ca__item stack[64], *items = ch->n <= 64 ? stack : calloc(ch->n, sizeof *items);
-    if (!items)
-        return;
+    if (ch->n > c->items_cap) { /* kept from chunk to chunk: a large calloc per chunk made
+                                   glibc consolidate every small block cJSON had freed */
+        size_t cap = ch->n < 256 ? 256 : ch->n;
+        struct ca__item *n = realloc(c->items, cap * sizeof *n);
+        if (!n)
+            return;
+        c->items = n;
+        c->items_cap = cap;
+    }
+    struct ca__item *items = c->items;
     for (size_t i = 0; i < ch->n; i++)
         parse_one(c, ch, i, &items[i]);
     pthread_rwlock_wrlock(&c->rw);
     uint64_t held = sh_now_ms();
     for (size_t i = 0; i < ch->n; i++) {
         struct ca__item *it = &items[i];
+        uint64_t fmax = atomic_load(&c->forgot_max);
+        if (fmax && c->cur_seq <= fmax && ca__forgotten(c, it->shard))
+            continue; /* queued before its shard was forgotten (released) */
         if (it->ev != CA__EV_NONE && sh_now_ms() - held >= 5) { /* let readers in meanwhile */
             pthread_rwlock_unlock(&c->rw);
             pthread_rwlock_wrlock(&c->rw);
@@ -527,8 +598,6 @@ void ca__apply_chunk(struct ca_cache *c, const struct gw_chunk *ch)
         ca__item_free(&items[i]);
     if (ch->n)
         atomic_store(&c->lag_ms, sh_now_ms() - ch->ev[ch->n - 1].recv_ms);
-    if (items != stack)
-        free(items);
 }
 
 /* b with the number under key one higher (b freed); b as it was when it has none. */

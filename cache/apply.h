@@ -61,6 +61,9 @@ int ca__wanted(const struct ca_cache *c, enum ca__ev ev);
 int ca__find_d(const char *env, size_t len, const char **d, size_t *dl);
 /* MESSAGE_CREATE's guild_id, author and member, unless they are what was seen last time. */
 void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it);
+/* GUILD_MEMBER_UPDATE's user and member as blobs from their text (no tree): 0, or SH_EPARSE
+   when the event must take the tree path. */
+int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it);
 /* Parse phase: an event that changes members forgets what the dedup table remembers. */
 void ca__dedup_event(struct ca_cache *c, enum ca__ev ev);
 
@@ -72,7 +75,13 @@ void ca__put_thread(struct ca_cache *c, struct ca__guild *g, cJSON *o);
 /* Keep member object m (its user apart) of user uid (0: m's user's id); merge: a partial
    update of what is kept. */
 void ca__put_member(struct ca_cache *c, struct ca__guild *g, cJSON *m, uint64_t uid, int merge);
-/* Keep user u (merged into what is kept; u's defaults are taken out of it). */
+/* The user fields only the user itself sees (USER_UPDATE and READY's user carry them for the
+   bot); REST's user object as others see it has none, so they are not kept. NULL-ended. */
+extern const char *const ca__user_private[];
+/* GUILD_CREATE's members from the text of their (valid) array: users and members as blobs
+   made from it, a tree only for a user that merges into what is kept. */
+void ca__put_members_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n);
+/* Keep user u (merged into what is kept; u's defaults and private fields are taken out). */
 void ca__put_user(struct ca_cache *c, cJSON *u);
 void ca__put_voice(struct ca_cache *c, struct ca__guild *g, cJSON *v);
 void ca__put_presence(struct ca_cache *c, struct ca__guild *g, cJSON *p);

@@ -41,11 +41,16 @@ static int same(const struct ca__blob *a, const struct ca__blob *b)
     return a && b && a->len == b->len && a->strip == b->strip && !memcmp(a->data, b->data, a->len);
 }
 
+const char *const ca__user_private[] = {"email",  "verified",     "mfa_enabled",
+                                        "locale", "premium_type", NULL};
+
 void ca__put_user(struct ca_cache *c, cJSON *u)
 {
     uint64_t id = ca__jid(cJSON_GetObjectItemCaseSensitive(u, "id"));
     if (!id || !cJSON_IsObject(u))
         return;
+    for (const char *const *k = ca__user_private; *k; k++)
+        cJSON_DeleteItemFromObjectCaseSensitive(u, *k);
     uint16_t mask = ca__strip(u, CA__USER);
     struct ca__blob *old = ca__map_get(&c->st.users, id), *b = ca__blob_of(u, mask);
     if (same(old, b)) { /* the same user as kept: nothing to merge */
@@ -216,10 +221,26 @@ static void message(struct ca_cache *c, struct ca__item *it)
         message_member(c, g, it);
 }
 
+/* GUILD_MEMBER_UPDATE read by ca__parse_member_update: the same as the tree path, which runs
+   only when what is kept must merge it. */
+static void member_update_text(struct ca_cache *c, struct ca__item *it)
+{
+    if (!it->ublob || !it->uid)
+        return;
+    message_user(c, it);
+    struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
+    if (g && it->mblob)
+        message_member(c, g, it);
+}
+
 void ca__apply_member_event(struct ca_cache *c, struct ca__item *it)
 {
     if (it->ev == CA__EV_MESSAGE) {
         message(c, it);
+        return;
+    }
+    if (it->ev == CA__EV_MEMBER_UPDATE && !it->d) {
+        member_update_text(c, it);
         return;
     }
     cJSON *d = it->d;
@@ -322,8 +343,8 @@ int ca__find_d(const char *env, size_t len, const char **d, size_t *dl)
 }
 
 struct msg_spans {
-    const char *gid, *author, *member, *id, *cid;
-    size_t gl, al, ml, il, cl;
+    const char *gid, *author, *member, *id, *cid, *user;
+    size_t gl, al, ml, il, cl, ul;
 };
 
 static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
@@ -344,6 +365,9 @@ static void msg_member(void *ud, const char *k, size_t kl, const char *v, size_t
     } else if (kl == 10 && !memcmp(k, "channel_id", 10)) {
         m->cid = v;
         m->cl = vl;
+    } else if (kl == 4 && !memcmp(k, "user", 4)) {
+        m->user = v;
+        m->ul = vl;
     }
 }
 
@@ -377,7 +401,7 @@ static void parse_people(struct ca__item *it, const struct msg_spans *m, int wan
         return;
     it->author_p = m->author;
     it->author_n = m->al;
-    it->ublob = ca__blob_text(m->author, m->al, CA__USER, NULL);
+    it->ublob = ca__blob_text(m->author, m->al, CA__USER, ca__user_private);
     if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
         it->uid = ca__id(v, vl);
     if (want_member && *m->member == '{' && ca__json_valid(m->member, m->ml)) {
@@ -425,4 +449,72 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;
     parse_people(it, &m, want_member);
+}
+
+int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
+{
+    struct msg_spans m = {0};
+    if (!ca__json_valid(d, dl) || ca__each_member(d, d + dl, msg_member, &m) < 0 || !m.gid ||
+        !m.user || *m.user != '{')
+        return SH_EPARSE; /* the tree path says what to make of it */
+    static const char *const member_drop[] = {"user", "guild_id", NULL};
+    const char *v;
+    size_t vl;
+    it->guild_id = ca__id(m.gid, m.gl);
+    it->author_p = m.user;
+    it->author_n = m.ul;
+    it->ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
+    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
+        it->uid = ca__id(v, vl);
+    if (ca__on(c, CFG_CACHE_MEMBERS)) {
+        it->member_p = d;
+        it->member_n = dl;
+        it->mblob = ca__blob_text(d, dl, CA__MEMBER, member_drop);
+    }
+    return 0;
+}
+
+/* One member object's text of a GUILD_CREATE (no merge: the guild was just cleared). */
+static void put_member_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n)
+{
+    static const char *const member_drop[] = {"user", "guild_id", NULL};
+    struct msg_spans m = {0};
+    if (*p != '{' || ca__each_member(p, p + n, msg_member, &m) < 0 || !m.user || *m.user != '{')
+        return;
+    struct ca__item it = {.author_p = m.user, .author_n = m.ul};
+    const char *v;
+    size_t vl;
+    it.ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
+    if (it.ublob && ca__blob_find(it.ublob, "id", &v, &vl) == 0)
+        it.uid = ca__id(v, vl);
+    if (it.uid) {
+        message_user(c, &it);
+        if (ca__on(c, CFG_CACHE_MEMBERS)) {
+            struct ca__blob *b = ca__blob_text(p, n, CA__MEMBER, member_drop);
+            const struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], it.uid);
+            if (b && same(old, b))
+                free(b);
+            else if (b)
+                ca__gput(&c->st, g, CA__M_MEMBERS, it.uid, b);
+        }
+    }
+    ca__item_free(&it);
+}
+
+void ca__put_members_text(struct ca_cache *c, struct ca__guild *g, const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end && *p != '[')
+        p++;
+    for (p++; p < end;) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r'))
+            p++;
+        if (p >= end || *p == ']')
+            return;
+        const char *e = ca__skip_value(p, end);
+        if (!e)
+            return;
+        put_member_text(c, g, p, (size_t)(e - p));
+        p = e;
+    }
 }

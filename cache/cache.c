@@ -82,12 +82,14 @@ int ca_cache_new(const struct cfg_config *cfg, int total, const struct ca_snapsh
         c->st.shards = calloc((size_t)total, sizeof *c->st.shards);
         c->dedup = calloc(CA__DEDUP_SLOTS, sizeof *c->dedup);
         c->lossy_at = calloc((size_t)total, sizeof *c->lossy_at);
+        c->forgot_at = calloc((size_t)total, sizeof *c->forgot_at);
     }
-    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || init_sync(c) < 0) {
+    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || !c->forgot_at || init_sync(c) < 0) {
         if (c) {
             free(c->st.shards);
             free(c->dedup);
             free(c->lossy_at);
+            free((void *)c->forgot_at);
         }
         free(c);
         snprintf(err, errlen, "cache: out of memory");
@@ -282,6 +284,17 @@ int ca_cache_snapshot(struct ca_cache *c, int shard, int timeout_ms)
 
 void ca_cache_forget_shard(struct ca_cache *c, int shard)
 {
+    if (shard >= 0 && shard < c->total) {
+        /* ordered with the queue: the chunks pushed so far (some perhaps being applied now)
+           carry the shard's events from before the forget, and the cache thread drops them;
+           set before the store is cleared, so an apply that resumes after it sees it */
+        pthread_mutex_lock(&c->lock);
+        uint64_t at = c->pushed;
+        pthread_mutex_unlock(&c->lock);
+        atomic_store(&c->forgot_at[shard], at);
+        if (at > atomic_load(&c->forgot_max))
+            atomic_store(&c->forgot_max, at);
+    }
     pthread_rwlock_wrlock(&c->rw);
     ca__store_forget_shard(&c->st, shard);
     if (shard >= 0 && shard < c->total)
@@ -300,6 +313,14 @@ void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq)
     if (c->lossy_at[shard] && seq >= c->lossy_at[shard])
         c->lossy_at[shard] = 0;
     pthread_mutex_unlock(&c->lock);
+}
+
+int ca__forgotten(struct ca_cache *c, int shard)
+{
+    if (shard < 0 || shard >= c->total)
+        return 0;
+    uint64_t at = atomic_load(&c->forgot_at[shard]);
+    return at && c->cur_seq <= at;
 }
 
 int ca__lossy(struct ca_cache *c, int shard)
@@ -336,6 +357,8 @@ void ca_cache_free(struct ca_cache *c)
     ca__store_free(&c->st);
     free(c->dedup);
     free(c->lossy_at);
+    free((void *)c->forgot_at);
+    free(c->items);
     pthread_rwlock_destroy(&c->rw);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wake);
@@ -343,16 +366,23 @@ void ca_cache_free(struct ca_cache *c)
     free(c);
 }
 
-static int write_shards(struct ca_cache *c, struct sh_buf *out)
+/* The loading guilds of each shard (one pass, not one per shard) and in all. */
+static long long count_loading(const struct ca_cache *c, long long *loading)
 {
-    long long *loading = calloc((size_t)c->total, sizeof *loading);
-    if (!loading)
-        return SH_ENOMEM;
-    for (size_t j = 0; j < c->st.guilds.cap; j++) { /* one pass, not one per shard */
+    long long all = 0;
+    for (size_t j = 0; j < c->st.guilds.cap; j++) {
         const struct ca__guild *g = c->st.guilds.keys[j] ? c->st.guilds.vals[j] : NULL;
-        if (g && g->state == CA__G_LOADING && g->shard >= 0 && g->shard < c->total)
+        if (!g || g->state != CA__G_LOADING)
+            continue;
+        all++;
+        if (g->shard >= 0 && g->shard < c->total)
             loading[g->shard]++;
     }
+    return all;
+}
+
+static int write_shards(struct ca_cache *c, const long long *loading, struct sh_buf *out)
+{
     int rc = sh_buf_append_str(out, "\"shards\":[");
     for (int i = 0, k = 0; rc == 0 && i < c->total; i++) {
         const struct ca__shard *sh = &c->st.shards[i];
@@ -361,7 +391,6 @@ static int write_shards(struct ca_cache *c, struct sh_buf *out)
         rc = sh_buf_printf(out, "%s{\"id\":%d,\"s\":%llu,\"guilds\":%lld,\"loading\":%lld}",
                            k++ ? "," : "", i, (unsigned long long)sh->s, sh->guilds, loading[i]);
     }
-    free(loading);
     return rc ?: sh_buf_append(out, "]", 1);
 }
 
@@ -378,13 +407,21 @@ int ca__read_stats(struct ca_cache *c, struct sh_buf *out)
     pthread_mutex_lock(&c->lock);
     size_t queued = c->q_events;
     pthread_mutex_unlock(&c->lock);
+    long long *loading = calloc((size_t)c->total, sizeof *loading);
+    if (!loading)
+        return SH_ENOMEM;
     pthread_rwlock_rdlock(&c->rw);
+    long long all_loading = count_loading(c, loading);
     int rc = sh_buf_append_str(out, "{\"kinds\":{");
-    for (int k = 0; rc == 0 && k < CA__K_COUNT; k++)
-        rc = sh_buf_printf(out, "%s\"%s\":{\"enabled\":%s,\"count\":%lld,\"bytes\":%lld}",
-                           k ? "," : "", ca__kind_names[k],
-                           kind_cfg[k] < 0 || ca__on(c, kind_cfg[k]) ? "true" : "false",
-                           c->st.count[k], c->st.kbytes[k]);
+    for (int k = 0; rc == 0 && k < CA__K_COUNT; k++) {
+        rc = sh_buf_printf(
+            out, "%s\"%s\":{\"enabled\":%s,\"count\":%lld,", k ? "," : "", ca__kind_names[k],
+            kind_cfg[k] < 0 || ca__on(c, kind_cfg[k]) ? "true" : "false", c->st.count[k]);
+        if (rc == 0 && k == CA__K_GUILDS) /* count: every guild held; /cache/guilds lists the
+                                            available ones, count - loading */
+            rc = sh_buf_printf(out, "\"loading\":%lld,", all_loading);
+        rc = rc ?: sh_buf_printf(out, "\"bytes\":%lld}", c->st.kbytes[k]);
+    }
     rc = rc
              ?: sh_buf_printf(out,
                               "},\"bytes\":%zu,\"max_bytes\":%zu,\"full\":%s,\"queued_events\":%zu,"
@@ -392,8 +429,9 @@ int ca__read_stats(struct ca_cache *c, struct sh_buf *out)
                               c->st.bytes, c->st.max_bytes, c->st.full ? "true" : "false", queued,
                               (unsigned long long)atomic_load(&c->lag_ms),
                               (unsigned long long)atomic_load(&c->dropped));
-    rc = rc ?: write_shards(c, out);
+    rc = rc ?: write_shards(c, loading, out);
     pthread_rwlock_unlock(&c->rw);
+    free(loading);
     rc = rc ?: sh_buf_append(out, "}", 1);
     if (rc)
         out->len = len0;

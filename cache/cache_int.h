@@ -20,6 +20,7 @@
 #define CA__DEDUP_SLOTS 262144
 
 struct ca__snapreq;
+struct ca__item;
 
 struct ca_cache {
     const struct cfg_config *cfg;
@@ -40,6 +41,10 @@ struct ca_cache {
                            dropped: its snapshots would claim an s the cache does not reflect, so
                            none is written until a READY at or after it */
     uint64_t cur_seq;   /* the number of the chunk being applied (cache thread) */
+    _Atomic uint64_t *forgot_at; /* [shard]: c->pushed when the shard was last forgotten: its
+                                    events in chunks up to that one are dropped (queued before
+                                    the forget, they would bring its guilds back) */
+    _Atomic uint64_t forgot_max; /* the highest of them (0: none), checked per chunk */
     int stopping, started;
     int dropping; /* within a drop episode (one log line each) */
     pthread_t th;
@@ -51,6 +56,8 @@ struct ca_cache {
     unsigned dedup_seen;
     uint64_t (*dedup)[2]; /* [slot] = {guild ^ user key, hash}; cache thread only */
     uint64_t next_snap_ms;
+    struct ca__item *items; /* the chunk being applied (cache thread; kept between chunks) */
+    size_t items_cap;
 };
 
 /* 1 when kind (CFG_CACHE_<KIND>) is kept (apply.c). */
@@ -75,7 +82,7 @@ uint64_t ca__jid(const cJSON *item);
 /* Blob of o printed compactly (strip as given); NULL when out of memory. */
 struct ca__blob *ca__blob_of(const cJSON *o, uint16_t strip);
 /* Which defaults a blob's strip bits name. */
-enum ca__shape { CA__PLAIN = 0, CA__MEMBER, CA__USER, CA__CHANNEL, CA__ROLE };
+enum ca__shape { CA__PLAIN = 0, CA__MEMBER, CA__USER, CA__CHANNEL, CA__ROLE, CA__EMOJI };
 /* The defaults of shape left out of o (removed from it), as a strip mask. */
 uint16_t ca__strip(cJSON *o, enum ca__shape shape);
 /* Put the defaults of mask back into o (what ca__strip took out). */
@@ -130,6 +137,8 @@ uint64_t ca__iso8601_ms(const char *s);
 /* A READY (seq: its chunk's number; UINT64_MAX: a load or forget) ends shard's lossy state when
    it came after the drop. */
 void ca__clear_lossy(struct ca_cache *c, int shard, uint64_t seq);
+/* 1 when an event of shard in the chunk being applied came before the shard was forgotten. */
+int ca__forgotten(struct ca_cache *c, int shard);
 /* 1 while shard's snapshots are held back (events of it were dropped). */
 int ca__lossy(struct ca_cache *c, int shard);
 /* CA_STATS (takes the locks it needs). */

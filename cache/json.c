@@ -158,6 +158,9 @@ static const char *const *defaults(enum ca__shape shape, int *n)
     case CA__ROLE:
         *n = CA__N_ROLE_DEFAULTS;
         return ca__role_defaults;
+    case CA__EMOJI:
+        *n = CA__N_EMOJI_DEFAULTS;
+        return ca__emoji_defaults;
     default:
         *n = 0;
         return ca__user_defaults;
@@ -171,6 +174,10 @@ static int is_default(const cJSON *v, const char *d)
         return cJSON_IsNull(v);
     if (!strcmp(d, "false"))
         return cJSON_IsFalse(v);
+    if (!strcmp(d, "true"))
+        return cJSON_IsTrue(v);
+    if (!strcmp(d, "[]"))
+        return cJSON_IsArray(v) && !v->child;
     if (*d == '"')
         return cJSON_IsString(v) && !strncmp(v->valuestring, d + 1, strlen(d) - 2) &&
                strlen(v->valuestring) == strlen(d) - 2;
@@ -201,11 +208,11 @@ uint16_t ca__strip(cJSON *o, enum ca__shape shape)
             /* strncmp stops at the default's end, so the two reads after it stay inside */
             if (strncmp(d[i] + 1, v->string, kl) || d[i][kl + 1] != '"' || d[i][kl + 2] != ':')
                 continue;
-            if (is_default(v, d[i] + kl + 3)) {
+            if (is_default(v, d[i] + kl + 3)) { /* else another default of the key may be */
                 cJSON_Delete(cJSON_DetachItemViaPointer(o, v));
                 mask |= (uint16_t)(1u << i);
+                break;
             }
-            break;
         }
     }
     return mask;
@@ -461,15 +468,16 @@ struct text_blob {
 /* 1 when key k (kl bytes) with value v is default i: `"k":v` is its text exactly. */
 static int text_default(const char *d, const char *k, size_t kl, const char *v, size_t vl)
 {
-    return strlen(d) == kl + 3 + vl && d[kl + 1] == '"' && !memcmp(d + 1, k, kl) &&
-           !memcmp(d + kl + 3, v, vl);
+    /* no strlen: strncmp stops at d's end (the text is valid JSON: no NUL in k or v) */
+    return kl && d[1] == *k && !strncmp(d + 1, k, kl) && d[kl + 1] == '"' && d[kl + 2] == ':' &&
+           !strncmp(d + kl + 3, v, vl) && !d[kl + 3 + vl];
 }
 
 static void text_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct text_blob *t = ud;
     for (const char *const *d = t->drop; d && *d; d++)
-        if (strlen(*d) == kl && !memcmp(*d, k, kl))
+        if (!strncmp(*d, k, kl) && !(*d)[kl])
             return;
     for (int i = 0; i < t->n_dflt; i++)
         if (text_default(t->dflt[i], k, kl, v, vl)) {

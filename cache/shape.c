@@ -17,7 +17,10 @@ enum ca__shape ca__gmap_shape(int i)
 {
     if (i == CA__M_CHANNELS || i == CA__M_THREADS)
         return CA__CHANNEL;
-    return i == CA__M_ROLES ? CA__ROLE : i == CA__M_MEMBERS ? CA__MEMBER : CA__PLAIN;
+    return i == CA__M_ROLES     ? CA__ROLE
+           : i == CA__M_MEMBERS ? CA__MEMBER
+           : i == CA__M_EMOJIS  ? CA__EMOJI
+                                : CA__PLAIN;
 }
 
 static int write_one(const struct ca__store *s, const struct ca__guild *g, int map, enum wr how,

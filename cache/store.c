@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "config/config.h"
 #include "lib/errors.h"
@@ -62,6 +63,14 @@ const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS] = {
     "\"rtc_region\":null",
     "\"video_quality_mode\":1",
     "\"bitrate\":64000",
+    "\"permission_overwrites\":[]",
+    "\"topic\":\"\"",
+    "\"parent_id\":null",
+};
+
+const char *const ca__emoji_defaults[CA__N_EMOJI_DEFAULTS] = {
+    "\"roles\":[]",       "\"require_colons\":true", "\"managed\":false",
+    "\"animated\":false", "\"available\":true",
 };
 
 const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS] = {
@@ -93,14 +102,39 @@ void *ca__map_get(const struct ca__map *m, uint64_t key)
     }
 }
 
-static int grow(struct ca__map *m)
+/* Slot arrays of TABLE_MMAP bytes or more come from mmap: a large calloc makes glibc
+   consolidate every small block freed since the last one (the cache frees many), and a
+   table's pages come zeroed from the kernel anyway. The size decides, so free knows. */
+#define TABLE_MMAP ((size_t)4 << 10)
+
+static void *table_alloc(size_t cap)
 {
-    size_t cap = m->cap ? m->cap * 2 : 8;
-    uint64_t *keys = calloc(cap, sizeof *keys);
-    void **vals = calloc(cap, sizeof *vals);
+    size_t bytes = cap * sizeof(uint64_t);
+    if (bytes < TABLE_MMAP)
+        return calloc(cap, sizeof(uint64_t));
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void table_free(void *p, size_t cap)
+{
+    size_t bytes = cap * sizeof(uint64_t);
+    if (!p)
+        return;
+    if (bytes < TABLE_MMAP)
+        free(p);
+    else
+        munmap(p, bytes);
+}
+
+static int grow_to(struct ca__map *m, size_t cap)
+{
+    _Static_assert(sizeof(void *) == sizeof(uint64_t), "slots of one size");
+    uint64_t *keys = table_alloc(cap);
+    void **vals = table_alloc(cap);
     if (!keys || !vals) {
-        free(keys);
-        free(vals);
+        table_free(keys, cap);
+        table_free(vals, cap);
         return SH_ENOMEM;
     }
     for (size_t j = 0; j < m->cap; j++) {
@@ -112,12 +146,25 @@ static int grow(struct ca__map *m)
         keys[i] = m->keys[j];
         vals[i] = m->vals[j];
     }
-    free(m->keys);
-    free(m->vals);
+    table_free(m->keys, m->cap);
+    table_free(m->vals, m->cap);
     m->keys = keys;
     m->vals = vals;
     m->cap = cap;
     return 0;
+}
+
+static int grow(struct ca__map *m)
+{
+    return grow_to(m, m->cap ? m->cap * 2 : 8);
+}
+
+int ca__map_reserve(struct ca__map *m, size_t n)
+{
+    size_t cap = m->cap ? m->cap : 8;
+    while ((n + 1) * 2 > cap)
+        cap *= 2;
+    return cap > m->cap ? grow_to(m, cap) : 0;
 }
 
 void *ca__map_put(struct ca__map *m, uint64_t key, void *val, int *err)
@@ -168,8 +215,8 @@ void *ca__map_del(struct ca__map *m, uint64_t key)
 
 void ca__map_free(struct ca__map *m)
 {
-    free(m->keys);
-    free(m->vals);
+    table_free(m->keys, m->cap);
+    table_free(m->vals, m->cap);
     memset(m, 0, sizeof *m);
 }
 

@@ -52,6 +52,8 @@ struct ca__map {
 void *ca__map_get(const struct ca__map *m, uint64_t key);
 /* Put (replace) key -> val; returns the old value or NULL. SH_ENOMEM: *err set, nothing put. */
 void *ca__map_put(struct ca__map *m, uint64_t key, void *val, int *err);
+/* Room for n entries without growing again: 0 or SH_ENOMEM (the map unchanged). */
+int ca__map_reserve(struct ca__map *m, size_t n);
 /* Remove key; returns its value or NULL. */
 void *ca__map_del(struct ca__map *m, uint64_t key);
 void ca__map_free(struct ca__map *m);
@@ -113,8 +115,10 @@ extern const char *const ca__member_defaults[CA__N_MEMBER_DEFAULTS]; /* `"key":v
 #define CA__N_USER_DEFAULTS 14
 extern const char *const ca__user_defaults[CA__N_USER_DEFAULTS];
 /* Channels and threads; roles. */
-#define CA__N_CHANNEL_DEFAULTS 12
+#define CA__N_CHANNEL_DEFAULTS 15
 extern const char *const ca__channel_defaults[CA__N_CHANNEL_DEFAULTS];
+#define CA__N_EMOJI_DEFAULTS 5
+extern const char *const ca__emoji_defaults[CA__N_EMOJI_DEFAULTS];
 #define CA__N_ROLE_DEFAULTS 8
 extern const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS];
 

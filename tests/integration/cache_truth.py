@@ -104,6 +104,15 @@ def _merge(base, upd):
     return out
 
 
+# The fields only the user itself sees (USER_UPDATE and READY's user carry them for the bot):
+# REST's user object as another user sees it has none, nor does the cache keep them.
+PRIVATE_USER_FIELDS = ("email", "verified", "mfa_enabled", "locale", "premium_type")
+
+
+def _public(user):
+    return {k: v for k, v in user.items() if k not in PRIVATE_USER_FIELDS}
+
+
 def _by_id(items, key="id"):
     return sorted(items, key=lambda x: int(x[key]))
 
@@ -335,9 +344,9 @@ class Truth:
         m.pop("guild_id", None)
         return m
 
-    def _with_user(self, m, uid):
+    def _with_user(self, m, uid, public=False):
         m = copy.deepcopy(m)
-        m["user"] = copy.deepcopy(self.users[uid])
+        m["user"] = copy.deepcopy(_public(self.users[uid]) if public else self.users[uid])
         return m
 
     # ---- mutations: each emits Discord's dispatch ----------------------------------------------
@@ -620,14 +629,15 @@ class Truth:
 
     def member(self, gid, uid):
         g = self._g(gid)
-        return self._with_user(g["members"][uid], uid) if g and uid in g["members"] else None
+        return (self._with_user(g["members"][uid], uid, public=True)
+                if g and uid in g["members"] else None)
 
     def members(self, gid, limit=1, after="0"):
         g = self._g(gid)
         if not g:
             return None
         ids = sorted((u for u in g["members"] if int(u) > int(after)), key=int)[:limit]
-        return [self._with_user(g["members"][u], u) for u in ids]
+        return [self._with_user(g["members"][u], u, public=True) for u in ids]
 
     def voice_states(self, gid):
         g = self._g(gid)
@@ -648,7 +658,8 @@ class Truth:
         return None
 
     def user(self, uid):
-        return copy.deepcopy(self.users.get(uid))
+        u = self.users.get(uid)
+        return _public(u) if u else None
 
     def cache_guilds(self, limit=100, after="0"):
         """shardhook's own list (not a REST route): the available guilds (a loading or

@@ -401,6 +401,8 @@ TEST(ready_drops_stale_guilds_and_lists_loading)
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "{\"id\":0,\"s\":");
     ASSERT_CONTAINS(got, "\"loading\":1}");
+    /* both guilds are held, one is loading: the list's one guild is count - loading */
+    ASSERT_CONTAINS(got, "\"guilds\":{\"enabled\":true,\"count\":2,\"loading\":1,");
     ca_cache_free(c);
 }
 
@@ -416,6 +418,34 @@ TEST(disabled_kinds_answer_not_cached)
     ASSERT_READ(c, CA_USER, 0, 11, USER1); /* users come with any kind */
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
     ASSERT_CONTAINS(got, "\"members\":{\"enabled\":false,\"count\":0,\"bytes\":0}");
+    ASSERT_CONTAINS(got, "\"guilds\":{\"enabled\":true,\"count\":1,\"loading\":0,");
+    ca_cache_free(c);
+}
+
+/* The account fields only the user itself sees are not kept: REST's user object as another
+   user sees it has none, so /users/{id} and a member's "user" answer without them. */
+TEST(users_keep_no_private_fields)
+{
+    struct ca_cache *c = with_guild(~0u);
+    ASSERT(c);
+    feed(c, 0, "USER_UPDATE",
+         "{\"id\":\"11\",\"username\":\"ann\",\"global_name\":null,\"avatar\":null,"
+         "\"email\":\"a@example.com\",\"verified\":true,\"mfa_enabled\":true,"
+         "\"locale\":\"en-US\",\"premium_type\":2}");
+    ASSERT_READ(c, CA_USER, 0, 11, USER1);
+    ASSERT_READ(c, CA_MEMBER, 100, 11, MEMBER1);
+    /* the same from a member update's and a message's text */
+    feed(c, 0, "GUILD_MEMBER_UPDATE",
+         "{\"guild_id\":\"100\",\"user\":{\"id\":\"12\",\"username\":\"bob\","
+         "\"global_name\":\"Bob\",\"avatar\":\"ab\",\"email\":null,\"verified\":true},"
+         "\"roles\":[],\"joined_at\":\"2020-01-01T00:00:00+00:00\",\"deaf\":false,"
+         "\"mute\":false,\"flags\":0}");
+    ASSERT_READ(c, CA_USER, 0, 12, USER2);
+    feed(c, 0, "MESSAGE_CREATE",
+         "{\"id\":\"900\",\"channel_id\":\"300\",\"guild_id\":\"100\",\"author\":"
+         "{\"id\":\"13\",\"username\":\"cy\",\"locale\":\"fr\",\"mfa_enabled\":false},"
+         "\"content\":\"x\"}");
+    ASSERT_READ(c, CA_USER, 0, 13, "{\"id\":\"13\",\"username\":\"cy\"}");
     ca_cache_free(c);
 }
 
@@ -524,6 +554,59 @@ TEST(a_full_queue_drops_for_the_cache_and_holds_snapshots_back)
     puts = mem.puts;
     ASSERT_EQ(ca_cache_snapshot(c, 0, 5000), 0);
     ASSERT_EQ(mem.puts, puts + 1);
+    ca_cache_free(c);
+}
+
+/* A released shard's chunks still queued do not bring its guilds back: the forget is ordered
+   with the queue (the other shard's events and those pushed after it apply). */
+TEST(forget_drops_the_shards_chunks_queued_before_it)
+{
+    no_start = 1; /* the chunks wait in the queue */
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    no_start = 0;
+    ASSERT(c);
+    push_only(c, 0, "GUILD_CREATE", GUILD1, strlen(GUILD1));
+    push_only(c, 1, "GUILD_CREATE", "{\"id\":\"101\",\"name\":\"H\"}", 23);
+    ca_cache_forget_shard(c, 0);
+    ASSERT_EQ(ca_cache_start(c), 0);
+    ASSERT_EQ(ca_cache_snapshot(c, -1, 5000), 0); /* everything pushed is applied */
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_GUILD_LIST, 0, 0), 0);
+    ASSERT_CONTAINS(got, "\"101\"");
+    ASSERT(!strstr(got, "\"100\""));
+    feed(c, 0, "GUILD_CREATE", GUILD1); /* the shard held again: its new events apply */
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
+    ca_cache_free(c);
+}
+
+/* Restorable defaults of channels (no overwrites, an empty topic, no parent) and emojis are
+   not held, and come back on every read. */
+TEST(channel_and_emoji_defaults_are_left_out_and_restored)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    ASSERT(c);
+    const char *chan = "{\"id\":\"300\",\"type\":0,\"name\":\"general\",\"position\":0,"
+                       "\"parent_id\":null,\"topic\":\"\",\"nsfw\":false,"
+                       "\"permission_overwrites\":[]}";
+    const char *emoji = "{\"id\":\"400\",\"name\":\"e\",\"roles\":[],\"require_colons\":true,"
+                        "\"managed\":false,\"animated\":false,\"available\":true}";
+    char gc[1024];
+    snprintf(gc, sizeof gc,
+             "{\"id\":\"100\",\"name\":\"G\",\"roles\":[],\"emojis\":[%s],"
+             "\"channels\":[%s],\"members\":[]}",
+             emoji, chan);
+    feed(c, 0, "GUILD_CREATE", gc);
+    char want[1024];
+    snprintf(want, sizeof want, "[%s]", emoji);
+    ASSERT_READ(c, CA_EMOJIS, 100, 0, want);
+    snprintf(want, sizeof want, "{\"guild_id\":\"100\",%s", chan + 1);
+    ASSERT_READ(c, CA_CHANNEL, 0, 300, want);
+    ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
+    /* {"id":"300","type":0,"name":"general","position":0} and {"id":"400","name":"e"}, and
+       48 bytes an entry */
+    ASSERT_CONTAINS(got, "\"channels\":{\"enabled\":true,\"count\":1,\"bytes\":99}");
+    ASSERT_CONTAINS(got, "\"emojis\":{\"enabled\":true,\"count\":1,\"bytes\":71}");
     ca_cache_free(c);
 }
 
@@ -660,9 +743,12 @@ TEST_MAIN({
     RUN(permissions_from_roles_and_overwrites);
     RUN(ready_drops_stale_guilds_and_lists_loading);
     RUN(disabled_kinds_answer_not_cached);
+    RUN(users_keep_no_private_fields);
     RUN(max_bytes_stops_new_members_not_channels);
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
+    RUN(forget_drops_the_shards_chunks_queued_before_it);
+    RUN(channel_and_emoji_defaults_are_left_out_and_restored);
     RUN(timed_out_members_keep_only_view_and_history);
     RUN(reads_while_events_apply);
     RUN(malformed_events_are_skipped);

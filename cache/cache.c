@@ -83,19 +83,24 @@ int ca_cache_new(const struct cfg_config *cfg, int total, const struct ca_snapsh
         c->dedup = calloc(CA__DEDUP_SLOTS, sizeof *c->dedup);
         c->lossy_at = calloc((size_t)total, sizeof *c->lossy_at);
         c->forgot_at = calloc((size_t)total, sizeof *c->forgot_at);
+        c->snap_pending = calloc((size_t)total, sizeof *c->snap_pending);
     }
-    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || !c->forgot_at || init_sync(c) < 0) {
+    if (!c || !c->st.shards || !c->dedup || !c->lossy_at || !c->forgot_at || !c->snap_pending ||
+        init_sync(c) < 0) {
         if (c) {
             free(c->st.shards);
             free(c->dedup);
             free(c->lossy_at);
             free((void *)c->forgot_at);
+            free((void *)c->snap_pending);
         }
         free(c);
         snprintf(err, errlen, "cache: out of memory");
         return SH_ENOMEM;
     }
     c->cfg = cfg;
+    c->loads_tail = &c->loads;
+    c->applying = -1;
     c->total = c->st.total = total;
     c->st.kinds = cfg->cache_kinds;
     c->st.max_bytes = cfg->cache_max_bytes ? cfg->cache_max_bytes : (size_t)1 << 30;
@@ -154,13 +159,18 @@ static void apply_all(struct ca_cache *c, struct sh_qnode *n)
         nx = n->next;
         struct gw_chunk *ch = SH_QUEUE_ITEM(n, struct gw_chunk, node);
         c->cur_seq = base + k + 1;
+        if (atomic_load(&c->n_loads))
+            ca__apply_loads(c, c->cur_seq); /* snapshots read before this chunk came */
         ca__apply_chunk(c, ch);
         gw_chunk_free(ch);
         k++;
     }
     pthread_mutex_lock(&c->lock);
     c->applied += k;
+    uint64_t applied = c->applied;
     pthread_mutex_unlock(&c->lock);
+    if (atomic_load(&c->n_loads))
+        ca__apply_loads(c, applied + 1); /* every chunk pushed before them is applied */
 }
 
 /* Answer the snapshot requests whose chunks are all applied (c->lock held on entry/exit). */
@@ -222,10 +232,12 @@ static void *run(void *arg)
     struct ca_cache *c = arg;
     for (;;) {
         pthread_mutex_lock(&c->lock);
-        if (sh_queue_empty(&c->q) && !c->stopping) {
+        /* snapshots waiting to apply go first (apply_all): a request served before them would
+           write the shard without what they bring */
+        if (sh_queue_empty(&c->q) && !c->stopping && !atomic_load(&c->n_loads)) {
             atomic_store(&c->lag_ms, 0);
             serve_requests(c);
-            if (sh_queue_empty(&c->q) && !c->stopping)
+            if (sh_queue_empty(&c->q) && !c->stopping && !atomic_load(&c->n_loads))
                 wait_work(c);
         }
         struct sh_qnode *n = sh_queue_take(&c->q);
@@ -290,6 +302,7 @@ void ca_cache_forget_shard(struct ca_cache *c, int shard)
            set before the store is cleared, so an apply that resumes after it sees it */
         pthread_mutex_lock(&c->lock);
         uint64_t at = c->pushed;
+        ca__drop_loads(c, shard); /* a snapshot still waiting would bring the guilds back */
         pthread_mutex_unlock(&c->lock);
         atomic_store(&c->forgot_at[shard], at);
         if (at > atomic_load(&c->forgot_max))
@@ -354,6 +367,8 @@ void ca_cache_free(struct ca_cache *c)
         gw_chunk_free(SH_QUEUE_ITEM(n, struct gw_chunk, node));
     }
     sh_queue_destroy(&c->q);
+    ca__free_loads(c);
+    free((void *)c->snap_pending);
     ca__store_free(&c->st);
     free(c->dedup);
     free(c->lossy_at);

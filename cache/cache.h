@@ -111,9 +111,14 @@ int ca_cache_new(const struct cfg_config *cfg, int total, const struct ca_snapsh
 int ca_cache_start(struct ca_cache *c);
 
 /*
- * Before shard (re)starts here: read its snapshot through io->get and apply it. 0 with *info
- * filled; SH_ENOTFOUND when there is none; SH_ECORRUPT / SH_EPARSE for a bad one (logged,
- * ignored: the cache stays empty for that shard). Any thread; blocks until applied.
+ * Before shard (re)starts here: read its snapshot through io->get and queue it for the cache
+ * thread, which applies it before any chunk pushed after this call (so before the resumed
+ * session's events); until then reads of the shard's guilds answer CA_LOADING. Only the head
+ * of the snapshot is read here, so the caller (the cluster's coordination thread on a takeover)
+ * waits for the read, not for megabytes of members to be parsed. 0 with *info filled (from the
+ * head); SH_ENOTFOUND when there is none; SH_ECORRUPT / SH_EPARSE for a bad one (logged,
+ * ignored: the cache stays empty for that shard; a body found bad later is logged the same way).
+ * Any thread; without a started cache thread it applies at once.
  */
 int ca_cache_load(struct ca_cache *c, int shard, struct ca_snapshot_info *info);
 

@@ -22,6 +22,14 @@
 struct ca__snapreq;
 struct ca__item;
 
+/* A snapshot read by ca_cache_load, waiting for the cache thread to apply it (snapshot.c). */
+struct ca__load {
+    struct ca__load *next;
+    int shard;
+    uint64_t at;      /* c->pushed when it was read: it goes before the chunks pushed after */
+    struct sh_buf z;  /* the snapshot as stored (zstd) */
+};
+
 struct ca_cache {
     const struct cfg_config *cfg;
     int total;
@@ -49,6 +57,11 @@ struct ca_cache {
     int dropping; /* within a drop episode (one log line each) */
     pthread_t th;
     struct ca__snapreq *reqs;
+    struct ca__load *loads, **loads_tail; /* in `at` order, under c->lock */
+    _Atomic int n_loads;                  /* how many wait (checked per chunk without the lock) */
+    _Atomic unsigned char *snap_pending;  /* [shard]: 1 while a snapshot of it waits to apply */
+    int applying;       /* the shard whose snapshot the cache thread applies now, -1 none */
+    int load_cancelled; /* that shard was forgotten meanwhile (under c->lock) */
 
     _Atomic uint64_t lag_ms;
     _Atomic uint64_t dropped;
@@ -145,6 +158,13 @@ int ca__lossy(struct ca_cache *c, int shard);
 int ca__read_stats(struct ca_cache *c, struct sh_buf *out);
 
 /* ---- snapshot.c ---- */
+
+/* Apply the loads queued before chunk number before (those whose at < before); cache thread. */
+void ca__apply_loads(struct ca_cache *c, uint64_t before);
+/* Forget the loads of shard still waiting (c->lock held). */
+void ca__drop_loads(struct ca_cache *c, int shard);
+/* Free every load still waiting (stopping). */
+void ca__free_loads(struct ca_cache *c);
 
 /* Write shard's snapshot through c->io (cache thread or a caller; takes the read lock). */
 int ca__snapshot_write(struct ca_cache *c, int shard);

@@ -95,6 +95,22 @@ static int rd(struct ca_cache *c, enum ca_what w, uint64_t gid, uint64_t id)
     return rc;
 }
 
+/* Wait until guild gid's shard's snapshot is applied: reads say CA_LOADING meanwhile, never
+   CA_UNKNOWN. 1 once the guild reads, 0 otherwise. */
+static int wait_loaded(struct ca_cache *c, uint64_t gid)
+{
+    for (int i = 0; i < 5000; i++) {
+        int rc = rd(c, CA_GUILD, gid, 0);
+        if (rc == 0)
+            return 1;
+        if (rc != CA_LOADING)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static int json_eq(const char *a, const char *b)
 {
     cJSON *x = cJSON_Parse(a), *y = cJSON_Parse(b);
@@ -502,6 +518,7 @@ TEST(snapshot_round_trip_gives_the_same_answers)
     ASSERT_EQ(ca_cache_load(c, 0, &info), 0);
     ASSERT_STR_EQ(info.session_id, "sess-new");
     ASSERT_EQ(info.s, s_before);
+    ASSERT(wait_loaded(c, 100));
     for (size_t i = 0; i < 7; i++) {
         ASSERT_EQ(rd(c, whats[i], 100, 0), 0);
         ASSERT_STR_EQ(got, before[i]);
@@ -515,6 +532,50 @@ TEST(snapshot_round_trip_gives_the_same_answers)
     sh_buf_append(&mem.snap[1], "not zstd", 8);
     ASSERT(ca_cache_load(c, 1, &info) < 0);
     ca_cache_free(c);
+}
+
+/* A snapshot of shard 0 holding GUILD1, kept in *z (the caller frees it). */
+static int snapshot_of_guild1(struct sh_buf *z)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    if (!c)
+        return -1;
+    feed(c, 0, "READY", "{\"guilds\":[{\"id\":\"100\"}]}");
+    feed(c, 0, "GUILD_CREATE", GUILD1);
+    int rc = ca_cache_snapshot(c, 0, 5000);
+    sh_buf_init(z, 1 << 24);
+    rc = rc ?: sh_buf_append(z, mem.snap[0].data, mem.snap[0].len);
+    ca_cache_free(c);
+    return rc;
+}
+
+/* A snapshot is read at once but applied by the cache thread: before the chunks pushed after
+   it (the resumed session's events win over it), and a forget of its shard undoes it. */
+TEST(a_loaded_snapshot_goes_before_later_events_and_a_forget_undoes_it)
+{
+    struct sh_buf z;
+    ASSERT_EQ(snapshot_of_guild1(&z), 0);
+    struct ca_cache *c = new_cache(ALL_KINDS, 1 << 26);
+    ASSERT(c);
+    sh_buf_append(&mem.snap[0], z.data, z.len);
+    struct ca_snapshot_info info;
+    ASSERT_EQ(ca_cache_load(c, 0, &info), 0);
+    feed(c, 0, "GUILD_UPDATE", "{\"id\":\"100\",\"name\":\"Renamed\"}");
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), 0);
+    ASSERT_CONTAINS(got, "\"name\":\"Renamed\"");
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), 0); /* the rest came from the snapshot */
+    ca_cache_free(c);
+
+    c = new_cache(ALL_KINDS, 1 << 26);
+    ASSERT(c);
+    sh_buf_append(&mem.snap[0], z.data, z.len);
+    ASSERT_EQ(ca_cache_load(c, 0, &info), 0);
+    ca_cache_forget_shard(c, 0);
+    ASSERT_EQ(ca_cache_snapshot(c, 1, 5000), 0); /* everything queued is applied */
+    ASSERT_EQ(rd(c, CA_GUILD, 100, 0), CA_UNKNOWN);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 300), CA_UNKNOWN);
+    ca_cache_free(c);
+    sh_buf_free(&z);
 }
 
 /* Push one event without waiting. */
@@ -748,6 +809,7 @@ TEST_MAIN({
     RUN(snapshot_round_trip_gives_the_same_answers);
     RUN(a_full_queue_drops_for_the_cache_and_holds_snapshots_back);
     RUN(forget_drops_the_shards_chunks_queued_before_it);
+    RUN(a_loaded_snapshot_goes_before_later_events_and_a_forget_undoes_it);
     RUN(channel_and_emoji_defaults_are_left_out_and_restored);
     RUN(timed_out_members_keep_only_view_and_history);
     RUN(reads_while_events_apply);

@@ -26,8 +26,8 @@ struct ca__item;
 struct ca__load {
     struct ca__load *next;
     int shard;
-    uint64_t at;      /* c->pushed when it was read: it goes before the chunks pushed after */
-    struct sh_buf z;  /* the snapshot as stored (zstd) */
+    uint64_t at;     /* c->pushed when it was read: it goes before the chunks pushed after */
+    struct sh_buf z; /* the snapshot as stored (zstd) */
 };
 
 struct ca_cache {

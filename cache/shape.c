@@ -215,9 +215,8 @@ static int read_guild_scoped(struct ca_cache *c, const struct ca_query *q, struc
     struct ca__store *s = &c->st;
     struct ca__guild *g = ca__map_get(&s->guilds, q->guild_id);
     if (!g) /* its shard's snapshot, still waiting to apply, may bring it */
-        return atomic_load(&c->snap_pending[(q->guild_id >> 22) % (uint64_t)c->total])
-                   ? CA_LOADING
-                   : CA_UNKNOWN;
+        return atomic_load(&c->snap_pending[(q->guild_id >> 22) % (uint64_t)c->total]) ? CA_LOADING
+                                                                                       : CA_UNKNOWN;
     if (g->state == CA__G_LOADING)
         return CA_LOADING;
     long limit = q->limit > 0 ? q->limit : 1;

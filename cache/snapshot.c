@@ -255,8 +255,7 @@ static void apply_load(struct ca_cache *c, struct ca__load *l)
     pthread_mutex_unlock(&c->lock);
     count(rc == 0 ? "loaded" : "bad");
     if (rc < 0)
-        log_warn("msg=\"cache snapshot ignored\" shard=%d error=\"%s\"", l->shard,
-                 sh_strerror(rc));
+        log_warn("msg=\"cache snapshot ignored\" shard=%d error=\"%s\"", l->shard, sh_strerror(rc));
     else
         log_info("msg=\"cache snapshot loaded\" shard=%d s=%llu", l->shard,
                  (unsigned long long)info.s);

@@ -259,10 +259,16 @@ static void *run(void *arg)
 
 int ca_cache_start(struct ca_cache *c)
 {
-    c->stopping = 0; /* a stopped cache may start again */
-    if (pthread_create(&c->th, NULL, run, c) != 0)
-        return SH_ENOMEM;
+    pthread_mutex_lock(&c->lock); /* ca_cache_load reads started under it */
+    c->stopping = 0;              /* a stopped cache may start again */
     c->started = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (pthread_create(&c->th, NULL, run, c) != 0) {
+        pthread_mutex_lock(&c->lock);
+        c->started = 0;
+        pthread_mutex_unlock(&c->lock);
+        return SH_ENOMEM;
+    }
     return 0;
 }
 

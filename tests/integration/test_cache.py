@@ -526,8 +526,11 @@ def test_cache_over_max_bytes_keeps_guilds_channels_and_roles(tmp):
     new_role = truth.role_create(gid, "after-full", P["SPEAK"])
     late = truth.new_user("late-joiner")
     truth.member_add(gid, late)
-    wait_for(lambda: sh.api("GET", "/v1/channels/%s" % new_channel)[0] == 200, 10,
-             what="the channel created after the cache filled")
+    # events are applied in order on the cache thread, after delivery routed them: a channel
+    # created last shows that everything before it (the role, the late member) is applied too
+    last = truth.channel_create(gid, "after-everything", position=5)
+    wait_for(lambda: sh.api("GET", "/v1/channels/%s" % last)[0] == 200, 10,
+             what="the channel created after everything else")
     c = Checker(sh)
     c.same("/v1/channels/%s" % new_channel, truth.channel(new_channel))
     c.same("/v1/guilds/%s/channels" % gid, truth.channels(gid))

@@ -22,6 +22,7 @@
 #include "lib/errors.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "http_client.h"
 #include "test.h"
 
 /* ---- the scripted cache ---- */
@@ -167,71 +168,14 @@ static void stop(void)
     sh_metrics_reset();
 }
 
-struct resp {
-    long status;
-    char body[1 << 16];
-    size_t len;
-    char retry_after[32];
-    char etag[64];
-    char allow[64];
-};
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    size_t k = size * n;
-    if (r->len + k >= sizeof(r->body))
-        k = sizeof(r->body) - 1 - r->len;
-    memcpy(r->body + r->len, p, k);
-    r->len += k;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-static void take(const char *p, size_t k, const char *name, char *out, size_t cap)
-{
-    size_t n = strlen(name);
-    if (k > n && !strncasecmp(p, name, n))
-        snprintf(out, cap, "%.*s", (int)strcspn(p + n, "\r\n"), p + n);
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    size_t k = size * n;
-    take(p, k, "Retry-After: ", r->retry_after, sizeof(r->retry_after));
-    take(p, k, "ETag: ", r->etag, sizeof(r->etag));
-    take(p, k, "Allow: ", r->allow, sizeof(r->allow));
-    return k;
-}
-
 /* One request; inm: the If-None-Match header, or NULL. */
 static void req(const char *method, const char *path, const char *inm, struct resp *r)
 {
-    memset(r, 0, sizeof(*r));
     char url[512], hdr[256];
     snprintf(url, sizeof(url), "%s%s", base, path);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    if (inm) {
-        snprintf(hdr, sizeof(hdr), "If-None-Match: %s", inm);
-        h = curl_slist_append(h, hdr);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    if (!strcmp(method, "HEAD"))
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    else
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    snprintf(hdr, sizeof(hdr), "If-None-Match: %s", inm ? inm : "");
+    const char *headers[] = {inm ? hdr : NULL, NULL};
+    t_http(url, method, NULL, headers, r);
 }
 
 static void get(const char *path, struct resp *r)

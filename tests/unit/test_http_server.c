@@ -20,6 +20,7 @@
 #include "lib/errors.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "http_client.h"
 #include "test.h"
 
 /* ---- the stub gateway: two shards of a bot with total 2 ---- */
@@ -197,72 +198,15 @@ static void stop(void)
     sh_metrics_reset();
 }
 
-struct resp {
-    long status;
-    char body[1 << 16];
-    size_t len;
-    char retry_after[32];
-    char allow[64];
-    int www_auth;
-};
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    size_t k = size * n;
-    if (r->len + k >= sizeof(r->body))
-        k = sizeof(r->body) - 1 - r->len;
-    memcpy(r->body + r->len, p, k);
-    r->len += k;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    size_t k = size * n;
-    if (k > 13 && !strncasecmp(p, "Retry-After: ", 13))
-        snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)strcspn(p + 13, "\r\n"),
-                 p + 13);
-    if (k > 7 && !strncasecmp(p, "Allow: ", 7))
-        snprintf(r->allow, sizeof(r->allow), "%.*s", (int)strcspn(p + 7, "\r\n"), p + 7);
-    if (!strncasecmp(p, "WWW-Authenticate: Bearer", 24))
-        r->www_auth = 1;
-    return k;
-}
-
-/* One request; body NULL for none. */
+/* One request; body NULL for none, auth the Authorization header's value or NULL. */
 static void req(const char *method, const char *path, const char *body, const char *auth,
                 struct resp *r)
 {
-    memset(r, 0, sizeof(*r));
     char url[512], hdr[256];
     snprintf(url, sizeof(url), "%s%s", base, path);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    if (auth) {
-        snprintf(hdr, sizeof(hdr), "Authorization: %s", auth);
-        h = curl_slist_append(h, hdr);
-    }
-    h = curl_slist_append(h, "Content-Type: application/json");
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    snprintf(hdr, sizeof(hdr), "Authorization: %s", auth ? auth : "");
+    const char *headers[] = {"Content-Type: application/json", "Expect:", auth ? hdr : NULL, NULL};
+    t_http(url, method, body, headers, r);
 }
 
 /* A request on its own thread, for the ones that wait. */

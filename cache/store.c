@@ -89,6 +89,11 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+size_t ca__known_slot(uint64_t id)
+{
+    return (size_t)(mix(id) & (CA__KNOWN_USERS - 1));
+}
+
 void *ca__map_get(const struct ca__map *m, uint64_t key)
 {
     if (!m->cap || !key)
@@ -387,6 +392,7 @@ void ca__store_free(struct ca__store *s)
     ca__map_free(&s->guilds);
     ca__map_free(&s->chan);
     free(s->shards);
+    free(s->known_users);
     memset(s, 0, sizeof *s);
 }
 
@@ -465,6 +471,8 @@ void ca__set_fields(struct ca__store *s, struct ca__guild *g, struct ca__blob *b
 
 int ca__uput(struct ca__store *s, uint64_t id, struct ca__blob *b)
 {
+    if (s->known_users && s->known_users[ca__known_slot(id)][0] == id)
+        s->known_users[ca__known_slot(id)][0] = 0; /* no longer known to be that text */
     if (!b)
         return SH_ENOMEM;
     return put_in(s, &s->users, CA__K_USERS, id, b);

@@ -106,6 +106,9 @@ struct ca__store {
     long long kbytes[CA__K_COUNT];
     struct ca__shard *shards;
     int total;
+    /* Users' texts known to be what is kept (apply_member.c): [slot of the user id] = {user id,
+       hash of the text its blob was made from}; a change of that user forgets it. */
+    uint64_t (*known_users)[2];
 };
 
 /* Documented member defaults left out of member blobs ("nick":null, ...), restored on output. */
@@ -154,6 +157,10 @@ void ca__set_fields(struct ca__store *s, struct ca__guild *g, struct ca__blob *b
 int ca__uput(struct ca__store *s, uint64_t id, struct ca__blob *b);
 /* After removals: leave the full state once 5 % below the bound (logged, metric). */
 void ca__store_check_full(struct ca__store *s);
+
+/* The slot of known_users for user id (CA__KNOWN_USERS of them, a power of two). */
+#define CA__KNOWN_USERS 32768
+size_t ca__known_slot(uint64_t id);
 
 /* Parse a snowflake string ("123") or number; 0 when it is not one. */
 uint64_t ca__id(const char *p, size_t n);

@@ -518,6 +518,66 @@ TEST(snapshot_round_trip_gives_the_same_answers)
 }
 
 /* Push one event without waiting. */
+/* One chunk of events (t[i], d[i]) of shard 0, applied before it returns. */
+static void feed_chunk(struct ca_cache *c, const char *const *t, const char *const *d, int n)
+{
+    struct gw_chunk *ch = gw_chunk_new(1 << 22);
+    for (int i = 0; i < n; i++) {
+        struct gw_key k = {"sess", seq, 0};
+        gw_chunk_append(ch, 0, 2, t[i], strlen(t[i]), ++seq, &k, d[i], strlen(d[i]), 0);
+    }
+    ca_cache_push(c, ch);
+    ca_cache_snapshot(c, -1, 5000);
+}
+
+/* An author's text seen before is skipped only while the user kept is still what it made:
+   a USER_UPDATE between (in another chunk or the same one) brings the message's user back. */
+TEST(known_author_text_follows_user_changes)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    char m1[256], m2[256];
+    const char *author = "{\"id\":\"14\",\"username\":\"dee\"}";
+    snprintf(m1, sizeof m1, "{\"id\":\"900\",\"channel_id\":\"1\",\"author\":%s}", author);
+    snprintf(m2, sizeof m2, "{\"id\":\"901\",\"channel_id\":\"1\",\"author\":%s}", author);
+    const char *upd = "{\"id\":\"14\",\"username\":\"zed\"}";
+    feed(c, 0, "MESSAGE_CREATE", m1);
+    feed(c, 0, "USER_UPDATE", upd);
+    ASSERT_READ(c, CA_USER, 0, 14, upd);
+    feed(c, 0, "MESSAGE_CREATE", m2);
+    ASSERT_READ(c, CA_USER, 0, 14, author);
+    const char *t[] = {"USER_UPDATE", "MESSAGE_CREATE"}, *d[] = {upd, m1};
+    feed_chunk(c, t, d, 2);
+    ASSERT_READ(c, CA_USER, 0, 14, author);
+    const char *t2[] = {"MESSAGE_CREATE", "USER_UPDATE"}, *d2[] = {m2, upd};
+    feed_chunk(c, t2, d2, 2);
+    ASSERT_READ(c, CA_USER, 0, 14, upd);
+    ca_cache_free(c);
+}
+
+/* A message's member with the keys of the one kept replaces it; with fewer keys it merges. */
+TEST(message_members_replace_or_merge)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    const char *head = "{\"id\":\"900\",\"channel_id\":\"300\",\"guild_id\":\"100\","
+                       "\"author\":{\"id\":\"14\",\"username\":\"dee\"},\"member\":";
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s{\"roles\":[\"200\"],\"nick\":\"D\",\"deaf\":false}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    snprintf(msg, sizeof msg, "%s{\"roles\":[],\"nick\":\"E\",\"deaf\":true}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    ASSERT_READ(c, CA_MEMBER, 100, 14,
+                "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[],"
+                "\"nick\":\"E\",\"deaf\":true}");
+    snprintf(msg, sizeof msg, "%s{\"nick\":\"F\"}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    ASSERT_READ(c, CA_MEMBER, 100, 14,
+                "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[],"
+                "\"nick\":\"F\",\"deaf\":true}");
+    ca_cache_free(c);
+}
+
 static void push_only(struct ca_cache *c, int shard, const char *t, const char *d, size_t n)
 {
     struct gw_chunk *ch = gw_chunk_new(4u << 20);
@@ -738,6 +798,8 @@ TEST_MAIN({
     RUN(partial_updates_merge_and_deletes_remove);
     RUN(members_add_update_remove_chunk_and_count);
     RUN(message_and_interaction_members);
+    RUN(known_author_text_follows_user_changes);
+    RUN(message_members_replace_or_merge);
     RUN(voice_join_move_leave);
     RUN(threads_and_thread_list_sync);
     RUN(permissions_from_roles_and_overwrites);

@@ -578,6 +578,23 @@ TEST(message_members_replace_or_merge)
     ca_cache_free(c);
 }
 
+/* With presences not kept, GUILD_CREATE's presences are passed over unparsed, but must still
+   be valid JSON: a malformed list makes the event skipped, as a malformed event is. */
+TEST(guild_create_presences_not_kept_are_checked_not_parsed)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS & ~(1u << CFG_CACHE_PRESENCES), 1u << 30);
+    ASSERT(c);
+    feed(c, 0, "GUILD_CREATE",
+         "{\"id\":\"100\",\"name\":\"g\",\"presences\":[{\"user\":{\"id\":\"11\","
+         "\"username\":\"p\"},\"status\":\"online\"}],\"members\":[{\"user\":" USER1
+         ",\"roles\":[]}],\"roles\":[]}");
+    ASSERT_READ(c, CA_USER, 0, 11, USER1); /* the presence's user is not taken */
+    feed(c, 0, "GUILD_CREATE",
+         "{\"id\":\"101\",\"name\":\"h\",\"members\":[],\"presences\":[{\"user\":}]}");
+    ASSERT_EQ(rd(c, CA_GUILD, 101, 0), CA_UNKNOWN);
+    ca_cache_free(c);
+}
+
 static void push_only(struct ca_cache *c, int shard, const char *t, const char *d, size_t n)
 {
     struct gw_chunk *ch = gw_chunk_new(4u << 20);
@@ -800,6 +817,7 @@ TEST_MAIN({
     RUN(message_and_interaction_members);
     RUN(known_author_text_follows_user_changes);
     RUN(message_members_replace_or_merge);
+    RUN(guild_create_presences_not_kept_are_checked_not_parsed);
     RUN(voice_join_move_leave);
     RUN(threads_and_thread_list_sync);
     RUN(permissions_from_roles_and_overwrites);

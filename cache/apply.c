@@ -90,7 +90,8 @@ int ca__on(const struct ca_cache *c, int kind)
 /* o as a blob without the defaults of shape (they come back on output). */
 static struct ca__blob *shaped(cJSON *o, enum ca__shape shape)
 {
-    return ca__blob_of(o, ca__strip(o, shape));
+    struct ca__blob *b = ca__blob_of(o, ca__strip(o, shape));
+    return shape == CA__CHANNEL ? ca__compact_overwrites(b) : b;
 }
 
 /* The guild of an event's d (its "guild_id"), or NULL. */

@@ -128,6 +128,16 @@ extern const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS];
 /* A new blob holding text (len bytes); NULL when out of memory. */
 struct ca__blob *ca__blob_new(const char *text, size_t len, uint16_t strip);
 
+/*
+ * A channel blob whose top-level "permission_overwrites" is a list of objects written exactly
+ * {"id":"<digits>","type":<digits>,"allow":"<digits>","deny":"<digits>"} keeps only their
+ * digits: the value becomes \x01id.type.allow.deny[,...]\x01 (a raw control byte never occurs
+ * in JSON text), and every writer of blobs (ca__write_blob, ca__blob_tree, ...) writes the
+ * list back byte for byte. b itself when it has no such list (or out of memory), else b freed
+ * and the shorter blob returned.
+ */
+struct ca__blob *ca__compact_overwrites(struct ca__blob *b);
+
 /* The kind the bytes of map i of a guild count under. */
 enum ca__kind ca__gmap_kind(int i);
 

@@ -595,6 +595,39 @@ TEST(guild_create_presences_not_kept_are_checked_not_parsed)
     ca_cache_free(c);
 }
 
+/* A channel's overwrites in Discord's exact form are kept as their digits only, and written
+   back byte for byte (reads, merges, permissions); any other form is kept as sent. */
+TEST(channel_overwrites_kept_compactly_read_back_exactly)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    const char *ow = "\"permission_overwrites\":[{\"id\":\"100\",\"type\":0,\"allow\":\"0\","
+                     "\"deny\":\"1024\"},{\"id\":\"11\",\"type\":1,\"allow\":\"1024\","
+                     "\"deny\":\"0\"}]";
+    char d[512], want[512];
+    snprintf(d, sizeof d, "{\"id\":\"310\",\"guild_id\":\"100\",\"type\":0,\"name\":\"x\",%s}", ow);
+    feed(c, 0, "CHANNEL_CREATE", d);
+    snprintf(want, sizeof want,
+             "{\"guild_id\":\"100\",\"id\":\"310\",\"type\":0,\"name\":\"x\",%s}", ow);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 310), 0);
+    ASSERT_STR_EQ(got, want);
+    feed(c, 0, "CHANNEL_PINS_UPDATE",
+         "{\"channel_id\":\"310\",\"guild_id\":\"100\",\"last_pin_timestamp\":\"t\"}");
+    snprintf(want, sizeof want,
+             "{\"guild_id\":\"100\",\"id\":\"310\",\"type\":0,\"name\":\"x\",%s,"
+             "\"last_pin_timestamp\":\"t\"}",
+             ow);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 310), 0);
+    ASSERT_STR_EQ(got, want);
+    const char *odd = "{\"id\":\"311\",\"guild_id\":\"100\",\"type\":0,\"permission_overwrites\":"
+                      "[{\"id\":\"100\",\"type\":\"role\",\"allow\":\"0\",\"deny\":\"1024\"}]}";
+    feed(c, 0, "CHANNEL_CREATE", odd);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 311), 0);
+    ASSERT_STR_EQ(got, "{\"guild_id\":\"100\",\"id\":\"311\",\"type\":0,\"permission_overwrites\":"
+                       "[{\"id\":\"100\",\"type\":\"role\",\"allow\":\"0\",\"deny\":\"1024\"}]}");
+    ca_cache_free(c);
+}
+
 static void push_only(struct ca_cache *c, int shard, const char *t, const char *d, size_t n)
 {
     struct gw_chunk *ch = gw_chunk_new(4u << 20);
@@ -818,6 +851,7 @@ TEST_MAIN({
     RUN(known_author_text_follows_user_changes);
     RUN(message_members_replace_or_merge);
     RUN(guild_create_presences_not_kept_are_checked_not_parsed);
+    RUN(channel_overwrites_kept_compactly_read_back_exactly);
     RUN(voice_join_move_leave);
     RUN(threads_and_thread_list_sync);
     RUN(permissions_from_roles_and_overwrites);

@@ -5,8 +5,9 @@
  * left out (a member's user, which lives once in the users map; a child's guild_id; a member's
  * keys that hold their documented default, noted in the blob's strip mask). Maps are
  * open-addressing hash tables keyed by the snowflake (linear probing, backward-shift delete,
- * key 0 marks a free slot). Bytes are counted per kind: blob bytes plus CA__ENTRY_OVERHEAD per
- * entry. Callers hold the cache's write lock to change anything, its read lock to read.
+ * key 0 marks a free slot). Bytes are counted per kind as the memory really taken: each
+ * blob's heap chunk (malloc_usable_size plus its 8-byte header) and CA__SLOT_BYTES for each map
+ * holding it. Callers hold the cache's write lock to change anything, its read lock to read.
  */
 #ifndef SHARDHOOK_CA_STORE_H
 #define SHARDHOOK_CA_STORE_H
@@ -16,9 +17,11 @@
 
 #include "lib/buf.h"
 
-/* Bytes counted for each entry besides its blob: the map slot (16 bytes at <= 50 % load,
-   so 32) and the blob header and allocator rounding (16). */
-#define CA__ENTRY_OVERHEAD 48
+/* Bytes counted for each map slot an entry takes: 16-byte slots at 25-50 % fill (the maps
+   double when half full) cost 32-64 bytes an entry, measured about 40 on a large population. */
+#define CA__SLOT_BYTES 40
+/* Bytes counted for a guild record besides its fields blob: the record and its slot. */
+#define CA__GUILD_BYTES ((long long)sizeof(struct ca__guild) + 8 + CA__SLOT_BYTES)
 
 /* What the cache counts bytes and entries of (CA_STATS, metrics). */
 enum ca__kind {
@@ -46,7 +49,7 @@ struct ca__blob {
 struct ca__map {
     uint64_t *keys; /* 0: free */
     void **vals;
-    size_t cap, n; /* cap a power of two, or 0 */
+    uint32_t cap, n; /* cap a power of two, or 0 */
 };
 
 void *ca__map_get(const struct ca__map *m, uint64_t key);

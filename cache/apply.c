@@ -90,7 +90,8 @@ int ca__on(const struct ca_cache *c, int kind)
 /* o as a blob without the defaults of shape (they come back on output). */
 static struct ca__blob *shaped(cJSON *o, enum ca__shape shape)
 {
-    return ca__blob_of(o, ca__strip(o, shape));
+    struct ca__blob *b = ca__blob_of(o, ca__strip(o, shape));
+    return shape == CA__CHANNEL ? ca__compact_overwrites(b) : b;
 }
 
 /* The guild of an event's d (its "guild_id"), or NULL. */
@@ -481,42 +482,62 @@ static void apply_one(struct ca_cache *c, struct ca__item *it)
     }
 }
 
+/* GUILD_CREATE's lists read from their text, not through the tree: its members (always) and
+   its presences (when they are not kept: nothing of them is). */
+struct gc_cut {
+    const char *p[2];
+    size_t n[2];
+    int presences;
+};
+
 static void find_members(void *ud, const char *k, size_t kl, const char *v, size_t vl)
 {
-    struct ca__item *it = ud;
-    if (kl == 7 && !memcmp(k, "members", 7) && *v == '[') {
-        it->member_p = v;
-        it->member_n = vl;
+    struct gc_cut *g = ud;
+    int i = kl == 7 && !memcmp(k, "members", 7)                     ? 0
+            : g->presences && kl == 9 && !memcmp(k, "presences", 9) ? 1
+                                                                    : -1;
+    if (i >= 0 && *v == '[') {
+        g->p[i] = v;
+        g->n[i] = vl;
     }
 }
 
 /* GUILD_CREATE: the tree of d without its members (most of its bytes), which are put from
-   their text (ca__put_members_text); 0, or SH_EPARSE for the whole tree's path. */
-static int parse_guild_create(const char *d, size_t dl, struct ca__item *it)
+   their text (ca__put_members_text), and without its presences when they are not kept; 0, or
+   SH_EPARSE for the whole tree's path. */
+static int parse_guild_create(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
 {
+    struct gc_cut g = {.presences = !ca__on(c, CFG_CACHE_PRESENCES)};
     it->member_p = NULL;
-    if (ca__each_member(d, d + dl, find_members, it) < 0 || !it->member_p ||
-        !ca__json_valid(it->member_p, it->member_n)) {
-        it->member_p = NULL;
+    if (ca__each_member(d, d + dl, find_members, &g) < 0 || !g.p[0])
         return SH_EPARSE;
-    }
-    size_t head = (size_t)(it->member_p - d), tail = dl - head - it->member_n;
-    char *t = malloc(head + 2 + tail);
-    if (!t) {
-        it->member_p = NULL;
+    int k = g.p[1] ? 2 : 1, first = k == 2 && g.p[1] < g.p[0];
+    for (int i = 0; i < k; i++)
+        if (!ca__json_valid(g.p[i], g.n[i]))
+            return SH_EPARSE;
+    char *t = malloc(dl + 4), *o = t;
+    if (!t)
         return SH_EPARSE;
+    const char *from = d;
+    for (int j = 0; j < k; j++) { /* the cut spans in the order of the text */
+        int i = first ? 1 - j : j;
+        memcpy(o, from, (size_t)(g.p[i] - from));
+        o += g.p[i] - from;
+        memcpy(o, "[]", 2);
+        o += 2;
+        from = g.p[i] + g.n[i];
     }
-    memcpy(t, d, head);
-    memcpy(t + head, "[]", 2);
-    memcpy(t + head + 2, it->member_p + it->member_n, tail);
-    it->d = cJSON_ParseWithLength(t, head + 2 + tail);
+    memcpy(o, from, (size_t)(d + dl - from));
+    o += d + dl - from;
+    it->d = cJSON_ParseWithLength(t, (size_t)(o - t));
     free(t);
     if (!cJSON_IsObject(it->d)) {
         cJSON_Delete(it->d);
         it->d = NULL;
-        it->member_p = NULL;
         return SH_EPARSE;
     }
+    it->member_p = g.p[0];
+    it->member_n = g.n[0];
     return 0;
 }
 
@@ -545,7 +566,7 @@ static void parse_one(struct ca_cache *c, const struct gw_chunk *ch, size_t i, s
     ca__dedup_event(c, it->ev);
     if (it->ev == CA__EV_MEMBER_UPDATE && ca__parse_member_update(c, dp, dl, it) == 0)
         return;
-    if (it->ev == CA__EV_GUILD_CREATE && parse_guild_create(dp, dl, it) == 0)
+    if (it->ev == CA__EV_GUILD_CREATE && parse_guild_create(c, dp, dl, it) == 0)
         return;
     it->d = cJSON_ParseWithLength(dp, dl);
     if (!cJSON_IsObject(it->d)) {

@@ -51,6 +51,7 @@ struct ca__item {
     size_t author_n, member_n;
     struct ca__blob *ublob, *mblob;
     uint64_t uid;
+    uint64_t uhash; /* of the author's text: no ublob when that text is known to be kept */
 };
 
 void ca__item_free(struct ca__item *it);

@@ -180,25 +180,121 @@ static void members_chunk(struct ca_cache *c, struct ca__guild *g, cJSON *d)
         ca__put_presence(c, g, o);
 }
 
-/* MESSAGE_CREATE's author: new, the same, or merged into what is kept. */
+/* The id in a user object's text, when its first "id" key is a string (only a guess: the
+   known table checks the text's hash); 0 when none. */
+static uint64_t id_in(const char *p, size_t n)
+{
+    const char *k = memmem(p, n, "\"id\":\"", 6), *e = p + n;
+    if (!k)
+        return 0;
+    const char *v = k + 6, *q = memchr(v, '"', (size_t)(e - v));
+    return q ? ca__id(v, (size_t)(q - v)) : 0;
+}
+
+static uint64_t *known_slot(struct ca__store *s, uint64_t uid)
+{
+    if (!s->known_users && !(s->known_users = calloc(CA__KNOWN_USERS, sizeof *s->known_users)))
+        return NULL;
+    return s->known_users[ca__known_slot(uid)];
+}
+
+/* The id of the user of text hashing to h (its id in the text guessed) when the user kept was
+   made from that text and has not changed since; 0 when unknown. */
+static uint64_t known_user(struct ca__store *s, uint64_t guess, uint64_t h)
+{
+    const uint64_t *k = guess ? known_slot(s, guess) : NULL;
+    return k && k[0] == guess && k[1] == h ? guess : 0;
+}
+
+static void know_user(struct ca__store *s, uint64_t h, uint64_t uid)
+{
+    uint64_t *k = known_slot(s, uid);
+    if (k) {
+        k[0] = uid;
+        k[1] = h;
+    }
+}
+
+/* The user object at [p, p+n) into it: its id, and its blob unless that text is known to be
+   kept; check: validate the text first (it is not part of validated text). */
+static void author_of(struct ca_cache *c, struct ca__item *it, const char *p, size_t n, int check)
+{
+    const char *v;
+    size_t vl;
+    it->author_p = p;
+    it->author_n = n;
+    it->uhash = ca__hash(0, p, n);
+    if ((it->uid = known_user(&c->st, id_in(p, n), it->uhash)))
+        return;
+    if (check && (*p != '{' || !ca__json_valid(p, n)))
+        return;
+    it->ublob = ca__blob_text(p, n, CA__USER, ca__user_private);
+    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
+        it->uid = ca__id(v, vl);
+}
+
+/* MESSAGE_CREATE's author: known, new, the same, or merged into what is kept. */
 static void message_user(struct ca_cache *c, struct ca__item *it)
 {
+    if (!it->ublob) { /* known when parsed: still so unless a user changed meanwhile */
+        if (known_user(&c->st, it->uid, it->uhash))
+            return;
+        if (!(it->ublob = ca__blob_text(it->author_p, it->author_n, CA__USER, ca__user_private)))
+            return;
+    }
     const struct ca__blob *old = ca__map_get(&c->st.users, it->uid);
     if (!old) {
-        ca__uput(&c->st, it->uid, it->ublob); /* takes it */
+        int rc = ca__uput(&c->st, it->uid, it->ublob); /* takes it */
         it->ublob = NULL;
+        if (rc == 0)
+            know_user(&c->st, it->uhash, it->uid);
     } else if (!same(old, it->ublob)) {
         cJSON *u = cJSON_ParseWithLength(it->author_p, it->author_n);
         ca__put_user(c, u);
         cJSON_Delete(u);
+    } else {
+        know_user(&c->st, it->uhash, it->uid);
     }
+}
+
+struct key_seq {
+    const char *k[24];
+    size_t kl[24];
+    int n;
+};
+
+static void key_of(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct key_seq *s = ud;
+    (void)v;
+    (void)vl;
+    if (s->n < 24) {
+        s->k[s->n] = k;
+        s->kl[s->n] = kl;
+    }
+    s->n++;
+}
+
+/* 1 when b has the keys of a, in a's order, and the same defaults left out: merging b into a
+   then gives b. */
+static int same_keys(const struct ca__blob *a, const struct ca__blob *b)
+{
+    struct key_seq ka = {.n = 0}, kb = {.n = 0};
+    if (!a || !b || a->strip != b->strip ||
+        ca__each_member(a->data, a->data + a->len, key_of, &ka) < 0 ||
+        ca__each_member(b->data, b->data + b->len, key_of, &kb) < 0 || ka.n != kb.n || ka.n > 24)
+        return 0;
+    for (int i = 0; i < ka.n; i++)
+        if (ka.kl[i] != kb.kl[i] || memcmp(ka.k[i], kb.k[i], ka.kl[i]))
+            return 0;
+    return 1;
 }
 
 /* MESSAGE_CREATE's member (a partial member: merged into what is kept). */
 static void message_member(struct ca_cache *c, struct ca__guild *g, struct ca__item *it)
 {
     const struct ca__blob *old = ca__map_get(&g->maps[CA__M_MEMBERS], it->uid);
-    if (!old) {
+    if (!old || (!same(old, it->mblob) && same_keys(old, it->mblob))) {
         ca__gput(&c->st, g, CA__M_MEMBERS, it->uid, it->mblob); /* takes it */
         it->mblob = NULL;
     } else if (!same(old, it->mblob)) {
@@ -213,7 +309,7 @@ static void message(struct ca_cache *c, struct ca__item *it)
 {
     if (it->channel_id && it->msg_id)
         ca__touch_channel(c, it->channel_id, it->msg_id);
-    if (!it->ublob || !it->uid)
+    if (!it->uid)
         return;
     message_user(c, it);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
@@ -225,7 +321,7 @@ static void message(struct ca_cache *c, struct ca__item *it)
    only when what is kept must merge it. */
 static void member_update_text(struct ca_cache *c, struct ca__item *it)
 {
-    if (!it->ublob || !it->uid)
+    if (!it->uid)
         return;
     message_user(c, it);
     struct ca__guild *g = ca__guild_get(&c->st, it->guild_id, -1, 0);
@@ -391,19 +487,15 @@ void ca__dedup_event(struct ca_cache *c, enum ca__ev ev)
     }
 }
 
-/* The author and member of a message as blobs, straight from their text once it is valid JSON. */
-static void parse_people(struct ca__item *it, const struct msg_spans *m, int want_member)
+/* The author and member of a message as blobs, straight from their text once it is valid JSON
+   (no author blob when that text is known to be the user kept). */
+static void parse_people(struct ca_cache *c, struct ca__item *it, const struct msg_spans *m,
+                         int want_member)
 {
     static const char *const member_drop[] = {"user", "guild_id", NULL};
-    const char *v;
-    size_t vl;
-    if (*m->author != '{' || !ca__json_valid(m->author, m->al))
+    author_of(c, it, m->author, m->al, 1);
+    if (!it->uid)
         return;
-    it->author_p = m->author;
-    it->author_n = m->al;
-    it->ublob = ca__blob_text(m->author, m->al, CA__USER, ca__user_private);
-    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
-        it->uid = ca__id(v, vl);
     if (want_member && *m->member == '{' && ca__json_valid(m->member, m->ml)) {
         it->member_p = m->member;
         it->member_n = m->ml;
@@ -448,7 +540,7 @@ void ca__parse_message(struct ca_cache *c, const char *d, size_t dl, struct ca__
     }
     it->ev = CA__EV_MESSAGE;
     it->guild_id = gid;
-    parse_people(it, &m, want_member);
+    parse_people(c, it, &m, want_member);
 }
 
 int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct ca__item *it)
@@ -458,14 +550,8 @@ int ca__parse_member_update(struct ca_cache *c, const char *d, size_t dl, struct
         !m.user || *m.user != '{')
         return SH_EPARSE; /* the tree path says what to make of it */
     static const char *const member_drop[] = {"user", "guild_id", NULL};
-    const char *v;
-    size_t vl;
     it->guild_id = ca__id(m.gid, m.gl);
-    it->author_p = m.user;
-    it->author_n = m.ul;
-    it->ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
-    if (it->ublob && ca__blob_find(it->ublob, "id", &v, &vl) == 0)
-        it->uid = ca__id(v, vl);
+    author_of(c, it, m.user, m.ul, 0);
     if (ca__on(c, CFG_CACHE_MEMBERS)) {
         it->member_p = d;
         it->member_n = dl;
@@ -481,12 +567,8 @@ static void put_member_text(struct ca_cache *c, struct ca__guild *g, const char 
     struct msg_spans m = {0};
     if (*p != '{' || ca__each_member(p, p + n, msg_member, &m) < 0 || !m.user || *m.user != '{')
         return;
-    struct ca__item it = {.author_p = m.user, .author_n = m.ul};
-    const char *v;
-    size_t vl;
-    it.ublob = ca__blob_text(m.user, m.ul, CA__USER, ca__user_private);
-    if (it.ublob && ca__blob_find(it.ublob, "id", &v, &vl) == 0)
-        it.uid = ca__id(v, vl);
+    struct ca__item it = {.ev = CA__EV_NONE};
+    author_of(c, &it, m.user, m.ul, 0);
     if (it.uid) {
         message_user(c, &it);
         if (ca__on(c, CFG_CACHE_MEMBERS)) {

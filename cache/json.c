@@ -234,6 +234,114 @@ void ca__unstrip(cJSON *o, uint16_t mask, enum ca__shape shape)
     }
 }
 
+/* The digits at p (at least one); NULL when none. */
+static const char *digits(const char *p, const char *e)
+{
+    const char *q = p;
+    while (q < e && *q >= '0' && *q <= '9')
+        q++;
+    return q > p ? q : NULL;
+}
+
+/* p past the literal lit, or NULL. */
+static const char *lit(const char *p, const char *e, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(e - p) >= n && !memcmp(p, lit, n) ? p + n : NULL;
+}
+
+static const char *const ow_parts[4] = {"{\"id\":\"", "\",\"type\":", ",\"allow\":\"",
+                                        "\",\"deny\":\""};
+
+/* The compact form of the overwrites list at [p, e) into out (marks included): 0, or -1 when
+   the list is not in the exact form (or empty). */
+static int ow_pack(const char *p, const char *e, struct sh_buf *out)
+{
+    if (!(p = lit(p, e, "[")) || p >= e || *p == ']')
+        return -1;
+    int rc = sh_buf_append(out, "\x01", 1);
+    for (int first = 1; rc == 0; first = 0) {
+        if (!first && !(p = lit(p, e, ",")))
+            return -1;
+        for (int i = 0; i < 4; i++) {
+            const char *d = (p = lit(p, e, ow_parts[i])) ? digits(p, e) : NULL;
+            if (!d)
+                return -1;
+            rc = rc ?: sh_buf_append(out, i ? "." : first ? "" : ",", i || !first) ?:
+                      sh_buf_append(out, p, (size_t)(d - p));
+            p = d;
+        }
+        if (!(p = lit(p, e, "\"}")))
+            return -1;
+        if (p < e && *p == ']')
+            break;
+    }
+    return rc || p + 1 != e ? -1 : sh_buf_append(out, "\x01", 1);
+}
+
+struct ow_find {
+    const char *v;
+    size_t vl;
+};
+
+static void ow_member(void *ud, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct ow_find *f = ud;
+    if (kl == 21 && !memcmp(k, "permission_overwrites", 21)) {
+        f->v = v;
+        f->vl = vl;
+    }
+}
+
+struct ca__blob *ca__compact_overwrites(struct ca__blob *b)
+{
+    struct ow_find f = {NULL, 0};
+    static const char key[] = "\"permission_overwrites\":[{";
+    if (!b || !memmem(b->data, b->len, key, sizeof key - 1) ||
+        ca__each_member(b->data, b->data + b->len, ow_member, &f) < 0 || !f.v)
+        return b;
+    struct sh_buf t;
+    sh_buf_init(&t, b->len);
+    size_t head = (size_t)(f.v - b->data);
+    struct ca__blob *nb = NULL;
+    if (sh_buf_append(&t, b->data, head) == 0 && ow_pack(f.v, f.v + f.vl, &t) == 0 &&
+        sh_buf_append(&t, f.v + f.vl, b->len - head - f.vl) == 0)
+        nb = ca__blob_new(t.data, t.len, b->strip);
+    sh_buf_free(&t);
+    if (!nb)
+        return b;
+    free(b);
+    return nb;
+}
+
+/* Append [p, p+n) of a blob's text to out, a compact overwrites list written out in full. */
+static int write_text(const char *p, size_t n, struct sh_buf *out)
+{
+    const char *e = p + n, *m;
+    int rc = 0;
+    while (rc == 0 && (m = memchr(p, '\x01', (size_t)(e - p)))) {
+        const char *end = memchr(m + 1, '\x01', (size_t)(e - m - 1));
+        if (!end)
+            break;
+        rc = sh_buf_append(out, p, (size_t)(m - p)) ?: sh_buf_append(out, "[", 1);
+        for (const char *q = m + 1; rc == 0 && q < end;) {
+            if (q > m + 1)
+                rc = sh_buf_append(out, ",", 1);
+            for (int i = 0; rc == 0 && i < 4; i++) {
+                const char *d = digits(q, end);
+                if (!d)
+                    d = q;
+                rc = sh_buf_append_str(out, ow_parts[i]) ?: sh_buf_append(out, q, (size_t)(d - q));
+                q = d + 1; /* past the '.' (or ',' after the fourth) */
+            }
+            rc = rc ?: sh_buf_append(out, "\"}", 2);
+        }
+        rc = rc ?: sh_buf_append(out, "]", 1);
+        p = end + 1;
+    }
+    return rc ?: sh_buf_append(out, p, (size_t)(e - p));
+}
+
 /* Append a comma unless out just opened the object. */
 static int sep(struct sh_buf *out)
 {
@@ -254,10 +362,10 @@ static int write_defaults(const struct ca__blob *b, enum ca__shape shape, struct
 int ca__write_blob(const struct ca__blob *b, enum ca__shape shape, struct sh_buf *out)
 {
     if (shape == CA__PLAIN || !b->strip)
-        return sh_buf_append(out, b->data, b->len);
+        return write_text(b->data, b->len, out);
     int rc = sh_buf_append(out, "{", 1) ?: write_defaults(b, shape, out);
     if (rc == 0 && b->len > 2)
-        rc = sep(out) ?: sh_buf_append(out, b->data + 1, b->len - 2);
+        rc = sep(out) ?: write_text(b->data + 1, b->len - 2, out);
     return rc ?: sh_buf_append(out, "}", 1);
 }
 
@@ -279,13 +387,13 @@ int ca__write_with_gid(const struct ca__blob *b, enum ca__shape shape, uint64_t 
     int rc = sh_buf_printf(out, "{\"guild_id\":\"%llu\"", (unsigned long long)gid);
     rc = rc ?: write_defaults(b, shape, out);
     if (rc == 0 && b->len > 2)
-        rc = sh_buf_append(out, ",", 1) ?: sh_buf_append(out, b->data + 1, b->len - 2);
+        rc = sh_buf_append(out, ",", 1) ?: write_text(b->data + 1, b->len - 2, out);
     return rc ?: sh_buf_append(out, "}", 1);
 }
 
 cJSON *ca__blob_tree(const struct ca__blob *b, enum ca__shape shape)
 {
-    if (shape == CA__PLAIN || !b->strip)
+    if ((shape == CA__PLAIN || !b->strip) && !memchr(b->data, '\x01', b->len))
         return cJSON_ParseWithLength(b->data, b->len);
     struct sh_buf t;
     sh_buf_init(&t, (size_t)b->len + 1024);

@@ -6,6 +6,7 @@
 #include "cache/store.h"
 
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -89,6 +90,11 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+size_t ca__known_slot(uint64_t id)
+{
+    return (size_t)(mix(id) & (CA__KNOWN_USERS - 1));
+}
+
 void *ca__map_get(const struct ca__map *m, uint64_t key)
 {
     if (!m->cap || !key)
@@ -130,6 +136,8 @@ static void table_free(void *p, size_t cap)
 static int grow_to(struct ca__map *m, size_t cap)
 {
     _Static_assert(sizeof(void *) == sizeof(uint64_t), "slots of one size");
+    if (cap > UINT32_MAX)
+        return SH_ENOMEM;
     uint64_t *keys = table_alloc(cap);
     void **vals = table_alloc(cap);
     if (!keys || !vals) {
@@ -300,9 +308,21 @@ static void account(struct ca__store *s, enum ca__kind k, long long entries, lon
     s->bytes = (size_t)((long long)s->bytes + bytes);
 }
 
-static long long cost(const struct ca__blob *b)
+/* The heap chunk of blob b (0 for none). */
+static long long chunk(const struct ca__blob *b)
 {
-    return b ? (long long)b->len + CA__ENTRY_OVERHEAD : 0;
+    return b ? (long long)malloc_usable_size((void *)b) + 8 : 0;
+}
+
+/* What an entry of kind k really costs: its blob's heap chunk (the usable size and the
+   chunk's 8-byte header) and a slot of each map it is in (channels and threads are also in
+   the channel-to-guild index). */
+static long long cost(const struct ca__blob *b, enum ca__kind k)
+{
+    if (!b)
+        return 0;
+    int slots = k == CA__K_CHANNELS || k == CA__K_THREADS ? 2 : 1;
+    return chunk(b) + slots * CA__SLOT_BYTES;
 }
 
 struct ca__guild *ca__guild_get(struct ca__store *s, uint64_t id, int shard, int create)
@@ -322,7 +342,7 @@ struct ca__guild *ca__guild_get(struct ca__store *s, uint64_t id, int shard, int
         free(g);
         return NULL;
     }
-    account(s, CA__K_GUILDS, 1, CA__ENTRY_OVERHEAD);
+    account(s, CA__K_GUILDS, 1, CA__GUILD_BYTES);
     if (shard >= 0 && shard < s->total)
         s->shards[shard].guilds++;
     return g;
@@ -334,7 +354,7 @@ void ca__gclear(struct ca__store *s, struct ca__guild *g, int i)
     for (size_t j = 0; j < m->cap; j++) {
         if (!m->keys[j])
             continue;
-        account(s, ca__gmap_kind(i), -1, -cost(m->vals[j]));
+        account(s, ca__gmap_kind(i), -1, -cost(m->vals[j], ca__gmap_kind(i)));
         if (i == CA__M_CHANNELS || i == CA__M_THREADS)
             ca__map_del(&s->chan, m->keys[j]);
         free(m->vals[j]);
@@ -353,7 +373,7 @@ void ca__guild_remove(struct ca__store *s, struct ca__guild *g)
 {
     ca__guild_clear(s, g);
     ca__map_del(&s->guilds, g->id);
-    account(s, CA__K_GUILDS, -1, -CA__ENTRY_OVERHEAD);
+    account(s, CA__K_GUILDS, -1, -CA__GUILD_BYTES);
     if (g->shard >= 0 && g->shard < s->total)
         s->shards[g->shard].guilds--;
     free(g->name);
@@ -387,6 +407,7 @@ void ca__store_free(struct ca__store *s)
     ca__map_free(&s->guilds);
     ca__map_free(&s->chan);
     free(s->shards);
+    free(s->known_users);
     memset(s, 0, sizeof *s);
 }
 
@@ -416,7 +437,7 @@ static int put_in(struct ca__store *s, struct ca__map *m, enum ca__kind k, uint6
                   struct ca__blob *b)
 {
     struct ca__blob *old = ca__map_get(m, id);
-    if (!old && bounded(k) && s->bytes + (size_t)cost(b) > s->max_bytes) {
+    if (!old && bounded(k) && s->bytes + (size_t)cost(b, k) > s->max_bytes) {
         free(b);
         set_full(s, 1);
         return SH_ETOOBIG;
@@ -427,7 +448,7 @@ static int put_in(struct ca__store *s, struct ca__map *m, enum ca__kind k, uint6
         free(b);
         return err;
     }
-    account(s, k, old ? 0 : 1, cost(b) - cost(old));
+    account(s, k, old ? 0 : 1, cost(b, k) - cost(old, k));
     free(old);
     return 0;
 }
@@ -449,7 +470,7 @@ int ca__gdel(struct ca__store *s, struct ca__guild *g, int i, uint64_t id)
     struct ca__blob *old = ca__map_del(&g->maps[i], id);
     if (!old)
         return 0;
-    account(s, ca__gmap_kind(i), -1, -cost(old));
+    account(s, ca__gmap_kind(i), -1, -cost(old, ca__gmap_kind(i)));
     free(old);
     if ((i == CA__M_CHANNELS || i == CA__M_THREADS) && ca__map_get(&s->chan, id) == g)
         ca__map_del(&s->chan, id);
@@ -458,13 +479,15 @@ int ca__gdel(struct ca__store *s, struct ca__guild *g, int i, uint64_t id)
 
 void ca__set_fields(struct ca__store *s, struct ca__guild *g, struct ca__blob *b)
 {
-    account(s, CA__K_GUILDS, 0, (b ? (long long)b->len : 0) - (g->fields ? g->fields->len : 0));
+    account(s, CA__K_GUILDS, 0, chunk(b) - chunk(g->fields));
     free(g->fields);
     g->fields = b;
 }
 
 int ca__uput(struct ca__store *s, uint64_t id, struct ca__blob *b)
 {
+    if (s->known_users && s->known_users[ca__known_slot(id)][0] == id)
+        s->known_users[ca__known_slot(id)][0] = 0; /* no longer known to be that text */
     if (!b)
         return SH_ENOMEM;
     return put_in(s, &s->users, CA__K_USERS, id, b);

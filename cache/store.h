@@ -5,8 +5,9 @@
  * left out (a member's user, which lives once in the users map; a child's guild_id; a member's
  * keys that hold their documented default, noted in the blob's strip mask). Maps are
  * open-addressing hash tables keyed by the snowflake (linear probing, backward-shift delete,
- * key 0 marks a free slot). Bytes are counted per kind: blob bytes plus CA__ENTRY_OVERHEAD per
- * entry. Callers hold the cache's write lock to change anything, its read lock to read.
+ * key 0 marks a free slot). Bytes are counted per kind as the memory really taken: each
+ * blob's heap chunk (malloc_usable_size plus its 8-byte header) and CA__SLOT_BYTES for each map
+ * holding it. Callers hold the cache's write lock to change anything, its read lock to read.
  */
 #ifndef SHARDHOOK_CA_STORE_H
 #define SHARDHOOK_CA_STORE_H
@@ -16,9 +17,11 @@
 
 #include "lib/buf.h"
 
-/* Bytes counted for each entry besides its blob: the map slot (16 bytes at <= 50 % load,
-   so 32) and the blob header and allocator rounding (16). */
-#define CA__ENTRY_OVERHEAD 48
+/* Bytes counted for each map slot an entry takes: 16-byte slots at 25-50 % fill (the maps
+   double when half full) cost 32-64 bytes an entry, measured about 40 on a large population. */
+#define CA__SLOT_BYTES 40
+/* Bytes counted for a guild record besides its fields blob: the record and its slot. */
+#define CA__GUILD_BYTES ((long long)sizeof(struct ca__guild) + 8 + CA__SLOT_BYTES)
 
 /* What the cache counts bytes and entries of (CA_STATS, metrics). */
 enum ca__kind {
@@ -46,7 +49,7 @@ struct ca__blob {
 struct ca__map {
     uint64_t *keys; /* 0: free */
     void **vals;
-    size_t cap, n; /* cap a power of two, or 0 */
+    uint32_t cap, n; /* cap a power of two, or 0 */
 };
 
 void *ca__map_get(const struct ca__map *m, uint64_t key);
@@ -106,6 +109,9 @@ struct ca__store {
     long long kbytes[CA__K_COUNT];
     struct ca__shard *shards;
     int total;
+    /* Users' texts known to be what is kept (apply_member.c): [slot of the user id] = {user id,
+       hash of the text its blob was made from}; a change of that user forgets it. */
+    uint64_t (*known_users)[2];
 };
 
 /* Documented member defaults left out of member blobs ("nick":null, ...), restored on output. */
@@ -124,6 +130,16 @@ extern const char *const ca__role_defaults[CA__N_ROLE_DEFAULTS];
 
 /* A new blob holding text (len bytes); NULL when out of memory. */
 struct ca__blob *ca__blob_new(const char *text, size_t len, uint16_t strip);
+
+/*
+ * A channel blob whose top-level "permission_overwrites" is a list of objects written exactly
+ * {"id":"<digits>","type":<digits>,"allow":"<digits>","deny":"<digits>"} keeps only their
+ * digits: the value becomes \x01id.type.allow.deny[,...]\x01 (a raw control byte never occurs
+ * in JSON text), and every writer of blobs (ca__write_blob, ca__blob_tree, ...) writes the
+ * list back byte for byte. b itself when it has no such list (or out of memory), else b freed
+ * and the shorter blob returned.
+ */
+struct ca__blob *ca__compact_overwrites(struct ca__blob *b);
 
 /* The kind the bytes of map i of a guild count under. */
 enum ca__kind ca__gmap_kind(int i);
@@ -154,6 +170,10 @@ void ca__set_fields(struct ca__store *s, struct ca__guild *g, struct ca__blob *b
 int ca__uput(struct ca__store *s, uint64_t id, struct ca__blob *b);
 /* After removals: leave the full state once 5 % below the bound (logged, metric). */
 void ca__store_check_full(struct ca__store *s);
+
+/* The slot of known_users for user id (CA__KNOWN_USERS of them, a power of two). */
+#define CA__KNOWN_USERS 32768
+size_t ca__known_slot(uint64_t id);
 
 /* Parse a snowflake string ("123") or number; 0 when it is not one. */
 uint64_t ca__id(const char *p, size_t n);

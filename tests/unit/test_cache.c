@@ -5,6 +5,7 @@
  * kinds, max_bytes, snapshots round-tripped through an in-memory store, bad input.
  */
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -153,6 +154,15 @@ static int json_eq(const char *a, const char *b)
     "\"name\":\"t\"}],\"members\":[" MEMBER1 "],\"voice_states\":[{\"user_id\":\"11\","            \
     "\"channel_id\":\"300\",\"session_id\":\"v\",\"deaf\":false,\"mute\":false}],"                 \
     "\"presences\":[]}"
+
+/* What the allocator really takes for n bytes (its usable size and its 8-byte header). */
+static size_t heap_chunk(size_t n)
+{
+    void *p = malloc(n);
+    size_t u = p ? malloc_usable_size(p) + 8 : 0;
+    free(p);
+    return u;
+}
 
 static struct ca_cache *with_guild(unsigned kinds)
 {
@@ -579,6 +589,116 @@ TEST(a_loaded_snapshot_goes_before_later_events_and_a_forget_undoes_it)
 }
 
 /* Push one event without waiting. */
+/* One chunk of events (t[i], d[i]) of shard 0, applied before it returns. */
+static void feed_chunk(struct ca_cache *c, const char *const *t, const char *const *d, int n)
+{
+    struct gw_chunk *ch = gw_chunk_new(1 << 22);
+    for (int i = 0; i < n; i++) {
+        struct gw_key k = {"sess", seq, 0};
+        gw_chunk_append(ch, 0, 2, t[i], strlen(t[i]), ++seq, &k, d[i], strlen(d[i]), 0);
+    }
+    ca_cache_push(c, ch);
+    ca_cache_snapshot(c, -1, 5000);
+}
+
+/* An author's text seen before is skipped only while the user kept is still what it made:
+   a USER_UPDATE between (in another chunk or the same one) brings the message's user back. */
+TEST(known_author_text_follows_user_changes)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    char m1[256], m2[256];
+    const char *author = "{\"id\":\"14\",\"username\":\"dee\"}";
+    snprintf(m1, sizeof m1, "{\"id\":\"900\",\"channel_id\":\"1\",\"author\":%s}", author);
+    snprintf(m2, sizeof m2, "{\"id\":\"901\",\"channel_id\":\"1\",\"author\":%s}", author);
+    const char *upd = "{\"id\":\"14\",\"username\":\"zed\"}";
+    feed(c, 0, "MESSAGE_CREATE", m1);
+    feed(c, 0, "USER_UPDATE", upd);
+    ASSERT_READ(c, CA_USER, 0, 14, upd);
+    feed(c, 0, "MESSAGE_CREATE", m2);
+    ASSERT_READ(c, CA_USER, 0, 14, author);
+    const char *t[] = {"USER_UPDATE", "MESSAGE_CREATE"}, *d[] = {upd, m1};
+    feed_chunk(c, t, d, 2);
+    ASSERT_READ(c, CA_USER, 0, 14, author);
+    const char *t2[] = {"MESSAGE_CREATE", "USER_UPDATE"}, *d2[] = {m2, upd};
+    feed_chunk(c, t2, d2, 2);
+    ASSERT_READ(c, CA_USER, 0, 14, upd);
+    ca_cache_free(c);
+}
+
+/* A message's member with the keys of the one kept replaces it; with fewer keys it merges. */
+TEST(message_members_replace_or_merge)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    const char *head = "{\"id\":\"900\",\"channel_id\":\"300\",\"guild_id\":\"100\","
+                       "\"author\":{\"id\":\"14\",\"username\":\"dee\"},\"member\":";
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s{\"roles\":[\"200\"],\"nick\":\"D\",\"deaf\":false}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    snprintf(msg, sizeof msg, "%s{\"roles\":[],\"nick\":\"E\",\"deaf\":true}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    ASSERT_READ(c, CA_MEMBER, 100, 14,
+                "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[],"
+                "\"nick\":\"E\",\"deaf\":true}");
+    snprintf(msg, sizeof msg, "%s{\"nick\":\"F\"}}", head);
+    feed(c, 0, "MESSAGE_CREATE", msg);
+    ASSERT_READ(c, CA_MEMBER, 100, 14,
+                "{\"user\":{\"id\":\"14\",\"username\":\"dee\"},\"roles\":[],"
+                "\"nick\":\"F\",\"deaf\":true}");
+    ca_cache_free(c);
+}
+
+/* With presences not kept, GUILD_CREATE's presences are passed over unparsed, but must still
+   be valid JSON: a malformed list makes the event skipped, as a malformed event is. */
+TEST(guild_create_presences_not_kept_are_checked_not_parsed)
+{
+    struct ca_cache *c = new_cache(ALL_KINDS & ~(1u << CFG_CACHE_PRESENCES), 1u << 30);
+    ASSERT(c);
+    feed(c, 0, "GUILD_CREATE",
+         "{\"id\":\"100\",\"name\":\"g\",\"presences\":[{\"user\":{\"id\":\"11\","
+         "\"username\":\"p\"},\"status\":\"online\"}],\"members\":[{\"user\":" USER1
+         ",\"roles\":[]}],\"roles\":[]}");
+    ASSERT_READ(c, CA_USER, 0, 11, USER1); /* the presence's user is not taken */
+    feed(c, 0, "GUILD_CREATE",
+         "{\"id\":\"101\",\"name\":\"h\",\"members\":[],\"presences\":[{\"user\":}]}");
+    ASSERT_EQ(rd(c, CA_GUILD, 101, 0), CA_UNKNOWN);
+    ca_cache_free(c);
+}
+
+/* A channel's overwrites in Discord's exact form are kept as their digits only, and written
+   back byte for byte (reads, merges, permissions); any other form is kept as sent. */
+TEST(channel_overwrites_kept_compactly_read_back_exactly)
+{
+    struct ca_cache *c = with_guild(ALL_KINDS);
+    ASSERT(c);
+    const char *ow = "\"permission_overwrites\":[{\"id\":\"100\",\"type\":0,\"allow\":\"0\","
+                     "\"deny\":\"1024\"},{\"id\":\"11\",\"type\":1,\"allow\":\"1024\","
+                     "\"deny\":\"0\"}]";
+    char d[512], want[512];
+    snprintf(d, sizeof d, "{\"id\":\"310\",\"guild_id\":\"100\",\"type\":0,\"name\":\"x\",%s}", ow);
+    feed(c, 0, "CHANNEL_CREATE", d);
+    snprintf(want, sizeof want,
+             "{\"guild_id\":\"100\",\"id\":\"310\",\"type\":0,\"name\":\"x\",%s}", ow);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 310), 0);
+    ASSERT_STR_EQ(got, want);
+    feed(c, 0, "CHANNEL_PINS_UPDATE",
+         "{\"channel_id\":\"310\",\"guild_id\":\"100\",\"last_pin_timestamp\":\"t\"}");
+    snprintf(want, sizeof want,
+             "{\"guild_id\":\"100\",\"id\":\"310\",\"type\":0,\"name\":\"x\",%s,"
+             "\"last_pin_timestamp\":\"t\"}",
+             ow);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 310), 0);
+    ASSERT_STR_EQ(got, want);
+    const char *odd = "{\"id\":\"311\",\"guild_id\":\"100\",\"type\":0,\"permission_overwrites\":"
+                      "[{\"id\":\"100\",\"type\":\"role\",\"allow\":\"0\",\"deny\":\"1024\"}]}";
+    feed(c, 0, "CHANNEL_CREATE", odd);
+    ASSERT_EQ(rd(c, CA_CHANNEL, 0, 311), 0);
+    ASSERT_STR_EQ(got, "{\"guild_id\":\"100\",\"id\":\"311\",\"type\":0,\"permission_overwrites\":"
+                       "[{\"id\":\"100\",\"type\":\"role\",\"allow\":\"0\",\"deny\":\"1024\"}]}");
+    ca_cache_free(c);
+}
+
 static void push_only(struct ca_cache *c, int shard, const char *t, const char *d, size_t n)
 {
     struct gw_chunk *ch = gw_chunk_new(4u << 20);
@@ -664,10 +784,16 @@ TEST(channel_and_emoji_defaults_are_left_out_and_restored)
     snprintf(want, sizeof want, "{\"guild_id\":\"100\",%s", chan + 1);
     ASSERT_READ(c, CA_CHANNEL, 0, 300, want);
     ASSERT_EQ(rd(c, CA_STATS, 0, 0), 0);
-    /* {"id":"300","type":0,"name":"general","position":0} and {"id":"400","name":"e"}, and
-       48 bytes an entry */
-    ASSERT_CONTAINS(got, "\"channels\":{\"enabled\":true,\"count\":1,\"bytes\":99}");
-    ASSERT_CONTAINS(got, "\"emojis\":{\"enabled\":true,\"count\":1,\"bytes\":71}");
+    /* {"id":"300","type":0,"name":"general","position":0} (51 bytes) and {"id":"400","name":"e"}
+       (23) as real memory: the blob's heap chunk (an 8-byte header and the text) and 40 bytes
+       a map slot, two for a channel (its guild's map and the channel index) */
+    char bytes[128];
+    snprintf(bytes, sizeof bytes, "\"channels\":{\"enabled\":true,\"count\":1,\"bytes\":%zu}",
+             heap_chunk(8 + 51) + 80);
+    ASSERT_CONTAINS(got, bytes);
+    snprintf(bytes, sizeof bytes, "\"emojis\":{\"enabled\":true,\"count\":1,\"bytes\":%zu}",
+             heap_chunk(8 + 23) + 40);
+    ASSERT_CONTAINS(got, bytes);
     ca_cache_free(c);
 }
 
@@ -799,6 +925,10 @@ TEST_MAIN({
     RUN(partial_updates_merge_and_deletes_remove);
     RUN(members_add_update_remove_chunk_and_count);
     RUN(message_and_interaction_members);
+    RUN(known_author_text_follows_user_changes);
+    RUN(message_members_replace_or_merge);
+    RUN(guild_create_presences_not_kept_are_checked_not_parsed);
+    RUN(channel_overwrites_kept_compactly_read_back_exactly);
     RUN(voice_join_move_leave);
     RUN(threads_and_thread_list_sync);
     RUN(permissions_from_roles_and_overwrites);

@@ -49,6 +49,18 @@ def start(tmp, truth, guilds, cache=None, intents=INTENTS, wait_guild=None, **cf
     return fake, rx, sh
 
 
+def new_session(fake, sh, shard, guild_creates):
+    """End shard's session (the fake forgets it, then drops the socket with 4000) so the daemon
+    IDENTIFYs again, and have the new READY list exactly guild_creates; returns once ready."""
+    fake.guilds(shard, guild_creates)
+    n_identify = len(fake.identifies(shard=shard, refused=False))
+    fake.expire(shard)
+    fake.close(shard, 4000)
+    wait_for(lambda: len(fake.identifies(shard=shard, refused=False)) > n_identify, 20,
+             what="shard %d to IDENTIFY again after its session expired" % shard)
+    sh.wait_ready(timeout=20)
+
+
 class Checker:
     """Collects every difference between the daemon's answers and the truth, so one run reports
     all of them (request, expected, got) instead of stopping at the first."""
@@ -277,13 +289,7 @@ def test_every_read_matches_discord_after_a_realistic_sequence(tmp):
     c_channel = next(iter(truth.guilds[c_gid]["channels"]))
     truth.drop_guild(c_gid)
     ga["channels"][ga["staff"]]["name"] = "staff-room"  # only the new GUILD_CREATE says so
-    fake.guilds(0, [truth.guild_create(a)])
-    n_identify = len(fake.identifies(shard=0, refused=False))
-    fake.expire(0)
-    fake.close(0, 4000)
-    wait_for(lambda: len(fake.identifies(shard=0, refused=False)) > n_identify, 20,
-             what="a new IDENTIFY after the session expired")
-    sh.wait_ready(timeout=20)
+    new_session(fake, sh, 0, [truth.guild_create(a)])
     sync()
     c.error("/v1/guilds/%s" % c_gid, 404, "unknown_guild")
     c.error("/v1/channels/%s" % c_channel, 404, "unknown_channel")
@@ -311,13 +317,7 @@ def test_new_session_drops_only_that_shards_stale_guilds(tmp):
     # shard 0 starts a new session whose READY lists only Kept; shard 1 goes on as it was
     truth.drop_guild(stale)
     truth.guilds[kept]["fields"]["name"] = "Kept (new session)"
-    fake.guilds(0, [truth.guild_create(kept)])
-    n_identify = len(fake.identifies(shard=0, refused=False))
-    fake.expire(0)
-    fake.close(0, 4000)
-    wait_for(lambda: len(fake.identifies(shard=0, refused=False)) > n_identify, 20,
-             what="shard 0 to IDENTIFY again")
-    sh.wait_ready(timeout=20)
+    new_session(fake, sh, 0, [truth.guild_create(kept)])
     sync0()
     sync1()
     assert len(fake.identifies(shard=1, refused=False)) == 1, "shard 1 identified again"
